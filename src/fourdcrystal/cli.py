@@ -1,0 +1,52 @@
+"""``fourdcrystal`` command line: predict Bragg vectors, inspect config and calibration.
+
+Each subcommand's parser and runner live beside its logic (``add_arguments`` / ``run`` in the module).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from .errors import UserError
+
+# subcommand -> (module, help)
+SUBCOMMANDS = {
+    "predict": ("fourdcrystal.predict", "Bragg vectors from a 4D-STEM datacube and a vacuum probe"),
+    "check-config": ("fourdcrystal.cli", "validate a workflow config and print its geometry"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:  # for check-config
+    p.add_argument("config", nargs="?", default="config/config.yaml")
+
+
+def run(args: argparse.Namespace) -> int:  # for check-config
+    from . import config as cfgmod
+    from .geometry import Geometry
+
+    cfg = cfgmod.load(args.config)
+    g = Geometry.from_config(cfg)
+    print(json.dumps({"geometry": g.to_dict(), "fingerprint": cfgmod.fingerprint(cfg)}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fourdcrystal", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, (modname, helptext) in SUBCOMMANDS.items():
+        mod = importlib.import_module(modname)
+        modules[name] = mod
+        mod.add_arguments(sub.add_parser(name, help=helptext, description=helptext))
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except UserError as err:
+        print(f"fourdcrystal: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

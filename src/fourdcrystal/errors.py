@@ -1,0 +1,10 @@
+"""User-facing errors: one line that names the problem and the fix."""
+
+
+class UserError(Exception):
+    """Bad input from a user. The CLI and Snakemake scripts print ``str(err)`` as one line and exit 2."""
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(problem if not fix else f"{problem} — fix: {fix}")
