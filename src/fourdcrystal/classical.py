@@ -1,0 +1,98 @@
+"""Classical baseline: py4DSTEM 0.14.16 template matching (``find_Bragg_disks``, subpixel multicorr).
+
+The kernel is the vacuum probe made into an edge-filtering template by py4DSTEM's Probe.get_kernel
+(mode 'sigmoid': the probe disk minus a sine-squared annulus of radii ``kernel_radii`` × the probe
+radius, so the template integrates to zero and a flat background correlates to nothing).
+py4DSTEM's defaults target 256-1024 px detectors (minPeakSpacing 60, edgeBoundary 20) and would
+discard almost all reflections of our 128 px grids; the settings come from config
+``evaluate.classical`` and are tuned once on the val split by :func:`tune` (see evaluate.py).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+
+import numpy as np
+import pandas as pd
+
+# Single-threaded BLAS for a fair per-core timing against the network (set before numpy's BLAS
+# starts its pool in a fresh process; harmless otherwise).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+DEFAULTS = {
+    "corrPower": 1.0, "sigma": 0.0, "edgeBoundary": 2, "minRelativeIntensity": 0.005,
+    "minAbsoluteIntensity": 0.0, "minPeakSpacing": 6, "subpixel": "multicorr", "upsample_factor": 16,
+    "maxNumPeaks": 100, "kernel_mode": "sigmoid", "kernel_radii": [1.0, 2.0],
+}
+_FIND_KEYS = ("corrPower", "sigma", "edgeBoundary", "minRelativeIntensity", "minAbsoluteIntensity",
+              "minPeakSpacing", "subpixel", "upsample_factor", "maxNumPeaks")
+
+
+def settings_from(cfg: dict | None) -> dict:
+    s = dict(DEFAULTS)
+    s.update({k: v for k, v in (cfg or {}).items() if k in DEFAULTS})
+    return s
+
+
+def make_kernel(probe: np.ndarray, settings: dict | None = None) -> np.ndarray:
+    """py4DSTEM correlation kernel (origin at pixel 0, real space) from a vacuum probe image."""
+    from py4DSTEM.braggvectors import Probe
+
+    from .predict import probe_center, probe_radius_px
+
+    s = settings_from(settings)
+    p = np.asarray(probe, dtype=np.float64)
+    if s["kernel_mode"] == "flat":
+        return Probe(p).get_kernel(mode="flat", origin=probe_center(p))
+    r = probe_radius_px(p)
+    a, b = s["kernel_radii"]
+    return Probe(p).get_kernel(mode="sigmoid", origin=probe_center(p), radii=(a * r, b * r))
+
+
+def find_disks(patterns: np.ndarray, probe: np.ndarray, settings: dict | None = None,
+               kernel: np.ndarray | None = None) -> pd.DataFrame:
+    """Disks of each pattern (N, Qx, Qy): DataFrame pattern, qx_px, qy_px, intensity (correlation)."""
+    from py4DSTEM.braggvectors.diskdetection import find_Bragg_disks
+
+    s = settings_from(settings)
+    k = make_kernel(probe, s) if kernel is None else kernel
+    kw = {key: s[key] for key in _FIND_KEYS}
+    kw["edgeBoundary"] = int(kw["edgeBoundary"])
+    kw["maxNumPeaks"] = int(kw["maxNumPeaks"])
+    rows = []
+    pats = np.asarray(patterns)
+    if pats.ndim == 2:
+        pats = pats[None]
+    for n, dp in enumerate(pats):
+        q = find_Bragg_disks(np.asarray(dp, dtype=np.float64), k, **kw).data
+        rows.append(pd.DataFrame({"pattern": n, "qx_px": q["qx"], "qy_px": q["qy"], "intensity": q["intensity"]}))
+    if not rows:
+        return pd.DataFrame(columns=["pattern", "qx_px", "qy_px", "intensity"])
+    return pd.concat(rows, ignore_index=True)
+
+
+TUNE_GRID = {
+    "minRelativeIntensity": [0.002, 0.005, 0.01, 0.02, 0.05],
+    "sigma": [0.0, 1.0],
+    "corrPower": [1.0, 0.5],
+}
+
+
+def tune(score_fn, base: dict | None = None, grid: dict | None = None) -> tuple[dict, pd.DataFrame]:
+    """Exhaustive search over ``grid`` (defaults TUNE_GRID) around ``base`` settings.
+
+    ``score_fn(settings) -> dict`` must return at least ``f1`` (computed on validation patterns
+    only); the best F1 wins (ties: the first in grid order).  Returns (best settings, table of
+    every tried combination with its scores) so the procedure can be recorded.
+    """
+    base = settings_from(base)
+    grid = grid or TUNE_GRID
+    keys = list(grid)
+    rows, best, best_f1 = [], None, -1.0
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        s = {**base, **dict(zip(keys, combo))}
+        sc = score_fn(s)
+        rows.append({**dict(zip(keys, combo)), **sc})
+        if sc["f1"] > best_f1:
+            best, best_f1 = s, sc["f1"]
+    return best, pd.DataFrame(rows)

@@ -1,0 +1,73 @@
+"""Torch Dataset over the dataset manifest: lazy per-pattern reads, deterministic augmentation.
+
+Each item is read from its Zarr store on demand (``fourdcrystal.store.read_pattern``: one inner
+chunk per array), so memory stays bounded by the batch whatever the dataset size, and DataLoader
+workers each open their own store handles.
+
+Augmentation randomness is a pure function of ``(seed, epoch, row)`` (``row`` = the pattern's
+position in the manifest split), never of the worker, the rank or the world size: a run on 1 or N
+processes, with any number of workers, resumed or not, sees exactly the same augmented samples.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from . import store as qstore
+
+
+def sample_seed(seed: int, epoch: int, row: int) -> int:
+    """A 64-bit seed for one sample's augmentation (hashlib: stable across processes and runs)."""
+    h = hashlib.sha256(f"augment:{int(seed)}:{int(epoch)}:{int(row)}".encode()).digest()
+    return int.from_bytes(h[:8], "little")
+
+
+class QuartetDataset(Dataset):
+    """Quartets of one manifest split as float32 tensors ``probe, cbed, vg, qz`` (P, P) and ``row``.
+
+    ``manifest``: DataFrame with columns ``store`` (path of quartets.zarr, relative to ``root``) and
+    ``index``.  ``augmenter``: an object with ``.apply(cbed, probe, rng) -> cbed`` (e.g.
+    fourdcrystal.augment.Augmenter) or None.  Call ``set_epoch`` before iterating each epoch (the
+    DataLoader must not use persistent workers, so that workers pick up the new epoch).
+    """
+
+    def __init__(self, manifest: pd.DataFrame, root: str | Path = ".", augmenter=None, seed: int = 0):
+        self.stores = [str(Path(root) / s) for s in manifest["store"].astype(str)]
+        self.indices = manifest["index"].astype(np.int64).to_numpy()
+        self.augmenter = augmenter
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, row: int) -> dict:
+        q = qstore.read_pattern(self.stores[row], int(self.indices[row]))
+        cbed = q["cbed"]
+        if self.augmenter is not None:
+            rng = np.random.default_rng(sample_seed(self.seed, self.epoch, row))
+            cbed = np.asarray(self.augmenter.apply(cbed, q["probe"], rng), dtype=np.float32)
+        return {"probe": torch.from_numpy(np.ascontiguousarray(q["probe"])),
+                "cbed": torch.from_numpy(np.ascontiguousarray(cbed)),
+                "vg": torch.from_numpy(np.ascontiguousarray(q["vg"])),
+                "qz": torch.from_numpy(np.ascontiguousarray(q["qz"])),
+                "row": row}
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: seed the global RNGs from torch's per-worker seed (itself derived
+    from the loader's generator), so any stray global randomness is reproducible too."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    import random
+
+    random.seed(s)
+    torch.set_num_threads(1)  # workers only decompress; leave the cores to the training process

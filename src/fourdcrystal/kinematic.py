@@ -1,0 +1,96 @@
+"""Kinematic truth: Bragg reflections of an oriented crystal, independent of the multislice.
+
+For a conventional cell (pymatgen ``Structure``) and the rotation ``R`` (lab = R @ crystal
+Cartesian; beam along +z of the lab frame) every reciprocal-lattice vector ``g = h a* + k b* + l c*``
+(crystallographic reciprocal lattice, no 2π) with ``0 < |g| <= q_max`` is rotated to the lab frame.
+
+* Excitation error: exact Ewald-sphere distance for an incident wave vector ``k0 = (0, 0, 1/λ)``,
+  ``s_g = 1/λ - |k0 + g|`` (positive when the point lies inside the sphere; ≈ -g_z - λ|g|²/2).
+* Kept: ``|s_g| <= s_max_invA`` (default 0.1 Å⁻¹).  Why that width: the convergent probe tilts the
+  incident beam by up to α (a few mrad), moving s_g by α|g| ≈ 0.01 Å⁻¹ at 2 Å⁻¹, and a slab of
+  thickness t excites points within ≈ 1/t (0.05 Å⁻¹ at 20 Å); 0.1 Å⁻¹ covers both with margin and
+  matches the q_z width of the V_g label (σ = 0.075 Å⁻¹ by default).  Callers filter tighter on the
+  returned ``excitation_error_invA`` or ``vg_abs`` when they need to.
+* The direct beam (000) is excluded: it is always present, carries no crystallographic information,
+  and evaluation matches non-zero reflections only.
+* Reflections whose pixel falls outside the detector are dropped (they cannot be observed), and so are
+  kinematically forbidden ones (|V_g| < ``min_vg_V``, e.g. Si 200).
+* ``vg_abs``: |V_g| in volts, ``V_g = (h²/(2π m0 e Ω)) Σ_j occ_j f_j(|g|) exp(-2πi g·r_j)`` with the
+  electron scattering factors f (Å) of abTEM's parametrization (Lobato by default, the same one the
+  multislice potential uses) and the non-relativistic constant h²/(2π m0 e) = 47.878 V Å², so it is
+  directly comparable to the V_g label of :mod:`fourdcrystal.simulate` (static lattice, no
+  Debye-Waller factor).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import UserError
+from .geometry import Geometry, electron_wavelength_A
+
+# h² / (2π m0 e) in V Å²: converts Σ f_e (Å) / Ω (Å³) to a Fourier coefficient of the potential in volts.
+_H2_OVER_2PI_M0_E_VA2 = 47.87801
+
+COLUMNS = ["h", "k", "l", "qx_invA", "qy_invA", "qz_invA", "qx_px", "qy_px", "vg_abs", "excitation_error_invA"]
+
+
+def _scattering_factors(species: list[str], parametrization: str):
+    from abtem.parametrizations import validate_parametrization
+
+    par = validate_parametrization(parametrization)
+    return {el: par.scattering_factor(el) for el in species}
+
+
+def kinematic_reflections(structure, R, geometry: Geometry, energy_eV: float, q_max_invA: float, *,
+                          s_max_invA: float = 0.1, parametrization: str = "lobato",
+                          min_vg_V: float = 1e-3) -> pd.DataFrame:
+    """Reflections of ``structure`` rotated by ``R`` that are excited and fall on the detector.
+
+    Returns a DataFrame with columns ``COLUMNS`` (pixel coordinates absolute on the detector grid:
+    ``qx_px = center_px + qx / dk``), sorted by decreasing ``vg_abs``.
+    """
+    R = np.asarray(R, dtype=float)
+    if R.shape != (3, 3) or not np.allclose(R @ R.T, np.eye(3), atol=1e-6):
+        raise UserError("rotation R is not a 3x3 orthogonal matrix",
+                        "pass the r00..r22 columns of orientations.csv reshaped to 3x3")
+    if q_max_invA <= 0:
+        raise UserError(f"q_max_invA must be > 0, got {q_max_invA}", "set simulation.reflections_max_invA > 0")
+    lat = structure.lattice
+    recip = lat.reciprocal_lattice_crystallographic.matrix  # rows a*, b*, c* in Å⁻¹ (no 2π)
+    # |h| = |g·a| <= |g||a|: this bounds the index box that can hold |g| <= q_max.
+    hmax = np.ceil(q_max_invA * np.asarray(lat.abc)).astype(int)
+    axes = [np.arange(-m, m + 1) for m in hmax]
+    hkl = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    hkl = hkl[np.any(hkl != 0, axis=1)]
+    g_lab = (hkl @ recip) @ R.T  # rows: R @ g_cart
+    g_abs = np.linalg.norm(g_lab, axis=1)
+    k0 = 1.0 / electron_wavelength_A(energy_eV)
+    s = k0 - np.sqrt(g_lab[:, 0] ** 2 + g_lab[:, 1] ** 2 + (k0 + g_lab[:, 2]) ** 2)
+    qx_px = geometry.center_px + g_lab[:, 0] / geometry.dk_invA
+    qy_px = geometry.center_px + g_lab[:, 1] / geometry.dk_invA
+    last = geometry.detector_px - 1
+    keep = ((g_abs <= q_max_invA) & (np.abs(s) <= s_max_invA)
+            & (qx_px >= 0) & (qx_px <= last) & (qy_px >= 0) & (qy_px <= last))
+    hkl, g_lab, g_abs, s, qx_px, qy_px = (a[keep] for a in (hkl, g_lab, g_abs, s, qx_px, qy_px))
+
+    # Structure factor with electron scattering factors, summed over (partially occupied) sites.
+    species = sorted({sp.symbol for site in structure for sp in site.species})
+    fe = _scattering_factors(species, parametrization)
+    frac = np.asarray(structure.frac_coords)
+    k2 = g_abs ** 2
+    f_by_el = {el: np.asarray(fe[el](k2), dtype=float) for el in species}
+    phase = np.exp(-2j * np.pi * (hkl @ frac.T))  # (n_refl, n_sites)
+    amp = np.zeros(len(hkl), dtype=complex)
+    for j, site in enumerate(structure):
+        f_site = sum(occ * f_by_el[sp.symbol] for sp, occ in site.species.items())
+        amp += f_site * phase[:, j]
+    vg = _H2_OVER_2PI_M0_E_VA2 / lat.volume * np.abs(amp)
+
+    df = pd.DataFrame({
+        "h": hkl[:, 0].astype(int), "k": hkl[:, 1].astype(int), "l": hkl[:, 2].astype(int),
+        "qx_invA": g_lab[:, 0], "qy_invA": g_lab[:, 1], "qz_invA": g_lab[:, 2],
+        "qx_px": qx_px, "qy_px": qy_px, "vg_abs": vg, "excitation_error_invA": s,
+    }, columns=COLUMNS)
+    df = df[df["vg_abs"] >= min_vg_V]
+    return df.sort_values("vg_abs", ascending=False, kind="stable").reset_index(drop=True)

@@ -1,0 +1,273 @@
+"""The 4D>Crystal network: an FFT cross-correlation layer in front of a U-Net with two heads.
+
+Inputs are a vacuum probe image and a CBED pattern on the same detector grid, both on the
+"probe max = 1" scale of the simulated data (docs/CONTRACTS.md).  Outputs are the projected crystal
+potential map V_g (≥ 0) and the V_g-weighted out-of-plane component q_z (Å⁻¹, signed) per pixel.
+
+Why a cross-correlation layer before the encoder: a kinematic CBED pattern is the probe disk copied
+to every excited reflection, ``cbed ≈ probe ⊛ Σ_g I_g δ(k - g)``.  Dividing the pattern's spectrum by
+the probe's undoes that convolution, so the layer hands the encoder a map that already peaks at the
+reflections; a plain U-Net would have to learn a disk-sized matched filter from data first.  Three
+normalisations of the same spectral product ``X = F(cbed) · conj(F(probe))`` are used, because each
+fails differently:
+
+* Wiener ("regularised deconvolution"): ``X / (|F(probe)|² + ε·max|F(probe)|²)`` — sharp peaks whose
+  heights are the intensity fractions I_g, but noise grows where the probe spectrum is weak (ε
+  limits that);
+* phase correlation: ``X / (|X| + ε·max|X|)`` — peak positions independent of intensity (strong
+  direct beam and weak reflections look alike), insensitive to the probe's shape errors;
+* (``xcorr_amplitude``) the plain matched-filter correlation ``X / Σ probe²`` — the smooth,
+  noise-robust correlation amplitude (non-negative for non-negative images).
+
+Each inverse FFT is fftshifted so that lag 0 sits on the direct-beam pixel ``(P//2, P//2)``: a
+reflection at pixel ``c + g`` of the CBED appears at pixel ``c + g`` of every channel, aligned with the
+labels.  Probe and CBED are real images, so the spectral product is Hermitian and its inverse FFT is
+real: the imaginary part is zero up to rounding and is not fed to the network (it would be a dead
+channel); the phase information lives in the phase-correlation channel instead.
+
+Two coordinate channels (k_x, k_y relative to the direct beam, in [-1, 1]) are added because q_z
+depends on where a reflection sits on the detector (Ewald-sphere curvature and specimen tilt).
+
+Dynamic range: the direct beam is 10²–10⁴ times brighter than weak reflections, so every input
+channel is compressed with a (signed) log1p relative to ``log_eps`` (default 1e-3 of the probe
+maximum) and mapped to about [-1, 1].  The output heads are scaled by ``vg_scale`` / ``qz_scale``
+(typical label magnitudes measured on the training data by fourdcrystal.train) so that a freshly
+initialised network starts on the labels' scale; the V_g head works in the same log domain as the
+V_g loss (see ``BraggUNet.forward``).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import UserError
+from .geometry import Geometry
+
+FORMAT = "fourdcrystal-model"
+FORMAT_VERSION = 1
+
+DEFAULT_MODEL_CONFIG = {
+    "base_channels": 16,
+    "depth": 3,
+    "norm": "group",  # group | batch | none
+    "dropout": 0.0,
+    "xcorr_amplitude": True,
+    "log_eps": 1e-3,  # log compression knee, fraction of the probe maximum
+    "wiener_eps": 1e-2,  # Wiener regulariser, fraction of max |F(probe)|²
+    "phase_eps": 1e-3,  # phase-correlation regulariser, fraction of max |X|
+    "vg_log_knee": 1e-2,  # V_g head: decades resolved below vg_scale (output log domain knee)
+    "vg_scale": 1.0,  # typical V_g of a bright reflection (label units); set from training data
+    "qz_scale": 0.1,  # typical |q_z| (Å⁻¹); set from training data
+}
+
+
+def model_config_from(cfg: dict | None) -> dict:
+    """Complete a (possibly partial) ``model`` config section with the defaults above."""
+    out = dict(DEFAULT_MODEL_CONFIG)
+    out.update({k: v for k, v in (cfg or {}).items() if v is not None})
+    unknown = set(out) - set(DEFAULT_MODEL_CONFIG)
+    if unknown:
+        raise UserError(f"unknown model config keys {sorted(unknown)}",
+                        f"use only {sorted(DEFAULT_MODEL_CONFIG)} in the model section")
+    if out["norm"] not in ("group", "batch", "none"):
+        raise UserError(f"model.norm '{out['norm']}' is not group, batch or none", "set model.norm to group")
+    return out
+
+
+def _log_compress(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Signed log1p(|x|/eps) / log1p(1/eps): 1 at x = 1, keeps sign, resolves values down to ~eps."""
+    return torch.sign(x) * torch.log1p(x.abs() / eps) / math.log1p(1.0 / eps)
+
+
+class XCorrFFT(nn.Module):
+    """Cross-correlation channels of CBED against the probe, on the detector grid (no weights)."""
+
+    def __init__(self, amplitude: bool = True, wiener_eps: float = 1e-2, phase_eps: float = 1e-3):
+        super().__init__()
+        self.amplitude = amplitude
+        self.wiener_eps = wiener_eps
+        self.phase_eps = phase_eps
+
+    @property
+    def n_channels(self) -> int:
+        return 3 if self.amplitude else 2
+
+    def forward(self, probe: torch.Tensor, cbed: torch.Tensor) -> torch.Tensor:
+        # FFTs in float32 even under bf16 autocast: bf16 has too few mantissa bits for a spectrum
+        # spanning several decades.
+        probe = probe.float()
+        cbed = cbed.float()
+        fp = torch.fft.rfft2(probe)
+        fc = torch.fft.rfft2(cbed)
+        x = fc * fp.conj()
+        size = probe.shape[-2:]
+        p2 = fp.real.square() + fp.imag.square()
+        wiener = x / (p2 + self.wiener_eps * p2.amax(dim=(-2, -1), keepdim=True) + 1e-30)
+        ax = x.abs()
+        phase = x / (ax + self.phase_eps * ax.amax(dim=(-2, -1), keepdim=True) + 1e-30)
+        outs = [wiener, phase]
+        if self.amplitude:
+            energy = probe.square().sum(dim=(-2, -1), keepdim=True) + 1e-30  # (B, 1, 1)
+            outs.append(x / energy)
+        chans = [torch.fft.fftshift(torch.fft.irfft2(o, s=size), dim=(-2, -1)) for o in outs]
+        return torch.stack(chans, dim=1)
+
+
+def _norm(kind: str, ch: int) -> nn.Module:
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, ch), ch)
+    if kind == "batch":
+        return nn.BatchNorm2d(ch)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3×3 conv → norm → ReLU layers (ReLU as in the seed design), optional dropout."""
+
+    def __init__(self, cin: int, cout: int, norm: str, dropout: float):
+        layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=norm == "none"), _norm(norm, cout), nn.ReLU(inplace=True),
+                  nn.Conv2d(cout, cout, 3, padding=1, bias=norm == "none"), _norm(norm, cout), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout2d(dropout))
+        super().__init__(*layers)
+
+
+class BraggUNet(nn.Module):
+    """XCorrFFT → U-Net encoder/decoder → heads V_g (softplus, ≥ 0) and q_z (signed, Å⁻¹).
+
+    ``model(probe, cbed)`` with (B, P, P) tensors returns ``(vg, qz)``, each (B, P, P).  P must be
+    divisible by ``2**depth`` (128, 256, 512 all work with depth ≤ 7).
+    """
+
+    def __init__(self, **cfg):
+        super().__init__()
+        cfg = model_config_from(cfg)
+        self.config = cfg
+        c, depth = int(cfg["base_channels"]), int(cfg["depth"])
+        self.depth = depth
+        self.xcorr = XCorrFFT(cfg["xcorr_amplitude"], cfg["wiener_eps"], cfg["phase_eps"])
+        # log probe, log CBED, k_x and k_y coordinates, cross-correlation channels
+        cin = 4 + self.xcorr.n_channels
+        widths = [c * 2**i for i in range(depth + 1)]
+        self.enc = nn.ModuleList()
+        for w in widths[:-1]:
+            self.enc.append(ConvBlock(cin, w, cfg["norm"], cfg["dropout"]))
+            cin = w
+        self.bottleneck = ConvBlock(widths[-2], widths[-1], cfg["norm"], cfg["dropout"])
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for i in reversed(range(depth)):
+            self.up.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
+            self.dec.append(ConvBlock(2 * widths[i], widths[i], cfg["norm"], cfg["dropout"]))
+        self.head = nn.Conv2d(widths[0], 2, 1)
+        # start at u = 0 for both heads: V_g at t = log(2)/4 (~1 % of vg_scale), q_z at 0
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def features(self, probe: torch.Tensor, cbed: torch.Tensor) -> torch.Tensor:
+        eps = float(self.config["log_eps"])
+        xc = _log_compress(self.xcorr(probe, cbed), eps)
+        logs = _log_compress(torch.stack([probe.float().clamp_min(0), cbed.float().clamp_min(0)], dim=1), eps)
+        # detector coordinates relative to the direct beam (CoordConv): q_z depends on where a
+        # reflection sits — Ewald-sphere curvature -λ|g|²/2 and tilt -θ·g — which plain
+        # translation-equivariant convolutions cannot see
+        b, p, q = probe.shape
+        kx = (torch.arange(p, device=probe.device, dtype=torch.float32) - p // 2) / (p // 2)
+        ky = (torch.arange(q, device=probe.device, dtype=torch.float32) - q // 2) / (q // 2)
+        coords = torch.stack(torch.meshgrid(kx, ky, indexing="ij")).expand(b, 2, p, q)
+        return torch.cat([logs, coords, xc], dim=1)
+
+    def forward(self, probe: torch.Tensor, cbed: torch.Tensor):
+        if probe.shape != cbed.shape or probe.dim() != 3:
+            raise ValueError(f"model(probe, cbed) needs two (B, P, P) tensors of one shape; got "
+                             f"{tuple(probe.shape)} and {tuple(cbed.shape)}")
+        m = 2**self.depth
+        if probe.shape[-1] % m or probe.shape[-2] % m:
+            raise ValueError(f"pattern size {tuple(probe.shape[-2:])} is not divisible by 2**depth = {m}")
+        x = self.features(probe, cbed)
+        skips = []
+        for i, block in enumerate(self.enc):
+            x = block(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bottleneck(x)
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
+            x = dec(torch.cat([up(x), skip], dim=1))
+        out = self.head(x).float()
+        # V_g head in the log domain: t = softplus(u) >= 0 is the log-compressed V_g
+        # (t = log1p(V / (knee·vg_scale)) / log1p(1/knee)), so O(1) steps of u span the decades between
+        # background and the direct beam; a linear softplus head needs thousands of Adam steps to
+        # push the background down by a decade.  Clamped so that expm1 cannot overflow.
+        knee = float(self.config["vg_log_knee"])
+        # beta = 4: a sharp knee, so both background (u < -1 -> t < 0.005) and peaks (slope -> 1) stay
+        # within O(1) of the initial u = 0, where the slope is 0.5 (trainable from the first step)
+        t = F.softplus(out[:, 0], beta=4.0).clamp_max(4.0)
+        vg = float(self.config["vg_scale"]) * knee * torch.expm1(math.log1p(1.0 / knee) * t)
+        qz = out[:, 1] * float(self.config["qz_scale"])
+        return vg, qz
+
+
+def build_model(cfg: dict | None) -> BraggUNet:
+    return BraggUNet(**model_config_from(cfg))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def checkpoint_dict(model: nn.Module, geometry: Geometry | dict, data_fingerprint: str | None,
+                    train_config: dict | None, **extra) -> dict:
+    m = _unwrap(model)
+    geo = geometry.to_dict() if isinstance(geometry, Geometry) else dict(geometry)
+    return {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+            "model_config": dict(m.config), "geometry": geo, "data_fingerprint": data_fingerprint,
+            "train_config": dict(train_config or {}), **extra}
+
+
+def save_checkpoint(path, model: nn.Module, geometry: Geometry | dict, data_fingerprint: str | None = None,
+                    train_config: dict | None = None, **extra) -> Path:
+    """Write the model file atomically (a killed writer never leaves a half-written model.pt)."""
+    from .atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint_dict(model, geometry, data_fingerprint, train_config, **extra), tmp)
+    return path
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a model file: returns ``(model, geometry, meta)`` with the model in eval mode.
+
+    ``meta`` holds everything in the file except the weights (format_version, model_config,
+    data_fingerprint, train_config, ...).  Any file that is not ours raises a one-line UserError.
+    """
+    path = Path(path)
+    fix = "pass a model.pt written by `snakemake results/model/model.pt` (fourdcrystal.train)"
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist", fix)
+    try:
+        # weights_only: never execute pickled code from a file a user hands us
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # not a torch file, or one holding arbitrary objects
+        raise UserError(f"{path} is not a 4D>Crystal model (unreadable: {type(exc).__name__})", fix) from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        what = f"format {ck.get('format')!r}" if isinstance(ck, dict) else f"a {type(ck).__name__}"
+        raise UserError(f"{path} is not a 4D>Crystal model ({what})", fix)
+    if int(ck.get("format_version", -1)) > FORMAT_VERSION:
+        raise UserError(f"{path} is a 4D>Crystal model of format_version {ck['format_version']}, newer than this "
+                        f"code ({FORMAT_VERSION})", "upgrade fourdcrystal")
+    try:
+        model = build_model(ck["model_config"])
+        model.load_state_dict(ck["state_dict"])
+        geometry = Geometry.from_dict(ck["geometry"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise UserError(f"{path} is not a usable 4D>Crystal model ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]})", fix) from None
+    model.to(map_location if map_location is not None else "cpu").eval()
+    meta = {k: v for k, v in ck.items() if k != "state_dict"}
+    return model, geometry, meta

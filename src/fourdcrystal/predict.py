@@ -1,0 +1,408 @@
+"""``fourdcrystal predict``: Bragg vectors for every pattern of a 4D-STEM datacube.
+
+Pipeline per batch of scan positions (the cube is streamed, never loaded whole):
+  read patterns -> find the direct beam (cross-correlation with the vacuum probe, per pattern or
+  once from the mean pattern) -> resample bilinearly onto the model's detector grid (pitch dk_invA,
+  beam on the centre pixel) -> network -> V_g peaks (fourdcrystal.bragg) -> back to Å⁻¹ and to the
+  input's pixel coordinates.
+Intensity scaling: the model was trained on probe-max = 1 data with the CBED on the probe's scale,
+so the resampled probe is divided by its maximum and every CBED is scaled to the probe's total
+intensity (which also removes beam-current drift across the scan).
+Outputs (published together by one rename, so a failed run leaves none): bragg_vectors.parquet,
+bragg_vector_map.npy/.png, braggvectors.h5 (py4DSTEM BraggVectors, reopened by py4DSTEM.read).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import bragg
+from .atomic import atomic_path
+from .datacube_io import Cube, open_datacube, open_probe
+from .errors import UserError
+
+log = logging.getLogger("fourdcrystal.predict")
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "data" / "pretrained.pt"
+VECTOR_COLUMNS = ["rx", "ry", "qx", "qy", "qx_px", "qy_px", "intensity", "qz"]
+
+
+# --- model -----------------------------------------------------------------------------------
+def resolve_model(path: str | None) -> Path:
+    if path is None:
+        if not DEFAULT_MODEL.is_file():
+            raise UserError(f"no --model given and the pretrained default {DEFAULT_MODEL} is not installed",
+                            "pass --model results/model/model.pt (train one with `snakemake results/model/model.pt`)")
+        return DEFAULT_MODEL
+    return Path(path)
+
+
+def load_model(path: str | None, device: str):
+    from .model import load_checkpoint
+
+    return load_checkpoint(resolve_model(path), map_location=device)
+
+
+# --- geometry helpers --------------------------------------------------------------------------
+def probe_center(probe: np.ndarray) -> tuple[float, float]:
+    """Centre of mass of the bright disk (pixels above 10 % of the maximum)."""
+    w = np.clip(probe - 0.1 * probe.max(), 0, None).astype(np.float64)
+    if w.sum() <= 0:
+        raise UserError("the vacuum probe image is empty (no positive pixels)", "pass a vacuum probe image")
+    i, j = np.indices(w.shape)
+    return float((i * w).sum() / w.sum()), float((j * w).sum() / w.sum())
+
+
+def probe_radius_px(probe: np.ndarray) -> float:
+    return float(np.sqrt((probe > 0.5 * probe.max()).sum() / np.pi))
+
+
+def _parabolic(fm, f0, fp):
+    den = fm - 2 * f0 + fp
+    return torch.where(den < 0, 0.5 * (fm - fp) / den.clamp(max=-1e-30), torch.zeros_like(f0)).clamp(-0.5, 0.5)
+
+
+class BeamFinder:
+    """Direct-beam position of each pattern: peak of the cross-correlation with the vacuum probe,
+    searched within ``radius`` px of a guess (the mean pattern's beam), refined by parabolas."""
+
+    def __init__(self, probe: np.ndarray, device: str):
+        self.shape = probe.shape
+        self.c = probe_center(probe)
+        self.kernel = torch.conj(torch.fft.rfft2(torch.from_numpy(probe.astype(np.float32)).to(device)))
+        self.device = device
+
+    def xcorr(self, cbed: torch.Tensor) -> torch.Tensor:
+        # xc[s] = Σ_k cbed[k] probe[k - s]: maximal where the pattern's disk sits at probe shifted by s
+        return torch.fft.irfft2(torch.fft.rfft2(cbed) * self.kernel, s=self.shape)
+
+    def find(self, cbed: torch.Tensor, guess: tuple[float, float] | None, radius: float) -> torch.Tensor:
+        B, Qx, Qy = cbed.shape
+        xc = self.xcorr(cbed)
+        # signed shifts of each correlation pixel
+        sx = torch.fft.fftfreq(Qx, 1.0 / Qx, device=cbed.device)
+        sy = torch.fft.fftfreq(Qy, 1.0 / Qy, device=cbed.device)
+        gx, gy = (0.0, 0.0) if guess is None else (guess[0] - self.c[0], guess[1] - self.c[1])
+        allowed = (sx[:, None] - gx) ** 2 + (sy[None, :] - gy) ** 2 <= radius ** 2
+        xcm = torch.where(allowed[None], xc, torch.full_like(xc, -torch.inf))
+        k = xcm.reshape(B, -1).argmax(dim=1)
+        i, j = k // Qy, k % Qy
+        b = torch.arange(B, device=cbed.device)
+        f0 = xc[b, i, j]
+        di = _parabolic(xc[b, (i - 1) % Qx, j], f0, xc[b, (i + 1) % Qx, j])
+        dj = _parabolic(xc[b, i, (j - 1) % Qy], f0, xc[b, i, (j + 1) % Qy])
+        return torch.stack([self.c[0] + sx[i] + di, self.c[1] + sy[j] + dj], dim=1)
+
+
+def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, center_px: int) -> torch.Tensor:
+    """Bilinear resampling of (B, Qx, Qy) onto a (B, P, P) grid whose pixel ``center_px`` sits on
+    ``centers`` (B, 2) and whose pitch is ``scale`` input pixels."""
+    x = img[:, None].float()
+    c = centers.float()
+    s = float(scale)
+    if s >= 2.0:
+        # average-pool first: plain bilinear sampling of a much coarser grid would alias
+        f = int(s)
+        x = torch.nn.functional.avg_pool2d(x, f, stride=f)
+        c = (c - (f - 1) / 2.0) / f
+        s = s / f
+    B, _, H, W = x.shape
+    r = (torch.arange(P, device=x.device, dtype=torch.float32) - center_px) * s
+    ci = c[:, 0, None] + r[None]  # (B, P) axis-0 source coordinate
+    cj = c[:, 1, None] + r[None]
+    # grid_sample: grid[..., 0] indexes the last axis (W), grid[..., 1] the first (H)
+    gx = (2 * cj / (W - 1) - 1)[:, None, :].expand(B, P, P)
+    gy = (2 * ci / (H - 1) - 1)[:, :, None].expand(B, P, P)
+    grid = torch.stack([gx, gy], dim=-1)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
+
+
+def parse_region(text: str) -> tuple[slice, slice]:
+    """'rx0:rx1,ry0:ry1' -> slices."""
+    try:
+        a, b = text.split(",")
+        sl = []
+        for part in (a, b):
+            lo, hi = part.split(":")
+            sl.append(slice(int(lo), int(hi)))
+        return sl[0], sl[1]
+    except ValueError:
+        raise UserError(f"--probe-from-region '{text}' is not of the form rx0:rx1,ry0:ry1",
+                        "give scan ranges of vacuum positions, e.g. 0:4,0:8") from None
+
+
+# --- the prediction loop -------------------------------------------------------------------------
+def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_invA: float, out_dir,
+                 *, batch: int = 64, device: str = "cpu", center: str = "per-pattern",
+                 threshold: float = 0.02, baseline: str | None = None, classical_settings: dict | None = None,
+                 meta: dict | None = None, progress: bool = True) -> dict:
+    """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
+
+    ``model(probe, cbed) -> (vg, qz)`` on the model grid (``geometry``); any callable with that
+    signature works (tests use an oracle). Returns a summary dict (also written as summary.json).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    Rx, Ry, Qx, Qy = cube.shape
+    if probe.shape != (Qx, Qy):
+        raise UserError(f"probe shape {probe.shape} differs from the pattern shape {(Qx, Qy)}",
+                        "pass a vacuum probe recorded on the same detector (same binning / crop)")
+    if not (q_pixel_size_invA and q_pixel_size_invA > 0):
+        raise UserError("reciprocal pixel size must be > 0", "pass --q-pixel-size in 1/Å per pixel")
+    P, cp, dk = geometry.detector_px, geometry.center_px, geometry.dk_invA
+    dq = float(q_pixel_size_invA)
+    scale = dk / dq  # input pixels per model pixel
+    n = Rx * Ry
+    finder = BeamFinder(probe, device)
+    rad = max(3.0, 2.0 * probe_radius_px(probe))
+
+    # the mean pattern's beam (a strided sample keeps this O(batch) in memory and time)
+    sample_idx = np.unique(np.linspace(0, n - 1, min(n, 256)).astype(int))
+    mean_dp = np.mean([cube.read(int(k), int(k) + 1)[0] for k in sample_idx], axis=0)
+    mean_c = finder.find(torch.from_numpy(mean_dp[None]).to(device), None, max(Qx, Qy))[0].cpu().numpy()
+    guess = (float(mean_c[0]), float(mean_c[1]))
+
+    probe_t = torch.from_numpy(probe[None].astype(np.float32)).to(device)
+    probe_r = resample(probe_t, torch.tensor([finder.c], device=device), scale, P, cp)
+    pmax, psum = probe_r.max(), probe_r.sum()
+    probe_m = probe_r / pmax
+    origin = np.zeros((2, Rx, Ry))
+    bvm = np.zeros((Qx, Qy))
+    n_vec = 0
+    t0 = time.perf_counter()
+    classical_rows = []
+
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        schema = pa.schema([(c, pa.int32() if c in ("rx", "ry") else pa.float64()) for c in VECTOR_COLUMNS])
+        writer = pq.ParquetWriter(tmp / "bragg_vectors.parquet", schema)
+        per_position: list[tuple[int, int, np.ndarray]] = []
+        try:
+            for s in tqdm(range(0, n, batch), disable=not progress, desc="predict", unit="batch"):
+                e = min(n, s + batch)
+                raw = cube.read(s, e)
+                x = torch.from_numpy(raw).to(device)
+                if center == "mean":
+                    cen = torch.tensor([guess] * len(x), device=device)
+                else:
+                    cen = finder.find(x, guess, rad)
+                cb = resample(x, cen, scale, P, cp)
+                tot = cb.sum(dim=(1, 2), keepdim=True).clamp_min(1e-30)
+                cb = cb * (psum / tot) / pmax
+                pr = probe_m.expand(len(cb), P, P)
+                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                    vg, qz = model(pr, cb)
+                pk = bragg.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=threshold)
+                cen_np = cen.cpu().numpy().astype(np.float64)
+                idx = np.arange(s, e)
+                rx, ry = np.divmod(idx, Ry)
+                origin[0, rx, ry], origin[1, rx, ry] = cen_np[:, 0], cen_np[:, 1]
+                qx = (pk["qx_px"] - cp) * dk
+                qy = (pk["qy_px"] - cp) * dk
+                b = pk["pattern"]
+                px = cen_np[b, 0] + qx / dq
+                py = cen_np[b, 1] + qy / dq
+                inside = (px >= 0) & (px <= Qx - 1) & (py >= 0) & (py <= Qy - 1)
+                cols = {"rx": rx[b].astype(np.int32), "ry": ry[b].astype(np.int32), "qx": qx, "qy": qy,
+                        "qx_px": px, "qy_px": py, "intensity": pk["intensity"], "qz": pk["qz"]}
+                cols = {k: v[inside] for k, v in cols.items()}
+                writer.write_table(pa.table(cols, schema=schema))
+                n_vec += int(inside.sum())
+                # Bragg vector map: vector counts on the input pixel grid, beam moved to the centre
+                bi = np.rint(Qx // 2 + cols["qx"] / dq).astype(int)
+                bj = np.rint(Qy // 2 + cols["qy"] / dq).astype(int)
+                ok = (bi >= 0) & (bi < Qx) & (bj >= 0) & (bj < Qy)
+                np.add.at(bvm, (bi[ok], bj[ok]), 1.0)
+                order = np.argsort(cols["rx"] * Ry + cols["ry"], kind="stable")
+                lin = (cols["rx"] * Ry + cols["ry"])[order]
+                keys, starts = np.unique(lin, return_index=True)
+                for k, a, z in zip(keys, starts, list(starts[1:]) + [len(lin)]):
+                    sel = order[a:z]
+                    per_position.append((int(k // Ry), int(k % Ry),
+                                         np.stack([cols["qx_px"][sel], cols["qy_px"][sel], cols["intensity"][sel]])))
+                if baseline == "classical":
+                    from . import classical
+                    df = classical.find_disks(raw, probe, classical_settings)
+                    df["rx"], df["ry"] = rx[df["pattern"].to_numpy()], ry[df["pattern"].to_numpy()]
+                    classical_rows.append(df.drop(columns="pattern"))
+        finally:
+            writer.close()
+        elapsed = time.perf_counter() - t0
+        np.save(tmp / "bragg_vector_map.npy", bvm)
+        _bvm_png(bvm, tmp / "bragg_vector_map.png", dq)
+        _write_braggvectors(tmp / "braggvectors.h5", (Rx, Ry), (Qx, Qy), per_position, origin, dq)
+        if baseline == "classical":
+            import pandas as pd
+            cdf = pd.concat(classical_rows, ignore_index=True)
+            cdf["qx"] = (cdf["qx_px"] - origin[0][cdf["rx"], cdf["ry"]]) * dq
+            cdf["qy"] = (cdf["qy_px"] - origin[1][cdf["rx"], cdf["ry"]]) * dq
+            cdf.to_parquet(tmp / "classical_bragg_vectors.parquet", index=False)
+        summary = {"n_patterns": n, "n_vectors": n_vec, "seconds": elapsed, "patterns_per_s": n / max(elapsed, 1e-9),
+                   "q_pixel_size_invA": dq, "model_dk_invA": dk, "model_detector_px": P, "center": center,
+                   "mean_beam_px": [guess[0], guess[1]], "device": device, "threshold": threshold,
+                   "input": cube.path, **(meta or {})}
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _bvm_png(bvm: np.ndarray, path: Path, dq: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Qx, Qy = bvm.shape
+    ext = [-(Qy // 2) * dq, (Qy - 1 - Qy // 2) * dq, (Qx - 1 - Qx // 2) * dq, -(Qx // 2) * dq]
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    im = ax.imshow(np.log1p(bvm), cmap="inferno", extent=ext)
+    ax.set_xlabel("q_y (1/Å)")
+    ax.set_ylabel("q_x (1/Å)")
+    ax.set_title("Bragg vector map (log(1 + count))")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_braggvectors(path: Path, Rshape, Qshape, per_position, origin: np.ndarray, dq: float) -> None:
+    """py4DSTEM BraggVectors: raw vectors in detector pixels, origin and pixel size in its calibration."""
+    import py4DSTEM
+    from py4DSTEM.braggvectors import BraggVectors
+
+    bv = BraggVectors(tuple(Rshape), tuple(Qshape))
+    for rx, ry, v in per_position:
+        bv._v_uncal.get_pointlist(rx, ry).add_data_by_field([v[0], v[1], v[2]])
+    bv.calibration.set_Q_pixel_size(dq)
+    bv.calibration.set_Q_pixel_units("A^-1")
+    bv.calibration.set_origin((origin[0], origin[1]))
+    py4DSTEM.save(str(path), bv, mode="o")
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="4-D datacube (Rx, Ry, Qx, Qy): .npy, .zarr, .h5/.emd (py4DSTEM), .blo, .mib, .dm4 ...")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--probe", help="vacuum probe image (same formats; a stack is averaged)")
+    g.add_argument("--probe-from-region", metavar="RX0:RX1,RY0:RY1",
+                   help="average the patterns of these vacuum scan positions as the probe")
+    p.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    p.add_argument("--model", default=None, help=f"model checkpoint (default: {DEFAULT_MODEL})")
+    p.add_argument("--q-pixel-size", type=float, default=None, help="reciprocal pixel size (1/Å per pixel)")
+    p.add_argument("--energy", type=float, default=None, help="beam energy (eV); needed for mrad calibrations")
+    p.add_argument("--dataset", default=None, help="array inside an HDF5/Zarr file")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--center", default="per-pattern", choices=["per-pattern", "mean"],
+                   help="find the direct beam in every pattern, or once in the mean pattern")
+    p.add_argument("--threshold", type=float, default=0.02, help="V_g peaks above this fraction of the direct beam")
+    p.add_argument("--baseline", choices=["classical"], default=None, help="also run py4DSTEM disk detection")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch} must be >= 1", "pass a positive batch size")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is visible", "use --device cpu")
+    cube = open_datacube(args.data, args.dataset)
+    if args.probe is not None:
+        probe, pcube = open_probe(args.probe)
+        pcube.close()
+    else:
+        sx, sy = parse_region(args.probe_from_region)
+        block = np.asarray(cube.array[sx, sy], dtype=np.float64)
+        if block.size == 0:
+            raise UserError(f"--probe-from-region {args.probe_from_region} selects no scan positions",
+                            f"choose ranges inside the scan {cube.shape[:2]}")
+        probe = block.reshape((-1,) + block.shape[-2:]).mean(axis=0).astype(np.float32)
+    q = args.q_pixel_size or cube.q_pixel_size_invA
+    if q is None:
+        raise UserError(f"{args.data} carries no reciprocal-space calibration",
+                        "pass --q-pixel-size (1/Å per pixel; with an mrad calibration also --energy)")
+    model, geometry, meta = load_model(args.model, args.device)
+    energy = args.energy or cube.energy_eV
+    if energy and geometry.energies_eV and not (0.5 * min(geometry.energies_eV) <= energy <= 2 * max(geometry.energies_eV)):
+        log.warning("beam energy %.0f eV is far from the training energies %s", energy, geometry.energies_eV)
+    summary = predict_cube(cube, probe, model, geometry, float(q), args.out, batch=args.batch, device=args.device,
+                           center=args.center, threshold=args.threshold, baseline=args.baseline,
+                           meta={"model": str(resolve_model(args.model)), "energy_eV": energy},
+                           progress=not args.quiet)
+    cube.close()
+    print(f"{summary['n_vectors']} Bragg vectors from {summary['n_patterns']} patterns "
+          f"({summary['patterns_per_s']:.1f} patterns/s) -> {args.out}")
+    return 0
+
+
+# --- the simulated-scan demo (rule scan_demo) ------------------------------------------------------
+def make_demo_scan(config: dict, manifest_path, out_dir, root=".", scan_px: int = 12, n_grains: int = 4,
+                   dose: float = 1e5) -> tuple[Path, Path, dict]:
+    """A polycrystal 4D-STEM scan assembled from test-split quartets (not a new multislice run).
+
+    ``n_grains`` test patterns of distinct (crystal, orientation) become grains of a Voronoi mosaic
+    over a ``scan_px``² scan; every position gets its grain's CBED through the detector augmentation
+    (dose ``dose``, fresh noise, origin shift = descan) so no two patterns are equal. Written as a
+    memory-mapped .npy cube + probe; returns (cube path, probe path, info).
+    """
+    from .augment import Augmenter
+    from .store import load_manifest, read_pattern
+
+    root = Path(root)
+    test = load_manifest(manifest_path, "test")
+    if test.empty:
+        raise UserError("the test split is empty", "simulate more crystals (selection.n_crystals >= 3)")
+    pick = test.drop_duplicates(["crystal_id", "orientation_id"]).sort_values("thickness_A")
+    pick = pick.groupby(["crystal_id", "orientation_id"]).tail(1).head(n_grains).reset_index(drop=True)
+    quartets = [read_pattern(root / r["store"], int(r["index"])) for _, r in pick.iterrows()]
+    rng = np.random.default_rng([int(config.get("seed", 0)), 7])
+    seeds = rng.uniform(0, scan_px, (len(quartets), 2))
+    i, j = np.indices((scan_px, scan_px))
+    grain = np.argmin((i[..., None] - seeds[:, 0]) ** 2 + (j[..., None] - seeds[:, 1]) ** 2, axis=-1)
+    aug = Augmenter(config["augment"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    P = quartets[0]["cbed"].shape[-1]
+    cube_path, probe_path = out_dir / "scan.npy", out_dir / "probe.npy"
+    with atomic_path(cube_path) as tmp:
+        with open(tmp, "wb") as fh:  # np.save appends .npy to names without it; write through a handle
+            np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (scan_px, scan_px, P, P)})
+            for rx in range(scan_px):
+                row = np.stack([aug.apply(quartets[g]["cbed"], quartets[g]["probe"], rng, dose=dose) for g in grain[rx]])
+                fh.write(row.astype("<f4").tobytes())
+    with atomic_path(probe_path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, quartets[0]["probe"].astype(np.float32))
+    info = {"scan_px": scan_px, "dose_e_per_pattern": dose, "grains": pick[["crystal_id", "orientation_id",
+                                                                             "thickness_A"]].to_dict("records"),
+            "grain_map": grain.tolist()}
+    return cube_path, probe_path, info
+
+
+def run_scan_demo(snakemake) -> None:
+    import shutil
+
+    from .geometry import Geometry
+
+    cfg = dict(snakemake.config)
+    out = Path(snakemake.output.vectors)
+    cube_path, probe_path, info = make_demo_scan(cfg, snakemake.input.manifest, Path(snakemake.output.cube).parent,
+                                                 scan_px=int(snakemake.params.scan_px))
+    model, geometry, _ = load_model(snakemake.input.model, "cpu")
+    dq = Geometry.from_config(cfg).dk_invA  # the scan is on the simulation grid
+    cube = open_datacube(cube_path)
+    probe, _ = open_probe(probe_path)
+    s = predict_cube(cube, probe, model, geometry, dq, out, batch=32, meta={"scan": info}, progress=False,
+                     threshold=float(cfg["evaluate"]["peak_threshold"]))
+    cube.close()
+    with atomic_path(snakemake.output.map_png) as tmp:
+        shutil.copyfile(out / "bragg_vector_map.png", tmp)
+    log.info("scan demo: %d vectors from %d patterns (%.1f patterns/s)", s["n_vectors"], s["n_patterns"],
+             s["patterns_per_s"])

@@ -1,0 +1,201 @@
+"""One `simulate` job: simulate a shard of a crystal's orientations and publish its store.
+
+The physics lives in :mod:`fourdcrystal.simulate` (multislice quartets) and
+:mod:`fourdcrystal.kinematic` (kinematic truth); this module only orchestrates: pick the shard's
+orientation rows (:func:`fourdcrystal.plan.shard_rows`), draw each orientation's probe settings
+from its own RNG, collect the metadata rows of docs/CONTRACTS.md and hand everything to
+:func:`fourdcrystal.store.write_shard`, which publishes the shard directory atomically.
+
+Determinism: the probe settings of orientation o of crystal c depend only on (seed, c, o) through a
+SHA-256-derived seed (never Python's salted ``hash()``), so a rerun after a killed job, or a job
+run with a different shard size, gives bit-identical settings.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plan
+from .config import fingerprint
+from .errors import UserError
+from .geometry import Geometry
+from .store import ARRAY_NAMES, write_shard
+
+log = logging.getLogger(__name__)
+
+# orientations.csv columns copied into every pattern row (CONTRACTS: patterns.parquet)
+ORIENTATION_COLUMNS = ["orientation_id", "kind", "zone_u", "zone_v", "zone_w", "euler_phi1_deg", "euler_Phi_deg",
+                       "euler_phi2_deg", "inplane_deg", "tilt_mrad", "tilt_azimuth_deg", "tilt_x_mrad",
+                       "tilt_y_mrad", "n_atoms"]
+ROTATION_COLUMNS = [f"r{i}{j}" for i in range(3) for j in range(3)]
+
+
+# The config sections that determine a shard's content (the crystal itself enters through its CIF and
+# supercell files, which Snakemake tracks); changing the split fractions must not invalidate shards.
+SHARD_SECTIONS = ("seed", "geometry", "orientations", "simulation")
+
+
+def shard_fingerprint(config: dict) -> str:
+    return fingerprint(config, sections=SHARD_SECTIONS)
+
+
+def stable_seed(*parts) -> int:
+    """A 63-bit seed from the parts' text, identical in every process and Python version."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def orientation_rng(seed: int, crystal_id: str, orientation_id: int, purpose: str = "probes") -> np.random.Generator:
+    return np.random.default_rng(stable_seed(seed, crystal_id, int(orientation_id), purpose))
+
+
+def _read_orientations(path, config, crystal_id) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"orientation table {path} does not exist", "run the supercells rule for this crystal first")
+    df = pd.read_csv(path)
+    expected = plan.n_orientations(config)
+    if len(df) not in (0, expected):
+        raise UserError(f"{path} has {len(df)} orientations but the config asks for {expected}",
+                        f"delete results/supercells/{crystal_id} and rerun snakemake (the config changed)")
+    missing = [c for c in ORIENTATION_COLUMNS + ROTATION_COLUMNS if c not in df.columns]
+    if len(df) and missing:
+        raise UserError(f"{path} lacks columns {missing}", "rerun the supercells rule with this version")
+    return df
+
+
+def _read_frames(path, rows: range) -> list:
+    import ase.io
+
+    frames = ase.io.read(str(path), index=f"{rows.start}:{rows.stop}", format="extxyz")
+    if len(frames) != len(rows):
+        raise UserError(f"{path} has fewer frames than orientation rows {rows.start}..{rows.stop - 1}",
+                        "delete the crystal's supercells folder and rerun snakemake")
+    return frames
+
+
+def _prototype(selected_csv, crystal_id) -> str | None:
+    if selected_csv is None or not Path(selected_csv).exists():
+        return None
+    sel = pd.read_csv(selected_csv)
+    row = sel[sel["crystal_id"].astype(str) == str(crystal_id)]
+    return str(row["prototype"].iloc[0]) if len(row) and "prototype" in row else None
+
+
+def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, supercells_extxyz, shard: int,
+                   out_dir, selected_csv=None) -> dict:
+    """Simulate orientation rows ``plan.shard_rows(config, shard)`` of one crystal into ``out_dir``.
+
+    Returns a summary (n_patterns, seconds per phase).  A crystal skipped by the supercell stage
+    (header-only orientations.csv) or a shard past its last orientation gives a valid empty shard.
+    """
+    from tqdm import tqdm
+
+    shard = int(shard)
+    geometry = Geometry.from_config(config)
+    sim = config["simulation"]
+    device = sim.get("device", "cpu")
+    p = geometry.detector_px
+    orient = _read_orientations(orientations_csv, config, crystal_id)
+    rows = plan.shard_rows(config, shard) if len(orient) else range(0)
+    per_orientation = plan.patterns_per_orientation(config)
+    n = len(rows) * per_orientation
+    arrays = {k: np.zeros((n, p, p), dtype=sim.get("dtype", "float32")) for k in ARRAY_NAMES}
+    pattern_rows: list[dict] = []
+    reflection_frames: list[pd.DataFrame] = []
+    totals: dict[str, float] = {}
+    prototype = _prototype(selected_csv, crystal_id)
+
+    if n:
+        # imported only when there is work: an empty shard needs no physics stack
+        from pymatgen.core import Structure
+
+        from .kinematic import kinematic_reflections
+        from .simulate import draw_probe_settings, simulate_orientation
+
+        cif = Path(cifs_dir) / f"{crystal_id}.cif"
+        if not cif.exists():
+            raise UserError(f"CIF {cif} does not exist", "rerun the select checkpoint (snakemake results/crystals/selected.csv)")
+        structure = Structure.from_file(str(cif))
+        frames = _read_frames(supercells_extxyz, rows)
+        slot = contextlib.nullcontext()
+        if device == "gpu":
+            from .gpu_slots import gpu_slot  # lazily: CPU runs never touch GPU locking
+
+            slot = gpu_slot()
+        with slot:
+            for k, (row_i, atoms) in enumerate(tqdm(list(zip(rows, frames)), desc=f"{crystal_id} shard {shard:04d}",
+                                                    unit="orientation", file=sys.stderr, mininterval=5.0)):
+                row = orient.iloc[row_i]
+                oid = int(row["orientation_id"])
+                if int(atoms.info.get("orientation_id", oid)) != oid:
+                    raise UserError(f"{supercells_extxyz} frame {row_i} is orientation "
+                                    f"{atoms.info.get('orientation_id')}, expected {oid}",
+                                    "delete the crystal's supercells folder and rerun snakemake")
+                t0 = time.perf_counter()
+                probes = draw_probe_settings(sim, geometry, orientation_rng(config["seed"], crystal_id, oid),
+                                             int(sim["probes_per_orientation"]))
+                arr, meta, timings = simulate_orientation(
+                    atoms, geometry, sim, probes, device=device,
+                    seed=stable_seed(config["seed"], crystal_id, oid, "phonons") % 2**32)
+                if len(meta) != per_orientation:
+                    raise RuntimeError(f"simulate_orientation returned {len(meta)} patterns, expected {per_orientation}")
+                base = k * per_orientation
+                for name in ARRAY_NAMES:
+                    arrays[name][base:base + per_orientation] = np.asarray(arr[name])
+                t1 = time.perf_counter()
+                R = row[ROTATION_COLUMNS].to_numpy(float).reshape(3, 3)
+                refl_by_energy: dict[float, pd.DataFrame] = {}
+                for j, m in enumerate(meta):
+                    e = float(m["energy_eV"])
+                    if e not in refl_by_energy:  # reflections depend on the energy (Ewald sphere) only
+                        refl_by_energy[e] = kinematic_reflections(
+                            structure, R, geometry, e, float(sim["reflections_max_invA"]),
+                            parametrization=sim.get("parametrization", "lobato"))
+                    reflection_frames.append(refl_by_energy[e].assign(index=base + j))
+                    pattern_rows.append({"index": base + j, "crystal_id": crystal_id, "prototype": prototype,
+                                         **{c: row[c] for c in ORIENTATION_COLUMNS},
+                                         "thickness_A": float(m["thickness_A"]), "energy_eV": e,
+                                         "semiangle_mrad": float(m["semiangle_mrad"]),
+                                         "defocus_A": float(m["defocus_A"]), "probe_id": int(m["probe_id"]),
+                                         "shard": shard})
+                t2 = time.perf_counter()
+                timings = {**{f"{k_}": float(v) for k_, v in timings.items()}, "kinematic": t2 - t1,
+                           "orientation_total": t2 - t0}
+                for k_, v in timings.items():
+                    totals[k_] = totals.get(k_, 0.0) + v
+                log.info("%s orientation %d (%d/%d): %d patterns, %s", crystal_id, oid, k + 1, len(rows),
+                         per_orientation, ", ".join(f"{k_} {v:.2f} s" for k_, v in timings.items()))
+    else:
+        log.info("%s shard %d: no orientations to simulate (crystal skipped or shard empty); writing an empty shard",
+                 crystal_id, shard)
+
+    patterns = pd.DataFrame(pattern_rows)
+    if not len(patterns):
+        patterns = pd.DataFrame({"index": pd.Series(dtype="int64"), "crystal_id": pd.Series(dtype="str")})
+    reflections = (pd.concat(reflection_frames, ignore_index=True) if reflection_frames
+                   else pd.DataFrame({"index": pd.Series(dtype="int64")}))
+    if len(reflections):
+        reflections = reflections[["index"] + [c for c in reflections.columns if c != "index"]]
+    t_write = time.perf_counter()
+    attrs = {"config_fingerprint": shard_fingerprint(config), "crystal_id": str(crystal_id), "shard": shard,
+             "timings_s": totals}
+    write_shard(out_dir, arrays, patterns, reflections, geometry, attrs=attrs, dtype=sim.get("dtype", "float32"),
+                compressor=sim.get("compressor", "zstd"), level=int(sim.get("compression_level", 3)))
+    totals["write"] = time.perf_counter() - t_write
+    log.info("%s shard %d: %d patterns written to %s (write %.2f s)", crystal_id, shard, n, out_dir, totals["write"])
+    return {"n_patterns": n, "timings_s": totals}
+
+
+def run(snakemake) -> None:
+    """Snakemake adapter body for rule `simulate` (scripts/simulate.py)."""
+    simulate_shard(dict(snakemake.config), snakemake.wildcards.crystal, snakemake.input.cifs,
+                   snakemake.input.orientations, snakemake.input.supercells, int(snakemake.wildcards.shard),
+                   snakemake.output.shard, selected_csv=snakemake.input.get("selected"))

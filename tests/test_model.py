@@ -1,0 +1,131 @@
+"""The network: shapes and signs, the cross-correlation layer's alignment, learnability (overfit),
+checkpoint round trip and foreign files."""
+import numpy as np
+import pytest
+import torch
+
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.model import XCorrFFT, build_model, load_checkpoint, save_checkpoint
+
+TINY = {"base_channels": 8, "depth": 2, "norm": "group", "dropout": 0.0}
+
+
+def synth_quartets(n: int, p: int, seed: int = 0):
+    """Synthetic quartets on a p×p grid (probe max = 1): a Gaussian-edged probe disk; CBED = the
+    disk copied to a few lattice reflections g with intensity I_g; V_g = narrow Gaussian peaks of
+    height √I_g (plus a strong direct beam); q_z at the peaks = -θ·g_x - κ|g|² (a fixed specimen tilt θ
+    and Ewald-sphere curvature κ, in per-pixel units), a function of where the reflection sits."""
+    rng = np.random.default_rng(seed)
+    c = p // 2
+    x = np.arange(p)[:, None] - c
+    y = np.arange(p)[None, :] - c
+    out = {k: np.zeros((n, p, p), np.float32) for k in ("probe", "cbed", "vg", "qz")}
+    for i in range(n):
+        r = rng.uniform(p / 24, p / 14)
+        probe = 1 / (1 + np.exp((np.hypot(x, y) - r) / 0.7))
+        a = rng.uniform(p / 8, p / 5)
+        ang = rng.uniform(0, np.pi)
+        e1 = a * np.array([np.cos(ang), np.sin(ang)])
+        e2 = a * np.array([-np.sin(ang), np.cos(ang)]) * rng.uniform(0.8, 1.2)
+        cbed = np.zeros((p, p))
+        vg = np.zeros((p, p))
+        qz = np.zeros((p, p))
+        for h in range(-2, 3):
+            for k in range(-2, 3):
+                gx, gy = h * e1 + k * e2
+                if max(abs(gx), abs(gy)) > c - r - 2:
+                    continue
+                inten = 0.5 if h == k == 0 else rng.uniform(0.005, 0.1) / (1 + h * h + k * k)
+                cbed += inten * 1 / (1 + np.exp((np.hypot(x - gx, y - gy) - r) / 0.7))
+                peak = np.sqrt(inten) * np.exp(-((x - gx) ** 2 + (y - gy) ** 2) / (2 * 1.0**2))
+                vg += peak
+                qz += np.where(peak > 0.05 * np.sqrt(inten), -0.004 * gx - 2e-4 * (gx * gx + gy * gy), 0.0)
+        out["probe"][i], out["cbed"][i], out["vg"][i], out["qz"][i] = probe, cbed, vg, qz
+    return out
+
+
+def test_forward_shapes_signs_and_sizes():
+    torch.manual_seed(0)
+    for norm in ("group", "batch", "none"):
+        m = build_model({**TINY, "norm": norm, "dropout": 0.1})
+        for p in (32, 64):
+            probe = torch.rand(2, p, p)
+            vg, qz = m(probe, torch.rand(2, p, p))
+            assert vg.shape == qz.shape == (2, p, p)
+            assert (vg >= 0).all() and torch.isfinite(qz).all()
+    with pytest.raises(ValueError, match="divisible"):
+        build_model(TINY)(torch.rand(1, 30, 30), torch.rand(1, 30, 30))
+
+
+def test_xcorr_channels_peak_on_the_reflections():
+    """A CBED of the probe disk at the centre and at (+15, -9) px: every cross-correlation channel has
+    its two strongest maxima on exactly those detector pixels (lag 0 on the direct-beam pixel)."""
+    q = synth_quartets(1, 64)
+    p = 64
+    c = p // 2
+    probe = torch.from_numpy(q["probe"])
+    shifted = torch.roll(probe, shifts=(15, -9), dims=(1, 2))
+    cbed = 0.5 * probe + 0.2 * shifted
+    x = XCorrFFT(amplitude=True)(probe, cbed)[0]
+    assert x.shape == (3, p, p)
+    for ch in x:
+        ch = ch.clone()
+        assert divmod(int(ch.argmax()), p) == (c, c)
+        ch[c - 8:c + 9, c - 8:c + 9] = -np.inf
+        assert divmod(int(ch.argmax()), p) == (c + 15, c - 9)
+
+
+def test_overfits_a_handful_of_patterns():
+    """The architecture can learn the mapping: 4 patterns, 150 Adam steps, loss drops > 10×."""
+    from fourdcrystal.train import pattern_losses
+
+    torch.manual_seed(0)
+    q = {k: torch.from_numpy(v) for k, v in synth_quartets(4, 32, seed=1).items()}
+    m = build_model({**TINY, "base_channels": 12, "vg_scale": float(q["vg"].amax(dim=(1, 2)).median()),
+                     "qz_scale": 0.05})
+    opt = torch.optim.Adam(m.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(150):
+        vg, qz = m(q["probe"], q["cbed"])
+        lv, lq = pattern_losses(vg, qz, q["vg"], q["qz"], 0.05, 0.05)
+        loss = (lv + lq).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-5:]) < losses[0] / 10, (losses[0], losses[-5:])
+    # and the predicted V_g maxima sit on the true ones
+    vg, _ = m(q["probe"], q["cbed"])
+    assert torch.equal(vg.flatten(1).argmax(1), q["vg"].flatten(1).argmax(1))
+
+
+def _geometry():
+    return Geometry(box_A=16.0, gpts=64, detector_px=32, thicknesses_A=(10.0,), slice_thickness_A=2.0)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = build_model({**TINY, "vg_scale": 3.0}).eval()
+    path = save_checkpoint(tmp_path / "model.pt", m, _geometry(), "abc123", {"lr": 1e-3})
+    m2, geo, meta = load_checkpoint(path)
+    assert geo == _geometry()
+    assert meta["data_fingerprint"] == "abc123" and meta["format"] == "fourdcrystal-model"
+    assert meta["model_config"]["vg_scale"] == 3.0 and "state_dict" not in meta
+    probe = torch.rand(1, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(m(probe, probe), m2(probe, probe)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not list(tmp_path.glob(".model.pt.tmp-*"))  # atomic write left nothing behind
+
+
+def test_load_checkpoint_rejects_foreign_files(tmp_path):
+    torch.save({"state_dict": build_model(TINY).state_dict()}, tmp_path / "other.pt")  # someone's torch file
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled_module.pt")  # arbitrary pickled object
+    (tmp_path / "text.pt").write_text("not a model")
+    for name in ("other.pt", "pickled_module.pt", "text.pt"):
+        with pytest.raises(UserError, match=r"is not a 4D>Crystal model \(.*\) — fix: ") as exc:
+            load_checkpoint(tmp_path / name)
+        assert "\n" not in str(exc.value)
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -1,0 +1,238 @@
+"""`fourdcrystal predict` end to end on a small simulated datacube.
+
+Which "network": KinematicOracle below — it returns the TRUE V_g / q_z (Gaussian peaks rendered at
+the known reflection positions on the model grid) in scan order, so everything else is real and under
+test: reading, direct-beam finding, resampling to the model calibration, peak extraction, conversion
+back to input pixels and Å⁻¹, atomic publication, the py4DSTEM BraggVectors file.  A second test runs
+the real network class (untrained or the shipped pretrained weights) through the CLI for plumbing.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fourdcrystal import cli, predict
+from fourdcrystal.datacube_io import Cube
+from fourdcrystal.geometry import Geometry
+
+GEO = Geometry(box_A=16.0, gpts=128, detector_px=64, thicknesses_A=(10.0,), slice_thickness_A=2.0)
+DQ = 0.05  # input Å⁻¹ per pixel (the model grid is 1/16 = 0.0625: resampling is exercised)
+Q = 72
+R_DISK = 3.0
+
+
+def _disk(shape, c, r=R_DISK):
+    i, j = np.indices(shape)
+    return 1.0 / (1.0 + np.exp((np.hypot(i - c[0], j - c[1]) - r) / 0.4))
+
+
+def _lattice(theta, a=0.5, qmax=1.3):
+    out = []
+    for h in range(-4, 5):
+        for k in range(-4, 5):
+            if h == k == 0:
+                continue
+            q = a * np.array([h * np.cos(theta) - k * np.sin(theta), h * np.sin(theta) + k * np.cos(theta)])
+            if np.hypot(*q) <= qmax:
+                out.append(q)
+    return np.array(out)
+
+
+def make_scan(Rx=3, Ry=4, seed=0):
+    """Two grains (lattice rotations), per-position descan of the beam; truth in Å⁻¹ and input px."""
+    rng = np.random.default_rng(seed)
+    cube = np.zeros((Rx, Ry, Q, Q), np.float32)
+    truth = {}
+    c0 = np.array([Q / 2 - 0.6, Q / 2 + 0.9])
+    for rx in range(Rx):
+        for ry in range(Ry):
+            theta = 0.2 if ry < Ry // 2 else 0.9
+            qs = _lattice(theta)
+            c = c0 + rng.uniform(-1.5, 1.5, 2)
+            dp = _disk((Q, Q), c)
+            for q in qs:
+                dp = dp + 0.3 * np.exp(-np.hypot(*q)) * _disk((Q, Q), c + q / DQ)
+            cube[rx, ry] = dp * 1000.0  # counts scale differs from the probe's: predict normalises
+            truth[(rx, ry)] = (qs, c + qs / DQ)
+    probe = (_disk((Q, Q), np.array([Q / 2 + 0.3, Q / 2 - 0.2])) * 50.0).astype(np.float32)
+    return cube, probe, truth
+
+
+class KinematicOracle:
+    """Stands in for the network: true V_g / q_z of each scan position in order (q_z = 0.02·q_x)."""
+
+    def __init__(self, truth, Ry, geometry):
+        self.items = [truth[k][0] for k in sorted(truth)]
+        self.g = geometry
+        self.calls = 0
+
+    def __call__(self, probe, cbed):
+        B, P, _ = cbed.shape
+        i, j = np.indices((P, P))
+        cp, dk = self.g.center_px, self.g.dk_invA
+        vg, qz = np.zeros((B, P, P), np.float32), np.zeros((B, P, P), np.float32)
+        for b in range(B):
+            qs = self.items[self.calls + b]
+            vg[b] += np.exp(-((i - cp) ** 2 + (j - cp) ** 2) / (2 * 0.8 ** 2))
+            for q in qs:
+                x, y = cp + q[0] / dk, cp + q[1] / dk
+                vg[b] += 0.2 * np.exp(-((i - x) ** 2 + (j - y) ** 2) / (2 * 0.8 ** 2))
+            qz[b] = 0.02 * (i - cp) * dk
+        self.calls += B
+        return torch.from_numpy(vg), torch.from_numpy(qz)
+
+
+def test_predict_oracle_recovers_kinematic_positions(tmp_path):
+    import py4DSTEM
+
+    cube, probe, truth = make_scan()
+    np.save(tmp_path / "scan.npy", cube)
+    c = Cube(np.load(tmp_path / "scan.npy", mmap_mode="r"), str(tmp_path / "scan.npy"))
+    out = tmp_path / "out"
+    oracle = KinematicOracle(truth, cube.shape[1], GEO)
+    s = predict.predict_cube(c, probe, oracle, GEO, DQ, out, batch=5, progress=False)
+    assert oracle.calls == 12 and s["n_patterns"] == 12
+    df = pd.read_parquet(out / "bragg_vectors.parquet")
+    assert list(df.columns) == predict.VECTOR_COLUMNS
+    errs, n_true = [], 0
+    for (rx, ry), (qs, px) in truth.items():
+        sub = df[(df.rx == rx) & (df.ry == ry)]
+        nz = sub[np.hypot(sub.qx, sub.qy) > 0.1]
+        inside = (px.min(1) >= 0) & (px.max(1) <= Q - 1) & (np.hypot(qs[:, 0], qs[:, 1]) <= 31 * GEO.dk_invA)
+        n_true += inside.sum()
+        assert len(nz) == inside.sum(), (rx, ry)
+        for q, p in zip(qs[inside], px[inside]):
+            d = np.hypot(nz.qx_px - p[0], nz.qy_px - p[1])
+            k = int(np.argmin(d))
+            errs.append(d.iloc[k])
+            assert abs(nz.qx.iloc[k] - q[0]) < 0.02 and abs(nz.qy.iloc[k] - q[1]) < 0.02
+            assert nz.qz.iloc[k] == pytest.approx(0.02 * q[0], abs=4e-3)
+        # the direct beam (q = 0) is reported at the beam position found in the pattern
+        d0 = sub[np.hypot(sub.qx, sub.qy) < 0.05]
+        assert len(d0) == 1
+    assert n_true > 100
+    assert np.max(errs) < 0.3, f"max position error {np.max(errs):.3f} px"
+    assert (out / "bragg_vector_map.png").stat().st_size > 1000
+    bvm = np.load(out / "bragg_vector_map.npy")
+    assert bvm.shape == (Q, Q) and bvm.sum() == len(df)
+    # py4DSTEM reopens the BraggVectors with the same vectors and the calibration
+    bv = py4DSTEM.read(str(out / "braggvectors.h5"))
+    for (rx, ry) in [(0, 0), (2, 3)]:
+        sub = df[(df.rx == rx) & (df.ry == ry)].sort_values(["qx_px", "qy_px"])
+        v = bv.raw[rx, ry]
+        o = np.lexsort((v.qy, v.qx))
+        np.testing.assert_allclose(v.qx[o], sub.qx_px.to_numpy())
+        np.testing.assert_allclose(v.qy[o], sub.qy_px.to_numpy())
+        np.testing.assert_allclose(v.I[o], sub.intensity.to_numpy())
+    assert bv.calibration.get_Q_pixel_size() == pytest.approx(DQ)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """A real (untrained, tiny) network checkpoint on GEO, written by the model module."""
+    from fourdcrystal.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    m = build_model({"base_channels": 4, "depth": 2})
+    return save_checkpoint(tmp_path / "tiny.pt", m, GEO)
+
+
+def _run(argv):
+    return cli.main([str(a) for a in argv])
+
+
+def test_cli_end_to_end_with_network(tmp_path, model_file, capsys):
+    """The real network class through the CLI (untrained here: checks plumbing, not accuracy)."""
+    cube, probe, _ = make_scan(2, 2)
+    import h5py
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f["group/cube"] = cube
+        f["group/cube"].attrs["q_pixel_size_invA"] = DQ
+    np.save(tmp_path / "probe.npy", probe)
+    rc = _run(["predict", tmp_path / "scan.h5", "--probe", tmp_path / "probe.npy", "--out", tmp_path / "o",
+               "--model", model_file, "--batch", 3, "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    df = pd.read_parquet(tmp_path / "o" / "bragg_vectors.parquet")
+    assert set(zip(df.rx, df.ry)) <= {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert (tmp_path / "o" / "braggvectors.h5").exists()
+    # probe from a region of the scan itself
+    rc = _run(["predict", tmp_path / "scan.h5", "--probe-from-region", "0:1,0:1", "--out", tmp_path / "o2",
+               "--model", model_file, "--quiet"])
+    assert rc == 0
+
+
+def _bad(tmp_path, argv, capsys, needle):
+    out = tmp_path / "bad_out"
+    rc = _run(list(argv) + ["--out", out, "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("fourdcrystal: error:")]
+    assert len(lines) == 1 and needle in lines[0] and "fix:" in lines[0], err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".bad_out.tmp-*"))
+
+
+def test_bad_3d_array(tmp_path, model_file, capsys):
+    np.save(tmp_path / "stack.npy", np.zeros((5, 16, 16), np.float32))
+    np.save(tmp_path / "probe.npy", np.ones((16, 16), np.float32))
+    _bad(tmp_path, ["predict", tmp_path / "stack.npy", "--probe", tmp_path / "probe.npy", "--model", model_file,
+                    "--q-pixel-size", DQ], capsys, "not a 4-D datacube")
+
+
+def test_bad_probe_shape(tmp_path, model_file, capsys):
+    cube, probe, _ = make_scan(1, 2)
+    np.save(tmp_path / "scan.npy", cube)
+    np.save(tmp_path / "probe.npy", probe[:-8])
+    _bad(tmp_path, ["predict", tmp_path / "scan.npy", "--probe", tmp_path / "probe.npy", "--model", model_file,
+                    "--q-pixel-size", DQ], capsys, "differs from the pattern shape")
+
+
+def test_bad_unknown_format(tmp_path, model_file, capsys):
+    (tmp_path / "scan.xyz").write_text("not a datacube")
+    np.save(tmp_path / "probe.npy", np.ones((16, 16), np.float32))
+    _bad(tmp_path, ["predict", tmp_path / "scan.xyz", "--probe", tmp_path / "probe.npy", "--model", model_file,
+                    "--q-pixel-size", DQ], capsys, "unknown data format")
+
+
+def test_bad_missing_calibration(tmp_path, model_file, capsys):
+    cube, probe, _ = make_scan(1, 2)
+    np.save(tmp_path / "scan.npy", cube)
+    np.save(tmp_path / "probe.npy", probe)
+    _bad(tmp_path, ["predict", tmp_path / "scan.npy", "--probe", tmp_path / "probe.npy", "--model", model_file],
+         capsys, "no reciprocal-space calibration")
+
+
+@pytest.mark.parametrize("kind", ["torch_dict", "text"])
+def test_bad_foreign_model(tmp_path, capsys, kind):
+    cube, probe, _ = make_scan(1, 2)
+    np.save(tmp_path / "scan.npy", cube)
+    np.save(tmp_path / "probe.npy", probe)
+    foreign = tmp_path / "foreign.pt"
+    if kind == "torch_dict":
+        torch.save({"state_dict": {"w": torch.zeros(3)}, "epoch": 3}, foreign)
+    else:
+        foreign.write_text("hello")
+    _bad(tmp_path, ["predict", tmp_path / "scan.npy", "--probe", tmp_path / "probe.npy", "--model", foreign,
+                    "--q-pixel-size", DQ], capsys, "not a 4D>Crystal model")
+
+
+def test_missing_default_model_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(predict, "DEFAULT_MODEL", tmp_path / "absent.pt")
+    from fourdcrystal.errors import UserError
+    with pytest.raises(UserError, match="pretrained default"):
+        predict.resolve_model(None)
+
+
+def test_py4dstem_emd_datacube_found_automatically(tmp_path):
+    import py4DSTEM
+    from fourdcrystal.datacube_io import open_datacube
+
+    dc = py4DSTEM.DataCube(np.random.default_rng(0).random((2, 3, 16, 16)).astype(np.float32))
+    dc.calibration.set_Q_pixel_size(0.031)
+    dc.calibration.set_Q_pixel_units("A^-1")
+    py4DSTEM.save(str(tmp_path / "dc.h5"), dc, mode="o")
+    c = open_datacube(tmp_path / "dc.h5")
+    assert c.shape == (2, 3, 16, 16) and c.q_pixel_size_invA == pytest.approx(0.031)
+    np.testing.assert_array_equal(c.read(2, 5), dc.data.reshape(6, 16, 16)[2:5])
