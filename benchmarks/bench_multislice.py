@@ -8,7 +8,8 @@
 * peak memory (ru_maxrss of a fresh subprocess) of one orientation at detector 256² (gpts 512).
 
 Usage: nice .venv/bin/python benchmarks/bench_multislice.py [--quick]
-Prints markdown tables (default config geometry: box 32 Å, gpts 256, detector 128, 20/40/60 Å).
+Prints markdown tables (default config geometry: box 32 Å, gpts 256, detector 128, 20/40/60 Å);
+times are medians of 3 interleaved runs.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+REPEATS = 3
 sys.path.insert(0, str(ROOT / "src"))
 
 import yaml  # noqa: E402
@@ -125,15 +127,22 @@ def main() -> None:
     simulate_orientation(build_supercell(s, align_zone_to_z(s.lattice.matrix, uvw), geo)[:8], geo, sim, probes)
     for name, s, uvw in crystals()[: 1 if args.quick else None]:
         atoms = build_supercell(s, align_zone_to_z(s.lattice.matrix, uvw), geo)
-        t0 = time.perf_counter()
-        fast, _, timings = simulate_orientation(atoms, geo, sim, probes)
-        t_fast = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        slow = naive_orientation(atoms, geo, sim, probes, lazy=True)
-        t_slow = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        naive_orientation(atoms, geo, sim, probes, lazy=False)
-        t_eager = time.perf_counter() - t0
+        # median of REPEATS runs each, interleaved, so load from other processes hits all variants alike
+        runs = {"fast": [], "lazy": [], "eager": []}
+        phases = []
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            fast, _, timings = simulate_orientation(atoms, geo, sim, probes)
+            runs["fast"].append(time.perf_counter() - t0)
+            phases.append(timings)
+            t0 = time.perf_counter()
+            slow = naive_orientation(atoms, geo, sim, probes, lazy=True)
+            runs["lazy"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            naive_orientation(atoms, geo, sim, probes, lazy=False)
+            runs["eager"].append(time.perf_counter() - t0)
+        t_fast, t_slow, t_eager = (float(np.median(runs[k])) for k in ("fast", "lazy", "eager"))
+        timings = {k: float(np.median([p[k] for p in phases])) for k in phases[0]}
         diff = {k: float(np.abs(fast[k] - slow[k]).max() / max(np.abs(slow[k]).max(), 1e-30)) for k in ("cbed", "vg")}
         rows.append((name, len(atoms), t_fast, t_slow, t_eager, timings, diff))
 
