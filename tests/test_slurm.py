@@ -1,0 +1,138 @@
+"""The HPC profiles: consistency checks (always) and the demo workflow through real SLURM (marker
+`slurm`; runs when .ci/run has started the single-node cluster and exported FOURDCRYSTAL_SLURM=1)."""
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fourdcrystal import plan
+from fourdcrystal.config import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def _profile(name):
+    return yaml.safe_load((ROOT / "profiles" / name / "config.yaml").read_text())
+
+
+def _kv(items):
+    return dict(item.split("=", 1) for item in items)
+
+
+def _rules():
+    names = set()
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        names |= set(re.findall(r"^(?:rule|checkpoint)\s+(\w+)\s*:", smk.read_text(), flags=re.M))
+    return names
+
+
+def _merged(overrides_file):
+    def update(a, b):
+        for k, v in b.items():
+            if isinstance(v, dict) and isinstance(a.get(k), dict):
+                update(a[k], v)
+            else:
+                a[k] = v
+    config = copy.deepcopy(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    update(config, yaml.safe_load((ROOT / "config" / overrides_file).read_text()))
+    return validate(config)
+
+
+def test_ci_profile_mirrors_nersc_profile():
+    nersc, ci = _profile("nersc"), _profile("ci-slurm")
+    for key in ("executor", "groups", "set-resource-scopes", "slurm-status-command"):
+        assert ci[key] == nersc[key], f"profiles/ci-slurm differs from profiles/nersc in {key}"
+    assert set(_kv(ci["group-components"])) == set(_kv(nersc["group-components"]))  # sizes may differ
+    assert set(ci["set-resources"]) == set(nersc["set-resources"])
+    for rule, res in nersc["set-resources"].items():
+        # the same GPU requests, so CI exercises what NERSC gets
+        assert ("gpu" in res) == ("gpu" in ci["set-resources"][rule]), rule
+    assert _kv(ci["resources"])["gpu"] == _kv(nersc["resources"])["gpu"]
+
+
+def test_nersc_profile_covers_every_rule_and_respects_the_plugin():
+    nersc = _profile("nersc")
+    missing = _rules() - set(nersc["set-resources"]) - {"all"}
+    assert not missing, f"profiles/nersc has no set-resources for {sorted(missing)}"
+    for rule, res in nersc["set-resources"].items():
+        if res.get("gpu"):
+            # the plugin turns `tasks` into --ntasks-per-gpu for GPU jobs
+            assert "tasks" not in res, rule
+    for key in ("slurm_account", "qos", "constraint", "runtime", "mem_mb"):
+        assert key in nersc["default-resources"]
+    assert nersc["slurm-status-command"] == "squeue" and nersc["rerun-incomplete"] and nersc["latency-wait"] >= 30
+
+
+def test_profiles_agree_with_hpc_config():
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    seed = _merged("seed_scale.yaml")
+    nersc, interactive = _profile("nersc"), _profile("nersc-interactive")
+    for cfg in (config, seed):
+        assert int(_kv(nersc["group-components"])["crystal"]) == cfg["hpc"]["crystals_per_group"]
+        assert int(_kv(interactive["resources"])["gpu"]) == cfg["hpc"]["gpus_per_node"]
+    assert "executor" not in interactive  # local processes inside the allocation
+
+
+def test_seed_scale_config_is_the_abstracts_scale():
+    seed = _merged("seed_scale.yaml")
+    assert seed["selection"]["n_crystals"] == 3082
+    assert seed["source"]["kind"] == "materials_project"
+    assert seed["geometry"]["detector_px"] == 256
+    per_crystal = plan.n_orientations(seed) * plan.patterns_per_orientation(seed)
+    assert 1800 <= per_crystal <= 2200
+    assert 5.5e6 <= plan.n_patterns(seed) <= 6.5e6
+
+
+def test_ci_config_is_tiny():
+    ci = _merged("ci_slurm.yaml")
+    assert plan.n_patterns(ci) <= 10 and ci["train"]["epochs"] <= 2
+
+
+def _cluster_up():
+    if os.environ.get("FOURDCRYSTAL_SLURM") != "1" or not shutil.which("sbatch"):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(s in out for s in ("idle", "mix", "alloc"))
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not _cluster_up(), reason="no SLURM cluster (run .ci/slurm/setup.sh, set FOURDCRYSTAL_SLURM=1)")
+def test_demo_workflow_through_real_slurm(tmp_path):
+    work = tmp_path / "wf"
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "scripts", "config", "profiles"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    (work / "src").symlink_to(ROOT / "src")
+    env = dict(os.environ, PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}", PYTHONPATH=str(ROOT / "src"))
+    # Snakemake ignores SIGTERM: stop it with SIGINT so it cancels its SLURM jobs and releases its lock.
+    cmd = ["timeout", "-s", "INT", "420", str(SNAKEMAKE), "--profile", "profiles/ci-slurm",
+           "--configfile", "config/ci_slurm.yaml"]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+
+    assert (work / "results" / "report" / "report.html").exists()
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
+    assert len(submitted) >= 6, log[-3000:]  # structures, prototypes, select, groups, dataset, train, ...
+    assert "Group job crystal" in log
+    group_logs = list((work / "logs" / "slurm").glob("group_crystal*/**/*.log"))
+    assert group_logs, "no grouped SLURM submission"
+    # 3 crystals, 2 per group -> 2 group submissions instead of 6 single jobs
+    group_ids = {p.stem for p in group_logs}
+    assert len(group_ids) == 2, group_ids
+    # GPU requests reached SLURM: the job records (kept MinJobAge seconds) show the gres and feature
+    for jid in group_ids:
+        rec = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True).stdout
+        assert re.search(r"TresPerJob=.*gres(/|:)gpu", rec), rec
+        assert "Features=gpu" in rec, rec
