@@ -53,7 +53,8 @@ def test_ci_profile_mirrors_nersc_profile():
     assert set(ci["set-resources"]) == set(nersc["set-resources"])
     for rule, res in nersc["set-resources"].items():
         # the same GPU requests, so CI exercises what NERSC gets
-        assert ("gpu" in res) == ("gpu" in ci["set-resources"][rule]), rule
+        ci_res = ci["set-resources"][rule]
+        assert ("gpu" in res) == ("gpu" in ci_res) and ("gres" in res) == ("gres" in ci_res), rule
     assert _kv(ci["resources"])["gpu"] == _kv(nersc["resources"])["gpu"]
 
 
@@ -62,9 +63,12 @@ def test_nersc_profile_covers_every_rule_and_respects_the_plugin():
     missing = _rules() - set(nersc["set-resources"]) - {"all"}
     assert not missing, f"profiles/nersc has no set-resources for {sorted(missing)}"
     for rule, res in nersc["set-resources"].items():
-        if res.get("gpu"):
+        if res.get("gpu") or "gpu" in res.get("gres", ""):
             # the plugin turns `tasks` into --ntasks-per-gpu for GPU jobs
             assert "tasks" not in res, rule
+        if "gres" in res:
+            # a gpu request beside it would be clamped to the per-submission gpu limit
+            assert "gpu" not in res, rule
     for key in ("slurm_account", "qos", "constraint", "runtime", "mem_mb"):
         assert key in nersc["default-resources"]
     assert nersc["slurm-status-command"] == "squeue" and nersc["rerun-incomplete"] and nersc["latency-wait"] >= 30
@@ -132,7 +136,9 @@ def test_demo_workflow_through_real_slurm(tmp_path):
     group_ids = {p.stem for p in group_logs}
     assert len(group_ids) == 2, group_ids
     # GPU requests reached SLURM: the job records (kept MinJobAge seconds) show the gres and feature
-    for jid in group_ids:
+    train_ids = {p.stem for p in (work / "logs" / "slurm").glob("rule_train/**/*.log")}
+    assert len(train_ids) == 1
+    for jid in group_ids | train_ids:
         rec = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True).stdout
         assert re.search(r"TresPerJob=.*gres(/|:)gpu", rec), rec
         assert "Features=gpu" in rec, rec
