@@ -3,7 +3,8 @@
 Scan: a synthetic polycrystal datacube at the default detector (128², pitch 1/box_A) — disks on two
 rotated lattices, per-position descan — written as .npy and read memory-mapped. Network: the model
 of results/model/model.pt if it exists, else an untrained network of the config's model section
-(speed does not depend on the weights). torch uses both cores; py4DSTEM runs with
+(speed does not depend on the weights); peak settings = network_peak_settings of
+results/evaluation/metrics.json if present (the tuned ones), else the defaults. torch uses both cores; py4DSTEM runs with
 OPENBLAS_NUM_THREADS=1 in one process (its CPU disk detection is serial), so its 2-core ideal
 (×2, perfect process parallelism) is shown too. Memory: peak RSS of the CLI in a fresh subprocess
 for two scan sizes (flat = streaming works). GPU section (bf16, 256² detector) only with CUDA.
@@ -16,6 +17,8 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
+import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -90,27 +93,44 @@ def main():
         write_scan(tmp / "scan.npy", R, P)
         cube = open_datacube(tmp / "scan.npy")
         probe = np.load(tmp / "probe.npy")
+        mj = ROOT / "results" / "evaluation" / "metrics.json"
+        ps = json.loads(mj.read_text()).get("network_peak_settings", {}) if mj.is_file() else {}
+        ps = predict.peak_settings(None, ps.get("peak_threshold"), ps.get("min_spacing_px"))
         model, mgeo, _ = predict.load_model(str(mp), "cpu")
-        predict.predict_cube(cube, probe, model, mgeo, geo.dk_invA, tmp / "warm", batch=32, progress=False)
-        s = predict.predict_cube(cube, probe, model, mgeo, geo.dk_invA, tmp / "net", batch=32, progress=False)
-        net = s["patterns_per_s"]
+        plain = copy.deepcopy(model)  # contiguous (NCHW) weights; predict_cube switches to channels_last
+        kw = dict(batch=32, progress=False, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"])
+        e2e = {}
+        for rep in range(2):  # interleaved repeats: the VM is shared, best of 2 per variant
+            for prec in ("fp32", "bf16"):
+                s = predict.predict_cube(cube, probe, model, mgeo, geo.dk_invA, tmp / f"net-{prec}-{rep}",
+                                         precision=prec, **kw)
+                e2e[prec] = max(e2e.get(prec, 0.0), s["patterns_per_s"])
+                if prec == "fp32":
+                    nvec = s["n_vectors"] / s["n_patterns"]
+        net = e2e["fp32"]
         pats = cube.read(0, R * R)
         x = torch.from_numpy(pats[:32])
-        with torch.no_grad():
-            t0 = time.perf_counter()
-            model(x, x)
-            fwd = len(x) / (time.perf_counter() - t0)
-        nvec = s["n_vectors"] / s["n_patterns"]
+        fwd = {}
+        for rep in range(3):
+            for name, m, bf in (("nchw", plain, False), ("cl", model, False), ("cl_bf16", model, True)):
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf):
+                    t0 = time.perf_counter()
+                    m(x, x)
+                    fwd[name] = max(fwd.get(name, 0.0), len(x) / (time.perf_counter() - t0))
         settings = classical.settings_from(cfg["evaluate"]["classical"])
         kern = classical.make_kernel(probe, settings)
         t0 = time.perf_counter()
         classical.find_disks(pats, probe, settings, kernel=kern)
         cls = R * R / (time.perf_counter() - t0)
-        print(f"## predict vs py4DSTEM multicorr ({R}x{R} scan, {P}² px, model: {which}, {nvec:.0f} vectors/pattern)\n")
+        print(f"## predict vs py4DSTEM multicorr ({R}x{R} scan, {P}² px, model: {which}, {nvec:.0f} vectors/pattern, "
+              f"threshold {ps['peak_threshold']}, NMS {ps['min_spacing_px']} px)\n")
         print("| method | threads | patterns/s | ratio network/method |")
         print("|---|---|---|---|")
-        print(f"| fourdcrystal predict (end to end: read, centre, resample, network, peaks, write) | 2 | {net:.1f} | 1.0 |")
-        print(f"| network forward only (batch 32) | 2 | {fwd:.1f} | {net / fwd:.2f} |")
+        print(f"| fourdcrystal predict fp32 (end to end: read, centre, resample, network, peaks, write) | 2 | {net:.1f} | 1.0 |")
+        print(f"| fourdcrystal predict --precision bf16 (end to end) | 2 | {e2e['bf16']:.1f} | {net / e2e['bf16']:.2f} |")
+        print(f"| network forward only, fp32 NCHW weights (batch 32) | 2 | {fwd['nchw']:.1f} | {net / fwd['nchw']:.2f} |")
+        print(f"| network forward only, fp32 channels_last (as in predict) | 2 | {fwd['cl']:.1f} | {net / fwd['cl']:.2f} |")
+        print(f"| network forward only, bf16 channels_last | 2 | {fwd['cl_bf16']:.1f} | {net / fwd['cl_bf16']:.2f} |")
         print(f"| py4DSTEM find_Bragg_disks multicorr (kernel made once) | 1 | {cls:.1f} | {net / cls:.1f} |")
         print(f"| py4DSTEM, ideal 2-process parallel (x2) | 2 | {2 * cls:.1f} | {net / (2 * cls):.1f} |")
 
@@ -122,7 +142,8 @@ def main():
             write_scan(d / "scan.npy", n, P, seed=n)
             rss = peak_rss_mb([sys.executable, "-m", "fourdcrystal.cli", "predict", str(d / "scan.npy"), "--probe",
                                str(d / "probe.npy"), "--out", str(d / "out"), "--model", str(mp), "--q-pixel-size",
-                               str(geo.dk_invA), "--batch", "32", "--quiet"])
+                               str(geo.dk_invA), "--batch", "32", "--quiet", "--threshold", str(ps["peak_threshold"]),
+                               "--min-spacing", str(ps["min_spacing_px"])])
             rows.append((n, (d / "scan.npy").stat().st_size / 2**20, rss))
         print("\n## peak RSS of `fourdcrystal predict` (fresh process, batch 32)\n")
         print("| scan | cube size (MiB) | peak RSS (MiB) |")

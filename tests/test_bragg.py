@@ -39,3 +39,51 @@ def test_match_is_one_to_one_and_respects_radius():
     p, t = bragg.match(pred, true, tol_px=0.5)
     assert set(zip(p.tolist(), t.tolist())) == {(1, 1)}
     assert bragg.match(np.zeros((0, 2)), true, 2.0)[0].size == 0
+
+
+def test_nms_min_spacing_keeps_only_the_stronger_of_close_peaks():
+    P, c = 48, 24
+    # a reflection with a weaker side lobe 2 px away (network ringing) and a real neighbour 6 px away
+    vg = _gauss(P, [(c, c, 1.0), (36.0, 14.0, 0.3), (38.0, 14.0, 0.2), (36.0, 20.0, 0.25)], sigma=0.6)[None]
+    plain = bragg.find_peaks(vg, None, center_px=c, threshold=0.02, exclude_center_px=2.0)
+    nms = bragg.find_peaks(vg, None, center_px=c, threshold=0.02, exclude_center_px=2.0, min_spacing_px=3)
+    pos = lambda o: sorted(zip(np.round(o["qx_px"]).astype(int).tolist(), np.round(o["qy_px"]).astype(int).tolist()))  # noqa: E731
+    assert pos(plain) == [(36, 14), (36, 20), (38, 14)]
+    assert pos(nms) == [(36, 14), (36, 20)]  # the lobe at 2 px goes, the neighbour at 6 px stays
+    wide = bragg.find_peaks(vg, None, center_px=c, threshold=0.02, exclude_center_px=2.0, min_spacing_px=6)
+    assert pos(wide) == [(36, 14)]
+
+
+def test_tune_threshold_picks_the_f1_maximum_of_real_scoring():
+    """True reflections have V_g ≥ 0.1 of the beam, spurious bumps 0.03: the grid value between wins."""
+    P, c = 64, 32
+    rng = np.random.default_rng(3)
+    true_xy = [(c + 8 * h, c + 8 * k) for h in (-3, -2, -1, 1, 2, 3) for k in (-3, 0, 3)]
+    fake_xy = [(x + 4, y + 4) for x, y in true_xy[::2]]  # midway: not on a true peak's flank
+    vg = _gauss(P, [(c, c, 1.0)] + [(x, y, rng.uniform(0.1, 0.4)) for x, y in true_xy]
+                + [(x, y, 0.03) for x, y in fake_xy])[None]
+    truth = np.array(true_xy, float)
+
+    def score(t):
+        pk = bragg.find_peaks(vg, None, center_px=c, threshold=t, exclude_center_px=2.0, min_spacing_px=2)
+        pred = np.c_[pk["qx_px"], pk["qy_px"]]
+        m = len(bragg.match(pred, truth, 1.0)[0])
+        p, r = m / max(len(pred), 1), m / len(truth)
+        return {"f1": 2 * p * r / (p + r) if m else 0.0}
+
+    best, rows = bragg.tune_threshold(score, [0.01, 0.05, 0.2])
+    f1 = {r["peak_threshold"]: r["f1"] for r in rows}
+    assert best == 0.05 and f1[0.05] == pytest.approx(1.0)
+    assert f1[0.01] < 1.0 and f1[0.2] < 1.0  # spurious peaks in / weak true ones out
+    assert bragg.tune_threshold(lambda t: {"f1": 0.5}, [0.3, 0.1])[0] == 0.3  # ties: first in grid order
+
+
+def test_plateau_is_no_peak_and_nms_is_greedy_over_peaks_only():
+    P, c = 48, 24
+    vg = _gauss(P, [(c, c, 1.0)], sigma=0.6)
+    vg[30:40, 5:15] = 0.2  # a saturated plateau: no peaks in it
+    # a chain A > B > C, 3 px apart: greedy keeps A, drops B, then keeps C (B no longer counts)
+    vg += _gauss(P, [(36.0, 30.0, 0.5), (36.0, 33.0, 0.4), (36.0, 36.0, 0.3)], sigma=0.5)
+    out = bragg.find_peaks(vg[None], None, center_px=c, threshold=0.02, exclude_center_px=2.0, min_spacing_px=3)
+    got = sorted(zip(np.round(out["qx_px"]).astype(int).tolist(), np.round(out["qy_px"]).astype(int).tolist()))
+    assert got == [(36, 30), (36, 36)]

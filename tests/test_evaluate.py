@@ -74,6 +74,7 @@ def dataset(tmp_path, default_config):
     cfg["evaluate"].update(doses_e_per_pattern=[1e3, 1e6], max_patterns=10)
     cfg["evaluate"]["tune_classical"] = {"enabled": True, "max_patterns": 3,
                                          "grid": {"minRelativeIntensity": [0.01, 0.05], "sigma": [0.0]}}
+    cfg["evaluate"]["tune_network"] = {"enabled": True, "max_patterns": 3, "grid": {"peak_threshold": [0.02, 0.1, 0.5]}}
     return tmp_path, cfg
 
 
@@ -89,16 +90,27 @@ def test_evaluate_oracle_classical_network(dataset):
                                 model_path=mp, root=root)
     assert json.loads((out / "metrics.json").read_text())["n_patterns"] == 6
     rows = {(r["detector"], r["dose"]): r for r in m["by_dose"]}
-    # the oracle sees the true V_g: every visible reflection found exactly, q_z right
-    o = rows[("oracle", 0.0)]
-    assert o["f1"] == pytest.approx(1.0) and o["rms_px"] < 0.05
+    # the oracle sees the true V_g: at high dose every reflection is visible and found exactly
+    o = rows[("oracle", 1e6)]
+    assert o["f1"] == pytest.approx(1.0) and o["rms_px"] < 0.05 and o["recall_all"] == pytest.approx(1.0)
     assert o["qz_sign_accuracy"] == pytest.approx(1.0) and o["qz_mae_invA"] < 0.005
+    # at 1e3 electrons the weak disks hold too few electrons: fewer visible, same kinematic set;
+    # the oracle still finds them, and those are ignored (not false positives) in the precision
+    vis = {v["dose"]: v for v in m["visibility"]}
+    assert vis[1e3]["n_visible"] < vis[1e6]["n_visible"] == vis[1e6]["n_kinematic_in_detector"]
+    lo_o = rows[("oracle", 1e3)]
+    assert lo_o["n_true"] == vis[1e3]["n_visible"] and lo_o["n_true_all"] == o["n_true_all"]
+    assert lo_o["n_ignored"] > 0 and lo_o["precision"] == pytest.approx(1.0) and lo_o["recall_all"] == pytest.approx(1.0)
     # py4DSTEM at high dose finds the disks; at 1e3 electrons it finds fewer
     hi, lo = rows[("classical", 1e6)], rows[("classical", 1e3)]
     assert hi["recall"] > 0.8 and hi["rms_px"] < 0.5
     assert lo["f1"] < hi["f1"]
     assert ("network", 1e6) in rows  # untrained network: only that it ran and was scored
     assert m["classical_tuning"]["split"] == "val" and len(pd.read_csv(out / "classical_tuning.csv")) == 2
+    nt = m["network_tuning"]
+    assert nt["split"] == "val" and nt["chosen"]["peak_threshold"] in nt["grid"]["peak_threshold"]
+    assert m["network_peak_settings"]["peak_threshold"] == nt["chosen"]["peak_threshold"]
+    assert len(pd.read_csv(out / "network_tuning.csv")) == 2 * len(nt["grid"]["peak_threshold"])  # network + oracle
     assert {r["thickness_A"] for r in m["by_thickness"]} == {10.0, 20.0}
     assert {r["prototype"] for r in m["by_prototype"]} == {"proto-B", "proto-C"}
     for f in ("f1_vs_dose.png", "rms_bias_vs_thickness.png", "overlays.png"):
@@ -137,3 +149,41 @@ def test_aggregate_known_errors():
     assert a["rms_px"] == pytest.approx(0.5) and a["radial_bias_invA"] == pytest.approx(0.05)
     assert a["intensity_spearman"] == pytest.approx(1.0)  # pattern 1 has < 3 pairs: not counted
     assert a["qz_sign_accuracy"] == pytest.approx(2 / 4) and a["qz_mae_invA"] == pytest.approx(0.06)
+
+
+def _binary_disk(P, c, r=3.0):
+    i, j = np.indices((P, P))
+    return (np.hypot(i - c[0], j - c[1]) <= r).astype(np.float64)
+
+
+def test_visibility_counts_electrons_and_snr():
+    """One reflection disk of known content: 1e-3 of the probe's intensity, i.e. dose × 1e-3 electrons."""
+    from fourdcrystal.augment import AugmentParams
+
+    P = 48
+    probe = _binary_disk(P, (24, 24))
+    spot = (10.0, 34.0)
+    cbed = probe + 1e-3 * _binary_disk(P, spot)
+    rows = pd.DataFrame([{"h": 1, "k": 0, "l": 0, "qx_px": spot[0], "qy_px": spot[1], "vg_abs": 1.0, "qz_invA": 0.0}])
+    truth = evaluate.kinematic_truth(rows, P, 0.05)
+
+    def vis(c, dose, params=None):
+        return evaluate.visible_truth(truth, c, probe, dose, params, min_electrons=10, min_snr=3)
+
+    t = vis(cbed, 2e4)
+    assert len(t) == 1 and t["signal_e"].iloc[0] == pytest.approx(20.0) and t["background_e"].iloc[0] == 0
+    assert len(vis(cbed, 5e3)) == 0  # 5 electrons: below the 10-electron floor
+    # a flat background of 1 % of the probe maximum: 20 signal electrons on ~200 background ones
+    # (SNR 1.3) are not visible; ten times the dose (SNR 4.3) are
+    assert len(vis(cbed + 0.01, 2e4)) == 0
+    t = vis(cbed + 0.01, 2e5)
+    assert len(t) == 1 and t["signal_e"].iloc[0] == pytest.approx(200.0) and t["snr"].iloc[0] == pytest.approx(200 / np.sqrt(2200))
+    # the background of an augmentation draw is accounted for the same way
+    t = vis(cbed, 2e5, AugmentParams(dose_e=2e5, background_const=0.01))
+    assert t["snr"].iloc[0] == pytest.approx(200 / np.sqrt(2200))
+    # the |V_g| floor still applies
+    weak = pd.concat([rows, rows.assign(h=2, qx_px=38.0, qy_px=10.0, vg_abs=0.01)])
+    kt = evaluate.kinematic_truth(weak, P, 0.05)
+    assert kt["above_floor"].tolist() == [True, False]
+    assert len(evaluate.visible_truth(kt, cbed + 1e-3 * _binary_disk(P, (38, 10)), probe, 1e6, min_electrons=10,
+                                      min_snr=3)) == 1

@@ -236,3 +236,36 @@ def test_py4dstem_emd_datacube_found_automatically(tmp_path):
     c = open_datacube(tmp_path / "dc.h5")
     assert c.shape == (2, 3, 16, 16) and c.q_pixel_size_invA == pytest.approx(0.031)
     np.testing.assert_array_equal(c.read(2, 5), dc.data.reshape(6, 16, 16)[2:5])
+
+
+def test_peak_settings_resolution_order():
+    from fourdcrystal import bragg
+    from fourdcrystal.errors import UserError
+
+    stamped = {"peak_settings": {"peak_threshold": 0.3, "min_spacing_px": 4.0}}
+    assert predict.peak_settings(None) == {"peak_threshold": bragg.DEFAULT_THRESHOLD,
+                                           "min_spacing_px": bragg.DEFAULT_MIN_SPACING_PX}
+    assert predict.peak_settings(stamped) == {"peak_threshold": 0.3, "min_spacing_px": 4.0}
+    assert predict.peak_settings(stamped, 0.1, 0.0) == {"peak_threshold": 0.1, "min_spacing_px": 0.0}
+    with pytest.raises(UserError, match="not in"):
+        predict.peak_settings(None, 1.5)
+
+
+def test_channels_last_and_bf16_predict_agree_with_fp32(tmp_path, model_file):
+    """The CPU speed-ups (channels_last weights, optional bf16) keep the network's vectors."""
+    from fourdcrystal.model import load_checkpoint
+
+    cube, probe, _ = make_scan(2, 2)
+    c = Cube(cube, "mem")
+    model, geo, _ = load_checkpoint(model_file)
+    x = torch.from_numpy(cube.reshape(-1, Q, Q)[:, :64, :64].copy())
+    with torch.inference_mode():
+        ref = model(x, x)[0]
+        s32 = predict.predict_cube(c, probe, model, geo, DQ, tmp_path / "a", progress=False, precision="fp32")
+        cl = model(x, x)[0]  # predict_cube put the weights in channels_last
+    assert torch.allclose(cl, ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf = model(x, x)[0].float()
+    assert float((bf - ref).abs().max()) < 0.03 * float(ref.abs().max())
+    s16 = predict.predict_cube(c, probe, model, geo, DQ, tmp_path / "b", progress=False, precision="bf16")
+    assert s32["precision"] == "fp32" and s16["precision"] == "bf16" and s16["n_patterns"] == 4

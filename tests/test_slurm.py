@@ -140,5 +140,5 @@ def test_demo_workflow_through_real_slurm(tmp_path):
     assert len(train_ids) == 1
     for jid in group_ids | train_ids:
         rec = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True).stdout
-        assert re.search(r"TresPerJob=.*gres(/|:)gpu", rec), rec
+        assert re.search(r"TresPer(Job|Node)=.*gres(/|:)gpu", rec), rec
         assert "Features=gpu" in rec, rec

@@ -4,9 +4,15 @@ Peak extraction works on whole batches at once (torch, CPU or CUDA): a pixel is 
 the maximum of its 3×3 neighbourhood and its V_g exceeds ``threshold`` × the direct beam's V_g of
 that pattern (the V_g maximum in a 3×3 window around the detector centre: the g = 0 Fourier
 coefficient of the potential is the largest one for any real crystal, so it is a scale that does not
-depend on how many reflections are excited).  The sub-pixel position comes from a separable 1-D
-Gaussian three-point fit (a parabola through the log values along each axis), and q_z is sampled bilinearly at
-the refined position.
+depend on how many reflections are excited) and exceeds all 8 neighbours strictly (a flat plateau,
+e.g. a saturated output, is no peak). Non-maximum suppression (``min_spacing_px`` = s): greedy
+over these peaks, strongest first, a peak within ⌈s⌉ px (Chebyshev) of a stronger kept one is
+dropped — the rule of py4DSTEM's minPeakSpacing, run on the whole batch by max-pooling, so a
+network's ringing or noise next to a reflection cannot produce a second vector.  The sub-pixel position
+comes from a separable 1-D Gaussian three-point fit (a parabola through the log values along each
+axis), and q_z is sampled bilinearly at the refined position.
+
+``tune_threshold`` picks the relative threshold on validation data (max pooled F1, exhaustive grid).
 """
 from __future__ import annotations
 
@@ -15,6 +21,11 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 PEAK_COLUMNS = ("pattern", "qx_px", "qy_px", "intensity", "qz")
+# Used when neither the caller nor a model file says otherwise (config evaluate.peak_threshold and
+# evaluate.network_min_spacing_px hold the workflow's values).
+DEFAULT_THRESHOLD = 0.02
+DEFAULT_MIN_SPACING_PX = 3.0
+THRESHOLD_GRID = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
 
 
 def _as_tensor(a) -> torch.Tensor:
@@ -29,29 +40,45 @@ def direct_beam_vg(vg: torch.Tensor, center_px: int) -> torch.Tensor:
     return vg[:, c - 1:c + 2, c - 1:c + 2].amax(dim=(1, 2))
 
 
-def find_peaks(vg, qz=None, *, center_px: int, threshold: float = 0.02, edge_px: int = 1,
-               exclude_center_px: float | None = None) -> dict[str, np.ndarray]:
+def find_peaks(vg, qz=None, *, center_px: int, threshold: float = DEFAULT_THRESHOLD, edge_px: int = 1,
+               exclude_center_px: float | None = None, min_spacing_px: float = 0.0) -> dict[str, np.ndarray]:
     """Local maxima of a batch of V_g maps (B, P, P) with sub-pixel refinement.
 
     Returns numpy arrays of equal length: ``pattern`` (batch index), ``qx_px``, ``qy_px`` (detector
     pixel coordinates of the grid ``vg`` lives on, axis 0 / axis 1), ``intensity`` (V_g at the peak
     pixel), ``qz`` (Å⁻¹, bilinear at the refined position; NaN when ``qz`` is None).
     ``exclude_center_px``: drop peaks closer than this to the centre (the direct beam).
+    ``min_spacing_px``: non-maximum suppression radius (px, square window; ≤ 1: none beyond 3×3).
     """
     v = _as_tensor(vg).float()
     if v.ndim == 2:
         v = v[None]
     B, P, Q = v.shape
     ref = direct_beam_vg(v, center_px).clamp_min(1e-30)
-    # 3×3 maximum filter; ties on plateaus all pass, which the strict threshold makes harmless
+    # candidates: maxima of the 3×3 neighbourhood above the threshold, away from the edges (the
+    # refinement needs both neighbours); the dense part is one max-pool, the rest is on the few
+    # candidates only
     mx = torch.nn.functional.max_pool2d(v[:, None], 3, stride=1, padding=1)[:, 0]
-    is_peak = (v >= mx) & (v > threshold * ref[:, None, None])
-    e = max(1, int(edge_px))  # the refinement needs both neighbours
-    is_peak[:, :e] = False
-    is_peak[:, P - e:] = False
-    is_peak[:, :, :e] = False
-    is_peak[:, :, Q - e:] = False
-    b, i, j = torch.nonzero(is_peak, as_tuple=True)
+    cand = (v >= mx) & (v > threshold * ref[:, None, None])
+    e = max(1, int(edge_px))
+    cand[:, :e] = False
+    cand[:, P - e:] = False
+    cand[:, :, :e] = False
+    cand[:, :, Q - e:] = False
+    # STRICT maxima only: on a flat plateau (e.g. a saturated output) every pixel ties with its
+    # neighbours and would pass the >= test above; a plateau is no peak. Two adjacent candidates
+    # must tie, so one sum-pool removes plateau interiors cheaply; the exact test follows on the rest.
+    n_adj = torch.nn.functional.avg_pool2d(cand[:, None].float(), 3, stride=1, padding=1)[:, 0] * 9.0
+    cand &= n_adj < 1.5
+    b, i, j = torch.nonzero(cand, as_tuple=True)
+    vf = v.reshape(-1)
+    lin = (b * P + i) * Q + j  # flat indices: one gather per offset (3-tensor indexing is slower)
+    offs = torch.tensor([di * Q + dj for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj], device=v.device)
+    strict = vf[lin] > vf[lin[:, None] + offs[None]].amax(dim=1) if len(lin) else lin.bool()
+    b, i, j = b[strict], i[strict], j[strict]
+    if min_spacing_px and min_spacing_px > 1 and len(b):
+        keep = _suppress(b, i, j, v[b, i, j], (B, P, Q), int(np.ceil(float(min_spacing_px))))
+        b, i, j = b[keep], i[keep], j[keep]
     f0 = v[b, i, j]
     fxm, fxp = v[b, i - 1, j], v[b, i + 1, j]
     fym, fyp = v[b, i, j - 1], v[b, i, j + 1]
@@ -86,6 +113,39 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float = 0.02, edge_px:
     return {k: t.detach().cpu().numpy().astype(np.int64 if k == "pattern" else np.float64) for k, t in out.items()}
 
 
+def _suppress(b, i, j, val, shape, h: int) -> torch.Tensor:
+    """Greedy non-maximum suppression of peaks (pattern b, pixel i, j, value val): keep-mask.
+
+    Same result as visiting the peaks from the strongest down and dropping any within ``h`` px
+    (Chebyshev) of one already kept (ties: the lower index counts as stronger). Only peaks
+    suppress each other (a weak reflection on the flank of a strong one survives if it is itself
+    a local maximum). Sparse: each peak looks up its neighbours in an index grid, then rounds keep
+    every peak with no stronger undecided neighbour and drop the undecided neighbours of kept ones;
+    the strongest undecided peak of each pattern is always kept, so the rounds end.
+    """
+    B, P, Q = shape
+    K = len(val)
+    ar = torch.arange(K, device=val.device)
+    W = Q + 2 * h
+    grid = torch.full((B * (P + 2 * h) * W,), -1, dtype=torch.long, device=val.device)
+    lin = (b * (P + 2 * h) + i + h) * W + j + h
+    grid[lin] = ar
+    offs = torch.tensor([di * W + dj for di in range(-h, h + 1) for dj in range(-h, h + 1) if di or dj],
+                        device=val.device)
+    nb = grid[lin[:, None] + offs[None]]  # (K, (2h+1)² - 1) neighbour indices, -1 = none
+    valid = nb >= 0
+    nb = nb.clamp_min(0)
+    vn = val[nb]
+    stronger = valid & ((vn > val[:, None]) | ((vn == val[:, None]) & (nb < ar[:, None])))
+    alive = torch.ones(K, dtype=torch.bool, device=val.device)
+    kept = torch.zeros_like(alive)
+    while bool(alive.any()):
+        new = alive & ~(stronger & alive[nb]).any(dim=1)
+        kept |= new
+        alive &= ~new & ~(valid & kept[nb]).any(dim=1)
+    return kept
+
+
 def match(pred_xy: np.ndarray, true_xy: np.ndarray, tol_px: float) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching (Hungarian, minimum total distance) of predicted to true positions.
 
@@ -108,3 +168,21 @@ def match(pred_xy: np.ndarray, true_xy: np.ndarray, tol_px: float) -> tuple[np.n
 def to_invA(px: np.ndarray, center_px: float, dq_invA: float) -> np.ndarray:
     """Pixel coordinate -> Å⁻¹ from the direct beam."""
     return (np.asarray(px) - center_px) * dq_invA
+
+
+def tune_threshold(score_fn, grid=None) -> tuple[float, list[dict]]:
+    """Exhaustive search of the relative V_g threshold (the classical tuning's procedure).
+
+    ``score_fn(threshold) -> dict`` with at least ``f1`` (validation data only). The highest F1
+    wins; ties go to the first value in grid order. Returns (best threshold, one row per value).
+    """
+    grid = list(THRESHOLD_GRID if grid is None else grid)
+    if not grid:
+        raise ValueError("tune_threshold: empty grid")
+    rows, best, best_f1 = [], None, -1.0
+    for t in grid:
+        sc = score_fn(float(t))
+        rows.append({"peak_threshold": float(t), **sc})
+        if sc["f1"] > best_f1:
+            best, best_f1 = float(t), sc["f1"]
+    return best, rows

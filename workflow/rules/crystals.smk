@@ -17,6 +17,8 @@ rule structures:
         mem_mb=2000,
         runtime=60,
     threads: 1
+    conda:
+        "../../envs/crystals.yaml"
     script:
         "../../scripts/structures.py"
 
@@ -34,6 +36,8 @@ rule prototypes:
         mem_mb=2000,
         runtime=60,
     threads: 2
+    conda:
+        "../../envs/crystals.yaml"
     script:
         "../../scripts/prototypes.py"
 
@@ -54,5 +58,7 @@ checkpoint select:
         mem_mb=1000,
         runtime=10,
     threads: 1
+    conda:
+        "../../envs/crystals.yaml"
     script:
         "../../scripts/select.py"

@@ -24,6 +24,8 @@ rule evaluate:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../../envs/train.yaml"
     script:
         "../../scripts/evaluate.py"
 
@@ -32,6 +34,7 @@ rule scan_demo:
     input:
         manifest=MANIFEST,
         model=MODEL,
+        metrics=EVAL_METRICS,  # the network peak settings tuned on val
     output:
         cube=f"{SCAN_DEMO}/scan.npy",
         vectors=directory(f"{SCAN_DEMO}/predict"),
@@ -45,6 +48,8 @@ rule scan_demo:
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        "../../envs/train.yaml"
     script:
         "../../scripts/scan_demo.py"
 
@@ -69,6 +74,8 @@ rule report:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/train.yaml"
     script:
         "../../scripts/report.py"
 

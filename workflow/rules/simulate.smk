@@ -30,6 +30,8 @@ rule simulate:
         # one GPU per job when simulating on GPUs (pinned inside grouped jobs by fourdcrystal.gpu_slots);
         # the SLURM values themselves come from the profile (profiles/nersc set-resources).
         gpu=1 if config["simulation"].get("device", "cpu") == "gpu" else 0,
+    conda:
+        "../../envs/simulate.yaml"
     script:
         "../../scripts/simulate.py"
 
@@ -50,6 +52,8 @@ rule dataset:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/simulate.yaml"
     script:
         "../../scripts/dataset.py"
 
@@ -69,6 +73,8 @@ rule dataset_figures:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/simulate.yaml"
     script:
         "../../scripts/dataset_figures.py"
 

@@ -20,6 +20,8 @@ rule supercells:
     resources:
         mem_mb=2000,
         runtime=15,
+    conda:
+        "../../envs/crystals.yaml"
     script:
         "../../scripts/supercells.py"
 

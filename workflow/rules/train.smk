@@ -35,6 +35,8 @@ rule train:
         # GPU count, runtime and memory for SLURM come from the profile (profiles/nersc set-resources)
         mem_mb=8000,
         runtime=60,
+    conda:
+        "../../envs/train.yaml"
     shell:
         # checkpoint.pt in the output folder is deliberately not an output: a rerun after a crash
         # resumes from it (fourdcrystal.train checks that it belongs to the same config and data).
