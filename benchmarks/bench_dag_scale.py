@@ -27,7 +27,7 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
 def scratch_workflow(work: Path, n_crystals: int) -> None:
-    for name in ("Snakefile", "workflow", "scripts", "config", "profiles"):
+    for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     (work / "src").symlink_to(ROOT / "src")

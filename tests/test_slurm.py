@@ -114,7 +114,7 @@ def _cluster_up():
 def test_demo_workflow_through_real_slurm(tmp_path):
     work = tmp_path / "wf"
     work.mkdir()
-    for name in ("Snakefile", "workflow", "scripts", "config", "profiles"):
+    for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     (work / "src").symlink_to(ROOT / "src")

@@ -15,6 +15,7 @@ from .errors import UserError
 SUBCOMMANDS = {
     "predict": ("fourdcrystal.predict", "Bragg vectors from a 4D-STEM datacube and a vacuum probe"),
     "check-config": ("fourdcrystal.cli", "validate a workflow config and print its geometry"),
+    "export-model": ("fourdcrystal.export", "stamp tuned peak settings into a model for distribution"),
 }
 
 

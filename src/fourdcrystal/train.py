@@ -20,7 +20,11 @@ mean):
   would only ever fit the centre pixel.  Both prediction and truth are compressed with
   ``log1p(V / (VG_LOG_KNEE · max V_true)) / log1p(1 / VG_LOG_KNEE)`` — per-pattern normalised, so
   light and heavy crystals weigh alike, the brightest pixel maps to 1 and a reflection at 1 % of it
-  still to ~0.15 — and compared by mean squared error over all pixels.
+  still to ~0.15 — and compared by squared error, averaged separately over the reflection pixels
+  (``V_true > VG_FOREGROUND · max V_true``) and over the rest, and the two means averaged.  Bragg
+  reflections cover a few % of the detector, so a plain pixel mean is minimised by a featureless
+  constant (seen: the network predicted one value over whole patterns); the class-balanced mean makes
+  missing a reflection cost as much as mis-predicting the whole background.
 * q_z: only meaningful where there is a reflection: L1 error in units of the data's typical |q_z|
   (``qz_scale``), averaged over pixels with ``V_true > train.qz_mask_threshold · max V_true``,
   weighted by ``train.qz_loss_weight``.
@@ -64,6 +68,7 @@ from .model import build_model, model_config_from, save_checkpoint
 log = logging.getLogger("fourdcrystal.train")
 
 VG_LOG_KNEE = 1e-2  # V_g loss compression knee, fraction of the pattern's max V_g
+VG_FOREGROUND = 2e-2  # reflection pixels for the balanced V_g loss, fraction of the pattern's max V_g
 MIN_LR_FRACTION = 0.05  # cosine decay ends at this fraction of train.lr
 LOG_EVERY = 10  # steps between progress log lines
 SCALE_SAMPLES = 32  # training patterns used to measure vg_scale / qz_scale
@@ -111,7 +116,11 @@ def pattern_losses(vg_pred, qz_pred, vg, qz, qz_mask_threshold: float, qz_scale:
     norm = math.log1p(1.0 / VG_LOG_KNEE)
     t_pred = torch.log1p(vg_pred.clamp_min(0) / knee) / norm
     t_true = torch.log1p(vg.clamp_min(0) / knee) / norm
-    vg_loss = (t_pred - t_true).square().mean(dim=(-2, -1))
+    se = (t_pred - t_true).square()
+    fg = (vg > VG_FOREGROUND * vmax).float()
+    bg = 1.0 - fg
+    vg_loss = 0.5 * ((se * fg).sum(dim=(-2, -1)) / fg.sum(dim=(-2, -1)).clamp_min(1.0)
+                     + (se * bg).sum(dim=(-2, -1)) / bg.sum(dim=(-2, -1)).clamp_min(1.0))
     mask = (vg > qz_mask_threshold * vmax).float()
     qz_err = (qz_pred - qz).abs() / qz_scale
     qz_loss = (qz_err * mask).sum(dim=(-2, -1)) / mask.sum(dim=(-2, -1)).clamp_min(1.0)
