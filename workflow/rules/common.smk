@@ -21,10 +21,10 @@ PROTOTYPES = f"{RESULTS}/crystals/prototypes.csv"
 SELECTED = f"{RESULTS}/crystals/selected.csv"
 CIFS = f"{RESULTS}/crystals/cifs"
 # --- supercells (one job per crystal) ---------------------------------------------------------
-ORIENTATIONS = RESULTS + "/supercells/{crystal}/orientations.csv"
-SUPERCELLS = RESULTS + "/supercells/{crystal}/supercells.extxyz"
+ORIENTATIONS = "results/supercells/{crystal}/orientations.csv"
+SUPERCELLS = "results/supercells/{crystal}/supercells.extxyz"
 # --- simulation (one job per crystal and shard of orientations) -------------------------------
-SHARD = RESULTS + "/simulate/{crystal}/shard-{shard}"
+SHARD = "results/simulate/{crystal}/shard-{shard}"
 MANIFEST = f"{RESULTS}/dataset/manifest.parquet"
 REFLECTIONS = f"{RESULTS}/dataset/reflections.parquet"
 DATASET_INFO = f"{RESULTS}/dataset/dataset.json"

@@ -11,9 +11,9 @@ rule evaluate:
         model=MODEL,
     output:
         metrics=EVAL_METRICS,
-        f1=f"{EVAL_DIR}/f1_vs_dose.png",
-        rms=f"{EVAL_DIR}/rms_bias_vs_thickness.png",
-        overlays=f"{EVAL_DIR}/overlays.png",
+        f1=report(f"{EVAL_DIR}/f1_vs_dose.png", caption="../report/evaluation.rst", category="Evaluation"),
+        rms=report(f"{EVAL_DIR}/rms_bias_vs_thickness.png", caption="../report/evaluation.rst", category="Evaluation"),
+        overlays=report(f"{EVAL_DIR}/overlays.png", caption="../report/evaluation.rst", category="Evaluation"),
     log:
         f"{LOGS}/evaluate/evaluate.log",
     params:
@@ -38,7 +38,7 @@ rule scan_demo:
     output:
         cube=f"{SCAN_DEMO}/scan.npy",
         vectors=directory(f"{SCAN_DEMO}/predict"),
-        map_png=f"{SCAN_DEMO}/bragg_vector_map.png",
+        map_png=report(f"{SCAN_DEMO}/bragg_vector_map.png", caption="../report/scan_demo.rst", category="Bragg vectors"),
     log:
         f"{LOGS}/scan_demo/scan_demo.log",
     params:

@@ -63,8 +63,8 @@ rule dataset_figures:
         manifest=MANIFEST,
         info=DATASET_INFO,
     output:
-        quartets=f"{FIGURES}/quartets.png",
-        summary=f"{FIGURES}/dataset_summary.png",
+        quartets=report(f"{FIGURES}/quartets.png", caption="../report/quartets.rst", category="Dataset"),
+        summary=report(f"{FIGURES}/dataset_summary.png", caption="../report/dataset_summary.rst", category="Dataset"),
     log:
         f"{LOGS}/dataset/figures.log",
     params:

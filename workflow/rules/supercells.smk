@@ -25,6 +25,3 @@ rule supercells:
     script:
         "../../scripts/supercells.py"
 
-
-def all_supercells(wildcards=None):
-    return expand(ORIENTATIONS, crystal=selected_crystals()) + expand(SUPERCELLS, crystal=selected_crystals())

@@ -15,8 +15,8 @@ rule train:
         model=MODEL,
         steps=f"{RESULTS}/model/metrics_steps.csv",
         epochs=f"{RESULTS}/model/metrics_epochs.csv",
-        loss=f"{FIGURES}/loss.png",
-        validation=f"{FIGURES}/validation.png",
+        loss=report(f"{FIGURES}/loss.png", caption="../report/loss.rst", category="Training"),
+        validation=report(f"{FIGURES}/validation.png", caption="../report/validation.rst", category="Training"),
     log:
         f"{LOGS}/train/train.log",
     params:
