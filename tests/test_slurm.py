@@ -142,3 +142,47 @@ def test_demo_workflow_through_real_slurm(tmp_path):
         rec = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True).stdout
         assert re.search(r"TresPer(Job|Node)=.*gres(/|:)gpu", rec), rec
         assert "Features=gpu" in rec, rec
+
+
+def test_nersc_groups_pack_each_job_once(tmp_path):
+    """`snakemake -n --profile profiles/nersc` after the `select` checkpoint: every supercells/simulate
+    job is in exactly one `crystal` group of hpc.crystals_per_group crystals. Guards the Snakemake 9
+    group-components workaround in workflow/rules/common.smk (without it, groups re-merge on every
+    DAG pass into ever larger, overlapping groups and the seed-scale dry run takes > 7 min)."""
+    n_crystals = 20
+    work = tmp_path / "wf"
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    (work / "src").symlink_to(ROOT / "src")
+    crystals = work / "results" / "crystals"
+    (crystals / "cifs").mkdir(parents=True)
+    for name in ("structures.parquet", "prototypes.csv"):
+        (crystals / name).write_text("synthetic\n")
+    ids = [f"mp-{i:06d}" for i in range(n_crystals)]
+    rows = ["crystal_id,formula,prototype,spacegroup,source,source_id"]
+    rows += [f"{c},X,A_cP1_221_a,221,materials_project,{c}" for c in ids]
+    (crystals / "selected.csv").write_text("\n".join(rows) + "\n")
+    for c in ids:
+        (crystals / "cifs" / f"{c}.cif").touch()
+    later = (crystals / "prototypes.csv").stat().st_mtime + 5  # checkpoint outputs newer: select is done
+    for p in (crystals / "selected.csv", crystals / "cifs"):
+        os.utime(p, (later, later))
+    cmd = [str(SNAKEMAKE), "-n", "--profile", "profiles/nersc", "--configfile", "config/seed_scale.yaml",
+           "--rerun-triggers", "mtime"]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+
+    per_group = int(_kv(_profile("nersc")["group-components"])["crystal"])
+    shards = plan.n_shards(_merged("seed_scale.yaml"))
+    blocks = log.split("Group job crystal")[1:]
+    assert len(blocks) == -(-n_crystals // per_group), len(blocks)
+    seen = []
+    for block in blocks:
+        members = re.findall(r"rule (?:supercells|simulate):\n.*?jobid: (\d+).*?wildcards: crystal=(mp-\d+)",
+                             block, flags=re.S)
+        seen += [jobid for jobid, _ in members]
+        assert 0 < len({c for _, c in members}) <= per_group, block[:2000]
+    assert len(seen) == len(set(seen)) == n_crystals * (1 + shards)
