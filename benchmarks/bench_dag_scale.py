@@ -86,7 +86,15 @@ def main() -> None:
     # One submission per group of `per_group` crystals (each with its supercells + simulate shards);
     # every other rule is its own sbatch. `all` is a local rule.
     n_groups_expected = -(-args.crystals // per_group)
-    n_groups = len(re.findall(r"Group job crystal", log)) or n_groups_expected
+    # Measured, not assumed: the groups Snakemake printed, and that each grouped job is in exactly one
+    # (Snakemake 9's group-components bug, worked around in workflow/rules/common.smk, re-merged
+    # groups into ever larger, overlapping ones).
+    blocks = log.split("Group job crystal")[1:]
+    n_groups = len(blocks)
+    members = [re.findall(r"rule (?:supercells|simulate):\n.*?jobid: (\d+).*?wildcards: crystal=(\S+)", b, flags=re.S)
+               for b in blocks]
+    member_ids = [jobid for group in members for jobid, _ in group]
+    max_crystals = max((len({c for _, c in group}) for group in members), default=0)
     singles = sum(n for rule, n in counts.items() if rule not in grouped_rules and rule != "all")
     # structures, prototypes, select: already "done" here (synthetic), one sbatch each in a real run
     crystal_stage = sum(1 for r in ("structures", "prototypes", "select") if r not in counts)
@@ -102,6 +110,8 @@ def main() -> None:
     print(f"| grouped jobs (supercells + simulate) | {grouped_jobs} |")
     print(f"| group submissions ({per_group} crystals each) | {n_groups} |")
     print(f"| group submissions expected (ceil crystals / {per_group}) | {n_groups_expected} |")
+    print(f"| grouped jobs printed / distinct | {len(member_ids)} / {len(set(member_ids))} |")
+    print(f"| most crystals in one group | {max_crystals} |")
     print(f"| single-job submissions (incl. {crystal_stage} crystal-stage jobs) | {singles} |")
     print(f"| **SLURM submissions** | **{n_groups + singles}** (goal <= 500) |")
     print(f"| submissions without groups | {grouped_jobs + singles} |")
