@@ -91,7 +91,7 @@ def main() -> None:
     # groups into ever larger, overlapping ones).
     blocks = log.split("Group job crystal")[1:]
     n_groups = len(blocks)
-    members = [re.findall(r"rule (?:supercells|simulate):\n.*?jobid: (\d+).*?wildcards: crystal=(\S+)", b, flags=re.S)
+    members = [re.findall(r"rule (?:supercells|simulate):\n.*?jobid: (\d+).*?wildcards: crystal=([^,\s]+)", b, flags=re.S)
                for b in blocks]
     member_ids = [jobid for group in members for jobid, _ in group]
     max_crystals = max((len({c for _, c in group}) for group in members), default=0)
@@ -114,6 +114,7 @@ def main() -> None:
     print(f"| most crystals in one group | {max_crystals} |")
     print(f"| single-job submissions (incl. {crystal_stage} crystal-stage jobs) | {singles} |")
     print(f"| **SLURM submissions** | **{n_groups + singles}** (goal <= 500) |")
+    print(f"| dry run within 60 s | {'yes' if wall <= 60 else 'NO'} |")
     print(f"| submissions without groups | {grouped_jobs + singles} |")
 
 

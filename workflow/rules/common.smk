@@ -8,39 +8,14 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from fourdcrystal import plan  # noqa: E402
 from fourdcrystal.config import validate as validate_fourdcrystal  # noqa: E402
+from fourdcrystal.snakemake_compat import fresh_group_jobs  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 validate_fourdcrystal(config)
 
 
-def _fresh_group_jobs():
-    """Work around a Snakemake 9 bug that breaks `group-components` (profiles/nersc).
-
-    GroupJobFactory caches a GroupJob per (group id, member jobs), and DAG._update_group_components
-    merges N components *in place* into the first one. Every later DAG postprocess (after the
-    `select` checkpoint, at start-up) gets the already-merged object back for its first member set
-    and merges again: groups of 8 crystals become 64, 512, ..., overlap, and the scheduler re-runs
-    them (seed scale: dry run > 7 min, GBs of log). A cached group whose members changed since it
-    was cached is stale; build a fresh one. Equal member sets still give equal (==, hash) groups,
-    so running/ready bookkeeping is unaffected."""
-    from snakemake.jobs import GroupJob, GroupJobFactory
-
-    if getattr(GroupJobFactory.new, "_fourdcrystal_fresh", False):
-        return
-
-    def new(self, id, jobs, resources):
-        jobs = frozenset(jobs)
-        key = (id, jobs)
-        obj = self.cache.get(key)
-        if obj is None or obj.jobs != jobs:
-            obj = self.cache[key] = GroupJob(id, jobs, resources)
-        return obj
-
-    new._fourdcrystal_fresh = True
-    GroupJobFactory.new = new
-
-
-_fresh_group_jobs()
+# Snakemake 9 group-components bug workaround (see fourdcrystal.snakemake_compat).
+fresh_group_jobs()
 
 RESULTS = "results"
 LOGS = "logs"
