@@ -111,7 +111,7 @@ def _cluster_up():
 
 @pytest.mark.slurm
 @pytest.mark.skipif(not _cluster_up(), reason="no SLURM cluster (run .ci/slurm/setup.sh, set FOURDCRYSTAL_SLURM=1)")
-def test_demo_workflow_through_real_slurm(tmp_path):
+def test_demo_workflow_through_real_slurm(tmp_path, capsys):
     work = tmp_path / "wf"
     work.mkdir()
     for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs"):
@@ -138,16 +138,25 @@ def test_demo_workflow_through_real_slurm(tmp_path):
     # GPU requests reached SLURM: the job records (kept MinJobAge seconds) show the gres and feature
     train_ids = {p.stem for p in (work / "logs" / "slurm").glob("rule_train/**/*.log")}
     assert len(train_ids) == 1
-    for jid in group_ids | train_ids:
+    gpu_lines = []
+    for jid in sorted(group_ids | train_ids):
         rec = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True).stdout
         assert re.search(r"TresPer(Job|Node)=.*gres(/|:)gpu", rec), rec
         assert "Features=gpu" in rec, rec
+        gpu_lines.append(f"  job {jid}: " + " ".join(re.findall(r"(?:TresPer\w+|Features|JobName)=\S+", rec)))
+    # The CI log shows what SLURM really did (pytest -q hides a passing test's output otherwise).
+    with capsys.disabled():
+        print(f"\n[slurm] {len(submitted)} sbatch submissions (jobids {', '.join(submitted)});"
+              f" {len(group_ids)} grouped submissions of the crystal stages; GPU requests:")
+        print("\n".join(gpu_lines))
+        print("\n".join("[slurm] " + line for line in log.splitlines()
+                        if "submitted with SLURM jobid" in line or "Group job crystal" in line))
 
 
 def test_nersc_groups_pack_each_job_once(tmp_path):
     """`snakemake -n --profile profiles/nersc` after the `select` checkpoint: every supercells/simulate
     job is in exactly one `crystal` group of hpc.crystals_per_group crystals. Guards the Snakemake 9
-    group-components workaround in workflow/rules/common.smk (without it, groups re-merge on every
+    group-components workaround (fourdcrystal.snakemake_compat) (without it, groups re-merge on every
     DAG pass into ever larger, overlapping groups and the seed-scale dry run takes > 7 min)."""
     n_crystals = 20
     work = tmp_path / "wf"
