@@ -163,6 +163,30 @@ def test_cli_end_to_end_with_network(tmp_path, model_file, capsys):
     assert rc == 0
 
 
+def test_cli_baseline_classical_same_outputs(tmp_path, model_file, capsys):
+    """--baseline classical runs py4DSTEM instead of the network and writes the same outputs."""
+    cube, probe, truth = make_scan(1, 2)
+    np.save(tmp_path / "scan.npy", cube)
+    np.save(tmp_path / "probe.npy", probe)
+    rc = _run(["predict", tmp_path / "scan.npy", "--probe", tmp_path / "probe.npy", "--out", tmp_path / "c",
+               "--q-pixel-size", DQ, "--model", model_file, "--baseline", "classical", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    out = tmp_path / "c"
+    for name in ("bragg_vectors.parquet", "bragg_vector_map.npy", "bragg_vector_map.png", "braggvectors.h5"):
+        assert (out / name).exists(), name
+    df = pd.read_parquet(out / "bragg_vectors.parquet")
+    assert df.qz.isna().all()  # no out-of-plane information from the classical detector
+    for (rx, ry), (qs, px) in truth.items():
+        sub = df[(df.rx == rx) & (df.ry == ry)]
+        inside = (px.min(1) >= 4) & (px.max(1) <= Q - 5)
+        # every synthetic disk inside the detector is found at its pixel position, in Å⁻¹ from the beam
+        for q, p in zip(qs[inside], px[inside]):
+            d = np.hypot(sub.qx_px - p[0], sub.qy_px - p[1])
+            k = int(np.argmin(d))
+            assert d.iloc[k] < 0.5, (rx, ry, p)
+            assert abs(sub.qx.iloc[k] - q[0]) < 0.03 and abs(sub.qy.iloc[k] - q[1]) < 0.03
+
+
 def _bad(tmp_path, argv, capsys, needle):
     out = tmp_path / "bad_out"
     rc = _run(list(argv) + ["--out", out, "--quiet"])

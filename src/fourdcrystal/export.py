@@ -1,7 +1,8 @@
 """``fourdcrystal export-model``: turn a trained model.pt into a distributable default model.
 
 Stamps the peak-finding settings that `evaluate` tuned on the validation split
-(``network_peak_settings`` in metrics.json) into the checkpoint (``peak_settings``), so that
+(``network_peak_settings`` in metrics.json) into the checkpoint (``peak_settings``), and the py4DSTEM
+settings tuned there (``classical_settings``, used by ``predict --baseline classical``), so that
 ``fourdcrystal predict`` uses them without flags, and writes it atomically. This is how
 ``src/fourdcrystal/data/pretrained.pt`` is made (``make pretrained``).
 """
@@ -30,6 +31,8 @@ def export_model(model_path, metrics_path, out_path, evaluation_summary: dict | 
                         "pass the metrics.json written by the workflow's `evaluate` rule") from None
     ck = torch.load(model_path, map_location="cpu", weights_only=True)
     ck["peak_settings"] = {k: v for k, v in settings.items() if k in ("peak_threshold", "min_spacing_px")}
+    if metrics.get("classical_settings"):  # py4DSTEM settings tuned on the same val split
+        ck["classical_settings"] = metrics["classical_settings"]
     if evaluation_summary:
         ck["evaluation"] = evaluation_summary
     with atomic_path(out_path) as tmp:

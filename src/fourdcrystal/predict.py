@@ -205,6 +205,10 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
     probe_r = resample(probe_t, torch.tensor([finder.c], device=device), scale, P, cp)
     pmax, psum = probe_r.max(), probe_r.sum()
     probe_m = probe_r / pmax
+    if baseline == "classical":
+        from . import classical
+
+        kernel = classical.make_kernel(probe, classical.settings_from(classical_settings))
     if isinstance(model, torch.nn.Module) and device == "cpu":
         # oneDNN runs convolutions faster in NHWC; activations follow the weights' layout
         model = model.to(memory_format=torch.channels_last)
@@ -212,7 +216,6 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
     bvm = np.zeros((Qx, Qy))
     n_vec = 0
     t0 = time.perf_counter()
-    classical_rows = []
 
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -228,26 +231,36 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
                     cen = torch.tensor([guess] * len(x), device=device)
                 else:
                     cen = finder.find(x, guess, rad)
-                cb = resample(x, cen, scale, P, cp)
-                tot = cb.sum(dim=(1, 2), keepdim=True).clamp_min(1e-30)
-                cb = cb * (psum / tot) / pmax
-                pr = probe_m.expand(len(cb), P, P)
-                with torch.inference_mode(), torch.autocast(dev_type, dtype=torch.bfloat16, enabled=use_bf16):
-                    vg, qz = model(pr, cb)
-                    pk = bragg.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=threshold,
-                                          min_spacing_px=min_spacing_px)
                 cen_np = cen.cpu().numpy().astype(np.float64)
                 idx = np.arange(s, e)
                 rx, ry = np.divmod(idx, Ry)
                 origin[0, rx, ry], origin[1, rx, ry] = cen_np[:, 0], cen_np[:, 1]
-                qx = (pk["qx_px"] - cp) * dk
-                qy = (pk["qy_px"] - cp) * dk
-                b = pk["pattern"]
-                px = cen_np[b, 0] + qx / dq
-                py = cen_np[b, 1] + qy / dq
+                if baseline == "classical":
+                    # py4DSTEM's disks in the input's own pixels, instead of the network (same outputs;
+                    # no q_z: the classical detector has no out-of-plane information)
+                    df = classical.find_disks(raw, probe, classical_settings, kernel=kernel)
+                    b = df["pattern"].to_numpy(dtype=int)
+                    px, py = df["qx_px"].to_numpy(np.float64), df["qy_px"].to_numpy(np.float64)
+                    qx, qy = (px - cen_np[b, 0]) * dq, (py - cen_np[b, 1]) * dq
+                    inten, qz_v = df["intensity"].to_numpy(np.float64), np.full(len(df), np.nan)
+                else:
+                    cb = resample(x, cen, scale, P, cp)
+                    tot = cb.sum(dim=(1, 2), keepdim=True).clamp_min(1e-30)
+                    cb = cb * (psum / tot) / pmax
+                    pr = probe_m.expand(len(cb), P, P)
+                    with torch.inference_mode(), torch.autocast(dev_type, dtype=torch.bfloat16, enabled=use_bf16):
+                        vg, qz = model(pr, cb)
+                        pk = bragg.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=threshold,
+                                              min_spacing_px=min_spacing_px)
+                    qx = (pk["qx_px"] - cp) * dk
+                    qy = (pk["qy_px"] - cp) * dk
+                    b = pk["pattern"]
+                    px = cen_np[b, 0] + qx / dq
+                    py = cen_np[b, 1] + qy / dq
+                    inten, qz_v = pk["intensity"], pk["qz"]
                 inside = (px >= 0) & (px <= Qx - 1) & (py >= 0) & (py <= Qy - 1)
                 cols = {"rx": rx[b].astype(np.int32), "ry": ry[b].astype(np.int32), "qx": qx, "qy": qy,
-                        "qx_px": px, "qy_px": py, "intensity": pk["intensity"], "qz": pk["qz"]}
+                        "qx_px": px, "qy_px": py, "intensity": inten, "qz": qz_v}
                 cols = {k: v[inside] for k, v in cols.items()}
                 writer.write_table(pa.table(cols, schema=schema))
                 n_vec += int(inside.sum())
@@ -257,11 +270,6 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
                 ok = (bi >= 0) & (bi < Qx) & (bj >= 0) & (bj < Qy)
                 np.add.at(bvm, (bi[ok], bj[ok]), 1.0)
                 kept.append(np.stack([cols["rx"], cols["ry"], cols["qx_px"], cols["qy_px"], cols["intensity"]]))
-                if baseline == "classical":
-                    from . import classical
-                    df = classical.find_disks(raw, probe, classical_settings)
-                    df["rx"], df["ry"] = rx[df["pattern"].to_numpy()], ry[df["pattern"].to_numpy()]
-                    classical_rows.append(df.drop(columns="pattern"))
         finally:
             writer.close()
         elapsed = time.perf_counter() - t0
@@ -269,16 +277,10 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
         _bvm_png(bvm, tmp / "bragg_vector_map.png", dq)
         _write_braggvectors(tmp / "braggvectors.h5", (Rx, Ry), (Qx, Qy),
                             np.concatenate(kept, axis=1) if kept else np.zeros((5, 0)), origin, dq)
-        if baseline == "classical":
-            import pandas as pd
-            cdf = pd.concat(classical_rows, ignore_index=True)
-            cdf["qx"] = (cdf["qx_px"] - origin[0][cdf["rx"], cdf["ry"]]) * dq
-            cdf["qy"] = (cdf["qy_px"] - origin[1][cdf["rx"], cdf["ry"]]) * dq
-            cdf.to_parquet(tmp / "classical_bragg_vectors.parquet", index=False)
         summary = {"n_patterns": n, "n_vectors": n_vec, "seconds": elapsed, "patterns_per_s": n / max(elapsed, 1e-9),
                    "q_pixel_size_invA": dq, "model_dk_invA": dk, "model_detector_px": P, "center": center,
                    "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32", "threshold": threshold,
-                   "min_spacing_px": min_spacing_px,
+                   "min_spacing_px": min_spacing_px, "detector": baseline or "network",
                    "input": cube.path, **(meta or {})}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
@@ -348,7 +350,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default: model file's value, else {bragg.DEFAULT_MIN_SPACING_PX})")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="network arithmetic: auto = bf16 on CUDA, fp32 on CPU (bf16 is faster on recent CPUs)")
-    p.add_argument("--baseline", choices=["classical"], default=None, help="also run py4DSTEM disk detection")
+    p.add_argument("--baseline", choices=["classical"], default=None, help="run py4DSTEM disk detection (vacuum-probe kernel, multicorr) instead of the network; same outputs, qz empty")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -380,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
     summary = predict_cube(cube, probe, model, geometry, float(q), args.out, batch=args.batch, device=args.device,
                            center=args.center, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
                            baseline=args.baseline, precision=args.precision,
+                           classical_settings=meta.get("classical_settings"),
                            meta={"model": str(resolve_model(args.model)), "energy_eV": energy},
                            progress=not args.quiet)
     cube.close()
