@@ -40,8 +40,9 @@ bench: $(STAMP)
 # in its own working directory, then evaluate's tuned peak settings stamped into the exported file.
 PRETRAIN_DIR ?= pretrained-run
 pretrained: $(STAMP)
-	mkdir -p $(PRETRAIN_DIR) && ln -sfn ../config $(PRETRAIN_DIR)/config
-	$(BIN)/snakemake -s Snakefile --directory $(PRETRAIN_DIR) --profile profiles/local --cores $(CORES) \
+	mkdir -p $(PRETRAIN_DIR) && ln -sfn $(CURDIR)/config $(PRETRAIN_DIR)/config
+	cd $(PRETRAIN_DIR) && $(CURDIR)/$(BIN)/snakemake -s $(CURDIR)/Snakefile --directory . \
+	  --profile $(CURDIR)/profiles/local --cores $(CORES) \
 	  --configfile config/config.yaml config/pretrained.yaml -- results/model/model.pt results/evaluation/metrics.json
 	$(BIN)/fourdcrystal export-model $(PRETRAIN_DIR)/results/model/model.pt \
 	  --metrics $(PRETRAIN_DIR)/results/evaluation/metrics.json --out src/fourdcrystal/data/pretrained.pt
