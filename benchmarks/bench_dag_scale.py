@@ -26,11 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
-def scratch_workflow(work: Path, n_crystals: int) -> None:
+def copy_workflow(work: Path) -> None:
+    """The workflow's files in a scratch directory (src/ linked), so runs leave the checkout alone."""
     for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     (work / "src").symlink_to(ROOT / "src")
+
+
+def scratch_workflow(work: Path, n_crystals: int) -> None:
+    """copy_workflow plus a synthetic, up-to-date `select` checkpoint output of ``n_crystals`` crystals."""
+    copy_workflow(work)
     crystals = work / "results" / "crystals"
     (crystals / "cifs").mkdir(parents=True)
     # Upstream outputs first (older), then the checkpoint's: nothing upstream looks out of date.

@@ -15,6 +15,8 @@ from fourdcrystal import plan
 from fourdcrystal.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_dag_scale import copy_workflow, scratch_workflow  # noqa: E402  (one owner of the scratch set-up)
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
@@ -114,10 +116,7 @@ def _cluster_up():
 def test_demo_workflow_through_real_slurm(tmp_path, capsys):
     work = tmp_path / "wf"
     work.mkdir()
-    for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    (work / "src").symlink_to(ROOT / "src")
+    copy_workflow(work)
     env = dict(os.environ, PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}", PYTHONPATH=str(ROOT / "src"))
     # Snakemake ignores SIGTERM: stop it with SIGINT so it cancels its SLURM jobs and releases its lock.
     cmd = ["timeout", "-s", "INT", "420", str(SNAKEMAKE), "--profile", "profiles/ci-slurm",
@@ -161,23 +160,7 @@ def test_nersc_groups_pack_each_job_once(tmp_path):
     n_crystals = 20
     work = tmp_path / "wf"
     work.mkdir()
-    for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    (work / "src").symlink_to(ROOT / "src")
-    crystals = work / "results" / "crystals"
-    (crystals / "cifs").mkdir(parents=True)
-    for name in ("structures.parquet", "prototypes.csv"):
-        (crystals / name).write_text("synthetic\n")
-    ids = [f"mp-{i:06d}" for i in range(n_crystals)]
-    rows = ["crystal_id,formula,prototype,spacegroup,source,source_id"]
-    rows += [f"{c},X,A_cP1_221_a,221,materials_project,{c}" for c in ids]
-    (crystals / "selected.csv").write_text("\n".join(rows) + "\n")
-    for c in ids:
-        (crystals / "cifs" / f"{c}.cif").touch()
-    later = (crystals / "prototypes.csv").stat().st_mtime + 5  # checkpoint outputs newer: select is done
-    for p in (crystals / "selected.csv", crystals / "cifs"):
-        os.utime(p, (later, later))
+    scratch_workflow(work, n_crystals)
     cmd = [str(SNAKEMAKE), "-n", "--profile", "profiles/nersc", "--configfile", "config/seed_scale.yaml",
            "--rerun-triggers", "mtime"]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
