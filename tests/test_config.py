@@ -38,3 +38,20 @@ def test_wavelength():
 def test_geometry_roundtrip(default_config):
     g = Geometry.from_config(default_config)
     assert Geometry.from_dict(g.to_dict()) == g
+
+
+def test_workflow_rejects_bad_config_with_one_line(tmp_path):
+    """`snakemake` itself stops on a bad key with our one-line message, before any job runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    snakemake = Path(sys.executable).with_name("snakemake")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("geometry:\n  detector_px: 8\n")
+    proc = subprocess.run([str(snakemake), "-n", "--configfile", "config/config.yaml", str(bad)], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("config key 'geometry.detector_px'")]
+    assert len(lines) == 1 and "— fix:" in lines[0], proc.stdout + proc.stderr

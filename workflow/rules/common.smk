@@ -10,8 +10,9 @@ from fourdcrystal import plan  # noqa: E402
 from fourdcrystal.config import validate as validate_fourdcrystal  # noqa: E402
 from fourdcrystal.snakemake_compat import fresh_group_jobs  # noqa: E402
 
-validate(config, schema="../schemas/config.schema.yaml")
+# ours first: one line naming the key and the fix; then Snakemake's own (fills schema defaults)
 validate_fourdcrystal(config)
+validate(config, schema="../schemas/config.schema.yaml")
 
 
 # Snakemake 9 group-components bug workaround (see fourdcrystal.snakemake_compat).
