@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from fourdcrystal import store  # noqa: E402
+from fourdcrystal.config import load as config_load  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.shard import simulate_shard  # noqa: E402
 from fourdcrystal.supercells import build_crystal  # noqa: E402
@@ -36,12 +36,6 @@ from fourdcrystal.supercells import build_crystal  # noqa: E402
 
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _merge(base: dict, over: dict) -> dict:
-    for k, v in over.items():
-        base[k] = _merge(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
-    return base
 
 
 def main() -> None:
@@ -53,10 +47,10 @@ def main() -> None:
     ap.add_argument("--overrides", help="config overlay, e.g. config/seed_scale.yaml")
     ap.add_argument("--phases-only", action="store_true", help="skip the write-throughput and read tables")
     args_cli = ap.parse_args()
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    overlays = [args_cli.overrides] if args_cli.overrides else []
+    cfg = config_load(ROOT / "config" / "config.yaml", *overlays)
     label = "default config"
     if args_cli.overrides:
-        cfg = _merge(cfg, yaml.safe_load(Path(args_cli.overrides).read_text()))
         cfg["simulation"]["device"] = "cpu"
         cfg["orientations"].update(n_zone_axes=1, n_free=0, n_inplane=1, n_tilts=1)
         label = f"{args_cli.overrides} on CPU, one orientation"

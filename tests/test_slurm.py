@@ -1,6 +1,5 @@
 """The HPC profiles: consistency checks (always) and the demo workflow through real SLURM (marker
 `slurm`; runs when .ci/run has started the single-node cluster and exported FOURDCRYSTAL_SLURM=1)."""
-import copy
 import os
 import re
 import shutil
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from fourdcrystal import plan
-from fourdcrystal.config import validate
+from fourdcrystal.config import load as load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -36,15 +35,7 @@ def _rules():
 
 
 def _merged(overrides_file):
-    def update(a, b):
-        for k, v in b.items():
-            if isinstance(v, dict) and isinstance(a.get(k), dict):
-                update(a[k], v)
-            else:
-                a[k] = v
-    config = copy.deepcopy(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
-    update(config, yaml.safe_load((ROOT / "config" / overrides_file).read_text()))
-    return validate(config)
+    return load_config(ROOT / "config" / "config.yaml", ROOT / "config" / overrides_file)
 
 
 def test_ci_profile_mirrors_nersc_profile():

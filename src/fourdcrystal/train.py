@@ -60,6 +60,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import store as qstore
 from .atomic import atomic_path, write_table
+from .config import digest
 from .data import QuartetDataset, seed_worker
 from .errors import UserError
 from .geometry import Geometry
@@ -182,7 +183,7 @@ def run_key(cfg: dict, fingerprint: str, world: int) -> str:
     tcfg = {k: v for k, v in cfg["train"].items() if k not in _RESUME_NEUTRAL}
     sub = {"seed": cfg.get("seed"), "model": cfg.get("model"), "train": tcfg, "world": world,
            "augment": cfg.get("augment") if cfg["train"].get("augment") else None, "data": fingerprint}
-    return hashlib.sha256(json.dumps(sub, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(sub)
 
 
 def rng_state() -> dict:
