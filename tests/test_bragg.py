@@ -87,3 +87,25 @@ def test_plateau_is_no_peak_and_nms_is_greedy_over_peaks_only():
     out = bragg.find_peaks(vg[None], None, center_px=c, threshold=0.02, exclude_center_px=2.0, min_spacing_px=3)
     got = sorted(zip(np.round(out["qx_px"]).astype(int).tolist(), np.round(out["qy_px"]).astype(int).tolist()))
     assert got == [(36, 30), (36, 36)]
+
+
+def test_nms_equals_the_greedy_definition_on_random_peaks():
+    """Batched suppression == visiting peaks strongest first and dropping those within h px
+    (Chebyshev) of a kept one, on random clustered peaks in several patterns."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    B, P, h = 3, 40, 3
+    b = torch.from_numpy(rng.integers(0, B, 400))
+    ij = rng.integers(0, P, (400, 2))
+    flat = np.unique(b.numpy() * P * P + ij[:, 0] * P + ij[:, 1])  # distinct pixels
+    b, i, j = (torch.from_numpy(a) for a in (flat // (P * P), flat // P % P, flat % P))
+    val = torch.from_numpy(rng.choice([0.1, 0.2, 0.3, 0.5], len(flat)))  # many ties
+    keep = bragg._suppress(b, i, j, val, (B, P, P), h).numpy()
+    order = sorted(range(len(flat)), key=lambda k: (-float(val[k]), k))
+    ref = np.zeros(len(flat), bool)
+    for k in order:
+        near = ref & (b.numpy() == int(b[k])) & (np.abs(i.numpy() - int(i[k])) <= h) & (np.abs(j.numpy() - int(j[k])) <= h)
+        ref[k] = not near.any()
+    assert 0 < ref.sum() < len(flat)
+    np.testing.assert_array_equal(keep, ref)

@@ -56,6 +56,38 @@ def test_forward_shapes_signs_and_sizes():
             assert (vg >= 0).all() and torch.isfinite(qz).all()
     with pytest.raises(ValueError, match="divisible"):
         build_model(TINY)(torch.rand(1, 30, 30), torch.rand(1, 30, 30))
+    # the stem multiplies the required divisor: 2 (stem) * 2**2 (depth) = 8 divides 32 but not 36
+    with pytest.raises(ValueError, match="stem_stride \\* 2\\*\\*depth = 8"):
+        build_model({**TINY, "stem_stride": 2})(torch.rand(1, 36, 36), torch.rand(1, 36, 36))
+    with pytest.raises(UserError, match="stem_stride 3"):
+        build_model({**TINY, "stem_stride": 3})
+
+
+def test_stem_runs_the_unet_on_the_coarse_grid():
+    """stem_stride s: the first encoder level sees (P/s)² pixels with s² × the feature channels,
+    and the output is back on the full P² grid."""
+    seen = {}
+    for s in (1, 2, 4):
+        m = build_model({**TINY, "stem_stride": s})
+        m.enc[0].register_forward_hook(lambda mod, inp, out, s=s: seen.__setitem__(s, tuple(inp[0].shape)))
+        vg, qz = m(torch.rand(1, 64, 64), torch.rand(1, 64, 64))
+        assert vg.shape == qz.shape == (1, 64, 64)
+    assert seen == {1: (1, 7, 64, 64), 2: (1, 28, 32, 32), 4: (1, 112, 16, 16)}
+
+
+def test_checkpoints_without_stem_stride_load_as_full_grid(tmp_path):
+    """Model files written before stem_stride existed (format_version 1) mean stem_stride = 1."""
+    torch.manual_seed(0)
+    m = build_model({**TINY, "stem_stride": 1}).eval()
+    path = save_checkpoint(tmp_path / "old.pt", m, _geometry())
+    ck = torch.load(path, weights_only=True)
+    del ck["model_config"]["stem_stride"]
+    torch.save(ck, path)
+    m2, _, _ = load_checkpoint(path)
+    assert m2.stem == 1
+    probe = torch.rand(1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(m(probe, probe)[0], m2(probe, probe)[0], rtol=0, atol=0)
 
 
 def test_xcorr_channels_peak_on_the_reflections():
@@ -76,14 +108,16 @@ def test_xcorr_channels_peak_on_the_reflections():
         assert divmod(int(ch.argmax()), p) == (c + 15, c - 9)
 
 
-def test_overfits_a_handful_of_patterns():
-    """The architecture can learn the mapping: 4 patterns, 150 Adam steps, loss drops > 10×."""
+@pytest.mark.parametrize("stem", [1, 2])
+def test_overfits_a_handful_of_patterns(stem):
+    """The architecture can learn the mapping: 4 patterns, 150 Adam steps, loss drops > 10×; with the
+    space-to-depth stem too (it must not cost the pixel-level peak positions)."""
     from fourdcrystal.train import pattern_losses
 
     torch.manual_seed(0)
     q = {k: torch.from_numpy(v) for k, v in synth_quartets(4, 32, seed=1).items()}
-    m = build_model({**TINY, "base_channels": 12, "vg_scale": float(q["vg"].amax(dim=(1, 2)).median()),
-                     "qz_scale": 0.05})
+    m = build_model({**TINY, "base_channels": 12, "stem_stride": stem,
+                     "vg_scale": float(q["vg"].amax(dim=(1, 2)).median()), "qz_scale": 0.05})
     opt = torch.optim.Adam(m.parameters(), lr=5e-3)
     losses = []
     for _ in range(150):

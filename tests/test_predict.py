@@ -262,6 +262,30 @@ def test_py4dstem_emd_datacube_found_automatically(tmp_path):
     np.testing.assert_array_equal(c.read(2, 5), dc.data.reshape(6, 16, 16)[2:5])
 
 
+@pytest.mark.parametrize("dtype,order", [(np.float32, "C"), (np.uint16, "C"), (np.float64, "F")])
+def test_npy_reads_any_run_of_scan_positions(tmp_path, dtype, order):
+    """C-ordered .npy cubes are read by plain file reads (flat memory), others through the memory
+    map: both give the same patterns, for runs that cross scan rows."""
+    from fourdcrystal.datacube_io import open_datacube
+
+    a = (np.random.default_rng(1).random((3, 5, 8, 6)) * 100).astype(dtype)
+    np.save(tmp_path / "c.npy", np.asfortranarray(a) if order == "F" else a)
+    c = open_datacube(tmp_path / "c.npy")
+    for s, e in [(0, 15), (2, 9), (4, 5), (14, 15)]:
+        got = c.read(s, e)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, a.reshape(15, 8, 6)[s:e].astype(np.float32))
+
+
+def test_auto_precision_is_bf16_only_where_native(monkeypatch):
+    assert predict.native_bf16("cuda")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not predict.native_bf16("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert predict.native_bf16("cpu")
+
+
 def test_peak_settings_resolution_order():
     from fourdcrystal import bragg
     from fourdcrystal.errors import UserError

@@ -156,9 +156,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     from fourdcrystal.errors import UserError
 
     manifest = make_dataset(tmp_path, n_crystals=2, per_crystal=2)
-    with pytest.raises(UserError, match="divisible by 2\\*\\*model.depth"):
+    with pytest.raises(UserError, match="divisible by model.stem_stride \\* 2\\*\\*model.depth = 128"):
         cfg = tiny_config()
-        cfg["model"]["depth"] = 6
+        cfg["model"].update(depth=6, stem_stride=2)
         train(cfg, manifest, tmp_path / "x", root=tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         train(tiny_config(), tmp_path / "nope.parquet", tmp_path / "x", root=tmp_path)

@@ -139,10 +139,14 @@ def _suppress(b, i, j, val, shape, h: int) -> torch.Tensor:
     stronger = valid & ((vn > val[:, None]) | ((vn == val[:, None]) & (nb < ar[:, None])))
     alive = torch.ones(K, dtype=torch.bool, device=val.device)
     kept = torch.zeros_like(alive)
-    while bool(alive.any()):
-        new = alive & ~(stronger & alive[nb]).any(dim=1)
-        kept |= new
-        alive &= ~new & ~(valid & kept[nb]).any(dim=1)
+    rows = ar  # the undecided peaks: most are settled in the first round, later rounds touch only the rest
+    while len(rows):
+        nbr = nb[rows]
+        new = ~(stronger[rows] & alive[nbr]).any(dim=1)
+        kept[rows[new]] = True
+        done = new | (valid[rows] & kept[nbr]).any(dim=1)
+        alive[rows[done]] = False
+        rows = rows[~done]
     return kept
 
 

@@ -1,6 +1,6 @@
 """Lazy readers for 4D-STEM datacubes (Rx, Ry, Qx, Qy) and vacuum-probe images.
 
-Nothing here loads a whole datacube: ``.npy`` is memory-mapped, Zarr and HDF5 are sliced on demand,
+Nothing here loads a whole datacube: ``.npy`` is memory-mapped (and read in plain reads per batch), Zarr and HDF5 are sliced on demand,
 and other formats go through rosettasciio with ``lazy=True`` (dask).  Calibration (reciprocal pixel
 size in Å⁻¹/px, beam energy in eV) is read from file metadata where the format carries it.
 """
@@ -34,6 +34,14 @@ class Cube:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Patterns with flattened scan index in [start, stop) as float32 (n, Qx, Qy)."""
+        a = self.array
+        if isinstance(a, np.memmap) and a.flags.c_contiguous and stop > start:
+            # a C-ordered .npy: one plain read of the contiguous run. Slicing the memory map would map
+            # every page read into this process, so its resident size would grow with the scan.
+            per = int(np.prod(self.shape[2:]))
+            raw = np.fromfile(self.path, dtype=a.dtype, count=(stop - start) * per,
+                              offset=a.offset + start * per * a.dtype.itemsize)
+            return raw.reshape((stop - start,) + self.shape[2:]).astype(np.float32, copy=False)
         Rx, Ry = self.shape[:2]
         out = []
         k = start

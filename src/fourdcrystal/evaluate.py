@@ -261,6 +261,7 @@ def run_evaluation(config: dict, manifest_path, reflections_path, out_dir, model
     vis_e = float(ecfg.get("visible_min_electrons", 10.0))
     vis_snr = float(ecfg.get("visible_min_snr", 3.0))
     qmin = float(ecfg.get("qz_sign_min_invA", 0.02))
+    precision = str(ecfg.get("precision", "fp32"))
     doses = [float(d) for d in ecfg["doses_e_per_pattern"]]
     mid = int(len(doses) // 2)
     root = Path(root)
@@ -274,6 +275,7 @@ def run_evaluation(config: dict, manifest_path, reflections_path, out_dir, model
     if model_path is not None:
         from .model import load_checkpoint
         model, mgeo, _ = load_checkpoint(model_path)
+        model = model.to(memory_format=torch.channels_last)  # as predict runs it (oneDNN's faster layout)
         if mgeo.detector_px != P or abs(mgeo.dk_invA - dk) > 1e-9:
             log.warning("model geometry %s differs from the dataset's; evaluating anyway", mgeo.to_dict())
 
@@ -312,11 +314,12 @@ def run_evaluation(config: dict, manifest_path, reflections_path, out_dir, model
     def network_maps(items, cbeds):
         probes = torch.from_numpy(np.stack([q["probe"] for _, q, _ in items]))
         vgs, qzs = [], []
-        with torch.inference_mode():
+        # the arithmetic `predict --precision` would use (bf16: autocast, FFTs stay fp32)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             for s in range(0, len(cbeds), 16):
                 v, z = model(probes[s:s + 16], torch.from_numpy(cbeds[s:s + 16]))
-                vgs.append(v.numpy())
-                qzs.append(z.numpy())
+                vgs.append(v.float().numpy())
+                qzs.append(z.float().numpy())
         return np.concatenate(vgs), np.concatenate(qzs)
 
     def peaks(vg, qz, n, threshold):
@@ -424,7 +427,7 @@ def run_evaluation(config: dict, manifest_path, reflections_path, out_dir, model
         "detector_px": P,
         "settings": {"peak_threshold": thr, "network_min_spacing_px": spacing, "match_tol_px": tol,
                      "min_vg_visible": float(ecfg["min_vg_visible"]), "visible_min_electrons": vis_e,
-                     "visible_min_snr": vis_snr},
+                     "visible_min_snr": vis_snr, "precision": precision},
         "visibility": visibility,
         "visibility_note": ("visible = |V_g| >= min_vg_visible x strongest AND disk electrons above the local "
                             "level >= visible_min_electrons AND SNR >= visible_min_snr at that dose; "

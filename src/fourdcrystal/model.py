@@ -28,6 +28,14 @@ channel); the phase information lives in the phase-correlation channel instead.
 Two coordinate channels (k_x, k_y relative to the direct beam, in [-1, 1]) are added because q_z
 depends on where a reflection sits on the detector (Ewald-sphere curvature and specimen tilt).
 
+Speed — the space-to-depth stem (``stem_stride`` s): the feature channels are rearranged into s² times
+as many channels on an s-times coarser grid (``pixel_unshuffle``, lossless and invertible, the trick of
+FFDNet and efficient super-resolution networks), the U-Net runs there, and the head predicts s² output
+pixels per coarse pixel (``pixel_shuffle``).  On a CPU the full-resolution level of a U-Net is bound
+by memory traffic on few channels; removing it made the forward pass 4.4× faster at 128² (fp32,
+2 cores: 137 -> 606 patterns/s) with the same parameter count; the stem still sees every pixel, so
+sub-pixel information is kept.
+
 Dynamic range: the direct beam is 10²–10⁴ times brighter than weak reflections, so every input
 channel is compressed with a (signed) log1p relative to ``log_eps`` (default 1e-3 of the probe
 maximum) and mapped to about [-1, 1].  The output heads are scaled by ``vg_scale`` / ``qz_scale``
@@ -53,6 +61,7 @@ FORMAT_VERSION = 1
 DEFAULT_MODEL_CONFIG = {
     "base_channels": 16,
     "depth": 3,
+    "stem_stride": 2,  # reversible space-to-depth before the encoder (1 = U-Net on the full grid)
     "norm": "group",  # group | batch | none
     "dropout": 0.0,
     "xcorr_amplitude": True,
@@ -65,6 +74,10 @@ DEFAULT_MODEL_CONFIG = {
 }
 
 
+# keys added after format_version 1 files were written, with the value those files mean
+_LEGACY_DEFAULTS = {"stem_stride": 1}
+
+
 def model_config_from(cfg: dict | None) -> dict:
     """Complete a (possibly partial) ``model`` config section with the defaults above."""
     out = dict(DEFAULT_MODEL_CONFIG)
@@ -75,6 +88,8 @@ def model_config_from(cfg: dict | None) -> dict:
                         f"use only {sorted(DEFAULT_MODEL_CONFIG)} in the model section")
     if out["norm"] not in ("group", "batch", "none"):
         raise UserError(f"model.norm '{out['norm']}' is not group, batch or none", "set model.norm to group")
+    if int(out["stem_stride"]) not in (1, 2, 4):
+        raise UserError(f"model.stem_stride {out['stem_stride']} is not 1, 2 or 4", "set model.stem_stride to 2")
     return out
 
 
@@ -140,7 +155,7 @@ class BraggUNet(nn.Module):
     """XCorrFFT → U-Net encoder/decoder → heads V_g (softplus, ≥ 0) and q_z (signed, Å⁻¹).
 
     ``model(probe, cbed)`` with (B, P, P) tensors returns ``(vg, qz)``, each (B, P, P).  P must be
-    divisible by ``2**depth`` (128, 256, 512 all work with depth ≤ 7).
+    divisible by ``stem_stride * 2**depth`` (128, 256, 512 all work with the defaults).
     """
 
     def __init__(self, **cfg):
@@ -149,9 +164,11 @@ class BraggUNet(nn.Module):
         self.config = cfg
         c, depth = int(cfg["base_channels"]), int(cfg["depth"])
         self.depth = depth
+        self.stem = int(cfg["stem_stride"])
         self.xcorr = XCorrFFT(cfg["xcorr_amplitude"], cfg["wiener_eps"], cfg["phase_eps"])
-        # log probe, log CBED, k_x and k_y coordinates, cross-correlation channels
-        cin = 4 + self.xcorr.n_channels
+        # log probe, log CBED, k_x and k_y coordinates, cross-correlation channels; each becomes
+        # stem² channels on the coarse grid
+        cin = (4 + self.xcorr.n_channels) * self.stem**2
         widths = [c * 2**i for i in range(depth + 1)]
         self.enc = nn.ModuleList()
         for w in widths[:-1]:
@@ -163,7 +180,8 @@ class BraggUNet(nn.Module):
         for i in reversed(range(depth)):
             self.up.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
             self.dec.append(ConvBlock(2 * widths[i], widths[i], cfg["norm"], cfg["dropout"]))
-        self.head = nn.Conv2d(widths[0], 2, 1)
+        # 2 heads (V_g, q_z) for each of the stem² fine pixels of a coarse pixel
+        self.head = nn.Conv2d(widths[0], 2 * self.stem**2, 1)
         # start at u = 0 for both heads: V_g at t = log(2)/4 (~1 % of vg_scale), q_z at 0
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -185,10 +203,12 @@ class BraggUNet(nn.Module):
         if probe.shape != cbed.shape or probe.dim() != 3:
             raise ValueError(f"model(probe, cbed) needs two (B, P, P) tensors of one shape; got "
                              f"{tuple(probe.shape)} and {tuple(cbed.shape)}")
-        m = 2**self.depth
+        m = self.stem * 2**self.depth
         if probe.shape[-1] % m or probe.shape[-2] % m:
-            raise ValueError(f"pattern size {tuple(probe.shape[-2:])} is not divisible by 2**depth = {m}")
+            raise ValueError(f"pattern size {tuple(probe.shape[-2:])} is not divisible by stem_stride * 2**depth = {m}")
         x = self.features(probe, cbed)
+        if self.stem > 1:
+            x = F.pixel_unshuffle(x, self.stem)
         skips = []
         for i, block in enumerate(self.enc):
             x = block(x)
@@ -197,7 +217,12 @@ class BraggUNet(nn.Module):
         x = self.bottleneck(x)
         for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
             x = dec(torch.cat([up(x), skip], dim=1))
-        out = self.head(x).float()
+        # the 1×1 head in fp32 even under bf16 autocast: its output is the log-domain V_g, where
+        # bf16's 8-bit mantissa would step V_g by several % and flatten the maxima peak finding needs
+        with torch.autocast(x.device.type, enabled=False):
+            out = self.head(x.float())
+        if self.stem > 1:
+            out = F.pixel_shuffle(out, self.stem)
         # V_g head in the log domain: t = softplus(u) >= 0 is the log-compressed V_g
         # (t = log1p(V / (knee·vg_scale)) / log1p(1/knee)), so O(1) steps of u span the decades between
         # background and the direct beam; a linear softplus head needs thousands of Adam steps to
@@ -262,7 +287,7 @@ def load_checkpoint(path, map_location="cpu"):
         raise UserError(f"{path} is a 4D>Crystal model of format_version {ck['format_version']}, newer than this "
                         f"code ({FORMAT_VERSION})", "upgrade fourdcrystal")
     try:
-        model = build_model(ck["model_config"])
+        model = build_model({**_LEGACY_DEFAULTS, **ck["model_config"]})
         model.load_state_dict(ck["state_dict"])
         geometry = Geometry.from_dict(ck["geometry"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:

@@ -10,10 +10,10 @@ command line, else from the model file (``meta["peak_settings"]``, if a distribu
 values tuned by ``evaluate``), else bragg.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX (= the config
 defaults). The workflow's tuned values are in results/evaluation/metrics.json
 (``network_peak_settings``); rule scan_demo uses them.
-Speed (CPU): the network forward is ~90 % of the time with a trained model; the rest runs on whole
-batches (beam finding by one batched FFT, resampling by one grid_sample, peaks by max_pool2d); the
-weights are put in channels_last (oneDNN's faster conv layout) and the loop runs under
-torch.inference_mode.
+Speed (CPU): everything runs on whole batches (beam finding by one batched FFT, resampling by one
+grid_sample, peaks by max_pool2d and sparse gathers); the weights are put in channels_last (oneDNN's
+faster conv layout), the loop runs under torch.inference_mode, and bf16 is used where the CPU has it
+natively (``native_bf16``). benchmarks/RESULTS.md has the split between network and pipeline.
 Intensity scaling: the model was trained on probe-max = 1 data with the CBED on the probe's scale,
 so the resampled probe is divided by its maximum and every CBED is scaled to the probe's total
 intensity (which also removes beam-current drift across the scan).
@@ -68,6 +68,19 @@ def peak_settings(meta: dict | None, threshold: float | None = None, min_spacing
     if float(sp) < 0:
         raise UserError(f"minimum peak spacing {sp} px is negative", "pass --min-spacing >= 0 (pixels of the model grid)")
     return {"peak_threshold": float(thr), "min_spacing_px": float(sp)}
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether bf16 arithmetic is native (fast) here: CUDA, or a CPU with AVX512-BF16 or AMX.
+
+    Elsewhere oneDNN emulates bf16 and it is slower than fp32, so ``--precision auto`` stays fp32.
+    """
+    if device_type == "cuda":
+        return True
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: assume no native bf16
+        return False
 
 
 # --- geometry helpers --------------------------------------------------------------------------
@@ -169,9 +182,10 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
     ``model(probe, cbed) -> (vg, qz)`` on the model grid (``geometry``); any callable with that
     signature works (tests use an oracle). Returns a summary dict (also written as summary.json).
     ``threshold`` / ``min_spacing_px``: bragg.find_peaks settings (the direct beam is kept as a vector).
-    ``precision``: "fp32", "bf16" (autocast; the model keeps its FFTs in fp32) or "auto" (bf16 on
-    CUDA, fp32 on CPU, where bf16 is ~1.3-2× faster on CPUs with AVX512-BF16/AMX but moves V_g by
-    ~1 % of its maximum).
+    ``precision``: "fp32", "bf16" (autocast; the model keeps its FFTs and output head in fp32) or
+    "auto" (bf16 where it is native — CUDA, CPUs with AVX512-BF16/AMX — else fp32). On the pretrained
+    model's test crystals bf16 scores the same F1 as fp32 to two decimals and RMS within 0.01 px
+    (docs/pretrained/metrics_bf16.json) at ~2× the speed.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -186,7 +200,7 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"precision '{precision}' is not auto, fp32 or bf16", "pass --precision auto")
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
-    use_bf16 = precision == "bf16" or (precision == "auto" and dev_type == "cuda")
+    use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(dev_type))
     P, cp, dk = geometry.detector_px, geometry.center_px, geometry.dk_invA
     dq = float(q_pixel_size_invA)
     scale = dk / dq  # input pixels per model pixel
@@ -348,7 +362,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="non-maximum suppression: no two vectors within this many model-grid px "
                         f"(default: model file's value, else {bragg.DEFAULT_MIN_SPACING_PX})")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="network arithmetic: auto = bf16 on CUDA, fp32 on CPU (bf16 is faster on recent CPUs)")
+                   help="network arithmetic: auto = bf16 where native (CUDA, CPUs with AVX512-BF16/AMX), else fp32")
     p.add_argument("--baseline", choices=["classical"], default=None, help="run py4DSTEM disk detection (vacuum-probe kernel, multicorr) instead of the network; same outputs, qz empty")
     p.add_argument("--quiet", action="store_true")
 

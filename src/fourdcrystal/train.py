@@ -285,9 +285,10 @@ def _train(cfg, tcfg, seed, manifest_path, root, out, figures_dir, dataset_info,
     fingerprint = data_fingerprint(manifest, dataset_info)
     geometry = geometry_of(train_df, root)
     mcfg = model_config_from(cfg.get("model"))
-    if geometry.detector_px % 2 ** int(mcfg["depth"]):
-        raise UserError(f"detector_px {geometry.detector_px} is not divisible by 2**model.depth = {2 ** int(mcfg['depth'])}",
-                        "lower model.depth or pick a detector_px that is a multiple of it")
+    multiple = int(mcfg["stem_stride"]) * 2 ** int(mcfg["depth"])
+    if geometry.detector_px % multiple:
+        raise UserError(f"detector_px {geometry.detector_px} is not divisible by model.stem_stride * 2**model.depth = {multiple}",
+                        "lower model.depth or model.stem_stride, or pick a detector_px that is a multiple of it")
 
     augmenter = make_augmenter(cfg)
     train_ds = QuartetDataset(train_df, root, augmenter, seed)
