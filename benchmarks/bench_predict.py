@@ -1,7 +1,7 @@
 """Benchmark: `fourdcrystal predict` patterns/s vs py4DSTEM find_Bragg_disks (multicorr), same scan.
 
 Scan: a synthetic polycrystal datacube at the default detector (128², pitch 1/box_A) — disks on two
-rotated lattices, per-position descan, Poisson noise — written as .npy and read memory-mapped
+rotated lattices, per-position descan, Poisson noise — written as .npy and read in batches
 (32×32 = 1,024 patterns). Network: the shipped pretrained model (what `predict` uses without
 --model; speed does not depend on the weights) with its stamped peak settings; the first pass warms
 up (oneDNN primitives), then best of two. torch uses both cores in one process; py4DSTEM runs with

@@ -1,8 +1,9 @@
 """Lazy readers for 4D-STEM datacubes (Rx, Ry, Qx, Qy) and vacuum-probe images.
 
-Nothing here loads a whole datacube: ``.npy`` is memory-mapped (and read in plain reads per batch), Zarr and HDF5 are sliced on demand,
-and other formats go through rosettasciio with ``lazy=True`` (dask).  Calibration (reciprocal pixel
-size in Å⁻¹/px, beam energy in eV) is read from file metadata where the format carries it.
+Nothing here loads a whole datacube: ``.npy`` is memory-mapped and read in plain reads per batch,
+Zarr and HDF5 are sliced on demand, and other formats go through rosettasciio with ``lazy=True``
+(dask).  Calibration (reciprocal pixel size in Å⁻¹/px, beam energy in eV) is read from file
+metadata where the format carries it.
 """
 from __future__ import annotations
 
