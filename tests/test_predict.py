@@ -317,3 +317,29 @@ def test_channels_last_and_bf16_predict_agree_with_fp32(tmp_path, model_file):
     assert float((bf - ref).abs().max()) < 0.03 * float(ref.abs().max())
     s16 = predict.predict_cube(c, probe, model, geo, DQ, tmp_path / "b", progress=False, precision="bf16")
     assert s32["precision"] == "fp32" and s16["precision"] == "bf16" and s16["n_patterns"] == 4
+
+
+@pytest.mark.parametrize("shift", [(0.0, 0.0), (0.7, -0.4), (-1.0, 1.0)])
+def test_model_input_puts_the_beam_on_the_centre_pixel(shift):
+    """predict's (and training's) input preparation: a pattern whose beam is off by a descan shift
+    comes back with its direct beam on the centre pixel (to 0.1 px), on the probe's scale with the
+    probe's total; training (fourdcrystal.data.model_input) prepares patterns the same way."""
+    from fourdcrystal.data import model_input
+
+    P, c = 64, 32
+    probe = _disk((P, P), (c, c)).astype(np.float32)
+    cbed = 0.6 * _disk((P, P), (c + shift[0], c + shift[1])) + 0.1 * _disk((P, P), (c + shift[0] + 12, c + shift[1] - 7))
+    mi = predict.ModelInput(probe * 40.0, 1.0, P, c)  # any count scale: the probe is scaled to max 1
+    x = torch.from_numpy(cbed[None].astype(np.float32) * 3.0)
+    pr, cb = mi(x, mi.centres(x))
+    assert float(pr.max()) == pytest.approx(1.0)
+    assert float(cb.sum()) == pytest.approx(float(pr.sum()), rel=1e-5)
+    beam = cb[0].clone()
+    beam[c + 6:] = 0  # keep the direct-beam disk only
+    i, j = np.indices((P, P))
+    w = np.clip(beam.numpy() - 0.1 * float(beam.max()), 0, None)
+    com = np.array([(i * w).sum(), (j * w).sum()]) / w.sum()
+    assert np.abs(com - c).max() < 0.1, com
+    dp, dc = model_input(probe, cbed.astype(np.float32))
+    torch.testing.assert_close(dc, cb[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dp, pr[0])

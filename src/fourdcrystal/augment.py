@@ -4,7 +4,10 @@ Simulated quartets are stored noise-free; the artifacts of a real 4D-STEM camera
 so every epoch sees new noise and the evaluation can sweep the dose over stored data.  The transform
 acts on the CBED pattern only: the network's probe input is the vacuum probe, which experiments
 record once at high dose, and the labels (V_g, q_z) stay on the calibrated detector grid, so the
-network learns to report Bragg vectors despite these artifacts.
+network learns to report Bragg vectors despite these artifacts.  The origin shift is then undone the
+way ``predict`` undoes it on real data — direct beam found, pattern resampled onto the centre pixel
+(fourdcrystal.data.model_input) — so training exercises the beam finder on shifted patterns and the
+network learns only what inference leaves to it.
 
 Scale: patterns are stored with the vacuum probe's maximum pixel = 1 (CONTRACTS, "Physics"), and the
 result keeps that scale.  The artifacts, in the order a detector applies them:

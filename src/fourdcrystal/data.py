@@ -55,11 +55,28 @@ class QuartetDataset(Dataset):
         if self.augmenter is not None:
             rng = np.random.default_rng(sample_seed(self.seed, self.epoch, row))
             cbed = np.asarray(self.augmenter.apply(cbed, q["probe"], rng), dtype=np.float32)
-        return {"probe": torch.from_numpy(np.ascontiguousarray(q["probe"])),
-                "cbed": torch.from_numpy(np.ascontiguousarray(cbed)),
+        probe, cbed = model_input(q["probe"], cbed)
+        return {"probe": probe, "cbed": cbed,
                 "vg": torch.from_numpy(np.ascontiguousarray(q["vg"])),
                 "qz": torch.from_numpy(np.ascontiguousarray(q["qz"])),
                 "row": row}
+
+
+def model_input(probe: np.ndarray, cbed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probe, cbed) as ``fourdcrystal predict`` hands them to the network (predict.ModelInput): the
+    pattern's direct beam found and resampled onto the centre pixel, total scaled to the probe's.
+
+    Training on exactly what inference sees: the augmenter's origin shift (descan) is undone by
+    the beam finder as it is in predict, so the labels — on the calibrated grid — stay aligned with
+    the input up to the beam finder's own error, instead of the network having to learn the shift.
+    """
+    from .predict import ModelInput
+
+    P = cbed.shape[-1]
+    mi = ModelInput(np.asarray(probe, dtype=np.float32), 1.0, P, P // 2)  # P // 2 = Geometry.center_px
+    x = torch.from_numpy(np.ascontiguousarray(cbed, dtype=np.float32)[None])
+    pr, cb = mi(x, mi.centres(x))
+    return pr[0].contiguous(), cb[0].contiguous()
 
 
 def seed_worker(worker_id: int) -> None:

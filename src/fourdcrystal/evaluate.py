@@ -20,7 +20,9 @@ Procedure (rule ``evaluate``):
 4. Predictions (direct beam removed: anything within ``match_tol_px`` of it) are matched one-to-one
    (Hungarian) within ``match_tol_px`` to each truth set. The classical vectors are first
    re-referenced to the disk it finds at the beam (what a py4DSTEM user does with origin
-   calibration); the network reports V_g on the calibrated grid directly.
+   calibration); the network sees each pattern as ``fourdcrystal predict`` prepares it
+   (predict.ModelInput: its direct beam found and resampled onto the centre pixel, total intensity
+   scaled to the probe's), so both detectors get the same origin correction.
 5. Metrics: precision, recall, F1 (pooled counts) against the visible truth — a prediction that
    matches no visible reflection but does match a real, not-visible one is neither true nor false
    (``n_ignored``, left out of the precision) — and ``precision_all``, ``recall_all``, ``f1_all``
@@ -51,6 +53,7 @@ import pandas as pd
 from . import bragg, classical
 from .atomic import atomic_path, write_table, write_text
 from .geometry import Geometry
+from .predict import ModelInput
 
 log = logging.getLogger("fourdcrystal.evaluate")
 
@@ -312,7 +315,15 @@ def run_evaluation(config: dict, manifest_path, reflections_path, out_dir, model
                 for (_, q, _), cb in zip(items, cbeds)]
 
     def network_maps(items, cbeds):
-        probes = torch.from_numpy(np.stack([q["probe"] for _, q, _ in items]))
+        # each pattern as `predict` prepares it: its direct beam found and resampled onto the centre
+        # pixel (the detector's origin shift undone, as the classical vectors are re-referenced)
+        prepared = []
+        for (_, q, _), cb in zip(items, cbeds):
+            mi = ModelInput(q["probe"], 1.0, P, cp)
+            x = torch.from_numpy(np.ascontiguousarray(cb[None], dtype=np.float32))
+            prepared.append(mi(x, mi.centres(x)))
+        probes = torch.cat([p for p, _ in prepared])
+        cbeds = torch.cat([c for _, c in prepared]).numpy()
         vgs, qzs = [], []
         # the arithmetic `predict --precision` would use (bf16: autocast, FFTs stay fp32)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):

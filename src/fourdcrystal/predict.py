@@ -14,9 +14,9 @@ Speed (CPU): everything runs on whole batches (beam finding by one batched FFT, 
 grid_sample, peaks by max_pool2d and sparse gathers); the weights are put in channels_last (oneDNN's
 faster conv layout), the loop runs under torch.inference_mode, and bf16 is used where the CPU has it
 natively (``native_bf16``). benchmarks/RESULTS.md has the split between network and pipeline.
-Intensity scaling: the model was trained on probe-max = 1 data with the CBED on the probe's scale,
-so the resampled probe is divided by its maximum and every CBED is scaled to the probe's total
-intensity (which also removes beam-current drift across the scan).
+Intensity scaling (``ModelInput``): the model was trained on probe-max = 1 data with the CBED on the
+probe's scale, so the resampled probe is divided by its maximum and every CBED is scaled to the
+probe's total intensity (which also removes beam-current drift across the scan).
 Outputs (published together by one rename, so a failed run leaves none): bragg_vectors.parquet,
 bragg_vector_map.npy/.png, braggvectors.h5 (py4DSTEM BraggVectors, reopened by py4DSTEM.read).
 """
@@ -40,6 +40,9 @@ log = logging.getLogger("fourdcrystal.predict")
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "data" / "pretrained.pt"
 VECTOR_COLUMNS = ["rx", "ry", "qx", "qy", "qx_px", "qy_px", "intensity", "qz"]
+# Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
+# 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
+DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -157,6 +160,36 @@ def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, cen
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
 
 
+class ModelInput:
+    """What the network sees, from a user's patterns and vacuum probe (one owner for predict and evaluate).
+
+    The probe is resampled onto the model grid (pitch ``scale`` input pixels, its centre of mass on
+    pixel ``center_px``) and scaled to max 1 — the training data's convention. Each CBED is resampled
+    the same way with ITS direct beam (``BeamFinder``) on ``center_px``, then scaled so that its total
+    equals the probe's (removing beam-current drift) on the same max-1 scale.
+    """
+
+    def __init__(self, probe: np.ndarray, scale: float, P: int, center_px: int, device: str = "cpu"):
+        self.finder = BeamFinder(probe, device)
+        self.radius_px = max(3.0, 2.0 * probe_radius_px(probe))  # beam search radius around a guess
+        self.scale, self.P, self.cp = float(scale), int(P), int(center_px)
+        pt = torch.from_numpy(probe[None].astype(np.float32)).to(device)
+        pr = resample(pt, torch.tensor([self.finder.c], device=device), self.scale, self.P, self.cp)
+        self.probe_max, self.probe_sum = pr.max(), pr.sum()
+        self.probe = pr / self.probe_max  # (1, P, P)
+
+    def centres(self, patterns: torch.Tensor, guess: tuple[float, float] | None = None) -> torch.Tensor:
+        """Direct-beam position (input pixels) of each pattern, searched near ``guess`` (else the probe's)."""
+        return self.finder.find(patterns, guess, self.radius_px)
+
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probe, cbed) batches (B, P, P) for ``model(probe, cbed)``."""
+        cb = resample(patterns, centres, self.scale, self.P, self.cp)
+        tot = cb.sum(dim=(1, 2), keepdim=True).clamp_min(1e-30)
+        cb = cb * (self.probe_sum / tot) / self.probe_max
+        return self.probe.expand(len(cb), self.P, self.P), cb
+
+
 def parse_region(text: str) -> tuple[slice, slice]:
     """'rx0:rx1,ry0:ry1' -> slices."""
     try:
@@ -173,7 +206,7 @@ def parse_region(text: str) -> tuple[slice, slice]:
 
 # --- the prediction loop -------------------------------------------------------------------------
 def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_invA: float, out_dir,
-                 *, batch: int = 64, device: str = "cpu", center: str = "per-pattern",
+                 *, batch: int | None = None, device: str = "cpu", center: str = "per-pattern",
                  threshold: float = bragg.DEFAULT_THRESHOLD, min_spacing_px: float = bragg.DEFAULT_MIN_SPACING_PX,
                  baseline: str | None = None, classical_settings: dict | None = None, precision: str = "auto",
                  meta: dict | None = None, progress: bool = True) -> dict:
@@ -200,24 +233,20 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"precision '{precision}' is not auto, fp32 or bf16", "pass --precision auto")
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    batch = int(batch or DEFAULT_BATCH[dev_type])
     use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(dev_type))
     P, cp, dk = geometry.detector_px, geometry.center_px, geometry.dk_invA
     dq = float(q_pixel_size_invA)
     scale = dk / dq  # input pixels per model pixel
     n = Rx * Ry
-    finder = BeamFinder(probe, device)
-    rad = max(3.0, 2.0 * probe_radius_px(probe))
+    inputs = ModelInput(probe, scale, P, cp, device)
 
     # the mean pattern's beam (a strided sample keeps this O(batch) in memory and time)
     sample_idx = np.unique(np.linspace(0, n - 1, min(n, 256)).astype(int))
     mean_dp = np.mean([cube.read(int(k), int(k) + 1)[0] for k in sample_idx], axis=0)
-    mean_c = finder.find(torch.from_numpy(mean_dp[None]).to(device), None, max(Qx, Qy))[0].cpu().numpy()
+    mean_c = inputs.finder.find(torch.from_numpy(mean_dp[None]).to(device), None, max(Qx, Qy))[0].cpu().numpy()
     guess = (float(mean_c[0]), float(mean_c[1]))
 
-    probe_t = torch.from_numpy(probe[None].astype(np.float32)).to(device)
-    probe_r = resample(probe_t, torch.tensor([finder.c], device=device), scale, P, cp)
-    pmax, psum = probe_r.max(), probe_r.sum()
-    probe_m = probe_r / pmax
     if baseline == "classical":
         from . import classical
 
@@ -243,7 +272,7 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
                 if center == "mean":
                     cen = torch.tensor([guess] * len(x), device=device)
                 else:
-                    cen = finder.find(x, guess, rad)
+                    cen = inputs.centres(x, guess)
                 cen_np = cen.cpu().numpy().astype(np.float64)
                 idx = np.arange(s, e)
                 rx, ry = np.divmod(idx, Ry)
@@ -257,10 +286,7 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
                     qx, qy = (px - cen_np[b, 0]) * dq, (py - cen_np[b, 1]) * dq
                     inten, qz_v = df["intensity"].to_numpy(np.float64), np.full(len(df), np.nan)
                 else:
-                    cb = resample(x, cen, scale, P, cp)
-                    tot = cb.sum(dim=(1, 2), keepdim=True).clamp_min(1e-30)
-                    cb = cb * (psum / tot) / pmax
-                    pr = probe_m.expand(len(cb), P, P)
+                    pr, cb = inputs(x, cen)
                     with torch.inference_mode(), torch.autocast(dev_type, dtype=torch.bfloat16, enabled=use_bf16):
                         vg, qz = model(pr, cb)
                         pk = bragg.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=threshold,
@@ -350,7 +376,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--q-pixel-size", type=float, default=None, help="reciprocal pixel size (1/Å per pixel)")
     p.add_argument("--energy", type=float, default=None, help="beam energy (eV); needed for mrad calibrations")
     p.add_argument("--dataset", default=None, help="array inside an HDF5/Zarr file")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"patterns per network call (default {DEFAULT_BATCH['cpu']} on CPU, {DEFAULT_BATCH['cuda']} on CUDA)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--center", default="per-pattern", choices=["per-pattern", "mean"],
                    help="find the direct beam in every pattern, or once in the mean pattern")
@@ -368,7 +395,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         raise UserError(f"--batch {args.batch} must be >= 1", "pass a positive batch size")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible", "use --device cpu")
@@ -466,7 +493,7 @@ def run_scan_demo(snakemake) -> None:
     ps = json.loads(Path(snakemake.input.metrics).read_text()).get("network_peak_settings") or {}
     ps = peak_settings(None, ps.get("peak_threshold", cfg["evaluate"]["peak_threshold"]),
                        ps.get("min_spacing_px", cfg["evaluate"].get("network_min_spacing_px")))
-    s = predict_cube(cube, probe, model, geometry, dq, out, batch=32, meta={"scan": info, "peak_settings": ps},
+    s = predict_cube(cube, probe, model, geometry, dq, out, meta={"scan": info, "peak_settings": ps},
                      progress=False, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"])
     cube.close()
     with atomic_path(snakemake.output.map_png) as tmp:
