@@ -53,7 +53,7 @@ import pandas as pd
 from . import bragg, classical
 from .atomic import atomic_path, write_table, write_text
 from .geometry import Geometry
-from .predict import ModelInput
+from .predict import DEFAULT_BATCH, ModelInput
 
 log = logging.getLogger("fourdcrystal.evaluate")
 
@@ -316,19 +316,23 @@ def run_evaluation(config: dict, manifest_path, reflections_path, out_dir, model
 
     def network_maps(items, cbeds):
         # each pattern as `predict` prepares it: its direct beam found and resampled onto the centre
-        # pixel (the detector's origin shift undone, as the classical vectors are re-referenced)
-        prepared = []
-        for (_, q, _), cb in zip(items, cbeds):
-            mi = ModelInput(q["probe"], 1.0, P, cp)
-            x = torch.from_numpy(np.ascontiguousarray(cb[None], dtype=np.float32))
-            prepared.append(mi(x, mi.centres(x)))
-        probes = torch.cat([p for p, _ in prepared])
-        cbeds = torch.cat([c for _, c in prepared]).numpy()
-        vgs, qzs = [], []
+        # pixel (the detector's origin shift undone, as the classical vectors are re-referenced);
+        # patterns sharing a vacuum probe (one per probe setting of an orientation) in one batch
+        same_probe: dict[bytes, list[int]] = {}
+        for k, (_, q, _) in enumerate(items):
+            same_probe.setdefault(np.ascontiguousarray(q["probe"]).tobytes(), []).append(k)
+        probes = torch.empty((len(items), P, P))
+        prepared = torch.empty((len(items), P, P))
+        for idx in same_probe.values():
+            mi = ModelInput(items[idx[0]][1]["probe"], 1.0, P, cp)
+            x = torch.from_numpy(np.ascontiguousarray(cbeds[idx], dtype=np.float32))
+            probes[idx], prepared[idx] = mi(x, mi.centres(x))
+        cbeds = prepared.numpy()
+        vgs, qzs, nb = [], [], DEFAULT_BATCH["cpu"]
         # the arithmetic `predict --precision` would use (bf16: autocast, FFTs stay fp32)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            for s in range(0, len(cbeds), 16):
-                v, z = model(probes[s:s + 16], torch.from_numpy(cbeds[s:s + 16]))
+            for s in range(0, len(cbeds), nb):
+                v, z = model(probes[s:s + nb], torch.from_numpy(cbeds[s:s + nb]))
                 vgs.append(v.float().numpy())
                 qzs.append(z.float().numpy())
         return np.concatenate(vgs), np.concatenate(qzs)
