@@ -93,6 +93,11 @@ def model_config_from(cfg: dict | None) -> dict:
     return out
 
 
+def size_multiple(cfg: dict) -> int:
+    """The detector size must be a multiple of this: the stem's stride times one halving per level."""
+    return int(cfg["stem_stride"]) * 2 ** int(cfg["depth"])
+
+
 def _log_compress(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Signed log1p(|x|/eps) / log1p(1/eps): 1 at x = 1, keeps sign, resolves values down to ~eps."""
     return torch.sign(x) * torch.log1p(x.abs() / eps) / math.log1p(1.0 / eps)
@@ -203,7 +208,7 @@ class BraggUNet(nn.Module):
         if probe.shape != cbed.shape or probe.dim() != 3:
             raise ValueError(f"model(probe, cbed) needs two (B, P, P) tensors of one shape; got "
                              f"{tuple(probe.shape)} and {tuple(cbed.shape)}")
-        m = self.stem * 2**self.depth
+        m = size_multiple(self.config)
         if probe.shape[-1] % m or probe.shape[-2] % m:
             raise ValueError(f"pattern size {tuple(probe.shape[-2:])} is not divisible by stem_stride * 2**depth = {m}")
         x = self.features(probe, cbed)

@@ -178,9 +178,11 @@ class ModelInput:
         self.probe_max, self.probe_sum = pr.max(), pr.sum()
         self.probe = pr / self.probe_max  # (1, P, P)
 
-    def centres(self, patterns: torch.Tensor, guess: tuple[float, float] | None = None) -> torch.Tensor:
-        """Direct-beam position (input pixels) of each pattern, searched near ``guess`` (else the probe's)."""
-        return self.finder.find(patterns, guess, self.radius_px)
+    def centres(self, patterns: torch.Tensor, guess: tuple[float, float] | None = None,
+                radius_px: float | None = None) -> torch.Tensor:
+        """Direct-beam position (input pixels) of each pattern, searched within ``radius_px`` (default:
+        twice the probe radius) of ``guess`` (else of the probe's position)."""
+        return self.finder.find(patterns, guess, self.radius_px if radius_px is None else radius_px)
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(probe, cbed) batches (B, P, P) for ``model(probe, cbed)``."""
@@ -244,7 +246,7 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
     # the mean pattern's beam (a strided sample keeps this O(batch) in memory and time)
     sample_idx = np.unique(np.linspace(0, n - 1, min(n, 256)).astype(int))
     mean_dp = np.mean([cube.read(int(k), int(k) + 1)[0] for k in sample_idx], axis=0)
-    mean_c = inputs.finder.find(torch.from_numpy(mean_dp[None]).to(device), None, max(Qx, Qy))[0].cpu().numpy()
+    mean_c = inputs.centres(torch.from_numpy(mean_dp[None]).to(device), None, max(Qx, Qy))[0].cpu().numpy()
     guess = (float(mean_c[0]), float(mean_c[1]))
 
     if baseline == "classical":

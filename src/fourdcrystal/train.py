@@ -64,7 +64,7 @@ from .config import digest
 from .data import QuartetDataset, seed_worker
 from .errors import UserError
 from .geometry import Geometry
-from .model import build_model, model_config_from, save_checkpoint
+from .model import build_model, model_config_from, save_checkpoint, size_multiple
 
 log = logging.getLogger("fourdcrystal.train")
 
@@ -285,7 +285,7 @@ def _train(cfg, tcfg, seed, manifest_path, root, out, figures_dir, dataset_info,
     fingerprint = data_fingerprint(manifest, dataset_info)
     geometry = geometry_of(train_df, root)
     mcfg = model_config_from(cfg.get("model"))
-    multiple = int(mcfg["stem_stride"]) * 2 ** int(mcfg["depth"])
+    multiple = size_multiple(mcfg)
     if geometry.detector_px % multiple:
         raise UserError(f"detector_px {geometry.detector_px} is not divisible by model.stem_stride * 2**model.depth = {multiple}",
                         "lower model.depth or model.stem_stride, or pick a detector_px that is a multiple of it")
