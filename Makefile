@@ -54,12 +54,12 @@ pretrained: $(STAMP)
 PRETRAIN_GPU_DIR ?= pretrained-gpu-run
 SNAKEMAKE        ?= $(if $(wildcard $(BIN)/snakemake),$(CURDIR)/$(BIN)/snakemake,snakemake)
 GPU_CORES        ?= 16
+PRETRAIN_GPU_CONFIGS ?= config/config.yaml config/pretrained.yaml config/pretrained_gpu.yaml
 pretrained-gpu:
 	mkdir -p $(PRETRAIN_GPU_DIR)/export && ln -sfn $(CURDIR)/config $(PRETRAIN_GPU_DIR)/config
-	cd $(PRETRAIN_GPU_DIR) && FOURDCRYSTAL_JOBS_PER_GPU=8 $(SNAKEMAKE) -s $(CURDIR)/Snakefile --directory . \
+	cd $(PRETRAIN_GPU_DIR) && PYTHONPATH=$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH} FOURDCRYSTAL_JOBS_PER_GPU=8 $(SNAKEMAKE) -s $(CURDIR)/Snakefile --directory . \
 	  --profile $(CURDIR)/profiles/local --cores $(GPU_CORES) $(PRETRAIN_GPU_FLAGS) \
-	  --configfile config/config.yaml config/pretrained.yaml config/pretrained_gpu.yaml \
-	  -- results/model/model.pt results/figures/loss.png results/figures/validation.png
+	  --configfile $(PRETRAIN_GPU_CONFIGS) -- results/model/model.pt results/figures/loss.png results/figures/validation.png
 	$(if $(filter -n,$(PRETRAIN_GPU_FLAGS)),true,cp $(PRETRAIN_GPU_DIR)/results/model/model.pt \
 	  $(PRETRAIN_GPU_DIR)/results/model/metrics_*.csv $(PRETRAIN_GPU_DIR)/results/figures/loss.png \
 	  $(PRETRAIN_GPU_DIR)/results/figures/validation.png $(PRETRAIN_GPU_DIR)/export/)
@@ -75,15 +75,18 @@ gpu-check:
 	PYTHONPATH=$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_FLAGS)
 
 # Python 3.12 manylinux wheels (versions from requirements/constraints.txt) of what a bare CUDA + PyTorch
-# image lacks for gpu-check, into .whl/ (git-ignored); install there with
+# image lacks for gpu-check and pretrained-gpu (a pure-Python sdist is built into a wheel), into .whl/ (git-ignored); install there with
 #   python3 -m pip install --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 WHEEL_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
 gpu-wheels:
 	rm -rf .whl && mkdir -p .whl
-	specs=$$(for n in $$(sed 's/#.*//' requirements/gpu-carry.txt); do \
-	  grep -i "^$$n==" requirements/constraints.txt || { echo "gpu-wheels: $$n is not pinned in requirements/constraints.txt" >&2; exit 1; }; \
-	done) && $(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-	  $(WHEEL_PLATFORMS) -d .whl $$specs
+	for n in $$(sed 's/#.*//' requirements/gpu-carry.txt); do \
+	  spec=$$(grep -i "^$$n==" requirements/constraints.txt) || { echo "gpu-wheels: $$n is not pinned in requirements/constraints.txt" >&2; exit 1; }; \
+	  $(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    $(WHEEL_PLATFORMS) -d .whl "$$spec" 2>/dev/null \
+	  || $(PYTHON) -m pip wheel -q --no-deps -w .whl "$$spec" \
+	  || { echo "gpu-wheels: no wheel for $$spec" >&2; exit 1; }; \
+	done
 	@du -sh .whl
 
 clean:
