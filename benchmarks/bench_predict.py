@@ -1,6 +1,6 @@
 """Benchmark: `fourdcrystal predict` patterns/s vs py4DSTEM find_Bragg_disks (multicorr), same scan.
 
-Scan: SrTiO3 [001] (40 Å, 300 kV, 4 mrad; one real multislice pattern, fourdcrystal.examples) on
+Scan: SrTiO3 [001] (40 Å, 300 kV, 4 mrad; one real multislice pattern, fourdcrystal.simulation.examples) on
 the model's detector grid (128², 1/32 Å⁻¹ per px), put through the detector augmentation at every
 scan position (1e5 e⁻, fresh shot noise, descan ±1 px, background, blur), written as .npy
 (32×32 = 1,024 patterns). Network: the shipped pretrained model (what `predict` uses without
@@ -34,12 +34,13 @@ import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from fourdcrystal import classical, predict  # noqa: E402
-from fourdcrystal.augment import Augmenter  # noqa: E402
-from fourdcrystal.datacube_io import open_datacube  # noqa: E402
-from fourdcrystal.examples import srtio3, zone_axis_cbed  # noqa: E402
+from fourdcrystal.inference import classical  # noqa: E402
+from fourdcrystal.inference import predict  # noqa: E402
+from fourdcrystal.learning.augment import Augmenter  # noqa: E402
+from fourdcrystal.inference.datacube_io import open_datacube  # noqa: E402
+from fourdcrystal.simulation.examples import srtio3, zone_axis_cbed  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
-from fourdcrystal.model import build_model  # noqa: E402
+from fourdcrystal.learning.model import build_model  # noqa: E402
 
 
 def simulated_pattern(geo):

@@ -1,8 +1,8 @@
-"""Peak extraction and Hungarian matching (fourdcrystal.bragg)."""
+"""Peak extraction and Hungarian matching (fourdcrystal.inference.peaks)."""
 import numpy as np
 import pytest
 
-from fourdcrystal import bragg
+from fourdcrystal.inference import peaks as bragg
 
 
 def _gauss(P, peaks, sigma=0.9):

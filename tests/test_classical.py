@@ -1,7 +1,7 @@
 """The py4DSTEM baseline finds the disks of a synthetic pattern within 0.5 px."""
 import numpy as np
 
-from fourdcrystal import classical
+from fourdcrystal.inference import classical
 
 
 def _disk(shape, c, r=3.0):

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fourdcrystal import evaluate
+from fourdcrystal.evaluation import evaluate
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.store import write_shard
+from fourdcrystal.simulation.store import write_shard
 
 GEO = Geometry(box_A=16.0, gpts=128, detector_px=64, thicknesses_A=(10.0, 20.0), slice_thickness_A=2.0)
 
@@ -80,7 +80,7 @@ def dataset(tmp_path, default_config):
 
 def test_evaluate_oracle_classical_network(dataset):
     import torch
-    from fourdcrystal.model import build_model, save_checkpoint
+    from fourdcrystal.learning.model import build_model, save_checkpoint
 
     root, cfg = dataset
     torch.manual_seed(0)
@@ -117,8 +117,9 @@ def test_evaluate_oracle_classical_network(dataset):
         assert (out / f).stat().st_size > 5000
 
     # the scan demo (mosaic of test patterns -> predict) and the report on top of this evaluation
-    from fourdcrystal import predict, report
-    from fourdcrystal.datacube_io import open_datacube, open_probe
+    from fourdcrystal.inference import predict
+    from fourdcrystal.workflow import report
+    from fourdcrystal.inference.datacube_io import open_datacube, open_probe
 
     cube_path, probe_path, info = predict.make_demo_scan(cfg, root / "manifest.parquet", root / "scan", root=root,
                                                          scan_px=5, n_grains=3)
@@ -158,7 +159,7 @@ def _binary_disk(P, c, r=3.0):
 
 def test_visibility_counts_electrons_and_snr():
     """One reflection disk of known content: 1e-3 of the probe's intensity, i.e. dose × 1e-3 electrons."""
-    from fourdcrystal.augment import AugmentParams
+    from fourdcrystal.learning.augment import AugmentParams
 
     P = 48
     probe = _binary_disk(P, (24, 24))

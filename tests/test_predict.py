@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fourdcrystal import cli, predict
-from fourdcrystal.datacube_io import Cube
+from fourdcrystal import cli
+from fourdcrystal.inference import predict
+from fourdcrystal.inference.datacube_io import Cube
 from fourdcrystal.geometry import Geometry
 
 GEO = Geometry(box_A=16.0, gpts=128, detector_px=64, thicknesses_A=(10.0,), slice_thickness_A=2.0)
@@ -132,7 +133,7 @@ def test_predict_oracle_recovers_kinematic_positions(tmp_path):
 @pytest.fixture
 def model_file(tmp_path):
     """A real (untrained, tiny) network checkpoint on GEO, written by the model module."""
-    from fourdcrystal.model import build_model, save_checkpoint
+    from fourdcrystal.learning.model import build_model, save_checkpoint
 
     torch.manual_seed(0)
     m = build_model({"base_channels": 4, "depth": 2})
@@ -251,7 +252,7 @@ def test_missing_default_model_message(tmp_path, monkeypatch):
 
 def test_py4dstem_emd_datacube_found_automatically(tmp_path):
     import py4DSTEM
-    from fourdcrystal.datacube_io import open_datacube
+    from fourdcrystal.inference.datacube_io import open_datacube
 
     dc = py4DSTEM.DataCube(np.random.default_rng(0).random((2, 3, 16, 16)).astype(np.float32))
     dc.calibration.set_Q_pixel_size(0.031)
@@ -266,7 +267,7 @@ def test_py4dstem_emd_datacube_found_automatically(tmp_path):
 def test_npy_reads_any_run_of_scan_positions(tmp_path, dtype, order):
     """C-ordered .npy cubes are read by plain file reads (flat memory), others through the memory
     map: both give the same patterns, for runs that cross scan rows."""
-    from fourdcrystal.datacube_io import open_datacube
+    from fourdcrystal.inference.datacube_io import open_datacube
 
     a = (np.random.default_rng(1).random((3, 5, 8, 6)) * 100).astype(dtype)
     np.save(tmp_path / "c.npy", np.asfortranarray(a) if order == "F" else a)
@@ -287,12 +288,12 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch):
 
 
 def test_peak_settings_resolution_order():
-    from fourdcrystal import bragg
+    from fourdcrystal.inference import peaks
     from fourdcrystal.errors import UserError
 
     stamped = {"peak_settings": {"peak_threshold": 0.3, "min_spacing_px": 4.0}}
-    assert predict.peak_settings(None) == {"peak_threshold": bragg.DEFAULT_THRESHOLD,
-                                           "min_spacing_px": bragg.DEFAULT_MIN_SPACING_PX}
+    assert predict.peak_settings(None) == {"peak_threshold": peaks.DEFAULT_THRESHOLD,
+                                           "min_spacing_px": peaks.DEFAULT_MIN_SPACING_PX}
     assert predict.peak_settings(stamped) == {"peak_threshold": 0.3, "min_spacing_px": 4.0}
     assert predict.peak_settings(stamped, 0.1, 0.0) == {"peak_threshold": 0.1, "min_spacing_px": 0.0}
     with pytest.raises(UserError, match="not in"):
@@ -301,7 +302,7 @@ def test_peak_settings_resolution_order():
 
 def test_channels_last_and_bf16_predict_agree_with_fp32(tmp_path, model_file):
     """The CPU speed-ups (channels_last weights, optional bf16) keep the network's vectors."""
-    from fourdcrystal.model import load_checkpoint
+    from fourdcrystal.learning.model import load_checkpoint
 
     cube, probe, _ = make_scan(2, 2)
     c = Cube(cube, "mem")
@@ -323,8 +324,8 @@ def test_channels_last_and_bf16_predict_agree_with_fp32(tmp_path, model_file):
 def test_model_input_puts_the_beam_on_the_centre_pixel(shift):
     """predict's (and training's) input preparation: a pattern whose beam is off by a descan shift
     comes back with its direct beam on the centre pixel (to 0.1 px), on the probe's scale with the
-    probe's total; training (fourdcrystal.data.model_input) prepares patterns the same way."""
-    from fourdcrystal.data import model_input
+    probe's total; training (fourdcrystal.learning.dataset.model_input) prepares patterns the same way."""
+    from fourdcrystal.learning.dataset import model_input
 
     P, c = 64, 32
     probe = _disk((P, P), (c, c)).astype(np.float32)

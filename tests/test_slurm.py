@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fourdcrystal import plan
+from fourdcrystal.simulation import plan
 from fourdcrystal.config import load as load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_demo_workflow_through_real_slurm(tmp_path, capsys):
 def test_nersc_groups_pack_each_job_once(tmp_path):
     """`snakemake -n --profile profiles/nersc` after the `select` checkpoint: every supercells/simulate
     job is in exactly one `crystal` group of hpc.crystals_per_group crystals. Guards the Snakemake 9
-    group-components workaround (fourdcrystal.snakemake_compat) (without it, groups re-merge on every
+    group-components workaround (fourdcrystal.workflow.snakemake_compat) (without it, groups re-merge on every
     DAG pass into ever larger, overlapping groups and the seed-scale dry run takes > 7 min)."""
     n_crystals = 20
     work = tmp_path / "wf"

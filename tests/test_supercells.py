@@ -1,4 +1,4 @@
-"""Orientations and oriented supercells (fourdcrystal.supercells, rule `supercells`)."""
+"""Orientations and oriented supercells (fourdcrystal.simulation.supercells, rule `supercells`)."""
 import io
 import logging
 import math
@@ -16,11 +16,11 @@ from ase.neighborlist import neighbor_list
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
-from fourdcrystal import plan
-from fourdcrystal import supercells as sc
+from fourdcrystal.simulation import plan
+from fourdcrystal.simulation import supercells as sc
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.smk import run_stage
+from fourdcrystal.workflow.smk import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -258,7 +258,7 @@ def test_orientations_are_deterministic(si, cfg):
 
 def test_orientations_do_not_depend_on_python_hash_seed(si, cfg):
     code = ("import sys, yaml; from pymatgen.core import Lattice, Structure; "
-            "from fourdcrystal.supercells import make_orientations; "
+            "from fourdcrystal.simulation.supercells import make_orientations; "
             "s = Structure.from_spacegroup('Fd-3m', Lattice.cubic(5.431), ['Si'], [[0, 0, 0]]); "
             "cfg = yaml.safe_load(sys.stdin); "
             "print(make_orientations(s, 'mp-149', cfg)[['inplane_deg', 'tilt_mrad', 'r01']].to_json())")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
-from .geometry import Geometry
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
 
 
 def schema() -> dict:

@@ -6,16 +6,16 @@ from snakemake.utils import validate
 
 # The package holds all logic; make the in-tree copy importable even before `pip install -e .`.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from fourdcrystal import plan  # noqa: E402
+from fourdcrystal.simulation import plan  # noqa: E402
 from fourdcrystal.config import validate as validate_fourdcrystal  # noqa: E402
-from fourdcrystal.snakemake_compat import fresh_group_jobs  # noqa: E402
+from fourdcrystal.workflow.snakemake_compat import fresh_group_jobs  # noqa: E402
 
 # ours first: one line naming the key and the fix; then Snakemake's own (fills schema defaults)
 validate_fourdcrystal(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
 
-# Snakemake 9 group-components bug workaround (see fourdcrystal.snakemake_compat).
+# Snakemake 9 group-components bug workaround (see fourdcrystal.workflow.snakemake_compat).
 fresh_group_jobs()
 
 RESULTS = "results"

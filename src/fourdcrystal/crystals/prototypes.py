@@ -28,7 +28,7 @@ import pandas as pd
 from pymatgen.core import Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 
-from .sources import structure_from_cif
+from fourdcrystal.crystals.sources import structure_from_cif
 
 log = logging.getLogger("fourdcrystal.crystals")
 
@@ -180,7 +180,7 @@ def assign_prototypes(structures: pd.DataFrame, proto_cfg: dict, workers: int = 
 
 def run_prototypes(smk) -> None:
     """Snakemake entry of rule ``prototypes``."""
-    from ..atomic import write_table
+    from fourdcrystal.atomic import write_table
 
     structures = pd.read_parquet(smk.input.structures)
     workers = max(1, min(int(smk.threads), os.cpu_count() or 1))

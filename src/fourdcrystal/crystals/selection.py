@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from pymatgen.io.cif import CifWriter
 
-from ..atomic import atomic_path, write_table
-from ..errors import UserError
-from .sources import conventional_cell, safe_id, structure_from_cif, unique_ids
+from fourdcrystal.atomic import atomic_path, write_table
+from fourdcrystal.errors import UserError
+from fourdcrystal.crystals.sources import conventional_cell, safe_id, structure_from_cif, unique_ids
 
 log = logging.getLogger("fourdcrystal.crystals")
 

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .atomic import write_text
+from fourdcrystal.atomic import write_text
 
 METRIC_COLUMNS = [("n_true", "{:d}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"), ("f1", "{:.3f}"),
                   ("n_true_all", "{:d}"), ("recall_all", "{:.3f}"), ("precision_all", "{:.3f}"), ("rms_px", "{:.2f}"),

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plan
-from .atomic import atomic_path, write_table
-from .errors import UserError
-from .geometry import Geometry
+from fourdcrystal.simulation import plan
+from fourdcrystal.atomic import atomic_path, write_table
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
 
-log = logging.getLogger("fourdcrystal.supercells")
+log = logging.getLogger("fourdcrystal.simulation.supercells")
 
 ORIENTATION_COLUMNS = [
     "orientation_id", "crystal_id", "kind", "zone_u", "zone_v", "zone_w",

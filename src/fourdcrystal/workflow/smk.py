@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 
-from .errors import UserError
+from fourdcrystal.errors import UserError
 
 log = logging.getLogger("fourdcrystal")
 

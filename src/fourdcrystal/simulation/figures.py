@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
-from .geometry import Geometry
-from .shard import stable_seed
-from .store import load_manifest, read_pattern
+from fourdcrystal.atomic import atomic_path
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.simulation.shard import stable_seed
+from fourdcrystal.simulation.store import load_manifest, read_pattern
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """One `simulate` job: simulate a shard of a crystal's orientations and publish its store.
 
-The physics lives in :mod:`fourdcrystal.simulate` (multislice quartets) and
-:mod:`fourdcrystal.kinematic` (kinematic truth); this module only orchestrates: pick the shard's
-orientation rows (:func:`fourdcrystal.plan.shard_rows`), draw each orientation's probe settings
+The physics lives in :mod:`fourdcrystal.simulation.multislice` (multislice quartets) and
+:mod:`fourdcrystal.simulation.kinematic` (kinematic truth); this module only orchestrates: pick the shard's
+orientation rows (:func:`fourdcrystal.simulation.plan.shard_rows`), draw each orientation's probe settings
 from its own RNG, collect the metadata rows of docs/CONTRACTS.md and hand everything to
-:func:`fourdcrystal.store.write_shard`, which publishes the shard directory atomically.
+:func:`fourdcrystal.simulation.store.write_shard`, which publishes the shard directory atomically.
 
 Determinism: the probe settings of orientation o of crystal c depend only on (seed, c, o) through a
 SHA-256-derived seed (never Python's salted ``hash()``), so a rerun after a killed job, or a job
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plan
-from .config import fingerprint
-from .errors import UserError
-from .geometry import Geometry
-from .store import ARRAY_NAMES, write_shard
+from fourdcrystal.simulation import plan
+from fourdcrystal.config import fingerprint
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.simulation.store import ARRAY_NAMES, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
         # imported only when there is work: an empty shard needs no physics stack
         from pymatgen.core import Structure
 
-        from .kinematic import kinematic_reflections
-        from .simulate import draw_probe_settings, simulate_orientation
+        from fourdcrystal.simulation.kinematic import kinematic_reflections
+        from fourdcrystal.simulation.multislice import draw_probe_settings, simulate_orientation
 
         cif = Path(cifs_dir) / f"{crystal_id}.cif"
         if not cif.exists():
@@ -127,7 +127,7 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
         frames = _read_frames(supercells_extxyz, rows)
         slot = contextlib.nullcontext()
         if device == "gpu":
-            from .gpu_slots import gpu_slot  # lazily: CPU runs never touch GPU locking
+            from fourdcrystal.simulation.gpu_slots import gpu_slot  # lazily: CPU runs never touch GPU locking
 
             slot = gpu_slot()
         with slot:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import write_table, write_text
-from .config import fingerprint
-from .errors import UserError
-from .geometry import Geometry
-from .shard import shard_fingerprint, stable_seed
-from .store import PATTERNS_NAME, REFLECTIONS_NAME, SPLITS, STORE_NAME, validate_shard
+from fourdcrystal.atomic import write_table, write_text
+from fourdcrystal.config import fingerprint
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.simulation.shard import shard_fingerprint, stable_seed
+from fourdcrystal.simulation.store import PATTERNS_NAME, REFLECTIONS_NAME, SPLITS, STORE_NAME, validate_shard
 
 log = logging.getLogger(__name__)
 

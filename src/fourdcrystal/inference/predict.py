@@ -3,11 +3,11 @@
 Pipeline per batch of scan positions (the cube is streamed, never loaded whole):
   read patterns -> find the direct beam (cross-correlation with the vacuum probe, per pattern or
   once from the mean pattern) -> resample bilinearly onto the model's detector grid (pitch dk_invA,
-  beam on the centre pixel) -> network -> V_g peaks (fourdcrystal.bragg) -> back to Å⁻¹ and to the
+  beam on the centre pixel) -> network -> V_g peaks (fourdcrystal.inference.peaks) -> back to Å⁻¹ and to the
   input's pixel coordinates.
 Peak settings: the relative V_g threshold and the non-maximum-suppression spacing come from the
 command line, else from the model file (``meta["peak_settings"]``, if a distributor stamped the
-values tuned by ``evaluate``), else bragg.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX (= the config
+values tuned by ``evaluate``), else peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX (= the config
 defaults). The workflow's tuned values are in results/evaluation/metrics.json
 (``network_peak_settings``); rule scan_demo uses them.
 Speed (CPU): everything runs on whole batches (beam finding by one batched FFT, resampling by one
@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import bragg
-from .atomic import atomic_path
-from .datacube_io import Cube, open_datacube, open_probe
-from .errors import UserError
+from fourdcrystal.inference import peaks
+from fourdcrystal.atomic import atomic_path
+from fourdcrystal.inference.datacube_io import Cube, open_datacube, open_probe
+from fourdcrystal.errors import UserError
 
-log = logging.getLogger("fourdcrystal.predict")
+log = logging.getLogger("fourdcrystal.inference.predict")
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "data" / "pretrained.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "pretrained.pt"
 VECTOR_COLUMNS = ["rx", "ry", "qx", "qy", "qx_px", "qy_px", "intensity", "qz"]
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -56,7 +56,7 @@ def resolve_model(path: str | None) -> Path:
 
 
 def load_model(path: str | None, device: str):
-    from .model import load_checkpoint
+    from fourdcrystal.learning.model import load_checkpoint
 
     return load_checkpoint(resolve_model(path), map_location=device)
 
@@ -64,8 +64,8 @@ def load_model(path: str | None, device: str):
 def peak_settings(meta: dict | None, threshold: float | None = None, min_spacing_px: float | None = None) -> dict:
     """Resolve the peak settings: explicit value > model file meta["peak_settings"] > bragg defaults."""
     stamped = (meta or {}).get("peak_settings") or {}
-    thr = threshold if threshold is not None else stamped.get("peak_threshold", bragg.DEFAULT_THRESHOLD)
-    sp = min_spacing_px if min_spacing_px is not None else stamped.get("min_spacing_px", bragg.DEFAULT_MIN_SPACING_PX)
+    thr = threshold if threshold is not None else stamped.get("peak_threshold", peaks.DEFAULT_THRESHOLD)
+    sp = min_spacing_px if min_spacing_px is not None else stamped.get("min_spacing_px", peaks.DEFAULT_MIN_SPACING_PX)
     if not 0 < float(thr) < 1:
         raise UserError(f"peak threshold {thr} is not in (0, 1)", "pass --threshold as a fraction of the direct beam's V_g, e.g. 0.02")
     if float(sp) < 0:
@@ -209,14 +209,14 @@ def parse_region(text: str) -> tuple[slice, slice]:
 # --- the prediction loop -------------------------------------------------------------------------
 def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_invA: float, out_dir,
                  *, batch: int | None = None, device: str = "cpu", center: str = "per-pattern",
-                 threshold: float = bragg.DEFAULT_THRESHOLD, min_spacing_px: float = bragg.DEFAULT_MIN_SPACING_PX,
+                 threshold: float = peaks.DEFAULT_THRESHOLD, min_spacing_px: float = peaks.DEFAULT_MIN_SPACING_PX,
                  baseline: str | None = None, classical_settings: dict | None = None, precision: str = "auto",
                  meta: dict | None = None, progress: bool = True) -> dict:
     """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
 
     ``model(probe, cbed) -> (vg, qz)`` on the model grid (``geometry``); any callable with that
     signature works (tests use an oracle). Returns a summary dict (also written as summary.json).
-    ``threshold`` / ``min_spacing_px``: bragg.find_peaks settings (the direct beam is kept as a vector).
+    ``threshold`` / ``min_spacing_px``: peaks.find_peaks settings (the direct beam is kept as a vector).
     ``precision``: "fp32", "bf16" (autocast; the model keeps its FFTs and output head in fp32) or
     "auto" (bf16 where it is native — CUDA, CPUs with AVX512-BF16/AMX — else fp32). On the pretrained
     model's test crystals bf16 scores the same F1 as fp32 to two decimals and RMS within 0.01 px
@@ -250,7 +250,7 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
     guess = (float(mean_c[0]), float(mean_c[1]))
 
     if baseline == "classical":
-        from . import classical
+        from fourdcrystal.inference import classical
 
         kernel = classical.make_kernel(probe, classical.settings_from(classical_settings))
     if isinstance(model, torch.nn.Module) and device == "cpu":
@@ -291,7 +291,7 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
                     pr, cb = inputs(x, cen)
                     with torch.inference_mode(), torch.autocast(dev_type, dtype=torch.bfloat16, enabled=use_bf16):
                         vg, qz = model(pr, cb)
-                        pk = bragg.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=threshold,
+                        pk = peaks.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=threshold,
                                               min_spacing_px=min_spacing_px)
                     qx = (pk["qx_px"] - cp) * dk
                     qy = (pk["qy_px"] - cp) * dk
@@ -385,11 +385,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="find the direct beam in every pattern, or once in the mean pattern")
     p.add_argument("--threshold", type=float, default=None,
                    help="V_g peaks above this fraction of the direct beam (default: the model file's tuned value "
-                        f"if stamped, else {bragg.DEFAULT_THRESHOLD}; the workflow's tuned value is "
+                        f"if stamped, else {peaks.DEFAULT_THRESHOLD}; the workflow's tuned value is "
                         "network_peak_settings in results/evaluation/metrics.json)")
     p.add_argument("--min-spacing", type=float, default=None,
                    help="non-maximum suppression: no two vectors within this many model-grid px "
-                        f"(default: model file's value, else {bragg.DEFAULT_MIN_SPACING_PX})")
+                        f"(default: model file's value, else {peaks.DEFAULT_MIN_SPACING_PX})")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="network arithmetic: auto = bf16 where native (CUDA, CPUs with AVX512-BF16/AMX), else fp32")
     p.add_argument("--baseline", choices=["classical"], default=None, help="run py4DSTEM disk detection (vacuum-probe kernel, multicorr) instead of the network; same outputs, qz empty")
@@ -443,8 +443,8 @@ def make_demo_scan(config: dict, manifest_path, out_dir, root=".", scan_px: int 
     (dose ``dose``, fresh noise, origin shift = descan) so no two patterns are equal. Written as a
     memory-mapped .npy cube + probe; returns (cube path, probe path, info).
     """
-    from .augment import Augmenter
-    from .store import load_manifest, read_pattern
+    from fourdcrystal.learning.augment import Augmenter
+    from fourdcrystal.simulation.store import load_manifest, read_pattern
 
     root = Path(root)
     test = load_manifest(manifest_path, "test")
@@ -481,7 +481,7 @@ def make_demo_scan(config: dict, manifest_path, out_dir, root=".", scan_px: int 
 def run_scan_demo(snakemake) -> None:
     import shutil
 
-    from .geometry import Geometry
+    from fourdcrystal.geometry import Geometry
 
     cfg = dict(snakemake.config)
     out = Path(snakemake.output.vectors)

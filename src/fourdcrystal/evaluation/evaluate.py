@@ -3,7 +3,7 @@
 Procedure (rule ``evaluate``):
 1. Patterns of the test split (held-out crystals), at most ``evaluate.max_patterns`` (evenly spaced).
 2. For every dose in ``evaluate.doses_e_per_pattern`` the stored noise-free CBED is augmented
-   (fourdcrystal.augment, that dose, an RNG seeded by (seed, dose index, pattern)); the network and
+   (fourdcrystal.learning.augment, that dose, an RNG seeded by (seed, dose index, pattern)); the network and
    the classical detector see exactly the same augmented pattern.
 3. Truth positions are the kinematic (crystallographic) ones. Two truth sets per pattern:
    - "all": every kinematic reflection except (000) inside the detector (1 px margin);
@@ -50,12 +50,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import bragg, classical
-from .atomic import atomic_path, write_table, write_text
-from .geometry import Geometry
-from .predict import DEFAULT_BATCH, ModelInput
+from fourdcrystal.inference import peaks as bragg
+from fourdcrystal.inference import classical
+from fourdcrystal.atomic import atomic_path, write_table, write_text
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.inference.predict import DEFAULT_BATCH, ModelInput
 
-log = logging.getLogger("fourdcrystal.evaluate")
+log = logging.getLogger("fourdcrystal.evaluation.evaluate")
 
 DETECTORS = ("network", "classical", "oracle")
 TILT_BINS = [-np.inf, 1.0, 10.0, 20.0, np.inf]
@@ -132,7 +133,7 @@ def visible_truth(truth: pd.DataFrame, cbed: np.ndarray, probe: np.ndarray, dose
                   min_electrons: float, min_snr: float) -> pd.DataFrame:
     """The reflections of ``truth`` (from :func:`kinematic_truth`) visible at ``dose`` electrons
     per pattern, with their disk counts as extra columns."""
-    from .predict import probe_radius_px
+    from fourdcrystal.inference.predict import probe_radius_px
 
     if truth.empty:
         return truth.assign(signal_e=[], total_e=[], background_e=[], snr=[])
@@ -252,8 +253,8 @@ def run_evaluation(config: dict, manifest_path, reflections_path, out_dir, model
     """Evaluate and write metrics.json + tables + figures into ``out_dir``. Returns the metrics."""
     import torch
 
-    from .augment import Augmenter, transform
-    from .store import load_manifest, read_pattern
+    from fourdcrystal.learning.augment import Augmenter, transform
+    from fourdcrystal.simulation.store import load_manifest, read_pattern
 
     ecfg = config["evaluate"]
     geo = Geometry.from_config(config)
@@ -276,7 +277,7 @@ def run_evaluation(config: dict, manifest_path, reflections_path, out_dir, model
     seed = int(config.get("seed", 0))
     model = None
     if model_path is not None:
-        from .model import load_checkpoint
+        from fourdcrystal.learning.model import load_checkpoint
         model, mgeo, _ = load_checkpoint(model_path)
         model = model.to(memory_format=torch.channels_last)  # as predict runs it (oneDNN's faster layout)
         if mgeo.detector_px != P or abs(mgeo.dk_invA - dk) > 1e-9:

@@ -1,6 +1,6 @@
 """Torch Dataset over the dataset manifest: lazy per-pattern reads, deterministic augmentation.
 
-Each item is read from its Zarr store on demand (``fourdcrystal.store.read_pattern``: one inner
+Each item is read from its Zarr store on demand (``fourdcrystal.simulation.store.read_pattern``: one inner
 chunk per array), so memory stays bounded by the batch whatever the dataset size, and DataLoader
 workers each open their own store handles.
 
@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from . import store as qstore
+from fourdcrystal.simulation import store as qstore
 
 
 def sample_seed(seed: int, epoch: int, row: int) -> int:
@@ -32,7 +32,7 @@ class QuartetDataset(Dataset):
 
     ``manifest``: DataFrame with columns ``store`` (path of quartets.zarr, relative to ``root``) and
     ``index``.  ``augmenter``: an object with ``.apply(cbed, probe, rng) -> cbed`` (e.g.
-    fourdcrystal.augment.Augmenter) or None.  Call ``set_epoch`` before iterating each epoch (the
+    fourdcrystal.learning.augment.Augmenter) or None.  Call ``set_epoch`` before iterating each epoch (the
     DataLoader must not use persistent workers, so that workers pick up the new epoch).
     """
 
@@ -70,7 +70,7 @@ def model_input(probe: np.ndarray, cbed: np.ndarray) -> tuple[torch.Tensor, torc
     the beam finder as it is in predict, so the labels — on the calibrated grid — stay aligned with
     the input up to the beam finder's own error, instead of the network having to learn the shift.
     """
-    from .predict import ModelInput
+    from fourdcrystal.inference.predict import ModelInput
 
     P = cbed.shape[-1]
     mi = ModelInput(np.asarray(probe, dtype=np.float32), 1.0, P, P // 2)  # P // 2 = Geometry.center_px
