@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint dryrun bench pretrained clean
+.PHONY: install demo test lint dryrun bench pretrained gpu-check gpu-wheels clean
 
 install: $(STAMP)
 
@@ -46,6 +46,28 @@ pretrained: $(STAMP)
 	  --configfile config/config.yaml config/pretrained.yaml -- results/model/model.pt results/evaluation/metrics.json
 	$(BIN)/fourdcrystal export-model $(PRETRAIN_DIR)/results/model/model.pt \
 	  --metrics $(PRETRAIN_DIR)/results/evaluation/metrics.json --out src/fourdcrystal/data/pretrained.pt
+
+# GPU check (benchmarks/gpu_check.py): every GPU path run once and measured, one JSON + a table.
+# On a GPU node with the project installed: `make gpu-check`; anywhere, tiny and on CPU:
+# `make gpu-check GPU_CHECK_FLAGS=--smoke` (the CI test does this). Uses .venv when there is one, else
+# python3 (a GPU image with the wheels of `make gpu-wheels` on PYTHONPATH).
+GPU_PYTHON      ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_OUT   ?= gpu_check.json
+GPU_CHECK_FLAGS ?=
+gpu-check:
+	PYTHONPATH=$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_FLAGS)
+
+# Python 3.12 manylinux wheels (versions from requirements/constraints.txt) of what a bare CUDA + PyTorch
+# image lacks for gpu-check, into .whl/ (git-ignored); install there with
+#   python3 -m pip install --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+WHEEL_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	specs=$$(for n in $$(sed 's/#.*//' requirements/gpu-carry.txt); do \
+	  grep -i "^$$n==" requirements/constraints.txt || { echo "gpu-wheels: $$n is not pinned in requirements/constraints.txt" >&2; exit 1; }; \
+	done) && $(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(WHEEL_PLATFORMS) -d .whl $$specs
+	@du -sh .whl
 
 clean:
 	rm -rf results logs .snakemake

@@ -346,24 +346,11 @@ def _bvm_png(bvm: np.ndarray, path: Path, dq: float) -> None:
 
 
 def _write_braggvectors(path: Path, Rshape, Qshape, vectors: np.ndarray, origin: np.ndarray, dq: float) -> None:
-    """py4DSTEM BraggVectors: raw vectors in detector pixels, origin and pixel size in its calibration.
+    """py4DSTEM BraggVectors file (raw vectors in detector pixels, origin and pixel size in its
+    calibration), written without importing py4DSTEM (fourdcrystal.braggvectors_file)."""
+    from .braggvectors_file import write_braggvectors
 
-    ``vectors``: (5, n) rows rx, ry, qx_px, qy_px, intensity (any order; grouped here by one sort).
-    """
-    import py4DSTEM
-    from py4DSTEM.braggvectors import BraggVectors
-
-    bv = BraggVectors(tuple(Rshape), tuple(Qshape))
-    lin = (vectors[0] * Rshape[1] + vectors[1]).astype(np.int64)
-    order = np.argsort(lin, kind="stable")
-    keys, starts = np.unique(lin[order], return_index=True)
-    for k, sel in zip(keys, np.split(order, starts[1:])):
-        bv._v_uncal.get_pointlist(int(k // Rshape[1]), int(k % Rshape[1])).add_data_by_field(
-            [vectors[2, sel], vectors[3, sel], vectors[4, sel]])
-    bv.calibration.set_Q_pixel_size(dq)
-    bv.calibration.set_Q_pixel_units("A^-1")
-    bv.calibration.set_origin((origin[0], origin[1]))
-    py4DSTEM.save(str(path), bv, mode="o")
+    write_braggvectors(path, Rshape, Qshape, vectors, origin, dq)
 
 
 # --- CLI -------------------------------------------------------------------------------------------
