@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `dataset_figures`: logic in fourdcrystal.simulation.figures."""
-from fourdcrystal.simulation.figures import run
+"""Snakemake adapter of rule `dataset_figures`: logic in fourdcrystal.workflow.stages.dataset_figures."""
+from fourdcrystal.workflow import stages
 from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.dataset_figures, snakemake)  # noqa: F821 - injected by Snakemake

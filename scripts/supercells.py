@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `supercells`: logic in fourdcrystal.simulation.supercells."""
+"""Snakemake adapter of rule `supercells`: logic in fourdcrystal.workflow.stages.supercells."""
+from fourdcrystal.workflow import stages
 from fourdcrystal.workflow.smk import run_stage
-from fourdcrystal.simulation.supercells import run
 
-run_stage(run, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.supercells, snakemake)  # noqa: F821 - injected by Snakemake

@@ -119,9 +119,10 @@ def test_evaluate_oracle_classical_network(dataset):
     # the scan demo (mosaic of test patterns -> predict) and the report on top of this evaluation
     from fourdcrystal.inference import predict
     from fourdcrystal.workflow import report
+    from fourdcrystal.workflow import scan_demo
     from fourdcrystal.inference.datacube_io import open_datacube, open_probe
 
-    cube_path, probe_path, info = predict.make_demo_scan(cfg, root / "manifest.parquet", root / "scan", root=root,
+    cube_path, probe_path, info = scan_demo.make_demo_scan(cfg, root / "manifest.parquet", root / "scan", root=root,
                                                          scan_px=5, n_grains=3)
     cube = open_datacube(cube_path)
     assert cube.shape == (5, 5, 64, 64) and len(info["grains"]) == 3

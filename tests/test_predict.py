@@ -15,6 +15,7 @@ import torch
 
 from fourdcrystal import cli
 from fourdcrystal.inference import predict
+from fourdcrystal.inference import detectors, model_input, writers
 from fourdcrystal.inference.datacube_io import Cube
 from fourdcrystal.geometry import Geometry
 
@@ -96,7 +97,7 @@ def test_predict_oracle_recovers_kinematic_positions(tmp_path):
     s = predict.predict_cube(c, probe, oracle, GEO, DQ, out, batch=5, progress=False)
     assert oracle.calls == 12 and s["n_patterns"] == 12
     df = pd.read_parquet(out / "bragg_vectors.parquet")
-    assert list(df.columns) == predict.VECTOR_COLUMNS
+    assert list(df.columns) == writers.VECTOR_COLUMNS
     errs, n_true = [], 0
     for (rx, ry), (qs, px) in truth.items():
         sub = df[(df.rx == rx) & (df.ry == ry)]
@@ -279,12 +280,12 @@ def test_npy_reads_any_run_of_scan_positions(tmp_path, dtype, order):
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
-    assert predict.native_bf16("cuda")
+    assert detectors.native_bf16("cuda")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert not predict.native_bf16("cpu")
+    assert not detectors.native_bf16("cpu")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert predict.native_bf16("cpu")
+    assert detectors.native_bf16("cpu")
 
 
 def test_peak_settings_resolution_order():
@@ -325,12 +326,12 @@ def test_model_input_puts_the_beam_on_the_centre_pixel(shift):
     """predict's (and training's) input preparation: a pattern whose beam is off by a descan shift
     comes back with its direct beam on the centre pixel (to 0.1 px), on the probe's scale with the
     probe's total; training (fourdcrystal.learning.dataset.model_input) prepares patterns the same way."""
-    from fourdcrystal.learning.dataset import model_input
+    from fourdcrystal.learning.dataset import model_input as training_input
 
     P, c = 64, 32
     probe = _disk((P, P), (c, c)).astype(np.float32)
     cbed = 0.6 * _disk((P, P), (c + shift[0], c + shift[1])) + 0.1 * _disk((P, P), (c + shift[0] + 12, c + shift[1] - 7))
-    mi = predict.ModelInput(probe * 40.0, 1.0, P, c)  # any count scale: the probe is scaled to max 1
+    mi = model_input.ModelInput(probe * 40.0, 1.0, P, c)  # any count scale: the probe is scaled to max 1
     x = torch.from_numpy(cbed[None].astype(np.float32) * 3.0)
     pr, cb = mi(x, mi.centres(x))
     assert float(pr.max()) == pytest.approx(1.0)
@@ -341,6 +342,6 @@ def test_model_input_puts_the_beam_on_the_centre_pixel(shift):
     w = np.clip(beam.numpy() - 0.1 * float(beam.max()), 0, None)
     com = np.array([(i * w).sum(), (j * w).sum()]) / w.sum()
     assert np.abs(com - c).max() < 0.1, com
-    dp, dc = model_input(probe, cbed.astype(np.float32))
+    dp, dc = training_input(probe, cbed.astype(np.float32))
     torch.testing.assert_close(dc, cb[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(dp, pr[0])

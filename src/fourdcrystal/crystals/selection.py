@@ -128,14 +128,3 @@ def write_selection(structures: pd.DataFrame, table: pd.DataFrame, table_path, c
             conv = conventional_cell(structure_from_cif(cif_by_id[sid]))
             (Path(tmp) / f"{cid}.cif").write_text(str(CifWriter(conv)))
     write_table(table_path, table)
-
-
-def run_select(smk) -> None:
-    """Snakemake entry of checkpoint ``select``."""
-    structures = pd.read_parquet(smk.input.structures)
-    prototypes = pd.read_csv(smk.input.prototypes)
-    n = int(smk.config["selection"]["n_crystals"])
-    table = select(structures, prototypes, n, int(smk.config["seed"]))
-    write_selection(structures, table, smk.output.table, smk.output.cifs)
-    log.info("selected %d crystals from %d prototypes (%d structures): %s", len(table),
-             prototypes["prototype"].nunique(), len(prototypes), ", ".join(table["crystal_id"]))

@@ -157,19 +157,6 @@ def load_structures(config: dict, mp_cache_dir: str | Path | None = None) -> pd.
     raise UserError(f"unknown source.kind {kind!r}", "use builtin, materials_project or cif_dir")
 
 
-def run_structures(smk) -> None:
-    """Snakemake entry of rule ``structures``."""
-    from fourdcrystal.atomic import write_table
-
-    df = load_structures(smk.config, mp_cache_dir=smk.params.mp_cache)
-    write_table(smk.output[0], df)
-    log.info("wrote %d structures to %s", len(df), smk.output[0])
-
-
-def read_structures(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
-
-
 def structure_from_cif(cif: str) -> Structure:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

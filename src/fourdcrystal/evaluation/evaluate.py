@@ -21,7 +21,7 @@ Procedure (rule ``evaluate``):
    (Hungarian) within ``match_tol_px`` to each truth set. The classical vectors are first
    re-referenced to the disk it finds at the beam (what a py4DSTEM user does with origin
    calibration); the network sees each pattern as ``fourdcrystal predict`` prepares it
-   (predict.ModelInput: its direct beam found and resampled onto the centre pixel, total intensity
+   (model_input.ModelInput: its direct beam found and resampled onto the centre pixel, total intensity
    scaled to the probe's), so both detectors get the same origin correction.
 5. Metrics: precision, recall, F1 (pooled counts) against the visible truth — a prediction that
    matches no visible reflection but does match a real, not-visible one is neither true nor false
@@ -54,7 +54,8 @@ from fourdcrystal.inference import peaks as bragg
 from fourdcrystal.inference import classical
 from fourdcrystal.atomic import atomic_path, write_table, write_text
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.inference.predict import DEFAULT_BATCH, ModelInput
+from fourdcrystal.inference.detectors import DEFAULT_BATCH
+from fourdcrystal.inference.model_input import ModelInput
 
 log = logging.getLogger("fourdcrystal.evaluation.evaluate")
 
@@ -133,7 +134,7 @@ def visible_truth(truth: pd.DataFrame, cbed: np.ndarray, probe: np.ndarray, dose
                   min_electrons: float, min_snr: float) -> pd.DataFrame:
     """The reflections of ``truth`` (from :func:`kinematic_truth`) visible at ``dose`` electrons
     per pattern, with their disk counts as extra columns."""
-    from fourdcrystal.inference.predict import probe_radius_px
+    from fourdcrystal.inference.model_input import probe_radius_px
 
     if truth.empty:
         return truth.assign(signal_e=[], total_e=[], background_e=[], snr=[])
@@ -547,9 +548,3 @@ def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-
-
-def run_rule(snakemake) -> None:
-    out = Path(snakemake.output.metrics).parent
-    run_evaluation(dict(snakemake.config), snakemake.input.manifest, snakemake.input.reflections, out,
-                   model_path=snakemake.input.get("model"))

@@ -38,7 +38,7 @@ def make_kernel(probe: np.ndarray, settings: dict | None = None) -> np.ndarray:
     """py4DSTEM correlation kernel (origin at pixel 0, real space) from a vacuum probe image."""
     from py4DSTEM.braggvectors import Probe
 
-    from fourdcrystal.inference.predict import probe_center, probe_radius_px
+    from fourdcrystal.inference.model_input import probe_center, probe_radius_px
 
     s = settings_from(settings)
     p = np.asarray(probe, dtype=np.float64)

@@ -63,14 +63,14 @@ class QuartetDataset(Dataset):
 
 
 def model_input(probe: np.ndarray, cbed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probe, cbed) as ``fourdcrystal predict`` hands them to the network (predict.ModelInput): the
+    """(probe, cbed) as ``fourdcrystal predict`` hands them to the network (model_input.ModelInput): the
     pattern's direct beam found and resampled onto the centre pixel, total scaled to the probe's.
 
     Training on exactly what inference sees: the augmenter's origin shift (descan) is undone by
     the beam finder as it is in predict, so the labels — on the calibrated grid — stay aligned with
     the input up to the beam finder's own error, instead of the network having to learn the shift.
     """
-    from fourdcrystal.inference.predict import ModelInput
+    from fourdcrystal.inference.model_input import ModelInput
 
     P = cbed.shape[-1]
     mi = ModelInput(np.asarray(probe, dtype=np.float32), 1.0, P, P // 2)  # P // 2 = Geometry.center_px

@@ -117,9 +117,3 @@ def build_dataset(config: dict, shard_dirs, manifest_path, reflections_path, inf
     log.info("dataset: %d patterns in %d stores (%s); %d empty shards", len(manifest), info["n_stores"],
              ", ".join(f"{s} {info['counts'][s]['patterns']}" for s in SPLITS), len(skipped))
     return info
-
-
-def run(snakemake) -> None:
-    """Snakemake adapter body for rule `dataset` (scripts/dataset.py)."""
-    build_dataset(dict(snakemake.config), list(snakemake.input.shards), snakemake.output.manifest,
-                  snakemake.output.reflections, snakemake.output.info)

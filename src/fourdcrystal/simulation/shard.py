@@ -192,10 +192,3 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
     totals["write"] = time.perf_counter() - t_write
     log.info("%s shard %d: %d patterns written to %s (write %.2f s)", crystal_id, shard, n, out_dir, totals["write"])
     return {"n_patterns": n, "timings_s": totals}
-
-
-def run(snakemake) -> None:
-    """Snakemake adapter body for rule `simulate` (scripts/simulate.py)."""
-    simulate_shard(dict(snakemake.config), snakemake.wildcards.crystal, snakemake.input.cifs,
-                   snakemake.input.orientations, snakemake.input.supercells, int(snakemake.wildcards.shard),
-                   snakemake.output.shard, selected_csv=snakemake.input.get("selected"))

@@ -375,12 +375,3 @@ def build_crystal(structure, crystal_id: str, config: dict, orientations_path, s
     log.info("crystal %s: %d orientations, %d-%d atoms per supercell", crystal_id, len(table),
              table["n_atoms"].min(), table["n_atoms"].max())
     return table
-
-
-def run(snakemake) -> None:
-    """Snakemake entry point of rule ``supercells`` (called through ``smk.run_stage``)."""
-    crystal = snakemake.wildcards.crystal
-    config = {"seed": snakemake.params.seed, "orientations": dict(snakemake.params.orientations),
-              "geometry": dict(snakemake.params.geometry)}
-    structure = read_structure(Path(snakemake.input.cifs) / f"{crystal}.cif")
-    build_crystal(structure, crystal, config, snakemake.output.orientations, snakemake.output.supercells)

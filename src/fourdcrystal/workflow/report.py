@@ -82,11 +82,3 @@ def build_report(out_html, metrics_json, figures: dict[str, str], scan_summary=N
         "</body></html>",
     ]
     write_text(out_html, "\n".join(parts))
-
-
-def run_rule(snakemake) -> None:
-    i = snakemake.input
-    build_report(snakemake.output.html, i.metrics,
-                 {"quartets": i.quartets, "loss": i.loss, "f1_vs_dose": i.f1, "rms_bias": i.rms,
-                  "overlays": i.overlays, "scan_map": i.scan_map},
-                 scan_summary=Path(i.scan_vectors) / "summary.json")
