@@ -5,11 +5,10 @@ The kernel is the vacuum probe made into an edge-filtering template by py4DSTEM'
 radius, so the template integrates to zero and a flat background correlates to nothing).
 py4DSTEM's defaults target 256-1024 px detectors (minPeakSpacing 60, edgeBoundary 20) and would
 discard almost all reflections of our 128 px grids; the settings come from config
-``evaluate.classical`` and are tuned once on the val split by :func:`tune` (see evaluate.py).
+``evaluate.classical`` and are tuned once on the val split (evaluation.tuning).
 """
 from __future__ import annotations
 
-import itertools
 import os
 
 import numpy as np
@@ -69,30 +68,3 @@ def find_disks(patterns: np.ndarray, probe: np.ndarray, settings: dict | None = 
     if not rows:
         return pd.DataFrame(columns=["pattern", "qx_px", "qy_px", "intensity"])
     return pd.concat(rows, ignore_index=True)
-
-
-TUNE_GRID = {
-    "minRelativeIntensity": [0.002, 0.005, 0.01, 0.02, 0.05],
-    "sigma": [0.0, 1.0],
-    "corrPower": [1.0, 0.5],
-}
-
-
-def tune(score_fn, base: dict | None = None, grid: dict | None = None) -> tuple[dict, pd.DataFrame]:
-    """Exhaustive search over ``grid`` (defaults TUNE_GRID) around ``base`` settings.
-
-    ``score_fn(settings) -> dict`` must return at least ``f1`` (computed on validation patterns
-    only); the best F1 wins (ties: the first in grid order).  Returns (best settings, table of
-    every tried combination with its scores) so the procedure can be recorded.
-    """
-    base = settings_from(base)
-    grid = grid or TUNE_GRID
-    keys = list(grid)
-    rows, best, best_f1 = [], None, -1.0
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        s = {**base, **dict(zip(keys, combo))}
-        sc = score_fn(s)
-        rows.append({**dict(zip(keys, combo)), **sc})
-        if sc["f1"] > best_f1:
-            best, best_f1 = s, sc["f1"]
-    return best, pd.DataFrame(rows)
