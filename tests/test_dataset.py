@@ -12,7 +12,8 @@ from fourdcrystal.simulation import store
 from fourdcrystal.simulation.dataset import assign_splits, build_dataset
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.simulation.shard import orientation_rng, shard_fingerprint, simulate_shard, stable_seed
+from fourdcrystal.seeds import stable_seed
+from fourdcrystal.simulation.shard import orientation_rng, shard_fingerprint, simulate_shard
 
 
 def tiny_config(default_config):

@@ -18,6 +18,7 @@ from pymatgen.io.cif import CifWriter
 
 from fourdcrystal.simulation import plan
 from fourdcrystal.simulation import supercells as sc
+from fourdcrystal.workflow import stages
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.workflow.smk import run_stage
@@ -296,7 +297,7 @@ def test_rule_end_to_end_through_script_function(tmp_path, sto, cfg):
     (tmp_path / "cifs").mkdir()
     CifWriter(sto).write_file(tmp_path / "cifs" / "mp-5229.cif")
     smk = _smk(tmp_path, cfg, "mp-5229")
-    run_stage(sc.run, smk)
+    run_stage(stages.supercells, smk)
 
     table = pd.read_csv(smk.output.orientations)
     assert list(table.columns) == sc.ORIENTATION_COLUMNS
@@ -345,6 +346,6 @@ def test_missing_or_broken_cif_is_a_user_error(tmp_path, cfg):
     (tmp_path / "cifs" / "bad.cif").write_text("data_x\n_cell_length_a oops\n")
     smk = _smk(tmp_path, cfg, "bad")
     with pytest.raises(SystemExit) as exc:
-        run_stage(sc.run, smk)
+        run_stage(stages.supercells, smk)
     assert exc.value.code == 2
     assert not Path(smk.output.orientations).exists() and not Path(smk.output.supercells).exists()

@@ -9,7 +9,7 @@ import importlib
 import json
 import sys
 
-from fourdcrystal.errors import UserError
+from fourdcrystal.errors import UserError, print_error
 
 # subcommand -> (module, help)
 SUBCOMMANDS = {
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(modules[args.command].run(args) or 0)
     except UserError as err:
-        print(f"fourdcrystal: error: {err}", file=sys.stderr)
+        print_error(err)
         return 2
 
 

@@ -77,6 +77,3 @@ rule dataset_figures:
         "../../envs/simulate.yaml"
     script:
         "../../scripts/dataset_figures.py"
-
-
-TARGET_EXTRAS.extend([f"{FIGURES}/quartets.png", f"{FIGURES}/dataset_summary.png"])

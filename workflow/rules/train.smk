@@ -44,6 +44,3 @@ rule train:
         "{params.python:q} -m torch.distributed.run --standalone --nproc_per_node={params.nproc} "
         "-m fourdcrystal.learning.train --config-json {params.cfg:q} --manifest {input.manifest} "
         "--dataset-info {input.info} --out {params.out} --figures {params.figures} > {log} 2>&1"
-
-
-TARGET_EXTRAS.extend([MODEL, f"{FIGURES}/loss.png", f"{FIGURES}/validation.png"])

@@ -53,6 +53,7 @@ import pandas as pd
 import torch
 
 from fourdcrystal.atomic import write_table, write_text
+from fourdcrystal.config import fill_defaults
 from fourdcrystal.evaluation.figures import make_figures
 from fourdcrystal.evaluation.scoring import aggregate, breakdown, jsonable, rereference_classical, score_pattern
 from fourdcrystal.evaluation.truth import kinematic_truth, select_patterns, visible_truth
@@ -160,6 +161,7 @@ class Evaluation:
 
 
 def open_evaluation(config: dict, manifest_path, reflections_path, model_path=None, root=".") -> Evaluation:
+    config = fill_defaults(config)  # the schema's defaults, as for the workflow
     geo = Geometry.from_config(config)
     refl = pd.read_parquet(reflections_path)
     model = None

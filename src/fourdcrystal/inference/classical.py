@@ -14,15 +14,14 @@ import os
 import numpy as np
 import pandas as pd
 
+from fourdcrystal.config import default
+
 # Single-threaded BLAS for a fair per-core timing against the network (set before numpy's BLAS
 # starts its pool in a fresh process; harmless otherwise).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-DEFAULTS = {
-    "corrPower": 1.0, "sigma": 0.0, "edgeBoundary": 2, "minRelativeIntensity": 0.005,
-    "minAbsoluteIntensity": 0.0, "minPeakSpacing": 6, "subpixel": "multicorr", "upsample_factor": 16,
-    "maxNumPeaks": 100, "kernel_mode": "sigmoid", "kernel_radii": [1.0, 2.0],
-}
+# py4DSTEM settings when a caller gives none: the schema's defaults of config evaluate.classical
+DEFAULTS = default("evaluate.classical")
 _FIND_KEYS = ("corrPower", "sigma", "edgeBoundary", "minRelativeIntensity", "minAbsoluteIntensity",
               "minPeakSpacing", "subpixel", "upsample_factor", "maxNumPeaks")
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# Used when neither the caller nor a model file says otherwise (config evaluate.peak_threshold and
-# evaluate.network_min_spacing_px hold the workflow's values).
-DEFAULT_THRESHOLD = 0.02
-DEFAULT_MIN_SPACING_PX = 3.0
+from fourdcrystal.config import default
+
+# Used when neither the caller nor a model file says otherwise: the schema's defaults of config
+# evaluate.peak_threshold and evaluate.network_min_spacing_px (one owner).
+DEFAULT_THRESHOLD = default("evaluate.peak_threshold")
+DEFAULT_MIN_SPACING_PX = default("evaluate.network_min_spacing_px")
 
 
 def _as_tensor(a) -> torch.Tensor:

@@ -10,7 +10,6 @@ processes, with any number of workers, resumed or not, sees exactly the same aug
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,13 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from fourdcrystal.seeds import stable_hash
 from fourdcrystal.simulation import store as qstore
 
 
 def sample_seed(seed: int, epoch: int, row: int) -> int:
-    """A 64-bit seed for one sample's augmentation (hashlib: stable across processes and runs)."""
-    h = hashlib.sha256(f"augment:{int(seed)}:{int(epoch)}:{int(row)}".encode()).digest()
-    return int.from_bytes(h[:8], "little")
+    """A 64-bit seed for one sample's augmentation (stable across processes and runs)."""
+    return stable_hash(f"augment:{int(seed)}:{int(epoch)}:{int(row)}")
 
 
 class QuartetDataset(Dataset):

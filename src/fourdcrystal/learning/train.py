@@ -60,9 +60,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fourdcrystal.simulation import store as qstore
 from fourdcrystal.atomic import atomic_path, write_table
-from fourdcrystal.config import digest
+from fourdcrystal.config import digest, fill_defaults
 from fourdcrystal.learning.dataset import QuartetDataset, seed_worker
-from fourdcrystal.errors import UserError
+from fourdcrystal.errors import UserError, print_error
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.learning.model import build_model, model_config_from, save_checkpoint, size_multiple
 
@@ -75,11 +75,6 @@ LOG_EVERY = 10  # steps between progress log lines
 SCALE_SAMPLES = 32  # training patterns used to measure vg_scale / qz_scale
 CHECKPOINT_NAME = "checkpoint.pt"
 
-TRAIN_DEFAULTS = {
-    "nproc": 1, "backend": "auto", "epochs": 6, "batch_size": 8, "lr": 2e-3, "weight_decay": 1e-4,
-    "warmup_steps": 20, "grad_clip": 1.0, "checkpoint_every": 50, "num_workers": 0, "max_steps": None,
-    "qz_mask_threshold": 0.05, "qz_loss_weight": 1.0, "augment": True,
-}
 # keys that may change between a checkpoint and its resumption without changing the trajectory
 _RESUME_NEUTRAL = {"checkpoint_every", "num_workers", "nproc"}
 
@@ -246,8 +241,8 @@ def train(cfg: dict, manifest_path, out_dir, figures_dir=None, root=".", dataset
     ``stop_after``: end abruptly right after this optimizer step, writing nothing (simulates a
     crash or a preempted job; tests use it to check resumption).
     """
-    tcfg = {**TRAIN_DEFAULTS, **(cfg.get("train") or {})}
-    cfg = {**cfg, "train": tcfg}
+    cfg = fill_defaults(cfg)  # the schema's defaults, as for the workflow
+    tcfg = cfg["train"]
     seed = int(cfg.get("seed", 0))
     root, out = Path(root), Path(out_dir)
     backend = tcfg["backend"]
@@ -482,7 +477,7 @@ def main(argv=None) -> int:
         cfg = load_cfg(args)
         train(cfg, args.manifest, args.out, args.figures, args.root, args.dataset_info, args.stop_after)
     except UserError as err:
-        print(f"fourdcrystal: error: {err}", file=sys.stderr)
+        print_error(err)
         return 2
     return 0
 

@@ -19,7 +19,8 @@ from fourdcrystal.atomic import write_table, write_text
 from fourdcrystal.config import fingerprint
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.simulation.shard import shard_fingerprint, stable_seed
+from fourdcrystal.seeds import stable_seed
+from fourdcrystal.simulation.shard import shard_fingerprint
 from fourdcrystal.simulation.store import PATTERNS_NAME, REFLECTIONS_NAME, SPLITS, STORE_NAME, validate_shard
 
 log = logging.getLogger(__name__)

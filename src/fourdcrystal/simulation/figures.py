@@ -16,7 +16,7 @@ import pandas as pd
 
 from fourdcrystal.atomic import atomic_path
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.simulation.shard import stable_seed
+from fourdcrystal.seeds import stable_seed
 from fourdcrystal.simulation.store import load_manifest, read_pattern
 
 log = logging.getLogger(__name__)

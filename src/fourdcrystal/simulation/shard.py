@@ -13,7 +13,6 @@ run with a different shard size, gives bit-identical settings.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import sys
 import time
@@ -22,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fourdcrystal.simulation import plan
+from fourdcrystal.seeds import stable_seed
+from fourdcrystal.simulation import plan, supercells
 from fourdcrystal.config import fingerprint
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
@@ -31,10 +31,8 @@ from fourdcrystal.simulation.store import ARRAY_NAMES, write_shard
 log = logging.getLogger(__name__)
 
 # orientations.csv columns copied into every pattern row (CONTRACTS: patterns.parquet)
-ORIENTATION_COLUMNS = ["orientation_id", "kind", "zone_u", "zone_v", "zone_w", "euler_phi1_deg", "euler_Phi_deg",
-                       "euler_phi2_deg", "inplane_deg", "tilt_mrad", "tilt_azimuth_deg", "tilt_x_mrad",
-                       "tilt_y_mrad", "n_atoms"]
 ROTATION_COLUMNS = [f"r{i}{j}" for i in range(3) for j in range(3)]
+ORIENTATION_COLUMNS = [c for c in supercells.ORIENTATION_COLUMNS if c != "crystal_id" and c not in ROTATION_COLUMNS]
 
 
 # The config sections that determine a shard's content (the crystal itself enters through its CIF and
@@ -44,12 +42,6 @@ SHARD_SECTIONS = ("seed", "geometry", "orientations", "simulation")
 
 def shard_fingerprint(config: dict) -> str:
     return fingerprint(config, sections=SHARD_SECTIONS)
-
-
-def stable_seed(*parts) -> int:
-    """A 63-bit seed from the parts' text, identical in every process and Python version."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def orientation_rng(seed: int, crystal_id: str, orientation_id: int, purpose: str = "probes") -> np.random.Generator:

@@ -23,7 +23,6 @@ Frames and conventions (binding; see docs/CONTRACTS.md):
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fourdcrystal.seeds import stable_hash
 from fourdcrystal.simulation import plan
 from fourdcrystal.atomic import atomic_path, write_table
 from fourdcrystal.errors import UserError
@@ -171,14 +171,9 @@ def zone_axis_classes(structure, max_index: int) -> list[tuple[int, int, int]]:
 
 
 # --- orientations -----------------------------------------------------------------------------
-def _crystal_key(crystal_id: str) -> int:
-    """A stable 64-bit integer for a crystal id (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(crystal_id.encode()).digest()[:8], "little")
-
-
 def _rng(seed: int, crystal_id: str, kind: str, base: int) -> np.random.Generator:
     # One stream per base orientation: adding free orientations leaves the zone-axis rows unchanged.
-    return np.random.default_rng(np.random.SeedSequence([int(seed), _crystal_key(crystal_id), _KIND_CODE[kind], base]))
+    return np.random.default_rng(np.random.SeedSequence([int(seed), stable_hash(crystal_id), _KIND_CODE[kind], base]))
 
 
 def make_orientations(structure, crystal_id: str, config: dict) -> pd.DataFrame:
