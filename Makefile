@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint dryrun bench pretrained gpu-check gpu-wheels clean
+.PHONY: install demo test lint dryrun bench pretrained pretrained-gpu gpu-check gpu-wheels clean
 
 install: $(STAMP)
 
@@ -46,6 +46,23 @@ pretrained: $(STAMP)
 	  --configfile config/config.yaml config/pretrained.yaml -- results/model/model.pt results/evaluation/metrics.json
 	$(BIN)/fourdcrystal export-model $(PRETRAIN_DIR)/results/model/model.pt \
 	  --metrics $(PRETRAIN_DIR)/results/evaluation/metrics.json --out src/fourdcrystal/data/pretrained.pt
+
+# The same recipe for one GPU (config/pretrained_gpu.yaml on top): simulate with CuPy, 8 simulate jobs
+# sharing the GPU, train on it; the model and its curves end up in $(PRETRAIN_GPU_DIR)/export/. Needs an
+# environment with CUDA PyTorch and CuPy (envs/simulate.yaml + envs/train.yaml, or a GPU image plus
+# `make gpu-wheels`); SNAKEMAKE and GPU_CORES choose the snakemake and the cores.
+PRETRAIN_GPU_DIR ?= pretrained-gpu-run
+SNAKEMAKE        ?= $(if $(wildcard $(BIN)/snakemake),$(CURDIR)/$(BIN)/snakemake,snakemake)
+GPU_CORES        ?= 16
+pretrained-gpu:
+	mkdir -p $(PRETRAIN_GPU_DIR)/export && ln -sfn $(CURDIR)/config $(PRETRAIN_GPU_DIR)/config
+	cd $(PRETRAIN_GPU_DIR) && FOURDCRYSTAL_JOBS_PER_GPU=8 $(SNAKEMAKE) -s $(CURDIR)/Snakefile --directory . \
+	  --profile $(CURDIR)/profiles/local --cores $(GPU_CORES) $(PRETRAIN_GPU_FLAGS) \
+	  --configfile config/config.yaml config/pretrained.yaml config/pretrained_gpu.yaml \
+	  -- results/model/model.pt results/figures/loss.png results/figures/validation.png
+	$(if $(filter -n,$(PRETRAIN_GPU_FLAGS)),true,cp $(PRETRAIN_GPU_DIR)/results/model/model.pt \
+	  $(PRETRAIN_GPU_DIR)/results/model/metrics_*.csv $(PRETRAIN_GPU_DIR)/results/figures/loss.png \
+	  $(PRETRAIN_GPU_DIR)/results/figures/validation.png $(PRETRAIN_GPU_DIR)/export/)
 
 # GPU check (benchmarks/gpu_check.py): every GPU path run once and measured, one JSON + a table.
 # On a GPU node with the project installed: `make gpu-check`; anywhere, tiny and on CPU:

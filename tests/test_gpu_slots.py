@@ -1,4 +1,5 @@
 """GPU pinning inside a grouped allocation: real processes, real flocks, a fake 4-GPU environment."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -114,10 +115,23 @@ def test_environment_is_restored_and_timeout_is_a_user_error(tmp_path, monkeypat
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with gpu_slots.gpu_slot(env=env) as gpu:
         assert gpu == "0"
-        with pytest.raises(UserError, match="GPUs .* stayed busy"):
+        with pytest.raises(UserError, match="slots of 1 GPUs .* stayed busy"):
             with gpu_slots.gpu_slot(env=env, timeout_s=0.3, poll_s=0.05):
                 pass
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_jobs_per_gpu_share_each_gpu_gpu_by_gpu(tmp_path, monkeypatch):
+    env = {**_env(tmp_path, "0,1"), "FOURDCRYSTAL_JOBS_PER_GPU": "2"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(gpu_slots.gpu_slot(env=env)) for _ in range(4)]
+        assert held == ["0", "1", "0", "1"]  # both GPUs get a job before either gets a second
+        with pytest.raises(UserError, match="all 4 slots of 2 GPUs"):
+            with gpu_slots.gpu_slot(env=env, timeout_s=0.2, poll_s=0.05):
+                pass
+    with pytest.raises(UserError, match="FOURDCRYSTAL_JOBS_PER_GPU='0'"):
+        gpu_slots.jobs_per_gpu({"FOURDCRYSTAL_JOBS_PER_GPU": "0"})
 
 
 @pytest.mark.parametrize("env,expected", [

@@ -9,6 +9,10 @@ GPU it holds. The kernel releases a flock when its holder dies, so a crashed job
 
 Without GPUs (CPU runs, CI) it is a no-op that yields ``None``.
 
+``FOURDCRYSTAL_JOBS_PER_GPU=k`` (default 1) lets k jobs share each GPU (k slots per GPU, filled GPU
+by GPU in turn): one simulate job leaves a large GPU mostly idle while it starts up and computes its
+kinematic truth on the CPU (`make pretrained-gpu` runs 8 per H200).
+
 Usage in a stage::
 
     with gpu_slot() as gpu:          # gpu: the device id now in CUDA_VISIBLE_DEVICES, or None
@@ -95,6 +99,15 @@ def _try_lock(path: Path):
     return fd
 
 
+def jobs_per_gpu(env=None) -> int:
+    """Jobs allowed on one GPU at once (FOURDCRYSTAL_JOBS_PER_GPU, default 1)."""
+    env = os.environ if env is None else env
+    text = env.get("FOURDCRYSTAL_JOBS_PER_GPU", "1")
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"FOURDCRYSTAL_JOBS_PER_GPU={text!r} is not a positive integer", "set it to 1 or more")
+    return int(text)
+
+
 @contextlib.contextmanager
 def gpu_slot(env=None, poll_s: float = 0.2, timeout_s: float | None = None):
     """Hold one visible GPU exclusively for the duration of the block.
@@ -111,17 +124,20 @@ def gpu_slot(env=None, poll_s: float = 0.2, timeout_s: float | None = None):
         return
     directory = lock_dir(env)
     directory.mkdir(parents=True, exist_ok=True)
+    slots = [(gpu, k) for k in range(jobs_per_gpu(env)) for gpu in gpus]  # spread over GPUs first
     t0 = time.monotonic()
     warned = False
     while True:
-        for gpu in gpus:
-            fd = _try_lock(directory / f"gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', gpu)}.lock")
+        for gpu, k in slots:
+            name = re.sub(r'[^A-Za-z0-9_.-]', '_', gpu)
+            fd = _try_lock(directory / (f"gpu-{name}.lock" if k == 0 else f"gpu-{name}-{k}.lock"))
             if fd is not None:
                 break
         else:
             waited = time.monotonic() - t0
             if timeout_s is not None and waited > timeout_s:
-                raise UserError(f"all {len(gpus)} GPUs ({','.join(gpus)}) stayed busy for {waited:.0f} s",
+                raise UserError(f"all {len(slots)} slots of {len(gpus)} GPUs ({','.join(gpus)}) stayed busy for "
+                                f"{waited:.0f} s",
                                 "give the jobs of one allocation no more gpu resources in total than "
                                 "the allocation has GPUs (profile set-resources / --resources gpu=N)")
             if not warned:
