@@ -22,5 +22,5 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        all_targets,
+        get_final_output,
     default_target: True

@@ -1,4 +1,4 @@
-"""Benchmark the per-orientation multislice (fourdcrystal.simulate) against a naive abTEM loop.
+"""Benchmark the per-orientation multislice (fourdcrystal.simulation.multislice) against a naive abTEM loop.
 
 * quartets/s of ``simulate_orientation`` (potential built once, exit planes for every thickness,
   reused by every probe and by the labels) vs a naive loop that rebuilds the potential for every
@@ -30,9 +30,9 @@ import yaml  # noqa: E402
 from pymatgen.core import Lattice, Structure  # noqa: E402
 
 from fourdcrystal.geometry import Geometry  # noqa: E402
-from fourdcrystal.simulate import (ProbeSetting, detector_intensity, simulate_orientation,  # noqa: E402
+from fourdcrystal.simulation.multislice import (ProbeSetting, detector_intensity, simulate_orientation,  # noqa: E402
                                    vg_qz_labels)
-from fourdcrystal.supercells import align_zone_to_z, build_supercell  # noqa: E402
+from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell  # noqa: E402
 
 
 def crystals():

@@ -1,6 +1,6 @@
 """Benchmark: `fourdcrystal predict` patterns/s vs py4DSTEM find_Bragg_disks (multicorr), same scan.
 
-Scan: SrTiO3 [001] (40 Å, 300 kV, 4 mrad; one real multislice pattern, fourdcrystal.examples) on
+Scan: SrTiO3 [001] (40 Å, 300 kV, 4 mrad; one real multislice pattern, fourdcrystal.simulation.examples) on
 the model's detector grid (128², 1/32 Å⁻¹ per px), put through the detector augmentation at every
 scan position (1e5 e⁻, fresh shot noise, descan ±1 px, background, blur), written as .npy
 (32×32 = 1,024 patterns). Network: the shipped pretrained model (what `predict` uses without
@@ -34,12 +34,14 @@ import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from fourdcrystal import classical, predict  # noqa: E402
-from fourdcrystal.augment import Augmenter  # noqa: E402
-from fourdcrystal.datacube_io import open_datacube  # noqa: E402
-from fourdcrystal.examples import srtio3, zone_axis_cbed  # noqa: E402
+from fourdcrystal.inference import classical  # noqa: E402
+from fourdcrystal.inference import predict  # noqa: E402
+from fourdcrystal.inference import detectors  # noqa: E402
+from fourdcrystal.learning.augment import Augmenter  # noqa: E402
+from fourdcrystal.inference.datacube_io import open_datacube  # noqa: E402
+from fourdcrystal.simulation.examples import srtio3, zone_axis_cbed  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
-from fourdcrystal.model import build_model  # noqa: E402
+from fourdcrystal.learning.model import build_model  # noqa: E402
 
 
 def simulated_pattern(geo):
@@ -132,7 +134,7 @@ def main():
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
         cli = R * R / (time.perf_counter() - t0)
         pats = cube.read(0, R * R)
-        x = torch.from_numpy(pats[:predict.DEFAULT_BATCH["cpu"]])
+        x = torch.from_numpy(pats[:detectors.DEFAULT_BATCH["cpu"]])
         fwd = {}
         for rep in range(7):
             for name, m, bf in (("nchw", plain, False), ("cl", model, False), ("cl_bf16", model, True)):
@@ -157,7 +159,7 @@ def main():
 
         row("fourdcrystal predict --precision fp32 (read, centre, resample, network, peaks, parquet)", "1 x 2", net)
         row("fourdcrystal predict --precision bf16 (same)", "1 x 2", e2e["bf16"])
-        auto = "bf16" if predict.native_bf16("cpu") else "fp32"
+        auto = "bf16" if detectors.native_bf16("cpu") else "fp32"
         row(f"`fourdcrystal predict` CLI, default precision (auto = {auto} here), wall time of a fresh process "
             "(imports, model load, all outputs incl. BraggVectors h5)", "1 x 2", cli)
         row("network forward only, fp32 NCHW weights (same batch)", "1 x 2", fwd["nchw"])
@@ -185,7 +187,7 @@ def main():
         if torch.cuda.is_available():
             g = Geometry(box_A=64.0, gpts=512, detector_px=256, thicknesses_A=(20.0,), slice_thickness_A=2.0)
             m = build_model(cfg["model"]).cuda().eval().to(memory_format=torch.channels_last)
-            nb = predict.DEFAULT_BATCH["cuda"]
+            nb = detectors.DEFAULT_BATCH["cuda"]
             x = torch.rand(nb, 256, 256, device="cuda")
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
                 for _ in range(3):

@@ -2,7 +2,7 @@
 
 Simulates one shard of diamond Si at the default config (config/config.yaml: box 32 Å, gpts 256,
 detector 128², 3 thicknesses, 2 probes per orientation) through the real `simulate` orchestration
-(fourdcrystal.shard.simulate_shard), once to warm imports up and once measured; then rewrites the
+(fourdcrystal.simulation.shard.simulate_shard), once to warm imports up and once measured; then rewrites the
 same arrays with each compressor/dtype to compare write throughput, and measures random-access
 read_pattern speed (what a training DataLoader sees).  Prints markdown tables.
 
@@ -27,11 +27,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fourdcrystal import store  # noqa: E402
+from fourdcrystal.simulation import store  # noqa: E402
 from fourdcrystal.config import load as config_load  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
-from fourdcrystal.shard import simulate_shard  # noqa: E402
-from fourdcrystal.supercells import build_crystal  # noqa: E402
+from fourdcrystal.simulation.shard import simulate_shard  # noqa: E402
+from fourdcrystal.simulation.supercells import build_crystal  # noqa: E402
 
 
 def _dir_bytes(path: Path) -> int:

@@ -22,8 +22,8 @@ from pymatgen.core import Lattice, Structure
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fourdcrystal import plan  # noqa: E402
-from fourdcrystal import supercells as sc  # noqa: E402
+from fourdcrystal.simulation import plan  # noqa: E402
+from fourdcrystal.simulation import supercells as sc  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
 
 

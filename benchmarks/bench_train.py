@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fourdcrystal import store as qstore  # noqa: E402
-from fourdcrystal.data import QuartetDataset, seed_worker  # noqa: E402
+from fourdcrystal.simulation import store as qstore  # noqa: E402
+from fourdcrystal.learning.dataset import QuartetDataset, seed_worker  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
-from fourdcrystal.model import build_model  # noqa: E402
-from fourdcrystal.train import label_scales, make_augmenter, pattern_losses, train  # noqa: E402
+from fourdcrystal.learning.model import build_model  # noqa: E402
+from fourdcrystal.learning.train import label_scales, make_augmenter, pattern_losses, train  # noqa: E402
 
 
 def synthetic_dataset(root: Path, p: int, n_crystals=6, per_crystal=18) -> Path:
@@ -111,7 +111,7 @@ def gpu_section(cfg, tmp: Path) -> list[str]:
         gcfg["train"].update(nproc=n, epochs=3, backend="nccl")
         out = tmp / f"ddp{n}"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-               "-m", "fourdcrystal.train", "--config-json", json.dumps(gcfg), "--manifest", str(manifest),
+               "-m", "fourdcrystal.learning.train", "--config-json", json.dumps(gcfg), "--manifest", str(manifest),
                "--out", str(out)]
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True)
         s = pd.read_csv(out / "metrics_steps.csv")

@@ -5,16 +5,16 @@ keeps going when a section fails (the error is recorded, the other sections stil
 
 * ``multislice``: one SrTiO3 [001] orientation at production settings (256² detector, 512² grid,
   exit planes every 10 nm down to 100 nm, 4 probes: 40 quartets) through
-  ``fourdcrystal.simulate.simulate_orientation`` — the workflow's own code — on CuPy and on NumPy.
+  ``fourdcrystal.simulation.multislice.simulate_orientation`` — the workflow's own code — on CuPy and on NumPy.
   Relative error max|gpu − cpu| / max|cpu| of probe, CBED, V_g and q_z (q_z over the pixels where
   V_g > 1 % of its maximum: elsewhere q_z is a ratio of two vanishing numbers), and quartets/s of
   both (GPU: best of 2 after a warm-up; CPU: one run on this machine's cores).
 * ``train``: the seed-scale model (config/seed_scale.yaml ``model``) at 256², bf16 autocast, AdamW
   set up as training does, wrapped in DistributedDataParallel over a one-process NCCL group (gloo
-  on CPU): samples/s of the whole step; then ``fourdcrystal.train.train`` itself for a few steps on
+  on CPU): samples/s of the whole step; then ``fourdcrystal.learning.train.train`` itself for a few steps on
   a small synthetic dataset written with the real Zarr store writer.
 * ``predict``: a 256² SrTiO3 scan (the multislice patterns through the detector augmentation at
-  1e5 e⁻) through ``fourdcrystal.predict.predict_cube`` — read, beam finding, resampling, network,
+  1e5 e⁻) through ``fourdcrystal.inference.predict.predict_cube`` — read, beam finding, resampling, network,
   peaks, parquet + map + BraggVectors file — in bf16 and fp32, with the shipped model's weights on
   a 256² grid of the same pitch; the network alone for the shipped and the seed-scale model; peak
   GPU memory.
@@ -114,8 +114,8 @@ def simulation_geometry(s: Sizes) -> Geometry:
 
 
 def srtio3_atoms(geo: Geometry):
-    from fourdcrystal.examples import srtio3
-    from fourdcrystal.supercells import align_zone_to_z, build_supercell
+    from fourdcrystal.simulation.examples import srtio3
+    from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell
 
     sto = srtio3()
     return build_supercell(sto, align_zone_to_z(sto.lattice.matrix, (0, 0, 1)), geo)
@@ -128,7 +128,7 @@ def _rel_err(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> f
 
 
 def multislice(s: Sizes, gpu: bool, shared: dict) -> dict:
-    from fourdcrystal.simulate import ProbeSetting, simulate_orientation
+    from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation
 
     geo = simulation_geometry(s)
     atoms = srtio3_atoms(geo)
@@ -174,8 +174,8 @@ def _one_process_group(dev: str):
 
 
 def train_step_rate(s: Sizes, dev: str) -> dict:
-    from fourdcrystal.model import build_model
-    from fourdcrystal.train import pattern_losses
+    from fourdcrystal.learning.model import build_model
+    from fourdcrystal.learning.train import pattern_losses
 
     mcfg = _config("seed_scale.yaml")["model"]
     P = s.detector_px
@@ -214,11 +214,11 @@ def train_step_rate(s: Sizes, dev: str) -> dict:
 
 
 def train_run(s: Sizes, dev: str) -> dict:
-    """fourdcrystal.train.train itself (data loader, augmentation, checkpoints) for a few steps."""
+    """fourdcrystal.learning.train.train itself (data loader, augmentation, checkpoints) for a few steps."""
     import pandas as pd
 
-    from fourdcrystal import store as qstore
-    from fourdcrystal.train import train
+    from fourdcrystal.simulation import store as qstore
+    from fourdcrystal.learning.train import train
 
     sys.path.insert(0, str(ROOT / "tests"))
     from test_model import synth_quartets
@@ -249,7 +249,7 @@ def train_run(s: Sizes, dev: str) -> dict:
 # --- predict -----------------------------------------------------------------------------------------
 def _write_scan(path: Path, patterns: dict, s: Sizes) -> np.ndarray:
     """scan_px² patterns: the multislice CBEDs through the detector augmentation (1e5 e⁻), cycled."""
-    from fourdcrystal.augment import Augmenter
+    from fourdcrystal.learning.augment import Augmenter
 
     aug = Augmenter(_config("config.yaml")["augment"])
     rng = np.random.default_rng(0)
@@ -278,9 +278,9 @@ def _forward_rate(model, P: int, batch: int, dev: str, bf16: bool, repeats: int)
 
 
 def predict_rates(s: Sizes, dev: str, shared: dict) -> dict:
-    from fourdcrystal import predict
-    from fourdcrystal.datacube_io import open_datacube
-    from fourdcrystal.model import build_model, save_checkpoint
+    from fourdcrystal.inference import predict
+    from fourdcrystal.inference.datacube_io import open_datacube
+    from fourdcrystal.learning.model import build_model, save_checkpoint
 
     geo = shared["geometry"]
     shipped, _, meta = predict.load_model(None, "cpu")
@@ -338,7 +338,7 @@ def table(results: dict) -> str:
     if "samples_per_s" in tr:
         row(f"train step ({tr['backend']} DDP, world 1)", f"{tr['samples_per_s']:.0f}", "samples/s")
     if "median_samples_per_s" in run:
-        row("fourdcrystal.train.train", f"{run['median_samples_per_s']:.0f}", "samples/s")
+        row("fourdcrystal.learning.train.train", f"{run['median_samples_per_s']:.0f}", "samples/s")
     for key, value in pr.items():
         if key.endswith("patterns_per_s"):
             row(f"predict {key.removesuffix('_patterns_per_s').replace('_', ' ')}", f"{value:.0f}", "patterns/s")

@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `dataset`: logic in fourdcrystal.dataset."""
-from fourdcrystal.dataset import run
-from fourdcrystal.smk import run_stage
+"""Snakemake adapter of rule `dataset`: logic in fourdcrystal.workflow.stages.dataset."""
+from fourdcrystal.workflow import stages
+from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.dataset, snakemake)  # noqa: F821 - injected by Snakemake

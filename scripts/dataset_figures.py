@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `dataset_figures`: logic in fourdcrystal.figures."""
-from fourdcrystal.figures import run
-from fourdcrystal.smk import run_stage
+"""Snakemake adapter of rule `dataset_figures`: logic in fourdcrystal.workflow.stages.dataset_figures."""
+from fourdcrystal.workflow import stages
+from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.dataset_figures, snakemake)  # noqa: F821 - injected by Snakemake

@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `prototypes` (logic: fourdcrystal.crystals.prototypes.run_prototypes)."""
-from fourdcrystal.crystals.prototypes import run_prototypes
-from fourdcrystal.smk import run_stage
+"""Snakemake adapter of rule `prototypes`: logic in fourdcrystal.workflow.stages.prototypes."""
+from fourdcrystal.workflow import stages
+from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run_prototypes, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.prototypes, snakemake)  # noqa: F821 - injected by Snakemake

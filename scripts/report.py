@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `report`: logic in fourdcrystal.report."""
-from fourdcrystal.report import run_rule
-from fourdcrystal.smk import run_stage
+"""Snakemake adapter of rule `report`: logic in fourdcrystal.workflow.stages.report."""
+from fourdcrystal.workflow import stages
+from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run_rule, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.report, snakemake)  # noqa: F821 - injected by Snakemake

@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `scan_demo`: a simulated polycrystal scan through `fourdcrystal predict`."""
-from fourdcrystal.predict import run_scan_demo
-from fourdcrystal.smk import run_stage
+"""Snakemake adapter of rule `scan_demo`: logic in fourdcrystal.workflow.stages.scan_demo."""
+from fourdcrystal.workflow import stages
+from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run_scan_demo, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.scan_demo, snakemake)  # noqa: F821 - injected by Snakemake

@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `select` (logic: fourdcrystal.crystals.selection.run_select)."""
-from fourdcrystal.crystals.selection import run_select
-from fourdcrystal.smk import run_stage
+"""Snakemake adapter of rule `select`: logic in fourdcrystal.workflow.stages.select."""
+from fourdcrystal.workflow import stages
+from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run_select, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.select, snakemake)  # noqa: F821 - injected by Snakemake

@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `simulate`: logic in fourdcrystal.shard (physics in fourdcrystal.simulate)."""
-from fourdcrystal.shard import run
-from fourdcrystal.smk import run_stage
+"""Snakemake adapter of rule `simulate`: logic in fourdcrystal.workflow.stages.simulate."""
+from fourdcrystal.workflow import stages
+from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.simulate, snakemake)  # noqa: F821 - injected by Snakemake

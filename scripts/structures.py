@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `structures` (logic: fourdcrystal.crystals.sources.run_structures)."""
-from fourdcrystal.crystals.sources import run_structures
-from fourdcrystal.smk import run_stage
+"""Snakemake adapter of rule `structures`: logic in fourdcrystal.workflow.stages.structures."""
+from fourdcrystal.workflow import stages
+from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run_structures, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.structures, snakemake)  # noqa: F821 - injected by Snakemake

@@ -1,5 +1,5 @@
-"""Snakemake adapter of rule `supercells`: logic in fourdcrystal.supercells."""
-from fourdcrystal.smk import run_stage
-from fourdcrystal.supercells import run
+"""Snakemake adapter of rule `supercells`: logic in fourdcrystal.workflow.stages.supercells."""
+from fourdcrystal.workflow import stages
+from fourdcrystal.workflow.smk import run_stage
 
-run_stage(run, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(stages.supercells, snakemake)  # noqa: F821 - injected by Snakemake

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fourdcrystal.augment import DEFAULTS, AugmentParams, Augmenter, transform
+from fourdcrystal.learning.augment import DEFAULTS, AugmentParams, Augmenter, transform
 from fourdcrystal.errors import UserError
 
 P = 64

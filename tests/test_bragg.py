@@ -1,8 +1,9 @@
-"""Peak extraction and Hungarian matching (fourdcrystal.bragg)."""
+"""Peak extraction and Hungarian matching (fourdcrystal.inference.peaks)."""
 import numpy as np
 import pytest
 
-from fourdcrystal import bragg
+from fourdcrystal.evaluation import scoring, tuning
+from fourdcrystal.inference import peaks as bragg
 
 
 def _gauss(P, peaks, sigma=0.9):
@@ -32,13 +33,13 @@ def test_subpixel_peaks_and_threshold_relative_to_direct_beam():
 def test_match_is_one_to_one_and_respects_radius():
     true = np.array([[10.0, 10.0], [10.0, 12.5], [30.0, 30.0]])
     pred = np.array([[10.0, 11.4], [10.2, 12.4], [50.0, 50.0]])
-    p, t = bragg.match(pred, true, tol_px=2.0)
+    p, t = scoring.match(pred, true, tol_px=2.0)
     pairs = set(zip(p.tolist(), t.tolist()))
     # greedy nearest would give pred 0 -> true 1 (1.1 px) and leave true 0 unmatched
     assert pairs == {(0, 0), (1, 1)}
-    p, t = bragg.match(pred, true, tol_px=0.5)
+    p, t = scoring.match(pred, true, tol_px=0.5)
     assert set(zip(p.tolist(), t.tolist())) == {(1, 1)}
-    assert bragg.match(np.zeros((0, 2)), true, 2.0)[0].size == 0
+    assert scoring.match(np.zeros((0, 2)), true, 2.0)[0].size == 0
 
 
 def test_nms_min_spacing_keeps_only_the_stronger_of_close_peaks():
@@ -67,15 +68,15 @@ def test_tune_threshold_picks_the_f1_maximum_of_real_scoring():
     def score(t):
         pk = bragg.find_peaks(vg, None, center_px=c, threshold=t, exclude_center_px=2.0, min_spacing_px=2)
         pred = np.c_[pk["qx_px"], pk["qy_px"]]
-        m = len(bragg.match(pred, truth, 1.0)[0])
+        m = len(scoring.match(pred, truth, 1.0)[0])
         p, r = m / max(len(pred), 1), m / len(truth)
         return {"f1": 2 * p * r / (p + r) if m else 0.0}
 
-    best, rows = bragg.tune_threshold(score, [0.01, 0.05, 0.2])
+    best, rows = tuning.tune_threshold(score, [0.01, 0.05, 0.2])
     f1 = {r["peak_threshold"]: r["f1"] for r in rows}
     assert best == 0.05 and f1[0.05] == pytest.approx(1.0)
     assert f1[0.01] < 1.0 and f1[0.2] < 1.0  # spurious peaks in / weak true ones out
-    assert bragg.tune_threshold(lambda t: {"f1": 0.5}, [0.3, 0.1])[0] == 0.3  # ties: first in grid order
+    assert tuning.tune_threshold(lambda t: {"f1": 0.5}, [0.3, 0.1])[0] == 0.3  # ties: first in grid order
 
 
 def test_plateau_is_no_peak_and_nms_is_greedy_over_peaks_only():

@@ -1,7 +1,8 @@
 """The py4DSTEM baseline finds the disks of a synthetic pattern within 0.5 px."""
 import numpy as np
 
-from fourdcrystal import classical
+from fourdcrystal.evaluation import tuning
+from fourdcrystal.inference import classical
 
 
 def _disk(shape, c, r=3.0):
@@ -33,6 +34,7 @@ def test_tune_picks_best_on_score():
         seen.append(s["minRelativeIntensity"])
         return {"f1": 1.0 - abs(s["minRelativeIntensity"] - 0.01) - 0.1 * s["sigma"] - 0.1 * (1 - s["corrPower"])}
 
-    best, table = classical.tune(score)
+    grid = {"minRelativeIntensity": [0.002, 0.005, 0.01, 0.02, 0.05], "sigma": [0.0, 1.0], "corrPower": [1.0, 0.5]}
+    best, table = tuning.tune_classical(score, None, grid)
     assert best["minRelativeIntensity"] == 0.01 and best["sigma"] == 0.0 and best["corrPower"] == 1.0
     assert len(table) == len(seen) == 5 * 2 * 2

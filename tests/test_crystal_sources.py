@@ -8,6 +8,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 from pymatgen.io.cif import CifWriter
 
+from fourdcrystal.workflow import stages
 from fourdcrystal.crystals import sources
 from fourdcrystal.errors import UserError
 
@@ -90,7 +91,7 @@ def test_run_structures_writes_parquet_atomically(tmp_path):
     out = tmp_path / "results" / "structures.parquet"
     smk = SimpleNamespace(config={"source": {"kind": "cif_dir", "cif_dir": {"path": str(tmp_path / "cifs")}}},
                           params=SimpleNamespace(mp_cache=str(tmp_path / "cache")), output=[str(out)])
-    sources.run_structures(smk)
+    stages.structures(smk)
     df = pd.read_parquet(out)
     assert CONTRACT_COLUMNS <= set(df.columns) and len(df) == 2
     assert [p.name for p in out.parent.iterdir()] == ["structures.parquet"]

@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 import zarr
 
-from fourdcrystal import plan, store
-from fourdcrystal.dataset import assign_splits, build_dataset
+from fourdcrystal.simulation import plan
+from fourdcrystal.simulation import store
+from fourdcrystal.simulation.dataset import assign_splits, build_dataset
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.shard import orientation_rng, shard_fingerprint, simulate_shard, stable_seed
+from fourdcrystal.seeds import stable_seed
+from fourdcrystal.simulation.shard import orientation_rng, shard_fingerprint, simulate_shard
 
 
 def tiny_config(default_config):
@@ -119,7 +121,7 @@ def si_crystal(tmp_path_factory):
     from pymatgen.core import Lattice, Structure
 
     from conftest import ROOT
-    from fourdcrystal.supercells import build_crystal
+    from fourdcrystal.simulation.supercells import build_crystal
 
     cfg = tiny_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     d = tmp_path_factory.mktemp("si")
@@ -177,7 +179,7 @@ def test_simulate_shard_empty_cases(si_crystal, tmp_path):
 
 
 def test_dataset_figures(tmp_path, default_config, monkeypatch):
-    from fourdcrystal.figures import make_figures
+    from fourdcrystal.simulation.figures import make_figures
 
     cfg = tiny_config(default_config)
     monkeypatch.chdir(tmp_path)

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fourdcrystal import evaluate
+from fourdcrystal.evaluation import evaluate, scoring
+from fourdcrystal.evaluation import truth as eval_truth
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.store import write_shard
+from fourdcrystal.simulation.store import write_shard
 
 GEO = Geometry(box_A=16.0, gpts=128, detector_px=64, thicknesses_A=(10.0, 20.0), slice_thickness_A=2.0)
 
@@ -80,7 +81,7 @@ def dataset(tmp_path, default_config):
 
 def test_evaluate_oracle_classical_network(dataset):
     import torch
-    from fourdcrystal.model import build_model, save_checkpoint
+    from fourdcrystal.learning.model import build_model, save_checkpoint
 
     root, cfg = dataset
     torch.manual_seed(0)
@@ -117,10 +118,12 @@ def test_evaluate_oracle_classical_network(dataset):
         assert (out / f).stat().st_size > 5000
 
     # the scan demo (mosaic of test patterns -> predict) and the report on top of this evaluation
-    from fourdcrystal import predict, report
-    from fourdcrystal.datacube_io import open_datacube, open_probe
+    from fourdcrystal.inference import predict
+    from fourdcrystal.workflow import report
+    from fourdcrystal.workflow import scan_demo
+    from fourdcrystal.inference.datacube_io import open_datacube, open_probe
 
-    cube_path, probe_path, info = predict.make_demo_scan(cfg, root / "manifest.parquet", root / "scan", root=root,
+    cube_path, probe_path, info = scan_demo.make_demo_scan(cfg, root / "manifest.parquet", root / "scan", root=root,
                                                          scan_px=5, n_grains=3)
     cube = open_datacube(cube_path)
     assert cube.shape == (5, 5, 64, 64) and len(info["grains"]) == 3
@@ -144,7 +147,7 @@ def test_aggregate_known_errors():
                           "dy_px": [0.4, 0.5, 0.4, 0.3, 0.5], "dr_px": [0.5, 0.5, 0.5, 0.5, 0.5],
                           "intensity": [3, 2, 1, 1, 2], "vg_abs": [0.3, 0.2, 0.1, 0.5, 0.4],
                           "qz_pred": [0.1, -0.1, 0.0, 0.05, 0.05], "qz_true": [0.1, 0.1, 0.0, 0.05, -0.05]})
-    a = evaluate.aggregate(pats, pairs, dk_invA=0.1, qz_sign_min_invA=0.02)
+    a = scoring.aggregate(pats, pairs, dk_invA=0.1, qz_sign_min_invA=0.02)
     assert a["precision"] == pytest.approx(5 / 6) and a["recall"] == pytest.approx(5 / 7)
     assert a["rms_px"] == pytest.approx(0.5) and a["radial_bias_invA"] == pytest.approx(0.05)
     assert a["intensity_spearman"] == pytest.approx(1.0)  # pattern 1 has < 3 pairs: not counted
@@ -158,17 +161,17 @@ def _binary_disk(P, c, r=3.0):
 
 def test_visibility_counts_electrons_and_snr():
     """One reflection disk of known content: 1e-3 of the probe's intensity, i.e. dose × 1e-3 electrons."""
-    from fourdcrystal.augment import AugmentParams
+    from fourdcrystal.learning.augment import AugmentParams
 
     P = 48
     probe = _binary_disk(P, (24, 24))
     spot = (10.0, 34.0)
     cbed = probe + 1e-3 * _binary_disk(P, spot)
     rows = pd.DataFrame([{"h": 1, "k": 0, "l": 0, "qx_px": spot[0], "qy_px": spot[1], "vg_abs": 1.0, "qz_invA": 0.0}])
-    truth = evaluate.kinematic_truth(rows, P, 0.05)
+    truth = eval_truth.kinematic_truth(rows, P, 0.05)
 
     def vis(c, dose, params=None):
-        return evaluate.visible_truth(truth, c, probe, dose, params, min_electrons=10, min_snr=3)
+        return eval_truth.visible_truth(truth, c, probe, dose, params, min_electrons=10, min_snr=3)
 
     t = vis(cbed, 2e4)
     assert len(t) == 1 and t["signal_e"].iloc[0] == pytest.approx(20.0) and t["background_e"].iloc[0] == 0
@@ -183,7 +186,7 @@ def test_visibility_counts_electrons_and_snr():
     assert t["snr"].iloc[0] == pytest.approx(200 / np.sqrt(2200))
     # the |V_g| floor still applies
     weak = pd.concat([rows, rows.assign(h=2, qx_px=38.0, qy_px=10.0, vg_abs=0.01)])
-    kt = evaluate.kinematic_truth(weak, P, 0.05)
+    kt = eval_truth.kinematic_truth(weak, P, 0.05)
     assert kt["above_floor"].tolist() == [True, False]
-    assert len(evaluate.visible_truth(kt, cbed + 1e-3 * _binary_disk(P, (38, 10)), probe, 1e6, min_electrons=10,
+    assert len(eval_truth.visible_truth(kt, cbed + 1e-3 * _binary_disk(P, (38, 10)), probe, 1e6, min_electrons=10,
                                       min_snr=3)) == 1

@@ -5,8 +5,8 @@ import pytest
 
 from fourdcrystal.cli import main
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.model import build_model, load_checkpoint, save_checkpoint
-from fourdcrystal.predict import peak_settings
+from fourdcrystal.learning.model import build_model, load_checkpoint, save_checkpoint
+from fourdcrystal.inference.predict import peak_settings
 
 GEO = Geometry(box_A=16.0, gpts=64, detector_px=32, thicknesses_A=(4.0,), slice_thickness_A=2.0)
 

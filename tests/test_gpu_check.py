@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.simulate import _to_numpy, detector_intensity, vg_qz_labels
+from fourdcrystal.simulation.multislice import _to_numpy, detector_intensity, vg_qz_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 

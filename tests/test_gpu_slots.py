@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fourdcrystal import gpu_slots
+from fourdcrystal.simulation import gpu_slots
 from fourdcrystal.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 JOB = r"""
 import os, sys, time
 from pathlib import Path
-from fourdcrystal.gpu_slots import gpu_slot
+from fourdcrystal.simulation.gpu_slots import gpu_slot
 report, release = Path(sys.argv[1]), Path(sys.argv[2])
 with gpu_slot(poll_s=0.05) as gpu:
     report.write_text(os.environ["CUDA_VISIBLE_DEVICES"] + "," + str(gpu))

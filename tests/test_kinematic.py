@@ -6,7 +6,7 @@ from pymatgen.core import Lattice, Structure
 
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry, electron_wavelength_A
-from fourdcrystal.kinematic import COLUMNS, kinematic_reflections
+from fourdcrystal.simulation.kinematic import COLUMNS, kinematic_reflections
 
 GEO = Geometry(box_A=32.0, gpts=256, detector_px=128, thicknesses_A=(20.0, 40.0, 60.0), slice_thickness_A=2.0)
 A_SI = 5.431

@@ -6,7 +6,7 @@ import torch
 
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.model import XCorrFFT, build_model, load_checkpoint, save_checkpoint
+from fourdcrystal.learning.model import XCorrFFT, build_model, load_checkpoint, save_checkpoint
 
 TINY = {"base_channels": 8, "depth": 2, "norm": "group", "dropout": 0.0}
 
@@ -112,7 +112,7 @@ def test_xcorr_channels_peak_on_the_reflections():
 def test_overfits_a_handful_of_patterns(stem):
     """The architecture can learn the mapping: 4 patterns, 150 Adam steps, loss drops > 10×; with the
     space-to-depth stem too (it must not cost the pixel-level peak positions)."""
-    from fourdcrystal.train import pattern_losses
+    from fourdcrystal.learning.train import pattern_losses
 
     torch.manual_seed(0)
     q = {k: torch.from_numpy(v) for k, v in synth_quartets(4, 32, seed=1).items()}

@@ -10,8 +10,8 @@ from pymatgen.core import Lattice, Structure
 
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.kinematic import kinematic_reflections
-from fourdcrystal.simulate import ProbeSetting, array_module, draw_probe_settings, simulate_orientation
+from fourdcrystal.simulation.kinematic import kinematic_reflections
+from fourdcrystal.simulation.multislice import ProbeSetting, array_module, draw_probe_settings, simulate_orientation
 
 GEO = Geometry(box_A=24.0, gpts=128, detector_px=64, thicknesses_A=(20.0, 40.0, 60.0), slice_thickness_A=2.0,
                energies_eV=(200e3, 300e3), semiangle_mrad_range=(3.0, 5.0))

@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from fourdcrystal import cli, predict
-from fourdcrystal.datacube_io import Cube
+from fourdcrystal import cli
+from fourdcrystal.inference import predict
+from fourdcrystal.inference import detectors, model_input, writers
+from fourdcrystal.inference.datacube_io import Cube
 from fourdcrystal.geometry import Geometry
 
 GEO = Geometry(box_A=16.0, gpts=128, detector_px=64, thicknesses_A=(10.0,), slice_thickness_A=2.0)
@@ -95,7 +97,7 @@ def test_predict_oracle_recovers_kinematic_positions(tmp_path):
     s = predict.predict_cube(c, probe, oracle, GEO, DQ, out, batch=5, progress=False)
     assert oracle.calls == 12 and s["n_patterns"] == 12
     df = pd.read_parquet(out / "bragg_vectors.parquet")
-    assert list(df.columns) == predict.VECTOR_COLUMNS
+    assert list(df.columns) == writers.VECTOR_COLUMNS
     errs, n_true = [], 0
     for (rx, ry), (qs, px) in truth.items():
         sub = df[(df.rx == rx) & (df.ry == ry)]
@@ -132,7 +134,7 @@ def test_predict_oracle_recovers_kinematic_positions(tmp_path):
 @pytest.fixture
 def model_file(tmp_path):
     """A real (untrained, tiny) network checkpoint on GEO, written by the model module."""
-    from fourdcrystal.model import build_model, save_checkpoint
+    from fourdcrystal.learning.model import build_model, save_checkpoint
 
     torch.manual_seed(0)
     m = build_model({"base_channels": 4, "depth": 2})
@@ -251,7 +253,7 @@ def test_missing_default_model_message(tmp_path, monkeypatch):
 
 def test_py4dstem_emd_datacube_found_automatically(tmp_path):
     import py4DSTEM
-    from fourdcrystal.datacube_io import open_datacube
+    from fourdcrystal.inference.datacube_io import open_datacube
 
     dc = py4DSTEM.DataCube(np.random.default_rng(0).random((2, 3, 16, 16)).astype(np.float32))
     dc.calibration.set_Q_pixel_size(0.031)
@@ -266,7 +268,7 @@ def test_py4dstem_emd_datacube_found_automatically(tmp_path):
 def test_npy_reads_any_run_of_scan_positions(tmp_path, dtype, order):
     """C-ordered .npy cubes are read by plain file reads (flat memory), others through the memory
     map: both give the same patterns, for runs that cross scan rows."""
-    from fourdcrystal.datacube_io import open_datacube
+    from fourdcrystal.inference.datacube_io import open_datacube
 
     a = (np.random.default_rng(1).random((3, 5, 8, 6)) * 100).astype(dtype)
     np.save(tmp_path / "c.npy", np.asfortranarray(a) if order == "F" else a)
@@ -278,21 +280,21 @@ def test_npy_reads_any_run_of_scan_positions(tmp_path, dtype, order):
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
-    assert predict.native_bf16("cuda")
+    assert detectors.native_bf16("cuda")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert not predict.native_bf16("cpu")
+    assert not detectors.native_bf16("cpu")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert predict.native_bf16("cpu")
+    assert detectors.native_bf16("cpu")
 
 
 def test_peak_settings_resolution_order():
-    from fourdcrystal import bragg
+    from fourdcrystal.inference import peaks
     from fourdcrystal.errors import UserError
 
     stamped = {"peak_settings": {"peak_threshold": 0.3, "min_spacing_px": 4.0}}
-    assert predict.peak_settings(None) == {"peak_threshold": bragg.DEFAULT_THRESHOLD,
-                                           "min_spacing_px": bragg.DEFAULT_MIN_SPACING_PX}
+    assert predict.peak_settings(None) == {"peak_threshold": peaks.DEFAULT_THRESHOLD,
+                                           "min_spacing_px": peaks.DEFAULT_MIN_SPACING_PX}
     assert predict.peak_settings(stamped) == {"peak_threshold": 0.3, "min_spacing_px": 4.0}
     assert predict.peak_settings(stamped, 0.1, 0.0) == {"peak_threshold": 0.1, "min_spacing_px": 0.0}
     with pytest.raises(UserError, match="not in"):
@@ -301,7 +303,7 @@ def test_peak_settings_resolution_order():
 
 def test_channels_last_and_bf16_predict_agree_with_fp32(tmp_path, model_file):
     """The CPU speed-ups (channels_last weights, optional bf16) keep the network's vectors."""
-    from fourdcrystal.model import load_checkpoint
+    from fourdcrystal.learning.model import load_checkpoint
 
     cube, probe, _ = make_scan(2, 2)
     c = Cube(cube, "mem")
@@ -323,13 +325,13 @@ def test_channels_last_and_bf16_predict_agree_with_fp32(tmp_path, model_file):
 def test_model_input_puts_the_beam_on_the_centre_pixel(shift):
     """predict's (and training's) input preparation: a pattern whose beam is off by a descan shift
     comes back with its direct beam on the centre pixel (to 0.1 px), on the probe's scale with the
-    probe's total; training (fourdcrystal.data.model_input) prepares patterns the same way."""
-    from fourdcrystal.data import model_input
+    probe's total; training (fourdcrystal.learning.dataset.model_input) prepares patterns the same way."""
+    from fourdcrystal.learning.dataset import model_input as training_input
 
     P, c = 64, 32
     probe = _disk((P, P), (c, c)).astype(np.float32)
     cbed = 0.6 * _disk((P, P), (c + shift[0], c + shift[1])) + 0.1 * _disk((P, P), (c + shift[0] + 12, c + shift[1] - 7))
-    mi = predict.ModelInput(probe * 40.0, 1.0, P, c)  # any count scale: the probe is scaled to max 1
+    mi = model_input.ModelInput(probe * 40.0, 1.0, P, c)  # any count scale: the probe is scaled to max 1
     x = torch.from_numpy(cbed[None].astype(np.float32) * 3.0)
     pr, cb = mi(x, mi.centres(x))
     assert float(pr.max()) == pytest.approx(1.0)
@@ -340,6 +342,6 @@ def test_model_input_puts_the_beam_on_the_centre_pixel(shift):
     w = np.clip(beam.numpy() - 0.1 * float(beam.max()), 0, None)
     com = np.array([(i * w).sum(), (j * w).sum()]) / w.sum()
     assert np.abs(com - c).max() < 0.1, com
-    dp, dc = model_input(probe, cbed.astype(np.float32))
+    dp, dc = training_input(probe, cbed.astype(np.float32))
     torch.testing.assert_close(dc, cb[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(dp, pr[0])

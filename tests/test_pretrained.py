@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from fourdcrystal import cli
-from fourdcrystal.examples import srtio3, zone_axis_cbed
-from fourdcrystal.model import load_checkpoint
-from fourdcrystal.predict import DEFAULT_MODEL
+from fourdcrystal.simulation.examples import srtio3, zone_axis_cbed
+from fourdcrystal.learning.model import load_checkpoint
+from fourdcrystal.inference.predict import DEFAULT_MODEL
 
 DOSE = 1e5
 

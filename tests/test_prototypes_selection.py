@@ -8,6 +8,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifParser
 
+from fourdcrystal.workflow import stages
 from fourdcrystal.crystals import prototypes as P
 from fourdcrystal.crystals import selection as S
 from fourdcrystal.crystals import sources
@@ -137,7 +138,7 @@ def test_select_writes_conventional_cifs_and_table(tmp_path):
                           config={"selection": {"n_crystals": 2}, "seed": 1})
     structures.to_parquet(smk.input.structures)
     protos.to_csv(smk.input.prototypes, index=False)
-    S.run_select(smk)
+    stages.select(smk)
     table = pd.read_csv(smk.output.table)
     assert {"crystal_id", "formula", "prototype", "spacegroup", "source", "source_id"} <= set(table.columns)
     assert list(table.crystal_id) == ["mp-149-Si", "mp-22862-NaCl"]

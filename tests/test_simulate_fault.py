@@ -20,13 +20,13 @@ import zarr
 from pymatgen.core import Lattice, Structure
 
 from conftest import ROOT
-from fourdcrystal import store
+from fourdcrystal.simulation import store
 from fourdcrystal.errors import UserError
-from fourdcrystal.supercells import build_crystal
+from fourdcrystal.simulation.supercells import build_crystal
 
 CHILD = """
 import sys, yaml
-from fourdcrystal.shard import simulate_shard
+from fourdcrystal.simulation.shard import simulate_shard
 cfg = yaml.safe_load(open(sys.argv[1]))
 d = sys.argv[2]
 simulate_shard(cfg, "si", d + "/cifs", d + "/orientations.csv", d + "/supercells.extxyz", 0, sys.argv[3])

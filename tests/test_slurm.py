@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fourdcrystal import plan
+from fourdcrystal.simulation import plan
 from fourdcrystal.config import load as load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +67,11 @@ def test_nersc_profile_covers_every_rule_and_respects_the_plugin():
     assert nersc["slurm-status-command"] == "squeue" and nersc["rerun-incomplete"] and nersc["latency-wait"] >= 30
 
 
-def test_profiles_agree_with_hpc_config():
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    seed = _merged("seed_scale.yaml")
+def test_profiles_hold_the_cluster_sizes():
+    """The profiles are the one owner of the SLURM sizes (no config section repeats them)."""
     nersc, interactive = _profile("nersc"), _profile("nersc-interactive")
-    for cfg in (config, seed):
-        assert int(_kv(nersc["group-components"])["crystal"]) == cfg["hpc"]["crystals_per_group"]
-        assert int(_kv(interactive["resources"])["gpu"]) == cfg["hpc"]["gpus_per_node"]
+    assert int(_kv(nersc["group-components"])["crystal"]) == 8
+    assert int(_kv(interactive["resources"])["gpu"]) == 4  # one Perlmutter GPU node
     assert "executor" not in interactive  # local processes inside the allocation
 
 
@@ -145,8 +143,8 @@ def test_demo_workflow_through_real_slurm(tmp_path, capsys):
 
 def test_nersc_groups_pack_each_job_once(tmp_path):
     """`snakemake -n --profile profiles/nersc` after the `select` checkpoint: every supercells/simulate
-    job is in exactly one `crystal` group of hpc.crystals_per_group crystals. Guards the Snakemake 9
-    group-components workaround (fourdcrystal.snakemake_compat) (without it, groups re-merge on every
+    job is in exactly one `crystal` group of `group-components` crystals. Guards the Snakemake 9
+    group-components workaround (fourdcrystal.workflow.snakemake_compat) (without it, groups re-merge on every
     DAG pass into ever larger, overlapping groups and the seed-scale dry run takes > 7 min)."""
     n_crystals = 20
     work = tmp_path / "wf"

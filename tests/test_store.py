@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import zarr
 
-from fourdcrystal import store
+from fourdcrystal.simulation import store
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
 

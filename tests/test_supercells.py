@@ -1,4 +1,4 @@
-"""Orientations and oriented supercells (fourdcrystal.supercells, rule `supercells`)."""
+"""Orientations and oriented supercells (fourdcrystal.simulation.supercells, rule `supercells`)."""
 import io
 import logging
 import math
@@ -16,11 +16,12 @@ from ase.neighborlist import neighbor_list
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
-from fourdcrystal import plan
-from fourdcrystal import supercells as sc
+from fourdcrystal.simulation import plan
+from fourdcrystal.simulation import supercells as sc
+from fourdcrystal.workflow import stages
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.smk import run_stage
+from fourdcrystal.workflow.smk import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -258,7 +259,7 @@ def test_orientations_are_deterministic(si, cfg):
 
 def test_orientations_do_not_depend_on_python_hash_seed(si, cfg):
     code = ("import sys, yaml; from pymatgen.core import Lattice, Structure; "
-            "from fourdcrystal.supercells import make_orientations; "
+            "from fourdcrystal.simulation.supercells import make_orientations; "
             "s = Structure.from_spacegroup('Fd-3m', Lattice.cubic(5.431), ['Si'], [[0, 0, 0]]); "
             "cfg = yaml.safe_load(sys.stdin); "
             "print(make_orientations(s, 'mp-149', cfg)[['inplane_deg', 'tilt_mrad', 'r01']].to_json())")
@@ -296,7 +297,7 @@ def test_rule_end_to_end_through_script_function(tmp_path, sto, cfg):
     (tmp_path / "cifs").mkdir()
     CifWriter(sto).write_file(tmp_path / "cifs" / "mp-5229.cif")
     smk = _smk(tmp_path, cfg, "mp-5229")
-    run_stage(sc.run, smk)
+    run_stage(stages.supercells, smk)
 
     table = pd.read_csv(smk.output.orientations)
     assert list(table.columns) == sc.ORIENTATION_COLUMNS
@@ -345,6 +346,6 @@ def test_missing_or_broken_cif_is_a_user_error(tmp_path, cfg):
     (tmp_path / "cifs" / "bad.cif").write_text("data_x\n_cell_length_a oops\n")
     smk = _smk(tmp_path, cfg, "bad")
     with pytest.raises(SystemExit) as exc:
-        run_stage(sc.run, smk)
+        run_stage(stages.supercells, smk)
     assert exc.value.code == 2
     assert not Path(smk.output.orientations).exists() and not Path(smk.output.supercells).exists()

@@ -1,6 +1,6 @@
 """Training loop: real gloo DDP against one process, resumption, determinism, outputs.
 
-Data: tiny synthetic quartet stores written with the real store writer (fourdcrystal.store) and a
+Data: tiny synthetic quartet stores written with the real store writer (fourdcrystal.simulation.store) and a
 manifest, read back through the real Dataset/DataLoader path."""
 import json
 import os
@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from fourdcrystal import store as qstore
+from fourdcrystal.simulation import store as qstore
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.model import load_checkpoint
-from fourdcrystal.train import train
+from fourdcrystal.learning.model import load_checkpoint
+from fourdcrystal.learning.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_model import synth_quartets  # noqa: E402
@@ -61,7 +61,7 @@ def run_cli(cfg, manifest, out, root, nproc=1, extra=()):
     """Run the training as separate processes: torchrun (gloo on 127.0.0.1) or plain python."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
            "MASTER_ADDR": "127.0.0.1"}
-    args = ["-m", "fourdcrystal.train", "--config-json", json.dumps(cfg), "--manifest", str(manifest),
+    args = ["-m", "fourdcrystal.learning.train", "--config-json", json.dumps(cfg), "--manifest", str(manifest),
             "--out", str(out), "--root", str(root), *extra]
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",

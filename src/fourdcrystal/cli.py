@@ -9,13 +9,13 @@ import importlib
 import json
 import sys
 
-from .errors import UserError
+from fourdcrystal.errors import UserError, print_error
 
 # subcommand -> (module, help)
 SUBCOMMANDS = {
-    "predict": ("fourdcrystal.predict", "Bragg vectors from a 4D-STEM datacube and a vacuum probe"),
+    "predict": ("fourdcrystal.inference.predict", "Bragg vectors from a 4D-STEM datacube and a vacuum probe"),
     "check-config": ("fourdcrystal.cli", "validate a workflow config and print its geometry"),
-    "export-model": ("fourdcrystal.export", "stamp tuned peak settings into a model for distribution"),
+    "export-model": ("fourdcrystal.learning.export", "stamp tuned peak settings into a model for distribution"),
 }
 
 
@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:  # for check-config
 
 
 def run(args: argparse.Namespace) -> int:  # for check-config
-    from . import config as cfgmod
-    from .geometry import Geometry
+    from fourdcrystal import config as cfgmod
+    from fourdcrystal.geometry import Geometry
 
     cfg = cfgmod.load(args.config)
     g = Geometry.from_config(cfg)
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(modules[args.command].run(args) or 0)
     except UserError as err:
-        print(f"fourdcrystal: error: {err}", file=sys.stderr)
+        print_error(err)
         return 2
 
 

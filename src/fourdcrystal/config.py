@@ -7,6 +7,7 @@ validates with it too.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from importlib import resources
@@ -14,13 +15,57 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
-from .geometry import Geometry
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
+
+
+@functools.cache
+def _schema_text() -> str:
+    return resources.files("fourdcrystal").joinpath("schemas/config.schema.yaml").read_text()
 
 
 def schema() -> dict:
-    text = resources.files("fourdcrystal").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    """The configuration schema: the one owner of every key's type, default and description."""
+    return yaml.safe_load(_schema_text())
+
+
+_NO_DEFAULT = object()
+
+
+def _defaults(node: dict):
+    if "default" in node:
+        return copy.deepcopy(node["default"])
+    if node.get("type") == "object" and "properties" in node:
+        return {k: d for k, sub in node["properties"].items() if (d := _defaults(sub)) is not _NO_DEFAULT}
+    return _NO_DEFAULT
+
+
+def default(key: str):
+    """The schema's default of a dotted key, e.g. ``default("evaluate.peak_threshold")``."""
+    node = schema()
+    for part in key.split("."):
+        node = node["properties"][part]
+    return _defaults(node)
+
+
+def fill_defaults(config: dict) -> dict:
+    """``config`` with every key it leaves out set to the schema's default (a new dict; the same
+    filling for the workflow, the CLI and the training entry point)."""
+    return _fill(schema(), config)
+
+
+def _fill(node: dict, value):
+    # a section (an object without a default of its own) is filled key by key; anything with a default
+    # (a value, a list, a tuning grid) is taken whole, so a grid given in a config is never widened
+    if not (node.get("type") == "object" and "properties" in node and "default" not in node and isinstance(value, dict)):
+        return copy.deepcopy(value)
+    out = {k: copy.deepcopy(v) for k, v in value.items()}
+    for k, sub in node["properties"].items():
+        if k in value:
+            out[k] = _fill(sub, value[k])
+        elif (d := _defaults(sub)) is not _NO_DEFAULT:
+            out[k] = d
+    return out
 
 
 def _path_of(err) -> str:
@@ -64,11 +109,12 @@ def _read(path: Path) -> dict:
 
 
 def load(path: str | Path, *overlays: str | Path) -> dict:
-    """Read a config file, merge any overlay files on top (later wins) and validate the result."""
+    """Read a config file, merge any overlay files on top (later wins), validate the result and fill
+    the keys it leaves out with the schema's defaults."""
     config = _read(Path(path))
     for overlay in overlays:
         config = merge(config, _read(Path(overlay)))
-    return validate(config)
+    return fill_defaults(validate(config))
 
 
 def digest(obj) -> str:

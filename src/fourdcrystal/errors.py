@@ -8,3 +8,10 @@ class UserError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(problem if not fix else f"{problem} — fix: {fix}")
+
+
+def print_error(err: UserError) -> None:
+    """The one-line message every entry point (CLI, Snakemake scripts, training) prints to stderr."""
+    import sys
+
+    print(f"fourdcrystal: error: {err}", file=sys.stderr)

@@ -89,16 +89,9 @@ class Geometry:
     def n_slices(self) -> int:
         return max(self.exit_plane_slices)
 
-    def wavelength_A(self, energy_eV: float) -> float:
-        return electron_wavelength_A(energy_eV)
-
     def mrad_to_invA(self, angle_mrad: float, energy_eV: float) -> float:
         """Scattering angle (mrad) to spatial frequency (Å⁻¹) at a beam energy."""
         return angle_mrad * 1e-3 / electron_wavelength_A(energy_eV)
-
-    def invA_to_px(self, q_invA):
-        """Spatial frequency (Å⁻¹, relative to the direct beam) to detector pixels from the centre."""
-        return q_invA / self.dk_invA
 
     # --- validation and (de)serialisation ---------------------------------------------------
     def problems(self) -> list[str]:

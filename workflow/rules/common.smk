@@ -6,16 +6,18 @@ from snakemake.utils import validate
 
 # The package holds all logic; make the in-tree copy importable even before `pip install -e .`.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from fourdcrystal import plan  # noqa: E402
-from fourdcrystal.config import validate as validate_fourdcrystal  # noqa: E402
-from fourdcrystal.snakemake_compat import fresh_group_jobs  # noqa: E402
+from fourdcrystal.simulation import plan  # noqa: E402
+from fourdcrystal.config import fill_defaults, validate as validate_fourdcrystal  # noqa: E402
+from fourdcrystal.workflow.snakemake_compat import fresh_group_jobs  # noqa: E402
 
-# ours first: one line naming the key and the fix; then Snakemake's own (fills schema defaults)
+# ours first: one line naming the key and the fix; then the schema's defaults for every key the
+# config files leave out (the same filling as the CLI's); then Snakemake's own check
 validate_fourdcrystal(config)
+config.update(fill_defaults(config))
 validate(config, schema="../schemas/config.schema.yaml")
 
 
-# Snakemake 9 group-components bug workaround (see fourdcrystal.snakemake_compat).
+# Snakemake 9 group-components bug workaround (see fourdcrystal.workflow.snakemake_compat).
 fresh_group_jobs()
 
 RESULTS = "results"
@@ -57,12 +59,8 @@ def all_shards(wildcards=None):
     return expand(SHARD, crystal=selected_crystals(), shard=shard_ids())
 
 
-def all_targets(wildcards=None):
-    targets = [SELECTED, MANIFEST]
-    for name in TARGET_EXTRAS:
-        targets.append(name)
-    return targets
-
-
-# Later stages append their final outputs here (in their own .smk files).
-TARGET_EXTRAS = []
+def get_final_output(wildcards=None):
+    """Everything `snakemake` builds by default: the report (which pulls in evaluation and the scan
+    demo), the dataset figures, the model and the training figures."""
+    return [SELECTED, MANIFEST, f"{FIGURES}/quartets.png", f"{FIGURES}/dataset_summary.png", MODEL,
+            f"{FIGURES}/loss.png", f"{FIGURES}/validation.png", REPORT]

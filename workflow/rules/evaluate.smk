@@ -78,6 +78,3 @@ rule report:
         "../../envs/train.yaml"
     script:
         "../../scripts/report.py"
-
-
-TARGET_EXTRAS.append(REPORT)

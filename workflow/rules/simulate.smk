@@ -27,7 +27,7 @@ rule simulate:
     resources:
         mem_mb=4000,
         runtime=60,
-        # one GPU per job when simulating on GPUs (pinned inside grouped jobs by fourdcrystal.gpu_slots);
+        # one GPU per job when simulating on GPUs (pinned inside grouped jobs by fourdcrystal.simulation.gpu_slots);
         # the SLURM values themselves come from the profile (profiles/nersc set-resources).
         gpu=1 if config["simulation"].get("device", "cpu") == "gpu" else 0,
     conda:
@@ -77,6 +77,3 @@ rule dataset_figures:
         "../../envs/simulate.yaml"
     script:
         "../../scripts/dataset_figures.py"
-
-
-TARGET_EXTRAS.extend([f"{FIGURES}/quartets.png", f"{FIGURES}/dataset_summary.png"])

@@ -1,5 +1,5 @@
 # Training: one `train` job runs torchrun with train.nproc processes (GPUs on a GPU node, gloo
-# processes on CPU) over the dataset manifest.  Loop, loss and checkpointing: src/fourdcrystal/train.py.
+# processes on CPU) over the dataset manifest.  Loop, loss and checkpointing: src/fourdcrystal/learning/train.py.
 import json
 import os
 import sys
@@ -39,11 +39,8 @@ rule train:
         "../../envs/train.yaml"
     shell:
         # checkpoint.pt in the output folder is deliberately not an output: a rerun after a crash
-        # resumes from it (fourdcrystal.train checks that it belongs to the same config and data).
+        # resumes from it (fourdcrystal.learning.train checks that it belongs to the same config and data).
         "OMP_NUM_THREADS=$(( {threads} / {params.nproc} > 0 ? {threads} / {params.nproc} : 1 )) "
         "{params.python:q} -m torch.distributed.run --standalone --nproc_per_node={params.nproc} "
-        "-m fourdcrystal.train --config-json {params.cfg:q} --manifest {input.manifest} "
+        "-m fourdcrystal.learning.train --config-json {params.cfg:q} --manifest {input.manifest} "
         "--dataset-info {input.info} --out {params.out} --figures {params.figures} > {log} 2>&1"
-
-
-TARGET_EXTRAS.extend([MODEL, f"{FIGURES}/loss.png", f"{FIGURES}/validation.png"])

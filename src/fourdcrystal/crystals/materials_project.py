@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..atomic import atomic_path
-from ..errors import UserError
+from fourdcrystal.atomic import atomic_path
+from fourdcrystal.errors import UserError
 
 log = logging.getLogger("fourdcrystal.crystals")
 
@@ -155,7 +155,7 @@ def _entry(doc: dict) -> dict:
 def mp_structures(mp_cfg: dict, cache_dir: str | Path) -> pd.DataFrame:
     from pymatgen.core import Structure
 
-    from .sources import structure_row, to_table
+    from fourdcrystal.crystals.sources import structure_row, to_table
 
     rows = []
     for e in fetch(mp_cfg, cache_dir):

@@ -19,7 +19,6 @@ and determinism, neither changes which prototypes can match:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +27,7 @@ import pandas as pd
 from pymatgen.core import Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 
-from .sources import structure_from_cif
+from fourdcrystal.crystals.sources import structure_from_cif
 
 log = logging.getLogger("fourdcrystal.crystals")
 
@@ -176,13 +175,3 @@ def assign_prototypes(structures: pd.DataFrame, proto_cfg: dict, workers: int = 
              len(df), int((df.prototype_kind == "aflow").sum()), len(unmatched),
              df.loc[unmatched, "prototype"].nunique(), t1 - t0, workers, time.perf_counter() - t0)
     return df.reset_index(drop=True)
-
-
-def run_prototypes(smk) -> None:
-    """Snakemake entry of rule ``prototypes``."""
-    from ..atomic import write_table
-
-    structures = pd.read_parquet(smk.input.structures)
-    workers = max(1, min(int(smk.threads), os.cpu_count() or 1))
-    df = assign_prototypes(structures, smk.config.get("prototypes", {}), workers=workers)
-    write_table(smk.output[0], df)

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from pymatgen.io.cif import CifWriter
 
-from ..atomic import atomic_path, write_table
-from ..errors import UserError
-from .sources import conventional_cell, safe_id, structure_from_cif, unique_ids
+from fourdcrystal.atomic import atomic_path, write_table
+from fourdcrystal.errors import UserError
+from fourdcrystal.crystals.sources import conventional_cell, safe_id, structure_from_cif, unique_ids
 
 log = logging.getLogger("fourdcrystal.crystals")
 
@@ -128,14 +128,3 @@ def write_selection(structures: pd.DataFrame, table: pd.DataFrame, table_path, c
             conv = conventional_cell(structure_from_cif(cif_by_id[sid]))
             (Path(tmp) / f"{cid}.cif").write_text(str(CifWriter(conv)))
     write_table(table_path, table)
-
-
-def run_select(smk) -> None:
-    """Snakemake entry of checkpoint ``select``."""
-    structures = pd.read_parquet(smk.input.structures)
-    prototypes = pd.read_csv(smk.input.prototypes)
-    n = int(smk.config["selection"]["n_crystals"])
-    table = select(structures, prototypes, n, int(smk.config["seed"]))
-    write_selection(structures, table, smk.output.table, smk.output.cifs)
-    log.info("selected %d crystals from %d prototypes (%d structures): %s", len(table),
-             prototypes["prototype"].nunique(), len(prototypes), ", ".join(table["crystal_id"]))

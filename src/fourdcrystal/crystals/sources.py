@@ -16,7 +16,7 @@ from pymatgen.core import Structure
 from pymatgen.io.cif import CifParser, CifWriter
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from ..errors import UserError
+from fourdcrystal.errors import UserError
 
 log = logging.getLogger("fourdcrystal.crystals")
 
@@ -151,23 +151,10 @@ def load_structures(config: dict, mp_cache_dir: str | Path | None = None) -> pd.
     if kind == "cif_dir":
         return cif_dir_structures(src.get("cif_dir", {}).get("path"))
     if kind == "materials_project":
-        from .materials_project import mp_structures
+        from fourdcrystal.crystals.materials_project import mp_structures
 
         return mp_structures(src.get("materials_project", {}), cache_dir=mp_cache_dir or "results/crystals/mp_cache")
     raise UserError(f"unknown source.kind {kind!r}", "use builtin, materials_project or cif_dir")
-
-
-def run_structures(smk) -> None:
-    """Snakemake entry of rule ``structures``."""
-    from ..atomic import write_table
-
-    df = load_structures(smk.config, mp_cache_dir=smk.params.mp_cache)
-    write_table(smk.output[0], df)
-    log.info("wrote %d structures to %s", len(df), smk.output[0])
-
-
-def read_structures(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
 
 
 def structure_from_cif(cif: str) -> Structure:

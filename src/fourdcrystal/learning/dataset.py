@@ -1,6 +1,6 @@
 """Torch Dataset over the dataset manifest: lazy per-pattern reads, deterministic augmentation.
 
-Each item is read from its Zarr store on demand (``fourdcrystal.store.read_pattern``: one inner
+Each item is read from its Zarr store on demand (``fourdcrystal.simulation.store.read_pattern``: one inner
 chunk per array), so memory stays bounded by the batch whatever the dataset size, and DataLoader
 workers each open their own store handles.
 
@@ -10,7 +10,6 @@ processes, with any number of workers, resumed or not, sees exactly the same aug
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,13 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from . import store as qstore
+from fourdcrystal.seeds import stable_hash
+from fourdcrystal.simulation import store as qstore
 
 
 def sample_seed(seed: int, epoch: int, row: int) -> int:
-    """A 64-bit seed for one sample's augmentation (hashlib: stable across processes and runs)."""
-    h = hashlib.sha256(f"augment:{int(seed)}:{int(epoch)}:{int(row)}".encode()).digest()
-    return int.from_bytes(h[:8], "little")
+    """A 64-bit seed for one sample's augmentation (stable across processes and runs)."""
+    return stable_hash(f"augment:{int(seed)}:{int(epoch)}:{int(row)}")
 
 
 class QuartetDataset(Dataset):
@@ -32,7 +31,7 @@ class QuartetDataset(Dataset):
 
     ``manifest``: DataFrame with columns ``store`` (path of quartets.zarr, relative to ``root``) and
     ``index``.  ``augmenter``: an object with ``.apply(cbed, probe, rng) -> cbed`` (e.g.
-    fourdcrystal.augment.Augmenter) or None.  Call ``set_epoch`` before iterating each epoch (the
+    fourdcrystal.learning.augment.Augmenter) or None.  Call ``set_epoch`` before iterating each epoch (the
     DataLoader must not use persistent workers, so that workers pick up the new epoch).
     """
 
@@ -63,14 +62,14 @@ class QuartetDataset(Dataset):
 
 
 def model_input(probe: np.ndarray, cbed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probe, cbed) as ``fourdcrystal predict`` hands them to the network (predict.ModelInput): the
+    """(probe, cbed) as ``fourdcrystal predict`` hands them to the network (model_input.ModelInput): the
     pattern's direct beam found and resampled onto the centre pixel, total scaled to the probe's.
 
     Training on exactly what inference sees: the augmenter's origin shift (descan) is undone by
     the beam finder as it is in predict, so the labels — on the calibrated grid — stay aligned with
     the input up to the beam finder's own error, instead of the network having to learn the shift.
     """
-    from .predict import ModelInput
+    from fourdcrystal.inference.model_input import ModelInput
 
     P = cbed.shape[-1]
     mi = ModelInput(np.asarray(probe, dtype=np.float32), 1.0, P, P // 2)  # P // 2 = Geometry.center_px

@@ -18,7 +18,7 @@ Cartesian; beam along +z of the lab frame) every reciprocal-lattice vector ``g =
 * ``vg_abs``: |V_g| in volts, ``V_g = (h²/(2π m0 e Ω)) Σ_j occ_j f_j(|g|) exp(-2πi g·r_j)`` with the
   electron scattering factors f (Å) of abTEM's parametrization (Lobato by default, the same one the
   multislice potential uses) and the non-relativistic constant h²/(2π m0 e) = 47.878 V Å², so it is
-  directly comparable to the V_g label of :mod:`fourdcrystal.simulate` (static lattice, no
+  directly comparable to the V_g label of :mod:`fourdcrystal.simulation.multislice` (static lattice, no
   Debye-Waller factor).
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
-from .geometry import Geometry, electron_wavelength_A
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry, electron_wavelength_A
 
 # h² / (2π m0 e) in V Å²: converts Σ f_e (Å) / Ω (Å³) to a Fourier coefficient of the potential in volts.
 _H2_OVER_2PI_M0_E_VA2 = 47.87801

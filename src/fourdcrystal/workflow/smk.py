@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 
-from .errors import UserError
+from fourdcrystal.errors import UserError, print_error
 
 log = logging.getLogger("fourdcrystal")
 
@@ -31,6 +31,6 @@ def run_stage(fn, snakemake) -> None:
         fn(snakemake)
     except UserError as err:
         log.error("%s", err)
-        print(f"fourdcrystal: error: {err}", file=sys.stderr)
+        print_error(err)
         sys.exit(2)
     log.info("rule %s: done in %.1f s", snakemake.rule, time.perf_counter() - t0)

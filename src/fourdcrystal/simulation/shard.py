@@ -1,10 +1,10 @@
 """One `simulate` job: simulate a shard of a crystal's orientations and publish its store.
 
-The physics lives in :mod:`fourdcrystal.simulate` (multislice quartets) and
-:mod:`fourdcrystal.kinematic` (kinematic truth); this module only orchestrates: pick the shard's
-orientation rows (:func:`fourdcrystal.plan.shard_rows`), draw each orientation's probe settings
+The physics lives in :mod:`fourdcrystal.simulation.multislice` (multislice quartets) and
+:mod:`fourdcrystal.simulation.kinematic` (kinematic truth); this module only orchestrates: pick the shard's
+orientation rows (:func:`fourdcrystal.simulation.plan.shard_rows`), draw each orientation's probe settings
 from its own RNG, collect the metadata rows of docs/CONTRACTS.md and hand everything to
-:func:`fourdcrystal.store.write_shard`, which publishes the shard directory atomically.
+:func:`fourdcrystal.simulation.store.write_shard`, which publishes the shard directory atomically.
 
 Determinism: the probe settings of orientation o of crystal c depend only on (seed, c, o) through a
 SHA-256-derived seed (never Python's salted ``hash()``), so a rerun after a killed job, or a job
@@ -13,7 +13,6 @@ run with a different shard size, gives bit-identical settings.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import sys
 import time
@@ -22,19 +21,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plan
-from .config import fingerprint
-from .errors import UserError
-from .geometry import Geometry
-from .store import ARRAY_NAMES, write_shard
+from fourdcrystal.seeds import stable_seed
+from fourdcrystal.simulation import plan, supercells
+from fourdcrystal.config import fingerprint
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.simulation.store import ARRAY_NAMES, write_shard
 
 log = logging.getLogger(__name__)
 
 # orientations.csv columns copied into every pattern row (CONTRACTS: patterns.parquet)
-ORIENTATION_COLUMNS = ["orientation_id", "kind", "zone_u", "zone_v", "zone_w", "euler_phi1_deg", "euler_Phi_deg",
-                       "euler_phi2_deg", "inplane_deg", "tilt_mrad", "tilt_azimuth_deg", "tilt_x_mrad",
-                       "tilt_y_mrad", "n_atoms"]
 ROTATION_COLUMNS = [f"r{i}{j}" for i in range(3) for j in range(3)]
+ORIENTATION_COLUMNS = [c for c in supercells.ORIENTATION_COLUMNS if c != "crystal_id" and c not in ROTATION_COLUMNS]
 
 
 # The config sections that determine a shard's content (the crystal itself enters through its CIF and
@@ -44,12 +42,6 @@ SHARD_SECTIONS = ("seed", "geometry", "orientations", "simulation")
 
 def shard_fingerprint(config: dict) -> str:
     return fingerprint(config, sections=SHARD_SECTIONS)
-
-
-def stable_seed(*parts) -> int:
-    """A 63-bit seed from the parts' text, identical in every process and Python version."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def orientation_rng(seed: int, crystal_id: str, orientation_id: int, purpose: str = "probes") -> np.random.Generator:
@@ -117,8 +109,8 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
         # imported only when there is work: an empty shard needs no physics stack
         from pymatgen.core import Structure
 
-        from .kinematic import kinematic_reflections
-        from .simulate import draw_probe_settings, simulate_orientation
+        from fourdcrystal.simulation.kinematic import kinematic_reflections
+        from fourdcrystal.simulation.multislice import draw_probe_settings, simulate_orientation
 
         cif = Path(cifs_dir) / f"{crystal_id}.cif"
         if not cif.exists():
@@ -127,7 +119,7 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
         frames = _read_frames(supercells_extxyz, rows)
         slot = contextlib.nullcontext()
         if device == "gpu":
-            from .gpu_slots import gpu_slot  # lazily: CPU runs never touch GPU locking
+            from fourdcrystal.simulation.gpu_slots import gpu_slot  # lazily: CPU runs never touch GPU locking
 
             slot = gpu_slot()
         with slot:
@@ -192,10 +184,3 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
     totals["write"] = time.perf_counter() - t_write
     log.info("%s shard %d: %d patterns written to %s (write %.2f s)", crystal_id, shard, n, out_dir, totals["write"])
     return {"n_patterns": n, "timings_s": totals}
-
-
-def run(snakemake) -> None:
-    """Snakemake adapter body for rule `simulate` (scripts/simulate.py)."""
-    simulate_shard(dict(snakemake.config), snakemake.wildcards.crystal, snakemake.input.cifs,
-                   snakemake.input.orientations, snakemake.input.supercells, int(snakemake.wildcards.shard),
-                   snakemake.output.shard, selected_csv=snakemake.input.get("selected"))

@@ -2,10 +2,10 @@
 
 Launch::
 
-    torchrun --standalone --nproc_per_node=N -m fourdcrystal.train \
+    torchrun --standalone --nproc_per_node=N -m fourdcrystal.learning.train \
         --config config/config.yaml --manifest results/dataset/manifest.parquet \
         --out results/model --figures results/figures
-    python -m fourdcrystal.train ...          # the same, one process (world size 1)
+    python -m fourdcrystal.learning.train ...          # the same, one process (world size 1)
 
 Each process trains on its DistributedSampler slice of the train split (batch ``train.batch_size``
 per process) and DDP all-reduces (averages) the gradients, so N processes with batch b take the
@@ -58,15 +58,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import store as qstore
-from .atomic import atomic_path, write_table
-from .config import digest
-from .data import QuartetDataset, seed_worker
-from .errors import UserError
-from .geometry import Geometry
-from .model import build_model, model_config_from, save_checkpoint, size_multiple
+from fourdcrystal.simulation import store as qstore
+from fourdcrystal.atomic import atomic_path, write_table
+from fourdcrystal.config import digest, fill_defaults
+from fourdcrystal.learning.dataset import QuartetDataset, seed_worker
+from fourdcrystal.errors import UserError, print_error
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.learning.model import build_model, model_config_from, save_checkpoint, size_multiple
 
-log = logging.getLogger("fourdcrystal.train")
+log = logging.getLogger("fourdcrystal.learning.train")
 
 VG_LOG_KNEE = 1e-2  # V_g loss compression knee, fraction of the pattern's max V_g
 VG_FOREGROUND = 2e-2  # reflection pixels for the balanced V_g loss, fraction of the pattern's max V_g
@@ -75,11 +75,6 @@ LOG_EVERY = 10  # steps between progress log lines
 SCALE_SAMPLES = 32  # training patterns used to measure vg_scale / qz_scale
 CHECKPOINT_NAME = "checkpoint.pt"
 
-TRAIN_DEFAULTS = {
-    "nproc": 1, "backend": "auto", "epochs": 6, "batch_size": 8, "lr": 2e-3, "weight_decay": 1e-4,
-    "warmup_steps": 20, "grad_clip": 1.0, "checkpoint_every": 50, "num_workers": 0, "max_steps": None,
-    "qz_mask_threshold": 0.05, "qz_loss_weight": 1.0, "augment": True,
-}
 # keys that may change between a checkpoint and its resumption without changing the trajectory
 _RESUME_NEUTRAL = {"checkpoint_every", "num_workers", "nproc"}
 
@@ -168,7 +163,7 @@ def label_scales(ds: QuartetDataset, qz_mask_threshold: float) -> tuple[float, f
 def make_augmenter(cfg: dict):
     if not cfg["train"].get("augment", False):
         return None
-    from .augment import Augmenter  # imported only when used
+    from fourdcrystal.learning.augment import Augmenter  # imported only when used
 
     return Augmenter(cfg["augment"])
 
@@ -246,8 +241,8 @@ def train(cfg: dict, manifest_path, out_dir, figures_dir=None, root=".", dataset
     ``stop_after``: end abruptly right after this optimizer step, writing nothing (simulates a
     crash or a preempted job; tests use it to check resumption).
     """
-    tcfg = {**TRAIN_DEFAULTS, **(cfg.get("train") or {})}
-    cfg = {**cfg, "train": tcfg}
+    cfg = fill_defaults(cfg)  # the schema's defaults, as for the workflow
+    tcfg = cfg["train"]
     seed = int(cfg.get("seed", 0))
     root, out = Path(root), Path(out_dir)
     backend = tcfg["backend"]
@@ -434,7 +429,7 @@ def _train(cfg, tcfg, seed, manifest_path, root, out, figures_dir, dataset_info,
     path = save_checkpoint(out / "model.pt", raw, geometry, fingerprint, train_config)
     log.info("wrote %s (%d steps, final val loss %s)", path, step, final.get("val_loss"))
     if figures_dir:
-        from .train_figures import loss_figure, validation_figure
+        from fourdcrystal.learning.figures import loss_figure, validation_figure
 
         loss_figure(out / "metrics_steps.csv", out / "metrics_epochs.csv", Path(figures_dir) / "loss.png")
         validation_figure(raw.cpu().eval(), val_ds if len(val_ds) else train_ds, Path(figures_dir) / "validation.png")
@@ -449,7 +444,7 @@ def load_cfg(args) -> dict:
         except json.JSONDecodeError as exc:
             raise UserError(f"--config-json is not valid JSON ({exc})", "pass json.dumps(config)") from None
     elif args.config:
-        from .config import load
+        from fourdcrystal.config import load
 
         cfg = load(args.config)
     else:
@@ -461,7 +456,7 @@ def load_cfg(args) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fourdcrystal.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fourdcrystal.learning.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="workflow config YAML (sections seed, model, train, augment)")
     p.add_argument("--config-json", help="the same as one JSON string (what the Snakemake rule passes)")
     p.add_argument("--manifest", required=True, help="results/dataset/manifest.parquet")
@@ -482,7 +477,7 @@ def main(argv=None) -> int:
         cfg = load_cfg(args)
         train(cfg, args.manifest, args.out, args.figures, args.root, args.dataset_info, args.stop_after)
     except UserError as err:
-        print(f"fourdcrystal: error: {err}", file=sys.stderr)
+        print_error(err)
         return 2
     return 0
 

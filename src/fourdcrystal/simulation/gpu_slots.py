@@ -18,7 +18,7 @@ Usage in a stage::
     with gpu_slot() as gpu:          # gpu: the device id now in CUDA_VISIBLE_DEVICES, or None
         simulate(..., device="gpu" if gpu is not None else "cpu")
 
-or around any command: ``python -m fourdcrystal.gpu_slots -- python train.py ...``.
+or around any command: ``python -m fourdcrystal.simulation.gpu_slots -- python train.py ...``.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import UserError
+from fourdcrystal.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +160,12 @@ def gpu_slot(env=None, poll_s: float = 0.2, timeout_s: float | None = None):
 
 
 def main(argv=None) -> int:
-    """``python -m fourdcrystal.gpu_slots -- CMD ...``: run CMD pinned to one free GPU."""
+    """``python -m fourdcrystal.simulation.gpu_slots -- CMD ...``: run CMD pinned to one free GPU."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
-        print("usage: python -m fourdcrystal.gpu_slots -- COMMAND [ARGS...]", file=sys.stderr)
+        print("usage: python -m fourdcrystal.simulation.gpu_slots -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with gpu_slot():

@@ -40,10 +40,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import UserError
-from .geometry import Geometry
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
 
-log = logging.getLogger("fourdcrystal.simulate")
+log = logging.getLogger("fourdcrystal.simulation.multislice")
 
 # Width of the q_z integration window in units of qz_sigma_invA: exp(-4²/2) = 3e-4, negligible.
 _QZ_RANGE_SIGMAS = 4.0

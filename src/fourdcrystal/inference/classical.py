@@ -5,25 +5,23 @@ The kernel is the vacuum probe made into an edge-filtering template by py4DSTEM'
 radius, so the template integrates to zero and a flat background correlates to nothing).
 py4DSTEM's defaults target 256-1024 px detectors (minPeakSpacing 60, edgeBoundary 20) and would
 discard almost all reflections of our 128 px grids; the settings come from config
-``evaluate.classical`` and are tuned once on the val split by :func:`tune` (see evaluate.py).
+``evaluate.classical`` and are tuned once on the val split (evaluation.tuning).
 """
 from __future__ import annotations
 
-import itertools
 import os
 
 import numpy as np
 import pandas as pd
 
+from fourdcrystal.config import default
+
 # Single-threaded BLAS for a fair per-core timing against the network (set before numpy's BLAS
 # starts its pool in a fresh process; harmless otherwise).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-DEFAULTS = {
-    "corrPower": 1.0, "sigma": 0.0, "edgeBoundary": 2, "minRelativeIntensity": 0.005,
-    "minAbsoluteIntensity": 0.0, "minPeakSpacing": 6, "subpixel": "multicorr", "upsample_factor": 16,
-    "maxNumPeaks": 100, "kernel_mode": "sigmoid", "kernel_radii": [1.0, 2.0],
-}
+# py4DSTEM settings when a caller gives none: the schema's defaults of config evaluate.classical
+DEFAULTS = default("evaluate.classical")
 _FIND_KEYS = ("corrPower", "sigma", "edgeBoundary", "minRelativeIntensity", "minAbsoluteIntensity",
               "minPeakSpacing", "subpixel", "upsample_factor", "maxNumPeaks")
 
@@ -38,7 +36,7 @@ def make_kernel(probe: np.ndarray, settings: dict | None = None) -> np.ndarray:
     """py4DSTEM correlation kernel (origin at pixel 0, real space) from a vacuum probe image."""
     from py4DSTEM.braggvectors import Probe
 
-    from .predict import probe_center, probe_radius_px
+    from fourdcrystal.inference.model_input import probe_center, probe_radius_px
 
     s = settings_from(settings)
     p = np.asarray(probe, dtype=np.float64)
@@ -69,30 +67,3 @@ def find_disks(patterns: np.ndarray, probe: np.ndarray, settings: dict | None = 
     if not rows:
         return pd.DataFrame(columns=["pattern", "qx_px", "qy_px", "intensity"])
     return pd.concat(rows, ignore_index=True)
-
-
-TUNE_GRID = {
-    "minRelativeIntensity": [0.002, 0.005, 0.01, 0.02, 0.05],
-    "sigma": [0.0, 1.0],
-    "corrPower": [1.0, 0.5],
-}
-
-
-def tune(score_fn, base: dict | None = None, grid: dict | None = None) -> tuple[dict, pd.DataFrame]:
-    """Exhaustive search over ``grid`` (defaults TUNE_GRID) around ``base`` settings.
-
-    ``score_fn(settings) -> dict`` must return at least ``f1`` (computed on validation patterns
-    only); the best F1 wins (ties: the first in grid order).  Returns (best settings, table of
-    every tried combination with its scores) so the procedure can be recorded.
-    """
-    base = settings_from(base)
-    grid = grid or TUNE_GRID
-    keys = list(grid)
-    rows, best, best_f1 = [], None, -1.0
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        s = {**base, **dict(zip(keys, combo))}
-        sc = score_fn(s)
-        rows.append({**dict(zip(keys, combo)), **sc})
-        if sc["f1"] > best_f1:
-            best, best_f1 = s, sc["f1"]
-    return best, pd.DataFrame(rows)

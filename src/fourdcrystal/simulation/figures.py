@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
-from .geometry import Geometry
-from .shard import stable_seed
-from .store import load_manifest, read_pattern
+from fourdcrystal.atomic import atomic_path
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.seeds import stable_seed
+from fourdcrystal.simulation.store import load_manifest, read_pattern
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,3 @@ def make_figures(manifest_path, info_path, quartets_png, summary_png, seed: int 
     quartets_figure(manifest, geometry, quartets_png, seed=seed, root=root)
     summary_figure(manifest, info, summary_png)
     log.info("figures: %s, %s", quartets_png, summary_png)
-
-
-def run(snakemake) -> None:
-    """Snakemake adapter body for rule `dataset_figures` (scripts/dataset_figures.py)."""
-    make_figures(snakemake.input.manifest, snakemake.input.info, snakemake.output.quartets,
-                 snakemake.output.summary, seed=int(snakemake.config["seed"]))

@@ -23,7 +23,6 @@ Frames and conventions (binding; see docs/CONTRACTS.md):
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -32,12 +31,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plan
-from .atomic import atomic_path, write_table
-from .errors import UserError
-from .geometry import Geometry
+from fourdcrystal.seeds import stable_hash
+from fourdcrystal.simulation import plan
+from fourdcrystal.atomic import atomic_path, write_table
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
 
-log = logging.getLogger("fourdcrystal.supercells")
+log = logging.getLogger("fourdcrystal.simulation.supercells")
 
 ORIENTATION_COLUMNS = [
     "orientation_id", "crystal_id", "kind", "zone_u", "zone_v", "zone_w",
@@ -171,14 +171,9 @@ def zone_axis_classes(structure, max_index: int) -> list[tuple[int, int, int]]:
 
 
 # --- orientations -----------------------------------------------------------------------------
-def _crystal_key(crystal_id: str) -> int:
-    """A stable 64-bit integer for a crystal id (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(crystal_id.encode()).digest()[:8], "little")
-
-
 def _rng(seed: int, crystal_id: str, kind: str, base: int) -> np.random.Generator:
     # One stream per base orientation: adding free orientations leaves the zone-axis rows unchanged.
-    return np.random.default_rng(np.random.SeedSequence([int(seed), _crystal_key(crystal_id), _KIND_CODE[kind], base]))
+    return np.random.default_rng(np.random.SeedSequence([int(seed), stable_hash(crystal_id), _KIND_CODE[kind], base]))
 
 
 def make_orientations(structure, crystal_id: str, config: dict) -> pd.DataFrame:
@@ -375,12 +370,3 @@ def build_crystal(structure, crystal_id: str, config: dict, orientations_path, s
     log.info("crystal %s: %d orientations, %d-%d atoms per supercell", crystal_id, len(table),
              table["n_atoms"].min(), table["n_atoms"].max())
     return table
-
-
-def run(snakemake) -> None:
-    """Snakemake entry point of rule ``supercells`` (called through ``smk.run_stage``)."""
-    crystal = snakemake.wildcards.crystal
-    config = {"seed": snakemake.params.seed, "orientations": dict(snakemake.params.orientations),
-              "geometry": dict(snakemake.params.geometry)}
-    structure = read_structure(Path(snakemake.input.cifs) / f"{crystal}.cif")
-    build_crystal(structure, crystal, config, snakemake.output.orientations, snakemake.output.supercells)

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .atomic import write_text
+from fourdcrystal.atomic import write_text
 
 METRIC_COLUMNS = [("n_true", "{:d}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"), ("f1", "{:.3f}"),
                   ("n_true_all", "{:d}"), ("recall_all", "{:.3f}"), ("precision_all", "{:.3f}"), ("rms_px", "{:.2f}"),
@@ -82,11 +82,3 @@ def build_report(out_html, metrics_json, figures: dict[str, str], scan_summary=N
         "</body></html>",
     ]
     write_text(out_html, "\n".join(parts))
-
-
-def run_rule(snakemake) -> None:
-    i = snakemake.input
-    build_report(snakemake.output.html, i.metrics,
-                 {"quartets": i.quartets, "loss": i.loss, "f1_vs_dose": i.f1, "rms_bias": i.rms,
-                  "overlays": i.overlays, "scan_map": i.scan_map},
-                 scan_summary=Path(i.scan_vectors) / "summary.json")

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
-from .errors import UserError
-from .geometry import Geometry
+from fourdcrystal.atomic import atomic_path
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
 
 log = logging.getLogger(__name__)
 

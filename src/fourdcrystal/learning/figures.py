@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
+from fourdcrystal.atomic import atomic_path
 
 
 def _save(fig, path: Path) -> None:

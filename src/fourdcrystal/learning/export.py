@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
-from .errors import UserError
-from .model import load_checkpoint
+from fourdcrystal.atomic import atomic_path
+from fourdcrystal.errors import UserError
+from fourdcrystal.learning.model import load_checkpoint
 
 MAX_MB = 20.0  # the shipped default must stay small enough for the repository
 

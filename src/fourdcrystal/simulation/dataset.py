@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import write_table, write_text
-from .config import fingerprint
-from .errors import UserError
-from .geometry import Geometry
-from .shard import shard_fingerprint, stable_seed
-from .store import PATTERNS_NAME, REFLECTIONS_NAME, SPLITS, STORE_NAME, validate_shard
+from fourdcrystal.atomic import write_table, write_text
+from fourdcrystal.config import fingerprint
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.seeds import stable_seed
+from fourdcrystal.simulation.shard import shard_fingerprint
+from fourdcrystal.simulation.store import PATTERNS_NAME, REFLECTIONS_NAME, SPLITS, STORE_NAME, validate_shard
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,3 @@ def build_dataset(config: dict, shard_dirs, manifest_path, reflections_path, inf
     log.info("dataset: %d patterns in %d stores (%s); %d empty shards", len(manifest), info["n_stores"],
              ", ".join(f"{s} {info['counts'][s]['patterns']}" for s in SPLITS), len(skipped))
     return info
-
-
-def run(snakemake) -> None:
-    """Snakemake adapter body for rule `dataset` (scripts/dataset.py)."""
-    build_dataset(dict(snakemake.config), list(snakemake.input.shards), snakemake.output.manifest,
-                  snakemake.output.reflections, snakemake.output.info)

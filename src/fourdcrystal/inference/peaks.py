@@ -1,4 +1,4 @@
-"""Bragg vectors from predicted V_g / q_z maps, and one-to-one matching against a truth list.
+"""Bragg vectors from predicted V_g / q_z maps (peak extraction on whole batches).
 
 Peak extraction works on whole batches at once (torch, CPU or CUDA): a pixel is a peak when it is
 the maximum of its 3×3 neighbourhood and its V_g exceeds ``threshold`` × the direct beam's V_g of
@@ -12,20 +12,18 @@ network's ringing or noise next to a reflection cannot produce a second vector. 
 comes from a separable 1-D Gaussian three-point fit (a parabola through the log values along each
 axis), and q_z is sampled bilinearly at the refined position.
 
-``tune_threshold`` picks the relative threshold on validation data (max pooled F1, exhaustive grid).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
-PEAK_COLUMNS = ("pattern", "qx_px", "qy_px", "intensity", "qz")
-# Used when neither the caller nor a model file says otherwise (config evaluate.peak_threshold and
-# evaluate.network_min_spacing_px hold the workflow's values).
-DEFAULT_THRESHOLD = 0.02
-DEFAULT_MIN_SPACING_PX = 3.0
-THRESHOLD_GRID = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
+from fourdcrystal.config import default
+
+# Used when neither the caller nor a model file says otherwise: the schema's defaults of config
+# evaluate.peak_threshold and evaluate.network_min_spacing_px (one owner).
+DEFAULT_THRESHOLD = default("evaluate.peak_threshold")
+DEFAULT_MIN_SPACING_PX = default("evaluate.network_min_spacing_px")
 
 
 def _as_tensor(a) -> torch.Tensor:
@@ -148,45 +146,3 @@ def _suppress(b, i, j, val, shape, h: int) -> torch.Tensor:
         alive[rows[done]] = False
         rows = rows[~done]
     return kept
-
-
-def match(pred_xy: np.ndarray, true_xy: np.ndarray, tol_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one matching (Hungarian, minimum total distance) of predicted to true positions.
-
-    Pairs farther apart than ``tol_px`` are never matched. Returns index arrays (pred_idx, true_idx).
-    """
-    pred_xy = np.asarray(pred_xy, dtype=float).reshape(-1, 2)
-    true_xy = np.asarray(true_xy, dtype=float).reshape(-1, 2)
-    if len(pred_xy) == 0 or len(true_xy) == 0:
-        return np.zeros(0, int), np.zeros(0, int)
-    d = np.hypot(pred_xy[:, None, 0] - true_xy[None, :, 0], pred_xy[:, None, 1] - true_xy[None, :, 1])
-    # a cost far above any allowed distance makes out-of-radius pairs the last resort; they are
-    # then dropped, so they never displace a valid pair
-    big = 1e6
-    cost = np.where(d <= tol_px, d, big)
-    r, c = linear_sum_assignment(cost)
-    ok = d[r, c] <= tol_px
-    return r[ok], c[ok]
-
-
-def to_invA(px: np.ndarray, center_px: float, dq_invA: float) -> np.ndarray:
-    """Pixel coordinate -> Å⁻¹ from the direct beam."""
-    return (np.asarray(px) - center_px) * dq_invA
-
-
-def tune_threshold(score_fn, grid=None) -> tuple[float, list[dict]]:
-    """Exhaustive search of the relative V_g threshold (the classical tuning's procedure).
-
-    ``score_fn(threshold) -> dict`` with at least ``f1`` (validation data only). The highest F1
-    wins; ties go to the first value in grid order. Returns (best threshold, one row per value).
-    """
-    grid = list(THRESHOLD_GRID if grid is None else grid)
-    if not grid:
-        raise ValueError("tune_threshold: empty grid")
-    rows, best, best_f1 = [], None, -1.0
-    for t in grid:
-        sc = score_fn(float(t))
-        rows.append({"peak_threshold": float(t), **sc})
-        if sc["f1"] > best_f1:
-            best, best_f1 = float(t), sc["f1"]
-    return best, rows

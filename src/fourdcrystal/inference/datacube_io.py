@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from fourdcrystal.errors import UserError
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".emd", ".py4dstem"}
 
@@ -71,7 +71,7 @@ def _invA_from_units(scale: float, units: str | None, energy_eV: float | None) -
     if u in {"1/nm", "nm^-1", "nm-1"}:
         return float(scale) / 10.0
     if u in {"mrad"} and energy_eV:
-        from .geometry import electron_wavelength_A
+        from fourdcrystal.geometry import electron_wavelength_A
         return float(scale) * 1e-3 / electron_wavelength_A(energy_eV)
     return None
 

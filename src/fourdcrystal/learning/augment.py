@@ -6,7 +6,7 @@ acts on the CBED pattern only: the network's probe input is the vacuum probe, wh
 record once at high dose, and the labels (V_g, q_z) stay on the calibrated detector grid, so the
 network learns to report Bragg vectors despite these artifacts.  The origin shift is then undone the
 way ``predict`` undoes it on real data — direct beam found, pattern resampled onto the centre pixel
-(fourdcrystal.data.model_input) — so training exercises the beam finder on shifted patterns and the
+(fourdcrystal.learning.dataset.model_input) — so training exercises the beam finder on shifted patterns and the
 network learns only what inference leaves to it.
 
 Scale: patterns are stored with the vacuum probe's maximum pixel = 1 (CONTRACTS, "Physics"), and the
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .errors import UserError
+from fourdcrystal.errors import UserError
 
 DEFAULTS = {
     "dose_e_per_pattern": [1.0e4, 1.0e6],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import Geometry
+from fourdcrystal.geometry import Geometry
 
 
 def srtio3():
@@ -23,11 +23,11 @@ def zone_axis_cbed(structure, zone, geometry: Geometry, thickness_A: float = 40.
                    semiangle_mrad: float = 4.0, q_max_invA: float | None = None) -> dict:
     """Noise-free CBED + vacuum probe (probe max = 1) of ``structure`` with ``zone`` along the beam,
     on ``geometry``'s detector (box, gpts, detector_px), at one thickness; plus ``truth``, the
-    kinematic reflections (fourdcrystal.kinematic) of that orientation up to ``q_max_invA`` (default
+    kinematic reflections (fourdcrystal.simulation.kinematic) of that orientation up to ``q_max_invA`` (default
     95 % of the detector's half width)."""
-    from .kinematic import kinematic_reflections
-    from .simulate import ProbeSetting, simulate_orientation
-    from .supercells import align_zone_to_z, build_supercell
+    from fourdcrystal.simulation.kinematic import kinematic_reflections
+    from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation
+    from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell
 
     geo = Geometry(box_A=geometry.box_A, gpts=geometry.gpts, detector_px=geometry.detector_px,
                    thicknesses_A=(float(thickness_A),), slice_thickness_A=geometry.slice_thickness_A)

@@ -39,7 +39,7 @@ sub-pixel information is kept.
 Dynamic range: the direct beam is 10²–10⁴ times brighter than weak reflections, so every input
 channel is compressed with a (signed) log1p relative to ``log_eps`` (default 1e-3 of the probe
 maximum) and mapped to about [-1, 1].  The output heads are scaled by ``vg_scale`` / ``qz_scale``
-(typical label magnitudes measured on the training data by fourdcrystal.train) so that a freshly
+(typical label magnitudes measured on the training data by fourdcrystal.learning.train) so that a freshly
 initialised network starts on the labels' scale; the V_g head works in the same log domain as the
 V_g loss (see ``BraggUNet.forward``).
 """
@@ -52,8 +52,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import UserError
-from .geometry import Geometry
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
 
 FORMAT = "fourdcrystal-model"
 FORMAT_VERSION = 1
@@ -262,7 +262,7 @@ def checkpoint_dict(model: nn.Module, geometry: Geometry | dict, data_fingerprin
 def save_checkpoint(path, model: nn.Module, geometry: Geometry | dict, data_fingerprint: str | None = None,
                     train_config: dict | None = None, **extra) -> Path:
     """Write the model file atomically (a killed writer never leaves a half-written model.pt)."""
-    from .atomic import atomic_path
+    from fourdcrystal.atomic import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -277,7 +277,7 @@ def load_checkpoint(path, map_location="cpu"):
     data_fingerprint, train_config, ...).  Any file that is not ours raises a one-line UserError.
     """
     path = Path(path)
-    fix = "pass a model.pt written by `snakemake results/model/model.pt` (fourdcrystal.train)"
+    fix = "pass a model.pt written by `snakemake results/model/model.pt` (fourdcrystal.learning.train)"
     if not path.is_file():
         raise UserError(f"model file {path} does not exist", fix)
     try:

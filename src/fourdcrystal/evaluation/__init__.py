@@ -1,0 +1,1 @@
+"""Evaluation: kinematic truth, scoring, tuning of both detectors, figures."""

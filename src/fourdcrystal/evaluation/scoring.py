@@ -1,0 +1,127 @@
+"""Scoring of Bragg vectors against a truth list: one-to-one matching, per-pattern counts and pairs,
+pooled metrics (precision, recall, F1, position RMS and radial bias, intensity rank correlation, q_z)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+
+def match(pred_xy: np.ndarray, true_xy: np.ndarray, tol_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching (Hungarian, minimum total distance) of predicted to true positions.
+
+    Pairs farther apart than ``tol_px`` are never matched. Returns index arrays (pred_idx, true_idx).
+    """
+    pred_xy = np.asarray(pred_xy, dtype=float).reshape(-1, 2)
+    true_xy = np.asarray(true_xy, dtype=float).reshape(-1, 2)
+    if len(pred_xy) == 0 or len(true_xy) == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    d = np.hypot(pred_xy[:, None, 0] - true_xy[None, :, 0], pred_xy[:, None, 1] - true_xy[None, :, 1])
+    # a cost far above any allowed distance makes out-of-radius pairs the last resort; they are
+    # then dropped, so they never displace a valid pair
+    big = 1e6
+    cost = np.where(d <= tol_px, d, big)
+    r, c = linear_sum_assignment(cost)
+    ok = d[r, c] <= tol_px
+    return r[ok], c[ok]
+
+
+def rereference_classical(df: pd.DataFrame, center_px: float, radius_px: float) -> pd.DataFrame:
+    """Shift one pattern's classical vectors so its beam disk sits on the centre; drop that disk."""
+    if df.empty:
+        return df
+    d = np.hypot(df["qx_px"] - center_px, df["qy_px"] - center_px)
+    k = int(np.argmin(d.to_numpy()))
+    out = df.copy()
+    if d.iloc[k] <= radius_px:
+        out["qx_px"] -= df["qx_px"].iloc[k] - center_px
+        out["qy_px"] -= df["qy_px"].iloc[k] - center_px
+    keep = np.hypot(out["qx_px"] - center_px, out["qy_px"] - center_px) > radius_px
+    return out[keep]
+
+
+def score_pattern(pred: pd.DataFrame, truth: pd.DataFrame, tol_px: float, center_px: float,
+                  truth_all: pd.DataFrame | None = None):
+    """Matches of one pattern: (counts dict, DataFrame of matched pairs against ``truth``).
+
+    With ``truth_all`` (every kinematic reflection in the detector, a superset of ``truth``) the
+    predictions are matched to it too: ``n_match_all``, ``n_true_all``, and ``n_ignored`` =
+    predictions matched to a real reflection of ``truth_all`` that is not in ``truth`` and not
+    matched to ``truth`` (not visible at this dose: neither a hit nor a false positive).
+    """
+    pxy = pred[["qx_px", "qy_px"]].to_numpy()
+    pi, ti = match(pxy, truth[["qx_px", "qy_px"]].to_numpy(), tol_px)
+    extra = {}
+    if truth_all is not None:
+        ai, at = match(pxy, truth_all[["qx_px", "qy_px"]].to_numpy(), tol_px)
+        vis_keys = set(zip(truth["h"], truth["k"], truth["l"]))
+        hkl = truth_all[["h", "k", "l"]].to_numpy()[at]
+        invisible = np.array([tuple(x) not in vis_keys for x in hkl], dtype=bool)
+        ignored = np.setdiff1d(ai[invisible], pi)
+        extra = {"n_true_all": len(truth_all), "n_match_all": len(ai), "n_ignored": len(ignored)}
+    p, t = pred.iloc[pi], truth.iloc[ti]
+    r_pred = np.hypot(p["qx_px"].to_numpy() - center_px, p["qy_px"].to_numpy() - center_px)
+    r_true = np.hypot(t["qx_px"].to_numpy() - center_px, t["qy_px"].to_numpy() - center_px)
+    pairs = pd.DataFrame({
+        "dx_px": p["qx_px"].to_numpy() - t["qx_px"].to_numpy(), "dy_px": p["qy_px"].to_numpy() - t["qy_px"].to_numpy(),
+        "dr_px": r_pred - r_true, "intensity": p["intensity"].to_numpy(), "vg_abs": t["vg_abs"].to_numpy(),
+        "qz_pred": p["qz"].to_numpy() if "qz" in p else np.nan, "qz_true": t["qz_invA"].to_numpy(),
+    })
+    return {"n_pred": len(pred), "n_true": len(truth), "n_match": len(pi), **extra}, pairs
+
+
+def _prf(n_match: int, n_pred: int, n_true: int) -> dict:
+    prec = n_match / n_pred if n_pred > 0 else float("nan")
+    rec = n_match / n_true if n_true > 0 else float("nan")
+    f1 = 2 * prec * rec / (prec + rec) if n_pred > 0 and n_true > 0 and (prec + rec) > 0 else 0.0
+    return {"precision": prec, "recall": rec, "f1": f1}
+
+
+def aggregate(patterns: pd.DataFrame, pairs: pd.DataFrame, dk_invA: float, qz_sign_min_invA: float) -> dict:
+    n_pred, n_true, n_match = (int(patterns[c].sum()) for c in ("n_pred", "n_true", "n_match"))
+    n_ign = int(patterns["n_ignored"].sum()) if "n_ignored" in patterns else 0
+    out = {"n_patterns": int(len(patterns)), "n_pred": n_pred, "n_true": n_true, "n_match": n_match,
+           **_prf(n_match, n_pred - n_ign, n_true)}
+    if "n_true_all" in patterns:
+        n_all, m_all = int(patterns["n_true_all"].sum()), int(patterns["n_match_all"].sum())
+        a = _prf(m_all, n_pred, n_all)
+        out.update(n_ignored=n_ign, n_true_all=n_all, n_match_all=m_all, precision_all=a["precision"],
+                   recall_all=a["recall"], f1_all=a["f1"])
+    if len(pairs):
+        rms = float(np.sqrt(np.mean(pairs["dx_px"] ** 2 + pairs["dy_px"] ** 2)))
+        bias = float(pairs["dr_px"].mean())
+        out.update(rms_px=rms, rms_invA=rms * dk_invA, radial_bias_px=bias, radial_bias_invA=bias * dk_invA)
+        rhos = []
+        for _, g in pairs.groupby(["pattern_id"]):
+            if len(g) >= 3 and g["intensity"].nunique() > 1 and g["vg_abs"].nunique() > 1:
+                from scipy.stats import spearmanr
+                rhos.append(spearmanr(g["intensity"], g["vg_abs"]).statistic)
+        out["intensity_spearman"] = float(np.nanmean(rhos)) if rhos else float("nan")
+        qz = pairs.dropna(subset=["qz_pred"])
+        if len(qz):
+            out["qz_mae_invA"] = float(np.mean(np.abs(qz["qz_pred"] - qz["qz_true"])))
+            sig = qz[np.abs(qz["qz_true"]) >= qz_sign_min_invA]
+            out["qz_sign_accuracy"] = float(np.mean(np.sign(sig["qz_pred"]) == np.sign(sig["qz_true"]))) if len(sig) else float("nan")
+            out["n_qz_sign"] = int(len(sig))
+    return out
+
+
+def breakdown(patterns, pairs, keys, dk, qmin):
+    rows = []
+    for k, g in patterns.groupby(keys, dropna=False, observed=True):
+        k = k if isinstance(k, tuple) else (k,)
+        sel = pairs.merge(g[["pattern_id", "detector", "dose"]].drop_duplicates(), on=["pattern_id", "detector", "dose"])
+        rows.append({**dict(zip(keys, k)), **aggregate(g, sel, dk, qmin)})
+    return rows
+
+
+def jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x

@@ -1,0 +1,80 @@
+"""The two Bragg-vector detectors behind one call: ``detector(patterns, centres) -> vectors``.
+
+``NetworkDetector``: the U-Net on what it was trained on (``ModelInput``), then V_g peaks
+(``peaks.find_peaks``) mapped from the model grid back to Å⁻¹ and to the input's pixels.
+``ClassicalDetector``: py4DSTEM's template matching (``classical.find_disks``) in the input's own
+pixels, referenced to the same direct beam; no q_z (it has no out-of-plane information).
+Both return one batch of vectors as arrays of equal length: ``pattern`` (index in the batch),
+``qx``, ``qy`` (Å⁻¹ from the direct beam), ``qx_px``, ``qy_px`` (input pixels), ``intensity``, ``qz``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fourdcrystal.inference import classical, peaks
+from fourdcrystal.inference.model_input import ModelInput
+
+# Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
+# 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
+DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether bf16 arithmetic is native (fast) here: CUDA, or a CPU with AVX512-BF16 or AMX.
+
+    Elsewhere bf16 is emulated and usually no faster than fp32, so ``--precision auto`` stays fp32.
+    """
+    if device_type == "cuda":
+        return True
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: assume no native bf16
+        return False
+
+
+class NetworkDetector:
+    """The network on ``ModelInput``'s grid, V_g peaks above ``threshold`` × the direct beam's."""
+
+    def __init__(self, model, geometry, inputs: ModelInput, q_pixel_size_invA: float, *, threshold: float,
+                 min_spacing_px: float, device: str = "cpu", use_bf16: bool = False):
+        if isinstance(model, torch.nn.Module) and device == "cpu":
+            # oneDNN runs convolutions faster in NHWC; activations follow the weights' layout
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.inputs = model, inputs
+        self.center_px, self.dk_invA = geometry.center_px, geometry.dk_invA
+        self.dq_invA = float(q_pixel_size_invA)
+        self.threshold, self.min_spacing_px = threshold, min_spacing_px
+        self.device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+        self.use_bf16 = use_bf16
+
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> dict[str, np.ndarray]:
+        cp, dk = self.center_px, self.dk_invA
+        pr, cb = self.inputs(patterns, centres)
+        with torch.inference_mode(), torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            vg, qz = self.model(pr, cb)
+            pk = peaks.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=self.threshold,
+                                  min_spacing_px=self.min_spacing_px)
+        qx, qy = (pk["qx_px"] - cp) * dk, (pk["qy_px"] - cp) * dk
+        b = pk["pattern"]
+        c = centres.cpu().numpy().astype(np.float64)
+        return {"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
+                "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"]}
+
+
+class ClassicalDetector:
+    """py4DSTEM disk detection with the vacuum probe's kernel (made once)."""
+
+    def __init__(self, probe: np.ndarray, settings: dict | None, q_pixel_size_invA: float):
+        self.probe, self.settings = probe, settings
+        self.kernel = classical.make_kernel(probe, classical.settings_from(settings))
+        self.dq_invA = float(q_pixel_size_invA)
+
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> dict[str, np.ndarray]:
+        df = classical.find_disks(patterns.cpu().numpy(), self.probe, self.settings, kernel=self.kernel)
+        b = df["pattern"].to_numpy(dtype=int)
+        px, py = df["qx_px"].to_numpy(np.float64), df["qy_px"].to_numpy(np.float64)
+        c = centres.cpu().numpy().astype(np.float64)
+        return {"pattern": b, "qx": (px - c[b, 0]) * self.dq_invA, "qy": (py - c[b, 1]) * self.dq_invA,
+                "qx_px": px, "qy_px": py, "intensity": df["intensity"].to_numpy(np.float64),
+                "qz": np.full(len(df), np.nan)}

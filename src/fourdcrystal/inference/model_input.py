@@ -1,0 +1,119 @@
+"""What the network sees: a user's patterns and vacuum probe on the model's detector grid.
+
+One owner for inference, training (learning.dataset) and evaluation: the direct beam of each pattern
+is found by cross-correlation with the vacuum probe (``BeamFinder``), the pattern is resampled
+bilinearly onto the model grid with that beam on the centre pixel (``resample``), and intensities are
+put on the training data's scale (``ModelInput``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fourdcrystal.errors import UserError
+
+
+def probe_center(probe: np.ndarray) -> tuple[float, float]:
+    """Centre of mass of the bright disk (pixels above 10 % of the maximum)."""
+    w = np.clip(probe - 0.1 * probe.max(), 0, None).astype(np.float64)
+    if w.sum() <= 0:
+        raise UserError("the vacuum probe image is empty (no positive pixels)", "pass a vacuum probe image")
+    i, j = np.indices(w.shape)
+    return float((i * w).sum() / w.sum()), float((j * w).sum() / w.sum())
+
+
+def probe_radius_px(probe: np.ndarray) -> float:
+    return float(np.sqrt((probe > 0.5 * probe.max()).sum() / np.pi))
+
+
+def _parabolic(fm, f0, fp):
+    den = fm - 2 * f0 + fp
+    return torch.where(den < 0, 0.5 * (fm - fp) / den.clamp(max=-1e-30), torch.zeros_like(f0)).clamp(-0.5, 0.5)
+
+
+class BeamFinder:
+    """Direct-beam position of each pattern: peak of the cross-correlation with the vacuum probe,
+    searched within ``radius`` px of a guess (the mean pattern's beam), refined by parabolas."""
+
+    def __init__(self, probe: np.ndarray, device: str):
+        self.shape = probe.shape
+        self.c = probe_center(probe)
+        self.kernel = torch.conj(torch.fft.rfft2(torch.from_numpy(probe.astype(np.float32)).to(device)))
+        self.device = device
+
+    def xcorr(self, cbed: torch.Tensor) -> torch.Tensor:
+        # xc[s] = Σ_k cbed[k] probe[k - s]: maximal where the pattern's disk sits at probe shifted by s
+        return torch.fft.irfft2(torch.fft.rfft2(cbed) * self.kernel, s=self.shape)
+
+    def find(self, cbed: torch.Tensor, guess: tuple[float, float] | None, radius: float) -> torch.Tensor:
+        B, Qx, Qy = cbed.shape
+        xc = self.xcorr(cbed)
+        # signed shifts of each correlation pixel
+        sx = torch.fft.fftfreq(Qx, 1.0 / Qx, device=cbed.device)
+        sy = torch.fft.fftfreq(Qy, 1.0 / Qy, device=cbed.device)
+        gx, gy = (0.0, 0.0) if guess is None else (guess[0] - self.c[0], guess[1] - self.c[1])
+        allowed = (sx[:, None] - gx) ** 2 + (sy[None, :] - gy) ** 2 <= radius ** 2
+        xcm = torch.where(allowed[None], xc, torch.full_like(xc, -torch.inf))
+        k = xcm.reshape(B, -1).argmax(dim=1)
+        i, j = k // Qy, k % Qy
+        b = torch.arange(B, device=cbed.device)
+        f0 = xc[b, i, j]
+        di = _parabolic(xc[b, (i - 1) % Qx, j], f0, xc[b, (i + 1) % Qx, j])
+        dj = _parabolic(xc[b, i, (j - 1) % Qy], f0, xc[b, i, (j + 1) % Qy])
+        return torch.stack([self.c[0] + sx[i] + di, self.c[1] + sy[j] + dj], dim=1)
+
+
+def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, center_px: int) -> torch.Tensor:
+    """Bilinear resampling of (B, Qx, Qy) onto a (B, P, P) grid whose pixel ``center_px`` sits on
+    ``centers`` (B, 2) and whose pitch is ``scale`` input pixels."""
+    x = img[:, None].float()
+    c = centers.float()
+    s = float(scale)
+    if s >= 2.0:
+        # average-pool first: plain bilinear sampling of a much coarser grid would alias
+        f = int(s)
+        x = torch.nn.functional.avg_pool2d(x, f, stride=f)
+        c = (c - (f - 1) / 2.0) / f
+        s = s / f
+    B, _, H, W = x.shape
+    r = (torch.arange(P, device=x.device, dtype=torch.float32) - center_px) * s
+    ci = c[:, 0, None] + r[None]  # (B, P) axis-0 source coordinate
+    cj = c[:, 1, None] + r[None]
+    # grid_sample: grid[..., 0] indexes the last axis (W), grid[..., 1] the first (H)
+    gx = (2 * cj / (W - 1) - 1)[:, None, :].expand(B, P, P)
+    gy = (2 * ci / (H - 1) - 1)[:, :, None].expand(B, P, P)
+    grid = torch.stack([gx, gy], dim=-1)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
+
+
+class ModelInput:
+    """What the network sees, from a user's patterns and vacuum probe (one owner for predict and evaluate).
+
+    The probe is resampled onto the model grid (pitch ``scale`` input pixels, its centre of mass on
+    pixel ``center_px``) and scaled to max 1 — the training data's convention. Each CBED is resampled
+    the same way with ITS direct beam (``BeamFinder``) on ``center_px``, then scaled so that its total
+    equals the probe's (removing beam-current drift) on the same max-1 scale.
+    """
+
+    def __init__(self, probe: np.ndarray, scale: float, P: int, center_px: int, device: str = "cpu"):
+        self.finder = BeamFinder(probe, device)
+        self.radius_px = max(3.0, 2.0 * probe_radius_px(probe))  # beam search radius around a guess
+        self.scale, self.P, self.cp = float(scale), int(P), int(center_px)
+        pt = torch.from_numpy(probe[None].astype(np.float32)).to(device)
+        pr = resample(pt, torch.tensor([self.finder.c], device=device), self.scale, self.P, self.cp)
+        self.probe_max, self.probe_sum = pr.max(), pr.sum()
+        self.probe = pr / self.probe_max  # (1, P, P)
+
+    def centres(self, patterns: torch.Tensor, guess: tuple[float, float] | None = None,
+                radius_px: float | None = None) -> torch.Tensor:
+        """Direct-beam position (input pixels) of each pattern, searched within ``radius_px`` (default:
+        twice the probe radius) of ``guess`` (else of the probe's position)."""
+        return self.finder.find(patterns, guess, self.radius_px if radius_px is None else radius_px)
+
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probe, cbed) batches (B, P, P) for ``model(probe, cbed)``."""
+        cb = resample(patterns, centres, self.scale, self.P, self.cp)
+        tot = cb.sum(dim=(1, 2), keepdim=True).clamp_min(1e-30)
+        cb = cb * (self.probe_sum / tot) / self.probe_max
+        return self.probe.expand(len(cb), self.P, self.P), cb
+

@@ -1,0 +1,242 @@
+"""``fourdcrystal predict``: Bragg vectors for every pattern of a 4D-STEM datacube.
+
+Pipeline per batch of scan positions (the cube is streamed, never loaded whole):
+  read patterns -> find the direct beam (cross-correlation with the vacuum probe, per pattern or
+  once from the mean pattern) -> resample bilinearly onto the model's detector grid (pitch dk_invA,
+  beam on the centre pixel) -> network -> V_g peaks (fourdcrystal.inference.peaks) -> back to Å⁻¹ and to the
+  input's pixel coordinates.
+Peak settings: the relative V_g threshold and the non-maximum-suppression spacing come from the
+command line, else from the model file (``meta["peak_settings"]``, if a distributor stamped the
+values tuned by ``evaluate``), else peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX (= the config
+defaults). The workflow's tuned values are in results/evaluation/metrics.json
+(``network_peak_settings``); rule scan_demo uses them.
+Speed (CPU): everything runs on whole batches (beam finding by one batched FFT, resampling by one
+grid_sample, peaks by max_pool2d and sparse gathers); the weights are put in channels_last (oneDNN's
+faster conv layout), the loop runs under torch.inference_mode, and bf16 is used where the CPU has it
+natively (``native_bf16``). benchmarks/RESULTS.md has the split between network and pipeline.
+Intensity scaling (``ModelInput``): the model was trained on probe-max = 1 data with the CBED on the
+probe's scale, so the resampled probe is divided by its maximum and every CBED is scaled to the
+probe's total intensity (which also removes beam-current drift across the scan).
+Outputs (published together by one rename, so a failed run leaves none): bragg_vectors.parquet,
+bragg_vector_map.npy/.png, braggvectors.h5 (py4DSTEM BraggVectors, reopened by py4DSTEM.read).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fourdcrystal.inference import peaks
+from fourdcrystal.atomic import atomic_path
+from fourdcrystal.inference.datacube_io import Cube, open_datacube, open_probe
+from fourdcrystal.errors import UserError
+from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, native_bf16
+from fourdcrystal.inference.model_input import ModelInput
+from fourdcrystal.inference.writers import VectorWriter
+
+log = logging.getLogger("fourdcrystal.inference.predict")
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "pretrained.pt"
+
+
+# --- model -----------------------------------------------------------------------------------
+def resolve_model(path: str | None) -> Path:
+    if path is None:
+        if not DEFAULT_MODEL.is_file():
+            raise UserError(f"no --model given and the pretrained default {DEFAULT_MODEL} is not installed",
+                            "pass --model results/model/model.pt (train one with `snakemake results/model/model.pt`)")
+        return DEFAULT_MODEL
+    return Path(path)
+
+
+def load_model(path: str | None, device: str):
+    from fourdcrystal.learning.model import load_checkpoint
+
+    return load_checkpoint(resolve_model(path), map_location=device)
+
+
+def peak_settings(meta: dict | None, threshold: float | None = None, min_spacing_px: float | None = None) -> dict:
+    """Resolve the peak settings: explicit value > model file meta["peak_settings"] > bragg defaults."""
+    stamped = (meta or {}).get("peak_settings") or {}
+    thr = threshold if threshold is not None else stamped.get("peak_threshold", peaks.DEFAULT_THRESHOLD)
+    sp = min_spacing_px if min_spacing_px is not None else stamped.get("min_spacing_px", peaks.DEFAULT_MIN_SPACING_PX)
+    if not 0 < float(thr) < 1:
+        raise UserError(f"peak threshold {thr} is not in (0, 1)", "pass --threshold as a fraction of the direct beam's V_g, e.g. 0.02")
+    if float(sp) < 0:
+        raise UserError(f"minimum peak spacing {sp} px is negative", "pass --min-spacing >= 0 (pixels of the model grid)")
+    return {"peak_threshold": float(thr), "min_spacing_px": float(sp)}
+
+
+def parse_region(text: str) -> tuple[slice, slice]:
+    """'rx0:rx1,ry0:ry1' -> slices."""
+    try:
+        a, b = text.split(",")
+        sl = []
+        for part in (a, b):
+            lo, hi = part.split(":")
+            sl.append(slice(int(lo), int(hi)))
+        return sl[0], sl[1]
+    except ValueError:
+        raise UserError(f"--probe-from-region '{text}' is not of the form rx0:rx1,ry0:ry1",
+                        "give scan ranges of vacuum positions, e.g. 0:4,0:8") from None
+
+
+
+# --- the prediction loop -------------------------------------------------------------------------
+def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_invA: float, out_dir,
+                 *, batch: int | None = None, device: str = "cpu", center: str = "per-pattern",
+                 threshold: float = peaks.DEFAULT_THRESHOLD, min_spacing_px: float = peaks.DEFAULT_MIN_SPACING_PX,
+                 baseline: str | None = None, classical_settings: dict | None = None, precision: str = "auto",
+                 meta: dict | None = None, progress: bool = True) -> dict:
+    """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
+
+    ``model(probe, cbed) -> (vg, qz)`` on the model grid (``geometry``); any callable with that
+    signature works (tests use an oracle). Returns a summary dict (also written as summary.json).
+    ``threshold`` / ``min_spacing_px``: peaks.find_peaks settings (the direct beam is kept as a vector).
+    ``baseline="classical"``: py4DSTEM's disk detection instead of the network (same outputs, no q_z).
+    ``precision``: "fp32", "bf16" (autocast; the model keeps its FFTs and output head in fp32) or
+    "auto" (bf16 where it is native — CUDA, CPUs with AVX512-BF16/AMX — else fp32). On the pretrained
+    model's test crystals bf16 scores the same F1 as fp32 to two decimals and RMS within 0.01 px
+    (docs/pretrained/metrics_bf16.json), and runs 1.3× faster end to end on a 2-core AVX512-BF16 CPU.
+    """
+    _check_inputs(cube, probe, q_pixel_size_invA, precision)
+    dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(dev_type))
+    dq = float(q_pixel_size_invA)
+    inputs = ModelInput(probe, geometry.dk_invA / dq, geometry.detector_px, geometry.center_px, device)
+    guess = mean_beam(cube, inputs, device)
+    if baseline == "classical":
+        detector = ClassicalDetector(probe, classical_settings, dq)
+    else:
+        detector = NetworkDetector(model, geometry, inputs, dq, threshold=threshold, min_spacing_px=min_spacing_px,
+                                   device=device, use_bf16=use_bf16)
+    run = {"center": center, "mean_beam_px": [guess[0], guess[1]], "device": device,
+           "precision": "bf16" if use_bf16 else "fp32", "threshold": threshold, "min_spacing_px": min_spacing_px,
+           "detector": baseline or "network"}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        summary = _stream(cube, detector, inputs, guess, tmp, dq, int(batch or DEFAULT_BATCH[dev_type]), device,
+                          center, progress)
+        summary.update(q_pixel_size_invA=dq, model_dk_invA=geometry.dk_invA, model_detector_px=geometry.detector_px,
+                       **run, input=cube.path, **(meta or {}))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _check_inputs(cube: Cube, probe: np.ndarray, q_pixel_size_invA: float, precision: str) -> None:
+    if probe.shape != tuple(cube.shape[2:]):
+        raise UserError(f"probe shape {probe.shape} differs from the pattern shape {tuple(cube.shape[2:])}",
+                        "pass a vacuum probe recorded on the same detector (same binning / crop)")
+    if not (q_pixel_size_invA and q_pixel_size_invA > 0):
+        raise UserError("reciprocal pixel size must be > 0", "pass --q-pixel-size in 1/Å per pixel")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"precision '{precision}' is not auto, fp32 or bf16", "pass --precision auto")
+
+
+def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float]:
+    """The mean pattern's direct beam (input px), searched over the whole detector; a strided sample of
+    at most 256 patterns keeps this O(batch) in memory and time. The guess for every pattern's beam."""
+    Rx, Ry, Qx, Qy = cube.shape
+    n = Rx * Ry
+    sample_idx = np.unique(np.linspace(0, n - 1, min(n, 256)).astype(int))
+    mean_dp = np.mean([cube.read(int(k), int(k) + 1)[0] for k in sample_idx], axis=0)
+    c = inputs.centres(torch.from_numpy(mean_dp[None]).to(device), None, max(Qx, Qy))[0].cpu().numpy()
+    return float(c[0]), float(c[1])
+
+
+def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: float, batch: int, device: str,
+            center: str, progress: bool) -> dict:
+    """Batches of patterns -> direct beams -> ``detector`` -> ``VectorWriter`` in ``out``."""
+    from tqdm import tqdm
+
+    Rx, Ry, Qx, Qy = cube.shape
+    n = Rx * Ry
+    origin = np.zeros((2, Rx, Ry))
+    writer = VectorWriter(out, (Rx, Ry), (Qx, Qy), dq)
+    t0 = time.perf_counter()
+    try:
+        for s in tqdm(range(0, n, batch), disable=not progress, desc="predict", unit="batch"):
+            e = min(n, s + batch)
+            x = torch.from_numpy(cube.read(s, e)).to(device)
+            cen = torch.tensor([guess] * len(x), device=device) if center == "mean" else inputs.centres(x, guess)
+            rx, ry = np.divmod(np.arange(s, e), Ry)
+            origin[:, rx, ry] = cen.cpu().numpy().astype(np.float64).T
+            writer.write(rx, ry, detector(x, cen))
+    finally:
+        writer.close()
+    elapsed = time.perf_counter() - t0
+    writer.finish(origin)
+    return {"n_patterns": n, "n_vectors": writer.n_vectors, "seconds": elapsed,
+            "patterns_per_s": n / max(elapsed, 1e-9)}
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="4-D datacube (Rx, Ry, Qx, Qy): .npy, .zarr, .h5/.emd (py4DSTEM), .blo, .mib, .dm4 ...")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--probe", help="vacuum probe image (same formats; a stack is averaged)")
+    g.add_argument("--probe-from-region", metavar="RX0:RX1,RY0:RY1",
+                   help="average the patterns of these vacuum scan positions as the probe")
+    p.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    p.add_argument("--model", default=None, help=f"model checkpoint (default: {DEFAULT_MODEL})")
+    p.add_argument("--q-pixel-size", type=float, default=None, help="reciprocal pixel size (1/Å per pixel)")
+    p.add_argument("--energy", type=float, default=None, help="beam energy (eV); needed for mrad calibrations")
+    p.add_argument("--dataset", default=None, help="array inside an HDF5/Zarr file")
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"patterns per network call (default {DEFAULT_BATCH['cpu']} on CPU, {DEFAULT_BATCH['cuda']} on CUDA)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--center", default="per-pattern", choices=["per-pattern", "mean"],
+                   help="find the direct beam in every pattern, or once in the mean pattern")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="V_g peaks above this fraction of the direct beam (default: the model file's tuned value "
+                        f"if stamped, else {peaks.DEFAULT_THRESHOLD}; the workflow's tuned value is "
+                        "network_peak_settings in results/evaluation/metrics.json)")
+    p.add_argument("--min-spacing", type=float, default=None,
+                   help="non-maximum suppression: no two vectors within this many model-grid px "
+                        f"(default: model file's value, else {peaks.DEFAULT_MIN_SPACING_PX})")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="network arithmetic: auto = bf16 where native (CUDA, CPUs with AVX512-BF16/AMX), else fp32")
+    p.add_argument("--baseline", choices=["classical"], default=None, help="run py4DSTEM disk detection (vacuum-probe kernel, multicorr) instead of the network; same outputs, qz empty")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch is not None and args.batch < 1:
+        raise UserError(f"--batch {args.batch} must be >= 1", "pass a positive batch size")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is visible", "use --device cpu")
+    cube = open_datacube(args.data, args.dataset)
+    if args.probe is not None:
+        probe, pcube = open_probe(args.probe)
+        pcube.close()
+    else:
+        sx, sy = parse_region(args.probe_from_region)
+        block = np.asarray(cube.array[sx, sy], dtype=np.float64)
+        if block.size == 0:
+            raise UserError(f"--probe-from-region {args.probe_from_region} selects no scan positions",
+                            f"choose ranges inside the scan {cube.shape[:2]}")
+        probe = block.reshape((-1,) + block.shape[-2:]).mean(axis=0).astype(np.float32)
+    q = args.q_pixel_size or cube.q_pixel_size_invA
+    if q is None:
+        raise UserError(f"{args.data} carries no reciprocal-space calibration",
+                        "pass --q-pixel-size (1/Å per pixel; with an mrad calibration also --energy)")
+    model, geometry, meta = load_model(args.model, args.device)
+    energy = args.energy or cube.energy_eV
+    if energy and geometry.energies_eV and not (0.5 * min(geometry.energies_eV) <= energy <= 2 * max(geometry.energies_eV)):
+        log.warning("beam energy %.0f eV is far from the training energies %s", energy, geometry.energies_eV)
+    ps = peak_settings(meta, args.threshold, args.min_spacing)
+    summary = predict_cube(cube, probe, model, geometry, float(q), args.out, batch=args.batch, device=args.device,
+                           center=args.center, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
+                           baseline=args.baseline, precision=args.precision,
+                           classical_settings=meta.get("classical_settings"),
+                           meta={"model": str(resolve_model(args.model)), "energy_eV": energy},
+                           progress=not args.quiet)
+    cube.close()
+    print(f"{summary['n_vectors']} Bragg vectors from {summary['n_patterns']} patterns "
+          f"({summary['patterns_per_s']:.1f} patterns/s) -> {args.out}")
+    return 0

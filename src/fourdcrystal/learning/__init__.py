@@ -1,0 +1,1 @@
+"""Learning stage: the FFT cross-correlation U-Net, the quartet dataset, detector augmentation, training."""

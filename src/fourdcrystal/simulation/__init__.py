@@ -1,0 +1,1 @@
+"""Simulation stage: oriented supercells, abTEM multislice quartets, kinematic truth, Zarr shards, the dataset manifest."""

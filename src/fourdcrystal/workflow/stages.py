@@ -1,0 +1,97 @@
+"""The Snakemake side of every stage: each function takes the ``snakemake`` object of one job and
+calls the library with plain values (scripts/<rule>.py run it through ``smk.run_stage``)."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("fourdcrystal.stages")
+
+
+def structures(smk) -> None:
+    from fourdcrystal.atomic import write_table
+    from fourdcrystal.crystals.sources import load_structures
+
+    df = load_structures(smk.config, mp_cache_dir=smk.params.mp_cache)
+    write_table(smk.output[0], df)
+    log.info("wrote %d structures to %s", len(df), smk.output[0])
+
+
+def prototypes(smk) -> None:
+    import pandas as pd
+
+    from fourdcrystal.atomic import write_table
+    from fourdcrystal.crystals.prototypes import assign_prototypes
+
+    workers = max(1, min(int(smk.threads), os.cpu_count() or 1))
+    df = assign_prototypes(pd.read_parquet(smk.input.structures), smk.config.get("prototypes", {}), workers=workers)
+    write_table(smk.output[0], df)
+
+
+def select(smk) -> None:
+    import pandas as pd
+
+    from fourdcrystal.crystals.selection import select as select_crystals, write_selection
+
+    structures = pd.read_parquet(smk.input.structures)
+    prototypes = pd.read_csv(smk.input.prototypes)
+    table = select_crystals(structures, prototypes, int(smk.config["selection"]["n_crystals"]), int(smk.config["seed"]))
+    write_selection(structures, table, smk.output.table, smk.output.cifs)
+    log.info("selected %d crystals from %d prototypes (%d structures): %s", len(table),
+             prototypes["prototype"].nunique(), len(prototypes), ", ".join(table["crystal_id"]))
+
+
+def supercells(smk) -> None:
+    from fourdcrystal.simulation.supercells import build_crystal, read_structure
+
+    crystal = smk.wildcards.crystal
+    config = {"seed": smk.params.seed, "orientations": dict(smk.params.orientations),
+              "geometry": dict(smk.params.geometry)}
+    structure = read_structure(Path(smk.input.cifs) / f"{crystal}.cif")
+    build_crystal(structure, crystal, config, smk.output.orientations, smk.output.supercells)
+
+
+def simulate(smk) -> None:
+    from fourdcrystal.simulation.shard import simulate_shard
+
+    simulate_shard(dict(smk.config), smk.wildcards.crystal, smk.input.cifs, smk.input.orientations,
+                   smk.input.supercells, int(smk.wildcards.shard), smk.output.shard,
+                   selected_csv=smk.input.get("selected"))
+
+
+def dataset(smk) -> None:
+    from fourdcrystal.simulation.dataset import build_dataset
+
+    build_dataset(dict(smk.config), list(smk.input.shards), smk.output.manifest, smk.output.reflections,
+                  smk.output.info)
+
+
+def dataset_figures(smk) -> None:
+    from fourdcrystal.simulation.figures import make_figures
+
+    make_figures(smk.input.manifest, smk.input.info, smk.output.quartets, smk.output.summary,
+                 seed=int(smk.config["seed"]))
+
+
+def evaluate(smk) -> None:
+    from fourdcrystal.evaluation.evaluate import run_evaluation
+
+    run_evaluation(dict(smk.config), smk.input.manifest, smk.input.reflections, Path(smk.output.metrics).parent,
+                   model_path=smk.input.get("model"))
+
+
+def report(smk) -> None:
+    from fourdcrystal.workflow.report import build_report
+
+    i = smk.input
+    build_report(smk.output.html, i.metrics,
+                 {"quartets": i.quartets, "loss": i.loss, "f1_vs_dose": i.f1, "rms_bias": i.rms,
+                  "overlays": i.overlays, "scan_map": i.scan_map},
+                 scan_summary=Path(i.scan_vectors) / "summary.json")
+
+
+def scan_demo(smk) -> None:
+    from fourdcrystal.workflow.scan_demo import run_scan_demo
+
+    run_scan_demo(smk)
