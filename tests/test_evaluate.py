@@ -52,10 +52,10 @@ def make_shard(path, crystal, theta, n=3):
                 arrays["vg"][i] += v * _gauss(P, (x, y))
                 refl.append({"index": i, "h": h, "k": k, "l": 0, "qx_invA": (x - cp) * GEO.dk_invA,
                              "qy_invA": (y - cp) * GEO.dk_invA, "qz_invA": qz, "qx_px": x, "qy_px": y,
-                             "vg_abs": v, "excitation_error_invA": 0.0})
+                             "vg_abs": v, "excitation_error_invA": 0.0, "laue_zone": 0, "shown": True})
                 arrays["qz"][i] += qz * (_gauss(P, (x, y), 1.2) > 0.3)
         pats.append({"crystal_id": crystal, "orientation_id": i, "prototype": f"proto-{crystal}", "thickness_A": GEO.thicknesses_A[i % 2],
-                     "tilt_x_mrad": 10.0 * i, "tilt_y_mrad": 0.0})
+                     "tilt_x_mrad": 10.0 * i, "tilt_y_mrad": 0.0, "energy_eV": 200e3, "semiangle_mrad": 3.0})
     write_shard(path, arrays, pd.DataFrame(pats), pd.DataFrame(refl), GEO)
     return pd.DataFrame(pats), pd.DataFrame(refl)
 
@@ -72,7 +72,8 @@ def dataset(tmp_path, default_config):
     pd.concat(refl).to_parquet(tmp_path / "reflections.parquet")
     cfg = default_config
     cfg["geometry"].update(box_A=16.0, gpts=128, detector_px=64, thicknesses_A=[10.0, 20.0])
-    cfg["evaluate"].update(doses_e_per_pattern=[1e3, 1e6], max_patterns=10)
+    cfg["evaluate"].update(doses_e_per_pattern=[1e3, 1e6], max_patterns=10, negatives_per_kind=2,
+                           amorphous_film_thickness_A=40.0)
     cfg["evaluate"]["tune_classical"] = {"enabled": True, "max_patterns": 3,
                                          "grid": {"minRelativeIntensity": [0.01, 0.05], "sigma": [0.0]}}
     cfg["evaluate"]["tune_network"] = {"enabled": True, "max_patterns": 3, "grid": {"peak_threshold": [0.02, 0.1, 0.5]}}
@@ -91,21 +92,21 @@ def test_evaluate_oracle_classical_network(dataset):
                                 model_path=mp, root=root)
     assert json.loads((out / "metrics.json").read_text())["n_patterns"] == 6
     rows = {(r["detector"], r["dose"]): r for r in m["by_dose"]}
-    # the oracle sees the true V_g: at high dose every reflection is visible and found exactly
+    # the oracle sees the true V_g (the truth rendered): every reflection found exactly, at 1 px
     o = rows[("oracle", 1e6)]
-    assert o["f1"] == pytest.approx(1.0) and o["rms_px"] < 0.05 and o["recall_all"] == pytest.approx(1.0)
+    assert o["f1"] == pytest.approx(1.0) and o["f1_2px"] == pytest.approx(1.0) and o["rms_px"] < 0.05
     assert o["qz_sign_accuracy"] == pytest.approx(1.0) and o["qz_mae_invA"] < 0.005
-    # at 1e3 electrons the weak disks hold too few electrons: fewer visible, same kinematic set;
-    # the oracle still finds them, and those are ignored (not false positives) in the precision
-    vis = {v["dose"]: v for v in m["visibility"]}
-    assert vis[1e3]["n_visible"] < vis[1e6]["n_visible"] == vis[1e6]["n_kinematic_in_detector"]
+    # the truth does not depend on the dose: the same reflections count at 1e3 electrons
     lo_o = rows[("oracle", 1e3)]
-    assert lo_o["n_true"] == vis[1e3]["n_visible"] and lo_o["n_true_all"] == o["n_true_all"]
-    assert lo_o["n_ignored"] > 0 and lo_o["precision"] == pytest.approx(1.0) and lo_o["recall_all"] == pytest.approx(1.0)
+    assert lo_o["n_true"] == o["n_true"] and lo_o["f1"] == pytest.approx(1.0)
     # py4DSTEM at high dose finds the disks; at 1e3 electrons it finds fewer
     hi, lo = rows[("classical", 1e6)], rows[("classical", 1e3)]
-    assert hi["recall"] > 0.8 and hi["rms_px"] < 0.5
-    assert lo["f1"] < hi["f1"]
+    assert hi["recall_2px"] > 0.8 and hi["rms_px"] < 0.5
+    assert lo["f1_2px"] < hi["f1_2px"]
+    # negatives: every kind at every dose for both detectors, counted per pattern
+    neg = {(r["detector"], r["kind"], r["dose"]): r for r in m["negatives"]}
+    assert len(neg) == 2 * 3 * 2 and all(r["n_patterns"] == 2 for r in m["negatives"])
+    assert all(0 <= r["false_vectors_per_pattern"] <= r["max_false_vectors"] for r in m["negatives"])
     assert ("network", 1e6) in rows  # untrained network: only that it ran and was scored
     assert m["classical_tuning"]["split"] == "val" and len(pd.read_csv(out / "classical_tuning.csv")) == 2
     nt = m["network_tuning"]
@@ -142,51 +143,28 @@ def test_evaluate_oracle_classical_network(dataset):
 
 
 def test_aggregate_known_errors():
-    pats = pd.DataFrame({"n_pred": [4, 2], "n_true": [5, 2], "n_match": [3, 2], "pattern_id": [0, 1]})
+    pats = pd.DataFrame({"n_pred": [4, 2], "n_true": [5, 2], "n_match_1px": [2, 1], "n_match_2px": [3, 2],
+                         "pattern_id": [0, 1]})
     pairs = pd.DataFrame({"pattern_id": [0, 0, 0, 1, 1], "dx_px": [0.3, 0.0, -0.3, 0.4, 0.0],
                           "dy_px": [0.4, 0.5, 0.4, 0.3, 0.5], "dr_px": [0.5, 0.5, 0.5, 0.5, 0.5],
                           "intensity": [3, 2, 1, 1, 2], "vg_abs": [0.3, 0.2, 0.1, 0.5, 0.4],
                           "qz_pred": [0.1, -0.1, 0.0, 0.05, 0.05], "qz_true": [0.1, 0.1, 0.0, 0.05, -0.05]})
     a = scoring.aggregate(pats, pairs, dk_invA=0.1, qz_sign_min_invA=0.02)
-    assert a["precision"] == pytest.approx(5 / 6) and a["recall"] == pytest.approx(5 / 7)
+    assert a["precision_2px"] == pytest.approx(5 / 6) and a["recall_2px"] == pytest.approx(5 / 7)
+    assert a["precision"] == a["precision_1px"] == pytest.approx(3 / 6) and a["recall"] == pytest.approx(3 / 7)
+    assert a["f1"] == pytest.approx(2 * (1 / 2) * (3 / 7) / (1 / 2 + 3 / 7))
     assert a["rms_px"] == pytest.approx(0.5) and a["radial_bias_invA"] == pytest.approx(0.05)
     assert a["intensity_spearman"] == pytest.approx(1.0)  # pattern 1 has < 3 pairs: not counted
     assert a["qz_sign_accuracy"] == pytest.approx(2 / 4) and a["qz_mae_invA"] == pytest.approx(0.06)
 
 
-def _binary_disk(P, c, r=3.0):
-    i, j = np.indices((P, P))
-    return (np.hypot(i - c[0], j - c[1]) <= r).astype(np.float64)
-
-
-def test_visibility_counts_electrons_and_snr():
-    """One reflection disk of known content: 1e-3 of the probe's intensity, i.e. dose × 1e-3 electrons."""
-    from fourdcrystal.learning.augment import AugmentParams
-
-    P = 48
-    probe = _binary_disk(P, (24, 24))
-    spot = (10.0, 34.0)
-    cbed = probe + 1e-3 * _binary_disk(P, spot)
-    rows = pd.DataFrame([{"h": 1, "k": 0, "l": 0, "qx_px": spot[0], "qy_px": spot[1], "vg_abs": 1.0, "qz_invA": 0.0}])
-    truth = eval_truth.kinematic_truth(rows, P, 0.05)
-
-    def vis(c, dose, params=None):
-        return eval_truth.visible_truth(truth, c, probe, dose, params, min_electrons=10, min_snr=3)
-
-    t = vis(cbed, 2e4)
-    assert len(t) == 1 and t["signal_e"].iloc[0] == pytest.approx(20.0) and t["background_e"].iloc[0] == 0
-    assert len(vis(cbed, 5e3)) == 0  # 5 electrons: below the 10-electron floor
-    # a flat background of 1 % of the probe maximum: 20 signal electrons on ~200 background ones
-    # (SNR 1.3) are not visible; ten times the dose (SNR 4.3) are
-    assert len(vis(cbed + 0.01, 2e4)) == 0
-    t = vis(cbed + 0.01, 2e5)
-    assert len(t) == 1 and t["signal_e"].iloc[0] == pytest.approx(200.0) and t["snr"].iloc[0] == pytest.approx(200 / np.sqrt(2200))
-    # the background of an augmentation draw is accounted for the same way
-    t = vis(cbed, 2e5, AugmentParams(dose_e=2e5, background_const=0.01))
-    assert t["snr"].iloc[0] == pytest.approx(200 / np.sqrt(2200))
-    # the |V_g| floor still applies
-    weak = pd.concat([rows, rows.assign(h=2, qx_px=38.0, qy_px=10.0, vg_abs=0.01)])
-    kt = eval_truth.kinematic_truth(weak, P, 0.05)
-    assert kt["above_floor"].tolist() == [True, False]
-    assert len(eval_truth.visible_truth(kt, cbed + 1e-3 * _binary_disk(P, (38, 10)), probe, 1e6, min_electrons=10,
-                                      min_snr=3)) == 1
+def test_truth_is_the_shown_reflections_and_negatives_show_none():
+    rows = pd.DataFrame({"h": [1, 2, 3], "qx_px": [1.0, 2.0, 3.0], "shown": [True, False, True]})
+    assert eval_truth.shown_truth(rows)["h"].tolist() == [1, 3]
+    assert eval_truth.shown_truth(rows.drop(columns="shown")).empty  # a store without the column: no truth
+    probe, film = np.ones((4, 4)), np.full((4, 4), 0.5)
+    assert np.array_equal(eval_truth.negative_cbed("vacuum", probe, film), probe)
+    assert np.array_equal(eval_truth.negative_cbed("amorphous_film", probe, film), film)
+    assert not eval_truth.negative_cbed("noise_only", probe, film).any()
+    with pytest.raises(ValueError):
+        eval_truth.negative_cbed("crystal", probe, film)

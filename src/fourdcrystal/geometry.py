@@ -76,6 +76,11 @@ class Geometry:
         return (self.detector_px // 2 - 1) * self.dk_invA
 
     @property
+    def k_max_corner_invA(self) -> float:
+        """Largest |k| the detector records anywhere, in its corners (Å⁻¹)."""
+        return math.sqrt(2.0) * self.center_px * self.dk_invA
+
+    @property
     def k_max_antialias_invA(self) -> float:
         """Band limit of the multislice grid after 2/3 antialiasing (Å⁻¹)."""
         return (2.0 / 3.0) / (2.0 * self.sampling_A)

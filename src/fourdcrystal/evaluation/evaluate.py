@@ -5,36 +5,30 @@ Procedure (rule ``evaluate``):
 2. For every dose in ``evaluate.doses_e_per_pattern`` the stored noise-free CBED is augmented
    (fourdcrystal.learning.augment, that dose, an RNG seeded by (seed, dose index, pattern)); the network and
    the classical detector see exactly the same augmented pattern.
-3. Truth positions are the kinematic (crystallographic) ones. Two truth sets per pattern:
-   - "all": every kinematic reflection except (000) inside the detector (1 px margin);
-   - "visible at dose D" (the primary one): of those, |V_g| ≥ ``min_vg_visible`` × the strongest
-     AND the disk holds electrons that stand out (:func:`disk_counts`): with s = D / Σ probe
-     electrons per intensity unit (the Augmenter's dose definition), E = noise-free CBED + the
-     expected detector background of that very augmentation draw, the disk = pixels within the
-     probe radius of the kinematic position and the local level b = 20th percentile of E in the
-     annulus (r + 1, 2r + 1] (the valley between disks: diffuse background and overlapping
-     neighbours, which a detector cannot attribute to this reflection),
-       signal_e = s · Σ_disk (E − b),  total_e = s · Σ_disk E,  SNR = signal_e / √total_e
-     (Poisson noise of everything counted in the disk); visible ⇔ signal_e ≥
-     ``visible_min_electrons`` and SNR ≥ ``visible_min_snr``.
+3. Truth is crystallography: the kinematic reflections the pattern shows (column ``shown`` of the
+   shard's reflections, decided by fourdcrystal.simulation.labels: for zone-axis patterns the
+   zero-order Laue zone inside the first-order Laue-zone ring, otherwise the reflections the Ewald
+   sphere excites; whole disk on the detector; |V_g| ≥ ``simulation.label_min_vg_fraction`` × V_0).
+   The same truth at every dose: what a detector misses at low dose counts against it.
 4. Predictions (direct beam removed: anything within ``match_tol_px`` of it) are matched one-to-one
-   (Hungarian) within ``match_tol_px`` to each truth set. The classical vectors are first
+   (Hungarian) to the truth within 1 px and within ``match_tol_px`` (2 px). The classical vectors are first
    re-referenced to the disk it finds at the beam (what a py4DSTEM user does with origin
    calibration); the network sees each pattern as ``fourdcrystal predict`` prepares it
    (model_input.ModelInput: its direct beam found and resampled onto the centre pixel, total intensity
    scaled to the probe's), so both detectors get the same origin correction.
-5. Metrics: precision, recall, F1 (pooled counts) against the visible truth — a prediction that
-   matches no visible reflection but does match a real, not-visible one is neither true nor false
-   (``n_ignored``, left out of the precision) — and ``precision_all``, ``recall_all``, ``f1_all``
-   against all kinematic reflections in the detector; position RMS and radial bias (px and Å⁻¹),
-   Spearman of predicted intensity vs |V_g| (mean over patterns with ≥ 3 matches), q_z MAE and sign
-   accuracy (pairs with |q_z true| ≥ ``qz_sign_min_invA``) — per detector and dose, and broken down by
-   thickness, tilt and prototype.
-The oracle row runs the same peak extraction on the TRUE V_g / q_z maps (no noise, so the same
-vectors at every dose, scored against each dose's visible truth): an upper bound for any network
-with this post-processing, not a result.
+5. Metrics: precision, recall, F1 at 1 px (no suffix) and 2 px (pooled counts); over the pairs matched
+   within 2 px, position RMS and radial bias (px and Å⁻¹), Spearman of predicted intensity vs |V_g|
+   (mean over patterns with ≥ 3 matches), q_z MAE and sign accuracy (pairs with |q_z true| ≥
+   ``qz_sign_min_invA``) — per detector and dose, and broken down by thickness, tilt and prototype.
+6. Negatives (``evaluate.negatives_per_kind`` draws per kind and dose, same augmentation): the vacuum
+   probe alone, an amorphous carbon film (simulated with the workflow's multislice), and detector noise
+   without a beam. Their truth is "no vectors but the beam": ``false_vectors_per_pattern`` per detector,
+   kind and dose.
+The oracle row runs the same peak extraction on the TRUE V_g / q_z maps (the rendered truth; no
+noise, so the same vectors at every dose): it proves the label holds the truth (F1 at 1 px must be
+≈ 1) and bounds any network with this post-processing; it is not a result.
 Tuning, once per run on the val split at the middle dose, by the same rule for both detectors
-(exhaustive grid, max pooled F1 against the visible truth, ties to the first grid value): the
+(exhaustive grid, max pooled F1 at 1 px against the truth, ties to the first grid value): the
 classical settings (classical.tune) and the network's relative V_g threshold (bragg.tune_threshold;
 non-maximum suppression at ``network_min_spacing_px``). Grids, scores and chosen values go to
 metrics.json, classical_tuning.csv and network_tuning.csv; ``fourdcrystal predict`` users take the
@@ -56,13 +50,13 @@ from fourdcrystal.atomic import write_table, write_text
 from fourdcrystal.config import fill_defaults
 from fourdcrystal.evaluation.figures import make_figures
 from fourdcrystal.evaluation.scoring import aggregate, breakdown, jsonable, rereference_classical, score_pattern
-from fourdcrystal.evaluation.truth import kinematic_truth, select_patterns, visible_truth
+from fourdcrystal.evaluation.truth import NEGATIVE_KINDS, negative_cbed, select_patterns, shown_truth
 from fourdcrystal.evaluation.tuning import tune_classical, tune_threshold
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.detectors import DEFAULT_BATCH
 from fourdcrystal.inference.model_input import ModelInput
-from fourdcrystal.learning.augment import Augmenter, transform
+from fourdcrystal.learning.augment import Augmenter
 from fourdcrystal.simulation.store import load_manifest, read_pattern
 
 log = logging.getLogger("fourdcrystal.evaluate")
@@ -92,7 +86,6 @@ class Evaluation:
         self.mid = int(len(self.doses) // 2)
         self.P, self.cp, self.dk = self.geometry.detector_px, self.geometry.center_px, self.geometry.dk_invA
         self.tol, self.spacing = float(e["match_tol_px"]), float(e["network_min_spacing_px"])
-        self.vis_e, self.vis_snr = float(e["visible_min_electrons"]), float(e["visible_min_snr"])
         self.qmin, self.precision = float(e["qz_sign_min_invA"]), str(e["precision"])
 
     def load(self, split: str, n_max: int) -> list[tuple]:
@@ -101,24 +94,18 @@ class Evaluation:
         for _, row in select_patterns(self.manifest, split, n_max).iterrows():
             q = read_pattern(self.root / row["store"], int(row["index"]))
             refl = self.reflections.get((row["store"], int(row["index"])), self.no_reflections)
-            items.append((row, q, kinematic_truth(refl, self.P, float(self.ecfg["min_vg_visible"]))))
+            items.append((row, q, shown_truth(refl)))
         return items
 
-    def augmented(self, items, dose_idx: int, dose: float, salt: int):
-        """Augmented CBEDs at ``dose`` and each pattern's visible truth for that very draw."""
-        cbs, vis = [], []
-        for i, (_, q, truth) in enumerate(items):
-            rng = np.random.default_rng([self.seed, salt, dose_idx, i])
-            params = self.augmenter.draw(rng, q["cbed"].shape, dose)  # = Augmenter.apply, keeping the draw
-            cbs.append(transform(q["cbed"], q["probe"], params, rng))
-            vis.append(visible_truth(truth, q["cbed"], q["probe"], dose, params, min_electrons=self.vis_e,
-                                     min_snr=self.vis_snr))
-        return np.stack(cbs), vis
+    def augmented(self, items, dose_idx: int, dose: float, salt: int) -> np.ndarray:
+        """The items' CBEDs through the detector augmentation at ``dose`` (one seeded draw each)."""
+        return np.stack([self.augmenter.apply(q["cbed"], q["probe"], np.random.default_rng([self.seed, salt, dose_idx, i]),
+                                              dose=dose) for i, (_, q, _) in enumerate(items)])
 
-    def scores(self, items, vis, peaks_per_pattern):
+    def scores(self, items, peaks_per_pattern):
         pats, pairs = [], []
-        for i, ((_, _, truth), tv, pk) in enumerate(zip(items, vis, peaks_per_pattern)):
-            c, pr = score_pattern(pk, tv, self.tol, self.cp, truth_all=truth)
+        for i, ((_, _, truth), pk) in enumerate(zip(items, peaks_per_pattern)):
+            c, pr = score_pattern(pk, truth, self.cp)
             pats.append({**c, "pattern_id": i})
             pairs.append(pr.assign(pattern_id=i))
         return pd.DataFrame(pats), pd.concat(pairs, ignore_index=True)
@@ -182,7 +169,6 @@ def open_evaluation(config: dict, manifest_path, reflections_path, model_path=No
 class ValSet:
     items: list
     cbeds: np.ndarray
-    visible: list
     record: dict  # what every tuning record says about the data it was tuned on
 
 
@@ -190,10 +176,10 @@ def validation_set(ev: Evaluation, n_max: int) -> ValSet | None:
     val = ev.load("val", n_max)
     if not val:
         return None
-    vc, vvis = ev.augmented(val, ev.mid, ev.doses[ev.mid], salt=1)
+    vc = ev.augmented(val, ev.mid, ev.doses[ev.mid], salt=1)
     record = {"split": "val", "n_patterns": len(val), "dose_e_per_pattern": ev.doses[ev.mid],
-              "criterion": "pooled F1 vs the visible truth (ties: first in grid order)"}
-    return ValSet(val, vc, vvis, record)
+              "criterion": "pooled F1 at 1 px vs the truth (ties: first in grid order)"}
+    return ValSet(val, vc, record)
 
 
 def tune_classical_step(ev: Evaluation, val: ValSet | None, out_dir: Path) -> tuple[dict, dict]:
@@ -206,9 +192,9 @@ def tune_classical_step(ev: Evaluation, val: ValSet | None, out_dir: Path) -> tu
     if val is None:
         return base, {**tuning, "note": "no val patterns: config settings used"}
     nc = int(tcfg["max_patterns"])
-    items, cbeds, vis = val.items[:nc], val.cbeds[:nc], val.visible[:nc]
+    items, cbeds = val.items[:nc], val.cbeds[:nc]
     grid = {k: list(v) for k, v in tcfg["grid"].items()}
-    settings, table = tune_classical(lambda st: ev.pooled(*ev.scores(items, vis, ev.classical_peaks(items, cbeds, st))),
+    settings, table = tune_classical(lambda st: ev.pooled(*ev.scores(items, ev.classical_peaks(items, cbeds, st))),
                                      base, grid)
     write_table(out_dir / "classical_tuning.csv", table)
     tuning.update(val.record, n_patterns=len(items), grid=grid, chosen={k: settings[k] for k in grid})
@@ -226,11 +212,11 @@ def tune_network_step(ev: Evaluation, val: ValSet | None, out_dir: Path) -> tupl
     if val is None:
         return thr, thr, {**tuning, "note": "no val patterns: config peak_threshold used"}
     nn_ = int(ncfg["max_patterns"])
-    items, vis = val.items[:nn_], val.visible[:nn_]
+    items = val.items[:nn_]
     grid = [float(t) for t in ncfg["grid"]["peak_threshold"]]
 
     def tune_maps(vg_v, qz_v):
-        return tune_threshold(lambda t: ev.pooled(*ev.scores(items, vis, ev.peaks(vg_v, qz_v, len(vg_v), t))), grid)
+        return tune_threshold(lambda t: ev.pooled(*ev.scores(items, ev.peaks(vg_v, qz_v, len(vg_v), t))), grid)
 
     thr, rows = tune_maps(*ev.network_maps(items, val.cbeds[:nn_]))
     # the oracle's threshold is tuned the same way on the true maps (its V_g scale differs)
@@ -251,7 +237,7 @@ class TestScores:
     timing: dict = field(default_factory=lambda: {"network_s": 0.0, "classical_s": 0.0, "n_network": 0,
                                                   "n_classical": 0})
     examples: dict = field(default_factory=dict)
-    visibility: list = field(default_factory=list)
+    negatives: list = field(default_factory=list)
 
     def add(self, detector, dose, pats, pairs):
         self.patterns.append(pats.assign(detector=detector, dose=dose))
@@ -283,21 +269,45 @@ def score_test(ev: Evaluation, test, settings: dict, thr: float, oracle_thr: flo
     oracle_pk = ev.peaks(np.stack([q["vg"] for _, q, _ in test]), np.stack([q["qz"] for _, q, _ in test]), n,
                          oracle_thr)
     for di, dose in enumerate(ev.doses):
-        cb, vis = ev.augmented(test, di, dose, salt=2)
-        out.visibility.append({"dose": dose, "n_visible": int(sum(len(v) for v in vis)),
-                               "n_kinematic_in_detector": int(sum(len(t) for _, _, t in test)),
-                               "n_above_vg_floor": int(sum(int(t["above_floor"].sum()) for _, _, t in test))})
-        out.add("oracle", dose, *ev.scores(test, vis, oracle_pk))
+        cb = ev.augmented(test, di, dose, salt=2)
+        out.add("oracle", dose, *ev.scores(test, oracle_pk))
         net_pk = None
         if ev.model is not None:
             net_pk = out.timed("network", n, lambda: ev.peaks(*ev.network_maps(test, cb), n, thr))
-            out.add("network", dose, *ev.scores(test, vis, net_pk))
+            out.add("network", dose, *ev.scores(test, net_pk))
         cl_pk = out.timed("classical", n, lambda: ev.classical_peaks(test, cb, settings))
-        out.add("classical", dose, *ev.scores(test, vis, cl_pk))
+        out.add("classical", dose, *ev.scores(test, cl_pk))
         if di == ev.mid:
             out.examples = {"cbed": cb[:3], "dose": dose, "network": None if net_pk is None else net_pk[:3],
-                            "classical": cl_pk[:3], "truth": vis[:3], "truth_all": [t for _, _, t in test[:3]]}
+                            "classical": cl_pk[:3], "truth": [t for _, _, t in test[:3]]}
     return out
+
+
+def score_negatives(ev: Evaluation, test, settings: dict, thr: float, out: TestScores) -> None:
+    """False vectors per pattern on patterns without a crystal (truth: no vectors but the beam), per
+    kind and dose; the probe and amorphous film of the first test pattern's illumination."""
+    from fourdcrystal.simulation.examples import amorphous_film_cbed
+
+    n = int(ev.ecfg["negatives_per_kind"])
+    if not test or n < 1:
+        return
+    row, q, _ = test[0]
+    film = amorphous_film_cbed(ev.geometry, float(row["energy_eV"]), float(row["semiangle_mrad"]),
+                               float(ev.ecfg["amorphous_film_thickness_A"]), seed=ev.seed)
+    empty = pd.DataFrame({"qx_px": [], "qy_px": [], "h": [], "k": [], "l": [], "vg_abs": [], "qz_invA": []})
+    for kind in NEGATIVE_KINDS:
+        probe = film["probe"] if kind == "amorphous_film" else q["probe"]
+        items = [(row, {"probe": probe, "cbed": negative_cbed(kind, probe, film["cbed"])}, empty)] * n
+        for di, dose in enumerate(ev.doses):
+            cb = ev.augmented(items, di, dose, salt=3 + NEGATIVE_KINDS.index(kind))
+            found = {"classical": ev.classical_peaks(items, cb, settings)}
+            if ev.model is not None:
+                found["network"] = ev.peaks(*ev.network_maps(items, cb), n, thr)
+            for det, pk in found.items():
+                counts = [len(p) for p in pk]
+                out.negatives.append({"kind": kind, "dose": dose, "detector": det, "n_patterns": n,
+                                      "false_vectors_per_pattern": float(np.mean(counts)),
+                                      "max_false_vectors": int(np.max(counts))})
 
 
 # --- step 3: metrics ----------------------------------------------------------------------------
@@ -308,12 +318,11 @@ def metrics_record(ev: Evaluation, n_test: int, ts: TestScores, settings: dict, 
         "split": "test", "n_patterns": n_test, "doses_e_per_pattern": ev.doses, "dk_invA": ev.dk,
         "detector_px": ev.P,
         "settings": {"peak_threshold": thr, "network_min_spacing_px": ev.spacing, "match_tol_px": ev.tol,
-                     "min_vg_visible": float(ev.ecfg["min_vg_visible"]), "visible_min_electrons": ev.vis_e,
-                     "visible_min_snr": ev.vis_snr, "precision": ev.precision},
-        "visibility": ts.visibility,
-        "visibility_note": ("visible = |V_g| >= min_vg_visible x strongest AND disk electrons above the local "
-                            "level >= visible_min_electrons AND SNR >= visible_min_snr at that dose; "
-                            "*_all metrics use every kinematic reflection in the detector"),
+                     "precision": ev.precision},
+        "truth_note": ("truth = the kinematic reflections the pattern shows (fourdcrystal.simulation.labels): "
+                       "zone-axis patterns the zero-order Laue zone inside the FOLZ ring, others the excited "
+                       "ones; whole disk on the detector; |V_g| >= simulation.label_min_vg_fraction x V_0"),
+        "negatives": ts.negatives,
         "qz_sign_min_invA": ev.qmin, "model": None if model_path is None else str(model_path),
         "oracle_note": "oracle = peak extraction on the TRUE V_g/q_z maps (upper bound, not a result)",
         "network_peak_settings": {"peak_threshold": thr, "min_spacing_px": ev.spacing,
@@ -346,6 +355,7 @@ def run_evaluation(config: dict, manifest_path, reflections_path, out_dir, model
     thr, oracle_thr, net_tuning = tune_network_step(ev, val, out_dir)
     test = ev.load("test", int(ev.ecfg["max_patterns"]))
     ts = score_test(ev, test, settings, thr, oracle_thr)
+    score_negatives(ev, test, settings, thr, ts)
     pats = pd.concat(ts.patterns, ignore_index=True) if ts.patterns else pd.DataFrame()
     pairs = pd.concat(ts.pairs, ignore_index=True) if ts.pairs else pd.DataFrame()
     if not pats.empty:

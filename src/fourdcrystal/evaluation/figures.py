@@ -26,11 +26,11 @@ def make_figures(metrics: dict, examples: dict, out_dir: Path, center_px: float)
         ax.plot(o["dose"], o["f1"], "--", color=colors["oracle"], label="oracle (true V_g)")
     for det in ("network", "classical"):
         r = rows[rows["detector"] == det] if not rows.empty else rows
-        if len(r) and "recall_all" in r:
-            ax.plot(r["dose"], r["recall_all"], ":", color=colors[det], label=f"{det}: recall, all kinematic")
+        if len(r) and "f1_2px" in r:
+            ax.plot(r["dose"], r["f1_2px"], ":", color=colors[det], label=f"{det}: F1 at 2 px")
     ax.set_xscale("log")
     ax.set_xlabel("dose (e⁻ / pattern)")
-    ax.set_ylabel("F1 (visible truth) / recall (all)")
+    ax.set_ylabel("F1 at 1 px (dotted: 2 px)")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
     ax.set_title("Bragg vector F1 vs dose (test split)")
@@ -58,11 +58,8 @@ def make_figures(metrics: dict, examples: dict, out_dir: Path, center_px: float)
     for k in range(n):
         a = axs[0, k]
         a.imshow(np.log1p(np.clip(examples["cbed"][k], 0, None) / 1e-3), cmap="gray")
-        ta = examples["truth_all"][k]
-        a.scatter(ta["qy_px"], ta["qx_px"], s=60, facecolors="none", edgecolors="0.5", lw=0.6,
-                  label="kinematic, not visible")
         t = examples["truth"][k]
-        a.scatter(t["qy_px"], t["qx_px"], s=60, facecolors="none", edgecolors="lime", label="truth (visible)")
+        a.scatter(t["qy_px"], t["qx_px"], s=60, facecolors="none", edgecolors="lime", label="truth (shown)")
         if examples.get("network") is not None:
             nk = examples["network"][k]
             a.scatter(nk["qy_px"], nk["qx_px"], marker="x", s=25, color="C0", label="network")

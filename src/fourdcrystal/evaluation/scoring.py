@@ -1,5 +1,6 @@
 """Scoring of Bragg vectors against a truth list: one-to-one matching, per-pattern counts and pairs,
-pooled metrics (precision, recall, F1, position RMS and radial bias, intensity rank correlation, q_z)."""
+pooled metrics (precision, recall, F1 at 1 and 2 px, position RMS and radial bias, intensity rank
+correlation, q_z)."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,25 +41,22 @@ def rereference_classical(df: pd.DataFrame, center_px: float, radius_px: float) 
     return out[keep]
 
 
-def score_pattern(pred: pd.DataFrame, truth: pd.DataFrame, tol_px: float, center_px: float,
-                  truth_all: pd.DataFrame | None = None):
-    """Matches of one pattern: (counts dict, DataFrame of matched pairs against ``truth``).
+# Matching radii (px of the model grid): 1 px is the accuracy that strain mapping needs; 2 px counts
+# near misses too. Precision, recall and F1 without suffix are at 1 px.
+MATCH_TOLERANCES_PX = (1.0, 2.0)
 
-    With ``truth_all`` (every kinematic reflection in the detector, a superset of ``truth``) the
-    predictions are matched to it too: ``n_match_all``, ``n_true_all``, and ``n_ignored`` =
-    predictions matched to a real reflection of ``truth_all`` that is not in ``truth`` and not
-    matched to ``truth`` (not visible at this dose: neither a hit nor a false positive).
+
+def score_pattern(pred: pd.DataFrame, truth: pd.DataFrame, center_px: float):
+    """Matches of one pattern: (counts dict, DataFrame of the pairs matched within the widest radius).
+
+    Counts: ``n_pred``, ``n_true`` and ``n_match_<r>px`` for each radius of MATCH_TOLERANCES_PX.
     """
     pxy = pred[["qx_px", "qy_px"]].to_numpy()
-    pi, ti = match(pxy, truth[["qx_px", "qy_px"]].to_numpy(), tol_px)
-    extra = {}
-    if truth_all is not None:
-        ai, at = match(pxy, truth_all[["qx_px", "qy_px"]].to_numpy(), tol_px)
-        vis_keys = set(zip(truth["h"], truth["k"], truth["l"]))
-        hkl = truth_all[["h", "k", "l"]].to_numpy()[at]
-        invisible = np.array([tuple(x) not in vis_keys for x in hkl], dtype=bool)
-        ignored = np.setdiff1d(ai[invisible], pi)
-        extra = {"n_true_all": len(truth_all), "n_match_all": len(ai), "n_ignored": len(ignored)}
+    txy = truth[["qx_px", "qy_px"]].to_numpy()
+    counts = {"n_pred": len(pred), "n_true": len(truth)}
+    for tol in MATCH_TOLERANCES_PX:
+        pi, ti = match(pxy, txy, tol)
+        counts[f"n_match_{tol:g}px"] = len(pi)
     p, t = pred.iloc[pi], truth.iloc[ti]
     r_pred = np.hypot(p["qx_px"].to_numpy() - center_px, p["qy_px"].to_numpy() - center_px)
     r_true = np.hypot(t["qx_px"].to_numpy() - center_px, t["qy_px"].to_numpy() - center_px)
@@ -67,7 +65,7 @@ def score_pattern(pred: pd.DataFrame, truth: pd.DataFrame, tol_px: float, center
         "dr_px": r_pred - r_true, "intensity": p["intensity"].to_numpy(), "vg_abs": t["vg_abs"].to_numpy(),
         "qz_pred": p["qz"].to_numpy() if "qz" in p else np.nan, "qz_true": t["qz_invA"].to_numpy(),
     })
-    return {"n_pred": len(pred), "n_true": len(truth), "n_match": len(pi), **extra}, pairs
+    return counts, pairs
 
 
 def _prf(n_match: int, n_pred: int, n_true: int) -> dict:
@@ -77,32 +75,37 @@ def _prf(n_match: int, n_pred: int, n_true: int) -> dict:
     return {"precision": prec, "recall": rec, "f1": f1}
 
 
+def _pair_metrics(pairs: pd.DataFrame, dk_invA: float, qz_sign_min_invA: float) -> dict:
+    from scipy.stats import spearmanr
+
+    rms = float(np.sqrt(np.mean(pairs["dx_px"] ** 2 + pairs["dy_px"] ** 2)))
+    bias = float(pairs["dr_px"].mean())
+    out = {"rms_px": rms, "rms_invA": rms * dk_invA, "radial_bias_px": bias, "radial_bias_invA": bias * dk_invA}
+    rhos = [spearmanr(g["intensity"], g["vg_abs"]).statistic for _, g in pairs.groupby(["pattern_id"])
+            if len(g) >= 3 and g["intensity"].nunique() > 1 and g["vg_abs"].nunique() > 1]
+    out["intensity_spearman"] = float(np.nanmean(rhos)) if rhos else float("nan")
+    qz = pairs.dropna(subset=["qz_pred"])
+    if len(qz):
+        out["qz_mae_invA"] = float(np.mean(np.abs(qz["qz_pred"] - qz["qz_true"])))
+        sig = qz[np.abs(qz["qz_true"]) >= qz_sign_min_invA]
+        out["qz_sign_accuracy"] = float(np.mean(np.sign(sig["qz_pred"]) == np.sign(sig["qz_true"]))) if len(sig) else float("nan")
+        out["n_qz_sign"] = int(len(sig))
+    return out
+
+
 def aggregate(patterns: pd.DataFrame, pairs: pd.DataFrame, dk_invA: float, qz_sign_min_invA: float) -> dict:
-    n_pred, n_true, n_match = (int(patterns[c].sum()) for c in ("n_pred", "n_true", "n_match"))
-    n_ign = int(patterns["n_ignored"].sum()) if "n_ignored" in patterns else 0
-    out = {"n_patterns": int(len(patterns)), "n_pred": n_pred, "n_true": n_true, "n_match": n_match,
-           **_prf(n_match, n_pred - n_ign, n_true)}
-    if "n_true_all" in patterns:
-        n_all, m_all = int(patterns["n_true_all"].sum()), int(patterns["n_match_all"].sum())
-        a = _prf(m_all, n_pred, n_all)
-        out.update(n_ignored=n_ign, n_true_all=n_all, n_match_all=m_all, precision_all=a["precision"],
-                   recall_all=a["recall"], f1_all=a["f1"])
+    """Pooled metrics: precision/recall/F1 at each matching radius (no suffix: 1 px), and over the
+    pairs matched within the widest radius: position RMS, radial bias, intensity Spearman vs |V_g|, q_z."""
+    n_pred, n_true = int(patterns["n_pred"].sum()), int(patterns["n_true"].sum())
+    out = {"n_patterns": int(len(patterns)), "n_pred": n_pred, "n_true": n_true}
+    for tol in MATCH_TOLERANCES_PX:
+        n_match = int(patterns[f"n_match_{tol:g}px"].sum())
+        prf = _prf(n_match, n_pred, n_true)
+        out.update({f"n_match_{tol:g}px": n_match, **{f"{k}_{tol:g}px": v for k, v in prf.items()}})
+    first = f"{MATCH_TOLERANCES_PX[0]:g}px"
+    out.update(precision=out[f"precision_{first}"], recall=out[f"recall_{first}"], f1=out[f"f1_{first}"])
     if len(pairs):
-        rms = float(np.sqrt(np.mean(pairs["dx_px"] ** 2 + pairs["dy_px"] ** 2)))
-        bias = float(pairs["dr_px"].mean())
-        out.update(rms_px=rms, rms_invA=rms * dk_invA, radial_bias_px=bias, radial_bias_invA=bias * dk_invA)
-        rhos = []
-        for _, g in pairs.groupby(["pattern_id"]):
-            if len(g) >= 3 and g["intensity"].nunique() > 1 and g["vg_abs"].nunique() > 1:
-                from scipy.stats import spearmanr
-                rhos.append(spearmanr(g["intensity"], g["vg_abs"]).statistic)
-        out["intensity_spearman"] = float(np.nanmean(rhos)) if rhos else float("nan")
-        qz = pairs.dropna(subset=["qz_pred"])
-        if len(qz):
-            out["qz_mae_invA"] = float(np.mean(np.abs(qz["qz_pred"] - qz["qz_true"])))
-            sig = qz[np.abs(qz["qz_true"]) >= qz_sign_min_invA]
-            out["qz_sign_accuracy"] = float(np.mean(np.sign(sig["qz_pred"]) == np.sign(sig["qz_true"]))) if len(sig) else float("nan")
-            out["n_qz_sign"] = int(len(sig))
+        out.update(_pair_metrics(pairs, dk_invA, qz_sign_min_invA))
     return out
 
 

@@ -38,3 +38,41 @@ def zone_axis_cbed(structure, zone, geometry: Geometry, thickness_A: float = 40.
     kmax = 0.95 * geo.detector_px / 2 * geo.dk_invA if q_max_invA is None else float(q_max_invA)
     return {"cbed": arrays["cbed"][0].astype(np.float64), "probe": arrays["probe"][0], "geometry": geo,
             "truth": kinematic_reflections(structure, R, geo, float(energy_eV), kmax)}
+
+
+def amorphous_film_atoms(geometry: Geometry, thickness_A: float, seed: int = 0, density_per_A3: float = 0.1):
+    """An amorphous carbon support film filling the box laterally (ASE Atoms, cell = the geometry box):
+    carbon at ``density_per_A3`` atoms/Å³ (0.1 ≈ 2 g/cm³), random positions at least 1.2 Å apart
+    (rejection on a grid: no two atoms closer than a bond), so its pattern has diffuse rings, no Bragg
+    reflections."""
+    from ase import Atoms
+
+    rng = np.random.default_rng(seed)
+    L, T = float(geometry.box_A), float(thickness_A)
+    n = int(round(density_per_A3 * L * L * T))
+    pos = rng.uniform([0, 0, 0], [L, L, T], size=(3 * n, 3))
+    cell_A = 1.2
+    taken: set = set()
+    keep = []
+    for k, p in enumerate(pos):  # one atom per 1.2 Å cube: a cheap minimum distance
+        key = tuple((p // cell_A).astype(int))
+        if key not in taken:
+            taken.add(key)
+            keep.append(k)
+        if len(keep) == n:
+            break
+    return Atoms(numbers=[6] * len(keep), positions=pos[keep], cell=[L, L, T], pbc=(True, True, False))
+
+
+def amorphous_film_cbed(geometry: Geometry, energy_eV: float, semiangle_mrad: float, thickness_A: float = 200.0,
+                        seed: int = 0) -> dict:
+    """Noise-free CBED + vacuum probe (probe max = 1) of an amorphous carbon film on ``geometry``'s
+    detector: a negative for evaluation (it shows no Bragg reflection)."""
+    from .multislice import ProbeSetting, simulate_orientation
+
+    geo = Geometry(box_A=geometry.box_A, gpts=geometry.gpts, detector_px=geometry.detector_px,
+                   thicknesses_A=(float(thickness_A),), slice_thickness_A=geometry.slice_thickness_A)
+    arrays, _, _ = simulate_orientation(amorphous_film_atoms(geo, thickness_A, seed), geo,
+                                        {"parametrization": "lobato", "projection": "infinite"},
+                                        [ProbeSetting(0, float(energy_eV), float(semiangle_mrad), 0.0)], labels=False)
+    return {"cbed": arrays["cbed"][0].astype(np.float64), "probe": arrays["probe"][0]}

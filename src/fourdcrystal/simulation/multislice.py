@@ -254,8 +254,12 @@ def vg_qz_labels(potential_VA, geometry: Geometry, sim_cfg: dict, xp=np):
 
 # --- the per-orientation driver ---------------------------------------------------------------
 def simulate_orientation(atoms, geometry: Geometry, sim_cfg: dict, probes: list[ProbeSetting],
-                         device: str = "cpu", seed: int = 0):
+                         device: str = "cpu", seed: int = 0, labels: bool = True):
     """Quartets of one oriented supercell for every probe setting and thickness.
+
+    ``labels=False`` skips the potential-transform V_g / q_z maps (returned as zeros): the workflow
+    renders its training labels from the crystallographic truth instead (fourdcrystal.simulation.labels);
+    the transform stays as the physics cross-check of the multislice (tests/test_physics.py, gpu_check).
 
     Returns ``(arrays, meta, timings)``: ``arrays`` = dict probe/cbed/vg/qz of float32 numpy arrays
     (len(probes) * n_thick, P, P), pattern (probe i, thickness j) at index ``i * n_thick + j``;
@@ -307,7 +311,10 @@ def simulate_orientation(atoms, geometry: Geometry, sim_cfg: dict, probes: list[
     timings["multislice"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    vg, qz = vg_qz_labels(pa.array, geometry, sim_cfg, xp)
+    if labels:
+        vg, qz = vg_qz_labels(pa.array, geometry, sim_cfg, xp)
+    else:
+        vg = qz = np.zeros((len(geometry.thicknesses_A), geometry.detector_px, geometry.detector_px), np.float32)
     timings["labels"] = time.perf_counter() - t0
 
     n_p = len(probes)

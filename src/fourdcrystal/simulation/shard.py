@@ -109,13 +109,15 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
         # imported only when there is work: an empty shard needs no physics stack
         from pymatgen.core import Structure
 
-        from fourdcrystal.simulation.kinematic import kinematic_reflections
+        from fourdcrystal.simulation.kinematic import mean_inner_potential_V
+        from fourdcrystal.simulation.labels import orientation_truth
         from fourdcrystal.simulation.multislice import draw_probe_settings, simulate_orientation
 
         cif = Path(cifs_dir) / f"{crystal_id}.cif"
         if not cif.exists():
             raise UserError(f"CIF {cif} does not exist", "rerun the select checkpoint (snakemake results/crystals/selected.csv)")
         structure = Structure.from_file(str(cif))
+        v0 = mean_inner_potential_V(structure, sim["parametrization"])
         frames = _read_frames(supercells_extxyz, rows)
         slot = contextlib.nullcontext()
         if device == "gpu":
@@ -134,8 +136,8 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
                 t0 = time.perf_counter()
                 probes = draw_probe_settings(sim, geometry, orientation_rng(config["seed"], crystal_id, oid),
                                              int(sim["probes_per_orientation"]))
-                arr, meta, timings = simulate_orientation(
-                    atoms, geometry, sim, probes, device=device,
+                arr, meta, timings = simulate_orientation(  # labels: rendered from the truth below
+                    atoms, geometry, sim, probes, device=device, labels=False,
                     seed=stable_seed(config["seed"], crystal_id, oid, "phonons") % 2**32)
                 if len(meta) != per_orientation:
                     raise RuntimeError(f"simulate_orientation returned {len(meta)} patterns, expected {per_orientation}")
@@ -144,14 +146,12 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
                     arrays[name][base:base + per_orientation] = np.asarray(arr[name])
                 t1 = time.perf_counter()
                 R = row[ROTATION_COLUMNS].to_numpy(float).reshape(3, 3)
-                refl_by_energy: dict[float, pd.DataFrame] = {}
+                zone = tuple(int(row[c]) for c in ("zone_u", "zone_v", "zone_w")) if row["kind"] == "zone" else None
+                frames, arrays["vg"][base:base + per_orientation], arrays["qz"][base:base + per_orientation] = \
+                    orientation_truth(structure, R, zone, meta, geometry, sim, v0)
                 for j, m in enumerate(meta):
                     e = float(m["energy_eV"])
-                    if e not in refl_by_energy:  # reflections depend on the energy (Ewald sphere) only
-                        refl_by_energy[e] = kinematic_reflections(
-                            structure, R, geometry, e, float(sim["reflections_max_invA"]),
-                            parametrization=sim.get("parametrization", "lobato"))
-                    reflection_frames.append(refl_by_energy[e].assign(index=base + j))
+                    reflection_frames.append(frames[j].assign(index=base + j))
                     pattern_rows.append({"index": base + j, "crystal_id": crystal_id, "prototype": prototype,
                                          **{c: row[c] for c in ORIENTATION_COLUMNS},
                                          "thickness_A": float(m["thickness_A"]), "energy_eV": e,
