@@ -69,7 +69,8 @@ from fourdcrystal.learning.model import build_model, model_config_from, save_che
 log = logging.getLogger("fourdcrystal.learning.train")
 
 VG_LOG_KNEE = 1e-2  # V_g loss compression knee, fraction of the pattern's max V_g
-VG_FOREGROUND = 2e-2  # reflection pixels for the balanced V_g loss, fraction of the pattern's max V_g
+VG_FOREGROUND = 5e-3  # reflection pixels for the balanced V_g loss, fraction of the pattern's max V_g (the direct
+# beam, V_0): below the label floor simulation.label_min_vg_fraction (1 % of V_0), so every rendered peak counts
 MIN_LR_FRACTION = 0.05  # cosine decay ends at this fraction of train.lr
 LOG_EVERY = 10  # steps between progress log lines
 SCALE_SAMPLES = 32  # training patterns used to measure vg_scale / qz_scale

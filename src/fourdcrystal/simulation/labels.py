@@ -1,19 +1,21 @@
 """What a pattern can show: the Bragg reflections that are truth for evaluation and label for training.
 
-One rule (:func:`shown_reflections`) decides, for one acquisition (beam energy, convergence
+One rule (:func:`shown_reflections`) decides, for one simulated pattern (beam energy, convergence
 semi-angle, thickness) of one oriented crystal, which kinematic reflections
-(:mod:`fourdcrystal.simulation.kinematic`) the diffraction pattern shows:
+(:mod:`fourdcrystal.simulation.kinematic`) it shows:
 
-* along a zone axis [uvw] (orientations of kind ``zone``, tilted or not): the reflections of the
+* along a zone axis [uvw] (orientations of kind ``zone``, tilted or not), the candidates are the
   zero-order Laue zone (hu + kv + lw = 0) inside the first-order-Laue-zone (FOLZ) ring, radius
-  ``√(2H/λ)`` with H = 1 / (shortest lattice translation along [uvw]): there the Ewald sphere meets the
-  first upper layer, and beyond it the zero layer's disks are crossed by higher-order ones;
-* in any other orientation: the reflections the Ewald sphere excites, |s_g| ≤ α|g| + 1/t (the
-  convergent cone sweeps the sphere over ±α|g|; a slab of thickness t excites points within its
-  shape-transform main lobe 1/t);
-* in both cases only reflections whose whole disk (radius α/λ) lies on the detector and whose |V_g| is
-  at least ``min_vg_fraction`` of the mean inner potential V_0 (the direct beam's V_g) —
-  kinematically forbidden or negligible reflections are not truth.
+  ``√(2H/λ)`` with H = 1 / (shortest lattice translation along [uvw]): beyond it the zero layer's disks
+  are crossed by higher-order ones; in any other orientation, every kinematic reflection;
+* the whole disk (radius α/λ) must lie on the detector;
+* the disk must be bright in the pattern itself: the mean of the noise-free multislice CBED over the
+  disk's core (half its radius, at least the nearest pixels) must reach ``min_brightness`` × the
+  direct beam's (the vacuum probe's core). Why the simulated pattern and not a kinematic or two-beam
+  estimate: at a zone axis of a 10–100 nm crystal dynamical scattering lights zero-layer reflections
+  whose kinematic excitation is nil (SrTiO3 [001], 30 nm: reflections with |V_g| = 0.07 V as bright as
+  those with 2.5 V), while in a 2–6 nm crystal the outer ones stay dark; only the multislice knows.
+  The positions stay crystallographic (kinematic); the pattern only says which are there.
 
 Why render the label from this list rather than Fourier-transforming the potential slab, as the
 seed did: the transform of a windowed box carries sidelobes along both detector axes through every
@@ -34,6 +36,10 @@ import pandas as pd
 from fourdcrystal.geometry import Geometry, electron_wavelength_A
 
 PEAK_SIGMA_PX = 0.75  # rendered peak width: the 3×3 sub-pixel fit needs neighbours above zero
+# A shown reflection's peak is at least this fraction of V_0 high, so that every reflection the pattern
+# shows is a peak above the detection threshold (dynamical scattering lights reflections with tiny V_g);
+# above it the peak height is |V_g|, the kinematic intensity scale.
+MIN_PEAK_FRACTION = 0.01
 
 
 def folz_radius_invA(structure, zone_uvw, energy_eV: float) -> float:
@@ -50,36 +56,57 @@ def disk_radius_px(geometry: Geometry, energy_eV: float, semiangle_mrad: float) 
     return semiangle_mrad * 1e-3 / electron_wavelength_A(energy_eV) / geometry.dk_invA
 
 
+def disk_brightness(cbed: np.ndarray, probe: np.ndarray, xy_px: np.ndarray, radius_px: float) -> np.ndarray:
+    """Mean of ``cbed`` over each disk's core (radius ``radius_px`` / 2, at least 1 px) around ``xy_px``
+    (n, 2), over the same mean of the vacuum ``probe`` around its maximum."""
+    core = max(1.0, 0.5 * radius_px)
+    k = int(np.ceil(core))
+    di, dj = np.mgrid[-k:k + 1, -k:k + 1]
+    inside = np.hypot(di, dj) <= core
+    di, dj = di[inside], dj[inside]
+    P, Q = cbed.shape
+
+    def core_mean(img, x, y):
+        i = np.clip(np.rint(x).astype(int)[:, None] + di[None], 0, P - 1)
+        j = np.clip(np.rint(y).astype(int)[:, None] + dj[None], 0, Q - 1)
+        return img[i, j].mean(axis=1)
+
+    c = np.unravel_index(int(np.argmax(probe)), probe.shape)
+    beam = float(core_mean(np.asarray(probe, float), np.array([c[0]]), np.array([c[1]]))[0])
+    xy = np.asarray(xy_px, float).reshape(-1, 2)
+    return core_mean(np.asarray(cbed, float), xy[:, 0], xy[:, 1]) / max(beam, 1e-30)
+
+
 def shown_reflections(refl: pd.DataFrame, geometry: Geometry, energy_eV: float, semiangle_mrad: float,
-                      thickness_A: float, v0_V: float, min_vg_fraction: float,
+                      cbed: np.ndarray, probe: np.ndarray, min_brightness: float,
                       folz_radius: float | None = None) -> np.ndarray:
     """Boolean mask over ``refl`` (kinematic_reflections of this orientation and energy): the
-    reflections this acquisition shows (module docstring). ``folz_radius`` (Å⁻¹): given for zone-axis
-    orientations (then ``refl["laue_zone"]`` must hold the zone indices), None otherwise."""
+    reflections the noise-free pattern ``cbed`` (with its vacuum ``probe``) shows (module docstring).
+    ``folz_radius`` (Å⁻¹): given for zone-axis orientations (then ``refl["laue_zone"]`` holds the zone
+    indices), None otherwise."""
     if refl.empty:
         return np.zeros(0, dtype=bool)
     r_px = disk_radius_px(geometry, energy_eV, semiangle_mrad)
     last = geometry.detector_px - 1
-    x, y = refl["qx_px"].to_numpy(), refl["qy_px"].to_numpy()
-    on_detector = (x - r_px >= 0) & (x + r_px <= last) & (y - r_px >= 0) & (y + r_px <= last)
-    g_inplane = np.hypot(refl["qx_invA"].to_numpy(), refl["qy_invA"].to_numpy())
+    xy = refl[["qx_px", "qy_px"]].to_numpy(float)
+    x, y = xy[:, 0], xy[:, 1]
+    mask = (x - r_px >= 0) & (x + r_px <= last) & (y - r_px >= 0) & (y + r_px <= last)
     if folz_radius is not None:
-        excited = (refl["laue_zone"].to_numpy() == 0) & (g_inplane < folz_radius)
-    else:
-        g_abs = np.sqrt(g_inplane ** 2 + refl["qz_invA"].to_numpy() ** 2)
-        tol = semiangle_mrad * 1e-3 * g_abs + 1.0 / thickness_A
-        excited = np.abs(refl["excitation_error_invA"].to_numpy()) <= tol
-    strong = refl["vg_abs"].to_numpy() >= min_vg_fraction * v0_V
-    return on_detector & excited & strong
+        g_inplane = np.hypot(refl["qx_invA"].to_numpy(), refl["qy_invA"].to_numpy())
+        mask &= (refl["laue_zone"].to_numpy() == 0) & (g_inplane < folz_radius)
+    bright = np.zeros(len(refl), dtype=bool)
+    bright[mask] = disk_brightness(cbed, probe, xy[mask], r_px) >= min_brightness
+    return mask & bright
 
 
 def render_labels(shown: pd.DataFrame, geometry: Geometry, v0_V: float,
                   sigma_px: float = PEAK_SIGMA_PX) -> tuple[np.ndarray, np.ndarray]:
-    """V_g (V) and q_z (Å⁻¹) maps (P, P) float32: a Gaussian of height |V_g| at each shown reflection
-    (and V_0 on the direct beam); q_z = the Gaussian-weighted g_z of the reflections under a pixel."""
+    """V_g (V) and q_z (Å⁻¹) maps (P, P) float32: a Gaussian of height max(|V_g|, MIN_PEAK_FRACTION·V_0)
+    at each shown reflection (and V_0 on the direct beam); q_z = the Gaussian-weighted g_z of the
+    reflections under a pixel."""
     P, c = geometry.detector_px, float(geometry.center_px)
     xy = np.vstack([[c, c], shown[["qx_px", "qy_px"]].to_numpy(float)])
-    height = np.concatenate([[v0_V], shown["vg_abs"].to_numpy(float)])
+    height = np.concatenate([[v0_V], np.maximum(shown["vg_abs"].to_numpy(float), MIN_PEAK_FRACTION * v0_V)])
     gz = np.concatenate([[0.0], shown["qz_invA"].to_numpy(float)])
     vg = np.zeros((P, P))
     weight = np.zeros((P, P))
@@ -98,25 +125,25 @@ def render_labels(shown: pd.DataFrame, geometry: Geometry, v0_V: float,
     return vg.astype(np.float32), qz.astype(np.float32)
 
 
-def orientation_truth(structure, R: np.ndarray, zone_uvw, meta: list[dict], geometry: Geometry, sim: dict,
-                      v0_V: float) -> tuple[list[pd.DataFrame], np.ndarray, np.ndarray]:
+def orientation_truth(structure, R: np.ndarray, zone_uvw, meta: list[dict], arrays: dict, geometry: Geometry,
+                      sim: dict, v0_V: float) -> tuple[list[pd.DataFrame], np.ndarray, np.ndarray]:
     """Truth and labels of one orientation's patterns (``meta``: one dict per pattern with energy_eV,
-    semiangle_mrad, thickness_A): per pattern its kinematic reflections with a boolean column ``shown``,
-    and the stacked rendered V_g and q_z labels (n, P, P). ``zone_uvw``: the zone axis of a zone-axis
-    orientation, else None."""
+    semiangle_mrad; ``arrays``: their noise-free ``cbed`` and ``probe`` stacks): per pattern its
+    kinematic reflections with a boolean column ``shown``, and the stacked rendered V_g and q_z labels
+    (n, P, P). ``zone_uvw``: the zone axis of a zone-axis orientation, else None."""
     from fourdcrystal.simulation.kinematic import kinematic_reflections
 
     by_energy: dict[float, tuple[pd.DataFrame, float | None]] = {}
     frames, vgs, qzs = [], [], []
-    for m in meta:
+    for n, m in enumerate(meta):
         e = float(m["energy_eV"])
         if e not in by_energy:  # the reflections depend on the energy (Ewald sphere) only
             refl = kinematic_reflections(structure, R, geometry, e, geometry.k_max_corner_invA,
                                          parametrization=sim["parametrization"], zone_uvw=zone_uvw)
             by_energy[e] = (refl, None if zone_uvw is None else folz_radius_invA(structure, zone_uvw, e))
         refl, folz = by_energy[e]
-        shown = shown_reflections(refl, geometry, e, float(m["semiangle_mrad"]), float(m["thickness_A"]), v0_V,
-                                  float(sim["label_min_vg_fraction"]), folz)
+        shown = shown_reflections(refl, geometry, e, float(m["semiangle_mrad"]), arrays["cbed"][n],
+                                  arrays["probe"][n], float(sim["label_min_brightness"]), folz)
         vg, qz = render_labels(refl[shown], geometry, v0_V)
         frames.append(refl.assign(shown=shown))
         vgs.append(vg)

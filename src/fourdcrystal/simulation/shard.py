@@ -148,7 +148,7 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
                 R = row[ROTATION_COLUMNS].to_numpy(float).reshape(3, 3)
                 zone = tuple(int(row[c]) for c in ("zone_u", "zone_v", "zone_w")) if row["kind"] == "zone" else None
                 frames, arrays["vg"][base:base + per_orientation], arrays["qz"][base:base + per_orientation] = \
-                    orientation_truth(structure, R, zone, meta, geometry, sim, v0)
+                    orientation_truth(structure, R, zone, meta, arr, geometry, sim, v0)
                 for j, m in enumerate(meta):
                     e = float(m["energy_eV"])
                     reflection_frames.append(frames[j].assign(index=base + j))
