@@ -8,11 +8,12 @@ as a 2×2 scan through the detector augmentation (fresh shot noise, descan, back
 1e5 and 1e3 e⁻ per pattern, and noiseless. Negatives at every dose: the vacuum probe alone, an amorphous
 carbon film (20 nm), detector noise without a beam.
 Truth = the reflections the pattern shows (`fourdcrystal.simulation.labels`: zero-order Laue zone
-inside the FOLZ ring, whole disk on the detector, |V_g| ≥ 1 % of V_0), in the detector's pixels.
+inside the FOLZ ring, whole disk on the detector, disk ≥ 1e-4 × as bright as the direct beam in the
+noise-free pattern), in the detector's pixels.
 Detectors, both through `fourdcrystal predict` (`inference.predict.predict_cube`, true vacuum probe):
 the network (the shipped model unless --model, its own stamped peak settings: no tuning on this set),
 py4DSTEM `find_Bragg_disks` tuned ONCE on the validation crystal (grid = config
-evaluate.tune_classical.grid, pooled F1 at 1 px, 300 kV 3.5 mrad 10 nm, 1e5 e⁻), never on the test
+evaluate.tune_classical.grid, pooled F1 at 1 px over every corner at 1e5 e⁻), never on the test
 crystals. The oracle: the same peak extraction on the rendered truth label on this detector (it
 proves the truth is recoverable: F1 at 1 px must be ≥ 0.95).
 Vectors are compared relative to the direct beam each detector found (descan removed), in detector
@@ -59,7 +60,7 @@ ENERGIES_EV = (80e3, 300e3)
 SEMIANGLES_MRAD = (1.0, 3.5)
 DOSES = (None, 1e5, 1e3)  # None: noiseless
 SCAN = 2  # each pattern as a SCAN × SCAN scan (fresh noise per position)
-SIM = {"parametrization": "lobato", "projection": "infinite", "label_min_vg_fraction": 0.01}
+SIM = {"parametrization": "lobato", "projection": "infinite", "label_min_brightness": 1e-4}
 
 
 def crystals() -> dict:
@@ -82,7 +83,7 @@ def simulate(structure, zone, energy_eV, thicknesses=DETECTOR.thicknesses_A):
     R = align_zone_to_z(structure.lattice.matrix, zone)
     probes = [ProbeSetting(i, energy_eV, a, 0.0) for i, a in enumerate(SEMIANGLES_MRAD)]
     arrays, meta, _ = simulate_orientation(build_supercell(structure, R, geo), geo, SIM, probes, labels=False)
-    frames, vg, _ = orientation_truth(structure, R, zone, meta, geo, SIM, mean_inner_potential_V(structure))
+    frames, vg, _ = orientation_truth(structure, R, zone, meta, arrays, geo, SIM, mean_inner_potential_V(structure))
     return [{"cbed": arrays["cbed"][i].astype(np.float64), "probe": arrays["probe"][i], "truth": frames[i][frames[i]["shown"]],
              "label": vg[i], **meta[i]} for i in range(len(meta))]
 
@@ -126,13 +127,18 @@ def score(found: list, truths: list) -> dict:
 
 
 def tune_py4dstem(val: list, cfg: dict, model, mgeo, ps: dict, tmp: Path) -> tuple[dict, pd.DataFrame]:
-    """py4DSTEM settings tuned once on the validation crystal (300 kV, 3.5 mrad, 10 nm, 1e5 e⁻)."""
-    p = next(v for v in val if v["energy_eV"] == 300e3 and v["semiangle_mrad"] == 3.5 and v["thickness_A"] == 100.0)
-    cube = scan_of(p["cbed"], p["probe"], 1e5, Augmenter(cfg["augment"]), np.random.default_rng(1))
-    truths = [p["truth"]] * SCAN * SCAN
+    """py4DSTEM settings tuned once on the validation crystal: every corner of the set at 1e5 e⁻, pooled F1
+    at 1 px (one setting for the whole envelope, as a user runs one setting over a session)."""
+    aug = Augmenter(cfg["augment"])
+    cubes = [(scan_of(p["cbed"], p["probe"], 1e5, aug, np.random.default_rng([1, k])), p) for k, p in enumerate(val)]
     grid = {k: list(v) for k, v in cfg["evaluate"]["tune_classical"]["grid"].items()}
-    return tune_classical(lambda st: score(vectors(cube, p["probe"], model, mgeo, ps, st, tmp), truths),
-                          cfg["evaluate"]["classical"], grid)
+
+    def pooled_f1(st):
+        found = [v for cube, p in cubes for v in vectors(cube, p["probe"], model, mgeo, ps, st, tmp)]
+        return score(found, [p["truth"] for _, p in cubes for _ in range(SCAN * SCAN)])
+
+    # maxNumPeaks raised from the config's 100: these fields hold up to several hundred reflections
+    return tune_classical(pooled_f1, {**cfg["evaluate"]["classical"], "maxNumPeaks": 1000}, grid)
 
 
 def run_test(sims: dict, cfg: dict, model, mgeo, ps: dict, settings: dict, tmp: Path) -> list[dict]:
