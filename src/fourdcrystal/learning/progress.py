@@ -28,8 +28,8 @@ _RESUME_NEUTRAL = {"checkpoint_every", "num_workers", "nproc"}
 
 def run_key(cfg: dict, fingerprint: str, world: int) -> str:
     tcfg = {k: v for k, v in cfg["train"].items() if k not in _RESUME_NEUTRAL}
-    sub = {"seed": cfg.get("seed"), "model": cfg.get("model"), "train": tcfg, "world": world,
-           "augment": cfg.get("augment") if cfg["train"]["augment"] else None, "data": fingerprint}
+    sub = {"seed": cfg["seed"], "model": cfg["model"], "train": tcfg, "world": world,
+           "augment": cfg["augment"] if cfg["train"]["augment"] else None, "data": fingerprint}
     return digest(sub)
 
 

@@ -293,7 +293,7 @@ def finish(cfg: dict, out: Path, model, data: TrainData, progress: Progress, wor
     write_metrics(out, progress.steps_log, progress.epochs_log)
     tcfg = cfg["train"]
     final = progress.epochs_log[-1] if progress.epochs_log else {}
-    train_config = {"seed": int(cfg["seed"]), "train": tcfg, "augment": cfg.get("augment") if tcfg["augment"] else None,
+    train_config = {"seed": int(cfg["seed"]), "train": tcfg, "augment": cfg["augment"] if tcfg["augment"] else None,
                     "world_size": world, "steps": progress.step, "epochs": len(progress.epochs_log),
                     "final_val_loss": final.get("val_loss"), "train_patterns": len(data.train),
                     "val_patterns": len(data.val), "train_time_s": time.perf_counter() - t_run}

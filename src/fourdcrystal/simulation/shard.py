@@ -102,7 +102,7 @@ def _simulate_orientation_rows(config: dict, geometry: Geometry, crystal_id: str
     t0 = time.perf_counter()
     probes = draw_probe_settings(sim, geometry, orientation_rng(config["seed"], crystal_id, oid),
                                  int(sim["probes_per_orientation"]))
-    arrays, meta, timings = simulate_orientation(atoms, geometry, sim, probes, device=sim.get("device", "cpu"),
+    arrays, meta, timings = simulate_orientation(atoms, geometry, sim, probes, device=sim["device"],
                                                  seed=stable_seed(config["seed"], crystal_id, oid, "phonons") % 2**32)
     t1 = time.perf_counter()
     R = row[ROTATION_COLUMNS].to_numpy(float).reshape(3, 3)
@@ -112,7 +112,7 @@ def _simulate_orientation_rows(config: dict, geometry: Geometry, crystal_id: str
         e = float(m["energy_eV"])
         if e not in refl_by_energy:  # reflections depend on the energy (Ewald sphere) only
             refl_by_energy[e] = kinematic_reflections(structure, R, geometry, e, float(sim["reflections_max_invA"]),
-                                                      parametrization=sim.get("parametrization", "lobato"))
+                                                      parametrization=sim["parametrization"])
         reflection_frames.append(refl_by_energy[e].assign(index=base + j))
         pattern_rows.append({"index": base + j, "crystal_id": crystal_id, "prototype": prototype,
                              **{c: row[c] for c in ORIENTATION_COLUMNS},
@@ -182,12 +182,12 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
     rows = plan.shard_rows(config, shard) if len(orient) else range(0)
     n = len(rows) * plan.patterns_per_orientation(config)
     p = geometry.detector_px
-    arrays = {k: np.zeros((n, p, p), dtype=sim.get("dtype", "float32")) for k in ARRAY_NAMES}
+    arrays = {k: np.zeros((n, p, p), dtype=sim["dtype"]) for k in ARRAY_NAMES}
     pattern_rows, reflection_frames, totals = [], [], {}
     if n:
         structure, frames = _read_physics_inputs(cifs_dir, supercells_extxyz, crystal_id, rows)
         slot = contextlib.nullcontext()
-        if sim.get("device", "cpu") == "gpu":
+        if sim["device"] == "gpu":
             from fourdcrystal.simulation.gpu_slots import gpu_slot  # lazily: CPU runs never touch GPU locking
 
             slot = gpu_slot()
@@ -202,8 +202,8 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
     t_write = time.perf_counter()
     attrs = {"config_fingerprint": shard_fingerprint(config), "crystal_id": str(crystal_id), "shard": shard,
              "timings_s": totals}
-    write_shard(out_dir, arrays, patterns, reflections, geometry, attrs=attrs, dtype=sim.get("dtype", "float32"),
-                compressor=sim.get("compressor", "zstd"), level=int(sim.get("compression_level", 3)))
+    write_shard(out_dir, arrays, patterns, reflections, geometry, attrs=attrs, dtype=sim["dtype"],
+                compressor=sim["compressor"], level=int(sim["compression_level"]))
     totals["write"] = time.perf_counter() - t_write
     log.info("%s shard %d: %d patterns written to %s (write %.2f s)", crystal_id, shard, n, out_dir, totals["write"])
     return {"n_patterns": n, "timings_s": totals}
