@@ -9,8 +9,7 @@ position in the manifest split), never of the worker, the rank or the world size
 processes, with any number of workers, resumed or not, sees exactly the same augmented samples.
 
 Below the Dataset, what a training run reads: the manifest's splits checked against the model
-(``load_data``), the label scales, and the DataLoaders (fresh workers per training epoch, persistent
-ones for validation).
+(``load_data``), the label scales, and the DataLoaders, whose workers persist from epoch to epoch.
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
@@ -43,8 +42,9 @@ class QuartetDataset(Dataset):
 
     ``manifest``: DataFrame with columns ``store`` (path of quartets.zarr, relative to ``root``) and
     ``index``.  ``augmenter``: an object with ``.apply(cbed, probe, rng) -> cbed`` (e.g.
-    fourdcrystal.learning.augment.Augmenter) or None.  Call ``set_epoch`` before iterating each epoch (the
-    DataLoader must not use persistent workers, so that workers pick up the new epoch).
+    fourdcrystal.learning.augment.Augmenter) or None.  An item is indexed by its row (augmented for the
+    epoch of ``set_epoch``) or by ``(epoch, row)``, which is how DataLoader workers that persist from epoch
+    to epoch (and so never see ``set_epoch``) learn it (see ``EpochSampler``).
     """
 
     def __init__(self, manifest: pd.DataFrame, root: str | Path = ".", augmenter=None, seed: int = 0):
@@ -60,11 +60,12 @@ class QuartetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, row: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        epoch, row = index if isinstance(index, tuple) else (self.epoch, index)
         q = qstore.read_pattern(self.stores[row], int(self.indices[row]))
         cbed = q["cbed"]
         if self.augmenter is not None:
-            rng = np.random.default_rng(sample_seed(self.seed, self.epoch, row))
+            rng = np.random.default_rng(sample_seed(self.seed, epoch, row))
             cbed = np.asarray(self.augmenter.apply(cbed, q["probe"], rng), dtype=np.float32)
         probe, cbed = model_input(q["probe"], cbed)
         return {"probe": probe, "cbed": cbed,
@@ -173,13 +174,30 @@ def load_data(cfg: dict, model_cfg: dict, manifest_path: Path, root: Path, datas
                      geometry, data_fingerprint(manifest, dataset_info))
 
 
-def epoch_loader(ds: QuartetDataset, order: list[int], bs: int, seed: int, epoch: int, num_workers: int,
+class EpochSampler(Sampler):
+    """The current epoch's ``(epoch, row)`` indices, set by ``set`` before each pass: the epoch travels
+    with every index, so one DataLoader and its workers serve every epoch."""
+
+    def __init__(self):
+        self.epoch, self.rows = 0, []
+
+    def set(self, epoch: int, rows: list[int]) -> None:
+        self.epoch, self.rows = int(epoch), list(rows)
+
+    def __iter__(self):
+        return ((self.epoch, r) for r in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def train_loader(ds: QuartetDataset, order: EpochSampler, bs: int, seed: int, num_workers: int,
                  pin: bool) -> DataLoader:
-    """Batches of ``ds`` rows in ``order``.  Fresh workers every epoch (they must see set_epoch)."""
+    """Batches of the rows ``order`` holds when iterated; the workers persist from epoch to epoch."""
     g = torch.Generator()
-    g.manual_seed(seed * 1_000_003 + epoch)  # worker seeds: a function of (seed, epoch) only
+    g.manual_seed(seed * 1_000_003)  # worker seeds: a function of the seed only
     return DataLoader(ds, batch_size=bs, sampler=order, num_workers=num_workers, worker_init_fn=seed_worker,
-                      generator=g, pin_memory=pin, drop_last=False, persistent_workers=False)
+                      generator=g, pin_memory=pin, drop_last=False, persistent_workers=num_workers > 0)
 
 
 def val_loader(ds: QuartetDataset, rank: int, world: int, bs: int, seed: int, num_workers: int,

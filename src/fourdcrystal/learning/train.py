@@ -39,8 +39,10 @@ continues exactly where the checkpoint left off (mid-epoch included: the epoch's
 function of (seed, epoch), so the consumed batches are skipped).  On CPU the run is deterministic
 for a seed (torch.use_deterministic_algorithms).
 
-Validation: each rank's rows ``rank::world`` of the val split, read and augmented (the same
-augmentation every epoch) by ``train.num_workers`` DataLoader workers that stay alive across epochs.
+Data loading: ``train.num_workers`` DataLoader worker processes read and augment the training batches,
+and as many read each rank's val rows ``rank::world`` (the same augmentation every epoch); both sets of
+workers are started once and serve every epoch (the training indices carry their epoch, see
+fourdcrystal.learning.dataset.EpochSampler).
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fourdcrystal.config import fill_defaults
 from fourdcrystal.errors import UserError, print_error
-from fourdcrystal.learning.dataset import TrainData, epoch_loader, label_scales, load_data, val_loader
+from fourdcrystal.learning.dataset import EpochSampler, TrainData, label_scales, load_data, train_loader, val_loader
 from fourdcrystal.learning.model import build_model, configure_optimizer, model_config_from, save_checkpoint
 from fourdcrystal.learning.progress import Progress, resume, run_key, save_progress, write_metrics
 
@@ -238,6 +240,8 @@ def train(cfg: dict, manifest_path, out_dir, figures_dir=None, root=".", dataset
         start_epoch, n_epochs = progress.epoch, math.ceil(total_steps / steps_per_epoch)
         model = raw if world == 1 else torch.nn.parallel.DistributedDataParallel(
             raw, device_ids=[device.index] if device.type == "cuda" else None)
+        order = EpochSampler()
+        loader = train_loader(data.train, order, bs, seed, workers, pin)
         vloader = val_loader(data.val, rank, world, bs, seed, workers, pin) if len(data.val) else None
         if is_main:
             log.info("train %d / val %d patterns, %dx%d px; world %d on %s; batch %d/process; %d steps "
@@ -253,9 +257,8 @@ def train(cfg: dict, manifest_path, out_dir, figures_dir=None, root=".", dataset
             if progress.step >= total_steps:
                 break
             sampler.set_epoch(epoch)
-            data.train.set_epoch(epoch)
             skip = progress.batches_done if epoch == start_epoch else 0  # batches a resumed epoch already took
-            loader = epoch_loader(data.train, list(iter(sampler))[skip * bs:], bs, seed, epoch, workers, pin)
+            order.set(epoch, list(iter(sampler))[skip * bs:])
             sums, t_epoch = [0.0, 0.0, 0.0, 0.0], time.perf_counter()
             t_last = t_epoch
             for batch_i, batch in enumerate(loader, start=skip + 1):
