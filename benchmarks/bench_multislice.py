@@ -5,7 +5,10 @@
   pattern (probe x thickness) and runs a separate multislice to each thickness — same patterns, same
   settings, in one run; the outputs are compared so the speed-up is for identical results;
 * the label (V_g, q_z) time as a fraction of the multislice time;
-* peak memory (ru_maxrss of a fresh subprocess) of one orientation at detector 256² (gpts 512).
+* peak memory (ru_maxrss of a fresh subprocess) of one orientation at detector 256² (gpts 512);
+* the FFTW planner: simulate_orientation with abTEM's measuring planner (FFTW_MEASURE) against the
+  pinned FFTW_ESTIMATE (``multislice.FFTW_PLANNING``), each in fresh processes (plans are made once
+  per process), interleaved: first orientation (planning included) and warm seconds, output hashes.
 
 Usage: nice .venv/bin/python benchmarks/bench_multislice.py [--quick]
 Prints markdown tables (default config geometry: box 32 Å, gpts 256, detector 128, 20/40/60 Å);
@@ -30,6 +33,7 @@ import yaml  # noqa: E402
 from pymatgen.core import Lattice, Structure  # noqa: E402
 
 from fourdcrystal.geometry import Geometry  # noqa: E402
+from fourdcrystal.simulation import multislice  # noqa: E402
 from fourdcrystal.simulation.multislice import (ProbeSetting, detector_intensity, simulate_orientation,  # noqa: E402
                                    vg_qz_labels)
 from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell  # noqa: E402
@@ -60,7 +64,8 @@ def naive_orientation(atoms, geo: Geometry, sim: dict, probes, lazy: bool = True
                           semiangle_mrad_range=geo.semiangle_mrad_range)
             slab = atoms[atoms.positions[:, 2] < t]
             slab.set_cell([geo.box_A, geo.box_A, t])
-            with abtem.config.set({"dask.lazy": lazy, "diagnostics.progress_bar": False}):
+            # the same FFTW planner as simulate_orientation (FFTW wisdom is process-wide)
+            with abtem.config.set({**multislice._abtem_settings("cpu"), "dask.lazy": lazy}):
                 pot = abtem.Potential(slab, gpts=g1.gpts, slice_thickness=g1.slice_thickness_A,
                                       parametrization=sim["parametrization"], projection=sim["projection"],
                                       box=(geo.box_A, geo.box_A, t))
@@ -107,13 +112,64 @@ def memory_child(gpts: int, detector_px: int) -> None:
                       "wall_s": wall, **timings}))
 
 
+def planner_child(effort: str) -> None:
+    """Time simulate_orientation (Si [110], default config) with FFTW planner ``effort``; print JSON."""
+    import hashlib
+
+    multislice.FFTW_PLANNING = effort
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    geo = Geometry.from_config(cfg)
+    probes = [ProbeSetting(0, 300e3, 4.0, 0.0), ProbeSetting(1, 200e3, 3.0, 0.0)]
+    name, s, uvw = crystals()[0]
+    atoms = build_supercell(s, align_zone_to_z(s.lattice.matrix, uvw), geo)
+    # numba JIT of the scattering factors on another grid, so that the timed first orientation plans its FFTs
+    small = Geometry(box_A=geo.box_A, gpts=geo.gpts // 2, detector_px=geo.detector_px // 2,
+                     thicknesses_A=geo.thicknesses_A, slice_thickness_A=geo.slice_thickness_A,
+                     energies_eV=geo.energies_eV, semiangle_mrad_range=geo.semiangle_mrad_range)
+    simulate_orientation(atoms, small, cfg["simulation"], probes[:1])
+    t0 = time.perf_counter()
+    simulate_orientation(atoms, geo, cfg["simulation"], probes)
+    first = time.perf_counter() - t0
+    warm = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        arrays, _, _ = simulate_orientation(atoms, geo, cfg["simulation"], probes)
+        warm.append(time.perf_counter() - t0)
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(arrays[k]).tobytes() for k in sorted(arrays))).hexdigest()
+    print(json.dumps({"effort": effort, "first_s": first, "warm_s": float(np.median(warm)), "sha256": digest[:12]}))
+
+
+def planner_comparison(rounds: int = 2) -> None:
+    runs: dict[str, list[dict]] = {"FFTW_MEASURE": [], "FFTW_ESTIMATE": []}
+    for _ in range(rounds):
+        for effort in runs:
+            res = subprocess.run([sys.executable, __file__, "--planner-child", effort], capture_output=True,
+                                 text=True, check=True)
+            runs[effort].append(json.loads(res.stdout.strip().splitlines()[-1]))
+    med = {e: {k: float(np.median([r[k] for r in rs])) for k in ("first_s", "warm_s")} for e, rs in runs.items()}
+    print(f"\n## FFTW planner: simulate_orientation, Si [110], 2 probes x 3 thicknesses, {rounds} fresh processes "
+          f"each (medians)\n")
+    print("| planner | first orientation s (FFTW planning included) | ratio to MEASURE | warm orientation s "
+          "| ratio to MEASURE | output sha256 per process |")
+    print("|---|---|---|---|---|---|")
+    ref = med["FFTW_MEASURE"]
+    for e, m in med.items():
+        print(f"| {e} | {m['first_s']:.2f} | {m['first_s'] / ref['first_s']:.2f}x | {m['warm_s']:.3f} "
+              f"| {m['warm_s'] / ref['warm_s']:.2f}x | "
+              f"{', '.join(r['sha256'] for r in runs[e])} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="one crystal only")
     ap.add_argument("--memory-child", nargs=2, type=int, metavar=("GPTS", "DETECTOR_PX"))
+    ap.add_argument("--planner-child", choices=("FFTW_MEASURE", "FFTW_ESTIMATE"))
     args = ap.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
+        return
+    if args.planner_child:
+        planner_child(args.planner_child)
         return
 
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -168,6 +224,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {m['n_atoms']} | {m['wall_s']:.2f} | {m['potential']:.2f} | {m['multislice']:.2f} | {m['labels']:.2f} | "
           f"{m['baseline_MiB']:.0f} | {m['peak_MiB']:.0f} | {m['traced_MiB']:.0f} |")
+    planner_comparison()
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fourdcrystal.simulation import store as qstore  # noqa: E402
-from fourdcrystal.learning.dataset import QuartetDataset, seed_worker  # noqa: E402
+from fourdcrystal.learning.dataset import QuartetDataset, label_scales, make_augmenter, seed_worker  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.learning.model import build_model  # noqa: E402
-from fourdcrystal.learning.train import label_scales, make_augmenter, pattern_losses, train  # noqa: E402
+from fourdcrystal.learning.train import pattern_losses, train  # noqa: E402
 
 
 def synthetic_dataset(root: Path, p: int, n_crystals=6, per_crystal=18) -> Path:

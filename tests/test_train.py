@@ -162,3 +162,19 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
         train(cfg, manifest, tmp_path / "x", root=tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         train(tiny_config(), tmp_path / "nope.parquet", tmp_path / "x", root=tmp_path)
+
+
+def test_data_loader_workers_change_nothing(tmp_path):
+    """Training and validation batches read and augmented by 2 worker processes (the val workers
+    persisting across epochs) give the same losses, val losses included, as the main process alone."""
+    manifest = make_dataset(tmp_path, n_crystals=4, per_crystal=3)  # 9 train, 3 val patterns
+    for workers in (0, 2):
+        train(tiny_config(batch_size=2, epochs=2, augment=True, num_workers=workers), manifest,
+              tmp_path / f"w{workers}", root=tmp_path)
+    for name in ("metrics_steps.csv", "metrics_epochs.csv"):
+        a, b = (pd.read_csv(tmp_path / f"w{w}" / name) for w in (0, 2))
+        for col in ("loss", "train_loss", "val_loss", "val_vg_loss", "val_qz_loss"):
+            if col in a:
+                pd.testing.assert_series_equal(a[col], b[col], rtol=0, atol=0)
+    e = pd.read_csv(tmp_path / "w2" / "metrics_epochs.csv")
+    assert len(e) == 2 and np.isfinite(e["val_loss"]).all()

@@ -29,7 +29,7 @@ rule simulate:
         runtime=60,
         # one GPU per job when simulating on GPUs (pinned inside grouped jobs by fourdcrystal.simulation.gpu_slots);
         # the SLURM values themselves come from the profile (profiles/nersc set-resources).
-        gpu=1 if config["simulation"].get("device", "cpu") == "gpu" else 0,
+        gpu=1 if config["simulation"]["device"] == "gpu" else 0,
     conda:
         "../../envs/simulate.yaml"
     script:

@@ -7,18 +7,29 @@ workers each open their own store handles.
 Augmentation randomness is a pure function of ``(seed, epoch, row)`` (``row`` = the pattern's
 position in the manifest split), never of the worker, the rank or the world size: a run on 1 or N
 processes, with any number of workers, resumed or not, sees exactly the same augmented samples.
+
+Below the Dataset, what a training run reads: the manifest's splits checked against the model
+(``load_data``), the label scales, and the DataLoaders, whose workers persist from epoch to epoch.
 """
 from __future__ import annotations
 
+import hashlib
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fourdcrystal.errors import UserError
+from fourdcrystal.geometry import Geometry
+from fourdcrystal.learning.model import size_multiple
 from fourdcrystal.seeds import stable_hash
 from fourdcrystal.simulation import store as qstore
+
+SCALE_SAMPLES = 32  # training patterns used to measure vg_scale / qz_scale
 
 
 def sample_seed(seed: int, epoch: int, row: int) -> int:
@@ -31,8 +42,9 @@ class QuartetDataset(Dataset):
 
     ``manifest``: DataFrame with columns ``store`` (path of quartets.zarr, relative to ``root``) and
     ``index``.  ``augmenter``: an object with ``.apply(cbed, probe, rng) -> cbed`` (e.g.
-    fourdcrystal.learning.augment.Augmenter) or None.  Call ``set_epoch`` before iterating each epoch (the
-    DataLoader must not use persistent workers, so that workers pick up the new epoch).
+    fourdcrystal.learning.augment.Augmenter) or None.  An item is indexed by its row (augmented for the
+    epoch of ``set_epoch``) or by ``(epoch, row)``, which is how DataLoader workers that persist from epoch
+    to epoch (and so never see ``set_epoch``) learn it (see ``EpochSampler``).
     """
 
     def __init__(self, manifest: pd.DataFrame, root: str | Path = ".", augmenter=None, seed: int = 0):
@@ -48,11 +60,12 @@ class QuartetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, row: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        epoch, row = index if isinstance(index, tuple) else (self.epoch, index)
         q = qstore.read_pattern(self.stores[row], int(self.indices[row]))
         cbed = q["cbed"]
         if self.augmenter is not None:
-            rng = np.random.default_rng(sample_seed(self.seed, self.epoch, row))
+            rng = np.random.default_rng(sample_seed(self.seed, epoch, row))
             cbed = np.asarray(self.augmenter.apply(cbed, q["probe"], rng), dtype=np.float32)
         probe, cbed = model_input(q["probe"], cbed)
         return {"probe": probe, "cbed": cbed,
@@ -87,3 +100,112 @@ def seed_worker(worker_id: int) -> None:
 
     random.seed(s)
     torch.set_num_threads(1)  # workers only decompress; leave the cores to the training process
+
+
+# --- the training run's data -------------------------------------------------------------------
+def data_fingerprint(manifest: pd.DataFrame, dataset_info: Path | None = None) -> str:
+    """Hash of which patterns are in which split (stores + indices) and of dataset.json."""
+    h = hashlib.sha256()
+    cols = manifest[["store", "index", "split"]].astype(str).sort_values(["store", "index"])
+    h.update(pd.util.hash_pandas_object(cols, index=False).to_numpy().tobytes())
+    if dataset_info is not None and Path(dataset_info).is_file():
+        h.update(Path(dataset_info).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def label_scales(ds: QuartetDataset, qz_mask_threshold: float) -> tuple[float, float]:
+    """Typical label magnitudes from a few evenly spaced training patterns (deterministic):
+    vg_scale = median per-pattern max V_g; qz_scale = rms q_z where V_g is significant."""
+    rows = np.unique(np.linspace(0, len(ds) - 1, min(SCALE_SAMPLES, len(ds))).astype(int))
+    vmax, qz2, n = [], 0.0, 0
+    for r in rows:
+        q = qstore.read_pattern(ds.stores[r], int(ds.indices[r]))
+        m = float(q["vg"].max())
+        vmax.append(m)
+        sel = q["vg"] > qz_mask_threshold * m
+        qz2 += float((q["qz"][sel].astype(np.float64) ** 2).sum())
+        n += int(sel.sum())
+    vg_scale = float(np.median(vmax)) if vmax and np.median(vmax) > 0 else 1.0
+    qz_scale = math.sqrt(qz2 / n) if n and qz2 > 0 else 0.1
+    return vg_scale, max(qz_scale, 1e-3)
+
+
+def make_augmenter(cfg: dict):
+    if not cfg["train"]["augment"]:
+        return None
+    from fourdcrystal.learning.augment import Augmenter  # imported only when used
+
+    return Augmenter(cfg["augment"])
+
+
+def geometry_of(df: pd.DataFrame, root: Path) -> Geometry:
+    """The detector geometry the data were simulated on (the first store's attribute)."""
+    return Geometry.from_dict(qstore.store_attrs(root / str(df["store"].iloc[0]))["geometry"])
+
+
+@dataclass
+class TrainData:
+    train: QuartetDataset
+    val: QuartetDataset
+    geometry: Geometry
+    fingerprint: str  # data_fingerprint: a checkpoint resumes only on the same data
+
+
+def load_data(cfg: dict, model_cfg: dict, manifest_path: Path, root: Path, dataset_info, seed: int) -> TrainData:
+    """The manifest's train and val splits as datasets, checked against the model's size multiple."""
+    manifest = qstore.load_manifest(manifest_path)
+    for col in ("store", "index", "split"):
+        if col not in manifest.columns:
+            raise UserError(f"manifest {manifest_path} lacks column '{col}'", "rebuild it with `snakemake results/dataset/manifest.parquet`")
+    train_df = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    val_df = manifest[manifest["split"] == "val"].reset_index(drop=True)
+    if train_df.empty:
+        raise UserError(f"manifest {manifest_path} has no train patterns", "simulate more crystals (selection.n_crystals >= 3)")
+    if dataset_info is None and (manifest_path.parent / "dataset.json").is_file():
+        dataset_info = manifest_path.parent / "dataset.json"
+    geometry = geometry_of(train_df, root)
+    multiple = size_multiple(model_cfg)
+    if geometry.detector_px % multiple:
+        raise UserError(f"detector_px {geometry.detector_px} is not divisible by model.stem_stride * 2**model.depth = {multiple}",
+                        "lower model.depth or model.stem_stride, or pick a detector_px that is a multiple of it")
+    augmenter = make_augmenter(cfg)
+    # validation always sees the same augmented patterns (fixed epoch and its own seed stream)
+    return TrainData(QuartetDataset(train_df, root, augmenter, seed), QuartetDataset(val_df, root, augmenter, seed + 1),
+                     geometry, data_fingerprint(manifest, dataset_info))
+
+
+class EpochSampler(Sampler):
+    """The current epoch's ``(epoch, row)`` indices, set by ``set`` before each pass: the epoch travels
+    with every index, so one DataLoader and its workers serve every epoch."""
+
+    def __init__(self):
+        self.epoch, self.rows = 0, []
+
+    def set(self, epoch: int, rows: list[int]) -> None:
+        self.epoch, self.rows = int(epoch), list(rows)
+
+    def __iter__(self):
+        return ((self.epoch, r) for r in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def train_loader(ds: QuartetDataset, order: EpochSampler, bs: int, seed: int, num_workers: int,
+                 pin: bool) -> DataLoader:
+    """Batches of the rows ``order`` holds when iterated; the workers persist from epoch to epoch."""
+    g = torch.Generator()
+    g.manual_seed(seed * 1_000_003)  # worker seeds: a function of the seed only
+    return DataLoader(ds, batch_size=bs, sampler=order, num_workers=num_workers, worker_init_fn=seed_worker,
+                      generator=g, pin_memory=pin, drop_last=False, persistent_workers=num_workers > 0)
+
+
+def val_loader(ds: QuartetDataset, rank: int, world: int, bs: int, seed: int, num_workers: int,
+               pin: bool) -> DataLoader:
+    """This rank's val rows ``rank::world`` in batches of ``bs``, read and augmented by the workers.
+    The val set never changes epoch, so the workers persist from one validation to the next."""
+    g = torch.Generator()
+    g.manual_seed(seed + 1)  # its own generator: iterating must not draw from the global torch RNG
+    return DataLoader(ds, batch_size=bs, sampler=list(range(rank, len(ds), world)), num_workers=num_workers,
+                      worker_init_fn=seed_worker, generator=g, pin_memory=pin, drop_last=False,
+                      persistent_workers=num_workers > 0)

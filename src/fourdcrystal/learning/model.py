@@ -245,6 +245,17 @@ def build_model(cfg: dict | None) -> BraggUNet:
     return BraggUNet(**model_config_from(cfg))
 
 
+def configure_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW as in nanoGPT: weight decay only on the conv weights (dim >= 2), never on biases or norms.
+
+    ``foreach=False``: the per-parameter loop, whose rounding the CPU tests pin down."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": float(weight_decay)},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=float(lr), betas=(0.9, 0.99),
+                             foreach=False)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 

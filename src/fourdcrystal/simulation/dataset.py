@@ -63,7 +63,7 @@ def build_dataset(config: dict, shard_dirs, manifest_path, reflections_path, inf
     geometry = Geometry.from_config(config)
     fp = fingerprint(config)
     shard_fp = shard_fingerprint(config)
-    split_by = config.get("dataset", {}).get("split_by", "crystal")
+    split_by = config["dataset"]["split_by"]
     patterns, reflections, skipped = [], [], []
     for d in sorted(str(s) for s in shard_dirs):
         summary = validate_shard(d)  # one-line UserError naming a broken shard
@@ -87,9 +87,9 @@ def build_dataset(config: dict, shard_dirs, manifest_path, reflections_path, inf
         raise UserError("dataset.split_by is 'prototype' but some patterns have no prototype",
                         "use dataset.split_by: crystal, or rerun the select checkpoint so selected.csv has prototypes")
     unit_col = "crystal_id" if split_by == "crystal" else "prototype"
-    ds = config.get("dataset", {})
+    ds = config["dataset"]
     splits = assign_splits(manifest[unit_col].astype(str).unique(), int(config["seed"]),
-                           float(ds.get("val_fraction", 0.17)), float(ds.get("test_fraction", 0.17)))
+                           float(ds["val_fraction"]), float(ds["test_fraction"]))
     manifest["split"] = manifest[unit_col].astype(str).map(splits)
     front = ["store", "index", "split"]
     manifest = manifest[front + [c for c in manifest.columns if c not in front]]

@@ -106,10 +106,22 @@ def _to_numpy(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
+# FFTW plans chosen from the transform's shape alone, on one thread.  abTEM's default planner
+# (FFTW_MEASURE) times candidate algorithms and keeps the fastest, so under load two processes can pick
+# different ones and round differently (seen: ~4e-7 on probe images, and killed-then-rerun shards that
+# no longer equal a clean run); benchmarks/RESULTS.md has the speed cost.  A module constant so that
+# the benchmark can time the measuring planner against it.
+FFTW_PLANNING = "FFTW_ESTIMATE"
+
+
+def _fft_settings() -> dict:
+    return {"fftw.planning_effort": FFTW_PLANNING, "fftw.threads": 1}
+
+
 def _abtem_settings(device: str) -> dict:
     # Eager evaluation (no dask graph per call: our arrays are small and reused), no progress bars
-    # (the caller wraps orientations in its own tqdm), and the requested device.
-    return {"device": device, "dask.lazy": False, "diagnostics.progress_bar": False}
+    # (the caller wraps orientations in its own tqdm), the requested device and repeatable FFTs.
+    return {"device": device, "dask.lazy": False, "diagnostics.progress_bar": False, **_fft_settings()}
 
 
 # --- building blocks --------------------------------------------------------------------------
@@ -173,10 +185,13 @@ def _crop_index(geometry: Geometry, xp=np):
 
 
 def _fft2(x):
-    # abTEM's dispatcher: planned FFTW on the CPU (about 10x numpy's pocketfft here), cuFFT for CuPy.
+    # abTEM's dispatcher: planned FFTW on the CPU (about 10x numpy's pocketfft here), cuFFT for CuPy;
+    # the planner pinned here too, since labels are computed outside simulate_orientation's settings.
+    import abtem
     from abtem.core.fft import fft2
 
-    return fft2(x, overwrite_x=False)
+    with abtem.config.set(_fft_settings()):
+        return fft2(x, overwrite_x=False)
 
 
 def detector_intensity(waves, geometry: Geometry, xp=np):

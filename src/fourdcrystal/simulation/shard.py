@@ -81,94 +81,84 @@ def _prototype(selected_csv, crystal_id) -> str | None:
     return str(row["prototype"].iloc[0]) if len(row) and "prototype" in row else None
 
 
-def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, supercells_extxyz, shard: int,
-                   out_dir, selected_csv=None) -> dict:
-    """Simulate orientation rows ``plan.shard_rows(config, shard)`` of one crystal into ``out_dir``.
+def _read_physics_inputs(cifs_dir, supercells_extxyz, crystal_id, rows: range):
+    """The crystal's structure (for the kinematic truth) and the shard's oriented supercells."""
+    from pymatgen.core import Structure  # imported only when there is work: an empty shard needs no physics
 
-    Returns a summary (n_patterns, seconds per phase).  A crystal skipped by the supercell stage
-    (header-only orientations.csv) or a shard past its last orientation gives a valid empty shard.
-    """
+    cif = Path(cifs_dir) / f"{crystal_id}.cif"
+    if not cif.exists():
+        raise UserError(f"CIF {cif} does not exist", "rerun the select checkpoint (snakemake results/crystals/selected.csv)")
+    return Structure.from_file(str(cif)), _read_frames(supercells_extxyz, rows)
+
+
+def _simulate_orientation_rows(config: dict, geometry: Geometry, crystal_id: str, row: pd.Series, atoms,
+                               structure, base: int, shard: int, prototype: str | None):
+    """One orientation: its quartets (labels rendered from its truth), its pattern and reflection rows
+    (indices from ``base``) and timings."""
+    from fourdcrystal.simulation.kinematic import mean_inner_potential_V
+    from fourdcrystal.simulation.labels import orientation_truth
+    from fourdcrystal.simulation.multislice import draw_probe_settings, simulate_orientation
+
+    sim = config["simulation"]
+    oid = int(row["orientation_id"])
+    t0 = time.perf_counter()
+    probes = draw_probe_settings(sim, geometry, orientation_rng(config["seed"], crystal_id, oid),
+                                 int(sim["probes_per_orientation"]))
+    arrays, meta, timings = simulate_orientation(atoms, geometry, sim, probes, device=sim["device"], labels=False,
+                                                 seed=stable_seed(config["seed"], crystal_id, oid, "phonons") % 2**32)
+    t1 = time.perf_counter()
+    R = row[ROTATION_COLUMNS].to_numpy(float).reshape(3, 3)
+    zone = tuple(int(row[c]) for c in ("zone_u", "zone_v", "zone_w")) if row["kind"] == "zone" else None
+    frames, arrays["vg"], arrays["qz"] = orientation_truth(structure, R, zone, meta, arrays, geometry, sim,
+                                                           mean_inner_potential_V(structure, sim["parametrization"]))
+    pattern_rows, reflection_frames = [], []
+    for j, m in enumerate(meta):
+        e = float(m["energy_eV"])
+        reflection_frames.append(frames[j].assign(index=base + j))
+        pattern_rows.append({"index": base + j, "crystal_id": crystal_id, "prototype": prototype,
+                             **{c: row[c] for c in ORIENTATION_COLUMNS},
+                             "thickness_A": float(m["thickness_A"]), "energy_eV": e,
+                             "semiangle_mrad": float(m["semiangle_mrad"]), "defocus_A": float(m["defocus_A"]),
+                             "probe_id": int(m["probe_id"]), "shard": shard})
+    t2 = time.perf_counter()
+    timings = {**{k: float(v) for k, v in timings.items()}, "kinematic": t2 - t1, "orientation_total": t2 - t0}
+    return arrays, meta, pattern_rows, reflection_frames, timings
+
+
+def _simulate_rows(config, geometry, crystal_id, orient, rows: range, structure, frames, shard, prototype,
+                   arrays, supercells_extxyz) -> tuple[list[dict], list[pd.DataFrame], dict[str, float]]:
+    """Simulate orientation rows ``rows`` into ``arrays`` (preallocated); the metadata rows and summed timings."""
     from tqdm import tqdm
 
-    shard = int(shard)
-    geometry = Geometry.from_config(config)
-    sim = config["simulation"]
-    device = sim.get("device", "cpu")
-    p = geometry.detector_px
-    orient = _read_orientations(orientations_csv, config, crystal_id)
-    rows = plan.shard_rows(config, shard) if len(orient) else range(0)
     per_orientation = plan.patterns_per_orientation(config)
-    n = len(rows) * per_orientation
-    arrays = {k: np.zeros((n, p, p), dtype=sim.get("dtype", "float32")) for k in ARRAY_NAMES}
     pattern_rows: list[dict] = []
     reflection_frames: list[pd.DataFrame] = []
     totals: dict[str, float] = {}
-    prototype = _prototype(selected_csv, crystal_id)
+    for k, (row_i, atoms) in enumerate(tqdm(list(zip(rows, frames)), desc=f"{crystal_id} shard {shard:04d}",
+                                            unit="orientation", file=sys.stderr, mininterval=5.0)):
+        row = orient.iloc[row_i]
+        oid = int(row["orientation_id"])
+        if int(atoms.info.get("orientation_id", oid)) != oid:
+            raise UserError(f"{supercells_extxyz} frame {row_i} is orientation {atoms.info.get('orientation_id')}, "
+                            f"expected {oid}", "delete the crystal's supercells folder and rerun snakemake")
+        base = k * per_orientation
+        arr, meta, p_rows, r_frames, timings = _simulate_orientation_rows(
+            config, geometry, crystal_id, row, atoms, structure, base, shard, prototype)
+        if len(meta) != per_orientation:
+            raise RuntimeError(f"simulate_orientation returned {len(meta)} patterns, expected {per_orientation}")
+        for name in ARRAY_NAMES:
+            arrays[name][base:base + per_orientation] = np.asarray(arr[name])
+        pattern_rows += p_rows
+        reflection_frames += r_frames
+        for key, v in timings.items():
+            totals[key] = totals.get(key, 0.0) + v
+        log.info("%s orientation %d (%d/%d): %d patterns, %s", crystal_id, oid, k + 1, len(rows), per_orientation,
+                 ", ".join(f"{key} {v:.2f} s" for key, v in timings.items()))
+    return pattern_rows, reflection_frames, totals
 
-    if n:
-        # imported only when there is work: an empty shard needs no physics stack
-        from pymatgen.core import Structure
 
-        from fourdcrystal.simulation.kinematic import mean_inner_potential_V
-        from fourdcrystal.simulation.labels import orientation_truth
-        from fourdcrystal.simulation.multislice import draw_probe_settings, simulate_orientation
-
-        cif = Path(cifs_dir) / f"{crystal_id}.cif"
-        if not cif.exists():
-            raise UserError(f"CIF {cif} does not exist", "rerun the select checkpoint (snakemake results/crystals/selected.csv)")
-        structure = Structure.from_file(str(cif))
-        v0 = mean_inner_potential_V(structure, sim["parametrization"])
-        frames = _read_frames(supercells_extxyz, rows)
-        slot = contextlib.nullcontext()
-        if device == "gpu":
-            from fourdcrystal.simulation.gpu_slots import gpu_slot  # lazily: CPU runs never touch GPU locking
-
-            slot = gpu_slot()
-        with slot:
-            for k, (row_i, atoms) in enumerate(tqdm(list(zip(rows, frames)), desc=f"{crystal_id} shard {shard:04d}",
-                                                    unit="orientation", file=sys.stderr, mininterval=5.0)):
-                row = orient.iloc[row_i]
-                oid = int(row["orientation_id"])
-                if int(atoms.info.get("orientation_id", oid)) != oid:
-                    raise UserError(f"{supercells_extxyz} frame {row_i} is orientation "
-                                    f"{atoms.info.get('orientation_id')}, expected {oid}",
-                                    "delete the crystal's supercells folder and rerun snakemake")
-                t0 = time.perf_counter()
-                probes = draw_probe_settings(sim, geometry, orientation_rng(config["seed"], crystal_id, oid),
-                                             int(sim["probes_per_orientation"]))
-                arr, meta, timings = simulate_orientation(  # labels: rendered from the truth below
-                    atoms, geometry, sim, probes, device=device, labels=False,
-                    seed=stable_seed(config["seed"], crystal_id, oid, "phonons") % 2**32)
-                if len(meta) != per_orientation:
-                    raise RuntimeError(f"simulate_orientation returned {len(meta)} patterns, expected {per_orientation}")
-                base = k * per_orientation
-                for name in ARRAY_NAMES:
-                    arrays[name][base:base + per_orientation] = np.asarray(arr[name])
-                t1 = time.perf_counter()
-                R = row[ROTATION_COLUMNS].to_numpy(float).reshape(3, 3)
-                zone = tuple(int(row[c]) for c in ("zone_u", "zone_v", "zone_w")) if row["kind"] == "zone" else None
-                frames, arrays["vg"][base:base + per_orientation], arrays["qz"][base:base + per_orientation] = \
-                    orientation_truth(structure, R, zone, meta, arr, geometry, sim, v0)
-                for j, m in enumerate(meta):
-                    e = float(m["energy_eV"])
-                    reflection_frames.append(frames[j].assign(index=base + j))
-                    pattern_rows.append({"index": base + j, "crystal_id": crystal_id, "prototype": prototype,
-                                         **{c: row[c] for c in ORIENTATION_COLUMNS},
-                                         "thickness_A": float(m["thickness_A"]), "energy_eV": e,
-                                         "semiangle_mrad": float(m["semiangle_mrad"]),
-                                         "defocus_A": float(m["defocus_A"]), "probe_id": int(m["probe_id"]),
-                                         "shard": shard})
-                t2 = time.perf_counter()
-                timings = {**{f"{k_}": float(v) for k_, v in timings.items()}, "kinematic": t2 - t1,
-                           "orientation_total": t2 - t0}
-                for k_, v in timings.items():
-                    totals[k_] = totals.get(k_, 0.0) + v
-                log.info("%s orientation %d (%d/%d): %d patterns, %s", crystal_id, oid, k + 1, len(rows),
-                         per_orientation, ", ".join(f"{k_} {v:.2f} s" for k_, v in timings.items()))
-    else:
-        log.info("%s shard %d: no orientations to simulate (crystal skipped or shard empty); writing an empty shard",
-                 crystal_id, shard)
-
+def _metadata_tables(pattern_rows: list[dict], reflection_frames: list[pd.DataFrame]):
+    """patterns.parquet and reflections.parquet tables (typed and empty for an empty shard)."""
     patterns = pd.DataFrame(pattern_rows)
     if not len(patterns):
         patterns = pd.DataFrame({"index": pd.Series(dtype="int64"), "crystal_id": pd.Series(dtype="str")})
@@ -176,11 +166,45 @@ def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, su
                    else pd.DataFrame({"index": pd.Series(dtype="int64")}))
     if len(reflections):
         reflections = reflections[["index"] + [c for c in reflections.columns if c != "index"]]
+    return patterns, reflections
+
+
+def simulate_shard(config: dict, crystal_id: str, cifs_dir, orientations_csv, supercells_extxyz, shard: int,
+                   out_dir, selected_csv=None) -> dict:
+    """Simulate orientation rows ``plan.shard_rows(config, shard)`` of one crystal into ``out_dir``.
+
+    Returns a summary (n_patterns, seconds per phase).  A crystal skipped by the supercell stage
+    (header-only orientations.csv) or a shard past its last orientation gives a valid empty shard.
+    """
+    shard = int(shard)
+    geometry = Geometry.from_config(config)
+    sim = config["simulation"]
+    orient = _read_orientations(orientations_csv, config, crystal_id)
+    rows = plan.shard_rows(config, shard) if len(orient) else range(0)
+    n = len(rows) * plan.patterns_per_orientation(config)
+    p = geometry.detector_px
+    arrays = {k: np.zeros((n, p, p), dtype=sim["dtype"]) for k in ARRAY_NAMES}
+    pattern_rows, reflection_frames, totals = [], [], {}
+    if n:
+        structure, frames = _read_physics_inputs(cifs_dir, supercells_extxyz, crystal_id, rows)
+        slot = contextlib.nullcontext()
+        if sim["device"] == "gpu":
+            from fourdcrystal.simulation.gpu_slots import gpu_slot  # lazily: CPU runs never touch GPU locking
+
+            slot = gpu_slot()
+        with slot:
+            pattern_rows, reflection_frames, totals = _simulate_rows(
+                config, geometry, crystal_id, orient, rows, structure, frames, shard,
+                _prototype(selected_csv, crystal_id), arrays, supercells_extxyz)
+    else:
+        log.info("%s shard %d: no orientations to simulate (crystal skipped or shard empty); writing an empty shard",
+                 crystal_id, shard)
+    patterns, reflections = _metadata_tables(pattern_rows, reflection_frames)
     t_write = time.perf_counter()
     attrs = {"config_fingerprint": shard_fingerprint(config), "crystal_id": str(crystal_id), "shard": shard,
              "timings_s": totals}
-    write_shard(out_dir, arrays, patterns, reflections, geometry, attrs=attrs, dtype=sim.get("dtype", "float32"),
-                compressor=sim.get("compressor", "zstd"), level=int(sim.get("compression_level", 3)))
+    write_shard(out_dir, arrays, patterns, reflections, geometry, attrs=attrs, dtype=sim["dtype"],
+                compressor=sim["compressor"], level=int(sim["compression_level"]))
     totals["write"] = time.perf_counter() - t_write
     log.info("%s shard %d: %d patterns written to %s (write %.2f s)", crystal_id, shard, n, out_dir, totals["write"])
     return {"n_patterns": n, "timings_s": totals}

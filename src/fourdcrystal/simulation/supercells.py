@@ -46,8 +46,6 @@ ORIENTATION_COLUMNS = [
     "r00", "r01", "r02", "r10", "r11", "r12", "r20", "r21", "r22",
 ]
 
-DEFAULT_MAX_ATOMS = 20000
-DEFAULT_MAX_LATTICE_FRACTION = 0.5
 # Atoms that the lateral periodic seam of the box brings closer than this are near-duplicates
 # (the rotated crystal is not commensurate with the box); no real bond is this short (H2: 0.74 Å).
 SEAM_MIN_DISTANCE_A = 0.5
@@ -243,9 +241,9 @@ def rotation_of(row) -> np.ndarray:
 
 
 # --- supercells -----------------------------------------------------------------------------
-def fit_problem(structure, geometry: Geometry, max_atoms: int = DEFAULT_MAX_ATOMS,
-                max_lattice_fraction: float = DEFAULT_MAX_LATTICE_FRACTION) -> str | None:
-    """Why this crystal cannot be cut into the box (None when it can)."""
+def fit_problem(structure, geometry: Geometry, max_atoms: int, max_lattice_fraction: float) -> str | None:
+    """Why this crystal cannot be cut into the box (None when it can); the limits are config
+    ``orientations.max_atoms`` / ``max_lattice_fraction``."""
     if not structure.is_ordered:
         return "the structure has partial occupancies (a disordered site cannot become one atom)"
     try:
@@ -341,8 +339,7 @@ def build_crystal(structure, crystal_id: str, config: dict, orientations_path, s
 
     geometry = Geometry.from_config(config)
     o = config["orientations"]
-    reason = fit_problem(structure, geometry, int(o.get("max_atoms", DEFAULT_MAX_ATOMS)),
-                         float(o.get("max_lattice_fraction", DEFAULT_MAX_LATTICE_FRACTION)))
+    reason = fit_problem(structure, geometry, int(o["max_atoms"]), float(o["max_lattice_fraction"]))
     if reason is None:
         table = make_orientations(structure, crystal_id, config)
         frames = []

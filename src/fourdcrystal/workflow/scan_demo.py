@@ -35,7 +35,7 @@ def make_demo_scan(config: dict, manifest_path, out_dir, root=".", scan_px: int 
     pick = test.drop_duplicates(["crystal_id", "orientation_id"]).sort_values("thickness_A")
     pick = pick.groupby(["crystal_id", "orientation_id"]).tail(1).head(n_grains).reset_index(drop=True)
     quartets = [read_pattern(root / r["store"], int(r["index"])) for _, r in pick.iterrows()]
-    rng = np.random.default_rng([int(config.get("seed", 0)), 7])
+    rng = np.random.default_rng([int(config["seed"]), 7])
     seeds = rng.uniform(0, scan_px, (len(quartets), 2))
     i, j = np.indices((scan_px, scan_px))
     grain = np.argmin((i[..., None] - seeds[:, 0]) ** 2 + (j[..., None] - seeds[:, 1]) ** 2, axis=-1)

@@ -25,7 +25,7 @@ def prototypes(smk) -> None:
     from fourdcrystal.crystals.prototypes import assign_prototypes
 
     workers = max(1, min(int(smk.threads), os.cpu_count() or 1))
-    df = assign_prototypes(pd.read_parquet(smk.input.structures), smk.config.get("prototypes", {}), workers=workers)
+    df = assign_prototypes(pd.read_parquet(smk.input.structures), smk.config["prototypes"], workers=workers)
     write_table(smk.output[0], df)
 
 
