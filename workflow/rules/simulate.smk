@@ -22,6 +22,8 @@ rule simulate:
         geometry=config["geometry"],
         orientations=config["orientations"],
         simulation=config["simulation"],
+        # the truth keeps one of two reflections closer than the peak extraction's spacing
+        label_min_spacing_px=config["evaluate"]["network_min_spacing_px"],
     # the multislice FFTs use one core well; a second helps abTEM's threaded FFT and zarr's codecs
     threads: 2
     resources:

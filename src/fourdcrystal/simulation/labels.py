@@ -9,6 +9,9 @@ semi-angle, thickness) of one oriented crystal, which kinematic reflections
   ``√(2H/λ)`` with H = 1 / (shortest lattice translation along [uvw]): beyond it the zero layer's disks
   are crossed by higher-order ones; in any other orientation, every kinematic reflection;
 * the whole disk (radius α/λ) must lie on the detector;
+* two shown reflections are at least the peak extraction's non-maximum-suppression spacing apart
+  (``min_spacing_px``, config ``evaluate.network_min_spacing_px``): of a closer pair (overlapping disks
+  of a large cell) only the brighter one is shown — no detector could report both;
 * the disk must be bright in the pattern itself: the mean of the noise-free multislice CBED over the
   disk's core (half its radius, at least the nearest pixels) must reach ``min_brightness`` × the
   direct beam's (the vacuum probe's core). Why the simulated pattern and not a kinematic or two-beam
@@ -77,9 +80,20 @@ def disk_brightness(cbed: np.ndarray, probe: np.ndarray, xy_px: np.ndarray, radi
     return core_mean(np.asarray(cbed, float), xy[:, 0], xy[:, 1]) / max(beam, 1e-30)
 
 
+def _resolvable(xy: np.ndarray, brightness: np.ndarray, min_spacing_px: float) -> np.ndarray:
+    """Greedy suppression, brightest first: drop a reflection within ⌈min_spacing_px⌉ px (Chebyshev, the
+    rule of fourdcrystal.inference.peaks) of a brighter kept one."""
+    keep = np.zeros(len(xy), dtype=bool)
+    r = np.ceil(min_spacing_px)
+    for k in np.argsort(-brightness, kind="stable"):
+        if not np.any(keep & (np.abs(xy[:, 0] - xy[k, 0]) <= r) & (np.abs(xy[:, 1] - xy[k, 1]) <= r)):
+            keep[k] = True
+    return keep
+
+
 def shown_reflections(refl: pd.DataFrame, geometry: Geometry, energy_eV: float, semiangle_mrad: float,
                       cbed: np.ndarray, probe: np.ndarray, min_brightness: float,
-                      folz_radius: float | None = None) -> np.ndarray:
+                      folz_radius: float | None = None, min_spacing_px: float = 3.0) -> np.ndarray:
     """Boolean mask over ``refl`` (kinematic_reflections of this orientation and energy): the
     reflections the noise-free pattern ``cbed`` (with its vacuum ``probe``) shows (module docstring).
     ``folz_radius`` (Å⁻¹): given for zone-axis orientations (then ``refl["laue_zone"]`` holds the zone
@@ -94,9 +108,14 @@ def shown_reflections(refl: pd.DataFrame, geometry: Geometry, energy_eV: float, 
     if folz_radius is not None:
         g_inplane = np.hypot(refl["qx_invA"].to_numpy(), refl["qy_invA"].to_numpy())
         mask &= (refl["laue_zone"].to_numpy() == 0) & (g_inplane < folz_radius)
-    bright = np.zeros(len(refl), dtype=bool)
-    bright[mask] = disk_brightness(cbed, probe, xy[mask], r_px) >= min_brightness
-    return mask & bright
+    shown = np.zeros(len(refl), dtype=bool)
+    b = disk_brightness(cbed, probe, xy[mask], r_px)
+    idx = np.flatnonzero(mask)[b >= min_brightness]
+    # the direct beam takes part in the suppression (it is always a peak) but is no reflection
+    xy_all = np.vstack([xy[idx], [[geometry.center_px, geometry.center_px]]])
+    keep = _resolvable(xy_all, np.concatenate([b[b >= min_brightness], [np.inf]]), min_spacing_px)
+    shown[idx[keep[:-1]]] = True
+    return shown
 
 
 def render_labels(shown: pd.DataFrame, geometry: Geometry, v0_V: float,
@@ -126,11 +145,12 @@ def render_labels(shown: pd.DataFrame, geometry: Geometry, v0_V: float,
 
 
 def orientation_truth(structure, R: np.ndarray, zone_uvw, meta: list[dict], arrays: dict, geometry: Geometry,
-                      sim: dict, v0_V: float) -> tuple[list[pd.DataFrame], np.ndarray, np.ndarray]:
+                      sim: dict, v0_V: float, min_spacing_px: float = 3.0) -> tuple[list[pd.DataFrame], np.ndarray, np.ndarray]:
     """Truth and labels of one orientation's patterns (``meta``: one dict per pattern with energy_eV,
     semiangle_mrad; ``arrays``: their noise-free ``cbed`` and ``probe`` stacks): per pattern its
     kinematic reflections with a boolean column ``shown``, and the stacked rendered V_g and q_z labels
-    (n, P, P). ``zone_uvw``: the zone axis of a zone-axis orientation, else None."""
+    (n, P, P). ``zone_uvw``: the zone axis of a zone-axis orientation, else None. ``min_spacing_px``: the
+    peak extraction's non-maximum suppression (config evaluate.network_min_spacing_px)."""
     from fourdcrystal.simulation.kinematic import kinematic_reflections
 
     by_energy: dict[float, tuple[pd.DataFrame, float | None]] = {}
@@ -143,7 +163,7 @@ def orientation_truth(structure, R: np.ndarray, zone_uvw, meta: list[dict], arra
             by_energy[e] = (refl, None if zone_uvw is None else folz_radius_invA(structure, zone_uvw, e))
         refl, folz = by_energy[e]
         shown = shown_reflections(refl, geometry, e, float(m["semiangle_mrad"]), arrays["cbed"][n],
-                                  arrays["probe"][n], float(sim["label_min_brightness"]), folz)
+                                  arrays["probe"][n], float(sim["label_min_brightness"]), folz, min_spacing_px)
         vg, qz = render_labels(refl[shown], geometry, v0_V)
         frames.append(refl.assign(shown=shown))
         vgs.append(vg)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from fourdcrystal.seeds import stable_seed
 from fourdcrystal.simulation import plan, supercells
-from fourdcrystal.config import fingerprint
+from fourdcrystal.config import digest, fingerprint
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.simulation.store import ARRAY_NAMES, write_shard
@@ -41,7 +41,8 @@ SHARD_SECTIONS = ("seed", "geometry", "orientations", "simulation")
 
 
 def shard_fingerprint(config: dict) -> str:
-    return fingerprint(config, sections=SHARD_SECTIONS)
+    # plus the spacing below which the truth keeps only the brighter of two reflections (labels.py)
+    return digest([fingerprint(config, sections=SHARD_SECTIONS), config["evaluate"]["network_min_spacing_px"]])
 
 
 def orientation_rng(seed: int, crystal_id: str, orientation_id: int, purpose: str = "probes") -> np.random.Generator:
@@ -109,8 +110,9 @@ def _simulate_orientation_rows(config: dict, geometry: Geometry, crystal_id: str
     t1 = time.perf_counter()
     R = row[ROTATION_COLUMNS].to_numpy(float).reshape(3, 3)
     zone = tuple(int(row[c]) for c in ("zone_u", "zone_v", "zone_w")) if row["kind"] == "zone" else None
-    frames, arrays["vg"], arrays["qz"] = orientation_truth(structure, R, zone, meta, arrays, geometry, sim,
-                                                           mean_inner_potential_V(structure, sim["parametrization"]))
+    frames, arrays["vg"], arrays["qz"] = orientation_truth(
+        structure, R, zone, meta, arrays, geometry, sim, mean_inner_potential_V(structure, sim["parametrization"]),
+        float(config["evaluate"]["network_min_spacing_px"]))
     pattern_rows, reflection_frames = [], []
     for j, m in enumerate(meta):
         e = float(m["energy_eV"])
