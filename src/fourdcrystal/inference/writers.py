@@ -1,13 +1,14 @@
 """One writer for the outputs of ``predict``: bragg_vectors.parquet (streamed batch by batch), the
-Bragg vector map (.npy + .png) and py4DSTEM's BraggVectors file (braggvectors.h5)."""
+Bragg vector map (.npy + .png), py4DSTEM's BraggVectors file (braggvectors.h5) and index.html (a few
+patterns with their vectors, the map, the run's settings)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
+from fourdcrystal.inference import page
 from fourdcrystal.inference.braggvectors_file import write_braggvectors
-from fourdcrystal.plotting import save_figure
 
 VECTOR_COLUMNS = ["rx", "ry", "qx", "qy", "qx_px", "qy_px", "intensity", "qz"]
 
@@ -52,23 +53,24 @@ class VectorWriter:
 
     def finish(self, origin: np.ndarray) -> None:
         np.save(self.out_dir / "bragg_vector_map.npy", self.map)
-        map_figure(self.map, self.out_dir / "bragg_vector_map.png", self.dq_invA)
+        # log(1 + count), inferno, rows = q_x downwards, columns = q_y; the direct beam at the centre pixel
+        page.write_png(self.out_dir / "bragg_vector_map.png", self.map, log=True, vmin=0.0, vmax=None)
         vectors = np.concatenate(self.kept, axis=1) if self.kept else np.zeros((5, 0))
         write_braggvectors(self.out_dir / "braggvectors.h5", self.scan_shape, self.pattern_shape, vectors, origin,
                            self.dq_invA)
 
 
-def map_figure(bvm: np.ndarray, path: Path, dq: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def write_index(out_dir: Path, examples: list[tuple], bvm: np.ndarray, settings: dict) -> None:
+    """index.html: ``examples`` (rx, ry, pattern, (n, 2) vector pixel positions) with their vectors,
+    the Bragg vector map, and ``settings`` (what this run did)."""
+    dq = float(settings.get("q_pixel_size_invA") or 0.0)
+    shots = [page.Panel(f"scan position ({rx}, {ry}): {len(pts)} vectors (log intensity; rows q_x, columns q_y)",
+                        pat, points=pts, log=True) for rx, ry, pat, pts in examples]
     Qx, Qy = bvm.shape
-    ext = [-(Qy // 2) * dq, (Qy - 1 - Qy // 2) * dq, (Qx - 1 - Qx // 2) * dq, -(Qx // 2) * dq]
-    fig, ax = plt.subplots(figsize=(5, 4.4))
-    im = ax.imshow(np.log1p(bvm), cmap="inferno", extent=ext)
-    ax.set_xlabel("q_y (1/Å)")
-    ax.set_ylabel("q_x (1/Å)")
-    ax.set_title("Bragg vector map (log(1 + count))")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    save_figure(fig, path)
+    span = f"; q_x ±{Qx // 2 * dq:.2f}, q_y ±{Qy // 2 * dq:.2f} 1/Å" if dq else ""
+    sections = [page.Section("Patterns across the scan with their Bragg vectors", shots,
+                             "Circles: the vectors written to bragg_vectors.parquet (input pixels)."),
+                page.Section("Bragg vector map", [page.Panel(
+                    f"all vectors, counted on the input pixel grid about the direct beam (log(1 + count){span})",
+                    bvm, log=True, vmin=0.0)])]
+    page.write_page(Path(out_dir) / "index.html", "fourdcrystal predict", sections, settings)
