@@ -10,11 +10,14 @@ discard almost all reflections of our 128 px grids; the settings come from confi
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fourdcrystal.config import default
+
+if TYPE_CHECKING:  # pandas is imported where a table is made: `predict` with the network never needs it
+    import pandas as pd
 
 # Single-threaded BLAS for a fair per-core timing against the network (set before numpy's BLAS
 # starts its pool in a fresh process; harmless otherwise).
@@ -50,6 +53,7 @@ def make_kernel(probe: np.ndarray, settings: dict | None = None) -> np.ndarray:
 def find_disks(patterns: np.ndarray, probe: np.ndarray, settings: dict | None = None,
                kernel: np.ndarray | None = None) -> pd.DataFrame:
     """Disks of each pattern (N, Qx, Qy): DataFrame pattern, qx_px, qy_px, intensity (correlation)."""
+    import pandas as pd
     from py4DSTEM.braggvectors.diskdetection import find_Bragg_disks
 
     s = settings_from(settings)

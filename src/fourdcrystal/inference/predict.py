@@ -220,7 +220,7 @@ def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: floa
             vec = detector(x, cen)
             writer.write(rx, ry, vec)
             for k in sorted(shown.intersection(range(s, e))):
-                m = vec["pattern"] == k - s
+                m = (vec["pattern"] == k - s) & writer.on_detector(vec)
                 examples.append((int(rx[k - s]), int(ry[k - s]), x[k - s].cpu().numpy(),
                                  np.stack([vec["qx_px"][m], vec["qy_px"][m]], axis=1)))
     finally:

@@ -30,17 +30,27 @@ class VectorWriter:
         self.kept: list[np.ndarray] = []  # per batch: (5, n) rx, ry, qx_px, qy_px, intensity
         self.n_vectors = 0
 
+    def on_detector(self, vec: dict[str, np.ndarray]) -> np.ndarray:
+        """Which vectors lie on the input detector (the only ones written)."""
+        Qx, Qy = self.pattern_shape
+        px, py = vec["qx_px"], vec["qy_px"]
+        return (px >= 0) & (px <= Qx - 1) & (py >= 0) & (py <= Qy - 1)
+
     def write(self, rx: np.ndarray, ry: np.ndarray, vec: dict[str, np.ndarray]) -> None:
         """Vectors of one batch (``detectors`` layout) at scan positions ``rx[pattern]``, ``ry[pattern]``."""
         import pyarrow as pa
 
         Qx, Qy = self.pattern_shape
         b, px, py = vec["pattern"], vec["qx_px"], vec["qy_px"]
-        inside = (px >= 0) & (px <= Qx - 1) & (py >= 0) & (py <= Qy - 1)
+        inside = self.on_detector(vec)
         cols = {"rx": rx[b].astype(np.int32), "ry": ry[b].astype(np.int32), "qx": vec["qx"], "qy": vec["qy"],
                 "qx_px": px, "qy_px": py, "intensity": vec["intensity"], "qz": vec["qz"]}
         cols = {k: v[inside] for k, v in cols.items()}
-        self.table.write_table(pa.table(cols, schema=self.schema))
+        # Arrow arrays straight from the numpy buffers: pa.array()/pa.table() would import pandas
+        # (≈ 0.25 s of a short call) only to check whether the columns are pandas objects
+        arrays = [pa.Array.from_buffers(f.type, len(cols[f.name]), [None, pa.py_buffer(np.ascontiguousarray(
+            cols[f.name], dtype=np.int32 if f.type == pa.int32() else np.float64))]) for f in self.schema]
+        self.table.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.n_vectors += int(inside.sum())
         bi = np.rint(Qx // 2 + cols["qx"] / self.dq_invA).astype(int)
         bj = np.rint(Qy // 2 + cols["qy"] / self.dq_invA).astype(int)
