@@ -69,8 +69,11 @@ def load_model(path: str | None, device: str):
 def peak_settings(meta: dict | None, threshold: float | None = None, min_spacing_px: float | None = None) -> dict:
     """Resolve the peak settings: explicit value > model file meta["peak_settings"] > bragg defaults."""
     stamped = (meta or {}).get("peak_settings") or {}
-    thr = threshold if threshold is not None else stamped.get("peak_threshold", peaks.DEFAULT_THRESHOLD)
-    sp = min_spacing_px if min_spacing_px is not None else stamped.get("min_spacing_px", peaks.DEFAULT_MIN_SPACING_PX)
+    # (the schema defaults are looked up only when needed: parsing the schema is start-up time)
+    thr = threshold if threshold is not None else stamped.get("peak_threshold")
+    thr = peaks.DEFAULT_THRESHOLD if thr is None else thr
+    sp = min_spacing_px if min_spacing_px is not None else stamped.get("min_spacing_px")
+    sp = peaks.DEFAULT_MIN_SPACING_PX if sp is None else sp
     if not 0 < float(thr) < 1:
         raise UserError(f"peak threshold {thr} is not in (0, 1)", "pass --threshold as a fraction of the direct beam's V_g, e.g. 0.02")
     if float(sp) < 0:
@@ -105,8 +108,8 @@ def parse_scan_shape(text: str) -> tuple[int, int]:
 # --- the prediction loop -------------------------------------------------------------------------
 def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_size_invA: float, out_dir,
                  *, batch: int | None = None, device: str = "cpu", center: str = "per-pattern",
-                 threshold: float = peaks.DEFAULT_THRESHOLD, min_spacing_px: float = peaks.DEFAULT_MIN_SPACING_PX,
-                 baseline: str | None = None, classical_settings: dict | None = None, precision: str = "auto",
+                 threshold: float | None = None, min_spacing_px: float | None = None, baseline: str | None = None,
+                 classical_settings: dict | None = None, precision: str = "auto",
                  meta: dict | None = None, probe_info: dict | None = None, progress: bool = True) -> dict:
     """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
 
@@ -114,7 +117,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     bright-field disk (``probe_synth.probe_from_scan``); ``probe_info`` describes a given probe.
     ``model(probe, cbed) -> (vg, qz)`` on the model grid (``geometry``); any callable with that
     signature works (tests use an oracle). Returns a summary dict (also written as summary.json).
-    ``threshold`` / ``min_spacing_px``: peaks.find_peaks settings (the direct beam is kept as a vector).
+    ``threshold`` / ``min_spacing_px``: peaks.find_peaks settings (the direct beam is kept as a vector;
+    None: peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX).
     ``baseline="classical"``: py4DSTEM's disk detection instead of the network (same outputs, no q_z).
     ``precision``: "fp32", "bf16" (autocast; the model keeps its FFTs and output head in fp32) or
     "auto" (bf16 where it is native — CUDA, CPUs with AVX512-BF16/AMX — else fp32). On the pretrained
@@ -122,6 +126,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     (docs/pretrained/metrics_bf16.json), and runs 1.3× faster end to end on a 2-core AVX512-BF16 CPU.
     """
     _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry)
+    threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
+    min_spacing_px = peaks.DEFAULT_MIN_SPACING_PX if min_spacing_px is None else min_spacing_px
     if probe is None:
         probe, probe_info = probe_from_scan(cube)
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
@@ -254,11 +260,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="find the direct beam in every pattern, or once in the mean pattern")
     p.add_argument("--threshold", type=float, default=None,
                    help="V_g peaks above this fraction of the direct beam (default: the model file's tuned value "
-                        f"if stamped, else {peaks.DEFAULT_THRESHOLD}; the workflow's tuned value is "
+                        "if stamped, else config evaluate.peak_threshold's default; the workflow's tuned value is "
                         "network_peak_settings in results/evaluation/metrics.json)")
     p.add_argument("--min-spacing", type=float, default=None,
                    help="non-maximum suppression: no two vectors within this many model-grid px "
-                        f"(default: model file's value, else {peaks.DEFAULT_MIN_SPACING_PX})")
+                        "(default: model file's value, else config evaluate.network_min_spacing_px's default)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="network arithmetic: auto = bf16 where native (CUDA, CPUs with AVX512-BF16/AMX), else fp32")
     p.add_argument("--baseline", choices=["classical"], default=None, help="run py4DSTEM disk detection (vacuum-probe kernel, multicorr) instead of the network; same outputs, qz empty")
