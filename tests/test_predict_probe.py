@@ -82,7 +82,7 @@ def test_index_html_shows_patterns_vectors_map_and_settings(runs):
         assert f"scan position ({rx}, {ry}): {n} vectors" in page
     assert page.count("<circle") == sum(int(((df.rx == k) & (df.ry == k)).sum()) for k in range(4))
     for text in ("synthesized from the bright-field disk", f"{s['n_patterns']} / {s['n_vectors']}",
-                 "peak threshold", f"{s['threshold']:.6g}"):
+                 "peak threshold", f"{s['threshold']:.6g}", "log(1 + count); q_x ±2.00, q_y ±2.00 1/Å"):
         assert text in page, text
     assert page.count("data:image/png;base64,") == 5 and page.rstrip().endswith("</html>")
 

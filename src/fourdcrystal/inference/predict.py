@@ -151,7 +151,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                        **run, input=cube.path, source=cube.source, scan_shape=list(cube.shape[:2]),
                        pattern_shape=list(cube.shape[2:]), **(meta or {}))
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        write_index(tmp, examples, bvm, page_settings(summary))
+        write_index(tmp, examples, bvm, dq, page_settings(summary))
     return summary
 
 

@@ -70,14 +70,13 @@ class VectorWriter:
                            self.dq_invA)
 
 
-def write_index(out_dir: Path, examples: list[tuple], bvm: np.ndarray, settings: dict) -> None:
+def write_index(out_dir: Path, examples: list[tuple], bvm: np.ndarray, dq: float, settings: dict) -> None:
     """index.html: ``examples`` (rx, ry, pattern, (n, 2) vector pixel positions) with their vectors,
-    the Bragg vector map, and ``settings`` (what this run did)."""
-    dq = float(settings.get("q_pixel_size_invA") or 0.0)
+    the Bragg vector map (``dq`` Å⁻¹ per pixel), and ``settings`` (what this run did)."""
     shots = [page.Panel(f"scan position ({rx}, {ry}): {len(pts)} vectors (log intensity; rows q_x, columns q_y)",
                         pat, points=pts, log=True) for rx, ry, pat, pts in examples]
     Qx, Qy = bvm.shape
-    span = f"; q_x ±{Qx // 2 * dq:.2f}, q_y ±{Qy // 2 * dq:.2f} 1/Å" if dq else ""
+    span = f"; q_x ±{Qx // 2 * dq:.2f}, q_y ±{Qy // 2 * dq:.2f} 1/Å"
     sections = [page.Section("Patterns across the scan with their Bragg vectors", shots,
                              "Circles: the vectors written to bragg_vectors.parquet (input pixels)."),
                 page.Section("Bragg vector map", [page.Panel(
