@@ -202,3 +202,30 @@ def test_flat_scan_cannot_make_a_probe(tmp_path, model_file, capsys):
     np.save(tmp_path / "dark.npy", np.zeros((2, 2, 32, 32), np.float32))
     _bad(tmp_path, ["predict", tmp_path / "dark.npy", "--q-pixel-size", DQ, "--model", model_file], capsys,
          "no direct beam")
+
+
+# --- start-up: what a call imports (benchmarks/RESULTS.md has the times) ------------------------------
+_IMPORTS = ("import sys\nfrom fourdcrystal import cli\ntry:\n    rc = cli.main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    rc = e.code\nprint(sorted(m for m in ('torch', 'py4DSTEM', 'pandas', 'matplotlib', 'scipy', 'rsciio')"
+            " if m in sys.modules))\nsys.exit(rc)\n")
+
+
+def _heavy_imports(*argv):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-c", _IMPORTS, *map(str, argv)], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_help_imports_nothing_heavy_and_predict_only_torch(tmp_path, scan):
+    cube, probe = scan
+    np.save(tmp_path / "s.npy", cube)
+    np.save(tmp_path / "p.npy", probe)
+    assert _heavy_imports("--help") == "[]"
+    assert _heavy_imports("predict", tmp_path / "s.npy", "--probe", tmp_path / "p.npy", "--q-pixel-size", DQ,
+                          "--out", tmp_path / "o", "--quiet") == "['torch']"
