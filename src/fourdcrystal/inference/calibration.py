@@ -43,7 +43,8 @@ def invA_per_px(scale: float | None, units, energy_eV: float | None, where: str)
         return float(scale) / per_A
     if u in _ANGLE_RAD:
         if not energy_eV:
-            raise UserError(f"{where} is calibrated in {units} per pixel, which needs the beam energy to convert to 1/Å",
+            raise UserError(f"{where} is calibrated in {units} per pixel, which needs the beam energy to convert "
+                            "to 1/Å",
                             f"pass --energy (eV), or {_NEEDS}")
         from fourdcrystal.geometry import electron_wavelength_A
 

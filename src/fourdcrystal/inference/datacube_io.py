@@ -188,7 +188,8 @@ def _open_hdf5(path: Path, dataset: str | None, ndim: int) -> Cube | None:
         f.visititems(lambda n, o: shapes.update({n: o.shape}) if isinstance(o, h5py.Dataset) and o.ndim >= 2 else None)
         # py4DSTEM / emdfile: a group with python_class DataCube (or Probe / DiffractionSlice) holds `data`
         want = {"DataCube"} if ndim == 4 else {"Probe", "DiffractionSlice", "DiffractionImage"}
-        emd = [n for n in shapes if n.endswith("/data") and f[n.rsplit("/", 1)[0]].attrs.get("python_class", "") in want]
+        emd = [n for n in shapes
+               if n.endswith("/data") and f[n.rsplit("/", 1)[0]].attrs.get("python_class", "") in want]
         name, why = _choose(path, shapes, dataset, ndim, emd)
     except UserError:
         f.close()

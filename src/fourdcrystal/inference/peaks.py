@@ -26,7 +26,8 @@ from fourdcrystal.config import default
 # evaluate.peak_threshold and evaluate.network_min_spacing_px (one owner). Looked up on first use
 # (module __getattr__): parsing the schema costs ~0.06 s per call of config.default, and `predict`
 # with a model that carries its tuned settings never needs them.
-_SCHEMA_KEYS = {"DEFAULT_THRESHOLD": "evaluate.peak_threshold", "DEFAULT_MIN_SPACING_PX": "evaluate.network_min_spacing_px"}
+_SCHEMA_KEYS = {"DEFAULT_THRESHOLD": "evaluate.peak_threshold",
+                "DEFAULT_MIN_SPACING_PX": "evaluate.network_min_spacing_px"}
 
 
 def __getattr__(name: str):

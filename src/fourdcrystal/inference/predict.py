@@ -168,7 +168,8 @@ def page_settings(s: dict) -> dict:
            "peak threshold (fraction of the direct beam's V_g)": s["threshold"],
            "minimum peak spacing (model px)": s["min_spacing_px"], "direct beam": s["center"],
            "device / precision": f"{s['device']} / {s['precision']}",
-           "patterns / vectors": f"{s['n_patterns']} / {s['n_vectors']} ({s['n_vectors'] / max(1, s['n_patterns']):.1f} per pattern)",
+           "patterns / vectors": f"{s['n_patterns']} / {s['n_vectors']} "
+                                 f"({s['n_vectors'] / max(1, s['n_patterns']):.1f} per pattern)",
            "speed": f"{s['patterns_per_s']:.1f} patterns/s"}
     return out
 
@@ -184,8 +185,8 @@ def _check_inputs(cube: Cube, probe: np.ndarray | None, q_pixel_size_invA: float
     # the model grid's pitch in input pixels; coarser than 2 px the patterns are averaged down by it
     step = max(1, int(geometry.dk_invA / q_pixel_size_invA))
     if min(cube.shape[2:]) < MIN_PATTERN_PX or min(cube.shape[2:]) // step < 4:
-        raise UserError(f"patterns of {cube.shape[2]}×{cube.shape[3]} px at {q_pixel_size_invA:.4g} 1/Å per px are too "
-                        f"small for the model (its pixel is {step} of yours)",
+        raise UserError(f"patterns of {cube.shape[2]}×{cube.shape[3]} px at {q_pixel_size_invA:.4g} 1/Å per px are "
+                        f"too small for the model (its pixel is {step} of yours)",
                         "check --q-pixel-size (1/Å per pixel) and that --dataset names the datacube")
 
 
@@ -308,8 +309,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
     if q is None:
         raise UserError(f"{args.data} carries no reciprocal-space calibration",
                         "pass --q-pixel-size (1/Å per pixel; with an mrad calibration also --energy)")
-    calibration = ("--q-pixel-size" if args.q_pixel_size else
-                   f"file metadata: {cube.q_scale:.6g} {cube.q_units} per px" + (f" at {energy:.0f} eV" if energy else ""))
+    calibration = "--q-pixel-size" if args.q_pixel_size else (
+        f"file metadata: {cube.q_scale:.6g} {cube.q_units} per px" + (f" at {energy:.0f} eV" if energy else ""))
     model, geometry, meta = load_model(args.model, args.device)
     if energy and geometry.energies_eV and not (0.5 * min(geometry.energies_eV) <= energy <= 2 * max(geometry.energies_eV)):
         log.warning("beam energy %.0f eV is far from the training energies %s", energy, geometry.energies_eV)
