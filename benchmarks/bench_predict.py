@@ -12,7 +12,12 @@ scan split over two worker processes (measured, started before the clock), with 
 for the model's grid (stamped in the model file). The CLI row times a fresh `fourdcrystal predict`
 process from start to exit. Memory: peak RSS of the CLI in a fresh subprocess for two scan sizes
 (flat = streaming works). GPU section (bf16, 256² detector) only with CUDA.
-Usage: python benchmarks/bench_predict.py [--quick]
+``--startup``: only the start-up figures — whole-process wall time of `fourdcrystal predict` on a
+2×2 scan (4 patterns, the same SrTiO3 pattern, default model and precision, vacuum probe given) and
+of `fourdcrystal --help`, median of ``--repeats`` fresh processes; with ``--before-src DIR`` (a
+``src/`` folder of another revision, e.g. ``git archive <rev> src | tar -x -C /tmp/before``) the same
+commands of that revision run interleaved with this one's, so both see the same machine load.
+Usage: python benchmarks/bench_predict.py [--quick | --startup [--before-src DIR] [--repeats N]]
 """
 from __future__ import annotations
 
@@ -93,12 +98,45 @@ def peak_rss_mb(argv):
                                 text=True).stdout.strip())
 
 
+def startup(cfg, before_src: str | None, repeats: int) -> None:
+    """Median wall time of fresh `fourdcrystal predict` (4 patterns) and `fourdcrystal --help` processes."""
+    import statistics
+
+    _, mgeo, _ = predict.load_model(None, "cpu")
+    trees = ([("before", Path(before_src))] if before_src else []) + [("this revision", ROOT / "src")]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_scan(tmp / "scan.npy", 2, simulated_pattern(mgeo), cfg["augment"])
+        cmds = {"predict, 4 patterns": ["predict", str(tmp / "scan.npy"), "--probe", str(tmp / "probe.npy"), "--out",
+                                        str(tmp / "out"), "--q-pixel-size", str(mgeo.dk_invA), "--quiet"],
+                "--help": ["--help"]}
+        times = {(t, c): [] for t, _ in trees for c in cmds}
+        for _ in range(repeats):
+            for (tree, src), (name, argv) in ((t, c) for t in trees for c in cmds.items()):
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "fourdcrystal.cli", *argv], check=True, env=env,
+                               stdout=subprocess.DEVNULL)
+                times[(tree, name)].append(time.perf_counter() - t0)
+    print(f"## start-up: whole-process wall time, median of {repeats} fresh processes (s)\n")
+    print("| command | " + " | ".join(t for t, _ in trees) + " |")
+    print("|---|" + "---|" * len(trees))
+    for name in cmds:
+        cells = [f"{statistics.median(times[(t, name)]):.2f} (min {min(times[(t, name)]):.2f})" for t, _ in trees]
+        print(f"| `fourdcrystal {name}` | " + " | ".join(cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model", default=None, help="model file (default: the shipped pretrained model)")
+    ap.add_argument("--startup", action="store_true", help="only the start-up figures")
+    ap.add_argument("--before-src", default=None, help="with --startup: a src/ folder of another revision to compare")
+    ap.add_argument("--repeats", type=int, default=7)
     a = ap.parse_args()
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    if a.startup:
+        return startup(cfg, a.before_src, a.repeats)
     geo = Geometry.from_config(cfg)
     P = geo.detector_px
     torch.set_num_threads(2)

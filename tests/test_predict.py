@@ -200,11 +200,14 @@ def _bad(tmp_path, argv, capsys, needle):
     assert not list(tmp_path.glob(".bad_out.tmp-*"))
 
 
-def test_bad_3d_array(tmp_path, model_file, capsys):
+def test_bad_2d_array_and_stack_without_scan_shape(tmp_path, model_file, capsys):
+    np.save(tmp_path / "image.npy", np.zeros((16, 16), np.float32))
+    _bad(tmp_path, ["predict", tmp_path / "image.npy", "--model", model_file, "--q-pixel-size", DQ], capsys,
+         "not a datacube")
     np.save(tmp_path / "stack.npy", np.zeros((5, 16, 16), np.float32))
     np.save(tmp_path / "probe.npy", np.ones((16, 16), np.float32))
     _bad(tmp_path, ["predict", tmp_path / "stack.npy", "--probe", tmp_path / "probe.npy", "--model", model_file,
-                    "--q-pixel-size", DQ], capsys, "not a 4-D datacube")
+                    "--q-pixel-size", DQ], capsys, "--scan-shape RXxRY")
 
 
 def test_bad_probe_shape(tmp_path, model_file, capsys):
@@ -260,7 +263,7 @@ def test_py4dstem_emd_datacube_found_automatically(tmp_path):
     dc.calibration.set_Q_pixel_units("A^-1")
     py4DSTEM.save(str(tmp_path / "dc.h5"), dc, mode="o")
     c = open_datacube(tmp_path / "dc.h5")
-    assert c.shape == (2, 3, 16, 16) and c.q_pixel_size_invA == pytest.approx(0.031)
+    assert c.shape == (2, 3, 16, 16) and c.q_pixel_size() == pytest.approx(0.031)
     np.testing.assert_array_equal(c.read(2, 5), dc.data.reshape(6, 16, 16)[2:5])
 
 
@@ -270,13 +273,13 @@ def test_npy_reads_any_run_of_scan_positions(tmp_path, dtype, order):
     map: both give the same patterns, for runs that cross scan rows."""
     from fourdcrystal.inference.datacube_io import open_datacube
 
-    a = (np.random.default_rng(1).random((3, 5, 8, 6)) * 100).astype(dtype)
+    a = (np.random.default_rng(1).random((3, 5, 16, 18)) * 100).astype(dtype)
     np.save(tmp_path / "c.npy", np.asfortranarray(a) if order == "F" else a)
     c = open_datacube(tmp_path / "c.npy")
     for s, e in [(0, 15), (2, 9), (4, 5), (14, 15)]:
         got = c.read(s, e)
         assert got.dtype == np.float32
-        np.testing.assert_array_equal(got, a.reshape(15, 8, 6)[s:e].astype(np.float32))
+        np.testing.assert_array_equal(got, a.reshape(15, 16, 18)[s:e].astype(np.float32))
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):

@@ -10,25 +10,35 @@ discard almost all reflections of our 128 px grids; the settings come from confi
 from __future__ import annotations
 
 import os
+import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fourdcrystal.config import default
+
+if TYPE_CHECKING:  # pandas is imported where a table is made: `predict` with the network never needs it
+    import pandas as pd
 
 # Single-threaded BLAS for a fair per-core timing against the network (set before numpy's BLAS
 # starts its pool in a fresh process; harmless otherwise).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-# py4DSTEM settings when a caller gives none: the schema's defaults of config evaluate.classical
-DEFAULTS = default("evaluate.classical")
+# py4DSTEM settings when a caller gives none: the schema's defaults of config evaluate.classical,
+# looked up on first use (``DEFAULTS``, module __getattr__): `predict` with the network never needs them
+def __getattr__(name: str):
+    if name == "DEFAULTS":
+        globals()["DEFAULTS"] = default("evaluate.classical")
+        return globals()["DEFAULTS"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 _FIND_KEYS = ("corrPower", "sigma", "edgeBoundary", "minRelativeIntensity", "minAbsoluteIntensity",
               "minPeakSpacing", "subpixel", "upsample_factor", "maxNumPeaks")
 
 
 def settings_from(cfg: dict | None) -> dict:
-    s = dict(DEFAULTS)
-    s.update({k: v for k, v in (cfg or {}).items() if k in DEFAULTS})
+    defaults = sys.modules[__name__].DEFAULTS
+    s = dict(defaults)
+    s.update({k: v for k, v in (cfg or {}).items() if k in defaults})
     return s
 
 
@@ -50,6 +60,7 @@ def make_kernel(probe: np.ndarray, settings: dict | None = None) -> np.ndarray:
 def find_disks(patterns: np.ndarray, probe: np.ndarray, settings: dict | None = None,
                kernel: np.ndarray | None = None) -> pd.DataFrame:
     """Disks of each pattern (N, Qx, Qy): DataFrame pattern, qx_px, qy_px, intensity (correlation)."""
+    import pandas as pd
     from py4DSTEM.braggvectors.diskdetection import find_Bragg_disks
 
     s = settings_from(settings)

@@ -1,9 +1,14 @@
-"""Lazy readers for 4D-STEM datacubes (Rx, Ry, Qx, Qy) and vacuum-probe images.
+"""Lazy readers for 4D-STEM datacubes and vacuum-probe images, as detectors write them.
 
-Nothing here loads a whole datacube: ``.npy`` is memory-mapped and read in plain reads per batch,
-Zarr and HDF5 are sliced on demand, and other formats go through rosettasciio with ``lazy=True``
-(dask).  Calibration (reciprocal pixel size in Å⁻¹/px, beam energy in eV) is read from file
-metadata where the format carries it.
+Nothing here loads a whole datacube: ``.npy`` is read by plain file reads per batch, Zarr and HDF5
+are sliced on demand, and other formats go through rosettasciio with ``lazy=True`` (dask).
+Layouts: the detector axes are the last two axes longer than 1; singleton axes are dropped
+(a Merlin (Rx, Ry, 1, Qx, Qy) scan is 4-D); a 3-D stack of patterns (N, Qx, Qy) takes its scan shape
+from the caller (``--scan-shape``). Any dtype (integer, big-endian) is read as native float32.
+Files holding several arrays: the one array shaped like a datacube (≥ 3 axes, the last two
+detector-sized) is chosen, and the choice is said (``Cube.source``); several candidates are an error.
+Calibration: the stated (scale, units) of a detector axis and the beam energy are kept as the file
+says them; ``Cube.q_pixel_size`` converts them (fourdcrystal.inference.calibration).
 """
 from __future__ import annotations
 
@@ -14,44 +19,101 @@ from pathlib import Path
 import numpy as np
 
 from fourdcrystal.errors import UserError
+from fourdcrystal.inference.calibration import invA_per_px
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".emd", ".py4dstem"}
+MIN_PATTERN_PX = 16  # fewer detector pixels per axis is no diffraction pattern (and too small for the model)
+
+
+def _trimmed(shape) -> tuple[int, ...]:
+    """``shape`` without trailing singleton axes: the detector axes are the last two of these."""
+    s = [int(n) for n in shape]
+    while len(s) > 2 and s[-1] == 1:
+        s.pop()
+    return tuple(s)
+
+
+def looks_like(shape, ndim: int) -> bool:
+    """Whether an array of ``shape`` can be a datacube (ndim 4: scan axes + 2 detector axes) or an
+    image (ndim 2), its detector axes detector-sized."""
+    s = _trimmed(shape)
+    return len(s) >= (3 if ndim == 4 else 2) and min(s[-2:]) >= MIN_PATTERN_PX
 
 
 @dataclass
 class Cube:
-    """A lazily read array plus what its file says about calibration."""
+    """A lazily read array plus what its file says about calibration.
+
+    ``shape`` is the logical (Rx, Ry, Qx, Qy); ``array`` is the array as stored (any layout above).
+    """
 
     array: object  # anything with .shape and numpy-style slicing
     path: str
-    q_pixel_size_invA: float | None = None
+    q_scale: float | None = None  # detector pixel size as the file states it, in q_units
+    q_units: str | None = None
     energy_eV: float | None = None
     source: str = ""
     _keep: list = field(default_factory=list, repr=False)  # open file handles
+    scan_shape: tuple[int, int] | None = None  # set for 3-D stacks (or to re-shape a scan)
+
+    def __post_init__(self):
+        raw = tuple(int(s) for s in self.array.shape)
+        nd = len(_trimmed(raw))
+        self.det_axes = tuple(range(max(0, nd - 2), nd))
+        lead = list(range(max(0, nd - 2)))
+        while len(lead) > 2 and any(raw[a] == 1 for a in lead):  # squeeze singletons, keep 2 scan axes
+            lead.remove(next(a for a in lead if raw[a] == 1))
+        self.lead_axes = tuple(lead)
+        self.n_patterns = int(np.prod([raw[a] for a in lead])) if lead else 0
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.array.shape)
+        raw = tuple(int(s) for s in self.array.shape)
+        det = tuple(raw[a] for a in self.det_axes)
+        if self.scan_shape is not None:
+            return tuple(self.scan_shape) + det
+        return tuple(raw[a] for a in self.lead_axes) + det
+
+    def _key(self, first, second=None) -> tuple:
+        key = [0] * len(self.array.shape)
+        for a in self.det_axes:
+            key[a] = slice(None)
+        for a, k in zip(self.lead_axes, (first, second) if second is not None else (first,)):
+            key[a] = k
+        return tuple(key)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Patterns with flattened scan index in [start, stop) as float32 (n, Qx, Qy)."""
+        """Patterns with flattened scan index in [start, stop) as native float32 (n, Qx, Qy)."""
         a = self.array
+        det = self.shape[2:]
         if isinstance(a, np.memmap) and a.flags.c_contiguous and stop > start:
             # a C-ordered .npy: one plain read of the contiguous run. Slicing the memory map would map
             # every page read into this process, so its resident size would grow with the scan.
-            per = int(np.prod(self.shape[2:]))
+            per = int(np.prod(det))
             raw = np.fromfile(self.path, dtype=a.dtype, count=(stop - start) * per,
                               offset=a.offset + start * per * a.dtype.itemsize)
-            return raw.reshape((stop - start,) + self.shape[2:]).astype(np.float32, copy=False)
-        Rx, Ry = self.shape[:2]
-        out = []
-        k = start
+            return raw.reshape((stop - start,) + det).astype(np.float32, copy=False)
+        if len(self.lead_axes) == 1:
+            return np.asarray(a[self._key(slice(start, stop))], dtype=np.float32).reshape((-1,) + det)
+        Ry = int(a.shape[self.lead_axes[1]])
+        out, k = [], start
         while k < stop:
             rx, ry = divmod(k, Ry)
             n = min(stop - k, Ry - ry)
-            out.append(np.asarray(self.array[rx, ry:ry + n], dtype=np.float32))
+            out.append(np.asarray(a[self._key(rx, slice(ry, ry + n))], dtype=np.float32).reshape((n,) + det))
             k += n
-        return np.concatenate(out) if out else np.zeros((0,) + self.shape[2:], np.float32)
+        return np.concatenate(out) if out else np.zeros((0,) + det, np.float32)
+
+    def region(self, sx: slice, sy: slice) -> np.ndarray:
+        """Patterns of scan rows ``sx`` × columns ``sy`` (logical scan), (n, Qx, Qy) float32."""
+        Rx, Ry = self.shape[:2]
+        ry0, ry1, _ = sy.indices(Ry)
+        rows = [self.read(rx * Ry + ry0, rx * Ry + ry1) for rx in range(*sx.indices(Rx)) if ry1 > ry0]
+        return np.concatenate(rows) if rows else np.zeros((0,) + self.shape[2:], np.float32)
+
+    def q_pixel_size(self, energy_eV: float | None = None) -> float | None:
+        """Å⁻¹ per pixel from the file's calibration (None: uncalibrated); ``energy_eV`` overrides the file's."""
+        return invA_per_px(self.q_scale, self.q_units, energy_eV or self.energy_eV, f"{self.path}'s detector")
 
     def close(self) -> None:
         for h in self._keep:
@@ -61,19 +123,34 @@ class Cube:
                 pass
 
 
-def _invA_from_units(scale: float, units: str | None, energy_eV: float | None) -> float | None:
-    """Reciprocal pixel size in Å⁻¹ from a (scale, units) pair; None when not reciprocal space."""
-    if units is None:
-        return None
-    u = str(units).strip().replace("Å", "A").replace(" ", "").lower()
-    if u in {"a^-1", "1/a", "a-1", "inva"}:
-        return float(scale)
-    if u in {"1/nm", "nm^-1", "nm-1"}:
-        return float(scale) / 10.0
-    if u in {"mrad"} and energy_eV:
-        from fourdcrystal.geometry import electron_wavelength_A
-        return float(scale) * 1e-3 / electron_wavelength_A(energy_eV)
-    return None
+def _choose(path: Path, shapes: dict[str, tuple], dataset: str | None, ndim: int, preferred=()) -> tuple[str, str]:
+    """The array to read from a file holding ``shapes`` (name -> shape): ``dataset`` if given, else a
+    py4DSTEM/emdfile one (``preferred``), else the only array shaped like a datacube (or an image).
+    Returns (name, how it was chosen)."""
+    what = "datacube" if ndim == 4 else "image"
+    if dataset is not None:
+        name = dataset.strip("/")
+        if name not in shapes:
+            raise UserError(f"{path} has no array '{dataset}' (arrays: {_listing(shapes)})",
+                            "pass one of these names to --dataset")
+        return name, "named by --dataset"
+    if len(preferred) == 1:
+        return preferred[0], "py4DSTEM/emdfile"
+    cands = [n for n, s in shapes.items() if looks_like(s, ndim)]
+    if ndim == 2 and len(cands) > 1:  # a probe file: plain images before stacks
+        cands = [n for n in cands if len(_trimmed(shapes[n])) == 2] or cands
+    if len(cands) == 1:
+        return cands[0], f"the only array shaped like a {what}"
+    if not cands:
+        raise UserError(f"{path} holds no array shaped like a {what} (≥ {MIN_PATTERN_PX} px detector axes; "
+                        f"arrays: {_listing(shapes)})", "name the array with --dataset")
+    raise UserError(f"{path} holds {len(cands)} arrays shaped like a {what}: "
+                    f"{_listing({n: shapes[n] for n in cands})}", "name one with --dataset")
+
+
+def _listing(shapes: dict[str, tuple], at_most: int = 8) -> str:
+    items = [f"{n} {tuple(int(x) for x in s)}" for n, s in list(shapes.items())[:at_most]]
+    return ", ".join(items) + (f" and {len(shapes) - at_most} more" if len(shapes) > at_most else "") or "none"
 
 
 def _open_npy(path: Path) -> Cube:
@@ -84,25 +161,19 @@ def _open_npy(path: Path) -> Cube:
     return Cube(arr, str(path), source="npy")
 
 
-def _open_zarr(path: Path, dataset: str | None) -> Cube:
+def _open_zarr(path: Path, dataset: str | None, ndim: int) -> Cube:
     import zarr
 
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
-        arr, attrs = node, dict(node.attrs)
+        arr, attrs, how = node, dict(node.attrs), "zarr"
     else:
-        if dataset is None:
-            cands = [k for k, a in node.arrays() if len(a.shape) in (2, 4)]
-            if len(cands) != 1:
-                raise UserError(f"{path} holds arrays {cands}, cannot tell which is the datacube",
-                                "name it with --dataset")
-            dataset = cands[0]
-        if dataset not in node:
-            raise UserError(f"{path} has no array '{dataset}'", "pass an existing name to --dataset")
-        arr = node[dataset]
-        attrs = {**dict(node.attrs), **dict(arr.attrs)}
-    energy = attrs.get("energy_eV")
-    return Cube(arr, str(path), q_pixel_size_invA=attrs.get("q_pixel_size_invA"), energy_eV=energy, source="zarr")
+        arrays = {k: v for k, v in node.members(max_depth=None) if isinstance(v, zarr.Array)}
+        name, why = _choose(path, {k: v.shape for k, v in arrays.items()}, dataset, ndim)
+        arr, attrs, how = arrays[name], {**dict(node.attrs), **dict(arrays[name].attrs)}, f"zarr:{name} ({why})"
+    q = attrs.get("q_pixel_size_invA")
+    return Cube(arr, str(path), q_scale=q, q_units="1/A" if q is not None else attrs.get("q_units"),
+                energy_eV=attrs.get("energy_eV"), source=how)
 
 
 def _open_hdf5(path: Path, dataset: str | None, ndim: int) -> Cube | None:
@@ -112,36 +183,29 @@ def _open_hdf5(path: Path, dataset: str | None, ndim: int) -> Cube | None:
         f = h5py.File(path, "r")
     except OSError:
         return None  # not HDF5 (e.g. a non-HDF5 .emd): the caller tries rosettasciio
-    found: list[str] = []
-    f.visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) and o.ndim == ndim else None)
-    if dataset is None:
+    try:
+        shapes: dict[str, tuple] = {}
+        f.visititems(lambda n, o: shapes.update({n: o.shape}) if isinstance(o, h5py.Dataset) and o.ndim >= 2 else None)
         # py4DSTEM / emdfile: a group with python_class DataCube (or Probe / DiffractionSlice) holds `data`
         want = {"DataCube"} if ndim == 4 else {"Probe", "DiffractionSlice", "DiffractionImage"}
-        emd = [n for n in found if n.endswith("/data")
-               and f[n.rsplit("/", 1)[0]].attrs.get("python_class", "") in want]
-        cands = emd or found
-        if len(cands) != 1:
-            f.close()
-            raise UserError(f"{path} holds {len(cands)} {ndim}-D datasets {cands[:5]}, cannot tell which to use",
-                            "name it with --dataset")
-        dataset = cands[0]
-    if dataset not in f:
+        emd = [n for n in shapes
+               if n.endswith("/data") and f[n.rsplit("/", 1)[0]].attrs.get("python_class", "") in want]
+        name, why = _choose(path, shapes, dataset, ndim, emd)
+    except UserError:
         f.close()
-        raise UserError(f"{path} has no dataset '{dataset}'", "pass an existing HDF5 path to --dataset")
-    ds = f[dataset]
-    q_size, energy = ds.attrs.get("q_pixel_size_invA"), ds.attrs.get("energy_eV")
+        raise
+    ds = f[name]
+    q_scale, units, energy = ds.attrs.get("q_pixel_size_invA"), "1/A", ds.attrs.get("energy_eV")
     # emdfile calibration: <root>/metadatabundle/calibration/Q_pixel_size (+ units)
-    root = dataset.split("/")[0]
-    cal = f.get(f"{root}/metadatabundle/calibration")
-    if q_size is None and cal is not None and "Q_pixel_size" in cal:
+    cal = f.get(f"{name.split('/')[0]}/metadatabundle/calibration")
+    if q_scale is None and cal is not None and "Q_pixel_size" in cal:
+        q_scale = float(cal["Q_pixel_size"][()])
         units = cal["Q_pixel_units"][()] if "Q_pixel_units" in cal else None
-        units = units.decode() if isinstance(units, bytes) else units
-        q_size = _invA_from_units(float(cal["Q_pixel_size"][()]), units, None)
-    return Cube(ds, str(path), q_pixel_size_invA=None if q_size is None else float(q_size),
-                energy_eV=None if energy is None else float(energy), source=f"hdf5:{dataset}", _keep=[f])
+    return Cube(ds, str(path), q_scale=None if q_scale is None else float(q_scale), q_units=units,
+                energy_eV=None if energy is None else float(energy), source=f"hdf5:{name} ({why})", _keep=[f])
 
 
-def _open_rsciio(path: Path) -> Cube | None:
+def _open_rsciio(path: Path, ndim: int) -> Cube | None:
     import rsciio
 
     ext = path.suffix.lstrip(".").lower()
@@ -149,12 +213,12 @@ def _open_rsciio(path: Path) -> Cube | None:
     errors = []
     for p in plugins:
         try:
-            mod = importlib.import_module(p["api"])
-            sigs = mod.file_reader(str(path), lazy=True)
+            sigs = importlib.import_module(p["api"]).file_reader(str(path), lazy=True)
         except Exception as exc:  # noqa: BLE001 — try the next plugin claiming this extension
             errors.append(f"{p['name']}: {exc}")
             continue
-        sig = next((s for s in sigs if getattr(s["data"], "ndim", 0) == 4), sigs[0])
+        shapes = {str(k): s["data"].shape for k, s in enumerate(sigs)}
+        sig = sigs[int(_choose(path, shapes, None, ndim)[0])] if len(sigs) > 1 else sigs[0]
         axes = sig.get("axes", [])
         md = sig.get("metadata", {}) or {}
         energy = None
@@ -162,17 +226,16 @@ def _open_rsciio(path: Path) -> Cube | None:
             energy = float(md["Acquisition_instrument"]["TEM"]["beam_energy"]) * 1e3  # keV -> eV
         except (KeyError, TypeError, ValueError):
             pass
-        q_size = None
-        if len(axes) == 4:
-            q_size = _invA_from_units(axes[-1].get("scale", 1.0), axes[-1].get("units"), energy)
-        return Cube(sig["data"], str(path), q_pixel_size_invA=q_size, energy_eV=energy, source=f"rsciio:{p['name']}")
+        ax = axes[-1] if len(axes) >= 3 else {}  # a detector axis (the signal axes come last)
+        return Cube(sig["data"], str(path), q_scale=ax.get("scale"), q_units=ax.get("units"), energy_eV=energy,
+                    source=f"rsciio:{p['name']}")
     if errors:
         raise UserError(f"{path} could not be read ({errors[0][:120]})", "check the file or convert it to .npy/.h5")
     return None
 
 
 def open_array(path: str | Path, dataset: str | None = None, ndim: int = 4) -> Cube:
-    """Open ``path`` lazily; ``ndim`` is the expected dimensionality (4 datacube, 2 probe)."""
+    """Open ``path`` lazily; ``ndim`` is what is wanted (4 datacube, 2 probe image)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist", "check the path")
@@ -181,24 +244,43 @@ def open_array(path: str | Path, dataset: str | None = None, ndim: int = 4) -> C
     if suffix == ".npy":
         cube = _open_npy(path)
     elif suffix == ".zarr" or (path.is_dir() and (path / "zarr.json").exists()):
-        cube = _open_zarr(path, dataset)
+        cube = _open_zarr(path, dataset, ndim)
     elif suffix in HDF5_SUFFIXES:
         cube = _open_hdf5(path, dataset, ndim)
         if cube is None and suffix == ".emd":
-            cube = _open_rsciio(path)
+            cube = _open_rsciio(path, ndim)
     else:
-        cube = _open_rsciio(path)
+        cube = _open_rsciio(path, ndim)
     if cube is None:
         raise UserError(f"{path}: unknown data format '{suffix or path.name}'",
                         "use .npy, .zarr, .h5/.hdf5/.emd or a 4D-STEM format rosettasciio reads (.blo, .mib, .dm4)")
     return cube
 
 
-def open_datacube(path: str | Path, dataset: str | None = None) -> Cube:
+def open_datacube(path: str | Path, dataset: str | None = None, scan_shape: tuple[int, int] | None = None) -> Cube:
+    """A datacube (Rx, Ry, Qx, Qy), or a 3-D stack of patterns laid out on ``scan_shape``."""
     cube = open_array(path, dataset, ndim=4)
-    if len(cube.shape) != 4:
-        raise UserError(f"{path} holds a {len(cube.shape)}-D array {cube.shape}, not a 4-D datacube (Rx, Ry, Qx, Qy)",
-                        "pass a 4-D 4D-STEM scan (reshape a pattern stack to (Rx, Ry, Qx, Qy))")
+    raw = tuple(int(s) for s in cube.array.shape)
+    det = tuple(raw[a] for a in cube.det_axes)
+    if len(cube.lead_axes) not in (1, 2):
+        cube.close()
+        raise UserError(f"{path} holds a {len(raw)}-D array {raw}, not a datacube (Rx, Ry, Qx, Qy) or a stack of "
+                        "patterns (N, Qx, Qy)", "pass a 4D-STEM scan (or --dataset naming one)")
+    if min(det) < MIN_PATTERN_PX:
+        cube.close()
+        raise UserError(f"the patterns of {path} ({cube.source or 'array'} {raw}) are {det[0]}×{det[1]} px, too small "
+                        f"for diffraction patterns (≥ {MIN_PATTERN_PX} px per axis)",
+                        "point --dataset at the datacube (the array whose last two axes are the detector)")
+    if scan_shape is not None:
+        if int(np.prod(scan_shape)) != cube.n_patterns or min(scan_shape) < 1:
+            cube.close()
+            raise UserError(f"--scan-shape {scan_shape[0]}x{scan_shape[1]} does not hold the {cube.n_patterns} "
+                            f"patterns of {path}", f"pass RXxRY with RX·RY = {cube.n_patterns}")
+        cube.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
+    elif len(cube.lead_axes) == 1:
+        cube.close()
+        raise UserError(f"{path} holds a stack of {cube.n_patterns} patterns {raw} without its scan shape",
+                        "pass --scan-shape RXxRY (e.g. --scan-shape 64x64)")
     return cube
 
 
@@ -206,6 +288,7 @@ def open_probe(path: str | Path, dataset: str | None = None) -> tuple[np.ndarray
     """A vacuum probe image; a stack or 4-D cube of vacuum patterns is averaged."""
     cube = open_array(path, dataset, ndim=2)
     a = np.asarray(cube.array[...], dtype=np.float64)
+    a = a.reshape(tuple(n for n in a.shape if n > 1) or a.shape)
     if a.ndim > 2:
         a = a.reshape((-1,) + a.shape[-2:]).mean(axis=0)
     if a.ndim != 2:

@@ -15,15 +15,27 @@ axis), and q_z is sampled bilinearly at the refined position.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
 from fourdcrystal.config import default
 
 # Used when neither the caller nor a model file says otherwise: the schema's defaults of config
-# evaluate.peak_threshold and evaluate.network_min_spacing_px (one owner).
-DEFAULT_THRESHOLD = default("evaluate.peak_threshold")
-DEFAULT_MIN_SPACING_PX = default("evaluate.network_min_spacing_px")
+# evaluate.peak_threshold and evaluate.network_min_spacing_px (one owner). Looked up on first use
+# (module __getattr__): parsing the schema costs ~0.06 s per call of config.default, and `predict`
+# with a model that carries its tuned settings never needs them.
+_SCHEMA_KEYS = {"DEFAULT_THRESHOLD": "evaluate.peak_threshold",
+                "DEFAULT_MIN_SPACING_PX": "evaluate.network_min_spacing_px"}
+
+
+def __getattr__(name: str):
+    if name in _SCHEMA_KEYS:
+        value = default(_SCHEMA_KEYS[name])
+        globals()[name] = value  # later look-ups are plain attribute reads
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _as_tensor(a) -> torch.Tensor:
@@ -38,7 +50,7 @@ def direct_beam_vg(vg: torch.Tensor, center_px: int) -> torch.Tensor:
     return vg[:, c - 1:c + 2, c - 1:c + 2].amax(dim=(1, 2))
 
 
-def find_peaks(vg, qz=None, *, center_px: int, threshold: float = DEFAULT_THRESHOLD, edge_px: int = 1,
+def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, edge_px: int = 1,
                exclude_center_px: float | None = None, min_spacing_px: float = 0.0) -> dict[str, np.ndarray]:
     """Local maxima of a batch of V_g maps (B, P, P) with sub-pixel refinement.
 
@@ -47,7 +59,10 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float = DEFAULT_THRESH
     pixel), ``qz`` (Å⁻¹, bilinear at the refined position; NaN when ``qz`` is None).
     ``exclude_center_px``: drop peaks closer than this to the centre (the direct beam).
     ``min_spacing_px``: non-maximum suppression radius (px, square window; ≤ 1: none beyond 3×3).
+    ``threshold``: fraction of the direct beam's V_g (None: DEFAULT_THRESHOLD).
     """
+    if threshold is None:
+        threshold = sys.modules[__name__].DEFAULT_THRESHOLD
     v = _as_tensor(vg).float()
     if v.ndim == 2:
         v = v[None]

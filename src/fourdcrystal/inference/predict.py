@@ -1,5 +1,8 @@
 """``fourdcrystal predict``: Bragg vectors for every pattern of a 4D-STEM datacube.
 
+Probe: a vacuum probe file (``--probe``), the mean of vacuum scan positions (``--probe-from-region``),
+or, with neither, a synthetic probe measured on the scan's own bright-field disk
+(fourdcrystal.inference.probe_synth); summary.json and index.html say which.
 Pipeline per batch of scan positions (the cube is streamed, never loaded whole):
   read patterns -> find the direct beam (cross-correlation with the vacuum probe, per pattern or
   once from the mean pattern) -> resample bilinearly onto the model's detector grid (pitch dk_invA,
@@ -18,7 +21,9 @@ Intensity scaling (``ModelInput``): the model was trained on probe-max = 1 data 
 probe's scale, so the resampled probe is divided by its maximum and every CBED is scaled to the
 probe's total intensity (which also removes beam-current drift across the scan).
 Outputs (published together by one rename, so a failed run leaves none): bragg_vectors.parquet,
-bragg_vector_map.npy/.png, braggvectors.h5 (py4DSTEM BraggVectors, reopened by py4DSTEM.read).
+bragg_vector_map.npy/.png, braggvectors.h5 (py4DSTEM BraggVectors, reopened by py4DSTEM.read),
+summary.json and index.html (patterns across the scan with their vectors, the map, the settings).
+Start-up: py4DSTEM, pandas and matplotlib are not imported unless ``--baseline classical`` runs.
 """
 from __future__ import annotations
 
@@ -33,11 +38,12 @@ import torch
 
 from fourdcrystal.inference import peaks
 from fourdcrystal.atomic import atomic_path
-from fourdcrystal.inference.datacube_io import Cube, open_datacube, open_probe
+from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, native_bf16
 from fourdcrystal.inference.model_input import ModelInput
-from fourdcrystal.inference.writers import VectorWriter
+from fourdcrystal.inference.probe_synth import probe_from_scan
+from fourdcrystal.inference.writers import VectorWriter, write_index
 
 log = logging.getLogger("fourdcrystal.inference.predict")
 
@@ -63,8 +69,11 @@ def load_model(path: str | None, device: str):
 def peak_settings(meta: dict | None, threshold: float | None = None, min_spacing_px: float | None = None) -> dict:
     """Resolve the peak settings: explicit value > model file meta["peak_settings"] > bragg defaults."""
     stamped = (meta or {}).get("peak_settings") or {}
-    thr = threshold if threshold is not None else stamped.get("peak_threshold", peaks.DEFAULT_THRESHOLD)
-    sp = min_spacing_px if min_spacing_px is not None else stamped.get("min_spacing_px", peaks.DEFAULT_MIN_SPACING_PX)
+    # (the schema defaults are looked up only when needed: parsing the schema is start-up time)
+    thr = threshold if threshold is not None else stamped.get("peak_threshold")
+    thr = peaks.DEFAULT_THRESHOLD if thr is None else thr
+    sp = min_spacing_px if min_spacing_px is not None else stamped.get("min_spacing_px")
+    sp = peaks.DEFAULT_MIN_SPACING_PX if sp is None else sp
     if not 0 < float(thr) < 1:
         raise UserError(f"peak threshold {thr} is not in (0, 1)", "pass --threshold as a fraction of the direct beam's V_g, e.g. 0.02")
     if float(sp) < 0:
@@ -86,25 +95,41 @@ def parse_region(text: str) -> tuple[slice, slice]:
                         "give scan ranges of vacuum positions, e.g. 0:4,0:8") from None
 
 
+def parse_scan_shape(text: str) -> tuple[int, int]:
+    """'RXxRY' (or 'RX,RY') -> (RX, RY)."""
+    try:
+        rx, ry = text.lower().replace(",", "x").split("x")
+        return int(rx), int(ry)
+    except ValueError:
+        raise UserError(f"--scan-shape '{text}' is not of the form RXxRY", "give the scan's rows and columns, "
+                        "e.g. --scan-shape 64x64") from None
+
 
 # --- the prediction loop -------------------------------------------------------------------------
-def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_invA: float, out_dir,
+def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_size_invA: float, out_dir,
                  *, batch: int | None = None, device: str = "cpu", center: str = "per-pattern",
-                 threshold: float = peaks.DEFAULT_THRESHOLD, min_spacing_px: float = peaks.DEFAULT_MIN_SPACING_PX,
-                 baseline: str | None = None, classical_settings: dict | None = None, precision: str = "auto",
-                 meta: dict | None = None, progress: bool = True) -> dict:
+                 threshold: float | None = None, min_spacing_px: float | None = None, baseline: str | None = None,
+                 classical_settings: dict | None = None, precision: str = "auto",
+                 meta: dict | None = None, probe_info: dict | None = None, progress: bool = True) -> dict:
     """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
 
+    ``probe``: the vacuum probe image on the input detector, or None to synthesize one from the scan's
+    bright-field disk (``probe_synth.probe_from_scan``); ``probe_info`` describes a given probe.
     ``model(probe, cbed) -> (vg, qz)`` on the model grid (``geometry``); any callable with that
     signature works (tests use an oracle). Returns a summary dict (also written as summary.json).
-    ``threshold`` / ``min_spacing_px``: peaks.find_peaks settings (the direct beam is kept as a vector).
+    ``threshold`` / ``min_spacing_px``: peaks.find_peaks settings (the direct beam is kept as a vector;
+    None: peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX).
     ``baseline="classical"``: py4DSTEM's disk detection instead of the network (same outputs, no q_z).
     ``precision``: "fp32", "bf16" (autocast; the model keeps its FFTs and output head in fp32) or
     "auto" (bf16 where it is native — CUDA, CPUs with AVX512-BF16/AMX — else fp32). On the pretrained
     model's test crystals bf16 scores the same F1 as fp32 to two decimals and RMS within 0.01 px
     (docs/pretrained/metrics_bf16.json), and runs 1.3× faster end to end on a 2-core AVX512-BF16 CPU.
     """
-    _check_inputs(cube, probe, q_pixel_size_invA, precision)
+    _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry)
+    threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
+    min_spacing_px = peaks.DEFAULT_MIN_SPACING_PX if min_spacing_px is None else min_spacing_px
+    if probe is None:
+        probe, probe_info = probe_from_scan(cube)
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
     use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(dev_type))
     dq = float(q_pixel_size_invA)
@@ -115,27 +140,54 @@ def predict_cube(cube: Cube, probe: np.ndarray, model, geometry, q_pixel_size_in
     else:
         detector = NetworkDetector(model, geometry, inputs, dq, threshold=threshold, min_spacing_px=min_spacing_px,
                                    device=device, use_bf16=use_bf16)
-    run = {"center": center, "mean_beam_px": [guess[0], guess[1]], "device": device,
-           "precision": "bf16" if use_bf16 else "fp32", "threshold": threshold, "min_spacing_px": min_spacing_px,
-           "detector": baseline or "network"}
+    run = {"probe": probe_info or {"path": "given by the caller"}, "center": center,
+           "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32",
+           "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network"}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        summary = _stream(cube, detector, inputs, guess, tmp, dq, int(batch or DEFAULT_BATCH[dev_type]), device,
-                          center, progress)
+        summary, examples, bvm = _stream(cube, detector, inputs, guess, tmp, dq, int(batch or DEFAULT_BATCH[dev_type]),
+                                         device, center, progress)
         summary.update(q_pixel_size_invA=dq, model_dk_invA=geometry.dk_invA, model_detector_px=geometry.detector_px,
-                       **run, input=cube.path, **(meta or {}))
+                       **run, input=cube.path, source=cube.source, scan_shape=list(cube.shape[:2]),
+                       pattern_shape=list(cube.shape[2:]), **(meta or {}))
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_index(tmp, examples, bvm, dq, page_settings(summary))
     return summary
 
 
-def _check_inputs(cube: Cube, probe: np.ndarray, q_pixel_size_invA: float, precision: str) -> None:
-    if probe.shape != tuple(cube.shape[2:]):
+def page_settings(s: dict) -> dict:
+    """What index.html lists about a run (from its summary)."""
+    p = s["probe"]
+    disk = f" (radius {p['radius_px']:.2f} px, edge {p['edge_px']:.2f} px)" if "radius_px" in p else ""
+    out = {"input": f"{s['input']} [{s['source']}]" if s.get("source") else s["input"],
+           "scan × pattern shape": f"{s['scan_shape']} × {s['pattern_shape']}", "probe": p["path"] + disk,
+           "calibration": f"{s['q_pixel_size_invA']:.6g} 1/Å per px ({s.get('calibration', 'given by the caller')})",
+           "beam energy (eV)": s.get("energy_eV") or "not given", "detector": s["detector"],
+           "model": s.get("model", "given by the caller"),
+           "model grid": f"{s['model_detector_px']} px at {s['model_dk_invA']:.6g} 1/Å per px",
+           "peak threshold (fraction of the direct beam's V_g)": s["threshold"],
+           "minimum peak spacing (model px)": s["min_spacing_px"], "direct beam": s["center"],
+           "device / precision": f"{s['device']} / {s['precision']}",
+           "patterns / vectors": f"{s['n_patterns']} / {s['n_vectors']} "
+                                 f"({s['n_vectors'] / max(1, s['n_patterns']):.1f} per pattern)",
+           "speed": f"{s['patterns_per_s']:.1f} patterns/s"}
+    return out
+
+
+def _check_inputs(cube: Cube, probe: np.ndarray | None, q_pixel_size_invA: float, precision: str, geometry) -> None:
+    if probe is not None and probe.shape != tuple(cube.shape[2:]):
         raise UserError(f"probe shape {probe.shape} differs from the pattern shape {tuple(cube.shape[2:])}",
-                        "pass a vacuum probe recorded on the same detector (same binning / crop)")
+                        "pass a vacuum probe recorded on the same detector (same binning / crop), or none")
     if not (q_pixel_size_invA and q_pixel_size_invA > 0):
         raise UserError("reciprocal pixel size must be > 0", "pass --q-pixel-size in 1/Å per pixel")
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"precision '{precision}' is not auto, fp32 or bf16", "pass --precision auto")
+    # the model grid's pitch in input pixels; coarser than 2 px the patterns are averaged down by it
+    step = max(1, int(geometry.dk_invA / q_pixel_size_invA))
+    if min(cube.shape[2:]) < MIN_PATTERN_PX or min(cube.shape[2:]) // step < 4:
+        raise UserError(f"patterns of {cube.shape[2]}×{cube.shape[3]} px at {q_pixel_size_invA:.4g} 1/Å per px are "
+                        f"too small for the model (its pixel is {step} of yours)",
+                        "check --q-pixel-size (1/Å per pixel) and that --dataset names the datacube")
 
 
 def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float]:
@@ -149,15 +201,21 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
     return float(c[0]), float(c[1])
 
 
+N_EXAMPLES = 4  # patterns shown in index.html, evenly spread over the scan
+
+
 def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: float, batch: int, device: str,
-            center: str, progress: bool) -> dict:
-    """Batches of patterns -> direct beams -> ``detector`` -> ``VectorWriter`` in ``out``."""
+            center: str, progress: bool) -> tuple[dict, list, np.ndarray]:
+    """Batches of patterns -> direct beams -> ``detector`` -> ``VectorWriter`` in ``out``.
+    Returns (summary, index.html's example patterns with their vectors, the Bragg vector map)."""
     from tqdm import tqdm
 
     Rx, Ry, Qx, Qy = cube.shape
     n = Rx * Ry
     origin = np.zeros((2, Rx, Ry))
     writer = VectorWriter(out, (Rx, Ry), (Qx, Qy), dq)
+    shown = set(np.unique(np.linspace(0, n - 1, min(n, N_EXAMPLES)).astype(int)).tolist())
+    examples = []
     t0 = time.perf_counter()
     try:
         for s in tqdm(range(0, n, batch), disable=not progress, desc="predict", unit="batch"):
@@ -166,27 +224,36 @@ def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: floa
             cen = torch.tensor([guess] * len(x), device=device) if center == "mean" else inputs.centres(x, guess)
             rx, ry = np.divmod(np.arange(s, e), Ry)
             origin[:, rx, ry] = cen.cpu().numpy().astype(np.float64).T
-            writer.write(rx, ry, detector(x, cen))
+            vec = detector(x, cen)
+            writer.write(rx, ry, vec)
+            for k in sorted(shown.intersection(range(s, e))):
+                m = (vec["pattern"] == k - s) & writer.on_detector(vec)
+                examples.append((int(rx[k - s]), int(ry[k - s]), x[k - s].cpu().numpy(),
+                                 np.stack([vec["qx_px"][m], vec["qy_px"][m]], axis=1)))
     finally:
         writer.close()
     elapsed = time.perf_counter() - t0
     writer.finish(origin)
-    return {"n_patterns": n, "n_vectors": writer.n_vectors, "seconds": elapsed,
-            "patterns_per_s": n / max(elapsed, 1e-9)}
+    return ({"n_patterns": n, "n_vectors": writer.n_vectors, "seconds": elapsed,
+             "patterns_per_s": n / max(elapsed, 1e-9)}, examples, writer.map)
 
 
 # --- CLI -------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="4-D datacube (Rx, Ry, Qx, Qy): .npy, .zarr, .h5/.emd (py4DSTEM), .blo, .mib, .dm4 ...")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--probe", help="vacuum probe image (same formats; a stack is averaged)")
+    p.add_argument("data", help="4D-STEM scan (Rx, Ry, Qx, Qy; singleton axes are dropped) or a pattern stack "
+                                "(N, Qx, Qy) with --scan-shape: .npy, .zarr, .h5/.emd (py4DSTEM), .blo, .mib, .dm4 ...")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--probe", help="vacuum probe image (same formats; a stack is averaged). Without --probe or "
+                                   "--probe-from-region the probe is synthesized from the scan's bright-field disk")
     g.add_argument("--probe-from-region", metavar="RX0:RX1,RY0:RY1",
                    help="average the patterns of these vacuum scan positions as the probe")
+    p.add_argument("--scan-shape", metavar="RXxRY", default=None, help="scan shape of a 3-D pattern stack, e.g. 64x64")
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--model", default=None, help=f"model checkpoint (default: {DEFAULT_MODEL})")
     p.add_argument("--q-pixel-size", type=float, default=None, help="reciprocal pixel size (1/Å per pixel)")
     p.add_argument("--energy", type=float, default=None, help="beam energy (eV); needed for mrad calibrations")
-    p.add_argument("--dataset", default=None, help="array inside an HDF5/Zarr file")
+    p.add_argument("--dataset", default=None,
+                   help="array inside an HDF5/Zarr file (default: the one array shaped like a datacube)")
     p.add_argument("--batch", type=int, default=None,
                    help=f"patterns per network call (default {DEFAULT_BATCH['cpu']} on CPU, {DEFAULT_BATCH['cuda']} on CUDA)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -194,11 +261,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="find the direct beam in every pattern, or once in the mean pattern")
     p.add_argument("--threshold", type=float, default=None,
                    help="V_g peaks above this fraction of the direct beam (default: the model file's tuned value "
-                        f"if stamped, else {peaks.DEFAULT_THRESHOLD}; the workflow's tuned value is "
+                        "if stamped, else config evaluate.peak_threshold's default; the workflow's tuned value is "
                         "network_peak_settings in results/evaluation/metrics.json)")
     p.add_argument("--min-spacing", type=float, default=None,
                    help="non-maximum suppression: no two vectors within this many model-grid px "
-                        f"(default: model file's value, else {peaks.DEFAULT_MIN_SPACING_PX})")
+                        "(default: model file's value, else config evaluate.network_min_spacing_px's default)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="network arithmetic: auto = bf16 where native (CUDA, CPUs with AVX512-BF16/AMX), else fp32")
     p.add_argument("--baseline", choices=["classical"], default=None, help="run py4DSTEM disk detection (vacuum-probe kernel, multicorr) instead of the network; same outputs, qz empty")
@@ -210,33 +277,53 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch {args.batch} must be >= 1", "pass a positive batch size")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible", "use --device cpu")
-    cube = open_datacube(args.data, args.dataset)
+    scan_shape = parse_scan_shape(args.scan_shape) if args.scan_shape else None
+    cube = open_datacube(args.data, args.dataset, scan_shape)
+    try:
+        return _run(args, cube)
+    finally:
+        cube.close()
+
+
+def _probe(args: argparse.Namespace, cube: Cube) -> tuple[np.ndarray | None, dict | None]:
+    """The probe the user chose (file or vacuum region) with its description; (None, None): synthesize."""
     if args.probe is not None:
         probe, pcube = open_probe(args.probe)
         pcube.close()
-    else:
-        sx, sy = parse_region(args.probe_from_region)
-        block = np.asarray(cube.array[sx, sy], dtype=np.float64)
-        if block.size == 0:
-            raise UserError(f"--probe-from-region {args.probe_from_region} selects no scan positions",
-                            f"choose ranges inside the scan {cube.shape[:2]}")
-        probe = block.reshape((-1,) + block.shape[-2:]).mean(axis=0).astype(np.float32)
-    q = args.q_pixel_size or cube.q_pixel_size_invA
+        return probe, {"path": f"vacuum probe {args.probe}"}
+    if args.probe_from_region is None:
+        return None, None
+    sx, sy = parse_region(args.probe_from_region)
+    block = cube.region(sx, sy)
+    if len(block) == 0:
+        raise UserError(f"--probe-from-region {args.probe_from_region} selects no scan positions",
+                        f"choose ranges inside the scan {cube.shape[:2]}")
+    return block.mean(axis=0, dtype=np.float64).astype(np.float32), {
+        "path": f"mean of the {len(block)} patterns of scan region {args.probe_from_region} (--probe-from-region)"}
+
+
+def _run(args: argparse.Namespace, cube: Cube) -> int:
+    probe, probe_info = _probe(args, cube)
+    energy = args.energy or cube.energy_eV
+    q = args.q_pixel_size or cube.q_pixel_size(energy)
     if q is None:
         raise UserError(f"{args.data} carries no reciprocal-space calibration",
                         "pass --q-pixel-size (1/Å per pixel; with an mrad calibration also --energy)")
+    calibration = "--q-pixel-size" if args.q_pixel_size else (
+        f"file metadata: {cube.q_scale:.6g} {cube.q_units} per px" + (f" at {energy:.0f} eV" if energy else ""))
     model, geometry, meta = load_model(args.model, args.device)
-    energy = args.energy or cube.energy_eV
     if energy and geometry.energies_eV and not (0.5 * min(geometry.energies_eV) <= energy <= 2 * max(geometry.energies_eV)):
         log.warning("beam energy %.0f eV is far from the training energies %s", energy, geometry.energies_eV)
     ps = peak_settings(meta, args.threshold, args.min_spacing)
     summary = predict_cube(cube, probe, model, geometry, float(q), args.out, batch=args.batch, device=args.device,
                            center=args.center, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
                            baseline=args.baseline, precision=args.precision,
-                           classical_settings=meta.get("classical_settings"),
-                           meta={"model": str(resolve_model(args.model)), "energy_eV": energy},
+                           classical_settings=meta.get("classical_settings"), probe_info=probe_info,
+                           meta={"model": str(resolve_model(args.model)), "energy_eV": energy,
+                                 "calibration": calibration},
                            progress=not args.quiet)
-    cube.close()
+    print(f"input: {cube.source or cube.path}; probe: {summary['probe']['path']}; calibration: "
+          f"{summary['q_pixel_size_invA']:.6g} 1/Å per px ({calibration})")
     print(f"{summary['n_vectors']} Bragg vectors from {summary['n_patterns']} patterns "
-          f"({summary['patterns_per_s']:.1f} patterns/s) -> {args.out}")
+          f"({summary['patterns_per_s']:.1f} patterns/s) -> {args.out} (open {args.out}/index.html)")
     return 0

@@ -1,0 +1,231 @@
+"""`fourdcrystal predict` on files as detectors write them, and on bad input.
+
+Each quirk is run through the CLI on the small two-grain scan of test_predict (real reading, beam
+finding, resampling, the shipped pretrained network): it must give the same vectors as the plain
+4-D float32 .npy. Each bad input must stop with one line naming the fix, exit 2, and leave no output.
+"""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from fourdcrystal.inference.predict import DEFAULT_MODEL
+from test_predict import DQ, _bad, _run, make_scan
+
+
+@pytest.fixture
+def model_file():
+    return DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def scan():
+    cube, probe, _ = make_scan(2, 3)
+    return cube, probe
+
+
+def _vectors(tmp_path, name, data, model, *extra):
+    out = tmp_path / name
+    rc = _run(["predict", data, "--out", out, "--model", model, "--quiet", *extra])
+    assert rc == 0
+    df = pd.read_parquet(out / "bragg_vectors.parquet")
+    return df.sort_values(["rx", "ry", "qx_px", "qy_px"]).reset_index(drop=True), out
+
+
+@pytest.fixture
+def reference(tmp_path, scan, model_file):
+    cube, probe = scan
+    np.save(tmp_path / "ref.npy", cube)
+    np.save(tmp_path / "probe.npy", probe)
+    df, _ = _vectors(tmp_path, "ref", tmp_path / "ref.npy", model_file, "--probe", tmp_path / "probe.npy",
+                     "--q-pixel-size", DQ)
+    assert len(df) > 0
+    return df
+
+
+def _same(df, ref):
+    pd.testing.assert_frame_equal(df, ref, check_exact=False, rtol=1e-5, atol=1e-6)
+
+
+def test_merlin_singleton_axis_hdf5_among_side_arrays(tmp_path, scan, reference, model_file, capsys):
+    """(Rx, Ry, 1, Qx, Qy) in an HDF5 file that also holds small arrays: the datacube is found, said."""
+    cube, probe = scan
+    with h5py.File(tmp_path / "merlin.h5", "w") as f:
+        f["Experiments/__unnamed__/data"] = cube[:, :, None]
+        f["Experiments/__unnamed__/axes"] = np.arange(27, dtype=np.float64)[None]  # a 1×27 side array
+        f["Experiments/__unnamed__/mask"] = np.ones((4, 4), bool)
+    capsys.readouterr()
+    df, out = _vectors(tmp_path, "merlin", tmp_path / "merlin.h5", model_file, "--probe", tmp_path / "probe.npy",
+                       "--q-pixel-size", DQ)
+    _same(df, reference)
+    said = capsys.readouterr().out
+    assert "Experiments/__unnamed__/data (the only array shaped like a datacube)" in said
+    assert "Experiments/__unnamed__/data" in (out / "index.html").read_text()
+
+
+def test_pattern_stack_with_scan_shape_big_endian_integers(tmp_path, scan, reference, model_file):
+    cube, _ = scan
+    stack = np.rint(cube).astype(">u2").reshape(-1, *cube.shape[2:])  # counts as a camera writes them
+    np.save(tmp_path / "stack.npy", stack)
+    df, _ = _vectors(tmp_path, "stack", tmp_path / "stack.npy", model_file, "--probe", tmp_path / "probe.npy",
+                     "--q-pixel-size", DQ, "--scan-shape", "2x3")
+    ref_int, _ = _vectors(tmp_path, "ref_int", _npy(tmp_path / "int.npy", np.rint(cube).astype(np.float32)),
+                          model_file, "--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ)
+    _same(df, ref_int)
+
+
+def _npy(path, a):
+    np.save(path, a)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [">f4", "<i4", ">i2"])
+def test_integer_and_big_endian_hdf5(tmp_path, scan, model_file, dtype):
+    cube, _ = scan
+    a = np.rint(cube).astype(dtype)
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f["cube"] = a
+    df, _ = _vectors(tmp_path, "h", tmp_path / "c.h5", model_file, "--q-pixel-size", DQ)  # synthesized probe
+    ref, _ = _vectors(tmp_path, "r", _npy(tmp_path / "r.npy", a.astype(np.float32)), model_file, "--q-pixel-size", DQ)
+    _same(df, ref)
+
+
+@pytest.mark.parametrize("units,scale,energy_keV", [("1 / nm", DQ * 10, None), ("1/Å", DQ, None),
+                                                    ("mrad", None, 300.0)])
+def test_rosettasciio_calibration_units(tmp_path, scan, reference, model_file, units, scale, energy_keV):
+    """A HyperSpy file whose detector axes are in 1/nm, 1/Å or mrad (+ beam energy) needs no --q-pixel-size."""
+    from rsciio.hspy import file_writer
+
+    from fourdcrystal.geometry import electron_wavelength_A
+
+    cube, _ = scan
+    if units == "mrad":
+        scale = DQ * electron_wavelength_A(energy_keV * 1e3) * 1e3
+    axes = [{"name": n, "size": s, "scale": 1.0, "offset": 0.0, "units": "nm", "navigate": True}
+            for n, s in zip("xy", cube.shape[:2])]
+    axes += [{"name": n, "size": s, "scale": scale, "offset": 0.0, "units": units, "navigate": False}
+             for n, s in zip(("kx", "ky"), cube.shape[2:])]
+    md = {"General": {"title": "scan"}, "Signal": {"signal_type": "electron_diffraction"}}
+    if energy_keV:
+        md["Acquisition_instrument"] = {"TEM": {"beam_energy": energy_keV}}
+    file_writer(str(tmp_path / "scan.hspy"), {"data": cube, "axes": axes, "metadata": md, "original_metadata": {},
+                                              "attributes": {"_lazy": False}, "tmp_parameters": {},
+                                              "package_info": {"name": "fourdcrystal", "version": "0"},
+                                              "learning_results": {}, "models": {}})
+    df, out = _vectors(tmp_path, "hs", tmp_path / "scan.hspy", model_file, "--probe", tmp_path / "probe.npy")
+    _same(df, reference)
+    assert "file metadata" in (out / "index.html").read_text()
+
+
+def test_blo_camera_plane_units_named_and_synthesized_probe(tmp_path, scan, model_file, capsys):
+    """A NanoMEGAS .blo (calibration in camera-plane cm): the unit is named in the error; with
+    --q-pixel-size it runs without any probe, and the output says the probe was synthesized."""
+    from rsciio.blockfile import file_writer
+
+    cube, _ = scan
+    axes = [{"name": n, "size": s, "scale": 1.0, "offset": 0.0, "units": "nm", "navigate": True}
+            for n, s in zip("yx", cube.shape[:2])]
+    axes += [{"name": n, "size": s, "scale": 0.01, "offset": 0.0, "units": "cm", "navigate": False}
+             for n, s in zip(("ky", "kx"), cube.shape[2:])]
+    u8 = np.clip(cube / cube.max() * 255, 0, 255).astype(np.uint8)
+    file_writer(str(tmp_path / "scan.blo"), {"data": u8, "axes": axes, "metadata": {"General": {"title": "s"}},
+                                             "original_metadata": {}, "attributes": {"_lazy": False}})
+    _bad(tmp_path, ["predict", tmp_path / "scan.blo", "--model", model_file], capsys, "'cm'")
+    df, out = _vectors(tmp_path, "blo", tmp_path / "scan.blo", model_file, "--q-pixel-size", DQ)
+    assert len(df) > 0
+    assert "synthesized" in (out / "index.html").read_text()
+    assert "synthesized" in capsys.readouterr().out
+
+
+def test_zarr_group_datacube_chosen(tmp_path, scan, reference, model_file):
+    import zarr
+
+    cube, _ = scan
+    g = zarr.open_group(str(tmp_path / "scan.zarr"), mode="w")
+    g.create_array("raw/frames", data=cube)
+    g.create_array("raw/timestamps", data=np.arange(6.0))
+    g["raw/frames"].attrs["q_pixel_size_invA"] = DQ
+    df, _ = _vectors(tmp_path, "z", tmp_path / "scan.zarr", model_file, "--probe", tmp_path / "probe.npy")
+    _same(df, reference)
+
+
+# --- bad input: one line naming the fix, exit 2, nothing written ----------------------------------------
+def test_bad_ambiguous_arrays_listed(tmp_path, scan, model_file, capsys):
+    cube, _ = scan
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["a/cube"] = cube
+        f["b/dark"] = cube[:1]
+    _bad(tmp_path, ["predict", tmp_path / "two.h5", "--q-pixel-size", DQ, "--model", model_file], capsys,
+         "a/cube (2, 3, 72, 72), b/dark (1, 3, 72, 72)")
+
+
+def test_bad_dataset_too_small_patterns(tmp_path, scan, model_file, capsys):
+    """--dataset pointing at a (Rx, Ry, 1, 27) side array: one line, no torch traceback."""
+    cube, _ = scan
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f["data"] = cube
+        f["side"] = np.zeros((2, 3, 1, 27))
+    _bad(tmp_path, ["predict", tmp_path / "m.h5", "--dataset", "side", "--q-pixel-size", DQ, "--model", model_file],
+         capsys, "too small")
+    _bad(tmp_path, ["predict", tmp_path / "m.h5", "--dataset", "nothere", "--q-pixel-size", DQ, "--model",
+                    model_file], capsys, "no array 'nothere'")
+
+
+def test_bad_model_scale_too_coarse(tmp_path, scan, model_file, capsys):
+    """A --q-pixel-size so small that the model's pixel covers most of the pattern."""
+    cube, _ = scan
+    np.save(tmp_path / "s.npy", cube)
+    _bad(tmp_path, ["predict", tmp_path / "s.npy", "--q-pixel-size", 1e-4, "--model", model_file], capsys,
+         "too small for the model")
+
+
+@pytest.mark.parametrize("shape_arg,needle", [("2x2", "does not hold the 6 patterns"), ("2by3", "not of the form")])
+def test_bad_scan_shape(tmp_path, scan, model_file, capsys, shape_arg, needle):
+    cube, _ = scan
+    np.save(tmp_path / "stack.npy", cube.reshape(-1, *cube.shape[2:]))
+    _bad(tmp_path, ["predict", tmp_path / "stack.npy", "--scan-shape", shape_arg, "--q-pixel-size", DQ,
+                    "--model", model_file], capsys, needle)
+
+
+def test_bad_mrad_without_energy(tmp_path, scan, model_file, capsys):
+    cube, _ = scan
+    with h5py.File(tmp_path / "c.h5", "w") as f:  # a py4DSTEM-style calibration in mrad, no energy
+        f["root/cube"] = cube
+        f["root/metadatabundle/calibration/Q_pixel_size"] = 0.2
+        f["root/metadatabundle/calibration/Q_pixel_units"] = "mrad"
+    _bad(tmp_path, ["predict", tmp_path / "c.h5", "--model", model_file], capsys, "pass --energy")
+
+
+def test_flat_scan_cannot_make_a_probe(tmp_path, model_file, capsys):
+    np.save(tmp_path / "dark.npy", np.zeros((2, 2, 32, 32), np.float32))
+    _bad(tmp_path, ["predict", tmp_path / "dark.npy", "--q-pixel-size", DQ, "--model", model_file], capsys,
+         "no direct beam")
+
+
+# --- start-up: what a call imports (benchmarks/RESULTS.md has the times) ------------------------------
+_IMPORTS = ("import sys\nfrom fourdcrystal import cli\ntry:\n    rc = cli.main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    rc = e.code\nprint(sorted(m for m in ('torch', 'py4DSTEM', 'pandas', 'matplotlib', 'scipy', 'rsciio')"
+            " if m in sys.modules))\nsys.exit(rc)\n")
+
+
+def _heavy_imports(*argv):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-c", _IMPORTS, *map(str, argv)], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_help_imports_nothing_heavy_and_predict_only_torch(tmp_path, scan):
+    cube, probe = scan
+    np.save(tmp_path / "s.npy", cube)
+    np.save(tmp_path / "p.npy", probe)
+    assert _heavy_imports("--help") == "[]"
+    assert _heavy_imports("predict", tmp_path / "s.npy", "--probe", tmp_path / "p.npy", "--q-pixel-size", DQ,
+                          "--out", tmp_path / "o", "--quiet") == "['torch']"
