@@ -8,7 +8,7 @@ as a 2×2 scan through the detector augmentation (fresh shot noise, descan, back
 1e5 and 1e3 e⁻ per pattern, and noiseless. Negatives at every dose: the vacuum probe alone, an amorphous
 carbon film (20 nm), detector noise without a beam.
 Truth = the reflections the pattern shows (`fourdcrystal.simulation.labels`: zero-order Laue zone
-inside the FOLZ ring, whole disk on the detector, disk ≥ 1e-4 × as bright as the direct beam in the
+inside the FOLZ ring, whole disk on the detector, disk ≥ 1e-3 × as bright as the direct beam in the
 noise-free pattern), in the detector's pixels.
 Detectors, both through `fourdcrystal predict` (`inference.predict.predict_cube`, true vacuum probe):
 the network (the shipped model unless --model, its own stamped peak settings: no tuning on this set),
@@ -60,7 +60,7 @@ ENERGIES_EV = (80e3, 300e3)
 SEMIANGLES_MRAD = (1.0, 3.5)
 DOSES = (None, 1e5, 1e3)  # None: noiseless
 SCAN = 2  # each pattern as a SCAN × SCAN scan (fresh noise per position)
-SIM = {"parametrization": "lobato", "projection": "infinite", "label_min_brightness": 1e-4}
+SIM = {"parametrization": "lobato", "projection": "infinite", "label_min_brightness": 1e-3}
 
 
 def crystals() -> dict:
