@@ -55,6 +55,7 @@ from fourdcrystal.evaluation.tuning import tune_classical, tune_threshold
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.detectors import DEFAULT_BATCH
+from fourdcrystal.inference.evidence import supported
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.learning.augment import Augmenter
 from fourdcrystal.simulation.store import load_manifest, read_pattern
@@ -120,16 +121,20 @@ class Evaluation:
     def network_maps(self, items, cbeds):
         """V_g and q_z maps of each pattern as `predict` prepares it: its direct beam found and resampled
         onto the centre pixel (the detector's origin shift undone, as the classical vectors are
-        re-referenced); patterns sharing a vacuum probe (one per probe setting) in one batch."""
+        re-referenced); patterns sharing a vacuum probe (one per probe setting) in one batch. Also
+        returns, per probe, what `predict`'s evidence check needs (indices, raw patterns, beams, radius)."""
         P, cp = self.P, self.cp
         same_probe: dict[bytes, list[int]] = {}
         for k, (_, q, _) in enumerate(items):
             same_probe.setdefault(np.ascontiguousarray(q["probe"]).tobytes(), []).append(k)
         probes, prepared = torch.empty((len(items), P, P)), torch.empty((len(items), P, P))
+        evidence = []
         for idx in same_probe.values():
             mi = ModelInput(items[idx[0]][1]["probe"], 1.0, P, cp)
             x = torch.from_numpy(np.ascontiguousarray(cbeds[idx], dtype=np.float32))
-            probes[idx], prepared[idx] = mi(x, mi.centres(x))
+            centres = mi.centres(x)
+            probes[idx], prepared[idx] = mi(x, centres)
+            evidence.append((np.asarray(idx), x, centres, mi.probe_radius_px))
         cbeds = prepared.numpy()
         vgs, qzs, nb = [], [], DEFAULT_BATCH["cpu"]
         # the arithmetic `predict --precision` would use (bf16: autocast, FFTs stay fp32)
@@ -138,11 +143,28 @@ class Evaluation:
                 v, z = self.model(probes[s:s + nb], torch.from_numpy(cbeds[s:s + nb]))
                 vgs.append(v.float().numpy())
                 qzs.append(z.float().numpy())
-        return np.concatenate(vgs), np.concatenate(qzs)
+        return np.concatenate(vgs), np.concatenate(qzs), evidence
 
-    def peaks(self, vg, qz, n: int, threshold: float):
-        pk = pd.DataFrame(peaks.find_peaks(vg, qz, center_px=self.cp, threshold=threshold,
-                                           exclude_center_px=self.tol, min_spacing_px=self.spacing))
+    def network_peaks(self, items, cbeds, threshold: float):
+        """The network's vectors per pattern, as `predict` reports them."""
+        vg, qz, evidence = self.network_maps(items, cbeds)
+        return self.peaks(vg, qz, len(items), threshold, evidence)
+
+    def peaks(self, vg, qz, n: int, threshold: float, evidence=None):
+        """Peaks per pattern; with ``evidence`` (from network_maps) only those the pattern supports, as
+        `predict` keeps them (fourdcrystal.inference.evidence)."""
+        pk = peaks.find_peaks(vg, qz, center_px=self.cp, threshold=threshold, exclude_center_px=self.tol,
+                              min_spacing_px=self.spacing)
+        if evidence:
+            keep = np.zeros(len(pk["pattern"]), dtype=bool)
+            for idx, raw, centres, radius in evidence:
+                sel = np.flatnonzero(np.isin(pk["pattern"], idx))
+                local = np.searchsorted(idx, pk["pattern"][sel])  # idx ascends: built in item order
+                c = centres.numpy().astype(np.float64)[local]
+                keep[sel] = supported(raw, centres, local, c[:, 0] + pk["qx_px"][sel] - self.cp,
+                                      c[:, 1] + pk["qy_px"][sel] - self.cp, radius).numpy()
+            pk = {k: v[keep] for k, v in pk.items()}
+        pk = pd.DataFrame(pk)
         groups = dict(tuple(pk.groupby("pattern")))
         return [groups.get(i, pk.iloc[:0]) for i in range(n)]
 
@@ -215,8 +237,9 @@ def tune_network_step(ev: Evaluation, val: ValSet | None, out_dir: Path) -> tupl
     items = val.items[:nn_]
     grid = [float(t) for t in ncfg["grid"]["peak_threshold"]]
 
-    def tune_maps(vg_v, qz_v):
-        return tune_threshold(lambda t: ev.pooled(*ev.scores(items, ev.peaks(vg_v, qz_v, len(vg_v), t))), grid)
+    def tune_maps(vg_v, qz_v, evidence=None):
+        return tune_threshold(lambda t: ev.pooled(*ev.scores(items, ev.peaks(vg_v, qz_v, len(vg_v), t, evidence))),
+                              grid)
 
     thr, rows = tune_maps(*ev.network_maps(items, val.cbeds[:nn_]))
     # the oracle's threshold is tuned the same way on the true maps (its V_g scale differs)
@@ -273,7 +296,7 @@ def score_test(ev: Evaluation, test, settings: dict, thr: float, oracle_thr: flo
         out.add("oracle", dose, *ev.scores(test, oracle_pk))
         net_pk = None
         if ev.model is not None:
-            net_pk = out.timed("network", n, lambda: ev.peaks(*ev.network_maps(test, cb), n, thr))
+            net_pk = out.timed("network", n, lambda: ev.network_peaks(test, cb, thr))
             out.add("network", dose, *ev.scores(test, net_pk))
         cl_pk = out.timed("classical", n, lambda: ev.classical_peaks(test, cb, settings))
         out.add("classical", dose, *ev.scores(test, cl_pk))
@@ -302,7 +325,7 @@ def score_negatives(ev: Evaluation, test, settings: dict, thr: float, out: TestS
             cb = ev.augmented(items, di, dose, salt=3 + NEGATIVE_KINDS.index(kind))
             found = {"classical": ev.classical_peaks(items, cb, settings)}
             if ev.model is not None:
-                found["network"] = ev.peaks(*ev.network_maps(items, cb), n, thr)
+                found["network"] = ev.network_peaks(items, cb, thr)
             for det, pk in found.items():
                 counts = [len(p) for p in pk]
                 out.negatives.append({"kind": kind, "dose": dose, "detector": det, "n_patterns": n,

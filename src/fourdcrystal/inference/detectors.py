@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
+from fourdcrystal.inference.evidence import supported
 from fourdcrystal.inference.model_input import ModelInput
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
@@ -34,10 +35,11 @@ def native_bf16(device_type: str) -> bool:
 
 
 class NetworkDetector:
-    """The network on ``ModelInput``'s grid, V_g peaks above ``threshold`` × the direct beam's."""
+    """The network on ``ModelInput``'s grid, V_g peaks above ``threshold`` × the direct beam's, each kept
+    only where the pattern shows a disk (``evidence.supported``; ``check_evidence=False``: all peaks)."""
 
     def __init__(self, model, geometry, inputs: ModelInput, q_pixel_size_invA: float, *, threshold: float,
-                 min_spacing_px: float, device: str = "cpu", use_bf16: bool = False):
+                 min_spacing_px: float, device: str = "cpu", use_bf16: bool = False, check_evidence: bool = True):
         if isinstance(model, torch.nn.Module) and device == "cpu":
             # oneDNN runs convolutions faster in NHWC; activations follow the weights' layout
             model = model.to(memory_format=torch.channels_last)
@@ -47,6 +49,8 @@ class NetworkDetector:
         self.threshold, self.min_spacing_px = threshold, min_spacing_px
         self.device_type = "cuda" if str(device).startswith("cuda") else "cpu"
         self.use_bf16 = use_bf16
+        self.check_evidence = check_evidence
+        self.disk_radius_px = inputs.probe_radius_px  # in the detector's pixels
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> dict[str, np.ndarray]:
         cp, dk = self.center_px, self.dk_invA
@@ -58,8 +62,13 @@ class NetworkDetector:
         qx, qy = (pk["qx_px"] - cp) * dk, (pk["qy_px"] - cp) * dk
         b = pk["pattern"]
         c = centres.cpu().numpy().astype(np.float64)
-        return {"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
-                "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"]}
+        out = {"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
+               "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"]}
+        if self.check_evidence and len(b):
+            keep = supported(patterns, centres, b, out["qx_px"], out["qy_px"], self.disk_radius_px).cpu().numpy()
+            keep |= np.hypot(qx, qy) < 1.5 * dk  # the direct beam is always a vector
+            out = {k: v[keep] for k, v in out.items()}
+        return out
 
 
 class ClassicalDetector:

@@ -97,7 +97,8 @@ class ModelInput:
 
     def __init__(self, probe: np.ndarray, scale: float, P: int, center_px: int, device: str = "cpu"):
         self.finder = BeamFinder(probe, device)
-        self.radius_px = max(3.0, 2.0 * probe_radius_px(probe))  # beam search radius around a guess
+        self.probe_radius_px = probe_radius_px(probe)  # the disk's radius in the detector's pixels
+        self.radius_px = max(3.0, 2.0 * self.probe_radius_px)  # beam search radius around a guess
         self.scale, self.P, self.cp = float(scale), int(P), int(center_px)
         pt = torch.from_numpy(probe[None].astype(np.float32)).to(device)
         pr = resample(pt, torch.tensor([self.finder.c], device=device), self.scale, self.P, self.cp)

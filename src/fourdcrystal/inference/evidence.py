@@ -1,0 +1,73 @@
+"""Every vector the network reports must be supported by the measured pattern.
+
+The network maps a pattern to V_g peaks; where it has never seen such input (a vacuum scan position, an
+amorphous support film, a detector without beam) it can still paint a lattice of peaks. A Bragg vector
+is a claim that a diffraction disk sits there, so each one is checked against the measured pattern,
+in the detector's own pixels (counts as recorded, no resampling), with the two conditions that decide
+the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
+
+* contrast: the mean over the disk's core (half the probe radius, at least the nearest pixels) stands
+  out from the ring around the disk (radii r + 1 … 2r + 1; its median is the local level) by
+  ``min_snr`` standard errors of that mean. The pixel noise is the largest of the ring's robust spreads
+  (median absolute deviation; 84th percentile minus median) and the Poisson noise of the level,
+  counting one electron as the smallest positive value in the pattern (a sparse low-dose pattern has a
+  ring of zeros, whose MAD is zero, yet a few stray counts are no disk);
+* brightness: the core's excess over the local level is at least ``min_brightness`` × the core mean of
+  the pattern's own direct beam — a speckle of an amorphous film or a background wiggle is not a
+  reflection.
+On a flat background (vacuum, a detector without beam) a vector survives with probability ≈ 1e-3.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+_MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of Gaussian noise
+
+
+def _offsets(r_lo: float, r_hi: float, device) -> torch.Tensor:
+    k = int(math.ceil(r_hi))
+    ax = torch.arange(-k, k + 1, device=device)
+    di, dj = torch.meshgrid(ax, ax, indexing="ij")
+    d = torch.hypot(di.float(), dj.float())
+    m = (d > r_lo) & (d <= r_hi)
+    return torch.stack([di[m], dj[m]], dim=1)
+
+
+def _gather(img: torch.Tensor, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    _, P, Q = img.shape
+    ii = (i.round().long()[:, None] + off[None, :, 0]).clamp(0, P - 1)
+    jj = (j.round().long()[:, None] + off[None, :, 1]).clamp(0, Q - 1)
+    return img[b[:, None], ii, jj]
+
+
+def supported(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
+              min_snr: float = 3.0, min_brightness: float = 1e-3) -> torch.Tensor:
+    """Boolean mask over vectors (batch index ``b``, position ``x_px``, ``y_px`` in the detector's pixels)
+    of ``patterns`` (B, Qx, Qy) whose direct beams sit at ``centres`` (B, 2): those whose disk the pattern
+    shows (module docstring). ``radius_px``: the probe disk's radius in the detector's pixels."""
+    dev = patterns.device
+    img = patterns.float()
+    b = torch.as_tensor(b, device=dev).long()
+    x, y = (torch.as_tensor(v, device=dev, dtype=torch.float32) for v in (x_px, y_px))
+    if len(b) == 0:
+        return torch.zeros(0, dtype=torch.bool, device=dev)
+    r = max(float(radius_px), 1.0)
+    core_off, ring_off = _offsets(-1.0, max(1.0, 0.5 * r), dev), _offsets(r + 1.0, 2.0 * r + 1.0, dev)
+    n_core = len(core_off)
+    core = _gather(img, b, x, y, core_off).mean(dim=1)
+    ring = _gather(img, b, x, y, ring_off)
+    level = ring.median(dim=1).values
+    # robust pixel noise: the MAD, or for a ring that is mostly zeros (low dose) the distance from the
+    # median to the 84th percentile (one standard deviation of Gaussian noise)
+    spread = torch.maximum(_MAD_TO_SIGMA * (ring - level[:, None]).abs().median(dim=1).values,
+                           torch.quantile(ring, 0.84, dim=1) - level)
+    positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
+    one_e = torch.where(torch.isfinite(positive), positive, torch.ones_like(positive))[b]
+    poisson = torch.sqrt(level.clamp_min(one_e) * one_e)
+    excess = core - level
+    snr = excess / (torch.maximum(spread, poisson) / n_core ** 0.5)
+    cb = torch.arange(len(img), device=dev)
+    beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
+    return (snr >= min_snr) & (excess >= min_brightness * beam)
