@@ -52,8 +52,9 @@ def _panel(fig, ax, m, name, cmap, symmetric, region, grains):
     lim = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
     lim = lim if lim > 0 else 1.0
     kw = {"vmin": -lim, "vmax": lim} if symmetric else {}
-    cm = __import__("matplotlib").colormaps[cmap].copy()
-    cm.set_bad("0.7")
+    import matplotlib
+
+    cm = matplotlib.colormaps[cmap].with_extremes(bad="0.7")
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cm, interpolation="nearest", **kw)
     if grains is not None and np.nanmax(grains) > 0:  # grain boundaries as thin contours
         ax.contour(grains, levels=np.arange(np.nanmax(grains)) + 0.5, colors="k", linewidths=0.6)
