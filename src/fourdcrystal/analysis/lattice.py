@@ -26,6 +26,9 @@ MIN_SIN_ANGLE = 0.25
 N_CANDIDATES = 8
 # The beam is the vector nearest the origin when it is this much shorter than the next one.
 BEAM_FRACTION = 0.3
+# Outlier clipping: for 2-D Gaussian position errors of width σ the residual distance is Rayleigh
+# distributed with median 1.18 σ, so 2.5 × the median (2.9 σ) keeps 98.6 % of true detections.
+CLIP_MEDIAN = 2.5
 
 
 @dataclass
@@ -102,19 +105,23 @@ def find_basis(q: np.ndarray, intensity: np.ndarray, tol: float) -> tuple[np.nda
 
 
 def fit_position(q: np.ndarray, weights: np.ndarray, G_ref: np.ndarray, tol: float, min_indexed: int,
-                 passes: int = 2) -> Fit | None:
+                 passes: int = 2, clip: float | None = CLIP_MEDIAN) -> Fit | None:
     """Index ``q`` with ``G_ref`` and fit origin + basis by weighted least squares; then re-index with the
-    fit and fit again (``passes`` times in all). None if fewer than ``min_indexed`` non-beam vectors
-    index, or the indexed (h, k) do not span two dimensions."""
+    fit and fit again (``passes`` times in all); then, with ``clip``, drop indexed vectors whose
+    residual exceeds ``clip`` × the median residual and fit once more (a false detection that happens
+    to fall inside the indexing tolerance must not pull the lattice). None if fewer than
+    ``min_indexed`` non-beam vectors index, or the indexed (h, k) do not span two dimensions."""
     q0, G = np.zeros(2), np.asarray(G_ref, dtype=float)
     beam = ~non_beam(q)
     scale = float(np.min(np.hypot(G_ref[:, 0], G_ref[:, 1])))
-    fit = None
-    for _ in range(passes):
+    fit, keep = None, np.ones(len(q), dtype=bool)
+    for k in range(passes + (clip is not None)):
         frac = (q - q0) @ np.linalg.inv(G)
         hk = np.round(frac)
         dist = np.hypot(*((frac - hk) @ G).T)
-        on = dist < tol * scale
+        if k == passes:  # the clipping pass: the last fit's residuals decide
+            keep = dist <= clip * max(np.median(dist[fit.indexed]), 1e-12)
+        on = (dist < tol * scale) & keep
         n_on = int((on & ~beam).sum())
         if n_on < min_indexed:
             return fit
