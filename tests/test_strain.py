@@ -273,3 +273,22 @@ def test_workflow_strain_demo_stage_on_a_mosaic(tmp_path):
     s = json.loads((tmp_path / "strain" / "summary.json").read_text())
     assert len(s["grains"]) == 2 and s["n_fit"] == 16 and s["true_grains"] == 2
     assert "median lattice of each grain" in (tmp_path / "strain" / "index.html").read_text()
+
+
+def test_bench_strain_quick(tmp_path):
+    """benchmarks/bench_strain.py --quick: every row present; the kinematic fit recovers the states exactly."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_strain.py"
+    out = tmp_path / "rows.json"
+    subprocess.run([sys.executable, str(bench), "--quick", "--json", str(out)], check=True, capture_output=True)
+    result = json.loads(out.read_text())
+    rows = {(r["method"], r["dose"]): r for r in result["strain"]}
+    assert set(rows) == {("kinematic", "noiseless"), ("network", "noiseless"), ("py4DSTEM", "noiseless"),
+                         ("network", "1e+03"), ("py4DSTEM", "1e+03")}
+    kin = rows[("kinematic", "noiseless")]
+    assert kin["fit_fraction"] == 1 and max(kin[c] for c in ("exx_pct", "eyy_pct", "exy_pct", "rotation_deg")) < 1e-6
+    assert rows[("network", "noiseless")]["fit_fraction"] == 1 and rows[("py4DSTEM", "noiseless")]["fit_fraction"] == 1
+    assert [r["dose"] for r in result["tilt"]] == ["noiseless"] and np.isfinite(result["tilt"][0]["tilt_error_mrad"])
