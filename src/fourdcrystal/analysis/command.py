@@ -56,12 +56,13 @@ def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dic
                  "(dashed box)" if region else
                  "median lattice of each grain (positions whose lattices agree up to a change of basis); strain and "
                  "rotation are relative to the grain's own median, so they are not compared across grains")
-    notes = [f"{len(t) - n_fit} positions could not be indexed to any lattice (NaN, grey)" if n_fit < len(t) else
+    n_pos = result.scan_shape[0] * result.scan_shape[1]
+    notes = [f"{n_pos - n_fit} positions could not be indexed to any lattice (NaN, grey)" if n_fit < n_pos else
              "every position was indexed",
              "e_xy is the tensor shear (engineering shear = 2 e_xy); rotation is positive from +q_x toward +q_y",
              "tilt: from the network's q_z of the indexed vectors (q_z ≈ −θ g·n̂); none for the classical baseline"]
-    summary = {"input": str(vectors_path), "scan_shape": list(result.scan_shape), "n_positions": len(t),
-               "n_fit": n_fit, "fit_fraction": n_fit / max(len(t), 1), "reference": reference,
+    summary = {"input": str(vectors_path), "scan_shape": list(result.scan_shape), "n_positions": n_pos,
+               "n_fit": n_fit, "fit_fraction": n_fit / n_pos, "reference": reference,
                "grains": result.grains, "settings": result.settings, "notes": notes, **(meta or {})}
     m = maps.to_maps(t, result.scan_shape)
     figs = [("strain_maps.png", "strain (Biot, %) relative to the reference"),
@@ -71,7 +72,9 @@ def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dic
         tmp.mkdir(parents=True)
         t.to_parquet(tmp / "strain.parquet", index=False)
         maps.write_arrays(m, tmp / "strain_maps.zarr", {"reference": reference, "grains": result.grains})
-        maps.figure(m, ["exx_pct", "eyy_pct", "exy_pct", "rotation_deg"], tmp / figs[0][0], reference[:90], region)
+        title = ("reference: median lattice of rx {}:{}, ry {}:{} (dashed)".format(*region[0], *region[1]) if region
+                 else "reference: median lattice of each grain (grain boundaries in black)")
+        maps.figure(m, ["exx_pct", "eyy_pct", "exy_pct", "rotation_deg"], tmp / figs[0][0], title, region)
         maps.tilt_figure(m, tmp / figs[1][0], "orientation")
         maps.figure(m, ["grain", "indexed_fraction"], tmp / figs[2][0], "lattices",
                     cmaps={"grain": "tab10", "indexed_fraction": "viridis"})

@@ -49,22 +49,37 @@ def _panel(fig, ax, m, name, cmap, symmetric, region, grains):
 
     unit, title = MAPS[name]
     finite = m[np.isfinite(m)]
-    lim = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
-    lim = lim if lim > 0 else 1.0
+    # 99th percentile of |value|, at least 0.01 (% or °) so that round-off on a uniform map stays white
+    lim = max(float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0, 0.01)
     kw = {"vmin": -lim, "vmax": lim} if symmetric else {}
     import matplotlib
 
     cm = matplotlib.colormaps[cmap].with_extremes(bad="0.7")
+    if name == "grain":  # categories: grey for "not fit" (-1), one colour per grain, integer ticks
+        n = int(np.nanmax(m)) + 2
+        cm = matplotlib.colors.ListedColormap(["0.7"] + [matplotlib.colormaps["tab10"](k % 10) for k in range(n - 1)])
+        kw = {"vmin": -1.5, "vmax": n - 1.5}
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cm, interpolation="nearest", **kw)
-    if grains is not None and np.nanmax(grains) > 0:  # grain boundaries as thin contours
-        ax.contour(grains, levels=np.arange(np.nanmax(grains)) + 0.5, colors="k", linewidths=0.6)
+    if grains is not None:
+        _grain_boundaries(ax, grains)
     if region is not None:
         (x0, x1), (y0, y1) = region
         ax.add_patch(mpatches.Rectangle((y0 - 0.5, x0 - 0.5), y1 - y0, x1 - x0, fill=False, ec="k", lw=1.5, ls="--"))
     ax.set_title(title)
     ax.set_xlabel("scan ry")
     ax.set_ylabel("scan rx")
-    fig.colorbar(im, ax=ax, shrink=0.8, label=unit or None)
+    cb = fig.colorbar(im, ax=ax, shrink=0.8, label=unit or None)
+    if name == "grain":
+        cb.set_ticks(np.arange(-1, int(np.nanmax(m)) + 1))
+
+
+def _grain_boundaries(ax, grains) -> None:
+    """Thin black lines on the pixel edges between positions of different grains."""
+    from matplotlib.collections import LineCollection
+
+    segs = [[(j + 0.5, i - 0.5), (j + 0.5, i + 0.5)] for i, j in zip(*np.nonzero(grains[:, 1:] != grains[:, :-1]))]
+    segs += [[(j - 0.5, i + 0.5), (j + 0.5, i + 0.5)] for i, j in zip(*np.nonzero(grains[1:] != grains[:-1]))]
+    ax.add_collection(LineCollection(segs, colors="k", linewidths=0.8))
 
 
 def figure(maps, names, path, suptitle, region=None, cmaps=None) -> None:

@@ -98,17 +98,13 @@ def _positions(df: pd.DataFrame):
 
 def _find_references(positions, settings: Settings) -> list[tuple[np.ndarray, np.ndarray]]:
     """Reference bases: of the reference region, or one per grain; most populous first."""
-    pool = positions
-    if settings.reference is not None:
-        sx, sy = settings.reference
-        pool = [p for p in positions if sx.start <= p[0] < sx.stop and sy.start <= p[1] < sy.stop]
+    pool = [p for p in positions if _inside(settings.reference, p[0], p[1])]
     step = max(1, len(pool) // MAX_SEARCH_POSITIONS)
-    bases, owners = [], []
-    for k, (_, _, q, inten, _) in enumerate(pool[::step]):
+    bases = []
+    for _, _, q, inten, _ in pool[::step]:
         G, n = lattice.find_basis(q, np.nan_to_num(inten), settings.tolerance)
         if G is not None and n >= settings.min_indexed:
             bases.append(G)
-            owners.append(k * step)
     min_members = max(1, int(np.ceil(settings.min_grain_fraction * len(pool[::step]))))
     groups = lattice.group_lattices(bases, settings.tolerance, min_members)
     if not groups:
@@ -116,6 +112,11 @@ def _find_references(positions, settings: Settings) -> list[tuple[np.ndarray, np
         raise UserError(f"no lattice indexes {settings.min_indexed} or more vectors {where}",
                         "check the vectors (too few per pattern?) or lower --min-indexed / raise --tolerance")
     return groups[:1] if settings.reference is not None else groups
+
+
+def _inside(region, rx: int, ry: int) -> bool:
+    """Whether scan position (rx, ry) lies in ``region`` (rx slice, ry slice); everywhere when None."""
+    return region is None or (region[0].start <= rx < region[0].stop and region[1].start <= ry < region[1].stop)
 
 
 def _weights(inten: np.ndarray, mode: str) -> np.ndarray:
@@ -143,9 +144,7 @@ def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:
         fits.append((best, grain, w))
     # the final reference: the median of the fitted lattices (all in the basis choice of their grain's
     # search reference, since they were indexed with it) of the region, or of each grain
-    in_ref = [settings.reference is None or (settings.reference[0].start <= p[0] < settings.reference[0].stop
-                                             and settings.reference[1].start <= p[1] < settings.reference[1].stop)
-              for p in positions]
+    in_ref = [_inside(settings.reference, p[0], p[1]) for p in positions]
     final = []
     for g in range(len(refs)):
         Gs = [f.G for (f, gr, _), r in zip(fits, in_ref) if gr == g and r]
@@ -154,7 +153,7 @@ def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:
         raise UserError("no position of the reference region could be fit",
                         "choose a region of crystal with several Bragg disks per pattern")
     rows = [_row(p[0], p[1], p[2], p[4], w, fit, grain, final) for p, (fit, grain, w) in zip(positions, fits)]
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS).astype({c: "int64" for c in COLUMNS[:5]})
     grains = [_grain_info(g, final[g], table) for g in range(len(final))]
     return Result(table, scan_shape, grains, settings.to_dict())
 
