@@ -120,7 +120,8 @@ def fit_position(q: np.ndarray, weights: np.ndarray, G_ref: np.ndarray, tol: flo
         hk = np.round(frac)
         dist = np.hypot(*((frac - hk) @ G).T)
         if k == passes:  # the clipping pass: the last fit's residuals decide
-            keep = dist <= clip * max(np.median(dist[fit.indexed]), 1e-12)
+            # floor: 1e-4 of the basis length, so exact (round-off) residuals clip nothing
+            keep = dist <= clip * max(np.median(dist[fit.indexed]), 1e-4 * scale)
         on = (dist < tol * scale) & keep
         n_on = int((on & ~beam).sum())
         if n_on < min_indexed:
