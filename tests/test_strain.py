@@ -292,3 +292,16 @@ def test_bench_strain_quick(tmp_path):
     assert kin["fit_fraction"] == 1 and max(kin[c] for c in ("exx_pct", "eyy_pct", "exy_pct", "rotation_deg")) < 1e-6
     assert rows[("network", "noiseless")]["fit_fraction"] == 1 and rows[("py4DSTEM", "noiseless")]["fit_fraction"] == 1
     assert [r["dose"] for r in result["tilt"]] == ["noiseless"] and np.isfinite(result["tilt"][0]["tilt_error_mrad"])
+
+
+def test_positions_of_pure_noise_are_not_fit():
+    """Random vectors index on some lattice by chance (a few per cent); such positions stay unfit."""
+    rng = np.random.default_rng(3)
+    lat = scan({(0, j): rotated(SQUARE, 4.0) for j in range(4)})
+    noise = pd.concat([pd.DataFrame({"rx": 1, "ry": j, "qx": np.r_[0.0, rng.uniform(-1.9, 1.9, 60)],
+                                     "qy": np.r_[0.0, rng.uniform(-1.9, 1.9, 60)], "intensity": 1.0})
+                       for j in range(4)])
+    t = measure(pd.concat([lat, noise], ignore_index=True)).table
+    assert (t.loc[t.rx == 0, "grain"] == 0).all() and (t.loc[t.rx == 1, "grain"] == -1).all()
+    assert t.loc[t.rx == 1, "exx_pct"].isna().all()
+    assert lattice.chance_p(40, 80, SQUARE, 0.15) < 1e-20 < 1e-2 < lattice.chance_p(6, 80, SQUARE, 0.15)

@@ -26,6 +26,12 @@ MIN_SIN_ANGLE = 0.25
 N_CANDIDATES = 8
 # The beam is the vector nearest the origin when it is this much shorter than the next one.
 BEAM_FRACTION = 0.3
+# A lattice explains a position only if chance could not: with n non-beam vectors of which k index,
+# the binomial probability of k or more landing within the tolerance of a lattice point by chance
+# (each does with p0 = π (tol·|g_min|)² / cell area) must be below this. 1e-6: fewer than 0.1 chance
+# fits in a 256 × 256 scan. (On SrTiO3 at 1e3 e⁻ and 20 Å the best lattices index 3–8 % of the
+# vectors, i.e. chance; at 1e5 e⁻ they index ~50 %, p ~ 1e-24.)
+MAX_CHANCE_P = 1e-6
 # Outlier clipping: for 2-D Gaussian position errors of width σ the residual distance is Rayleigh
 # distributed with median 1.18 σ, so 2.5 × the median (2.9 σ) keeps 98.6 % of true detections.
 CLIP_MEDIAN = 2.5
@@ -136,6 +142,19 @@ def fit_position(q: np.ndarray, weights: np.ndarray, G_ref: np.ndarray, tol: flo
         hk_all = np.where(on[:, None], hk, -1e9)
         fit = Fit(q0, G, hk_all, on, n_on, float(np.sqrt(np.mean(np.sum(res ** 2, axis=1)))))
     return fit
+
+
+def chance_p(n_indexed: int, n_vectors: int, G: np.ndarray, tol: float) -> float:
+    """Probability that ``n_indexed`` or more of ``n_vectors`` random vectors index on lattice G."""
+    from scipy.stats import binom
+
+    scale = float(np.min(np.hypot(G[:, 0], G[:, 1])))
+    p0 = min(1.0, np.pi * (tol * scale) ** 2 / abs(np.linalg.det(G)))
+    return float(binom.sf(n_indexed - 1, n_vectors, p0))
+
+
+def significant(n_indexed: int, n_vectors: int, G: np.ndarray, tol: float) -> bool:
+    return chance_p(n_indexed, n_vectors, G, tol) < MAX_CHANCE_P
 
 
 def change_of_basis(G: np.ndarray, G_ref: np.ndarray, tol: float) -> np.ndarray | None:

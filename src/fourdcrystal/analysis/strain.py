@@ -103,14 +103,15 @@ def _find_references(positions, settings: Settings) -> list[tuple[np.ndarray, np
     bases = []
     for _, _, q, inten, _ in pool[::step]:
         G, n = lattice.find_basis(q, np.nan_to_num(inten), settings.tolerance)
-        if G is not None and n >= settings.min_indexed:
+        if (G is not None and n >= settings.min_indexed
+                and lattice.significant(n, int(lattice.non_beam(q).sum()), G, settings.tolerance)):
             bases.append(G)
     min_members = max(1, int(np.ceil(settings.min_grain_fraction * len(pool[::step]))))
     groups = lattice.group_lattices(bases, settings.tolerance, min_members)
     if not groups:
         where = "in the reference region" if settings.reference is not None else "at any scan position"
-        raise UserError(f"no lattice indexes {settings.min_indexed} or more vectors {where}",
-                        "check the vectors (too few per pattern?) or lower --min-indexed / raise --tolerance")
+        raise UserError(f"no lattice indexes {settings.min_indexed} or more vectors, better than chance, {where}",
+                        "check the vectors (too few or mostly noise per pattern?) or lower --min-indexed")
     return groups[:1] if settings.reference is not None else groups
 
 
@@ -136,9 +137,12 @@ def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:
     fits = []
     for rx, ry, q, inten, qz in positions:
         w = _weights(inten, settings.weights)
+        n_nb = int(lattice.non_beam(q).sum())
         best, grain = None, -1
         for g, G_ref in enumerate(refs):
             fit = lattice.fit_position(q, w, G_ref, settings.tolerance, settings.min_indexed)
+            if fit is not None and not lattice.significant(fit.n_indexed, n_nb, fit.G, settings.tolerance):
+                fit = None  # no better than chance: this lattice does not explain the position
             if fit is not None and (best is None or (fit.n_indexed, -fit.residual_invA) > (best.n_indexed, -best.residual_invA)):
                 best, grain = fit, g
         fits.append((best, grain, w))
