@@ -57,8 +57,10 @@ def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dic
                  "median lattice of each grain (positions whose lattices agree up to a change of basis); strain and "
                  "rotation are relative to the grain's own median, so they are not compared across grains")
     n_pos = result.scan_shape[0] * result.scan_shape[1]
-    notes = [f"{n_pos - n_fit} positions could not be indexed to any lattice (NaN, grey)" if n_fit < n_pos else
-             "every position was indexed",
+    notes = [f"{n_pos - n_fit} positions could not be indexed to any lattice better than chance (NaN, grey)"
+             if n_fit < n_pos else "every position was indexed",
+             f"grains: lattices that explain at least {100 * settings.min_grain_fraction:g} % of the positions"
+             + ("" if result.grains else " — none found: these vectors show no lattice"),
              "e_xy is the tensor shear (engineering shear = 2 e_xy); rotation is positive from +q_x toward +q_y",
              "tilt: from the network's q_z of the indexed vectors (q_z ≈ −θ g·n̂); none for the classical baseline"]
     summary = {"input": str(vectors_path), "scan_shape": list(result.scan_shape), "n_positions": n_pos,

@@ -23,6 +23,7 @@ def render(summary: dict, figures: list[tuple[str, str]]) -> str:
     figs = "".join(f'<figure><img src="{html.escape(f)}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}'
                    "</figcaption></figure>" for f, c in figures)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in summary["notes"])
+    notes += "".join(f'<li><a href="{html.escape(h)}">{html.escape(t)}</a></li>' for h, t in summary.get("links", []))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>4D>Crystal strain</title>
 <style>body{{font-family:sans-serif;max-width:72em;margin:1em auto}}img{{max-width:100%}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #aaa;padding:2px 6px}}</style></head><body>

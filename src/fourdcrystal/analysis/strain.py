@@ -39,6 +39,7 @@ class Settings:
     weights: str = "intensity"  # "intensity" (weights ∝ intensity, ∝ 1/σ² of a counted peak) or "none"
     reference: tuple[slice, slice] | None = None  # scan region (rx, ry slices) of the reference lattice
     min_grain_fraction: float = 0.02  # smaller groups of lattices are not grains
+    require_lattice: bool = True  # False: no lattice anywhere gives an all-NaN result, not an error
 
     def to_dict(self) -> dict:
         ref = None if self.reference is None else [[s.start, s.stop] for s in self.reference]
@@ -108,6 +109,8 @@ def _find_references(positions, settings: Settings) -> list[tuple[np.ndarray, np
             bases.append(G)
     min_members = max(1, int(np.ceil(settings.min_grain_fraction * len(pool[::step]))))
     groups = lattice.group_lattices(bases, settings.tolerance, min_members)
+    if not groups and not (settings.require_lattice or settings.reference is not None):
+        return []
     if not groups:
         where = "in the reference region" if settings.reference is not None else "at any scan position"
         raise UserError(f"no lattice indexes {settings.min_indexed} or more vectors, better than chance, {where}",
@@ -126,16 +129,10 @@ def _weights(inten: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.nan_to_num(inten), 1e-12, None)
 
 
-def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:
-    """Find the lattice(s), fit every position, and return strain/rotation/tilt per position."""
-    settings = settings or Settings()
-    check_vectors(df)
-    scan_shape = (int(df["rx"].max()) + 1, int(df["ry"].max()) + 1)
-    _check_region(settings.reference, scan_shape)
-    positions = _positions(df)
-    refs = [G for G, _ in _find_references(positions, settings)]
+def _fit_all(positions, refs, settings: Settings) -> list:
+    """Per position: (best Fit or None, its grain index or -1, weights); best = most vectors indexed."""
     fits = []
-    for rx, ry, q, inten, qz in positions:
+    for _, _, q, inten, _ in positions:
         w = _weights(inten, settings.weights)
         n_nb = int(lattice.non_beam(q).sum())
         best, grain = None, -1
@@ -146,6 +143,25 @@ def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:
             if fit is not None and (best is None or (fit.n_indexed, -fit.residual_invA) > (best.n_indexed, -best.residual_invA)):
                 best, grain = fit, g
         fits.append((best, grain, w))
+    return fits
+
+
+def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:
+    """Find the lattice(s), fit every position, and return strain/rotation/tilt per position."""
+    settings = settings or Settings()
+    check_vectors(df)
+    scan_shape = (int(df["rx"].max()) + 1, int(df["ry"].max()) + 1)
+    _check_region(settings.reference, scan_shape)
+    positions = _positions(df)
+    refs = [G for G, _ in _find_references(positions, settings)]
+    fits = _fit_all(positions, refs, settings)
+    # without a reference region, a lattice that wins fewer positions than a grain needs is no grain:
+    # drop it and fit again (those positions may belong to another grain, or to none)
+    min_members = max(1, int(np.ceil(settings.min_grain_fraction * len(positions))))
+    won = np.bincount([g for _, g, _ in fits if g >= 0], minlength=len(refs))
+    if settings.reference is None and (won < min_members).any():
+        refs = [G for G, n in zip(refs, won) if n >= min_members]
+        fits = _fit_all(positions, refs, settings)
     # the final reference: the median of the fitted lattices (all in the basis choice of their grain's
     # search reference, since they were indexed with it) of the region, or of each grain
     in_ref = [_inside(settings.reference, p[0], p[1]) for p in positions]
