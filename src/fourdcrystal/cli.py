@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "predict": ("fourdcrystal.inference.predict", "Bragg vectors from a 4D-STEM datacube"),
     "check-config": ("fourdcrystal.cli", "validate a workflow config and print its geometry"),
     "export-model": ("fourdcrystal.learning.export", "stamp tuned peak settings into a model for distribution"),
+    "strain": ("fourdcrystal.analysis.command", "strain, rotation and tilt maps from Bragg vectors"),
 }
 
 

@@ -41,6 +41,7 @@ FIGURES = f"{RESULTS}/figures"
 MODEL = f"{RESULTS}/model/model.pt"
 EVAL_METRICS = f"{RESULTS}/evaluation/metrics.json"
 REPORT = f"{RESULTS}/report/report.html"
+STRAIN_DEMO = f"{RESULTS}/scan_demo/strain"  # fourdcrystal strain of the demo scan: maps, index.html
 
 
 def selected_crystals(wildcards=None):
@@ -61,6 +62,6 @@ def all_shards(wildcards=None):
 
 def get_final_output(wildcards=None):
     """Everything `snakemake` builds by default: the report (which pulls in evaluation and the scan
-    demo), the dataset figures, the model and the training figures."""
+    demo), the dataset figures, the model and the training figures, the strain maps of the scan demo."""
     return [SELECTED, MANIFEST, f"{FIGURES}/quartets.png", f"{FIGURES}/dataset_summary.png", MODEL,
-            f"{FIGURES}/loss.png", f"{FIGURES}/validation.png", REPORT]
+            f"{FIGURES}/loss.png", f"{FIGURES}/validation.png", REPORT, STRAIN_DEMO]

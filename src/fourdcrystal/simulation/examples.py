@@ -20,18 +20,26 @@ def srtio3():
 
 
 def zone_axis_cbed(structure, zone, geometry: Geometry, thickness_A: float = 40.0, energy_eV: float = 300e3,
-                   semiangle_mrad: float = 4.0, q_max_invA: float | None = None) -> dict:
+                   semiangle_mrad: float = 4.0, q_max_invA: float | None = None, deformation=None,
+                   tilt: tuple[float, float] | None = None) -> dict:
     """Noise-free CBED + vacuum probe (probe max = 1) of ``structure`` with ``zone`` along the beam,
     on ``geometry``'s detector (box, gpts, detector_px), at one thickness; plus ``truth``, the
     kinematic reflections (fourdcrystal.simulation.kinematic) of that orientation up to ``q_max_invA`` (default
-    95 % of the detector's half width)."""
+    95 % of the detector's half width). ``deformation``: an in-plane deformation gradient F (2×2, lab
+    x/y after the zone is aligned; real lattice vectors a -> F a), e.g. F = R(θ)(I + ε) for a
+    homogeneously strained, rotated crystal (fourdcrystal.analysis.strain). ``tilt``: (tilt_mrad,
+    azimuth_deg), applied last as supercells.tilt_rotation does (the zone axis leans toward the azimuth)."""
     from fourdcrystal.simulation.kinematic import kinematic_reflections
     from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation
-    from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell
+    from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell, tilt_rotation
 
     geo = Geometry(box_A=geometry.box_A, gpts=geometry.gpts, detector_px=geometry.detector_px,
                    thicknesses_A=(float(thickness_A),), slice_thickness_A=geometry.slice_thickness_A)
     R = align_zone_to_z(structure.lattice.matrix, tuple(zone))
+    if deformation is not None:
+        structure, R = _deformed(structure, R, deformation)
+    if tilt is not None:
+        R = tilt_rotation(*tilt) @ R
     arrays, _, _ = simulate_orientation(build_supercell(structure, R, geo), geo,
                                         {"parametrization": "lobato", "projection": "infinite"},
                                         [ProbeSetting(0, float(energy_eV), float(semiangle_mrad), 0.0)])
@@ -76,3 +84,13 @@ def amorphous_film_cbed(geometry: Geometry, energy_eV: float, semiangle_mrad: fl
                                         {"parametrization": "lobato", "projection": "infinite"},
                                         [ProbeSetting(0, float(energy_eV), float(semiangle_mrad), 0.0)], labels=False)
     return {"cbed": arrays["cbed"][0].astype(np.float64), "probe": arrays["probe"][0]}
+
+
+def _deformed(structure, R, F2):
+    """The crystal rotated by R into the lab frame and deformed there by F2 (in-plane); R becomes I."""
+    from pymatgen.core import Lattice, Structure
+
+    F = np.eye(3)
+    F[:2, :2] = np.asarray(F2, dtype=float)
+    lab = structure.lattice.matrix @ R.T @ F.T  # rows a, b, c in the lab frame, then a -> F a
+    return Structure(Lattice(lab), structure.species, structure.frac_coords), np.eye(3)

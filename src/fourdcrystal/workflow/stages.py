@@ -95,3 +95,43 @@ def scan_demo(smk) -> None:
     from fourdcrystal.workflow.scan_demo import run_scan_demo
 
     run_scan_demo(smk)
+
+
+def strain_demo(smk) -> None:
+    """Strain and orientation maps of the demo scan (a polycrystal mosaic: one median reference per
+    grain), from the network's vectors (output folder) and, for comparison, from py4DSTEM's
+    (``classical/`` inside it; predict --baseline classical on the same scan)."""
+    import json
+    import tempfile
+
+    from fourdcrystal.analysis.command import run_strain
+    from fourdcrystal.analysis.strain import Settings
+    from fourdcrystal.inference.datacube_io import open_datacube, open_probe
+    from fourdcrystal.inference.predict import load_model, predict_cube
+
+    vectors, out = Path(smk.input.vectors), Path(smk.output.strain)
+    pred = json.loads((vectors / "summary.json").read_text())
+    scan = pred.get("scan", {})
+    meta = {"demo": "simulated polycrystal mosaic of the test split (rule scan_demo); each grain is one "
+                    "test crystal in one orientation, unstrained", "true_grains": len(scan.get("grains", []))}
+    # a demo model trained for minutes may give vectors no lattice explains: say so on the page, not fail
+    settings = Settings(require_lattice=False)
+    links = [("classical/index.html", "the same from py4DSTEM's vectors")] if getattr(smk.input, "cube", None) else []
+    s = run_strain(vectors / "bragg_vectors.parquet", out, settings,
+                   meta={**meta, "detector": "network", "links": links})
+    if not links:  # no scan given (tests of the network half): nothing to compare
+        return
+    model, geometry, _ = load_model(smk.input.model, "cpu")
+    # py4DSTEM's settings as evaluate tuned them on the val crystals (what the report compares)
+    tuned = json.loads(Path(smk.input.metrics).read_text()).get("classical_settings")
+    cube, (probe, pcube) = open_datacube(smk.input.cube), open_probe(Path(smk.input.cube).parent / "probe.npy")
+    pcube.close()
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        predict_cube(cube, probe, model, geometry, float(pred["q_pixel_size_invA"]), Path(tmp) / "vectors",
+                     baseline="classical", classical_settings=tuned, progress=False)
+        c = run_strain(Path(tmp) / "vectors" / "bragg_vectors.parquet", out / "classical", settings,
+                       meta={**meta, "detector": "py4DSTEM (predict --baseline classical)"})
+    cube.close()
+    log.info("strain demo: network vectors: %d of %d positions fit, %d grain(s); py4DSTEM vectors: %d fit, %d "
+             "grain(s); %d grains simulated", s["n_fit"], s["n_positions"], len(s["grains"]), c["n_fit"],
+             len(c["grains"]), meta["true_grains"])

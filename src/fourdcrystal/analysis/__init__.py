@@ -1,0 +1,1 @@
+"""Strain, rotation and out-of-plane tilt maps from Bragg vectors (``fourdcrystal strain``)."""

@@ -1,0 +1,116 @@
+"""``fourdcrystal strain``: strain, in-plane rotation and out-of-plane tilt maps from Bragg vectors.
+
+Input: the ``bragg_vectors.parquet`` of ``fourdcrystal predict`` (network or ``--baseline
+classical``), or its output folder. Output folder (published by one rename; a failed run leaves
+nothing): strain.parquet, strain_maps.zarr, strain_maps.png, orientation.png, grains.png,
+summary.json, index.html.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fourdcrystal.errors import UserError
+
+
+def read_vectors(path):
+    import pandas as pd
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "bragg_vectors.parquet"
+    if not p.is_file():
+        raise UserError(f"no Bragg vector table at {p}", "pass the bragg_vectors.parquet (or the --out folder) of "
+                        "`fourdcrystal predict`")
+    try:
+        return pd.read_parquet(p)
+    except Exception as err:  # pyarrow raises several types for a non-parquet file
+        raise UserError(f"{p} is not a readable parquet table ({type(err).__name__})",
+                        "pass the bragg_vectors.parquet written by `fourdcrystal predict`") from None
+
+
+def parse_region(text: str | None):
+    if text is None:
+        return None
+    try:
+        a, b = text.split(",")
+        (x0, x1), (y0, y1) = (tuple(int(v) for v in part.split(":")) for part in (a, b))
+    except ValueError:
+        raise UserError(f"--reference '{text}' is not of the form RX0:RX1,RY0:RY1",
+                        "give scan ranges of an unstrained area, e.g. 0:8,0:8") from None
+    return slice(x0, x1), slice(y0, y1)
+
+
+def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dict:
+    """Measure and publish everything in ``out_dir``; returns the summary (also summary.json)."""
+    from fourdcrystal.analysis import maps, page
+    from fourdcrystal.analysis.strain import measure
+    from fourdcrystal.atomic import atomic_path
+
+    result = measure(read_vectors(vectors_path), settings)
+    t = result.table
+    n_fit = int((t["grain"] >= 0).sum())
+    region = result.settings["reference"]
+    reference = (f"median lattice of scan region rx {region[0][0]}:{region[0][1]}, ry {region[1][0]}:{region[1][1]} "
+                 "(dashed box)" if region else
+                 "median lattice of each grain (positions whose lattices agree up to a change of basis); strain and "
+                 "rotation are relative to the grain's own median, so they are not compared across grains")
+    n_pos = result.scan_shape[0] * result.scan_shape[1]
+    notes = [f"{n_pos - n_fit} positions could not be indexed to any lattice better than chance (NaN, grey)"
+             if n_fit < n_pos else "every position was indexed",
+             f"grains: lattices that explain at least {100 * settings.min_grain_fraction:g} % of the positions"
+             + ("" if result.grains else " — none found: these vectors show no lattice"),
+             "e_xy is the tensor shear (engineering shear = 2 e_xy); rotation is positive from +q_x toward +q_y",
+             "tilt: from the network's q_z of the indexed vectors (q_z ≈ −θ g·n̂); none for the classical baseline"]
+    summary = {"input": str(vectors_path), "scan_shape": list(result.scan_shape), "n_positions": n_pos,
+               "n_fit": n_fit, "fit_fraction": n_fit / n_pos, "reference": reference,
+               "grains": result.grains, "settings": result.settings, "notes": notes, **(meta or {})}
+    m = maps.to_maps(t, result.scan_shape)
+    figs = [("strain_maps.png", "strain (Biot, %) relative to the reference"),
+            ("orientation.png", "in-plane rotation and out-of-plane tilt (arrows: direction the zone axis leans to)"),
+            ("grains.png", "grains (lattices found) and the fraction of each position's vectors indexed")]
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        t.to_parquet(tmp / "strain.parquet", index=False)
+        maps.write_arrays(m, tmp / "strain_maps.zarr", {"reference": reference, "grains": result.grains})
+        title = ("reference: median lattice of rx {}:{}, ry {}:{} (dashed)".format(*region[0], *region[1]) if region
+                 else "reference: median lattice of each grain (grain boundaries in black)")
+        maps.figure(m, ["exx_pct", "eyy_pct", "exy_pct", "rotation_deg"], tmp / figs[0][0], title, region)
+        maps.tilt_figure(m, tmp / figs[1][0], "orientation")
+        maps.figure(m, ["grain", "indexed_fraction"], tmp / figs[2][0], "lattices",
+                    cmaps={"grain": "tab10", "indexed_fraction": "viridis"})
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        (tmp / "index.html").write_text(page.render(summary, figs))
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from fourdcrystal.analysis.strain import Settings
+
+    d = Settings()
+    p.add_argument("vectors", help="bragg_vectors.parquet of `fourdcrystal predict`, or its --out folder")
+    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--reference", metavar="RX0:RX1,RY0:RY1", default=None,
+                   help="scan region whose median lattice is the zero of strain and rotation "
+                        "(default: the median lattice of each grain)")
+    p.add_argument("--weights", choices=["intensity", "none"], default=d.weights,
+                   help="least-squares weights of the vectors in each position's lattice fit")
+    p.add_argument("--tolerance", type=float, default=d.tolerance,
+                   help="indexing tolerance as a fraction of the shorter basis vector (default %(default)s)")
+    p.add_argument("--min-indexed", type=int, default=d.min_indexed,
+                   help="non-beam vectors that must index for a position to be fit (default %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fourdcrystal.analysis.strain import Settings
+
+    if not 0 < args.tolerance < 0.5:
+        raise UserError(f"--tolerance {args.tolerance} is not in (0, 0.5)", "pass e.g. --tolerance 0.15")
+    if args.min_indexed < 2:
+        raise UserError(f"--min-indexed {args.min_indexed} is below 2", "pass --min-indexed 3 or more")
+    settings = Settings(tolerance=args.tolerance, min_indexed=args.min_indexed, weights=args.weights,
+                        reference=parse_region(args.reference))
+    s = run_strain(args.vectors, args.out, settings)
+    print(f"strain: {s['n_fit']} of {s['n_positions']} positions fit, {len(s['grains'])} lattice(s) -> {args.out}")
+    return 0

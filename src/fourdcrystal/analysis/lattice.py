@@ -1,0 +1,197 @@
+"""The in-plane reciprocal lattice of every scan position: found automatically, indexed, least-squares fit.
+
+Conventions: a 2-D reciprocal basis ``G`` is a (2, 2) array whose rows are g1, g2 in Å⁻¹ in the
+detector frame of ``predict`` (x = q_x = axis 0 of a pattern, y = q_y = axis 1), and a vector q is
+indexed by (h, k) when q ≈ q0 + h·g1 + k·g2 (q0: the fitted origin, the direct beam).
+
+Why our own code instead of py4DSTEM's ``StrainMap``: py4DSTEM asks the user to pick the two basis
+vectors by index from the Bragg vector map and fits one lattice for the whole scan; a workflow target
+and a polycrystal need the lattice found without a person, and one reference per grain. The pieces
+are small and vectorised here: a pair search over the observed vectors (``find_basis``), grouping of
+the positions' bases into lattices that are the same up to a unimodular change of basis
+(``group_lattices``), and a weighted least-squares fit of origin + basis per position
+(``fit_position``), re-indexed once with its own fit so that local rotation and strain of a few
+per cent still index the high orders.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# A pair of candidate basis vectors must enclose more than asin(0.25) ≈ 14°; narrower pairs are
+# near-collinear, ill-conditioned and almost always a row of one lattice direction.
+MIN_SIN_ANGLE = 0.25
+# Candidates for basis vectors: the strongest and the shortest observed non-beam vectors.
+N_CANDIDATES = 8
+# The beam is the vector nearest the origin when it is this much shorter than the next one.
+BEAM_FRACTION = 0.3
+# A lattice explains a position only if chance could not: with n non-beam vectors of which k index,
+# the binomial probability of k or more landing within the tolerance of a lattice point by chance
+# (each does with p0 = π (tol·|g_min|)² / cell area) must be below this. 1e-6: fewer than 0.1 chance
+# fits in a 256 × 256 scan. (On SrTiO3 at 1e3 e⁻ and 20 Å the best lattices index 3–8 % of the
+# vectors, i.e. chance; at 1e5 e⁻ they index ~50 %, p ~ 1e-24.)
+MAX_CHANCE_P = 1e-6
+# Outlier clipping: for 2-D Gaussian position errors of width σ the residual distance is Rayleigh
+# distributed with median 1.18 σ, so 2.5 × the median (2.9 σ) keeps 98.6 % of true detections.
+CLIP_MEDIAN = 2.5
+
+
+@dataclass
+class Fit:
+    """Least-squares lattice of one position: origin q0 (Å⁻¹), basis G (rows g1, g2, Å⁻¹), the (h, k)
+    of each input vector (-1e9 where not indexed), how many non-beam vectors were indexed, and the
+    RMS residual (Å⁻¹) of the indexed vectors."""
+
+    q0: np.ndarray
+    G: np.ndarray
+    hk: np.ndarray
+    indexed: np.ndarray
+    n_indexed: int
+    residual_invA: float
+
+
+def non_beam(q: np.ndarray) -> np.ndarray:
+    """Boolean mask of the vectors that are not the direct beam (the one near q = 0, if any)."""
+    r = np.hypot(q[:, 0], q[:, 1])
+    mask = np.ones(len(q), dtype=bool)
+    if len(q) >= 2:
+        order = np.argsort(r)
+        if r[order[0]] < BEAM_FRACTION * r[order[1]]:
+            mask[order[0]] = False
+    elif len(q) == 1:
+        mask[0] = False
+    return mask
+
+
+def reduce_basis(G: np.ndarray) -> np.ndarray:
+    """Lagrange-Gauss reduction: the two shortest independent vectors of the lattice spanned by G's rows,
+    ordered |g1| <= |g2| and right-handed (g1 × g2 > 0), so equal lattices give comparable bases."""
+    a, b = G[0].astype(float).copy(), G[1].astype(float).copy()
+    for _ in range(100):
+        if a @ a > b @ b:
+            a, b = b, a
+        m = np.round((a @ b) / (a @ a))
+        if m == 0:
+            break
+        b = b - m * a
+    if a[0] * b[1] - a[1] * b[0] < 0:
+        b = -b
+    return np.vstack([a, b])
+
+
+def find_basis(q: np.ndarray, intensity: np.ndarray, tol: float) -> tuple[np.ndarray | None, int]:
+    """The basis (reduced) that indexes the most of one position's vectors, and how many it indexes.
+
+    Every pair of candidate vectors (the ``N_CANDIDATES`` strongest and shortest non-beam vectors) is a
+    trial basis; a vector is indexed when it lies within ``tol`` × |shorter basis vector| of an
+    integer combination. Ties go to the smaller cell (the true lattice, not a sublattice).
+    """
+    keep = non_beam(q)
+    q, intensity = q[keep], intensity[keep]
+    if len(q) < 2:
+        return None, 0
+    r = np.hypot(q[:, 0], q[:, 1])
+    cand = np.unique(np.concatenate([np.argsort(-intensity, kind="stable")[:N_CANDIDATES],
+                                     np.argsort(r, kind="stable")[:N_CANDIDATES]]))
+    i, j = np.triu_indices(len(cand), 1)
+    A, B = q[cand[i]], q[cand[j]]
+    cross = A[:, 0] * B[:, 1] - A[:, 1] * B[:, 0]
+    ok = np.abs(cross) > MIN_SIN_ANGLE * r[cand[i]] * r[cand[j]]
+    if not ok.any():
+        return None, 0
+    G = np.stack([A[ok], B[ok]], axis=1)  # (pairs, 2, 2)
+    frac = np.einsum("nd,pde->pne", q, np.linalg.inv(G))  # (pairs, vectors, 2)
+    resid = np.einsum("pne,ped->pnd", frac - np.round(frac), G)
+    scale = np.minimum(np.hypot(*A[ok].T), np.hypot(*B[ok].T))
+    n = (np.hypot(resid[..., 0], resid[..., 1]) < tol * scale[:, None]).sum(axis=1)
+    area = np.abs(cross[ok])
+    best = np.lexsort((area, -n))[0]
+    return reduce_basis(G[best]), int(n[best])
+
+
+def fit_position(q: np.ndarray, weights: np.ndarray, G_ref: np.ndarray, tol: float, min_indexed: int,
+                 passes: int = 2, clip: float | None = CLIP_MEDIAN) -> Fit | None:
+    """Index ``q`` with ``G_ref`` and fit origin + basis by weighted least squares; then re-index with the
+    fit and fit again (``passes`` times in all); then, with ``clip``, drop indexed vectors whose
+    residual exceeds ``clip`` × the median residual and fit once more (a false detection that happens
+    to fall inside the indexing tolerance must not pull the lattice). None if fewer than
+    ``min_indexed`` non-beam vectors index, or the indexed (h, k) do not span two dimensions."""
+    q0, G = np.zeros(2), np.asarray(G_ref, dtype=float)
+    beam = ~non_beam(q)
+    scale = float(np.min(np.hypot(G_ref[:, 0], G_ref[:, 1])))
+    fit, keep = None, np.ones(len(q), dtype=bool)
+    for k in range(passes + (clip is not None)):
+        frac = (q - q0) @ np.linalg.inv(G)
+        hk = np.round(frac)
+        dist = np.hypot(*((frac - hk) @ G).T)
+        if k == passes:  # the clipping pass: the last fit's residuals decide
+            # floor: 1e-4 of the basis length, so exact (round-off) residuals clip nothing
+            keep = dist <= clip * max(np.median(dist[fit.indexed]), 1e-4 * scale)
+        on = (dist < tol * scale) & keep
+        n_on = int((on & ~beam).sum())
+        if n_on < min_indexed:
+            return fit
+        X = np.column_stack([np.ones(on.sum()), hk[on]])
+        if np.linalg.matrix_rank(X) < 3:
+            return fit
+        sw = np.sqrt(weights[on])[:, None]
+        beta, *_ = np.linalg.lstsq(X * sw, q[on] * sw, rcond=None)
+        res = q[on] - X @ beta
+        q0, G = beta[0], beta[1:]
+        hk_all = np.where(on[:, None], hk, -1e9)
+        fit = Fit(q0, G, hk_all, on, n_on, float(np.sqrt(np.mean(np.sum(res ** 2, axis=1)))))
+    return fit
+
+
+def chance_p(n_indexed: int, n_vectors: int, G: np.ndarray, tol: float) -> float:
+    """Probability that ``n_indexed`` or more of ``n_vectors`` random vectors index on lattice G."""
+    from scipy.stats import binom
+
+    scale = float(np.min(np.hypot(G[:, 0], G[:, 1])))
+    p0 = min(1.0, np.pi * (tol * scale) ** 2 / abs(np.linalg.det(G)))
+    return float(binom.sf(n_indexed - 1, n_vectors, p0))
+
+
+def significant(n_indexed: int, n_vectors: int, G: np.ndarray, tol: float) -> bool:
+    return chance_p(n_indexed, n_vectors, G, tol) < MAX_CHANCE_P
+
+
+def change_of_basis(G: np.ndarray, G_ref: np.ndarray, tol: float) -> np.ndarray | None:
+    """The integer unimodular N with G ≈ N @ G_ref (same lattice, other basis), or None when G is not
+    the lattice of G_ref within ``tol`` (max deviation of N from integers)."""
+    N = G @ np.linalg.inv(G_ref)
+    Ni = np.round(N)
+    if np.max(np.abs(N - Ni)) > tol or abs(round(np.linalg.det(Ni))) != 1:
+        return None
+    return Ni
+
+
+def group_lattices(bases: list[np.ndarray], tol: float, min_members: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Group bases that describe the same lattice; most populous group first.
+
+    Returns [(reference basis, member indices)], the reference being the element-wise median of the
+    members' bases, each first expressed in the basis of the group's seed (the member equivalent to
+    the most others). Groups with fewer than ``min_members`` members are dropped (noise).
+    """
+    n = len(bases)
+    if n == 0:
+        return []
+    Gs = np.stack(bases)
+    N = np.einsum("pij,qjk->pqik", Gs, np.linalg.inv(Gs))  # N[p, q] maps basis q onto p
+    Ni = np.round(N)
+    det = np.rint(Ni[..., 0, 0] * Ni[..., 1, 1] - Ni[..., 0, 1] * Ni[..., 1, 0])
+    same = (np.max(np.abs(N - Ni), axis=(2, 3)) <= tol) & (np.abs(det) == 1)
+    same &= same.T
+    free = np.ones(n, dtype=bool)
+    groups = []
+    while free.any():
+        counts = (same & free[None, :]).sum(axis=1) * free
+        seed = int(np.argmax(counts))
+        members = np.flatnonzero(same[seed] & free)
+        free[members] = False
+        if len(members) < min_members:
+            continue
+        aligned = np.stack([np.linalg.inv(Ni[m, seed]) @ Gs[m] for m in members])
+        groups.append((np.median(aligned, axis=0), members))
+    return groups

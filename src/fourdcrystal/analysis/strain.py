@@ -1,0 +1,209 @@
+"""Strain and in-plane rotation of every scan position relative to a reference lattice.
+
+Definitions (detector frame of ``predict``: x = q_x, y = q_y; see ``lattice``): with reciprocal bases
+G (measured) and G_ref (reference) as rows, the real-space deformation gradient that takes the
+reference crystal into the measured one is F = G⁻¹ G_ref (real lattice rows transform as A = A_ref Fᵀ,
+reciprocal rows as G = G_ref F⁻¹). F is split by the polar decomposition F = R U: the strain is the
+Biot strain U − I (e_xx, e_yy and the tensor shear e_xy, not the engineering γ = 2 e_xy) and the
+rotation the angle of R, positive from +q_x towards +q_y. The decomposition is exact, so a rigid
+rotation of 1° shows no strain (py4DSTEM's infinitesimal formulas would report ≈ θ²/2 = 1.5e-4 of
+spurious strain). For small strains both agree with py4DSTEM's ``get_strain_from_reference_g1g2``.
+
+Reference: the median lattice of a user-given region of scan positions, or, without one, the median
+lattice of each grain — the positions whose lattices are the same up to a change of basis. A
+polycrystal therefore gets strain relative to each grain's own median lattice and rotation relative
+to the grain's median orientation, which is what a microscopist compares within a grain; strain
+between different grains (different crystals or zone axes) is not defined and is not reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fourdcrystal.analysis import lattice, orientation
+from fourdcrystal.errors import UserError
+
+REQUIRED_COLUMNS = ("rx", "ry", "qx", "qy")
+# Lattice finding runs on at most this many positions (evenly spread); every position is then fit.
+MAX_SEARCH_POSITIONS = 400
+
+
+@dataclass
+class Settings:
+    """The knobs of ``measure`` (CLI flags of ``fourdcrystal strain``)."""
+
+    tolerance: float = 0.15  # indexing tolerance, fraction of the shorter basis vector's length
+    min_indexed: int = 3  # non-beam vectors that must index at a position for a fit
+    weights: str = "intensity"  # "intensity" (weights ∝ intensity, ∝ 1/σ² of a counted peak) or "none"
+    reference: tuple[slice, slice] | None = None  # scan region (rx, ry slices) of the reference lattice
+    min_grain_fraction: float = 0.02  # smaller groups of lattices are not grains
+    require_lattice: bool = True  # False: no lattice anywhere gives an all-NaN result, not an error
+
+    def to_dict(self) -> dict:
+        ref = None if self.reference is None else [[s.start, s.stop] for s in self.reference]
+        return {"tolerance": self.tolerance, "min_indexed": self.min_indexed, "weights": self.weights,
+                "reference": ref, "min_grain_fraction": self.min_grain_fraction}
+
+
+@dataclass
+class Result:
+    table: pd.DataFrame  # one row per scan position (see ``COLUMNS``)
+    scan_shape: tuple[int, int]
+    grains: list[dict] = field(default_factory=list)  # per grain: reference basis, positions, indexed
+    settings: dict = field(default_factory=dict)
+
+
+COLUMNS = ["rx", "ry", "grain", "n_vectors", "n_indexed", "indexed_fraction", "residual_invA",
+           "g1x_invA", "g1y_invA", "g2x_invA", "g2y_invA", "exx_pct", "eyy_pct", "exy_pct", "rotation_deg",
+           "tilt_x_mrad", "tilt_y_mrad", "tilt_mrad", "tilt_azimuth_deg"]
+
+
+def deformation(G: np.ndarray, G_ref: np.ndarray) -> np.ndarray:
+    """Real-space deformation gradient F (2×2) taking the reference lattice into the measured one."""
+    return np.linalg.solve(G, G_ref)
+
+
+def strain_rotation(F: np.ndarray) -> tuple[float, float, float, float]:
+    """(e_xx, e_yy, e_xy, rotation_rad) of F = R U: Biot strain U − I and the angle of R."""
+    # 2-D polar decomposition in closed form: R is the rotation nearest to F
+    ang = np.arctan2(F[1, 0] - F[0, 1], F[0, 0] + F[1, 1])
+    c, s = np.cos(ang), np.sin(ang)
+    U = np.array([[c, s], [-s, c]]) @ F
+    U = 0.5 * (U + U.T)
+    return float(U[0, 0] - 1), float(U[1, 1] - 1), float(U[0, 1]), float(ang)
+
+
+def check_vectors(df: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"the vector table lacks column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})",
+                        "pass the bragg_vectors.parquet written by `fourdcrystal predict` (rx, ry, qx, qy in Å⁻¹, ...)")
+    if df.empty:
+        raise UserError("the vector table holds no Bragg vectors", "run `fourdcrystal predict` on a scan with diffraction")
+
+
+def _positions(df: pd.DataFrame):
+    """Per position: (rx, ry, q (n, 2), intensity, qz), in scan order."""
+    df = df.sort_values(["rx", "ry"], kind="stable")
+    rx, ry = df["rx"].to_numpy(int), df["ry"].to_numpy(int)
+    q = df[["qx", "qy"]].to_numpy(float)
+    inten = df["intensity"].to_numpy(float) if "intensity" in df else np.ones(len(df))
+    qz = df["qz"].to_numpy(float) if "qz" in df else np.full(len(df), np.nan)
+    key = rx.astype(np.int64) * (int(ry.max()) + 1) + ry
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(df)]
+    return [(rx[s], ry[s], q[s:e], inten[s:e], qz[s:e]) for s, e in zip(starts, ends)]
+
+
+def _find_references(positions, settings: Settings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Reference bases: of the reference region, or one per grain; most populous first."""
+    pool = [p for p in positions if _inside(settings.reference, p[0], p[1])]
+    step = max(1, len(pool) // MAX_SEARCH_POSITIONS)
+    bases = []
+    for _, _, q, inten, _ in pool[::step]:
+        G, n = lattice.find_basis(q, np.nan_to_num(inten), settings.tolerance)
+        if (G is not None and n >= settings.min_indexed
+                and lattice.significant(n, int(lattice.non_beam(q).sum()), G, settings.tolerance)):
+            bases.append(G)
+    min_members = max(1, int(np.ceil(settings.min_grain_fraction * len(pool[::step]))))
+    groups = lattice.group_lattices(bases, settings.tolerance, min_members)
+    if not groups and not (settings.require_lattice or settings.reference is not None):
+        return []
+    if not groups:
+        where = "in the reference region" if settings.reference is not None else "at any scan position"
+        raise UserError(f"no lattice indexes {settings.min_indexed} or more vectors, better than chance, {where}",
+                        "check the vectors (too few or mostly noise per pattern?) or lower --min-indexed")
+    return groups[:1] if settings.reference is not None else groups
+
+
+def _inside(region, rx: int, ry: int) -> bool:
+    """Whether scan position (rx, ry) lies in ``region`` (rx slice, ry slice); everywhere when None."""
+    return region is None or (region[0].start <= rx < region[0].stop and region[1].start <= ry < region[1].stop)
+
+
+def _weights(inten: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "none":
+        return np.ones(len(inten))
+    return np.clip(np.nan_to_num(inten), 1e-12, None)
+
+
+def _fit_all(positions, refs, settings: Settings) -> list:
+    """Per position: (best Fit or None, its grain index or -1, weights); best = most vectors indexed."""
+    fits = []
+    for _, _, q, inten, _ in positions:
+        w = _weights(inten, settings.weights)
+        n_nb = int(lattice.non_beam(q).sum())
+        best, grain = None, -1
+        for g, G_ref in enumerate(refs):
+            fit = lattice.fit_position(q, w, G_ref, settings.tolerance, settings.min_indexed)
+            if fit is not None and not lattice.significant(fit.n_indexed, n_nb, fit.G, settings.tolerance):
+                fit = None  # no better than chance: this lattice does not explain the position
+            if fit is not None and (best is None or (fit.n_indexed, -fit.residual_invA) > (best.n_indexed, -best.residual_invA)):
+                best, grain = fit, g
+        fits.append((best, grain, w))
+    return fits
+
+
+def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:
+    """Find the lattice(s), fit every position, and return strain/rotation/tilt per position."""
+    settings = settings or Settings()
+    check_vectors(df)
+    scan_shape = (int(df["rx"].max()) + 1, int(df["ry"].max()) + 1)
+    _check_region(settings.reference, scan_shape)
+    positions = _positions(df)
+    refs = [G for G, _ in _find_references(positions, settings)]
+    fits = _fit_all(positions, refs, settings)
+    # without a reference region, a lattice that wins fewer positions than a grain needs is no grain:
+    # drop it and fit again (those positions may belong to another grain, or to none)
+    min_members = max(1, int(np.ceil(settings.min_grain_fraction * len(positions))))
+    won = np.bincount([g for _, g, _ in fits if g >= 0], minlength=len(refs))
+    if settings.reference is None and (won < min_members).any():
+        refs = [G for G, n in zip(refs, won) if n >= min_members]
+        fits = _fit_all(positions, refs, settings)
+    # the final reference: the median of the fitted lattices (all in the basis choice of their grain's
+    # search reference, since they were indexed with it) of the region, or of each grain
+    in_ref = [_inside(settings.reference, p[0], p[1]) for p in positions]
+    final = []
+    for g in range(len(refs)):
+        Gs = [f.G for (f, gr, _), r in zip(fits, in_ref) if gr == g and r]
+        final.append(np.median(np.stack(Gs), axis=0) if Gs else refs[g])
+    if settings.reference is not None and not any(gr >= 0 and r for (_, gr, _), r in zip(fits, in_ref)):
+        raise UserError("no position of the reference region could be fit",
+                        "choose a region of crystal with several Bragg disks per pattern")
+    rows = [_row(p[0], p[1], p[2], p[4], w, fit, grain, final) for p, (fit, grain, w) in zip(positions, fits)]
+    table = pd.DataFrame(rows, columns=COLUMNS).astype({c: "int64" for c in COLUMNS[:5]})
+    grains = [_grain_info(g, final[g], table) for g in range(len(final))]
+    return Result(table, scan_shape, grains, settings.to_dict())
+
+
+def _row(rx, ry, q, qz, w, fit, grain, refs) -> list:
+    n_nb = int(lattice.non_beam(q).sum())
+    if fit is None:
+        return [rx, ry, -1, len(q), 0, 0.0] + [np.nan] * (len(COLUMNS) - 6)
+    exx, eyy, exy, rot = strain_rotation(deformation(fit.G, refs[grain]))
+    tilt = orientation.tilt_from_qz(q[fit.indexed] - fit.q0, qz[fit.indexed], w[fit.indexed])
+    return [rx, ry, grain, len(q), fit.n_indexed, fit.n_indexed / max(n_nb, 1), fit.residual_invA,
+            *fit.G.ravel(), 100 * exx, 100 * eyy, 100 * exy, np.degrees(rot), *tilt]
+
+
+def _check_region(region, scan_shape) -> None:
+    if region is None:
+        return
+    sx, sy = region
+    Rx, Ry = scan_shape
+    if not (0 <= sx.start < sx.stop <= Rx and 0 <= sy.start < sy.stop <= Ry):
+        raise UserError(f"reference region {sx.start}:{sx.stop},{sy.start}:{sy.stop} is not inside the scan "
+                        f"(0:{Rx},0:{Ry})", "give --reference RX0:RX1,RY0:RY1 with 0 <= RX0 < RX1 <= "
+                        f"{Rx} and 0 <= RY0 < RY1 <= {Ry}")
+
+
+def _grain_info(g: int, G_ref: np.ndarray, table: pd.DataFrame) -> dict:
+    sel = table[table["grain"] == g]
+    return {"grain": g, "g1_invA": G_ref[0].tolist(), "g2_invA": G_ref[1].tolist(),
+            "g1_length_invA": float(np.hypot(*G_ref[0])), "g2_length_invA": float(np.hypot(*G_ref[1])),
+            "angle_deg": float(np.degrees(np.arccos(np.clip(G_ref[0] @ G_ref[1] / np.hypot(*G_ref[0])
+                                                            / np.hypot(*G_ref[1]), -1, 1)))),
+            "n_positions": int(len(sel)),
+            "indexed_fraction_median": float(sel["indexed_fraction"].median()) if len(sel) else 0.0}
