@@ -55,7 +55,7 @@ from fourdcrystal.evaluation.tuning import tune_classical, tune_threshold
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.detectors import DEFAULT_BATCH
-from fourdcrystal.inference.evidence import supported
+from fourdcrystal.inference.evidence import applies, supported
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.learning.augment import Augmenter
 from fourdcrystal.simulation.store import load_manifest, read_pattern
@@ -158,6 +158,9 @@ class Evaluation:
         if evidence:
             keep = np.zeros(len(pk["pattern"]), dtype=bool)
             for idx, raw, centres, radius in evidence:
+                if not applies(radius, self.dk):  # large, overlapping disks: left unchecked, as in predict
+                    keep[np.isin(pk["pattern"], idx)] = True
+                    continue
                 sel = np.flatnonzero(np.isin(pk["pattern"], idx))
                 local = np.searchsorted(idx, pk["pattern"][sel])  # idx ascends: built in item order
                 c = centres.numpy().astype(np.float64)[local]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import supported
+from fourdcrystal.inference.evidence import applies, supported
 from fourdcrystal.inference.model_input import ModelInput
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
@@ -49,8 +49,8 @@ class NetworkDetector:
         self.threshold, self.min_spacing_px = threshold, min_spacing_px
         self.device_type = "cuda" if str(device).startswith("cuda") else "cpu"
         self.use_bf16 = use_bf16
-        self.check_evidence = check_evidence
         self.disk_radius_px = inputs.probe_radius_px  # in the detector's pixels
+        self.check_evidence = check_evidence and applies(self.disk_radius_px, self.dq_invA)
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> dict[str, np.ndarray]:
         cp, dk = self.center_px, self.dk_invA
