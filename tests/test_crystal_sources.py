@@ -9,7 +9,7 @@ from pymatgen.core.structure_matcher import StructureMatcher
 from pymatgen.io.cif import CifWriter
 
 from fourdcrystal.workflow import stages
-from fourdcrystal.crystals import sources
+from fourdcrystal.crystals import sources, table
 from fourdcrystal.errors import UserError
 
 CONTRACT_COLUMNS = {"structure_id", "formula", "spacegroup", "source", "source_id", "n_sites", "cif"}
@@ -45,7 +45,7 @@ def test_cif_column_round_trips(builtin8):
     original = {e["tags"]["aflow"]: e["snl"].structure for e in AFLOW_PROTOTYPE_LIBRARY}
     sm = StructureMatcher()
     for _, row in builtin8.head(5).iterrows():
-        s = sources.structure_from_cif(row.cif)
+        s = table.structure_from_cif(row.cif)
         assert sm.fit(s, original[row.source_id]) and s.composition.reduced_formula == row.formula
 
 
@@ -98,5 +98,5 @@ def test_run_structures_writes_parquet_atomically(tmp_path):
 
 
 def test_safe_and_unique_ids():
-    assert sources.safe_id("A2B_oP12/62 (x)") == "A2B_oP12_62_x"
-    assert sources.unique_ids(["a", "b", "a", "a", "a-2"]) == ["a", "b", "a-3", "a-4", "a-2"]
+    assert table.safe_id("A2B_oP12/62 (x)") == "A2B_oP12_62_x"
+    assert table.unique_ids(["a", "b", "a", "a", "a-2"]) == ["a", "b", "a-3", "a-4", "a-2"]

@@ -11,7 +11,7 @@ from pymatgen.io.cif import CifParser
 from fourdcrystal.workflow import stages
 from fourdcrystal.crystals import prototypes as P
 from fourdcrystal.crystals import selection as S
-from fourdcrystal.crystals import sources
+from fourdcrystal.crystals import table as crystal_table
 from fourdcrystal.errors import UserError
 
 TOL = (0.2, 0.3, 5.0)
@@ -58,7 +58,7 @@ def test_no_match_clusters_stably_and_independent_of_order():
     y.replace_species({"Ga": "Al", "Ge": "Si", "Se": "S"})
     y.scale_lattice(x.volume * 0.95)  # same arrangement, other species and size: same cluster
     z = _random_abc2(2)  # another random arrangement: its own cluster
-    table = pd.DataFrame([sources.structure_row(s, sid, "cif_dir", f"{sid}.cif")
+    table = pd.DataFrame([crystal_table.structure_row(s, sid, "cif_dir", f"{sid}.cif")
                           for s, sid in [(x, "x"), (y, "y"), (z, "z"), (_aflow("AB_cF8_225_a_b", "NaCl"), "nacl")]])
     out = P.assign_prototypes(table, {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}).set_index("structure_id")
     assert out.at["nacl", "prototype"] == "AB_cF8_225_a_b" and out.at["nacl", "prototype_kind"] == "aflow"
@@ -130,8 +130,8 @@ def test_choose_is_deterministic_and_follows_shares():
 def test_select_writes_conventional_cifs_and_table(tmp_path):
     prim = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure()
     si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]).get_primitive_structure()
-    structures = pd.DataFrame([sources.structure_row(prim, "s-nacl", "materials_project", "mp-22862"),
-                               sources.structure_row(si, "s-si", "materials_project", "mp-149")])
+    structures = pd.DataFrame([crystal_table.structure_row(prim, "s-nacl", "materials_project", "mp-22862"),
+                               crystal_table.structure_row(si, "s-si", "materials_project", "mp-149")])
     protos = P.assign_prototypes(structures, {})
     smk = SimpleNamespace(input=SimpleNamespace(structures=str(tmp_path / "s.parquet"), prototypes=str(tmp_path / "p.csv")),
                           output=SimpleNamespace(table=str(tmp_path / "sel.csv"), cifs=str(tmp_path / "cifs")),

@@ -155,7 +155,7 @@ def _entry(doc: dict) -> dict:
 def mp_structures(mp_cfg: dict, cache_dir: str | Path) -> pd.DataFrame:
     from pymatgen.core import Structure
 
-    from fourdcrystal.crystals.sources import structure_row, to_table
+    from fourdcrystal.crystals.table import structure_row, to_table
 
     rows = []
     for e in fetch(mp_cfg, cache_dir):

@@ -27,7 +27,7 @@ import pandas as pd
 from pymatgen.core import Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 
-from fourdcrystal.crystals.sources import structure_from_cif
+from fourdcrystal.crystals.table import structure_from_cif
 
 log = logging.getLogger("fourdcrystal.crystals")
 

@@ -19,7 +19,7 @@ from pymatgen.io.cif import CifWriter
 
 from fourdcrystal.atomic import atomic_path, write_table
 from fourdcrystal.errors import UserError
-from fourdcrystal.crystals.sources import conventional_cell, safe_id, structure_from_cif, unique_ids
+from fourdcrystal.crystals.table import conventional_cell, safe_id, structure_from_cif, unique_ids
 
 log = logging.getLogger("fourdcrystal.crystals")
 
