@@ -60,11 +60,11 @@ class Cube:
         raw = tuple(int(s) for s in self.array.shape)
         nd = len(_trimmed(raw))
         self.det_axes = tuple(range(max(0, nd - 2), nd))
-        lead = list(range(max(0, nd - 2)))
-        while len(lead) > 2 and any(raw[a] == 1 for a in lead):  # squeeze singletons, keep 2 scan axes
-            lead.remove(next(a for a in lead if raw[a] == 1))
-        self.lead_axes = tuple(lead)
-        self.n_patterns = int(np.prod([raw[a] for a in lead])) if lead else 0
+        scan_axes = list(range(max(0, nd - 2)))
+        while len(scan_axes) > 2 and any(raw[a] == 1 for a in scan_axes):  # squeeze singletons, keep 2 scan axes
+            scan_axes.remove(next(a for a in scan_axes if raw[a] == 1))
+        self.lead_axes = tuple(scan_axes)
+        self.n_patterns = int(np.prod([raw[a] for a in scan_axes])) if scan_axes else 0
 
     @property
     def shape(self) -> tuple[int, ...]:
