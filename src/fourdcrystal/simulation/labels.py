@@ -47,10 +47,10 @@ MIN_PEAK_FRACTION = 0.01
 
 def folz_radius_invA(structure, zone_uvw, energy_eV: float) -> float:
     """Radius (Å⁻¹) of the first-order Laue-zone ring of ``structure`` along ``zone_uvw`` at ``energy_eV``."""
-    from fourdcrystal.simulation.supercells import _shortest_translation_A, _symmetry
+    from fourdcrystal.simulation.supercells import shortest_translation_A, symmetry_operations
 
-    _, centring = _symmetry(structure)
-    layer_spacing_invA = 1.0 / _shortest_translation_A(zone_uvw, structure.lattice.matrix, centring)
+    _, centring = symmetry_operations(structure)
+    layer_spacing_invA = 1.0 / shortest_translation_A(zone_uvw, structure.lattice.matrix, centring)
     return math.sqrt(2.0 * layer_spacing_invA / electron_wavelength_A(energy_eV))
 
 

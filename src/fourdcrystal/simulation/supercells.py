@@ -106,7 +106,7 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 # --- zone axes ------------------------------------------------------------------------------------
-def _symmetry(structure):
+def symmetry_operations(structure):
     """Point-group rotations and lattice-centring translations, both in the structure's own basis."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
@@ -122,7 +122,7 @@ def _symmetry(structure):
     return rots, centring
 
 
-def _shortest_translation_A(uvw, lattice_matrix, centring) -> float:
+def shortest_translation_A(uvw, lattice_matrix, centring) -> float:
     """Length of the shortest lattice translation along the primitive direction [uvw] (Å).
 
     In a centred conventional cell, e.g. fcc [110], a fraction of [uvw] (here a/2[110]) is already a
@@ -147,7 +147,7 @@ def zone_axis_classes(structure, max_index: int) -> list[tuple[int, int, int]]:
     lexicographically largest (hexagonal a: [100], not [110]).  Order:
     shortest lattice translation along the axis, then smallest index sum, then the representative.
     """
-    rots, centring = _symmetry(structure)
+    rots, centring = symmetry_operations(structure)
     m = structure.lattice.matrix
     rng = range(-max_index, max_index + 1)
     dirs = [(u, v, w) for u in rng for v in rng for w in rng
@@ -163,7 +163,7 @@ def zone_axis_classes(structure, max_index: int) -> list[tuple[int, int, int]]:
         seen.update(members)
         rep = max(members, key=lambda o: (sum(x >= 0 for x in o), -sum(abs(x) for x in o), o))
         classes.append(rep)
-    classes.sort(key=lambda o: (round(_shortest_translation_A(o, m, centring), 6), sum(abs(x) for x in o),
+    classes.sort(key=lambda o: (round(shortest_translation_A(o, m, centring), 6), sum(abs(x) for x in o),
                                 tuple(-x for x in o)))
     return classes
 
