@@ -41,7 +41,7 @@ import yaml  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fourdcrystal.evaluation.scoring import aggregate, jsonable, score_pattern  # noqa: E402
+from fourdcrystal.evaluation.scoring import aggregate, jsonable, score_patterns  # noqa: E402
 from fourdcrystal.evaluation.truth import NEGATIVE_KINDS, negative_cbed  # noqa: E402
 from fourdcrystal.evaluation.tuning import tune_classical  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
@@ -118,12 +118,7 @@ def oracle_vectors(label: np.ndarray) -> pd.DataFrame:
 
 
 def score(found: list, truths: list) -> dict:
-    pats, pairs = [], []
-    for i, (pk, t) in enumerate(zip(found, truths)):
-        c, pr = score_pattern(pk, t, DETECTOR.center_px)
-        pats.append({**c, "pattern_id": i})
-        pairs.append(pr.assign(pattern_id=i))
-    return aggregate(pd.DataFrame(pats), pd.concat(pairs, ignore_index=True), DQ_INVA, 0.02)
+    return aggregate(*score_patterns(found, truths, DETECTOR.center_px), DQ_INVA, 0.02)
 
 
 def tune_py4dstem(val: list, cfg: dict, model, mgeo, ps: dict, tmp: Path) -> tuple[dict, pd.DataFrame]:

@@ -49,7 +49,7 @@ import torch
 from fourdcrystal.atomic import write_table, write_text
 from fourdcrystal.config import fill_defaults
 from fourdcrystal.evaluation.figures import make_figures
-from fourdcrystal.evaluation.scoring import aggregate, breakdown, jsonable, rereference_classical, score_pattern
+from fourdcrystal.evaluation.scoring import aggregate, breakdown, jsonable, rereference_classical, score_patterns
 from fourdcrystal.evaluation.truth import NEGATIVE_KINDS, negative_cbed, select_patterns, shown_truth
 from fourdcrystal.evaluation.tuning import tune_classical, tune_threshold
 from fourdcrystal.geometry import Geometry
@@ -104,12 +104,7 @@ class Evaluation:
                                               dose=dose) for i, (_, q, _) in enumerate(items)])
 
     def scores(self, items, peaks_per_pattern):
-        pats, pairs = [], []
-        for i, ((_, _, truth), pk) in enumerate(zip(items, peaks_per_pattern)):
-            c, pr = score_pattern(pk, truth, self.cp)
-            pats.append({**c, "pattern_id": i})
-            pairs.append(pr.assign(pattern_id=i))
-        return pd.DataFrame(pats), pd.concat(pairs, ignore_index=True)
+        return score_patterns(peaks_per_pattern, [truth for _, _, truth in items], self.cp)
 
     def pooled(self, pats, pairs) -> dict:
         return aggregate(pats, pairs.assign(detector="x", dose=0), self.dk, self.qmin)

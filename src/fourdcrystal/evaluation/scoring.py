@@ -68,6 +68,17 @@ def score_pattern(pred: pd.DataFrame, truth: pd.DataFrame, center_px: float):
     return counts, pairs
 
 
+def score_patterns(found: list, truths: list, center_px: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """score_pattern over paired lists of predictions and truths: (counts per pattern, matched pairs),
+    both with the column ``pattern_id`` (the list index)."""
+    pats, pairs = [], []
+    for i, (pk, t) in enumerate(zip(found, truths)):
+        c, pr = score_pattern(pk, t, center_px)
+        pats.append({**c, "pattern_id": i})
+        pairs.append(pr.assign(pattern_id=i))
+    return pd.DataFrame(pats), pd.concat(pairs, ignore_index=True)
+
+
 def _prf(n_match: int, n_pred: int, n_true: int) -> dict:
     prec = n_match / n_pred if n_pred > 0 else float("nan")
     rec = n_match / n_true if n_true > 0 else float("nan")
