@@ -2,8 +2,9 @@
 against crystallographic truth, plus false vectors on patterns without a crystal.
 
 Set (simulated with the workflow's own multislice, `fourdcrystal.simulation`): zone-axis patterns of
-crystals given here by their structures, at the corners {80, 300 kV} × {1.0, 3.5 mrad} × {10, 60 nm},
-on a 256² detector at 0.02 Å⁻¹/px (the model's grid is 128² at 1/32 Å⁻¹: `predict` resamples), each
+crystals given here by their structures (zone axes with square in-plane cells, each simulated in a box
+of whole cells: `detector_of`), at the corners {80, 300 kV} × {1.0, 3.5 mrad} × {10, 60 nm},
+on a 256² detector at ≈ 0.02 Å⁻¹/px (the model's grid is 128² at 1/32 Å⁻¹: `predict` resamples), each
 as a 2×2 scan through the detector augmentation (fresh shot noise, descan, background, blur) at
 1e5 and 1e3 e⁻ per pattern, and noiseless. Negatives at every dose: the vacuum probe alone, an amorphous
 carbon film (20 nm), detector noise without a beam.
@@ -54,7 +55,7 @@ from fourdcrystal.simulation.labels import orientation_truth  # noqa: E402
 from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation  # noqa: E402
 from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell  # noqa: E402
 
-DQ_INVA = 0.02  # the detector's pixel size (Å⁻¹/px): unlike the model's 1/32
+DQ_INVA = 0.02  # the detector's pixel size (Å⁻¹/px), nominal: unlike the model's 1/32
 DETECTOR = Geometry(box_A=1 / DQ_INVA, gpts=384, detector_px=256, thicknesses_A=(100.0, 600.0), slice_thickness_A=2.0)
 ENERGIES_EV = (80e3, 300e3)
 SEMIANGLES_MRAD = (1.0, 3.5)
@@ -64,7 +65,9 @@ SIM = {"parametrization": "lobato", "projection": "infinite", "label_min_brightn
 
 
 def crystals() -> dict:
-    """name -> (pymatgen Structure, zone axis). Validation: Cu; test: the others."""
+    """name -> (pymatgen Structure, zone axis, square in-plane period in Å). Validation: Cu; test: the others.
+    Zone axes with a square in-plane cell, so that the periodic simulation box holds whole cells
+    (``detector_of``)."""
     from pymatgen.core import Lattice, Structure
 
     from fourdcrystal.simulation.examples import srtio3
@@ -72,20 +75,31 @@ def crystals() -> dict:
     si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
     mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.212), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     cu = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.615), ["Cu"], [[0, 0, 0]])
-    return {"Cu [001] (val)": (cu, (0, 0, 1)), "SrTiO3 [001]": (srtio3(), (0, 0, 1)), "Si [110]": (si, (1, 1, 0)),
-            "MgO [001]": (mgo, (0, 0, 1))}
+    return {"Cu [001] (val)": (cu, (0, 0, 1), 3.615), "SrTiO3 [001]": (srtio3(), (0, 0, 1), 3.905),
+            "Si [001]": (si, (0, 0, 1), 5.431), "MgO [001]": (mgo, (0, 0, 1), 4.212)}
 
 
-def simulate(structure, zone, energy_eV, thicknesses=DETECTOR.thicknesses_A):
-    """Noise-free CBEDs (one per semi-angle × thickness), the vacuum probes, and the truth of each."""
-    geo = Geometry(box_A=DETECTOR.box_A, gpts=DETECTOR.gpts, detector_px=DETECTOR.detector_px,
-                   thicknesses_A=thicknesses, slice_thickness_A=DETECTOR.slice_thickness_A)
+def detector_of(period_A: float, thicknesses=DETECTOR.thicknesses_A) -> Geometry:
+    """DETECTOR with its box (= 1 / pixel size) a whole number of in-plane periods nearest 1 / DQ_INVA.
+
+    A periodic box that cuts the crystal leaves a seam that moves every disk off its Bragg position by
+    up to half a pixel (SrTiO3 [001] in a 32 Å box: median 0.3 px, benchmarks/RESULTS.md), so the
+    kinematic truth would not be what the pattern shows."""
+    n = max(1, round(DETECTOR.box_A / period_A))
+    return Geometry(box_A=n * period_A, gpts=DETECTOR.gpts, detector_px=DETECTOR.detector_px,
+                    thicknesses_A=tuple(thicknesses), slice_thickness_A=DETECTOR.slice_thickness_A)
+
+
+def simulate(structure, zone, period_A, energy_eV, thicknesses=DETECTOR.thicknesses_A):
+    """Noise-free CBEDs (one per semi-angle × thickness), the vacuum probes, the truth of each and the
+    detector's pixel size ``dq`` (Å⁻¹/px)."""
+    geo = detector_of(period_A, thicknesses)
     R = align_zone_to_z(structure.lattice.matrix, zone)
     probes = [ProbeSetting(i, energy_eV, a, 0.0) for i, a in enumerate(SEMIANGLES_MRAD)]
     arrays, meta, _ = simulate_orientation(build_supercell(structure, R, geo), geo, SIM, probes, labels=False)
     frames, vg, _ = orientation_truth(structure, R, zone, meta, arrays, geo, SIM, mean_inner_potential_V(structure))
     return [{"cbed": arrays["cbed"][i].astype(np.float64), "probe": arrays["probe"][i], "truth": frames[i][frames[i]["shown"]],
-             "label": vg[i], **meta[i]} for i in range(len(meta))]
+             "label": vg[i], "dq": geo.dk_invA, **meta[i]} for i in range(len(meta))]
 
 
 def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -> np.ndarray:
@@ -94,18 +108,19 @@ def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -
     return np.stack(pats).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32)
 
 
-def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classical: dict | None, tmp: Path) -> list:
+def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classical: dict | None, tmp: Path,
+            dq: float = DQ_INVA) -> list:
     """Per scan position: DataFrame qx_px, qy_px (detector px relative to the found beam + centre),
-    intensity, qz — the direct beam (within 2 px) dropped."""
+    intensity, qz — the direct beam (within 2 px) dropped. ``dq``: the detector's Å⁻¹/px."""
     out = tmp / f"run-{time.perf_counter_ns()}"
-    predict.predict_cube(Cube(array=cube, path="bench"), probe, model, mgeo, DQ_INVA, out, progress=False,
+    predict.predict_cube(Cube(array=cube, path="bench"), probe, model, mgeo, dq, out, progress=False,
                          threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
                          baseline="classical" if classical is not None else None, classical_settings=classical,
                          precision="fp32")
     df = pd.read_parquet(out / "bragg_vectors.parquet")
     c = DETECTOR.center_px
-    df = df.assign(qx_px=c + df["qx"] / DQ_INVA, qy_px=c + df["qy"] / DQ_INVA)
-    df = df[np.hypot(df["qx"], df["qy"]) > 2 * DQ_INVA]
+    df = df.assign(qx_px=c + df["qx"] / dq, qy_px=c + df["qy"] / dq)
+    df = df[np.hypot(df["qx"], df["qy"]) > 2 * dq]
     n = cube.shape[0] * cube.shape[1]
     groups = dict(tuple(df.groupby(df["rx"] * cube.shape[1] + df["ry"])))
     return [groups.get(k, df.iloc[:0]) for k in range(n)]
@@ -129,7 +144,7 @@ def tune_py4dstem(val: list, cfg: dict, model, mgeo, ps: dict, tmp: Path) -> tup
     grid = {k: list(v) for k, v in cfg["evaluate"]["tune_classical"]["grid"].items()}
 
     def pooled_f1(st):
-        found = [v for cube, p in cubes for v in vectors(cube, p["probe"], model, mgeo, ps, st, tmp)]
+        found = [v for cube, p in cubes for v in vectors(cube, p["probe"], model, mgeo, ps, st, tmp, p["dq"])]
         return score(found, [p["truth"] for _, p in cubes for _ in range(SCAN * SCAN)])
 
     # maxNumPeaks raised from the config's 100: these fields hold up to several hundred reflections
@@ -146,8 +161,8 @@ def run_test(sims: dict, cfg: dict, model, mgeo, ps: dict, settings: dict, tmp: 
             corner = {"crystal": name, "energy_kV": p["energy_eV"] / 1e3, "semiangle_mrad": p["semiangle_mrad"],
                       "thickness_nm": p["thickness_A"] / 10, "dose": "noiseless" if dose is None else f"{dose:.0e}"}
             truths = [p["truth"]] * SCAN * SCAN
-            for det, found in (("network", vectors(cube, p["probe"], model, mgeo, ps, None, tmp)),
-                               ("py4DSTEM", vectors(cube, p["probe"], model, mgeo, ps, settings, tmp)),
+            for det, found in (("network", vectors(cube, p["probe"], model, mgeo, ps, None, tmp, p["dq"])),
+                               ("py4DSTEM", vectors(cube, p["probe"], model, mgeo, ps, settings, tmp, p["dq"])),
                                ("oracle", [oracle_vectors(p["label"])] * SCAN * SCAN)):
                 recs.append({**corner, "detector": det, "found": found, "truths": truths})
     return recs
@@ -205,7 +220,7 @@ def main() -> int:
     names = list(xs)[:2] if a.quick else list(xs)
     energies, thick = ((300e3,), (100.0,)) if a.quick else (ENERGIES_EV, DETECTOR.thicknesses_A)
     t0 = time.perf_counter()
-    sims = {(n, e): simulate(*xs[n], e, thick) for n in names for e in energies}
+    sims = {(n, e): simulate(*xs[n], energy_eV=e, thicknesses=thick) for n in names for e in energies}
     t_sim = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

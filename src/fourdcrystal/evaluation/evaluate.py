@@ -54,8 +54,7 @@ from fourdcrystal.evaluation.truth import NEGATIVE_KINDS, negative_cbed, select_
 from fourdcrystal.evaluation.tuning import tune_classical, tune_threshold
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.detectors import DEFAULT_BATCH
-from fourdcrystal.inference.evidence import applies, supported
+from fourdcrystal.inference.detectors import DEFAULT_BATCH, MeasuredPattern
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.learning.augment import Augmenter
 from fourdcrystal.simulation.store import load_manifest, read_pattern
@@ -117,7 +116,8 @@ class Evaluation:
         """V_g and q_z maps of each pattern as `predict` prepares it: its direct beam found and resampled
         onto the centre pixel (the detector's origin shift undone, as the classical vectors are
         re-referenced); patterns sharing a vacuum probe (one per probe setting) in one batch. Also
-        returns, per probe, what `predict`'s evidence check needs (indices, raw patterns, beams, radius)."""
+        returns, per probe, what `predict`'s look at the measured pattern needs (indices, raw patterns, beams,
+        its ``MeasuredPattern``)."""
         P, cp = self.P, self.cp
         same_probe: dict[bytes, list[int]] = {}
         for k, (_, q, _) in enumerate(items):
@@ -129,7 +129,7 @@ class Evaluation:
             x = torch.from_numpy(np.ascontiguousarray(cbeds[idx], dtype=np.float32))
             centres = mi.centres(x)
             probes[idx], prepared[idx] = mi(x, centres)
-            evidence.append((np.asarray(idx), x, centres, mi.probe_radius_px))
+            evidence.append((np.asarray(idx), x, centres, MeasuredPattern(mi, self.dk, self.dk)))
         cbeds = prepared.numpy()
         vgs, qzs, nb = [], [], DEFAULT_BATCH["cpu"]
         # the arithmetic `predict --precision` would use (bf16: autocast, FFTs stay fp32)
@@ -151,20 +151,25 @@ class Evaluation:
         pk = peaks.find_peaks(vg, qz, center_px=self.cp, threshold=threshold, exclude_center_px=self.tol,
                               min_spacing_px=self.spacing)
         if evidence:
-            keep = np.zeros(len(pk["pattern"]), dtype=bool)
-            for idx, raw, centres, radius in evidence:
-                if not applies(radius, self.dk):  # large, overlapping disks: left unchecked, as in predict
-                    keep[np.isin(pk["pattern"], idx)] = True
-                    continue
-                sel = np.flatnonzero(np.isin(pk["pattern"], idx))
-                local = np.searchsorted(idx, pk["pattern"][sel])  # idx ascends: built in item order
-                c = centres.numpy().astype(np.float64)[local]
-                keep[sel] = supported(raw, centres, local, c[:, 0] + pk["qx_px"][sel] - self.cp,
-                                      c[:, 1] + pk["qy_px"][sel] - self.cp, radius).numpy()
-            pk = {k: v[keep] for k, v in pk.items()}
+            pk = pd.concat([self._measured(pk, *group) for group in evidence], ignore_index=True)
         pk = pd.DataFrame(pk)
         groups = dict(tuple(pk.groupby("pattern")))
         return [groups.get(i, pk.iloc[:0]) for i in range(n)]
+
+
+    def _measured(self, pk: dict, idx, raw, centres, measured) -> pd.DataFrame:
+        """The peaks of one probe group (``idx``) checked and placed on their measured patterns, as
+        `predict` does (its detector pixels are the model's here), back on the centred model grid."""
+        sel = np.flatnonzero(np.isin(pk["pattern"], idx))
+        local = np.searchsorted(idx, pk["pattern"][sel])  # idx ascends: built in item order
+        c = centres.numpy().astype(np.float64)[local]
+        dx, dy = pk["qx_px"][sel] - self.cp, pk["qy_px"][sel] - self.cp
+        out = measured(raw, centres, {"pattern": local, "qx": dx * self.dk, "qy": dy * self.dk,
+                                      "qx_px": c[:, 0] + dx, "qy_px": c[:, 1] + dy, "row": sel})
+        rows = out["row"]
+        return pd.DataFrame({"pattern": pk["pattern"][rows], "qx_px": self.cp + out["qx"] / self.dk,
+                             "qy_px": self.cp + out["qy"] / self.dk, "intensity": pk["intensity"][rows],
+                             "qz": pk["qz"][rows]})
 
 
 def open_evaluation(config: dict, manifest_path, reflections_path, model_path=None, root=".") -> Evaluation:

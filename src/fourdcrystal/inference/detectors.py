@@ -15,6 +15,8 @@ import torch
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import applies, supported
 from fourdcrystal.inference.model_input import ModelInput
+from fourdcrystal.inference.refine import (DEFAULT_CORR_POWER, DEFAULT_SEARCH_PX, SubpixelTemplate, hybrid_xcorr,
+                                           refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -34,12 +36,61 @@ def native_bf16(device_type: str) -> bool:
         return False
 
 
+class MeasuredPattern:
+    """What the measured pattern says about the network's vectors, in the detector's own pixels: each is
+    kept only where the pattern shows a disk (``evidence.supported``; ``check_evidence=False``: all) and
+    placed on that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position). Both only
+    where the disks leave a valley around each other (``evidence.applies``): overlapping disks have no
+    background ring to judge them by and pull the correlation toward their neighbours."""
+
+    def __init__(self, inputs: ModelInput, q_pixel_size_invA: float, model_pixel_invA: float, *,
+                 check_evidence: bool = True, corr_power: float | None = DEFAULT_CORR_POWER, device: str = "cpu"):
+        self.inputs, self.dq_invA, self.dk_invA = inputs, float(q_pixel_size_invA), float(model_pixel_invA)
+        self.disk_radius_px = inputs.probe_radius_px  # in the detector's pixels
+        separate = applies(self.disk_radius_px, self.dq_invA)
+        self.check_evidence = check_evidence and separate
+        self.corr_power = corr_power if separate else None
+        # the network's own uncertainty, a model pixel, in the detector's pixels
+        self.search_px = max(DEFAULT_SEARCH_PX, self.dk_invA / self.dq_invA)
+        self.subpixel = SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device) \
+            if self.corr_power is not None else None
+
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict) -> dict:
+        """``out``: vectors (``pattern``, ``qx``, ``qy`` Å⁻¹ from the beam, ``qx_px``, ``qy_px`` detector px,
+        any other columns); returns those kept, positions refined. A flat pattern (e.g. a detector read
+        without beam) shows nothing: none of its vectors is kept."""
+        flat = (patterns.amax(dim=(1, 2)) <= patterns.amin(dim=(1, 2))).cpu().numpy()
+        if flat.any() and len(out["pattern"]):
+            out = {k: v[~flat[out["pattern"]]] for k, v in out.items()}
+        if self.check_evidence and len(out["pattern"]):
+            keep = supported(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"],
+                             self.disk_radius_px).cpu().numpy()
+            keep |= np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA  # the direct beam is always a vector
+            out = {k: v[keep] for k, v in out.items()}
+        if self.corr_power is not None and len(out["pattern"]):
+            self._refine(patterns, centres.cpu().numpy().astype(np.float64), out)
+        return out
+
+    def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict) -> None:
+        """Move each vector onto its disk's correlation maximum in the measured pattern (in place)."""
+        finder = self.inputs.finder
+        xc = hybrid_xcorr(patterns, finder.kernel, self.corr_power)
+        b = out["pattern"]
+        x, y, moved = refine_positions(xc, finder.c, b, out["qx_px"], out["qy_px"], self.search_px)
+        if bool(moved.any()):
+            bt = torch.as_tensor(b, device=patterns.device)[moved]
+            x[moved], y[moved] = self.subpixel.refine(patterns, bt, x[moved], y[moved])
+        out["qx_px"], out["qy_px"] = x.cpu().numpy().astype(np.float64), y.cpu().numpy().astype(np.float64)
+        out["qx"], out["qy"] = (out["qx_px"] - c[b, 0]) * self.dq_invA, (out["qy_px"] - c[b, 1]) * self.dq_invA
+
+
 class NetworkDetector:
-    """The network on ``ModelInput``'s grid, V_g peaks above ``threshold`` × the direct beam's, each kept
-    only where the pattern shows a disk (``evidence.supported``; ``check_evidence=False``: all peaks)."""
+    """The network on ``ModelInput``'s grid, V_g peaks above ``threshold`` × the direct beam's, then
+    checked and placed on the measured pattern (``MeasuredPattern``)."""
 
     def __init__(self, model, geometry, inputs: ModelInput, q_pixel_size_invA: float, *, threshold: float,
-                 min_spacing_px: float, device: str = "cpu", use_bf16: bool = False, check_evidence: bool = True):
+                 min_spacing_px: float, device: str = "cpu", use_bf16: bool = False, check_evidence: bool = True,
+                 corr_power: float | None = DEFAULT_CORR_POWER):
         if isinstance(model, torch.nn.Module) and device == "cpu":
             # oneDNN runs convolutions faster in NHWC; activations follow the weights' layout
             model = model.to(memory_format=torch.channels_last)
@@ -49,8 +100,8 @@ class NetworkDetector:
         self.threshold, self.min_spacing_px = threshold, min_spacing_px
         self.device_type = "cuda" if str(device).startswith("cuda") else "cpu"
         self.use_bf16 = use_bf16
-        self.disk_radius_px = inputs.probe_radius_px  # in the detector's pixels
-        self.check_evidence = check_evidence and applies(self.disk_radius_px, self.dq_invA)
+        self.measured = MeasuredPattern(inputs, self.dq_invA, self.dk_invA, check_evidence=check_evidence,
+                                        corr_power=corr_power, device=device)
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> dict[str, np.ndarray]:
         cp, dk = self.center_px, self.dk_invA
@@ -64,11 +115,7 @@ class NetworkDetector:
         c = centres.cpu().numpy().astype(np.float64)
         out = {"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
                "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"]}
-        if self.check_evidence and len(b):
-            keep = supported(patterns, centres, b, out["qx_px"], out["qy_px"], self.disk_radius_px).cpu().numpy()
-            keep |= np.hypot(qx, qy) < 1.5 * dk  # the direct beam is always a vector
-            out = {k: v[keep] for k, v in out.items()}
-        return out
+        return self.measured(patterns, centres, out)
 
 
 class ClassicalDetector:

@@ -97,6 +97,7 @@ class ModelInput:
 
     def __init__(self, probe: np.ndarray, scale: float, P: int, center_px: int, device: str = "cpu"):
         self.finder = BeamFinder(probe, device)
+        self.detector_probe = probe  # as recorded, in the detector's pixels (sub-pixel refinement's template)
         self.probe_radius_px = probe_radius_px(probe)  # the disk's radius in the detector's pixels
         self.radius_px = max(3.0, 2.0 * self.probe_radius_px)  # beam search radius around a guess
         self.scale, self.P, self.cp = float(scale), int(P), int(center_px)

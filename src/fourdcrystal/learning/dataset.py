@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.learning.model import size_multiple
+from fourdcrystal.learning.negatives import Scenes, scene_rng
 from fourdcrystal.seeds import stable_hash
 from fourdcrystal.simulation import store as qstore
 
@@ -47,10 +48,11 @@ class QuartetDataset(Dataset):
     to epoch (and so never see ``set_epoch``) learn it (see ``EpochSampler``).
     """
 
-    def __init__(self, manifest: pd.DataFrame, root: str | Path = ".", augmenter=None, seed: int = 0):
+    def __init__(self, manifest: pd.DataFrame, root: str | Path = ".", augmenter=None, seed: int = 0, scenes=None):
         self.stores = [str(Path(root) / s) for s in manifest["store"].astype(str)]
         self.indices = manifest["index"].astype(np.int64).to_numpy()
         self.augmenter = augmenter
+        self.scenes = scenes  # learning.negatives.Scenes (negatives, support film) or None
         self.seed = int(seed)
         self.epoch = 0
 
@@ -63,14 +65,16 @@ class QuartetDataset(Dataset):
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         epoch, row = index if isinstance(index, tuple) else (self.epoch, index)
         q = qstore.read_pattern(self.stores[row], int(self.indices[row]))
-        cbed = q["cbed"]
+        cbed, vg, qz = q["cbed"], q["vg"], q["qz"]
+        if self.scenes is not None:
+            cbed, vg, qz = self.scenes(q, scene_rng(self.seed, epoch, row))
         if self.augmenter is not None:
             rng = np.random.default_rng(sample_seed(self.seed, epoch, row))
             cbed = np.asarray(self.augmenter.apply(cbed, q["probe"], rng), dtype=np.float32)
         probe, cbed = model_input(q["probe"], cbed)
         return {"probe": probe, "cbed": cbed,
-                "vg": torch.from_numpy(np.ascontiguousarray(q["vg"])),
-                "qz": torch.from_numpy(np.ascontiguousarray(q["qz"])),
+                "vg": torch.from_numpy(np.ascontiguousarray(vg)),
+                "qz": torch.from_numpy(np.ascontiguousarray(qz)),
                 "row": row}
 
 
@@ -169,8 +173,12 @@ def load_data(cfg: dict, model_cfg: dict, manifest_path: Path, root: Path, datas
         raise UserError(f"detector_px {geometry.detector_px} is not divisible by model.stem_stride * 2**model.depth = {multiple}",
                         "lower model.depth or model.stem_stride, or pick a detector_px that is a multiple of it")
     augmenter = make_augmenter(cfg)
+    tc = cfg["train"]
+    scenes = Scenes(tc["negative_fraction"], tc["film_fraction"], geometry.dk_invA, geometry.center_px) \
+        if tc["negative_fraction"] or tc["film_fraction"] else None
     # validation always sees the same augmented patterns (fixed epoch and its own seed stream)
-    return TrainData(QuartetDataset(train_df, root, augmenter, seed), QuartetDataset(val_df, root, augmenter, seed + 1),
+    return TrainData(QuartetDataset(train_df, root, augmenter, seed, scenes),
+                     QuartetDataset(val_df, root, augmenter, seed + 1, scenes),
                      geometry, data_fingerprint(manifest, dataset_info))
 
 

@@ -1,0 +1,141 @@
+"""Sub-pixel Bragg-vector positions measured on the user's own pattern, where the network found them.
+
+The network works on the model's grid (1/32 Å⁻¹ per pixel), which is coarser than most detectors: a
+peak placed to 0.3 model pixels is still 0.5–1 detector pixels off on a 0.02 Å⁻¹/px camera. The
+pattern itself, in the detector's own pixels, holds the position to a fraction of a pixel: a disk is
+the probe's bright-field disk shifted by g. So each vector the network reports is moved, in two steps:
+
+1. to the integer maximum of the pattern's cross-correlation with the probe (the matched filter of a
+   shifted disk) within ``search_px`` of the network's position (``refine_positions``); if there is no
+   interior maximum within reach (an overlapping neighbour, noise), the network's position stands;
+2. to the best of the template's sub-pixel shifts 1/8 px apart around it (``SubpixelTemplate``).
+
+Like the evidence check (``evidence.applies``), only for disks that leave a valley around each other
+(α/λ ≤ 0.1 Å⁻¹): overlapping disks pull the correlation toward their neighbours.
+
+Measured (benchmarks/RESULTS.md, "Sub-pixel refinement"): on the shipped model it raised F1 at 1 px at
+every corner with disks that leave a valley, and a plain correlation (``corr_power`` 1) beat py4DSTEM's
+"hybrid" one (Fourier amplitude raised to 0.5 or 0.25), which whitens small disks into noise.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+DEFAULT_SEARCH_PX = 1.5  # how far (detector px) from the network's position the pattern's disk may be
+DEFAULT_CORR_POWER = 1.0
+SUBPIXEL_STEPS = 9  # template shifts per axis across one pixel (1/8 px apart) for the final fit
+
+
+def hybrid_xcorr(patterns: torch.Tensor, template_fft_conj: torch.Tensor, corr_power: float) -> torch.Tensor:
+    """(B, Qx, Qy) cross-correlation; ``template_fft_conj`` = conj(rfft2(template)) of the same size."""
+    f = torch.fft.rfft2(patterns.float()) * template_fft_conj
+    if corr_power != 1.0:
+        mag = f.abs()
+        f = f * torch.where(mag > 0, mag.clamp_min(1e-30) ** (corr_power - 1.0), torch.zeros_like(mag))
+    return torch.fft.irfft2(f, s=patterns.shape[-2:])
+
+
+def _vertex(fm, f0, fp):
+    """Parabola vertex through three samples (through their logs where all are positive)."""
+    pos = (fm > 0) & (f0 > 0) & (fp > 0)
+    lm, l0, lp = (torch.log(t.clamp_min(1e-30)) for t in (fm, f0, fp))
+    am, a0, ap = torch.where(pos, lm, fm), torch.where(pos, l0, f0), torch.where(pos, lp, fp)
+    den = am - 2 * a0 + ap
+    return torch.where(den < 0, 0.5 * (am - ap) / den.clamp(max=-1e-30), torch.zeros_like(f0)).clamp(-0.5, 0.5)
+
+
+def refine_positions(xc: torch.Tensor, template_centre: tuple[float, float], b, x_px, y_px,
+                     search_px: float = DEFAULT_SEARCH_PX) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions (detector px) of the correlation maxima nearest the given vectors.
+
+    ``xc``: (B, Qx, Qy) correlation, maximal at shift s where the pattern's disk sits at the template's
+    centre + s (circular shifts). Returns (x, y, moved): refined positions, and which vectors found an
+    interior maximum within ``search_px`` (the others keep their position)."""
+    B, Qx, Qy = xc.shape
+    dev = xc.device
+    b = torch.as_tensor(b, device=dev).long()
+    x = torch.as_tensor(x_px, device=dev, dtype=torch.float32)
+    y = torch.as_tensor(y_px, device=dev, dtype=torch.float32)
+    if len(b) == 0:
+        return x, y, torch.zeros(0, dtype=torch.bool, device=dev)
+    k = int(search_px) + 1
+    ax = torch.arange(-k, k + 1, device=dev)
+    di, dj = torch.meshgrid(ax, ax, indexing="ij")
+    sx = x - template_centre[0]
+    sy = y - template_centre[1]
+    i0, j0 = sx.round().long(), sy.round().long()
+    ii, jj = i0[:, None] + di.reshape(1, -1), j0[:, None] + dj.reshape(1, -1)
+    near = torch.hypot(ii.float() - sx[:, None], jj.float() - sy[:, None]) <= search_px
+    vals = torch.where(near, xc[b[:, None], ii % Qx, jj % Qy], torch.full_like(sx[:, None], -torch.inf))
+    best = vals.argmax(dim=1)
+    bi, bj = ii.gather(1, best[:, None])[:, 0], jj.gather(1, best[:, None])[:, 0]
+    f0 = xc[b, bi % Qx, bj % Qy]
+    nb = [xc[b, (bi + u) % Qx, (bj + v) % Qy] for u, v in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+    interior = (f0 >= nb[0]) & (f0 >= nb[1]) & (f0 >= nb[2]) & (f0 >= nb[3]) & (f0 > 0)
+    rx = template_centre[0] + bi.float() + _vertex(nb[0], f0, nb[1])
+    ry = template_centre[1] + bj.float() + _vertex(nb[2], f0, nb[3])
+    return torch.where(interior, rx, x), torch.where(interior, ry, y), interior
+
+
+class SubpixelTemplate:
+    """The probe template at sub-pixel shifts, for the final position of each disk.
+
+    A parabola through the correlation's integer samples is biased by up to ~0.2 px toward the pixel
+    centre for disks of a few pixels (benchmarks/RESULTS.md), and differently on different detector
+    samplings. So the correlation is evaluated at shifts 1/8 px apart around the integer maximum —
+    the pattern's window (the disk and a margin) against the template moved by each sub-pixel shift
+    (Fourier shift, made once per probe) in one matrix product — and the parabola runs on that fine
+    grid. The same as py4DSTEM's upsampled local correlation, at the cost of a small GEMM per batch.
+    """
+
+    def __init__(self, probe, centre: tuple[float, float], radius_px: float, device="cpu"):
+        self.h = int(math.ceil(max(radius_px, 1.0))) + 2  # window half-width: the disk and its edge
+        self.centre = (float(centre[0]), float(centre[1]))
+        self.ci, self.cj = int(round(centre[0])), int(round(centre[1]))
+        pad = self.h + 4  # margin so the Fourier shift's wrap-around stays outside the window
+        crop = _crop(torch.as_tensor(probe, dtype=torch.float64), self.ci, self.cj, pad)
+        n = crop.shape[0]
+        d = torch.linspace(-0.5, 0.5, SUBPIXEL_STEPS, dtype=torch.float64)
+        self.step = float(d[1] - d[0])
+        k = torch.fft.fftfreq(n, dtype=torch.float64)
+        phase_x = torch.exp(-2j * math.pi * d[:, None] * k[None, :])  # (S, n): shift by d along axis 0
+        f = torch.fft.fft2(crop.to(torch.complex128))
+        shifted = torch.fft.ifft2(f[None, None] * phase_x[:, None, :, None] * phase_x[None, :, None, :]).real
+        inner = slice(pad - self.h, pad + self.h + 1)
+        w = shifted[:, :, inner, inner]  # (S, S, W, W): template moved by (d_i, d_j), around its centre
+        self.templates = w.reshape(SUBPIXEL_STEPS ** 2, -1).T.float().to(device)  # (W², S²)
+        self.offsets = d.float().to(device)
+
+    def refine(self, patterns: torch.Tensor, b, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions (detector px) of the disks near (x, y): the best template shift 1/8 px apart,
+        refined by a parabola on that grid."""
+        B, Qx, Qy = patterns.shape
+        h, S = self.h, SUBPIXEL_STEPS
+        # integer template shifts nearest the given positions; the sub-pixel grid covers ±1/2 px about them
+        ni, nj = (x - self.centre[0]).round().long(), (y - self.centre[1]).round().long()
+        ax = torch.arange(-h, h + 1, device=patterns.device)
+        ii = (self.ci + ni[:, None] + ax[None]).clamp(0, Qx - 1)  # (V, W)
+        jj = (self.cj + nj[:, None] + ax[None]).clamp(0, Qy - 1)
+        win = patterns[b[:, None, None], ii[:, :, None], jj[:, None, :]].float().reshape(len(b), -1)
+        score = (win @ self.templates).reshape(-1, S, S)  # (V, S, S)
+        best = score.reshape(len(b), -1).argmax(dim=1)
+        bi, bj = (best // S).clamp(1, S - 2), (best % S).clamp(1, S - 2)
+        v = torch.arange(len(b), device=patterns.device)
+        f0 = score[v, bi, bj]
+        di = _vertex(score[v, bi - 1, bj], f0, score[v, bi + 1, bj]) * self.step
+        dj = _vertex(score[v, bi, bj - 1], f0, score[v, bi, bj + 1]) * self.step
+        # the template's disk centre is at self.centre; the shift n + d moves it onto the pattern's disk
+        return (self.centre[0] + ni.float() + self.offsets[bi] + di,
+                self.centre[1] + nj.float() + self.offsets[bj] + dj)
+
+
+def _crop(img: torch.Tensor, ci: int, cj: int, half: int) -> torch.Tensor:
+    """(2 half + 1)² window of ``img`` around (ci, cj), zero outside."""
+    P, Q = img.shape
+    out = torch.zeros(2 * half + 1, 2 * half + 1, dtype=img.dtype)
+    i0, j0 = ci - half, cj - half
+    si, sj = slice(max(i0, 0), min(ci + half + 1, P)), slice(max(j0, 0), min(cj + half + 1, Q))
+    out[si.start - i0:si.stop - i0, sj.start - j0:sj.stop - j0] = img[si, sj]
+    return out
