@@ -17,7 +17,7 @@ process from start to exit. Memory: peak RSS of the CLI in a fresh subprocess fo
 of `fourdcrystal --help`, median of ``--repeats`` fresh processes; with ``--before-src DIR`` (a
 ``src/`` folder of another revision, e.g. ``git archive <rev> src | tar -x -C /tmp/before``) the same
 commands of that revision run interleaved with this one's, so both see the same machine load.
-Usage: python benchmarks/bench_predict.py [--quick | --startup [--before-src DIR] [--repeats N]]
+Usage: python benchmarks/bench_predict.py [--quick] [--semiangle-mrad A] | --startup [--before-src DIR] [--repeats N]
 """
 from __future__ import annotations
 
@@ -49,9 +49,10 @@ from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.learning.model import build_model  # noqa: E402
 
 
-def simulated_pattern(geo):
-    """SrTiO3 [001], 40 Å, 300 kV, 4 mrad: one real multislice CBED on the model's detector grid."""
-    return zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=40.0)
+def simulated_pattern(geo, semiangle_mrad: float = 4.0):
+    """SrTiO3 [001], 40 Å, 300 kV, 4 mrad (overlapping disks: no evidence check, no refinement on the
+    pattern) or ``semiangle_mrad``: one real multislice CBED on the model's detector grid."""
+    return zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=40.0, semiangle_mrad=semiangle_mrad)
 
 
 def write_scan(path, R, ex, augment_cfg, dose=1e5, seed=0):
@@ -133,6 +134,8 @@ def main():
     ap.add_argument("--startup", action="store_true", help="only the start-up figures")
     ap.add_argument("--before-src", default=None, help="with --startup: a src/ folder of another revision to compare")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--semiangle-mrad", type=float, default=4.0,
+                    help="probe of the simulated scan (≤ 1.9 mrad: separate disks, checked and refined on the pattern)")
     a = ap.parse_args()
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     if a.startup:
@@ -147,7 +150,7 @@ def main():
         model, mgeo, meta = predict.load_model(str(mp), "cpu")
         if mgeo.detector_px != P or abs(mgeo.dk_invA - geo.dk_invA) > 1e-12:
             sys.exit(f"model grid {mgeo.detector_px} px at {mgeo.dk_invA} 1/Å differs from config/config.yaml's")
-        ex = simulated_pattern(mgeo)
+        ex = simulated_pattern(mgeo, a.semiangle_mrad)
         write_scan(tmp / "scan.npy", R, ex, cfg["augment"])
         cube = open_datacube(tmp / "scan.npy")
         probe = np.load(tmp / "probe.npy")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import applies, supported
+from fourdcrystal.inference.evidence import MIN_BRIGHTNESS, MIN_SNR, applies, disk_contrast
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (DEFAULT_CORR_POWER, DEFAULT_SEARCH_PX, SubpixelTemplate, hybrid_xcorr,
                                            refine_positions)
@@ -62,9 +62,12 @@ class MeasuredPattern:
         flat = (patterns.amax(dim=(1, 2)) <= patterns.amin(dim=(1, 2))).cpu().numpy()
         if flat.any() and len(out["pattern"]):
             out = {k: v[~flat[out["pattern"]]] for k, v in out.items()}
+        out["snr"] = np.full(len(out["pattern"]), np.nan)
         if self.check_evidence and len(out["pattern"]):
-            keep = supported(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"],
-                             self.disk_radius_px).cpu().numpy()
+            snr, brightness = (t.cpu().numpy() for t in disk_contrast(
+                patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], self.disk_radius_px))
+            out["snr"] = snr.astype(np.float64)
+            keep = (snr >= MIN_SNR) & (brightness >= MIN_BRIGHTNESS)
             keep |= np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA  # the direct beam is always a vector
             out = {k: v[keep] for k, v in out.items()}
         if self.corr_power is not None and len(out["pattern"]):
@@ -133,4 +136,4 @@ class ClassicalDetector:
         c = centres.cpu().numpy().astype(np.float64)
         return {"pattern": b, "qx": (px - c[b, 0]) * self.dq_invA, "qy": (py - c[b, 1]) * self.dq_invA,
                 "qx_px": px, "qy_px": py, "intensity": df["intensity"].to_numpy(np.float64),
-                "qz": np.full(len(df), np.nan)}
+                "qz": np.full(len(df), np.nan), "snr": np.full(len(df), np.nan)}

@@ -30,6 +30,8 @@ import torch
 
 _MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of Gaussian noise
 MAX_DISK_RADIUS_INVA = 0.1  # larger disks overlap for lattice spacings of a few Å (module docstring)
+MIN_SNR = 3.0  # a disk stands out from its ring by this many standard errors (≈ 1e-3 false per flat-field test)
+MIN_BRIGHTNESS = 1e-3  # ... and is at least this fraction of the direct beam (the truth's brightness floor)
 
 
 def applies(disk_radius_px: float, q_pixel_size_invA: float) -> bool:
@@ -54,16 +56,25 @@ def _gather(img: torch.Tensor, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor
 
 
 def supported(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
-              min_snr: float = 3.0, min_brightness: float = 1e-3) -> torch.Tensor:
+              min_snr: float | None = None, min_brightness: float | None = None) -> torch.Tensor:
     """Boolean mask over vectors (batch index ``b``, position ``x_px``, ``y_px`` in the detector's pixels)
     of ``patterns`` (B, Qx, Qy) whose direct beams sit at ``centres`` (B, 2): those whose disk the pattern
     shows (module docstring). ``radius_px``: the probe disk's radius in the detector's pixels."""
+    snr, brightness = disk_contrast(patterns, centres, b, x_px, y_px, radius_px)
+    return (snr >= (MIN_SNR if min_snr is None else min_snr)) & \
+        (brightness >= (MIN_BRIGHTNESS if min_brightness is None else min_brightness))
+
+
+def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per vector: the disk's contrast in standard errors of its core mean (``snr``) and its excess over
+    the local level as a fraction of the direct beam's core mean (``brightness``); module docstring."""
     dev = patterns.device
     img = patterns.float()
     b = torch.as_tensor(b, device=dev).long()
     x, y = (torch.as_tensor(v, device=dev, dtype=torch.float32) for v in (x_px, y_px))
     if len(b) == 0:
-        return torch.zeros(0, dtype=torch.bool, device=dev)
+        return torch.zeros(0, device=dev), torch.zeros(0, device=dev)
     r = max(float(radius_px), 1.0)
     core_off, ring_off = _offsets(-1.0, max(1.0, 0.5 * r), dev), _offsets(r + 1.0, 2.0 * r + 1.0, dev)
     n_core = len(core_off)
@@ -81,4 +92,4 @@ def supported(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radi
     snr = excess / (torch.maximum(spread, poisson) / n_core ** 0.5)
     cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
-    return (snr >= min_snr) & (excess >= min_brightness * beam)
+    return snr, excess / beam.clamp_min(1e-30)
