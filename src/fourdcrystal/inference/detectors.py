@@ -38,17 +38,18 @@ def native_bf16(device_type: str) -> bool:
 
 class MeasuredPattern:
     """What the measured pattern says about the network's vectors, in the detector's own pixels: each is
-    kept only where the pattern shows a disk (``evidence.supported``; ``check_evidence=False``: all) and
-    placed on that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position). Both only
-    where the disks leave a valley around each other (``evidence.applies``): overlapping disks have no
-    background ring to judge them by and pull the correlation toward their neighbours."""
+    kept only where the pattern shows a disk (``evidence.disk_contrast``; ``check_evidence=False``: all)
+    and placed on that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position).
+    Overlapping disks (``evidence.applies`` false) have no background ring around each: they are judged
+    against the circle about the beam through them instead, and keep the network's position (the
+    correlation would pull them toward their neighbours)."""
 
     def __init__(self, inputs: ModelInput, q_pixel_size_invA: float, model_pixel_invA: float, *,
                  check_evidence: bool = True, corr_power: float | None = DEFAULT_CORR_POWER, device: str = "cpu"):
         self.inputs, self.dq_invA, self.dk_invA = inputs, float(q_pixel_size_invA), float(model_pixel_invA)
         self.disk_radius_px = inputs.probe_radius_px  # in the detector's pixels
         separate = applies(self.disk_radius_px, self.dq_invA)
-        self.check_evidence = check_evidence and separate
+        self.check_evidence, self.overlapping = check_evidence, not separate
         self.corr_power = corr_power if separate else None
         # the network's own uncertainty, a model pixel, in the detector's pixels
         self.search_px = max(DEFAULT_SEARCH_PX, self.dk_invA / self.dq_invA)
@@ -65,7 +66,8 @@ class MeasuredPattern:
         out["snr"] = np.full(len(out["pattern"]), np.nan)
         if self.check_evidence and len(out["pattern"]):
             snr, brightness = (t.cpu().numpy() for t in disk_contrast(
-                patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], self.disk_radius_px))
+                patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], self.disk_radius_px,
+                overlapping=self.overlapping))
             out["snr"] = snr.astype(np.float64)
             keep = (snr >= MIN_SNR) & (brightness >= MIN_BRIGHTNESS)
             keep |= np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA  # the direct beam is always a vector

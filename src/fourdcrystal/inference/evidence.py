@@ -6,7 +6,8 @@ is a claim that a diffraction disk sits there, so each one is checked against th
 in the detector's own pixels (counts as recorded, no resampling), with the two conditions that decide
 the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
 
-* contrast: the mean over the disk's core (half the probe radius, at least the nearest pixels) stands
+* contrast: the mean over the disk's core (half the probe radius, at least the nearest pixels; its brightest
+  pixel left out, since a hot pixel is no disk) stands
   out from the ring around the disk (radii r + 1 … 2r + 1; its median is the local level) by
   ``min_snr`` standard errors of that mean. The pixel noise is the largest of the ring's robust spreads
   (median absolute deviation; 84th percentile minus median) and the Poisson noise of the level,
@@ -48,6 +49,18 @@ def _offsets(r_lo: float, r_hi: float, device) -> torch.Tensor:
     return torch.stack([di[m], dj[m]], dim=1)
 
 
+def _circle(img: torch.Tensor, centres: torch.Tensor, b, x, y, n: int = 64) -> torch.Tensor:
+    """(V, n) pattern values at n points on the circle about the direct beam through each vector."""
+    _, P, Q = img.shape
+    c = centres.float()[b]
+    dx, dy = x - c[:, 0], y - c[:, 1]
+    rad = torch.hypot(dx, dy)[:, None]
+    phi = torch.atan2(dy, dx)[:, None] + torch.arange(n, device=img.device) * (2 * math.pi / n)
+    ii = (c[:, 0, None] + rad * torch.cos(phi)).round().long().clamp(0, P - 1)
+    jj = (c[:, 1, None] + rad * torch.sin(phi)).round().long().clamp(0, Q - 1)
+    return img[b[:, None], ii, jj]
+
+
 def _gather(img: torch.Tensor, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
     _, P, Q = img.shape
     ii = (i.round().long()[:, None] + off[None, :, 0]).clamp(0, P - 1)
@@ -65,10 +78,16 @@ def supported(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radi
         (brightness >= (MIN_BRIGHTNESS if min_brightness is None else min_brightness))
 
 
-def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
+                  overlapping: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per vector: the disk's contrast in standard errors of its core mean (``snr``) and its excess over
-    the local level as a fraction of the direct beam's core mean (``brightness``); module docstring."""
+    the local level as a fraction of the direct beam's core mean (``brightness``); module docstring.
+
+    ``overlapping``: disks too large to leave a ring of background around each (``applies`` false). The
+    level is then the pattern's own on the circle through the vector about the direct beam: its 20th
+    percentile over 64 points (a radial halo of an amorphous film or of inelastic scattering is level
+    around that circle; a disk is brighter than the darkest fifth of it), and the noise that circle's
+    spread (50th minus 20th percentile, 0.84 σ of Gaussian noise) or Poisson's."""
     dev = patterns.device
     img = patterns.float()
     b = torch.as_tensor(b, device=dev).long()
@@ -76,15 +95,22 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     if len(b) == 0:
         return torch.zeros(0, device=dev), torch.zeros(0, device=dev)
     r = max(float(radius_px), 1.0)
-    core_off, ring_off = _offsets(-1.0, max(1.0, 0.5 * r), dev), _offsets(r + 1.0, 2.0 * r + 1.0, dev)
-    n_core = len(core_off)
-    core = _gather(img, b, x, y, core_off).mean(dim=1)
-    ring = _gather(img, b, x, y, ring_off)
-    level = ring.median(dim=1).values
-    # robust pixel noise: the MAD, or for a ring that is mostly zeros (low dose) the distance from the
-    # median to the 84th percentile (one standard deviation of Gaussian noise)
-    spread = torch.maximum(_MAD_TO_SIGMA * (ring - level[:, None]).abs().median(dim=1).values,
-                           torch.quantile(ring, 0.84, dim=1) - level)
+    core_off = _offsets(-1.0, max(1.0, 0.5 * r), dev)
+    # the core's mean without its brightest pixel: a hot pixel (one bright pixel) is no disk
+    core_px = _gather(img, b, x, y, core_off)
+    n_core = len(core_off) - 1
+    core = (core_px.sum(dim=1) - core_px.amax(dim=1)) / n_core
+    if overlapping:
+        ring = _circle(img, centres, b, x, y)
+        level = torch.quantile(ring, 0.2, dim=1)
+        spread = (torch.quantile(ring, 0.5, dim=1) - level) / 0.84
+    else:
+        ring = _gather(img, b, x, y, _offsets(r + 1.0, 2.0 * r + 1.0, dev))
+        level = ring.median(dim=1).values
+        # robust pixel noise: the MAD, or for a ring that is mostly zeros (low dose) the distance from the
+        # median to the 84th percentile (one standard deviation of Gaussian noise)
+        spread = torch.maximum(_MAD_TO_SIGMA * (ring - level[:, None]).abs().median(dim=1).values,
+                               torch.quantile(ring, 0.84, dim=1) - level)
     positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
     one_e = torch.where(torch.isfinite(positive), positive, torch.ones_like(positive))[b]
     poisson = torch.sqrt(level.clamp_min(one_e) * one_e)
