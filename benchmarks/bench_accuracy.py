@@ -21,6 +21,7 @@ Vectors are compared relative to the direct beam each detector found (descan rem
 pixels: matched one-to-one within 1 px and 2 px.
 
     python benchmarks/bench_accuracy.py [--quick] [--model PATH] [--out accuracy.json]
+        [--detector PX DQ] [--corner KV MRAD NM ...]   (other detectors and settings of the envelope)
 """
 from __future__ import annotations
 
@@ -77,6 +78,15 @@ def crystals() -> dict:
     cu = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.615), ["Cu"], [[0, 0, 0]])
     return {"Cu [001] (val)": (cu, (0, 0, 1), 3.615), "SrTiO3 [001]": (srtio3(), (0, 0, 1), 3.905),
             "Si [001]": (si, (0, 0, 1), 5.431), "MgO [001]": (mgo, (0, 0, 1), 4.212)}
+
+
+def set_detector(detector_px: int, dq_invA: float) -> None:
+    """Another detector for this run: ``detector_px`` pixels at ≈ ``dq_invA`` Å⁻¹/px (``detector_of`` makes
+    the box whole cells); real-space grid 1.5 × the detector (abTEM's 2/3 antialiasing aperture)."""
+    global DETECTOR, DQ_INVA
+    DQ_INVA = float(dq_invA)
+    DETECTOR = Geometry(box_A=1 / DQ_INVA, gpts=int(1.5 * detector_px), detector_px=int(detector_px),
+                        thicknesses_A=DETECTOR.thicknesses_A, slice_thickness_A=DETECTOR.slice_thickness_A)
 
 
 def detector_of(period_A: float, thicknesses=DETECTOR.thicknesses_A) -> Geometry:
@@ -212,13 +222,24 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="one test crystal, 300 kV, 10 nm (minutes)")
     ap.add_argument("--model", default=None, help="model file (default: the shipped pretrained model)")
     ap.add_argument("--out", default=None, help="also write all figures as JSON here")
+    ap.add_argument("--detector", nargs=2, type=float, metavar=("PX", "DQ"), default=None,
+                    help="another detector: PX pixels per edge at ≈ DQ Å⁻¹/px (default 256 at 0.02)")
+    ap.add_argument("--corner", nargs=3, type=float, metavar=("KV", "MRAD", "NM"), action="append", default=None,
+                    help="simulate only these (kV, mrad, nm) settings instead of the envelope corners; repeatable")
     a = ap.parse_args()
+    if a.detector:
+        set_detector(int(a.detector[0]), a.detector[1])
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     model, mgeo, meta = predict.load_model(a.model, "cpu")
     ps = predict.peak_settings(meta)
     xs = crystals()
     names = list(xs)[:2] if a.quick else list(xs)
     energies, thick = ((300e3,), (100.0,)) if a.quick else (ENERGIES_EV, DETECTOR.thicknesses_A)
+    global SEMIANGLES_MRAD
+    if a.corner:  # one probe per run of simulate: the corners given (every thickness of a probe at once)
+        energies = sorted({1e3 * kv for kv, _, _ in a.corner})
+        SEMIANGLES_MRAD = tuple(sorted({m for _, m, _ in a.corner}))
+        thick = tuple(sorted({10.0 * nm for _, _, nm in a.corner}))
     t0 = time.perf_counter()
     sims = {(n, e): simulate(*xs[n], energy_eV=e, thicknesses=thick) for n in names for e in energies}
     t_sim = time.perf_counter() - t0
