@@ -156,7 +156,6 @@ class Evaluation:
         groups = dict(tuple(pk.groupby("pattern")))
         return [groups.get(i, pk.iloc[:0]) for i in range(n)]
 
-
     def _measured(self, pk: dict, idx, raw, centres, measured) -> pd.DataFrame:
         """The peaks of one probe group (``idx``) checked and placed on their measured patterns, as
         `predict` does (its detector pixels are the model's here), back on the centred model grid."""

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from fourdcrystal.errors import UserError
+from fourdcrystal.inference.refine import hybrid_xcorr
 
 
 def probe_center(probe: np.ndarray) -> tuple[float, float]:
@@ -43,7 +44,7 @@ class BeamFinder:
 
     def xcorr(self, cbed: torch.Tensor) -> torch.Tensor:
         # xc[s] = Σ_k cbed[k] probe[k - s]: maximal where the pattern's disk sits at probe shifted by s
-        return torch.fft.irfft2(torch.fft.rfft2(cbed) * self.kernel, s=self.shape)
+        return hybrid_xcorr(cbed, self.kernel, 1.0)
 
     def find(self, cbed: torch.Tensor, guess: tuple[float, float] | None, radius: float) -> torch.Tensor:
         B, Qx, Qy = cbed.shape

@@ -50,6 +50,18 @@ def direct_beam_vg(vg: torch.Tensor, center_px: int) -> torch.Tensor:
     return vg[:, c - 1:c + 2, c - 1:c + 2].amax(dim=(1, 2))
 
 
+def log_parabola_vertex(fm: torch.Tensor, f0: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel offset (within ±0.5) of the vertex through three equally spaced samples: a parabola
+    through their logs (exact for a Gaussian peak) where all three are positive, the plain parabola
+    otherwise; 0 where the samples do not curve down."""
+    pos = (fm > 0) & (fp > 0) & (f0 > 0)
+    lm, l0, lp = (torch.log(t.clamp_min(1e-30)) for t in (fm, f0, fp))
+    am, a0, ap = torch.where(pos, lm, fm), torch.where(pos, l0, f0), torch.where(pos, lp, fp)
+    den = am - 2 * a0 + ap
+    d = torch.where(den < 0, 0.5 * (am - ap) / den.clamp(max=-1e-30), torch.zeros_like(f0))
+    return d.clamp(-0.5, 0.5)
+
+
 def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, edge_px: int = 1,
                exclude_center_px: float | None = None, min_spacing_px: float = 0.0) -> dict[str, np.ndarray]:
     """Local maxima of a batch of V_g maps (B, P, P) with sub-pixel refinement.
@@ -96,18 +108,8 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
     fxm, fxp = v[b, i - 1, j], v[b, i + 1, j]
     fym, fyp = v[b, i, j - 1], v[b, i, j + 1]
 
-    def _vertex(fm, fp):
-        # parabola through the logs (exact for a Gaussian peak, the shape of a V_g peak of a
-        # windowed slab) where all three samples are positive; the plain parabola otherwise
-        pos = (fm > 0) & (fp > 0) & (f0 > 0)
-        lm, l0, lp = (torch.log(t.clamp_min(1e-30)) for t in (fm, f0, fp))
-        am, a0, ap = torch.where(pos, lm, fm), torch.where(pos, l0, f0), torch.where(pos, lp, fp)
-        den = am - 2 * a0 + ap
-        d = torch.where(den < 0, 0.5 * (am - ap) / den.clamp(max=-1e-30), torch.zeros_like(f0))
-        return d.clamp(-0.5, 0.5)
-
-    x = i.float() + _vertex(fxm, fxp)
-    y = j.float() + _vertex(fym, fyp)
+    x = i.float() + log_parabola_vertex(fxm, f0, fxp)
+    y = j.float() + log_parabola_vertex(fym, f0, fyp)
     keep = torch.ones_like(f0, dtype=torch.bool)
     if exclude_center_px is not None:
         keep = torch.hypot(x - center_px, y - center_px) > exclude_center_px

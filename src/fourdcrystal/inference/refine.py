@@ -23,6 +23,8 @@ import math
 
 import torch
 
+from fourdcrystal.inference.peaks import log_parabola_vertex
+
 DEFAULT_SEARCH_PX = 1.5  # how far (detector px) from the network's position the pattern's disk may be
 DEFAULT_CORR_POWER = 1.0
 SUBPIXEL_STEPS = 9  # template shifts per axis across one pixel (1/8 px apart) for the final fit
@@ -35,15 +37,6 @@ def hybrid_xcorr(patterns: torch.Tensor, template_fft_conj: torch.Tensor, corr_p
         mag = f.abs()
         f = f * torch.where(mag > 0, mag.clamp_min(1e-30) ** (corr_power - 1.0), torch.zeros_like(mag))
     return torch.fft.irfft2(f, s=patterns.shape[-2:])
-
-
-def _vertex(fm, f0, fp):
-    """Parabola vertex through three samples (through their logs where all are positive)."""
-    pos = (fm > 0) & (f0 > 0) & (fp > 0)
-    lm, l0, lp = (torch.log(t.clamp_min(1e-30)) for t in (fm, f0, fp))
-    am, a0, ap = torch.where(pos, lm, fm), torch.where(pos, l0, f0), torch.where(pos, lp, fp)
-    den = am - 2 * a0 + ap
-    return torch.where(den < 0, 0.5 * (am - ap) / den.clamp(max=-1e-30), torch.zeros_like(f0)).clamp(-0.5, 0.5)
 
 
 def refine_positions(xc: torch.Tensor, template_centre: tuple[float, float], b, x_px, y_px,
@@ -74,8 +67,8 @@ def refine_positions(xc: torch.Tensor, template_centre: tuple[float, float], b, 
     f0 = xc[b, bi % Qx, bj % Qy]
     nb = [xc[b, (bi + u) % Qx, (bj + v) % Qy] for u, v in ((-1, 0), (1, 0), (0, -1), (0, 1))]
     interior = (f0 >= nb[0]) & (f0 >= nb[1]) & (f0 >= nb[2]) & (f0 >= nb[3]) & (f0 > 0)
-    rx = template_centre[0] + bi.float() + _vertex(nb[0], f0, nb[1])
-    ry = template_centre[1] + bj.float() + _vertex(nb[2], f0, nb[3])
+    rx = template_centre[0] + bi.float() + log_parabola_vertex(nb[0], f0, nb[1])
+    ry = template_centre[1] + bj.float() + log_parabola_vertex(nb[2], f0, nb[3])
     return torch.where(interior, rx, x), torch.where(interior, ry, y), interior
 
 
@@ -124,8 +117,8 @@ class SubpixelTemplate:
         bi, bj = (best // S).clamp(1, S - 2), (best % S).clamp(1, S - 2)
         v = torch.arange(len(b), device=patterns.device)
         f0 = score[v, bi, bj]
-        di = _vertex(score[v, bi - 1, bj], f0, score[v, bi + 1, bj]) * self.step
-        dj = _vertex(score[v, bi, bj - 1], f0, score[v, bi, bj + 1]) * self.step
+        di = log_parabola_vertex(score[v, bi - 1, bj], f0, score[v, bi + 1, bj]) * self.step
+        dj = log_parabola_vertex(score[v, bi, bj - 1], f0, score[v, bi, bj + 1]) * self.step
         # the template's disk centre is at self.centre; the shift n + d moves it onto the pattern's disk
         return (self.centre[0] + ni.float() + self.offsets[bi] + di,
                 self.centre[1] + nj.float() + self.offsets[bj] + dj)
