@@ -22,6 +22,7 @@ pixels: matched one-to-one within 1 px and 2 px.
 
     python benchmarks/bench_accuracy.py [--quick] [--model PATH] [--out accuracy.json]
         [--detector PX DQ] [--corner KV MRAD NM ...]   (other detectors and settings of the envelope)
+        [--noise poisson]   (shot noise only: no background, blur, descan or defective pixels)
 """
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ SEMIANGLES_MRAD = (1.0, 3.5)
 DOSES = (None, 1e5, 1e3)  # None: noiseless
 SCAN = 2  # each pattern as a SCAN × SCAN scan (fresh noise per position)
 SIM = {"parametrization": "lobato", "projection": "infinite", "label_min_brightness": 1e-3}
+# --noise poisson: a counting detector's shot noise alone (every other artifact of config `augment` off)
+POISSON_ONLY = {"background_const": [0.0, 0.0], "background_diffuse": [0.0, 0.0], "blur_px": [0.0, 0.0],
+                "origin_shift_px": 0.0, "ellipticity": 0.0, "hot_pixel_fraction": 0.0, "dead_pixel_fraction": 0.0}
 
 
 def crystals() -> dict:
@@ -226,10 +230,14 @@ def main() -> int:
                     help="another detector: PX pixels per edge at ≈ DQ Å⁻¹/px (default 256 at 0.02)")
     ap.add_argument("--corner", nargs=3, type=float, metavar=("KV", "MRAD", "NM"), action="append", default=None,
                     help="simulate only these (kV, mrad, nm) settings instead of the envelope corners; repeatable")
+    ap.add_argument("--noise", choices=("detector", "poisson"), default="detector",
+                    help="detector: the config's augment artifacts (default); poisson: shot noise only")
     a = ap.parse_args()
     if a.detector:
         set_detector(int(a.detector[0]), a.detector[1])
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    if a.noise == "poisson":
+        cfg["augment"] = {**cfg["augment"], **POISSON_ONLY}
     model, mgeo, meta = predict.load_model(a.model, "cpu")
     ps = predict.peak_settings(meta)
     xs = crystals()
@@ -253,7 +261,7 @@ def main() -> int:
     by_dose = pooled(recs, ["dose", "detector"])
     corners = pooled(recs, ["energy_kV", "semiangle_mrad", "thickness_nm", "dose", "detector"])
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].max()
-    print(f"## bench_accuracy ({'quick' if a.quick else 'full'}): {len(test)} crystal × energy sets, "
+    print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}): {len(test)} crystal × energy sets, "
           f"{len(recs) // 3} pattern sets × {SCAN * SCAN} positions; simulation {t_sim:.0f} s, "
           f"model {a.model or 'shipped'} (peak settings {ps}); py4DSTEM tuned on {names[0]}: "
           f"{ {k: settings[k] for k in cfg['evaluate']['tune_classical']['grid']} }\n")

@@ -50,8 +50,8 @@ from fourdcrystal.learning.model import build_model  # noqa: E402
 
 
 def simulated_pattern(geo, semiangle_mrad: float = 4.0):
-    """SrTiO3 [001], 40 Å, 300 kV, 4 mrad (overlapping disks: no evidence check, no refinement on the
-    pattern) or ``semiangle_mrad``: one real multislice CBED on the model's detector grid."""
+    """SrTiO3 [001], 40 Å, 300 kV, 4 mrad (overlapping disks: judged against the circle about the beam,
+    no refinement on the pattern) or ``semiangle_mrad``: one real multislice CBED on the model's detector grid."""
     return zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=40.0, semiangle_mrad=semiangle_mrad)
 
 

@@ -54,3 +54,88 @@ def test_reflections_of_a_crystal_are_supported():
     mid = mid[np.hypot(mid[:, 0] - 64, mid[:, 1] - 64) > 2 * RADIUS]  # nor the direct beam
     if len(mid):
         assert _check(ex["cbed"], mid).mean() <= 0.2
+
+
+def test_neighbour_spacing_is_per_pattern():
+    from fourdcrystal.inference.evidence import neighbour_spacing_px
+    b = np.array([0, 1, 0, 0, 1, 2])
+    x = np.array([0.0, 0.0, 3.0, 10.0, 0.5, 7.0])
+    y = np.array([0.0, 0.0, 4.0, 4.0, 0.0, 7.0])
+    np.testing.assert_allclose(neighbour_spacing_px(b, x, y), [5.0, 0.5, 5.0, 7.0, 0.5, np.inf])
+
+
+def _measured_positions(semiangle_mrad, offset):
+    """SrTiO3 [001] at 300 kV in a box of whole cells (no seam), the truth moved by ``offset`` px as a
+    network's position error; returns (truth, positions after MeasuredPattern) of the bright reflections."""
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.model_input import ModelInput
+    geo = Geometry(box_A=8 * 3.905, gpts=256, detector_px=128, thicknesses_A=(40.0,), slice_thickness_A=2.0)
+    ex = zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=40.0, semiangle_mrad=semiangle_mrad)
+    inputs = ModelInput(ex["probe"], 1.0, 128, 64)
+    p = torch.from_numpy(ex["cbed"].astype(np.float32))[None]
+    c = inputs.centres(p)
+    t = ex["truth"]
+    xy = t[["qx_px", "qy_px"]].to_numpy()
+    xy = xy[np.hypot(xy[:, 0] - 64, xy[:, 1] - 64) < 40]
+    xy = xy[disk_brightness(ex["cbed"], ex["probe"], xy, inputs.probe_radius_px) >= 2e-3]
+    guess = xy + np.asarray(offset)
+    dq = geo.dk_invA
+    cc = c.numpy().astype(np.float64)[0]
+    out = {"pattern": np.zeros(len(xy), int), "qx_px": guess[:, 0], "qy_px": guess[:, 1],
+           "qx": (guess[:, 0] - cc[0]) * dq, "qy": (guess[:, 1] - cc[1]) * dq}
+    got = MeasuredPattern(inputs, dq, dq, check_evidence=False)(p, c, out)
+    return xy, np.stack([got["qx_px"], got["qy_px"]], axis=1)
+
+
+def test_touching_disks_are_placed_on_their_disks_and_overlapping_ones_are_left():
+    # 2.5 mrad at 300 kV: disk diameter 7.6 px, {100} spacing 8 px — disks touch but do not overlap, so
+    # the correlation with the probe peaks on each disk (refine.MIN_SPACING_RADII)
+    truth, got = _measured_positions(2.5, (0.4, -0.3))
+    assert len(truth) >= 8
+    err = np.hypot(*(got - truth).T)
+    assert np.median(err) <= 0.2, np.median(err)
+    # 4 mrad: disks overlap their neighbours; the correlation would pull them, the given position stands
+    truth, got = _measured_positions(4.0, (0.4, -0.3))
+    np.testing.assert_allclose(got - truth, np.broadcast_to([0.4, -0.3], got.shape), atol=1e-6)
+
+
+def test_film_speckle_is_no_disk():
+    # A weak-phase amorphous film under a convergent probe: |A ⊛ O|², speckle whose grains are
+    # probe-sized blobs (correlated over a disk), so the pixel noise / √n understates how much a
+    # disk-sized mean varies; the ring's sector spread must catch it (evidence.SECTORS)
+    from scipy import ndimage
+    n, r = 128, RADIUS
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(n) * n, np.fft.fftfreq(n) * n, indexing="ij"))
+    probe_r = np.fft.ifft2((k <= r).astype(complex))  # the probe in real space, beam at pixel (0, 0)
+    rng = np.random.default_rng(3)
+    phase = ndimage.gaussian_filter(rng.normal(size=(n, n)), 1.0)
+    film = np.abs(np.fft.fft2(probe_r * np.exp(0.6j * phase / phase.std()))) ** 2
+    film = np.fft.fftshift(film) / film.max()
+    sm = ndimage.uniform_filter(film, 3)
+    peak = (sm == ndimage.maximum_filter(sm, 2 * int(r) + 1))
+    ii, jj = np.nonzero(peak)
+    far = (np.hypot(ii - 64, jj - 64) > 3 * r) & (np.minimum(ii, jj) > 2 * r + 2) & (np.maximum(ii, jj) < n - 2 * r - 3)
+    xy = np.stack([ii[far], jj[far]], axis=1).astype(float)
+    assert len(xy) >= 20
+    assert _check(film, xy).mean() <= 0.1
+
+
+def test_a_few_counted_electrons_on_an_empty_background_are_a_disk():
+    # counts as a counting detector records them: a disk of 10 electrons where the background is empty is
+    # certain (the exact Poisson test, evidence.poisson_z); 2 stray electrons are not
+    from fourdcrystal.inference.evidence import poisson_z
+    assert float(poisson_z(torch.tensor([10.0]), torch.tensor([0.1]))[0]) > 5
+    assert float(poisson_z(torch.tensor([2.0]), torch.tensor([1.0]))[0]) < 1.5
+    rng = np.random.default_rng(4)
+    e = 0.01  # one electron, in the pattern's units
+    img = np.zeros((128, 128))
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    img[np.hypot(ii - 64, jj - 64) <= RADIUS] = 20 * e  # the direct beam
+    disk = np.argwhere(np.hypot(ii - 30, jj - 90) <= RADIUS / 2)
+    for i, j in disk[rng.choice(len(disk), 10)]:
+        img[i, j] += e
+    stray = np.array([[100.0, 30.0], [20.0, 20.0]])
+    img[100, 30] += e
+    img[100, 31] += e
+    assert _check(img, np.array([[30.0, 90.0]])).all()
+    assert not _check(img, stray).any()

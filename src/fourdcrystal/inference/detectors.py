@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import MIN_BRIGHTNESS, MIN_SNR, applies, disk_contrast
+from fourdcrystal.inference.evidence import (MIN_BRIGHTNESS, MIN_SNR, RING_CLEAR_RADII, disk_contrast,
+                                             neighbour_spacing_px, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
-from fourdcrystal.inference.refine import (DEFAULT_CORR_POWER, DEFAULT_SEARCH_PX, SubpixelTemplate, hybrid_xcorr,
-                                           refine_positions)
+from fourdcrystal.inference.refine import (DEFAULT_CORR_POWER, DEFAULT_SEARCH_PX, MIN_SPACING_RADII, SubpixelTemplate,
+                                           hybrid_xcorr, refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -40,17 +41,18 @@ class MeasuredPattern:
     """What the measured pattern says about the network's vectors, in the detector's own pixels: each is
     kept only where the pattern shows a disk (``evidence.disk_contrast``; ``check_evidence=False``: all)
     and placed on that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position).
-    Overlapping disks (``evidence.applies`` false) have no background ring around each: they are judged
-    against the circle about the beam through them instead, and keep the network's position (the
-    correlation would pull them toward their neighbours)."""
+    Small disks (``evidence.small_disks``) are separate in any lattice of a few Å. Larger ones are judged
+    per vector, from the nearest neighbour in the same pattern: a disk with a neighbour in its background
+    ring is judged against the circle about the beam through it instead (``evidence.RING_CLEAR_RADII``),
+    and a disk that overlaps a neighbour keeps the network's position (``refine.MIN_SPACING_RADII``: the
+    correlation would pull it toward that neighbour)."""
 
     def __init__(self, inputs: ModelInput, q_pixel_size_invA: float, model_pixel_invA: float, *,
                  check_evidence: bool = True, corr_power: float | None = DEFAULT_CORR_POWER, device: str = "cpu"):
         self.inputs, self.dq_invA, self.dk_invA = inputs, float(q_pixel_size_invA), float(model_pixel_invA)
         self.disk_radius_px = inputs.probe_radius_px  # in the detector's pixels
-        separate = applies(self.disk_radius_px, self.dq_invA)
-        self.check_evidence, self.overlapping = check_evidence, not separate
-        self.corr_power = corr_power if separate else None
+        self.check_evidence, self.corr_power = check_evidence, corr_power
+        self.small_disks = small_disks(self.disk_radius_px, self.dq_invA)
         # the network's own uncertainty, a model pixel, in the detector's pixels
         self.search_px = max(DEFAULT_SEARCH_PX, self.dk_invA / self.dq_invA)
         self.subpixel = SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device) \
@@ -64,29 +66,38 @@ class MeasuredPattern:
         if flat.any() and len(out["pattern"]):
             out = {k: v[~flat[out["pattern"]]] for k, v in out.items()}
         out["snr"] = np.full(len(out["pattern"]), np.nan)
+        # in the network's proposals: the beam and its neighbours count, whatever the check keeps
+        spacing = neighbour_spacing_px(out["pattern"], out["qx_px"], out["qy_px"])
+        r = self.disk_radius_px
+        if self.small_disks:  # separate for any lattice of a few Å, whatever the network's proposals
+            spacing = np.full_like(spacing, np.inf)
         if self.check_evidence and len(out["pattern"]):
             snr, brightness = (t.cpu().numpy() for t in disk_contrast(
-                patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], self.disk_radius_px,
-                overlapping=self.overlapping))
+                patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
+                overlapping=spacing < RING_CLEAR_RADII * r))
             out["snr"] = snr.astype(np.float64)
             keep = (snr >= MIN_SNR) & (brightness >= MIN_BRIGHTNESS)
             keep |= np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA  # the direct beam is always a vector
-            out = {k: v[keep] for k, v in out.items()}
-        if self.corr_power is not None and len(out["pattern"]):
-            self._refine(patterns, centres.cpu().numpy().astype(np.float64), out)
+            out, spacing = {k: v[keep] for k, v in out.items()}, spacing[keep]
+        apart = spacing >= MIN_SPACING_RADII * r
+        if self.corr_power is not None and apart.any():
+            self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart)
         return out
 
-    def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict) -> None:
-        """Move each vector onto its disk's correlation maximum in the measured pattern (in place)."""
+    def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray) -> None:
+        """Move the vectors ``which`` onto their disks' correlation maxima in the measured pattern (in place)."""
         finder = self.inputs.finder
         xc = hybrid_xcorr(patterns, finder.kernel, self.corr_power)
-        b = out["pattern"]
-        x, y, moved = refine_positions(xc, finder.c, b, out["qx_px"], out["qy_px"], self.search_px)
+        b = out["pattern"][which]
+        x, y, moved = refine_positions(xc, finder.c, b, out["qx_px"][which], out["qy_px"][which], self.search_px)
         if bool(moved.any()):
             bt = torch.as_tensor(b, device=patterns.device)[moved]
             x[moved], y[moved] = self.subpixel.refine(patterns, bt, x[moved], y[moved])
-        out["qx_px"], out["qy_px"] = x.cpu().numpy().astype(np.float64), y.cpu().numpy().astype(np.float64)
-        out["qx"], out["qy"] = (out["qx_px"] - c[b, 0]) * self.dq_invA, (out["qy_px"] - c[b, 1]) * self.dq_invA
+        qx_px, qy_px = out["qx_px"].copy(), out["qy_px"].copy()
+        qx_px[which], qy_px[which] = x.cpu().numpy(), y.cpu().numpy()
+        out["qx_px"], out["qy_px"] = qx_px, qy_px
+        bb = out["pattern"]
+        out["qx"], out["qy"] = (qx_px - c[bb, 0]) * self.dq_invA, (qy_px - c[bb, 1]) * self.dq_invA
 
 
 class NetworkDetector:

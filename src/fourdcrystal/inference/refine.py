@@ -10,8 +10,10 @@ the probe's bright-field disk shifted by g. So each vector the network reports i
    interior maximum within reach (an overlapping neighbour, noise), the network's position stands;
 2. to the best of the template's sub-pixel shifts 1/8 px apart around it (``SubpixelTemplate``).
 
-Like the evidence check (``evidence.applies``), only for disks that leave a valley around each other
-(α/λ ≤ 0.1 Å⁻¹): overlapping disks pull the correlation toward their neighbours.
+Only for disks that no neighbour overlaps (small disks, ``evidence.small_disks``; larger ones whose
+nearest other vector is ≥ ``MIN_SPACING_RADII`` disk radii away, ``evidence.neighbour_spacing_px``): while the template sits on its disk it overlaps no other one, so
+the correlation peaks at the disk's centre; overlapping disks pull it toward their neighbours, and keep
+the network's position.
 
 Measured (benchmarks/RESULTS.md, "Sub-pixel refinement"): on the shipped model it raised F1 at 1 px at
 every corner with disks that leave a valley, and a plain correlation (``corr_power`` 1) beat py4DSTEM's
@@ -27,6 +29,7 @@ from fourdcrystal.inference.peaks import log_parabola_vertex
 
 DEFAULT_SEARCH_PX = 1.5  # how far (detector px) from the network's position the pattern's disk may be
 DEFAULT_CORR_POWER = 1.0
+MIN_SPACING_RADII = 2.0  # refine disks whose nearest neighbour is at least a diameter away (touching or apart)
 SUBPIXEL_STEPS = 9  # template shifts per axis across one pixel (1/8 px apart) for the final fit
 
 
