@@ -147,6 +147,58 @@ def supported(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radi
         (brightness >= (MIN_BRIGHTNESS if min_brightness is None else min_brightness))
 
 
+_BACKGROUND = ("level", "spread", "spread_counts", "patch", "rate")
+
+
+def _ring_background(img, b, x, y, r: float, n_core: int, one_e) -> dict:
+    """Background of separate disks, from the ring r + 1 … 2r + 1 about each (module docstring): its median
+    (``level``), pixel noise (``spread``; ``spread_counts`` for counts, where Poisson's exact test judges
+    sparse rings), the noise of a core-sized mean of a speckle (``patch``) and the background electrons per
+    pixel for the counting test (``rate``)."""
+    ring_off = _offsets(r + 1.0, 2.0 * r + 1.0, img.device)
+    ring = _gather(img, b, x, y, ring_off)
+    med = ring.median(dim=1).values
+    # robust pixel noise: the MAD, or the distance from the median to the 84th percentile (one σ of
+    # Gaussian noise; for a ring of mostly zeros, whose MAD is zero, and for a skewed speckle)
+    mad = _MAD_TO_SIGMA * (ring - med[:, None]).abs().median(dim=1).values
+    spread = torch.maximum(mad, torch.quantile(ring, 0.84, dim=1) - med)
+    # speckle needs a background that fills the ring; a ring of mostly zeros (sparse counts) is shot
+    # noise, which the other terms judge (measured: the sector term there dropped the few-electron disks
+    # of a 1e3 e⁻ scan, benchmarks/RESULTS.md); counted, that is Poisson's exact test
+    filled = med > 0
+    patch = torch.where(filled, _sector_noise(ring, ring_off), torch.zeros_like(med)) \
+        * math.sqrt(len(ring_off) / SECTORS / n_core)
+    # the ring's mean with one electron added: a ring of zeros is no proof of a zero background
+    rate = (ring.sum(dim=1) / one_e + 1.0) / ring.shape[1]
+    return {"level": med, "spread": spread, "spread_counts": torch.where(filled, spread, mad), "patch": patch,
+            "rate": rate}
+
+
+def _circle_background(img, centres, b, x, y, one_e) -> dict:
+    """Background of overlapping disks, from the circle about the beam through each (``disk_contrast``)."""
+    circle = _circle(img, centres, b, x, y)
+    level = torch.quantile(circle, 0.2, dim=1)
+    spread = (torch.quantile(circle, 0.5, dim=1) - level) / 0.84
+    return {"level": level, "spread": spread, "spread_counts": spread, "patch": torch.zeros_like(level),
+            "rate": (level / one_e).clamp_min(1.0 / CIRCLE_POINTS)}
+
+
+def _snr(core, bg: dict, n_core: int, one_e, counting):
+    """Contrast of the core mean in standard errors: Gaussian, at least the speckle's; for counts also
+    Poisson's exact test of the core's electrons, whichever is less."""
+    excess = core - bg["level"]
+    gauss = torch.maximum(bg["spread"], torch.sqrt(bg["level"].clamp_min(one_e) * one_e)) / n_core ** 0.5
+    snr = excess / torch.maximum(gauss, bg["patch"])
+    if bool(counting.any()):
+        # the Gaussian floor of one electron per pixel would ask a disk on an empty background for ~40
+        # electrons where 10 are certain
+        counted = poisson_z(core * n_core / one_e, n_core * bg["rate"])
+        noise = torch.maximum(bg["spread_counts"] / n_core ** 0.5, bg["patch"])
+        measured = torch.where(noise > 0, excess / noise.clamp_min(1e-30), torch.full_like(excess, torch.inf))
+        snr = torch.where(counting, torch.minimum(counted, measured), snr)
+    return snr
+
+
 def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
                   overlapping=False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per vector: the disk's contrast in standard errors of its core mean (``snr``) and its excess over
@@ -154,9 +206,9 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
 
     ``overlapping``: (V,) booleans or one for all: disks whose neighbours reach into their ring (module
     docstring). For those the level is the pattern's own on the circle through the vector about the
-    direct beam: its 20th percentile over 64 points (a radial halo of an amorphous film or of inelastic scattering is level
-    around that circle; a disk is brighter than the darkest fifth of it), and the noise that circle's
-    spread (50th minus 20th percentile, 0.84 σ of Gaussian noise) or Poisson's."""
+    direct beam: its 20th percentile over 64 points (a radial halo of an amorphous film or of inelastic
+    scattering is level around that circle; a disk is brighter than the darkest fifth of it), and the
+    noise that circle's spread (50th minus 20th percentile, 0.84 σ of Gaussian noise) or Poisson's."""
     dev = patterns.device
     img = patterns.float()
     b = torch.as_tensor(b, device=dev).long()
@@ -169,50 +221,18 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     core_px = _gather(img, b, x, y, core_off)
     n_core = len(core_off) - 1
     core = (core_px.sum(dim=1) - core_px.amax(dim=1)) / n_core
-    over = torch.as_tensor(overlapping, device=dev, dtype=torch.bool).expand(len(b))
-    level, spread = torch.empty_like(core), torch.empty_like(core)
-    spread_counts = torch.empty_like(core)  # the same for counts, where Poisson's exact test judges sparse rings
-    if bool(over.any()):
-        circle = _circle(img, centres, b[over], x[over], y[over])
-        level[over] = torch.quantile(circle, 0.2, dim=1)
-        spread[over] = spread_counts[over] = (torch.quantile(circle, 0.5, dim=1) - level[over]) / 0.84
-    sep = ~over
-    patch = torch.zeros_like(core)  # noise of a core-sized mean from a background correlated over a disk
-    if bool(sep.any()):
-        ring_off = _offsets(r + 1.0, 2.0 * r + 1.0, dev)
-        ring = _gather(img, b[sep], x[sep], y[sep], ring_off)
-        med = ring.median(dim=1).values
-        level[sep] = med
-        # robust pixel noise: the MAD, or the distance from the median to the 84th percentile (one σ of
-        # Gaussian noise; for a ring of mostly zeros, whose MAD is zero, and for a skewed speckle)
-        mad = _MAD_TO_SIGMA * (ring - med[:, None]).abs().median(dim=1).values
-        spread[sep] = torch.maximum(mad, torch.quantile(ring, 0.84, dim=1) - med)
-        # speckle needs a background that fills the ring; a ring of mostly zeros (sparse counts) is shot
-        # noise, which the terms below judge (measured: the sector term there dropped the few-electron
-        # disks of a 1e3 e⁻ scan, benchmarks/RESULTS.md); counted, that is Poisson's exact test
-        filled = med > 0
-        spread_counts[sep] = torch.where(filled, spread[sep], mad)
-        patch[sep] = torch.where(filled, _sector_noise(ring, ring_off), torch.zeros_like(med)) \
-            * math.sqrt(len(ring_off) / SECTORS / n_core)
     positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
     one_e = torch.where(torch.isfinite(positive), positive, torch.ones_like(positive))
     counting = _is_counts(img, one_e)[b]
     one_e = one_e[b]
-    excess = core - level
-    gauss = torch.maximum(spread, torch.sqrt(level.clamp_min(one_e) * one_e)) / n_core ** 0.5
-    snr = excess / torch.maximum(gauss, patch)
-    if bool(counting.any()):
-        # counts as recorded: the exact Poisson test of the core's electrons against the background's
-        # (the ring's mean with one electron added — a ring of zeros is no proof of a zero background —
-        # or the circle's level); the Gaussian floor of one electron per pixel would ask a disk on an
-        # empty background for ~40 electrons where 10 are certain
-        rate = torch.where(over, (level / one_e).clamp_min(1.0 / CIRCLE_POINTS), level)
-        if bool(sep.any()):
-            rate[sep] = (ring.sum(dim=1) / one_e[sep] + 1.0) / ring.shape[1]
-        counted = poisson_z(core * n_core / one_e, n_core * rate)
-        noise = torch.maximum(spread_counts / n_core ** 0.5, patch)
-        measured = torch.where(noise > 0, excess / noise.clamp_min(1e-30), torch.full_like(excess, torch.inf))
-        snr = torch.where(counting, torch.minimum(counted, measured), snr)
+    over = torch.as_tensor(overlapping, device=dev, dtype=torch.bool).expand(len(b))
+    bg = {k: torch.empty_like(core) for k in _BACKGROUND}
+    for m, part in ((over, lambda m: _circle_background(img, centres, b[m], x[m], y[m], one_e[m])),
+                    (~over, lambda m: _ring_background(img, b[m], x[m], y[m], r, n_core, one_e[m]))):
+        if bool(m.any()):
+            for k, v in part(m).items():
+                bg[k][m] = v
+    snr = _snr(core, bg, n_core, one_e, counting)
     cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
-    return snr, excess / beam.clamp_min(1e-30)
+    return snr, (core - bg["level"]) / beam.clamp_min(1e-30)
