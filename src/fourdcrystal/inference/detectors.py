@@ -66,11 +66,11 @@ class MeasuredPattern:
         if flat.any() and len(out["pattern"]):
             out = {k: v[~flat[out["pattern"]]] for k, v in out.items()}
         out["snr"] = np.full(len(out["pattern"]), np.nan)
-        # in the network's proposals: the beam and its neighbours count, whatever the check keeps
-        spacing = neighbour_spacing_px(out["pattern"], out["qx_px"], out["qy_px"])
         r = self.disk_radius_px
         if self.small_disks:  # separate for any lattice of a few Å, whatever the network's proposals
-            spacing = np.full_like(spacing, np.inf)
+            spacing = np.full(len(out["pattern"]), np.inf)
+        else:  # among the network's proposals: the beam and its neighbours count, whatever the check keeps
+            spacing = neighbour_spacing_px(out["pattern"], out["qx_px"], out["qy_px"])
         if self.check_evidence and len(out["pattern"]):
             snr, brightness = (t.cpu().numpy() for t in disk_contrast(
                 patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,

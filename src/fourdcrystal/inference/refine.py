@@ -11,9 +11,9 @@ the probe's bright-field disk shifted by g. So each vector the network reports i
 2. to the best of the template's sub-pixel shifts 1/8 px apart around it (``SubpixelTemplate``).
 
 Only for disks that no neighbour overlaps (small disks, ``evidence.small_disks``; larger ones whose
-nearest other vector is ≥ ``MIN_SPACING_RADII`` disk radii away, ``evidence.neighbour_spacing_px``): while the template sits on its disk it overlaps no other one, so
-the correlation peaks at the disk's centre; overlapping disks pull it toward their neighbours, and keep
-the network's position.
+nearest other vector is ≥ ``MIN_SPACING_RADII`` disk radii away, ``evidence.neighbour_spacing_px``):
+while the template sits on its disk it overlaps no other one, so the correlation peaks at the disk's
+centre; overlapping disks pull it toward their neighbours, and keep the network's position.
 
 Measured (benchmarks/RESULTS.md, "Sub-pixel refinement"): on the shipped model it raised F1 at 1 px at
 every corner with disks that leave a valley, and a plain correlation (``corr_power`` 1) beat py4DSTEM's
