@@ -12,7 +12,10 @@ the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
   ``min_snr`` standard errors of that mean. The pixel noise is the largest of the ring's robust spreads
   (median absolute deviation; 84th percentile minus median) and the Poisson noise of the level,
   counting one electron as the smallest positive value in the pattern (a sparse low-dose pattern has a
-  ring of zeros, whose MAD is zero, yet a few stray counts are no disk). Where the background is
+  ring of zeros, whose MAD is zero, yet a few stray counts are no disk). Where the pattern holds counts
+  (``_is_counts``), the core's electrons also face Poisson's exact test against the ring's background
+  (``poisson_z``), and a ring of mostly zeros is judged by that test alone: the Gaussian floor of one
+  electron per pixel would ask a disk on an empty background for ~40 electrons. Where the background is
   correlated over a disk's size — the speckle of an amorphous film under a convergent probe is itself
   made of probe-sized blobs — pixels are not independent and the pixel noise / √n understates how much a
   disk-sized mean varies; so the standard error is at least the spread of the ring's sector means
@@ -48,13 +51,13 @@ MIN_BRIGHTNESS = 1e-3  # ... and is at least this fraction of the direct beam (t
 # survives a neighbour's edge reaching into it
 RING_CLEAR_RADII = 3.0
 MAX_SMALL_DISK_INVA = 0.1  # smaller disks leave a ring of background in any lattice of a few Å
+CIRCLE_POINTS = 64  # samples of the circle about the beam through an overlapping disk
+SECTORS = 8  # the ring's sectors, each about a disk's area: the scale of a film's speckle
 
 
 def small_disks(disk_radius_px: float, q_pixel_size_invA: float) -> bool:
     """Whether disks of this radius (detector px at this Å⁻¹/px) are separate in any lattice of a few Å."""
     return disk_radius_px * q_pixel_size_invA <= MAX_SMALL_DISK_INVA
-CIRCLE_POINTS = 64  # samples of the circle about the beam through an overlapping disk
-SECTORS = 8  # the ring's sectors, each about a disk's area: the scale of a film's speckle
 
 
 def neighbour_spacing_px(b, x_px, y_px) -> np.ndarray:
