@@ -1,0 +1,58 @@
+"""Sub-pixel placement of a disk on the measured pattern (``inference.refine.SubpixelTemplate``).
+
+A diffracted disk is the probe's disk with an uneven interior (dynamical scattering, the falling form
+factor): brighter on one side. Its edge is where the crystal puts it. The edge-weighted template must
+place such a disk by its edge; the plain probe template is pulled toward the bright side — the case
+that made the template edge-weighted (benchmarks/RESULTS.md, "Edge-weighted sub-pixel template").
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fourdcrystal.inference.refine import SubpixelTemplate
+
+N, RADIUS_PX = 64, 4.0
+
+
+def _disk(cx: float, cy: float, slope_per_px: float = 0.0) -> np.ndarray:
+    """A disk of RADIUS_PX with a soft (sub-pixel, area-weighted) edge centred on (cx, cy), its interior
+    rising by ``slope_per_px`` of its mean per pixel toward −x."""
+    sub = 8  # supersampling per pixel axis for the edge
+    ax = (np.arange(N * sub) + 0.5) / sub - 0.5
+    x, y = np.meshgrid(ax, ax, indexing="ij")
+    inside = np.hypot(x - cx, y - cy) <= RADIUS_PX
+    img = (inside * (1.0 - slope_per_px * (x - cx))).reshape(N, sub, N, sub).mean(axis=(1, 3))
+    return img
+
+
+def _placed(template: SubpixelTemplate, pattern: np.ndarray, start: tuple[float, float]) -> np.ndarray:
+    b = torch.zeros(1, dtype=torch.long)
+    x, y = template.refine(torch.as_tensor(pattern[None], dtype=torch.float32), b,
+                           torch.tensor([start[0]], dtype=torch.float32), torch.tensor([start[1]], dtype=torch.float32))
+    return np.array([float(x[0]), float(y[0])])
+
+
+def test_an_uneven_disk_is_placed_by_its_edge():
+    probe = _disk(32.0, 32.0)
+    edge = SubpixelTemplate(probe, (32.0, 32.0), RADIUS_PX)
+    plain = SubpixelTemplate(probe, (32.0, 32.0), RADIUS_PX, edge_sigma_radii=None)
+    errors = {"edge": [], "plain": []}
+    # x a little above the integer start (the plain correlation's maximum), so that the plain template's
+    # pull toward −x stays inside the ±1/2 px sub-pixel grid and shows in full
+    for cx, cy in ((20.3, 40.1), (30.0, 30.75), (41.2, 22.4), (26.1, 35.6)):
+        pattern = 0.3 * _disk(cx, cy, slope_per_px=0.1)  # one side 2.3x brighter than the other
+        start = (round(cx), round(cy))
+        for name, t in (("edge", edge), ("plain", plain)):
+            errors[name].append(np.hypot(*(_placed(t, pattern, start) - (cx, cy))))
+    # measured: edge-weighted 0.04–0.08 px, plain 0.21–0.23 px (toward the bright side)
+    assert max(errors["edge"]) <= 0.1, errors
+    assert min(errors["plain"]) >= 0.2, errors  # the case is a real one: the plain template fails it
+
+
+def test_an_even_disk_is_placed_either_way():
+    probe = _disk(32.0, 32.0)
+    for sigma in (0.2, None):
+        t = SubpixelTemplate(probe, (32.0, 32.0), RADIUS_PX, edge_sigma_radii=sigma)
+        got = _placed(t, _disk(25.4, 37.8), (25, 38))
+        assert np.hypot(*(got - (25.4, 37.8))) <= 0.05, (sigma, got)
