@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (MIN_BRIGHTNESS, MIN_SNR, RING_CLEAR_RADII, against_incident,
-                                             disk_contrast, neighbour_spacing_px, small_disks)
+from fourdcrystal.inference.evidence import (MIN_BRIGHTNESS, MIN_SNR, RING_CLEAR_RADII, disk_contrast,
+                                             neighbour_spacing_px, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (DEFAULT_CORR_POWER, DEFAULT_SEARCH_PX, MIN_SPACING_RADII, SubpixelTemplate,
                                            hybrid_xcorr, refine_positions)
@@ -80,10 +80,8 @@ class MeasuredPattern:
                 patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
                 overlapping=spacing < RING_CLEAR_RADII * r))
             out["snr"] = snr.astype(np.float64)
-            beam = np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA
-            brightness = against_incident(brightness, snr, out["pattern"], beam, len(patterns))
             keep = (snr >= MIN_SNR) & (brightness >= MIN_BRIGHTNESS)
-            keep |= beam  # the direct beam is always a vector
+            keep |= np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA  # the direct beam is always a vector
             out, spacing = {k: v[keep] for k, v in out.items()}, spacing[keep]
         apart = spacing >= MIN_SPACING_RADII * r
         if self.corr_power is not None and apart.any():

@@ -22,9 +22,8 @@ the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
   (``SECTORS``, each about a disk's area, after removing a linear gradient), scaled to the core's size,
   where the background fills the ring (its median above zero: sparse counts are shot noise);
 * brightness: the core's excess over the local level is at least ``min_brightness`` × the core mean of
-  the incident beam (``against_incident``: the direct beam's plus what the evident reflections took
-  from it, as the truth measures against the vacuum probe; a thick crystal empties the direct beam) —
-  a speckle of an amorphous film or a background wiggle is not a reflection.
+  the pattern's own direct beam — a speckle of an amorphous film or a background wiggle is not a
+  reflection.
 On a flat background (vacuum, a detector without beam) a vector survives with probability ≈ 1e-3.
 
 The ring is only background where the neighbouring disks leave it free. Disks of radius α/λ ≤
@@ -142,18 +141,13 @@ def _gather(img: torch.Tensor, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor
 
 
 def supported(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
-              min_snr: float | None = None, min_brightness: float | None = None, beam=None) -> torch.Tensor:
+              min_snr: float | None = None, min_brightness: float | None = None) -> torch.Tensor:
     """Boolean mask over vectors (batch index ``b``, position ``x_px``, ``y_px`` in the detector's pixels)
     of ``patterns`` (B, Qx, Qy) whose direct beams sit at ``centres`` (B, 2): those whose disk the pattern
-    shows (module docstring). ``radius_px``: the probe disk's radius in the detector's pixels. ``beam``:
-    which vectors are the direct beam (default: none); the others' brightness is judged against the
-    incident beam (``against_incident``)."""
-    snr, brightness = (t.cpu().numpy() for t in disk_contrast(patterns, centres, b, x_px, y_px, radius_px))
-    b = np.asarray(b)
-    beam = np.zeros(len(b), dtype=bool) if beam is None else np.asarray(beam, dtype=bool)
-    brightness = against_incident(brightness, snr, b, beam, len(patterns))
-    return torch.as_tensor((snr >= (MIN_SNR if min_snr is None else min_snr)) &
-                           (brightness >= (MIN_BRIGHTNESS if min_brightness is None else min_brightness)))
+    shows (module docstring). ``radius_px``: the probe disk's radius in the detector's pixels."""
+    snr, brightness = disk_contrast(patterns, centres, b, x_px, y_px, radius_px)
+    return (snr >= (MIN_SNR if min_snr is None else min_snr)) & \
+        (brightness >= (MIN_BRIGHTNESS if min_brightness is None else min_brightness))
 
 
 _BACKGROUND = ("level", "spread", "spread_counts", "patch", "rate")
@@ -208,30 +202,10 @@ def _snr(core, bg: dict, n_core: int, one_e, counting):
     return snr
 
 
-def against_incident(brightness: np.ndarray, snr: np.ndarray, b: np.ndarray, beam: np.ndarray,
-                     n_patterns: int) -> np.ndarray:
-    """Brightness as a fraction of the incident beam instead of the pattern's own direct beam.
-
-    ``brightness``, ``snr``: per vector, from ``disk_contrast`` (against the pattern's own direct beam);
-    ``b``: pattern index; ``beam``: which vectors are the direct beam. A thick crystal empties its direct
-    beam into the reflections (SrTiO3, MgO [001] at 30–60 nm), and judged against the emptied beam,
-    reflections fainter than ``MIN_BRIGHTNESS`` of the incident beam — the truth's floor
-    (``simulation.labels``, measured against the vacuum probe) — passed; they were most of the network's
-    false vectors on noise-free thick patterns. The incident beam's core mean is the direct beam's plus
-    what the pattern's evident reflections (``snr`` ≥ ``MIN_SNR``) took from it, each disk's excess
-    core mean standing for its electrons as the beam's core mean stands for the beam's. (The pattern's
-    total counts would also hold its background and detector offset: measured, that cost recall at
-    1e5 e⁻; benchmarks/RESULTS.md, "Edge-weighted sub-pixel template".)"""
-    seen = (snr >= MIN_SNR) & ~beam
-    scattered = np.bincount(b[seen], weights=np.clip(brightness[seen], 0.0, None), minlength=n_patterns)
-    return brightness / (1.0 + scattered[b])
-
-
 def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
                   overlapping=False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per vector: the disk's contrast in standard errors of its core mean (``snr``) and its excess over
-    the local level as a fraction of the direct beam's core mean (``brightness``; ``against_incident``
-    turns it into a fraction of the incident beam); module docstring.
+    the local level as a fraction of the direct beam's core mean (``brightness``); module docstring.
 
     ``overlapping``: (V,) booleans or one for all: disks whose neighbours reach into their ring (module
     docstring). For those the level is the pattern's own on the circle through the vector about the
