@@ -16,8 +16,8 @@ from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (MIN_BRIGHTNESS, MIN_SNR, RING_CLEAR_RADII, disk_contrast,
                                              neighbour_spacing_px, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
-from fourdcrystal.inference.refine import (DEFAULT_CORR_POWER, DEFAULT_SEARCH_PX, MIN_SPACING_RADII, SubpixelTemplate,
-                                           hybrid_xcorr, refine_positions)
+from fourdcrystal.inference.refine import (DEFAULT_CORR_POWER, DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII,
+                                           SubpixelTemplate, hybrid_xcorr, refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -58,8 +58,8 @@ class MeasuredPattern:
         # small disks are placed by their edges (``refine.SubpixelTemplate``); a larger disk's neighbours may
         # touch it, unseen when too faint for the network to propose, and a touching neighbour's edge weighs
         # as much as the disk's own (measured: bench_strain, 2.5 mrad at 300 kV), so the plain probe places it
-        edge = {} if self.small_disks else {"edge_sigma_radii": None}
-        self.subpixel = SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device, **edge) \
+        self.subpixel = SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device,
+                                         edge_sigma_radii=EDGE_SIGMA_RADII if self.small_disks else None) \
             if self.corr_power is not None else None
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict) -> dict:
