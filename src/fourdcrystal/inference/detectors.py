@@ -91,7 +91,8 @@ class MeasuredPattern:
     def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray) -> None:
         """Move the vectors ``which`` onto their disks' correlation maxima in the measured pattern (in place)."""
         finder = self.inputs.finder
-        xc = hybrid_xcorr(patterns, finder.kernel, self.corr_power)
+        # the beam finder's correlation of this batch, where the power is its own (plain, 1)
+        xc = finder.xcorr(patterns) if self.corr_power == 1.0 else hybrid_xcorr(patterns, finder.kernel, self.corr_power)
         b = out["pattern"][which]
         x, y, moved = refine_positions(xc, finder.c, b, out["qx_px"][which], out["qy_px"][which], self.search_px)
         if bool(moved.any()):

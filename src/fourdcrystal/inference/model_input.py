@@ -41,10 +41,17 @@ class BeamFinder:
         self.c = probe_center(probe)
         self.kernel = torch.conj(torch.fft.rfft2(torch.from_numpy(probe.astype(np.float32)).to(device)))
         self.device = device
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, its correlation)
 
     def xcorr(self, cbed: torch.Tensor) -> torch.Tensor:
-        # xc[s] = Σ_k cbed[k] probe[k - s]: maximal where the pattern's disk sits at probe shifted by s
-        return hybrid_xcorr(cbed, self.kernel, 1.0)
+        """xc[s] = Σ_k cbed[k] probe[k - s]: maximal where the pattern's disk sits at probe shifted by s.
+        The last batch's correlation is kept: refinement on the same batch (``detectors.MeasuredPattern``)
+        reuses it instead of computing it again."""
+        if self._last is not None and self._last[0] is cbed:
+            return self._last[1]
+        xc = hybrid_xcorr(cbed, self.kernel, 1.0)
+        self._last = (cbed, xc)
+        return xc
 
     def find(self, cbed: torch.Tensor, guess: tuple[float, float] | None, radius: float) -> torch.Tensor:
         B, Qx, Qy = cbed.shape
