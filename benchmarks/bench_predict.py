@@ -200,7 +200,7 @@ def main():
 
         row("fourdcrystal predict --precision fp32 (read, centre, resample, network, peaks, parquet)", "1 x 2", net)
         row("fourdcrystal predict --precision bf16 (same)", "1 x 2", e2e["bf16"])
-        auto = "bf16" if detectors.native_bf16("cpu") else "fp32"
+        auto = "bf16" if detectors.auto_bf16("cpu") else "fp32"
         row(f"`fourdcrystal predict` CLI, default precision (auto = {auto} here), wall time of a fresh process "
             "(imports, model load, all outputs incl. BraggVectors h5)", "1 x 2", cli)
         row("network forward only, fp32 NCHW weights (same batch)", "1 x 2", fwd["nchw"])

@@ -24,16 +24,20 @@ from fourdcrystal.inference.refine import (DEFAULT_CORR_POWER, DEFAULT_SEARCH_PX
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 
 
-def native_bf16(device_type: str) -> bool:
-    """Whether bf16 arithmetic is native (fast) here: CUDA, or a CPU with AVX512-BF16 or AMX.
+def auto_bf16(device_type: str) -> bool:
+    """Whether ``--precision auto`` runs the network in bf16 here: only on a CPU with AMX tiles.
 
-    Elsewhere bf16 is emulated and usually no faster than fp32, so ``--precision auto`` stays fp32.
+    Measured with the shipped model (16 base channels, 128² grid; benchmarks/RESULTS.md): where bf16
+    is native but the model is this small, the casts cost more than the arithmetic saves — AVX512-BF16
+    CPU forward 308 vs 419 patterns/s fp32, end to end 243 vs 296; H200 end to end 1,000 vs 1,074 —
+    and fp32 gives the same vectors in every process (bf16 kernels vary with the machine's choice of
+    oneDNN primitives). AMX's bf16 tile multiplies are several times the fp32 rate (not measured here).
     """
-    if device_type == "cuda":
-        return True
+    if device_type != "cpu":
+        return False
     try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # a torch without these probes: assume no native bf16
+        return bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probe: no AMX known
         return False
 
 

@@ -7,7 +7,7 @@ coefficient of the potential is the largest one for any real crystal, so it is a
 depend on how many reflections are excited) and exceeds all 8 neighbours strictly (a flat plateau,
 e.g. a saturated output, is no peak). Non-maximum suppression (``min_spacing_px`` = s): greedy
 over these peaks, strongest first, a peak within ⌈s⌉ px (Chebyshev) of a stronger kept one is
-dropped — the rule of py4DSTEM's minPeakSpacing, run on the whole batch by max-pooling, so a
+dropped — the rule of py4DSTEM's minPeakSpacing, run on the whole batch at once, so a
 network's ringing or noise next to a reflection cannot produce a second vector.  The sub-pixel position
 comes from a separable 1-D Gaussian three-point fit (a parabola through the log values along each
 axis), and q_z is sampled bilinearly at the refined position.
@@ -83,7 +83,7 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
     # candidates: maxima of the 3×3 neighbourhood above the threshold, away from the edges (the
     # refinement needs both neighbours); the dense part is one max-pool, the rest is on the few
     # candidates only
-    mx = torch.nn.functional.max_pool2d(v[:, None], 3, stride=1, padding=1)[:, 0]
+    mx = _window3(v, torch.maximum, float("-inf"))
     cand = (v >= mx) & (v > threshold * ref[:, None, None])
     e = max(1, int(edge_px))
     cand[:, :e] = False
@@ -93,8 +93,7 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
     # STRICT maxima only: on a flat plateau (e.g. a saturated output) every pixel ties with its
     # neighbours and would pass the >= test above; a plateau is no peak. Two adjacent candidates
     # must tie, so one sum-pool removes plateau interiors cheaply; the exact test follows on the rest.
-    n_adj = torch.nn.functional.avg_pool2d(cand[:, None].float(), 3, stride=1, padding=1)[:, 0] * 9.0
-    cand &= n_adj < 1.5
+    cand &= _window3(cand.to(torch.uint8), torch.add, 0) < 2
     b, i, j = torch.nonzero(cand, as_tuple=True)
     vf = v.reshape(-1)
     lin = (b * P + i) * Q + j  # flat indices: one gather per offset (3-tensor indexing is slower)
@@ -126,6 +125,15 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
         qz_at = torch.full_like(f0, float("nan"))
     out = {"pattern": b[keep], "qx_px": x[keep], "qy_px": y[keep], "intensity": f0[keep], "qz": qz_at[keep]}
     return {k: t.detach().cpu().numpy().astype(np.int64 if k == "pattern" else np.float64) for k, t in out.items()}
+
+
+def _window3(v: torch.Tensor, op, fill) -> torch.Tensor:
+    """``op`` (torch.maximum: max; torch.add: sum) over each pixel's 3×3 neighbourhood of a (B, P, Q) batch,
+    ``fill`` outside. Separable, on shifted views: on CPU 5–10× faster than max_pool2d / avg_pool2d on
+    one channel, and exact (a max or an integer sum does not depend on the order)."""
+    p = torch.nn.functional.pad(v, (1, 1, 1, 1), value=fill)
+    r = op(op(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+    return op(op(r[:, :, :-2], r[:, :, 1:-1]), r[:, :, 2:])
 
 
 def _suppress(b, i, j, val, shape, h: int) -> torch.Tensor:

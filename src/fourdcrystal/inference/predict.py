@@ -14,9 +14,9 @@ values tuned by ``evaluate``), else peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACIN
 defaults). The workflow's tuned values are in results/evaluation/metrics.json
 (``network_peak_settings``); rule scan_demo uses them.
 Speed (CPU): everything runs on whole batches (beam finding by one batched FFT, resampling by one
-grid_sample, peaks by max_pool2d and sparse gathers); the weights are put in channels_last (oneDNN's
-faster conv layout), the loop runs under torch.inference_mode, and bf16 is used where the CPU has it
-natively (``native_bf16``). benchmarks/RESULTS.md has the split between network and pipeline.
+grid_sample, peaks by shifted-view maxima and sparse gathers); the weights are put in channels_last
+(oneDNN's faster conv layout), the loop runs under torch.inference_mode, in fp32 unless bf16 is the
+faster choice (``auto_bf16``). benchmarks/RESULTS.md has the split between network and pipeline.
 Intensity scaling (``ModelInput``): the model was trained on probe-max = 1 data with the CBED on the
 probe's scale, so the resampled probe is divided by its maximum and every CBED is scaled to the
 probe's total intensity (which also removes beam-current drift across the scan).
@@ -40,7 +40,7 @@ from fourdcrystal.inference import peaks
 from fourdcrystal.atomic import atomic_path
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
-from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, native_bf16
+from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.probe_synth import probe_from_scan
 from fourdcrystal.inference.writers import VectorWriter, write_index
@@ -131,7 +131,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     if probe is None:
         probe, probe_info = probe_from_scan(cube)
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
-    use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(dev_type))
+    use_bf16 = precision == "bf16" or (precision == "auto" and auto_bf16(dev_type))
     dq = float(q_pixel_size_invA)
     inputs = ModelInput(probe, geometry.dk_invA / dq, geometry.detector_px, geometry.center_px, device)
     guess = mean_beam(cube, inputs, device)
@@ -267,7 +267,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="non-maximum suppression: no two vectors within this many model-grid px "
                         "(default: model file's value, else config evaluate.network_min_spacing_px's default)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="network arithmetic: auto = bf16 where native (CUDA, CPUs with AVX512-BF16/AMX), else fp32")
+                   help="network arithmetic: auto = bf16 on CPUs with AMX, else fp32 (measured faster for this model)")
     p.add_argument("--baseline", choices=["classical"], default=None, help="run py4DSTEM disk detection (vacuum-probe kernel, multicorr) instead of the network; same outputs, qz empty")
     p.add_argument("--quiet", action="store_true")
 
