@@ -158,6 +158,21 @@ def test_aggregate_known_errors():
     assert a["qz_sign_accuracy"] == pytest.approx(2 / 4) and a["qz_mae_invA"] == pytest.approx(0.06)
 
 
+def test_vectors_on_faint_real_reflections_count_only_in_precision_real():
+    """A vector on a real reflection below the truth's floor is not counted false by ``precision_real``;
+    strict precision, recall and F1 are unchanged, and a vector on nothing stays false in both."""
+    truth = pd.DataFrame({"qx_px": [10.0, 20.0], "qy_px": [10.0, 10.0], "vg_abs": 1.0, "qz_invA": 0.0})
+    faint = pd.DataFrame({"qx_px": [30.0], "qy_px": [10.0]})
+    pred = pd.DataFrame({"qx_px": [10.2, 30.3, 30.1, 50.0], "qy_px": [10.0, 10.0, 10.2, 50.0], "intensity": 1.0,
+                         "qz": 0.0})
+    c, _ = scoring.score_pattern(pred, truth, 64.0, faint)
+    assert c["n_match_1px"] == 1 and c["n_faint_1px"] == 1  # one-to-one: the second vector on it is false
+    a = scoring.aggregate(*scoring.score_patterns([pred], [truth], 64.0, [faint]), dk_invA=0.1, qz_sign_min_invA=0.02)
+    assert a["precision"] == pytest.approx(1 / 4) and a["precision_real"] == pytest.approx(2 / 4)
+    assert a["recall"] == pytest.approx(1 / 2)
+    assert "precision_real" not in scoring.aggregate(*scoring.score_patterns([pred], [truth], 64.0), 0.1, 0.02)
+
+
 def test_truth_is_the_shown_reflections_and_negatives_show_none():
     rows = pd.DataFrame({"h": [1, 2, 3], "qx_px": [1.0, 2.0, 3.0], "shown": [True, False, True]})
     assert eval_truth.shown_truth(rows)["h"].tolist() == [1, 3]

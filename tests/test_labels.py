@@ -9,8 +9,8 @@ from fourdcrystal.geometry import Geometry
 from fourdcrystal.inference import peaks
 from fourdcrystal.simulation.examples import srtio3
 from fourdcrystal.simulation.kinematic import kinematic_reflections, mean_inner_potential_V
-from fourdcrystal.simulation.labels import (disk_brightness, disk_radius_px, folz_radius_invA, orientation_truth,
-                                            render_labels, shown_reflections)
+from fourdcrystal.simulation.labels import (disk_brightness, disk_radius_px, folz_radius_invA, in_field,
+                                            orientation_truth, render_labels, shown_reflections)
 from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation
 from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell, tilt_rotation
 
@@ -80,6 +80,9 @@ def test_zone_axis_truth_is_the_zolz_inside_the_folz_ring():
     assert r_folz == pytest.approx(np.sqrt(2 * (1 / 20.0) / 0.02508), rel=1e-3)
     assert (shown["laue_zone"] == 0).all() and (shown["l"] == 0).all()
     assert (np.hypot(shown["qx_invA"], shown["qy_invA"]) < r_folz).all()
+    field = refl[refl["in_field"]]  # the zero layer inside the ring, however faint; the truth among it
+    assert (field["l"] == 0).all() and (np.hypot(field["qx_invA"], field["qy_invA"]) < r_folz).all()
+    assert not (refl["shown"] & ~refl["in_field"]).any()
     assert ((refl["l"] != 0) & (np.hypot(refl["qx_invA"], refl["qy_invA"]) < 1.0)).any()  # there were others
     xy, _ = _found(vg, qz)
     assert len(xy) == len(shown)
@@ -98,6 +101,9 @@ def test_shown_means_bright_in_the_pattern_and_whole_disk_on_the_detector():
     assert 0 < shown.sum() < len(refl)
     assert (b[shown] >= 1e-4).all() and (edge[shown] >= r).all()
     assert ((b < 1e-4) | (edge < r))[~shown].all()
+    # in the field: every disk wholly on the detector, however faint; the shown ones are among them
+    field = in_field(refl, GEO, 300e3, 3.0)
+    assert np.array_equal(field, edge >= r) and not (shown & ~field).any() and (field & ~shown).any()
     # a stricter brightness shows fewer; the rendered peaks never fall below the detection floor
     strict = shown_reflections(refl, GEO, 300e3, 3.0, arrays["cbed"][0], arrays["probe"][0], 1e-2)
     assert strict.sum() < shown.sum() and not (strict & ~shown).any()

@@ -1,6 +1,13 @@
 """Scoring of Bragg vectors against a truth list: one-to-one matching, per-pattern counts and pairs,
 pooled metrics (precision, recall, F1 at 1 and 2 px, position RMS and radial bias, intensity rank
-correlation, q_z)."""
+correlation, q_z).
+
+Truth has a brightness floor (``simulation.labels``: a reflection is truth when the noise-free pattern
+shows it at ≥ 1e-3 of the direct beam), so that every truth reflection is recoverable (the oracle).
+A pattern also holds real zero-layer reflections fainter than that floor; a vector on one of them is
+not a hallucination. Where those are given (``faint``), ``precision_real`` counts the vectors that
+match no truth but lie on such a reflection (one-to-one, same radius) as correct; ``precision`` stays
+strict, and recall and F1 are unchanged (they count the truth only)."""
 from __future__ import annotations
 
 import numpy as np
@@ -46,10 +53,12 @@ def rereference_classical(df: pd.DataFrame, center_px: float, radius_px: float) 
 MATCH_TOLERANCES_PX = (1.0, 2.0)
 
 
-def score_pattern(pred: pd.DataFrame, truth: pd.DataFrame, center_px: float):
+def score_pattern(pred: pd.DataFrame, truth: pd.DataFrame, center_px: float, faint: pd.DataFrame | None = None):
     """Matches of one pattern: (counts dict, DataFrame of the pairs matched within the widest radius).
 
-    Counts: ``n_pred``, ``n_true`` and ``n_match_<r>px`` for each radius of MATCH_TOLERANCES_PX.
+    Counts: ``n_pred``, ``n_true`` and ``n_match_<r>px`` for each radius of MATCH_TOLERANCES_PX; with
+    ``faint`` (real reflections below the truth's floor), ``n_faint_<r>px``: vectors matching no truth
+    that match one of those.
     """
     pxy = pred[["qx_px", "qy_px"]].to_numpy()
     txy = truth[["qx_px", "qy_px"]].to_numpy()
@@ -57,6 +66,9 @@ def score_pattern(pred: pd.DataFrame, truth: pd.DataFrame, center_px: float):
     for tol in MATCH_TOLERANCES_PX:
         pi, ti = match(pxy, txy, tol)
         counts[f"n_match_{tol:g}px"] = len(pi)
+        if faint is not None:
+            rest = np.setdiff1d(np.arange(len(pxy)), pi)
+            counts[f"n_faint_{tol:g}px"] = len(match(pxy[rest], faint[["qx_px", "qy_px"]].to_numpy(), tol)[0])
     p, t = pred.iloc[pi], truth.iloc[ti]
     r_pred = np.hypot(p["qx_px"].to_numpy() - center_px, p["qy_px"].to_numpy() - center_px)
     r_true = np.hypot(t["qx_px"].to_numpy() - center_px, t["qy_px"].to_numpy() - center_px)
@@ -68,12 +80,12 @@ def score_pattern(pred: pd.DataFrame, truth: pd.DataFrame, center_px: float):
     return counts, pairs
 
 
-def score_patterns(found: list, truths: list, center_px: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """score_pattern over paired lists of predictions and truths: (counts per pattern, matched pairs),
-    both with the column ``pattern_id`` (the list index)."""
+def score_patterns(found: list, truths: list, center_px: float, faints: list | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """score_pattern over paired lists of predictions and truths (and faint reflections): (counts per
+    pattern, matched pairs), both with the column ``pattern_id`` (the list index)."""
     pats, pairs = [], []
     for i, (pk, t) in enumerate(zip(found, truths)):
-        c, pr = score_pattern(pk, t, center_px)
+        c, pr = score_pattern(pk, t, center_px, None if faints is None else faints[i])
         pats.append({**c, "pattern_id": i})
         pairs.append(pr.assign(pattern_id=i))
     return pd.DataFrame(pats), pd.concat(pairs, ignore_index=True)
@@ -113,6 +125,12 @@ def aggregate(patterns: pd.DataFrame, pairs: pd.DataFrame, dk_invA: float, qz_si
         n_match = int(patterns[f"n_match_{tol:g}px"].sum())
         prf = _prf(n_match, n_pred, n_true)
         out.update({f"n_match_{tol:g}px": n_match, **{f"{k}_{tol:g}px": v for k, v in prf.items()}})
+        if f"n_faint_{tol:g}px" in patterns:
+            n_faint = int(patterns[f"n_faint_{tol:g}px"].sum())
+            out.update({f"n_faint_{tol:g}px": n_faint,
+                        f"precision_real_{tol:g}px": (n_match + n_faint) / n_pred if n_pred else float("nan")})
+    if f"precision_real_{MATCH_TOLERANCES_PX[0]:g}px" in out:
+        out["precision_real"] = out[f"precision_real_{MATCH_TOLERANCES_PX[0]:g}px"]
     first = f"{MATCH_TOLERANCES_PX[0]:g}px"
     out.update(precision=out[f"precision_{first}"], recall=out[f"recall_{first}"], f1=out[f"f1_{first}"])
     if len(pairs):

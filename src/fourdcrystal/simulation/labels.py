@@ -91,6 +91,21 @@ def _resolvable(xy: np.ndarray, brightness: np.ndarray, min_spacing_px: float) -
     return keep
 
 
+def in_field(refl: pd.DataFrame, geometry: Geometry, energy_eV: float, semiangle_mrad: float,
+             folz_radius: float | None = None) -> np.ndarray:
+    """Boolean mask over ``refl``: the reflections a pattern could show at all — whole disk on the detector
+    and, along a zone axis (``folz_radius`` given), zero-order Laue zone inside the FOLZ ring — however
+    bright. The shown ones (:func:`shown_reflections`) are those of these bright enough to be truth."""
+    r_px = disk_radius_px(geometry, energy_eV, semiangle_mrad)
+    last = geometry.detector_px - 1
+    x, y = refl["qx_px"].to_numpy(float), refl["qy_px"].to_numpy(float)
+    mask = (x - r_px >= 0) & (x + r_px <= last) & (y - r_px >= 0) & (y + r_px <= last)
+    if folz_radius is not None:
+        g_inplane = np.hypot(refl["qx_invA"].to_numpy(), refl["qy_invA"].to_numpy())
+        mask &= (refl["laue_zone"].to_numpy() == 0) & (g_inplane < folz_radius)
+    return mask
+
+
 def shown_reflections(refl: pd.DataFrame, geometry: Geometry, energy_eV: float, semiangle_mrad: float,
                       cbed: np.ndarray, probe: np.ndarray, min_brightness: float,
                       folz_radius: float | None = None, min_spacing_px: float = 3.0) -> np.ndarray:
@@ -101,13 +116,8 @@ def shown_reflections(refl: pd.DataFrame, geometry: Geometry, energy_eV: float, 
     if refl.empty:
         return np.zeros(0, dtype=bool)
     r_px = disk_radius_px(geometry, energy_eV, semiangle_mrad)
-    last = geometry.detector_px - 1
     xy = refl[["qx_px", "qy_px"]].to_numpy(float)
-    x, y = xy[:, 0], xy[:, 1]
-    mask = (x - r_px >= 0) & (x + r_px <= last) & (y - r_px >= 0) & (y + r_px <= last)
-    if folz_radius is not None:
-        g_inplane = np.hypot(refl["qx_invA"].to_numpy(), refl["qy_invA"].to_numpy())
-        mask &= (refl["laue_zone"].to_numpy() == 0) & (g_inplane < folz_radius)
+    mask = in_field(refl, geometry, energy_eV, semiangle_mrad, folz_radius)
     shown = np.zeros(len(refl), dtype=bool)
     b = disk_brightness(cbed, probe, xy[mask], r_px)
     idx = np.flatnonzero(mask)[b >= min_brightness]
@@ -148,7 +158,8 @@ def orientation_truth(structure, R: np.ndarray, zone_uvw, meta: list[dict], arra
                       sim: dict, v0_V: float, min_spacing_px: float = 3.0) -> tuple[list[pd.DataFrame], np.ndarray, np.ndarray]:
     """Truth and labels of one orientation's patterns (``meta``: one dict per pattern with energy_eV,
     semiangle_mrad; ``arrays``: their noise-free ``cbed`` and ``probe`` stacks): per pattern its
-    kinematic reflections with a boolean column ``shown``, and the stacked rendered V_g and q_z labels
+    kinematic reflections with boolean columns ``shown`` (the truth) and ``in_field`` (:func:`in_field`:
+    could be shown, however faint), and the stacked rendered V_g and q_z labels
     (n, P, P). ``zone_uvw``: the zone axis of a zone-axis orientation, else None. ``min_spacing_px``: the
     peak extraction's non-maximum suppression (config evaluate.network_min_spacing_px)."""
     from fourdcrystal.simulation.kinematic import kinematic_reflections
@@ -165,7 +176,7 @@ def orientation_truth(structure, R: np.ndarray, zone_uvw, meta: list[dict], arra
         shown = shown_reflections(refl, geometry, e, float(m["semiangle_mrad"]), arrays["cbed"][n],
                                   arrays["probe"][n], float(sim["label_min_brightness"]), folz, min_spacing_px)
         vg, qz = render_labels(refl[shown], geometry, v0_V)
-        frames.append(refl.assign(shown=shown))
+        frames.append(refl.assign(shown=shown, in_field=in_field(refl, geometry, e, float(m["semiangle_mrad"]), folz)))
         vgs.append(vg)
         qzs.append(qz)
     return frames, np.stack(vgs), np.stack(qzs)
