@@ -19,7 +19,9 @@ the positions of the deformed states; positions that could not be fit are counte
 Tilt (the network's q_z, `strain`'s out-of-plane tilt map): the undeformed crystal at 40 Å tilted by
 0 or 10 mrad toward three azimuths, noiseless and 1e5 e⁻; error = |measured − true tilt vector| (mrad)
 per position, mean over the tilted states (and the spurious tilt found on the untilted one).
-Usage: python benchmarks/bench_strain.py [--quick] [--json out.json]
+Paired comparison: both detectors see the same patterns, so per position the difference of their |error|
+is taken and averaged, with its standard error (positions both fit).
+Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--json out.json]
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ STATES = [("reference", 0, 0, 0, 0), ("e_xx +1%", 0.01, 0, 0, 0), ("e_yy -1%", 0
           ("e_xy 0.5%", 0, 0, 0.005, 0), ("rotation 1°", 0, 0, 0, 1.0), ("combined", 0.01, -0.01, 0.005, 1.0)]
 COMPONENTS = ["exx_pct", "eyy_pct", "exy_pct", "rotation_deg"]
 SEMIANGLE_MRAD, ENERGY_EV = 2.5, 300e3
+DRAWS = 16  # scan positions per state: 80 deformed positions per (thickness, dose), enough to resolve
+# differences of ~0.05 % between the detectors (6 per state left the comparison to the noise draw)
 TILTS = [(0.0, 0.0), (10.0, 0.0), (10.0, 120.0), (10.0, 250.0)]  # (mrad, azimuth °)
 
 
@@ -84,16 +88,41 @@ def kinematic_vectors(sims, draws) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def errors(strain_dir: Path, states) -> dict:
+def position_errors(strain_dir: Path, states) -> pd.DataFrame:
+    """|measured − true| per deformed-state position (rx, ry) and component; NaN where not fit."""
     if not strain_dir.exists():  # strain stopped (exit 2): not even the reference row could be fit
-        return {"fit_fraction": 0.0, **{c: float("nan") for c in COMPONENTS}}
+        return pd.DataFrame(columns=["rx", "ry", "fit", *COMPONENTS])
     t = pd.read_parquet(strain_dir / "strain.parquet")
-    t = t[t["rx"] >= 1]  # the deformed states (row 0 is the reference)
-    out = {"fit_fraction": float((t["grain"] >= 0).mean())}
+    t = t[t["rx"] >= 1].reset_index(drop=True)  # the deformed states (row 0 is the reference)
     truth = pd.DataFrame([truth_row(states[int(r)]) for r in t["rx"]])
+    out = pd.DataFrame({"rx": t["rx"], "ry": t["ry"], "fit": t["grain"] >= 0})
     for c in COMPONENTS:
-        e = np.abs(t[c].to_numpy() - truth[c].to_numpy())
-        out[c] = float(np.nanmean(e)) if np.isfinite(e).any() else float("nan")
+        out[c] = np.abs(t[c].to_numpy() - truth[c].to_numpy())
+    return out
+
+
+def errors(strain_dir: Path, states) -> dict:
+    e = position_errors(strain_dir, states)
+    if e.empty:
+        return {"fit_fraction": 0.0, **{c: float("nan") for c in COMPONENTS}}
+    out = {"fit_fraction": float(e["fit"].mean())}
+    for c in COMPONENTS:
+        v = e[c].to_numpy(float)
+        out[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    return out
+
+
+def paired(net: pd.DataFrame, ref: pd.DataFrame) -> dict:
+    """Network minus py4DSTEM, per component: mean of |error| differences over the positions both fit
+    (the same patterns), with its standard error — a difference within ±2 SE is not one the run resolves."""
+    m = net.merge(ref, on=["rx", "ry"], suffixes=("_net", "_ref"))
+    out = {"n_both": 0}
+    for c in COMPONENTS:
+        d = (m[f"{c}_net"] - m[f"{c}_ref"]).to_numpy(float)
+        d = d[np.isfinite(d)]
+        out["n_both"] = max(out["n_both"], len(d))
+        out[c] = float(d.mean()) if len(d) else float("nan")
+        out[f"{c}_se"] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
     return out
 
 
@@ -134,13 +163,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="2 states, one thickness, 2 doses, 2 draws (tests)")
     ap.add_argument("--json", default=None, help="write the rows here as JSON")
+    ap.add_argument("--draws", type=int, default=DRAWS, help=f"scan positions per state (default {DRAWS})")
     args = ap.parse_args()
     states = [STATES[0], STATES[-1]] if args.quick else STATES
     thicknesses = (40.0,) if args.quick else (20.0, 60.0)
     doses = (None, 1e3) if args.quick else (None, 1e5, 1e3)
-    draws = 2 if args.quick else 6
+    draws = 2 if args.quick else args.draws
     _, geo, _ = load_checkpoint(DEFAULT_MODEL)
-    rows, t0 = [], time.perf_counter()
+    rows, pairs, t0 = [], [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for thick in thicknesses:
@@ -154,14 +184,18 @@ def main():
                 d = tmp / f"t{thick:.0f}-{k}"
                 d.mkdir()
                 write_scan(d, sims, draws, dose, seed=k)
+                per_position = {}
                 for method, extra in (("network", []), ("py4DSTEM", ["--baseline", "classical"])):
                     assert cli.main(["predict", str(d / "cube.npy"), "--probe", str(d / "probe.npy"), "--out",
                                      str(d / method), "--q-pixel-size", str(geo.dk_invA), "--quiet", *extra]) == 0
                     run_strain(d / method, d / f"{method}-strain", draws)
+                    per_position[method] = position_errors(d / f"{method}-strain", states)
                     rows.append({"method": method, "thickness_A": thick,
                                  "dose": "noiseless" if dose is None else f"{dose:.0e}",
                                  **errors(d / f"{method}-strain", states)})
                     print(rows[-1], flush=True)
+                pairs.append({"thickness_A": thick, "dose": rows[-1]["dose"],
+                              **paired(per_position["network"], per_position["py4DSTEM"])})
         tilt = tilt_rows(geo, tmp, args.quick)
     df = pd.DataFrame(rows)
     print(f"\n{len(states) - 1} deformed states x {draws} positions, {time.perf_counter() - t0:.0f} s\n")
@@ -170,6 +204,13 @@ def main():
     for r in df.itertuples():
         e = " | ".join("—" if not np.isfinite(v) else f"{v:.3f}" for v in (r.exx_pct, r.eyy_pct, r.exy_pct, r.rotation_deg))
         print(f"| {r.method} | {r.thickness_A:.0f} | {r.dose} | {100 * r.fit_fraction:.0f} % | {e} |")
+    print("\nNetwork minus py4DSTEM, mean |error| difference over the positions both fit ± 2 standard errors "
+          "(negative: the network is closer to the truth):\n")
+    print("| thickness (Å) | dose (e⁻/pattern) | positions | e_xx | e_yy | e_xy | rotation (°) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in pairs:
+        e = " | ".join("—" if not np.isfinite(r[c]) else f"{r[c]:+.3f} ± {2 * r[c + '_se']:.3f}" for c in COMPONENTS)
+        print(f"| {r['thickness_A']:.0f} | {r['dose']} | {r['n_both']} | {e} |")
     print("\n| dose (e⁻/pattern) | 10 mrad tilts: measured (mrad) | vector error (mrad) | azimuth error (°) | "
           "tilt found when untilted (mrad) |")
     print("|---|---|---|---|---|")
@@ -177,7 +218,7 @@ def main():
         print(f"| {r['dose']} | {r['tilt_measured_mrad']:.2f} | {r['tilt_error_mrad']:.2f} | {r['azimuth_error_deg']:.1f} | "
               f"{r['spurious_tilt_mrad']:.2f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"strain": rows, "tilt": tilt}, indent=2))
+        Path(args.json).write_text(json.dumps({"strain": rows, "paired": pairs, "tilt": tilt}, indent=2))
     return df
 
 

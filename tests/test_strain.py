@@ -292,6 +292,9 @@ def test_bench_strain_quick(tmp_path):
     assert kin["fit_fraction"] == 1 and max(kin[c] for c in ("exx_pct", "eyy_pct", "exy_pct", "rotation_deg")) < 1e-6
     assert rows[("network", "noiseless")]["fit_fraction"] == 1 and rows[("py4DSTEM", "noiseless")]["fit_fraction"] == 1
     assert [r["dose"] for r in result["tilt"]] == ["noiseless"] and np.isfinite(result["tilt"][0]["tilt_error_mrad"])
+    # the paired network - py4DSTEM comparison: noiseless, both fit both deformed positions
+    pair = {r["dose"]: r for r in result["paired"]}["noiseless"]
+    assert pair["n_both"] == 2 and all(np.isfinite(pair[c]) for c in ("exx_pct", "exx_pct_se"))
 
 
 def test_positions_of_pure_noise_are_not_fit():
