@@ -11,9 +11,10 @@ the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
   out from the ring around the disk (radii r + 1 … 2r + 1; its median is the local level) by
   ``min_snr`` standard errors of that mean. The pixel noise is the largest of the ring's robust spreads
   (median absolute deviation; 84th percentile minus median) and the Poisson noise of the level,
-  counting one electron as the smallest positive value in the pattern (a sparse low-dose pattern has a
-  ring of zeros, whose MAD is zero, yet a few stray counts are no disk). Where the pattern holds counts
-  (``_is_counts``), the core's electrons also face Poisson's exact test against the ring's background
+  counting one electron as ``one_electron`` finds it (a sparse low-dose pattern has a ring of zeros,
+  whose MAD is zero, yet a few stray counts are no disk). Where the pattern holds counts (``_is_counts``,
+  or a sparse pattern through a detector's blur, whose electrons are its isolated blobs), the core's
+  electrons also face Poisson's exact test against the ring's background
   (``poisson_z``), and a ring of mostly zeros is judged by that test alone: the Gaussian floor of one
   electron per pixel would ask a disk on an empty background for ~40 electrons. Where the background is
   correlated over a disk's size — the speckle of an amorphous film under a convergent probe is itself
@@ -43,6 +44,8 @@ import math
 
 import numpy as np
 import torch
+
+from fourdcrystal.inference.peaks import window3
 
 _MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of Gaussian noise
 MIN_SNR = 3.0  # a disk stands out from its ring by this many standard errors (≈ 1e-3 false per flat-field test)
@@ -121,6 +124,29 @@ def _is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.T
     nonzero = v > 0
     whole = ((v - v.round()).abs() <= 0.01) & nonzero
     return whole.sum(dim=1) >= 0.99 * nonzero.sum(dim=1).clamp_min(1)
+
+
+def one_electron(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) the value one electron adds to a pattern's sum, and (B,) whether the pattern is judged as
+    counts (Poisson's exact test applies).
+
+    A counted pattern: its smallest positive value (``_is_counts``). A sparse pattern that is not counted
+    (its median pixel is zero: a low-dose pattern through a detector's blur) holds isolated electrons,
+    each spread over a few pixels: there the smallest positive value is a blur tail (1e-7 of an electron
+    measured at 1e3 e⁻, which made every few-electron speck a disk at SNR 1e4–1e8), and one electron is
+    the typical 3×3 sum about a local maximum; such a pattern is judged as counts of that electron.
+    Elsewhere (dense, not counted) the smallest positive value is only the Gaussian noise floor's scale."""
+    positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
+    one_e = torch.where(torch.isfinite(positive), positive, torch.ones_like(positive))
+    counting = _is_counts(img, one_e)
+    sparse = (img.flatten(1).median(dim=1).values <= 0) & ~counting & torch.isfinite(positive)
+    if bool(sparse.any()):
+        s = img[sparse]
+        peak = (s > 0) & (s >= window3(s, torch.maximum, float("-inf")))
+        blob = torch.where(peak, window3(s, torch.add, 0.0), torch.full_like(s, float("nan")))
+        one_e[sparse] = blob.flatten(1).nanmedian(dim=1).values
+        counting = counting | sparse
+    return one_e, counting
 
 
 def poisson_z(counts: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
@@ -224,10 +250,8 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     core_px = _gather(img, b, x, y, core_off)
     n_core = len(core_off) - 1
     core = (core_px.sum(dim=1) - core_px.amax(dim=1)) / n_core
-    positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
-    one_e = torch.where(torch.isfinite(positive), positive, torch.ones_like(positive))
-    counting = _is_counts(img, one_e)[b]
-    one_e = one_e[b]
+    one_e, counting = one_electron(img)
+    counting, one_e = counting[b], one_e[b]
     over = torch.as_tensor(overlapping, device=dev, dtype=torch.bool).expand(len(b))
     bg = {k: torch.empty_like(core) for k in _BACKGROUND}
     for m, part in ((over, lambda m: _circle_background(img, centres, b[m], x[m], y[m], one_e[m])),
