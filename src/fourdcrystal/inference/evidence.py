@@ -212,16 +212,17 @@ def _circle_background(img, centres, b, x, y, one_e) -> dict:
             "rate": (level / one_e).clamp_min(1.0 / CIRCLE_POINTS)}
 
 
-def _snr(core, bg: dict, n_core: int, one_e, counting):
+def _snr(core, bg: dict, n_core: int, one_e, counting, disk_sum, n_disk: int):
     """Contrast of the core mean in standard errors: Gaussian, at least the speckle's; for counts also
-    Poisson's exact test of the core's electrons, whichever is less."""
+    Poisson's exact test of the whole disk's electrons (``disk_sum`` over ``n_disk`` pixels: a sparse
+    disk's few electrons fall anywhere in it, and the core holds a quarter of them), whichever is less."""
     excess = core - bg["level"]
     gauss = torch.maximum(bg["spread"], torch.sqrt(bg["level"].clamp_min(one_e) * one_e)) / n_core ** 0.5
     snr = excess / torch.maximum(gauss, bg["patch"])
     if bool(counting.any()):
         # the Gaussian floor of one electron per pixel would ask a disk on an empty background for ~40
         # electrons where 10 are certain
-        counted = poisson_z(core * n_core / one_e, n_core * bg["rate"])
+        counted = poisson_z(disk_sum / one_e, n_disk * bg["rate"])
         noise = torch.maximum(bg["spread_counts"] / n_core ** 0.5, bg["patch"])
         measured = torch.where(noise > 0, excess / noise.clamp_min(1e-30), torch.full_like(excess, torch.inf))
         snr = torch.where(counting, torch.minimum(counted, measured), snr)
@@ -250,6 +251,8 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     core_px = _gather(img, b, x, y, core_off)
     n_core = len(core_off) - 1
     core = (core_px.sum(dim=1) - core_px.amax(dim=1)) / n_core
+    disk_px = _gather(img, b, x, y, _offsets(-1.0, r, dev))
+    disk_sum, n_disk = disk_px.sum(dim=1) - disk_px.amax(dim=1), disk_px.shape[1] - 1
     one_e, counting = one_electron(img)
     counting, one_e = counting[b], one_e[b]
     over = torch.as_tensor(overlapping, device=dev, dtype=torch.bool).expand(len(b))
@@ -259,7 +262,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
         if bool(m.any()):
             for k, v in part(m).items():
                 bg[k][m] = v
-    snr = _snr(core, bg, n_core, one_e, counting)
+    snr = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk)
     cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
     return snr, (core - bg["level"]) / beam.clamp_min(1e-30)
