@@ -81,8 +81,8 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
     B, P, Q = v.shape
     ref = direct_beam_vg(v, center_px).clamp_min(1e-30)
     # candidates: maxima of the 3×3 neighbourhood above the threshold, away from the edges (the
-    # refinement needs both neighbours); the dense part is one max-pool, the rest is on the few
-    # candidates only
+    # refinement needs both neighbours); the dense part is one 3×3 maximum (``window3``), the rest is on
+    # the few candidates only
     mx = window3(v, torch.maximum, float("-inf"))
     cand = (v >= mx) & (v > threshold * ref[:, None, None])
     e = max(1, int(edge_px))
@@ -92,7 +92,7 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
     cand[:, :, Q - e:] = False
     # STRICT maxima only: on a flat plateau (e.g. a saturated output) every pixel ties with its
     # neighbours and would pass the >= test above; a plateau is no peak. Two adjacent candidates
-    # must tie, so one sum-pool removes plateau interiors cheaply; the exact test follows on the rest.
+    # must tie, so one 3×3 count removes plateau interiors cheaply; the exact test follows on the rest.
     cand &= window3(cand.to(torch.uint8), torch.add, 0) < 2
     b, i, j = torch.nonzero(cand, as_tuple=True)
     vf = v.reshape(-1)
