@@ -165,3 +165,26 @@ def test_blurred_few_electron_patterns_are_judged_by_their_electrons():
     assert bool(counting[0]) and 0.7 * e < float(one_e[0]) < 1.1 * e
     assert _check(blurred, np.array([[30.0, 90.0]])).all()
     assert _check(blurred, stray.astype(float)).mean() <= 0.05
+
+
+def test_low_count_patterns_on_a_background_are_counts_and_dense_ones_are_not():
+    """A blurred 1e3-e⁻-like pattern on a background of 0.09 electron per pixel (most pixels lit) is isolated electrons too
+    (evidence.one_electron); a dense one (100 e⁻ per pixel) and a noise-free one with flat disks are not,
+    so their figures stay the Gaussian test's (a noise-free crystal's disks: the test above)."""
+    from scipy import ndimage
+
+    from fourdcrystal.inference.evidence import one_electron
+    rng = np.random.default_rng(6)
+    e = 0.01
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    beam = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 30.0
+    disk = (np.hypot(ii - 30, jj - 90) <= RADIUS) * 1.2  # ~ 20 electrons in all
+    low = ndimage.gaussian_filter(rng.poisson(beam + disk + 0.09) * e, 0.6)
+    dense = ndimage.gaussian_filter(rng.poisson(100.0 + beam) * e, 0.6)
+    smooth = ndimage.gaussian_filter(beam + disk + 0.15 + 0.05 * ii / 128, 0.6) * e  # a diffuse gradient
+    one_e, counting = one_electron(torch.from_numpy(np.stack([low, dense, smooth]).astype(np.float32)))
+    assert counting.tolist() == [True, False, False] and 0.6 * e < float(one_e[0]) < 1.6 * e
+    xy = rng.uniform(8, 120, size=(300, 2))
+    xy = xy[(np.hypot(xy[:, 0] - 64, xy[:, 1] - 64) > 3 * RADIUS) & (np.hypot(xy[:, 0] - 30, xy[:, 1] - 90) > 3 * RADIUS)]
+    assert _check(low, xy).mean() <= 0.02
+    assert _check(low, np.array([[30.0, 90.0]])).all()
