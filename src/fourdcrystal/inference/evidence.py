@@ -13,7 +13,7 @@ the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
   (median absolute deviation; 84th percentile minus median) and the Poisson noise of the level,
   counting one electron as ``one_electron`` finds it (a sparse low-dose pattern has a ring of zeros,
   whose MAD is zero, yet a few stray counts are no disk). Where the pattern holds counts (``_is_counts``,
-  or a sparse pattern through a detector's blur, whose electrons are its isolated blobs), the core's
+  or a low-dose pattern through a detector's blur whose electrons are isolated blobs), the disk's
   electrons also face Poisson's exact test against the ring's background
   (``poisson_z``), and a ring of mostly zeros is judged by that test alone: the Gaussian floor of one
   electron per pixel would ask a disk on an empty background for ~40 electrons. Where the background is
@@ -155,8 +155,8 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     blob, where the pattern is one of electrons), and (B,) whether the pattern is one of isolated
     electrons: its background holds less than ``LOW_COUNT_E_PER_PX`` of them per pixel, and it is sparse
     (its median pixel is zero) or at least ``MIN_MAXIMA_FRACTION`` of its pixels are such maxima (shot
-    noise on a background speckles the whole detector; the
-    flat interiors of a noise-free pattern's disks, whose excess is large, are a small share of it). A
+    noise on a background speckles the whole detector; the flat interiors of a noise-free pattern's
+    disks, whose excess is large, are a small share of it). A
     noise-free pattern's faint ringing can pass too, with an "electron" of that ringing's size, far below
     any disk: its disks stay as significant as before (tested)."""
     level = s.flatten(1).median(dim=1).values[:, None, None]
