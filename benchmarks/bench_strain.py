@@ -21,7 +21,7 @@ Tilt (the network's q_z, `strain`'s out-of-plane tilt map): the undeformed cryst
 per position, mean over the tilted states (and the spurious tilt found on the untilted one).
 Paired comparison: both detectors see the same patterns, so per position the difference of their |error|
 is taken and averaged, with its standard error (positions both fit).
-Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--json out.json]
+Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--model model.pt] [--json out.json]
 """
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def run_strain(src, out, draws):
     assert cli.main(["strain", str(src), "--out", str(out), "--reference", f"0:1,0:{draws}"]) in (0, 2)
 
 
-def tilt_rows(geo, tmp: Path, quick: bool) -> list[dict]:
+def tilt_rows(geo, tmp: Path, quick: bool, model_args=()) -> list[dict]:
     tilts = TILTS[:2] if quick else TILTS
     draws = 2 if quick else 6
     sims = [zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=40.0, energy_eV=ENERGY_EV,
@@ -144,7 +144,7 @@ def tilt_rows(geo, tmp: Path, quick: bool) -> list[dict]:
         d.mkdir()
         write_scan(d, sims, draws, dose, seed=100 + k)
         assert cli.main(["predict", str(d / "cube.npy"), "--probe", str(d / "probe.npy"), "--out", str(d / "net"),
-                         "--q-pixel-size", str(geo.dk_invA), "--quiet"]) == 0
+                         "--q-pixel-size", str(geo.dk_invA), "--quiet", *model_args]) == 0
         assert cli.main(["strain", str(d / "net"), "--out", str(d / "strain"), "--reference", f"0:1,0:{draws}"]) == 0
         t = pd.read_parquet(d / "strain" / "strain.parquet")
         err = np.hypot(*(t[["tilt_x_mrad", "tilt_y_mrad"]].to_numpy() - true[t["rx"].to_numpy()]).T)
@@ -164,12 +164,14 @@ def main():
     ap.add_argument("--quick", action="store_true", help="2 states, one thickness, 2 doses, 2 draws (tests)")
     ap.add_argument("--json", default=None, help="write the rows here as JSON")
     ap.add_argument("--draws", type=int, default=DRAWS, help=f"scan positions per state (default {DRAWS})")
+    ap.add_argument("--model", default=None, help="model file (default: the shipped pretrained model)")
     args = ap.parse_args()
+    model_args = ["--model", args.model] if args.model else []
     states = [STATES[0], STATES[-1]] if args.quick else STATES
     thicknesses = (40.0,) if args.quick else (20.0, 60.0)
     doses = (None, 1e3) if args.quick else (None, 1e5, 1e3)
     draws = 2 if args.quick else args.draws
-    _, geo, _ = load_checkpoint(DEFAULT_MODEL)
+    _, geo, _ = load_checkpoint(args.model or DEFAULT_MODEL)
     rows, pairs, t0 = [], [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -185,7 +187,7 @@ def main():
                 d.mkdir()
                 write_scan(d, sims, draws, dose, seed=k)
                 per_position = {}
-                for method, extra in (("network", []), ("py4DSTEM", ["--baseline", "classical"])):
+                for method, extra in (("network", model_args), ("py4DSTEM", ["--baseline", "classical"])):
                     assert cli.main(["predict", str(d / "cube.npy"), "--probe", str(d / "probe.npy"), "--out",
                                      str(d / method), "--q-pixel-size", str(geo.dk_invA), "--quiet", *extra]) == 0
                     run_strain(d / method, d / f"{method}-strain", draws)
@@ -196,7 +198,7 @@ def main():
                     print(rows[-1], flush=True)
                 pairs.append({"thickness_A": thick, "dose": rows[-1]["dose"],
                               **paired(per_position["network"], per_position["py4DSTEM"])})
-        tilt = tilt_rows(geo, tmp, args.quick)
+        tilt = tilt_rows(geo, tmp, args.quick, model_args)
     df = pd.DataFrame(rows)
     print(f"\n{len(states) - 1} deformed states x {draws} positions, {time.perf_counter() - t0:.0f} s\n")
     print("| method | thickness (Å) | dose (e⁻/pattern) | positions fit | e_xx | e_yy | e_xy | rotation (°) |")

@@ -110,3 +110,19 @@ def test_nms_equals_the_greedy_definition_on_random_peaks():
         ref[k] = not near.any()
     assert 0 < ref.sum() < len(flat)
     np.testing.assert_array_equal(keep, ref)
+
+
+def test_window3_is_the_3x3_max_and_sum_up_to_the_edges():
+    """The shifted-view 3×3 maximum and sum equal pooling with the pattern's edges left out, for floats
+    (max) and the uint8 candidate counts (sum) find_peaks uses."""
+    import torch
+
+    v = torch.from_numpy(np.random.default_rng(1).normal(size=(2, 9, 7)).astype(np.float32))
+    ref_max = torch.nn.functional.max_pool2d(v[:, None], 3, stride=1, padding=1)[:, 0]
+    assert torch.equal(bragg.window3(v, torch.maximum), ref_max)
+    counts = (v > 0).to(torch.uint8)
+    ref_sum = torch.nn.functional.avg_pool2d(counts[:, None].float(), 3, stride=1, padding=1,
+                                             count_include_pad=True, divisor_override=1)[:, 0]
+    got = bragg.window3(counts, torch.add)
+    assert got.dtype == torch.uint8 and torch.equal(got.float(), ref_sum)
+    assert torch.equal(v, torch.from_numpy(np.random.default_rng(1).normal(size=(2, 9, 7)).astype(np.float32)))

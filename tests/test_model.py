@@ -75,6 +75,19 @@ def test_stem_runs_the_unet_on_the_coarse_grid():
     assert seen == {1: (1, 7, 64, 64), 2: (1, 28, 32, 32), 4: (1, 112, 16, 16)}
 
 
+def test_one_probe_broadcast_over_the_batch_gives_the_same_outputs():
+    """predict passes its one probe as an expanded view; the model then transforms it once, and every
+    output is identical to that of the same probe copied per pattern."""
+    torch.manual_seed(0)
+    m = build_model({**TINY, "stem_stride": 2}).eval()
+    probe, cbed = torch.rand(1, 64, 64) ** 8, torch.rand(5, 64, 64) ** 4
+    with torch.inference_mode():
+        shared = m(probe.expand(5, 64, 64), cbed)
+        copied = m(probe.expand(5, 64, 64).contiguous(), cbed)
+    for a, b in zip(shared, copied):
+        assert a.shape == (5, 64, 64) and torch.equal(a, b)
+
+
 def test_checkpoints_without_stem_stride_load_as_full_grid(tmp_path):
     """Model files written before stem_stride existed (format_version 1) mean stem_stride = 1."""
     torch.manual_seed(0)

@@ -160,8 +160,8 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     noise-free pattern's faint ringing can pass too, with an "electron" of that ringing's size, far below
     any disk: its disks stay as significant as before (tested)."""
     level = s.flatten(1).median(dim=1).values[:, None, None]
-    peak = (s > level) & (s >= window3(s, torch.maximum, float("-inf")))
-    excess = torch.where(peak, window3(s, torch.add, 0.0) - 9.0 * level, torch.full_like(s, float("nan"))).flatten(1)
+    peak = (s > level) & (s >= window3(s, torch.maximum))
+    excess = torch.where(peak, window3(s, torch.add) - 9.0 * level, torch.full_like(s, float("nan"))).flatten(1)
     blob = excess.nanmedian(dim=1).values
     many = peak.flatten(1).float().mean(dim=1) >= MIN_MAXIMA_FRACTION
     isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | (level[:, 0, 0] <= 0))

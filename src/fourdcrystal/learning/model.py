@@ -98,6 +98,12 @@ def size_multiple(cfg: dict) -> int:
     return int(cfg["stem_stride"]) * 2 ** int(cfg["depth"])
 
 
+def _one_if_shared(probe: torch.Tensor) -> torch.Tensor:
+    """A batch that is one probe broadcast (batch stride 0, as ``predict`` passes it) as that one (1, P, Q)
+    probe, so that per-probe work is done once; any other batch as it is."""
+    return probe[:1] if probe.dim() == 3 and probe.shape[0] > 1 and probe.stride(0) == 0 else probe
+
+
 def _log_compress(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Signed log1p(|x|/eps) / log1p(1/eps): 1 at x = 1, keeps sign, resolves values down to ~eps."""
     return torch.sign(x) * torch.log1p(x.abs() / eps) / math.log1p(1.0 / eps)
@@ -119,7 +125,8 @@ class XCorrFFT(nn.Module):
     def forward(self, probe: torch.Tensor, cbed: torch.Tensor) -> torch.Tensor:
         # FFTs in float32 even under bf16 autocast: bf16 has too few mantissa bits for a spectrum
         # spanning several decades.
-        probe = probe.float()
+        # one probe for the whole batch (predict's expanded view): its spectrum once, broadcast
+        probe = _one_if_shared(probe).float()
         cbed = cbed.float()
         fp = torch.fft.rfft2(probe)
         fc = torch.fft.rfft2(cbed)
@@ -131,7 +138,7 @@ class XCorrFFT(nn.Module):
         phase = x / (ax + self.phase_eps * ax.amax(dim=(-2, -1), keepdim=True) + 1e-30)
         outs = [wiener, phase]
         if self.amplitude:
-            energy = probe.square().sum(dim=(-2, -1), keepdim=True) + 1e-30  # (B, 1, 1)
+            energy = probe.square().sum(dim=(-2, -1), keepdim=True) + 1e-30  # (B or 1, 1, 1)
             outs.append(x / energy)
         chans = [torch.fft.fftshift(torch.fft.irfft2(o, s=size), dim=(-2, -1)) for o in outs]
         return torch.stack(chans, dim=1)
@@ -194,11 +201,12 @@ class BraggUNet(nn.Module):
     def features(self, probe: torch.Tensor, cbed: torch.Tensor) -> torch.Tensor:
         eps = float(self.config["log_eps"])
         xc = _log_compress(self.xcorr(probe, cbed), eps)
-        logs = _log_compress(torch.stack([probe.float().clamp_min(0), cbed.float().clamp_min(0)], dim=1), eps)
+        b, p, q = probe.shape
+        log_probe = _log_compress(_one_if_shared(probe).float().clamp_min(0), eps).expand(b, p, q)
+        logs = torch.stack([log_probe, _log_compress(cbed.float().clamp_min(0), eps)], dim=1)
         # detector coordinates relative to the direct beam (CoordConv): q_z depends on where a
         # reflection sits — Ewald-sphere curvature -λ|g|²/2 and tilt -θ·g — which plain
         # translation-equivariant convolutions cannot see
-        b, p, q = probe.shape
         kx = (torch.arange(p, device=probe.device, dtype=torch.float32) - p // 2) / (p // 2)
         ky = (torch.arange(q, device=probe.device, dtype=torch.float32) - q // 2) / (q // 2)
         coords = torch.stack(torch.meshgrid(kx, ky, indexing="ij")).expand(b, 2, p, q)
