@@ -188,3 +188,34 @@ def test_low_count_patterns_on_a_background_are_counts_and_dense_ones_are_not():
     xy = xy[(np.hypot(xy[:, 0] - 64, xy[:, 1] - 64) > 3 * RADIUS) & (np.hypot(xy[:, 0] - 30, xy[:, 1] - 90) > 3 * RADIUS)]
     assert _check(low, xy).mean() <= 0.02
     assert _check(low, np.array([[30.0, 90.0]])).all()
+
+
+def test_blurred_shot_noise_on_a_lit_background_is_measured_by_photon_transfer():
+    """A low-dose pattern through a detector's blur on ~1.5 background electrons per pixel (a 128 px
+    detector at 1e3 e⁻): neither counts nor isolated electrons, and the blur hides its shot noise from the
+    pixel spread. The block sums' photon transfer finds its electron (evidence.photon_transfer), so
+    specks are no disks while a disk of ~70 electrons is; a noise-free pattern's smooth background gives
+    an electron far below a disk."""
+    from scipy import ndimage
+
+    from fourdcrystal.inference.evidence import one_electron, photon_transfer
+    rng = np.random.default_rng(7)
+    e = 0.01
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    beam = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 30.0
+    disk = (np.hypot(ii - 30, jj - 90) <= RADIUS) * 4.0
+    halo = 1.5 + 2.0 * np.exp(-np.hypot(ii - 64, jj - 64) / 20)
+    lit = np.stack([ndimage.gaussian_filter(rng.poisson(beam + disk + halo) * e, 0.7) for _ in range(4)])
+    smooth = ndimage.gaussian_filter((beam + disk + halo) * e, 0.6)
+    pt = photon_transfer(torch.from_numpy(np.concatenate([lit, smooth[None]]).astype(np.float32))).numpy()
+    assert np.all((0.6 * e < pt[:4]) & (pt[:4] < 1.2 * e)) and pt[4] < 1e-3 * (disk * e).sum()
+    one_e, counting = one_electron(torch.from_numpy(lit.astype(np.float32)))
+    assert not counting.any() and np.all(one_e.numpy() > 0.6 * e)
+    xy = rng.uniform(8, 120, size=(300, 2))
+    xy = xy[(np.hypot(xy[:, 0] - 64, xy[:, 1] - 64) > 3 * RADIUS) & (np.hypot(xy[:, 0] - 30, xy[:, 1] - 90) > 3 * RADIUS)]
+    assert np.mean([_check(p, xy).mean() for p in lit]) <= 0.02
+    assert all(_check(p, np.array([[30.0, 90.0]])).all() for p in lit)
+    # a blur tail of 1e-20 as the smallest value does not make a pattern "counts" (float32 values all look whole)
+    tail = lit[0].astype(np.float32)
+    tail[0, 0] = 1e-20
+    assert not bool(one_electron(torch.from_numpy(tail)[None])[1][0])

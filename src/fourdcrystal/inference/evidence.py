@@ -12,7 +12,9 @@ the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
   ``min_snr`` standard errors of that mean. The pixel noise is the largest of the ring's robust spreads
   (median absolute deviation; 84th percentile minus median) and the Poisson noise of the level,
   counting one electron as ``one_electron`` finds it (a sparse low-dose pattern has a ring of zeros,
-  whose MAD is zero, yet a few stray counts are no disk). Where the pattern holds counts (``_is_counts``,
+  whose MAD is zero, yet a few stray counts are no disk; a blurred one on a lit background hides its
+  shot noise from the pixel spread, and its electron comes from the photon transfer of block sums,
+  ``photon_transfer``). Where the pattern holds counts (``_is_counts``,
   or a low-dose pattern through a detector's blur whose electrons are isolated blobs), the disk's
   electrons also face Poisson's exact test against the ring's background
   (``poisson_z``), and a ring of mostly zeros is judged by that test alone: the Gaussian floor of one
@@ -53,6 +55,8 @@ MIN_BRIGHTNESS = 1e-3  # ... and is at least this fraction of the direct beam (t
 # a pattern of isolated electrons (``_isolated_electrons``): fewer than this many per background pixel, ...
 LOW_COUNT_E_PER_PX = 1 / 9  # under one background electron per 3×3 window: blobs are isolated
 MIN_MAXIMA_FRACTION = 0.01  # ... and local maxima on at least this share of its pixels
+MAX_COUNT_PER_PX = 2**20  # more electrons in one pixel of one pattern than any detector records
+PTC_BLOCK_PX = 4  # photon transfer (``photon_transfer``) on block sums larger than a detector's blur
 # the ring (radii r + 1 … 2r + 1) is free of a neighbour's disk when the neighbour is ≥ 3 r away; a median
 # survives a neighbour's edge reaching into it
 RING_CLEAR_RADII = 3.0
@@ -123,9 +127,11 @@ def _is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.T
     or noise-free patterns are not."""
     flat = img.flatten(1)
     idx = torch.linspace(0, flat.shape[1] - 1, min(n, flat.shape[1]), device=img.device).long()
-    v = flat[:, idx] / one_e[:, None]
+    v = flat[:, idx].double() / one_e[:, None].double()
     nonzero = v > 0
-    whole = ((v - v.round()).abs() <= 0.01) & nonzero
+    # a multiple beyond MAX_COUNT_PER_PX is no count: a blur tail of 1e-20 as "one electron" makes every
+    # float32 value look whole (measured: a blurred 1e3 e⁻ pattern taken as counts, every speck a disk)
+    whole = ((v - v.round()).abs() <= 0.01) & nonzero & (v <= MAX_COUNT_PER_PX)
     return whole.sum(dim=1) >= 0.99 * nonzero.sum(dim=1).clamp_min(1)
 
 
@@ -138,7 +144,9 @@ def one_electron(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     smallest positive value is a blur tail (1e-7 of an electron measured at 1e3 e⁻, which made every
     few-electron speck a disk at SNR 1e4–1e8), and one electron is the typical 3×3 excess about a local
     maximum over the background (the median pixel). Such a pattern (``_isolated_electrons``) is judged as
-    counts of that electron. Elsewhere the smallest positive value is only the Gaussian floor's scale."""
+    counts of that electron. Elsewhere (a dense or noise-free pattern) one electron is the Gaussian floor's
+    scale: the smallest positive value or the background's photon transfer (``photon_transfer``),
+    whichever is larger."""
     positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
     one_e = torch.where(torch.isfinite(positive), positive, torch.ones_like(positive))
     counting = _is_counts(img, one_e)
@@ -147,7 +155,38 @@ def one_electron(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         blob, isolated = _isolated_electrons(img[test])
         idx = torch.nonzero(test).flatten()[isolated]
         one_e[idx], counting[idx] = blob[isolated], True
+    dense = ~counting & torch.isfinite(positive)
+    if bool(dense.any()):
+        one_e[dense] = torch.maximum(one_e[dense], photon_transfer(img[dense]))
     return one_e, counting
+
+
+def photon_transfer(s: torch.Tensor, block_px: int = PTC_BLOCK_PX) -> torch.Tensor:
+    """(B,) the background's variance per unit of its level at the scale of ``block_px``² blocks: one
+    electron's value where the background is shot noise (photon transfer: a block's sum of electrons
+    has variance = mean), 0 where it cannot be measured.
+
+    A blurred pattern (a scintillator's point spread) is neither counts nor isolated electrons, and
+    its smallest value is a blur tail; the blur also lowers the pixel-to-pixel spread the ring test
+    measures, but not a block's sum, which keeps the electrons it holds. So the variance is taken of
+    differences of neighbouring block sums, over the darker half of the neighbour pairs (the background,
+    not disks), the term of a linear gradient removed by comparing neighbours one and two blocks apart.
+    A noise-free pattern's smooth background gives a value far below any disk's (tested)."""
+    B, P, Q = s.shape
+    k = int(block_px)
+    S = s[:, :P // k * k, :Q // k * k].reshape(B, P // k, k, Q // k, k).sum(dim=(2, 4)).double()
+    if min(S.shape[1:]) < 3:
+        return torch.zeros(B, dtype=s.dtype, device=s.device)
+    pairs = [(S[:, :, 1:-1], S[:, :, :-2], S[:, :, 2:]), (S[:, 1:-1], S[:, :-2], S[:, 2:])]
+    d1 = torch.cat([(a - b).flatten(1) for a, b, _ in pairs], dim=1)  # neighbours
+    d2 = torch.cat([(c - b).flatten(1) for _, b, c in pairs], dim=1)  # two blocks apart
+    mean = torch.cat([((a + b + c) / 3).flatten(1) for a, b, c in pairs], dim=1)
+    dark = mean <= mean.median(dim=1, keepdim=True).values
+    # shot noise: E d1² = E d2² = 2 g mean; a gradient δ per block adds δ² to d1², 4 δ² to d2²
+    noise = ((4 * d1.square() - d2.square()) * dark).sum(dim=1) / 3
+    level = (2 * mean * dark).sum(dim=1)
+    g = torch.where((level > 0) & (noise > 0), noise / level.clamp_min(1e-300), torch.zeros_like(level))
+    return g.to(s.dtype)
 
 
 def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
