@@ -103,8 +103,10 @@ def _circle(img: torch.Tensor, centres: torch.Tensor, b, x, y, n: int = CIRCLE_P
     phi = torch.atan2(dy, dx)[:, None] + torch.arange(n, device=img.device) * (2 * math.pi / n)
     ii = (c[:, 0, None] + rad * torch.cos(phi)).flatten()
     jj = (c[:, 1, None] + rad * torch.sin(phi)).flatten()
-    win = _gather(img, b.repeat_interleave(n), ii, jj, _offsets(-1.0, 1.5, img.device))  # 3×3, centre 4th
-    return win.mean(dim=1).reshape(len(b), n), win[:, 4].reshape(len(b), n)
+    off = _offsets(-1.0, 1.5, img.device)  # the 3×3 window
+    win = _gather(img, b.repeat_interleave(n), ii, jj, off)
+    centre = int(torch.nonzero((off == 0).all(dim=1))[0])
+    return win.mean(dim=1).reshape(len(b), n), win[:, centre].reshape(len(b), n)
 
 
 def _sector_noise(ring: torch.Tensor, ring_off: torch.Tensor) -> torch.Tensor:
