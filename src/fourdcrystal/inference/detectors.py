@@ -14,9 +14,10 @@ import torch
 
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (MIN_BRIGHTNESS, MIN_SNR, RING_CLEAR_RADII, disk_contrast,
-                                             neighbour_spacing_px, small_disks)
+                                             neighbour_spacing_px, pattern_median, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
-from fourdcrystal.inference.refine import (DEFAULT_CORR_POWER, DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII,
+from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
+                                           DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, SEARCH_RADII,
                                            SubpixelTemplate, hybrid_xcorr, refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
@@ -57,14 +58,20 @@ class MeasuredPattern:
         self.disk_radius_px = inputs.probe_radius_px  # in the detector's pixels
         self.check_evidence, self.corr_power = check_evidence, corr_power
         self.small_disks = small_disks(self.disk_radius_px, self.dq_invA)
-        # the network's own uncertainty, a model pixel, in the detector's pixels
+        # the network's own uncertainty, a model pixel, in the detector's pixels; half a radius for a large
+        # disk clear of its neighbours (``refine.CLEAR_SPACING_RADII``)
         self.search_px = max(DEFAULT_SEARCH_PX, self.dk_invA / self.dq_invA)
-        # small disks are placed by their edges (``refine.SubpixelTemplate``); a larger disk's neighbours may
-        # touch it, unseen when too faint for the network to propose, and a touching neighbour's edge weighs
-        # as much as the disk's own (measured: bench_strain, 2.5 mrad at 300 kV), so the plain probe places it
-        self.subpixel = SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device,
-                                         edge_sigma_radii=EDGE_SIGMA_RADII if self.small_disks else None) \
-            if self.corr_power is not None else None
+        self.clear_search_px = max(self.search_px, SEARCH_RADII * self.disk_radius_px)
+        # small disks and large clear ones are placed by their edges (``refine.SubpixelTemplate``); a large
+        # disk that touches a neighbour by the plain probe: the neighbour's edge would weigh as much as
+        # its own (measured: bench_strain, 2.5 mrad at 300 kV)
+        self.edge_template = self.plain_template = None
+        if self.corr_power is not None:
+            self.edge_template = SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device,
+                                                  edge_sigma_radii=EDGE_SIGMA_RADII)
+            if not self.small_disks:
+                self.plain_template = SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px,
+                                                       device, edge_sigma_radii=None)
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict) -> dict:
         """``out``: vectors (``pattern``, ``qx``, ``qy`` Å⁻¹ from the beam, ``qx_px``, ``qy_px`` detector px,
@@ -89,19 +96,32 @@ class MeasuredPattern:
             out, spacing = {k: v[keep] for k, v in out.items()}, spacing[keep]
         apart = spacing >= MIN_SPACING_RADII * r
         if self.corr_power is not None and apart.any():
-            self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart)
+            clear = np.zeros(len(spacing), bool) if self.small_disks or r < CLEAR_MIN_RADIUS_PX else \
+                np.minimum(spacing, pattern_median(out["pattern"], spacing)) >= CLEAR_SPACING_RADII * r
+            self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart, clear=clear[apart])
         return out
 
-    def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray) -> None:
-        """Move the vectors ``which`` onto their disks' correlation maxima in the measured pattern (in place)."""
-        finder = self.inputs.finder
-        # the beam finder's correlation of this batch, where the power is its own (plain, 1)
-        xc = finder.xcorr(patterns) if self.corr_power == 1.0 else hybrid_xcorr(patterns, finder.kernel, self.corr_power)
-        b = out["pattern"][which]
-        x, y, moved = refine_positions(xc, finder.c, b, out["qx_px"][which], out["qy_px"][which], self.search_px)
-        if bool(moved.any()):
-            bt = torch.as_tensor(b, device=patterns.device)[moved]
-            x[moved], y[moved] = self.subpixel.refine(patterns, bt, x[moved], y[moved])
+    def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray, clear: np.ndarray) -> None:
+        """Move the vectors ``which`` onto their disks' correlation maxima in the measured pattern (in place);
+        ``clear`` (one per vector of ``which``): large disks clear of their neighbours, searched for and
+        placed on the edge-weighted correlation (``refine``)."""
+        dev = patterns.device
+        b = torch.as_tensor(out["pattern"][which], device=dev)
+        x = torch.as_tensor(out["qx_px"][which], device=dev, dtype=torch.float32)
+        y = torch.as_tensor(out["qy_px"][which], device=dev, dtype=torch.float32)
+        clear = torch.as_tensor(clear, device=dev)
+        if bool(clear.any()):
+            xe, ye, moved = self.edge_template.locate(patterns, b[clear], x[clear], y[clear], self.clear_search_px)
+            xr, yr = self.edge_template.refine(patterns, b[clear], xe, ye)
+            x[clear], y[clear] = torch.where(moved, xr, xe), torch.where(moved, yr, ye)
+        rest = ~clear
+        if bool(rest.any()):  # on the beam finder's correlation with the probe
+            finder = self.inputs.finder
+            xc = finder.xcorr(patterns) if self.corr_power == 1.0 else hybrid_xcorr(patterns, finder.kernel, self.corr_power)
+            xp, yp, moved = refine_positions(xc, finder.c, b[rest], x[rest], y[rest], self.search_px)
+            template = self.edge_template if self.small_disks else self.plain_template
+            xr, yr = template.refine(patterns, b[rest], xp, yp)
+            x[rest], y[rest] = torch.where(moved, xr, xp), torch.where(moved, yr, yp)
         qx_px, qy_px = out["qx_px"].copy(), out["qy_px"].copy()
         qx_px[which], qy_px[which] = x.cpu().numpy(), y.cpu().numpy()
         out["qx_px"], out["qy_px"] = qx_px, qy_px

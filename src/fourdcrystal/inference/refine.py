@@ -10,8 +10,16 @@ the probe's bright-field disk shifted by g. So each vector the network reports i
    interior maximum within reach (an overlapping neighbour, noise), the network's position stands;
 2. to the best of the template's sub-pixel shifts 1/8 px apart around it (``SubpixelTemplate``); for
    small disks the template is edge-weighted, so that a disk's bright inner side does not pull it
-   inward (``EDGE_SIGMA_RADII``); a larger disk may touch a neighbour the network did not propose,
-   whose edge would pull as hard as its own, and keeps the plain probe.
+   inward (``EDGE_SIGMA_RADII``); a larger disk that touches a neighbour keeps the plain probe: that
+   neighbour's edge would pull as hard as its own.
+
+A large disk of many pixels clear of its neighbours (``CLEAR_MIN_RADIUS_PX``, ``CLEAR_SPACING_RADII``)
+is searched for further, half its radius, and on the edge-weighted correlation in both steps
+(``SubpixelTemplate.locate``): on thick crystals the plain correlation's maximum lies up to ~0.6 px
+inward of its edge, beyond the sub-pixel step's ±1/2 px, and a diffuse background's slope pulls it
+further. (On small disks the edge-weighted
+integer search was measured worse: at 1e3 e⁻ its few edge pixels are noisy, and a thick crystal's
+inner fringes pull it; benchmarks/RESULTS.md.)
 
 Only for disks that no neighbour overlaps (small disks, ``evidence.small_disks``; larger ones whose
 nearest other vector is ≥ ``MIN_SPACING_RADII`` disk radii away, ``evidence.neighbour_spacing_px``):
@@ -33,6 +41,20 @@ from fourdcrystal.inference.peaks import log_parabola_vertex
 DEFAULT_SEARCH_PX = 1.5  # how far (detector px) from the network's position the pattern's disk may be
 DEFAULT_CORR_POWER = 1.0
 MIN_SPACING_RADII = 2.0  # refine disks whose nearest neighbour is at least a diameter away (touching or apart)
+# A large disk (not ``evidence.small_disks``) of at least CLEAR_MIN_RADIUS_PX is clear of its neighbours
+# when its nearest one, and its pattern's typical nearest-neighbour spacing (``evidence.pattern_median``),
+# are at least CLEAR_SPACING_RADII radii: a gap of a quarter radius (a touching lattice whose neighbours
+# the network missed here and there is not clear; MgO [001] at 300 kV, 3.5 mrad, 2.7 radii, is). A clear
+# disk is searched for up to SEARCH_RADII of its radius from the network's position — the network places
+# large disks of thick crystals 2–3 px off (300 kV, 3.5 mrad, 60 nm), and a neighbour's peak is ≥ 2.25
+# radii away — on the edge-weighted correlation (``SubpixelTemplate.locate``). Why a least radius in
+# pixels: the plain probe's inward pull grows with the disk's size in pixels (0.4–1.3 px on 9 px disks,
+# beyond the sub-pixel step's ±1/2 px), while edge weighting costs precision under noise where a disk has
+# few edge pixels (4 px disks at 1e5 e⁻: strain errors 0.34 → 0.46 %, where a common pull cancels against
+# the reference; benchmarks/RESULTS.md).
+CLEAR_MIN_RADIUS_PX = 6.0
+CLEAR_SPACING_RADII = 2.25
+SEARCH_RADII = 0.5
 SUBPIXEL_STEPS = 9  # template shifts per axis across one pixel (1/8 px apart) for the final fit
 # The final fit's template is the probe high-passed twice by (1 - Gaussian of this many disk radii): the
 # disk's edge, not its bright inner side, places it (``SubpixelTemplate``).
@@ -125,6 +147,39 @@ class SubpixelTemplate:
         w = shifted[:, :, inner, inner]  # (S, S, W, W): template moved by (d_i, d_j), around its centre
         self.templates = w.reshape(SUBPIXEL_STEPS ** 2, -1).T.float().to(device)  # (W², S²)
         self.offsets = d.float().to(device)
+
+    def locate(self, patterns: torch.Tensor, b, x, y, search_px: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Integer positions (detector px) of this template's correlation maxima within ``search_px`` of
+        (x, y), as ``refine_positions`` finds them on the plain correlation, computed on windows about
+        the vectors: (x, y, moved), ``moved`` where an interior maximum is within reach (the others keep
+        their position). With the edge-weighted template the maximum is the disk's edge's, not its bright
+        inner side's: on thick crystals the plain correlation's lies up to ~0.6 px inward, beyond the
+        sub-pixel fit's ±1/2 px."""
+        k, h, S = int(search_px) + 1, self.h, SUBPIXEL_STEPS
+        dev = patterns.device
+        B, Qx, Qy = patterns.shape
+        sx, sy = x - self.centre[0], y - self.centre[1]
+        ni, nj = sx.round().long(), sy.round().long()
+        ax = torch.arange(-h - k - 1, h + k + 2, device=dev)
+        ii = (self.ci + ni[:, None] + ax[None]).clamp(0, Qx - 1)
+        jj = (self.cj + nj[:, None] + ax[None]).clamp(0, Qy - 1)
+        win = patterns[b[:, None, None], ii[:, :, None], jj[:, None, :]].float()
+        zero_shift = self.templates[:, (S // 2) * S + S // 2].reshape(1, 1, 2 * h + 1, 2 * h + 1)
+        score = torch.nn.functional.conv2d(win[:, None], zero_shift)[:, 0]  # (V, 2k+3, 2k+3): shifts −k−1 … k+1
+        u = torch.arange(-k - 1, k + 2, device=dev)
+        du, dv = torch.meshgrid(u, u, indexing="ij")
+        cand_i, cand_j = ni[:, None, None] + du, nj[:, None, None] + dv
+        near = (torch.hypot(cand_i - sx[:, None, None], cand_j - sy[:, None, None]) <= search_px) \
+            & (du.abs() <= k) & (dv.abs() <= k)
+        best = torch.where(near, score, torch.full_like(score, -torch.inf)).flatten(1).argmax(dim=1)
+        bi, bj = best // (2 * k + 3), best % (2 * k + 3)
+        v = torch.arange(len(b), device=dev)
+        f0 = score[v, bi, bj]
+        interior = (f0 > 0) & (f0 >= score[v, bi - 1, bj]) & (f0 >= score[v, bi + 1, bj]) \
+            & (f0 >= score[v, bi, bj - 1]) & (f0 >= score[v, bi, bj + 1])
+        xi = self.centre[0] + (ni + bi - k - 1).float()
+        yi = self.centre[1] + (nj + bj - k - 1).float()
+        return torch.where(interior, xi, x), torch.where(interior, yi, y), interior
 
     def refine(self, patterns: torch.Tensor, b, x, y) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions (detector px) of the disks near (x, y): the best template shift 1/8 px apart,
