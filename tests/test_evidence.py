@@ -120,6 +120,30 @@ def test_large_disks_clear_of_their_neighbours_are_found_where_the_network_mispl
     assert np.median(err) <= 0.2 and err.max() <= 0.5, err  # measured: median 0.10, max 0.13 px
 
 
+def test_the_direct_beam_of_a_pattern_without_one_stays_at_the_origin():
+    # detector noise without a beam, large disks (0.18 Å⁻¹, 9 px): the beam vector (always kept) must not
+    # be searched for half a radius like a clear disk, or it lands on noise a few px away and counts as a
+    # false vector (bench_accuracy, noise only at 300 kV / 3.5 mrad)
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.model_input import ModelInput
+    n, dq, r = 256, 0.02, 9.0
+    ax = np.arange(n) - n // 2
+    probe = (np.hypot(*np.meshgrid(ax, ax, indexing="ij")) <= r).astype(np.float64)
+    inputs = ModelInput(probe, 1.0, 128, 64)
+    rng = np.random.default_rng(5)
+    moved = []
+    for _ in range(8):
+        p = torch.from_numpy(rng.poisson(2.0, size=(1, n, n)).astype(np.float32))
+        c = torch.tensor([[n // 2 + 0.3, n // 2 - 0.2]])
+        out = {"pattern": np.zeros(1, int), "qx_px": c[:, 0].numpy().astype(np.float64),
+               "qy_px": c[:, 1].numpy().astype(np.float64), "qx": np.zeros(1), "qy": np.zeros(1)}
+        mp = MeasuredPattern(inputs, dq, 1 / 32)
+        got = mp(p, c, out)
+        start = c[0].numpy().astype(np.float64)
+        moved.append(float(np.hypot(got["qx_px"][0] - start[0], got["qy_px"][0] - start[1])))
+    assert max(moved) <= mp.search_px + 0.5, moved
+
+
 def test_film_speckle_is_no_disk():
     # A weak-phase amorphous film under a convergent probe: |A ⊛ O|², speckle whose grains are
     # probe-sized blobs (correlated over a disk), so the pixel noise / √n understates how much a

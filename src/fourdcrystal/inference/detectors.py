@@ -92,14 +92,20 @@ class MeasuredPattern:
                 overlapping=spacing < RING_CLEAR_RADII * r))
             out["snr"] = snr.astype(np.float64)
             keep = (snr >= MIN_SNR) & (brightness >= MIN_BRIGHTNESS)
-            keep |= np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA  # the direct beam is always a vector
+            keep |= self._beam(out)  # the direct beam is always a vector
             out, spacing = {k: v[keep] for k, v in out.items()}, spacing[keep]
         apart = spacing >= MIN_SPACING_RADII * r
         if self.corr_power is not None and apart.any():
+            # the direct beam stays where the beam finder put it, within a model pixel: a wide search on a
+            # pattern without one (noise only) would move it onto noise, away from the origin
             clear = np.zeros(len(spacing), bool) if self.small_disks or r < CLEAR_MIN_RADIUS_PX else \
-                np.minimum(spacing, pattern_median(out["pattern"], spacing)) >= CLEAR_SPACING_RADII * r
+                (np.minimum(spacing, pattern_median(out["pattern"], spacing)) >= CLEAR_SPACING_RADII * r) \
+                & ~self._beam(out)
             self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart, clear=clear[apart])
         return out
+
+    def _beam(self, out: dict) -> np.ndarray:
+        return np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA
 
     def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray, clear: np.ndarray) -> None:
         """Move the vectors ``which`` onto their disks' correlation maxima in the measured pattern (in place);
