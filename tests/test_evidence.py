@@ -64,13 +64,6 @@ def test_neighbour_spacing_is_per_pattern():
     np.testing.assert_allclose(neighbour_spacing_px(b, x, y), [5.0, 0.5, 5.0, 7.0, 0.5, np.inf])
 
 
-def test_pattern_median_is_per_pattern_and_ignores_lone_vectors():
-    from fourdcrystal.inference.evidence import pattern_median
-    b = np.array([0, 0, 0, 1, 1, 2])
-    spacing = np.array([2.0, 2.0, 9.0, 5.0, np.inf, np.inf])
-    np.testing.assert_allclose(pattern_median(b, spacing), [2.0, 2.0, 2.0, 5.0, 5.0, np.inf])
-
-
 def _measured_positions(semiangle_mrad, offset, structure=None, period_A=3.905, thickness_A=40.0, cells=8):
     """A [001] zone (SrTiO3 unless ``structure``) at 300 kV in a box of whole cells (no seam), the truth
     moved by ``offset`` px as a network's position error; returns (truth, positions after

@@ -14,7 +14,7 @@ import torch
 
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (MIN_BRIGHTNESS, MIN_SNR, RING_CLEAR_RADII, disk_contrast,
-                                             neighbour_spacing_px, pattern_median, small_disks)
+                                             neighbour_spacing_px, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, SEARCH_RADII,
@@ -99,8 +99,7 @@ class MeasuredPattern:
             # the direct beam stays where the beam finder put it, within a model pixel: a wide search on a
             # pattern without one (noise only) would move it onto noise, away from the origin
             clear = np.zeros(len(spacing), bool) if self.small_disks or r < CLEAR_MIN_RADIUS_PX else \
-                (np.minimum(spacing, pattern_median(out["pattern"], spacing)) >= CLEAR_SPACING_RADII * r) \
-                & ~self._beam(out)
+                (spacing >= CLEAR_SPACING_RADII * r) & ~self._beam(out)
             self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart, clear=clear[apart])
         return out
 

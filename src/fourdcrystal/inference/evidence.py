@@ -86,20 +86,6 @@ def neighbour_spacing_px(b, x_px, y_px) -> np.ndarray:
     return out
 
 
-def pattern_median(b, values) -> np.ndarray:
-    """Per vector: the median of ``values`` over the vectors of its pattern (batch index ``b``), finite
-    values only (inf where none is), e.g. the pattern's typical neighbour spacing, which a few missed or
-    spurious proposals do not move."""
-    b, v = np.asarray(b), np.asarray(values, np.float64)
-    out = np.full(len(b), np.inf)
-    for k in np.unique(b):
-        m = b == k
-        f = v[m][np.isfinite(v[m])]
-        if len(f):
-            out[m] = np.median(f)
-    return out
-
-
 def _offsets(r_lo: float, r_hi: float, device) -> torch.Tensor:
     k = int(math.ceil(r_hi))
     ax = torch.arange(-k, k + 1, device=device)

@@ -42,16 +42,15 @@ DEFAULT_SEARCH_PX = 1.5  # how far (detector px) from the network's position the
 DEFAULT_CORR_POWER = 1.0
 MIN_SPACING_RADII = 2.0  # refine disks whose nearest neighbour is at least a diameter away (touching or apart)
 # A large disk (not ``evidence.small_disks``) of at least CLEAR_MIN_RADIUS_PX is clear of its neighbours
-# when its nearest one, and its pattern's typical nearest-neighbour spacing (``evidence.pattern_median``),
-# are at least CLEAR_SPACING_RADII radii: a gap of a quarter radius (a touching lattice whose neighbours
-# the network missed here and there is not clear; MgO [001] at 300 kV, 3.5 mrad, 2.7 radii, is). A clear
-# disk is searched for up to SEARCH_RADII of its radius from the network's position — the network places
-# large disks of thick crystals 2–3 px off (300 kV, 3.5 mrad, 60 nm), and a neighbour's peak is ≥ 2.25
-# radii away — on the edge-weighted correlation (``SubpixelTemplate.locate``). Why a least radius in
-# pixels: the plain probe's inward pull grows with the disk's size in pixels (0.4–1.3 px on 9 px disks,
-# beyond the sub-pixel step's ±1/2 px), while edge weighting costs precision under noise where a disk has
-# few edge pixels (4 px disks at 1e5 e⁻: strain errors 0.34 → 0.46 %, where a common pull cancels against
-# the reference; benchmarks/RESULTS.md).
+# when its nearest proposed one is at least CLEAR_SPACING_RADII radii away: a gap of a quarter radius
+# (MgO [001] at 300 kV, 3.5 mrad: 2.7 radii). A clear disk is searched for up to SEARCH_RADII of its
+# radius from the network's position — the network places large disks of thick crystals 2–3 px off
+# (300 kV, 3.5 mrad, 60 nm), and a neighbour's peak is ≥ 2.25 radii away — on the edge-weighted
+# correlation (``SubpixelTemplate.locate``). Why a least radius in pixels: the plain probe's inward pull
+# grows with the disk's size in pixels (0.4–1.3 px on 9 px disks, beyond the sub-pixel step's ±1/2 px),
+# while edge weighting costs precision under noise where a disk has few edge pixels (4 px disks at 1e5
+# e⁻, bench_strain: strain errors 0.34 → 0.46 %, where a common pull cancels against the reference;
+# benchmarks/RESULTS.md).
 CLEAR_MIN_RADIUS_PX = 6.0
 CLEAR_SPACING_RADII = 2.25
 SEARCH_RADII = 0.5
