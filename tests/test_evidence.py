@@ -70,8 +70,10 @@ def _measured_positions(semiangle_mrad, offset, structure=None, period_A=3.905, 
     MeasuredPattern) of the bright reflections."""
     from fourdcrystal.inference.detectors import MeasuredPattern
     from fourdcrystal.inference.model_input import ModelInput
-    geo = Geometry(box_A=cells * period_A, gpts=256, detector_px=128, thicknesses_A=(thickness_A,), slice_thickness_A=2.0)
-    ex = zone_axis_cbed(structure or srtio3(), (0, 0, 1), geo, thickness_A=thickness_A, semiangle_mrad=semiangle_mrad)
+    geo = Geometry(box_A=cells * period_A, gpts=256, detector_px=128, thicknesses_A=(thickness_A,),
+                   slice_thickness_A=2.0)
+    ex = zone_axis_cbed(structure or srtio3(), (0, 0, 1), geo, thickness_A=thickness_A,
+                        semiangle_mrad=semiangle_mrad)
     inputs = ModelInput(ex["probe"], 1.0, 128, 64)
     p = torch.from_numpy(ex["cbed"].astype(np.float32))[None]
     c = inputs.centres(p)

@@ -67,11 +67,13 @@ class MeasuredPattern:
         # its own (measured: bench_strain, 2.5 mrad at 300 kV)
         self.edge_template = self.plain_template = None
         if self.corr_power is not None:
-            self.edge_template = SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device,
-                                                  edge_sigma_radii=EDGE_SIGMA_RADII)
+            def template(sigma):
+                return SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device,
+                                        edge_sigma_radii=sigma)
+            if self.small_disks or self.disk_radius_px >= CLEAR_MIN_RADIUS_PX:
+                self.edge_template = template(EDGE_SIGMA_RADII)
             if not self.small_disks:
-                self.plain_template = SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px,
-                                                       device, edge_sigma_radii=None)
+                self.plain_template = template(None)
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict) -> dict:
         """``out``: vectors (``pattern``, ``qx``, ``qy`` Å⁻¹ from the beam, ``qx_px``, ``qy_px`` detector px,
@@ -122,7 +124,8 @@ class MeasuredPattern:
         rest = ~clear
         if bool(rest.any()):  # on the beam finder's correlation with the probe
             finder = self.inputs.finder
-            xc = finder.xcorr(patterns) if self.corr_power == 1.0 else hybrid_xcorr(patterns, finder.kernel, self.corr_power)
+            xc = finder.xcorr(patterns) if self.corr_power == 1.0 else \
+                hybrid_xcorr(patterns, finder.kernel, self.corr_power)
             xp, yp, moved = refine_positions(xc, finder.c, b[rest], x[rest], y[rest], self.search_px)
             template = self.edge_template if self.small_disks else self.plain_template
             xr, yr = template.refine(patterns, b[rest], xp, yp)

@@ -17,9 +17,8 @@ A large disk of many pixels clear of its neighbours (``CLEAR_MIN_RADIUS_PX``, ``
 is searched for further, half its radius, and on the edge-weighted correlation in both steps
 (``SubpixelTemplate.locate``): on thick crystals the plain correlation's maximum lies up to ~0.6 px
 inward of its edge, beyond the sub-pixel step's ±1/2 px, and a diffuse background's slope pulls it
-further. (On small disks the edge-weighted
-integer search was measured worse: at 1e3 e⁻ its few edge pixels are noisy, and a thick crystal's
-inner fringes pull it; benchmarks/RESULTS.md.)
+further. (On small disks the edge-weighted integer search was measured worse: at 1e3 e⁻ their few edge
+pixels are noisy, and a thick crystal's inner fringes pull them; benchmarks/RESULTS.md.)
 
 Only for disks that no neighbour overlaps (small disks, ``evidence.small_disks``; larger ones whose
 nearest other vector is ≥ ``MIN_SPACING_RADII`` disk radii away, ``evidence.neighbour_spacing_px``):
@@ -147,7 +146,8 @@ class SubpixelTemplate:
         self.templates = w.reshape(SUBPIXEL_STEPS ** 2, -1).T.float().to(device)  # (W², S²)
         self.offsets = d.float().to(device)
 
-    def locate(self, patterns: torch.Tensor, b, x, y, search_px: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def locate(self, patterns: torch.Tensor, b, x, y,
+               search_px: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Integer positions (detector px) of this template's correlation maxima within ``search_px`` of
         (x, y), as ``refine_positions`` finds them on the plain correlation, computed on windows about
         the vectors: (x, y, moved), ``moved`` where an interior maximum is within reach (the others keep
