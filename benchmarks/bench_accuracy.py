@@ -3,11 +3,11 @@ against crystallographic truth, plus false vectors on patterns without a crystal
 
 Set (simulated with the workflow's own multislice, `fourdcrystal.simulation`): zone-axis patterns of
 crystals given here by their structures (zone axes with square in-plane cells, each simulated in a box
-of whole cells: `detector_of`), at the corners {80, 300 kV} × {1.0, 3.5 mrad} × {10, 60 nm},
-on a 256² detector at ≈ 0.02 Å⁻¹/px (the model's grid is 128² at 1/32 Å⁻¹: `predict` resamples), each
-as a 2×2 scan through the detector augmentation (fresh shot noise, descan, background, blur) at
-1e5 and 1e3 e⁻ per pattern, and noiseless. Negatives at every dose: the vacuum probe alone, an amorphous
-carbon film (20 nm), detector noise without a beam.
+of whole cells with whole grid points per cell: `detector_of`), at the corners {80, 300 kV} × {1.0, 3.5
+mrad} × {10, 60 nm}, on a 256² detector at 0.020–0.023 Å⁻¹/px (the model's grid is 128² at 1/32 Å⁻¹:
+`predict` resamples), each as a 2×2 scan through the detector augmentation (fresh shot noise, descan,
+background, blur) at 1e5 and 1e3 e⁻ per pattern, and noiseless. Negatives at every dose: the vacuum
+probe alone, an amorphous carbon film (20 nm), detector noise without a beam.
 Truth = the reflections the pattern shows (`fourdcrystal.simulation.labels`: zero-order Laue zone
 inside the FOLZ ring, whole disk on the detector, disk ≥ 1e-3 × as bright as the direct beam in the
 noise-free pattern), in the detector's pixels.
@@ -25,6 +25,7 @@ matches no truth but lies on a real zero-layer reflection in the field fainter t
     python benchmarks/bench_accuracy.py [--quick] [--model PATH] [--out accuracy.json]
         [--detector PX DQ] [--corner KV MRAD NM ...]   (other detectors and settings of the envelope)
         [--noise poisson]   (shot noise only: no background, blur, descan or defective pixels)
+        [--py4dstem-settings run.json]   (py4DSTEM with another run's settings instead of tuning them)
 """
 from __future__ import annotations
 
@@ -96,12 +97,17 @@ def set_detector(detector_px: int, dq_invA: float) -> None:
 
 
 def detector_of(period_A: float, thicknesses=DETECTOR.thicknesses_A) -> Geometry:
-    """DETECTOR with its box (= 1 / pixel size) a whole number of in-plane periods nearest 1 / DQ_INVA.
+    """DETECTOR with its box (= 1 / pixel size) a whole number of in-plane periods near 1 / DQ_INVA, and
+    a whole number of the multislice grid's points per period (the cell count divides ``gpts``).
 
     A periodic box that cuts the crystal leaves a seam that moves every disk off its Bragg position by
     up to half a pixel (SrTiO3 [001] in a 32 Å box: median 0.3 px, benchmarks/RESULTS.md), so the
-    kinematic truth would not be what the pattern shows."""
-    n = max(1, round(DETECTOR.box_A / period_A))
+    kinematic truth would not be what the pattern shows. A period of a fractional number of grid points
+    aliases the sampled potential onto non-lattice positions: Si [001] in 9 cells on 384 points (42.67
+    per cell) lit 1/3-order spots and the forbidden {100} at 4e-3 of the beam at 60 nm, 1e-11 with 8 or
+    12 cells (benchmarks/RESULTS.md)."""
+    cells = [n for n in range(1, DETECTOR.gpts + 1) if DETECTOR.gpts % n == 0]
+    n = min(cells, key=lambda k: abs(np.log(k * period_A / DETECTOR.box_A)))
     return Geometry(box_A=n * period_A, gpts=DETECTOR.gpts, detector_px=DETECTOR.detector_px,
                     thicknesses_A=tuple(thicknesses), slice_thickness_A=DETECTOR.slice_thickness_A)
 
@@ -234,6 +240,9 @@ def main() -> int:
                     help="another detector: PX pixels per edge at ≈ DQ Å⁻¹/px (default 256 at 0.02)")
     ap.add_argument("--corner", nargs=3, type=float, metavar=("KV", "MRAD", "NM"), action="append", default=None,
                     help="simulate only these (kV, mrad, nm) settings instead of the envelope corners; repeatable")
+    ap.add_argument("--py4dstem-settings", default=None, metavar="JSON",
+                    help="py4DSTEM settings to use instead of tuning them (e.g. another run's --out "
+                         "py4dstem_settings, to compare two runs with the same baseline)")
     ap.add_argument("--noise", choices=("detector", "poisson"), default="detector",
                     help="detector: the config's augment artifacts (default); poisson: shot noise only")
     a = ap.parse_args()
@@ -258,7 +267,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         val = [p for (n, _), pats in sims.items() if n == names[0] for p in pats]
-        settings, table = tune_py4dstem(val, cfg, model, mgeo, ps, tmp)
+        if a.py4dstem_settings:
+            settings = json.loads(Path(a.py4dstem_settings).read_text())
+            settings = settings.get("py4dstem_settings", settings)  # a whole --out file or the settings alone
+        else:
+            settings, _ = tune_py4dstem(val, cfg, model, mgeo, ps, tmp)
         test = {k: v for k, v in sims.items() if k[0] != names[0]}
         recs = run_test(test, cfg, model, mgeo, ps, settings, tmp)
         negs = negatives(test, cfg, model, mgeo, ps, settings, tmp)
@@ -267,7 +280,8 @@ def main() -> int:
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].max()
     print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}): {len(test)} crystal × energy sets, "
           f"{len(recs) // 3} pattern sets × {SCAN * SCAN} positions; simulation {t_sim:.0f} s, "
-          f"model {a.model or 'shipped'} (peak settings {ps}); py4DSTEM tuned on {names[0]}: "
+          f"model {a.model or 'shipped'} (peak settings {ps}); py4DSTEM "
+          f"{'given' if a.py4dstem_settings else 'tuned on ' + names[0]}: "
           f"{ {k: settings[k] for k in cfg['evaluate']['tune_classical']['grid']} }\n")
     print(markdown(by_dose, ["dose", "detector"]) + "\n")
     print(markdown(corners, ["energy_kV", "semiangle_mrad", "thickness_nm", "dose", "detector"],
