@@ -62,6 +62,8 @@ class MeasuredPattern:
         # disk clear of its neighbours (``refine.CLEAR_SPACING_RADII``)
         self.search_px = max(DEFAULT_SEARCH_PX, self.dk_invA / self.dq_invA)
         self.clear_search_px = max(self.search_px, SEARCH_RADII * self.disk_radius_px)
+        # large disks of many pixels may be clear of their neighbours (``refine.CLEAR_MIN_RADIUS_PX``)
+        self.may_be_clear = not self.small_disks and self.disk_radius_px >= CLEAR_MIN_RADIUS_PX
         # small disks and large clear ones are placed by their edges (``refine.SubpixelTemplate``); a large
         # disk that touches a neighbour by the plain probe: the neighbour's edge would weigh as much as
         # its own (measured: bench_strain, 2.5 mrad at 300 kV)
@@ -70,7 +72,7 @@ class MeasuredPattern:
             def template(sigma):
                 return SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device,
                                         edge_sigma_radii=sigma)
-            if self.small_disks or self.disk_radius_px >= CLEAR_MIN_RADIUS_PX:
+            if self.small_disks or self.may_be_clear:
                 self.edge_template = template(EDGE_SIGMA_RADII)
             if not self.small_disks:
                 self.plain_template = template(None)
@@ -100,10 +102,18 @@ class MeasuredPattern:
         if self.corr_power is not None and apart.any():
             # the direct beam stays where the beam finder put it, within a model pixel: a wide search on a
             # pattern without one (noise only) would move it onto noise, away from the origin
-            clear = np.zeros(len(spacing), bool) if self.small_disks or r < CLEAR_MIN_RADIUS_PX else \
-                (spacing >= CLEAR_SPACING_RADII * r) & ~self._beam(out)
+            clear = (spacing >= CLEAR_SPACING_RADII * r) & ~self._beam(out) if self.may_be_clear else \
+                np.zeros(len(spacing), bool)
             self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart, clear=clear[apart])
         return out
+
+    @staticmethod
+    def _placed(template, patterns, b, x, y, moved) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) with the vectors that found their disk (``moved``) placed by ``template``'s sub-pixel fit."""
+        x, y = x.clone(), y.clone()
+        if bool(moved.any()):
+            x[moved], y[moved] = template.refine(patterns, b[moved], x[moved], y[moved])
+        return x, y
 
     def _beam(self, out: dict) -> np.ndarray:
         return np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA
@@ -119,8 +129,7 @@ class MeasuredPattern:
         clear = torch.as_tensor(clear, device=dev)
         if bool(clear.any()):
             xe, ye, moved = self.edge_template.locate(patterns, b[clear], x[clear], y[clear], self.clear_search_px)
-            xr, yr = self.edge_template.refine(patterns, b[clear], xe, ye)
-            x[clear], y[clear] = torch.where(moved, xr, xe), torch.where(moved, yr, ye)
+            x[clear], y[clear] = self._placed(self.edge_template, patterns, b[clear], xe, ye, moved)
         rest = ~clear
         if bool(rest.any()):  # on the beam finder's correlation with the probe
             finder = self.inputs.finder
@@ -128,8 +137,7 @@ class MeasuredPattern:
                 hybrid_xcorr(patterns, finder.kernel, self.corr_power)
             xp, yp, moved = refine_positions(xc, finder.c, b[rest], x[rest], y[rest], self.search_px)
             template = self.edge_template if self.small_disks else self.plain_template
-            xr, yr = template.refine(patterns, b[rest], xp, yp)
-            x[rest], y[rest] = torch.where(moved, xr, xp), torch.where(moved, yr, yp)
+            x[rest], y[rest] = self._placed(template, patterns, b[rest], xp, yp, moved)
         qx_px, qy_px = out["qx_px"].copy(), out["qy_px"].copy()
         qx_px[which], qy_px[which] = x.cpu().numpy(), y.cpu().numpy()
         out["qx_px"], out["qy_px"] = qx_px, qy_px
