@@ -158,9 +158,10 @@ def test_aggregate_known_errors():
     assert a["qz_sign_accuracy"] == pytest.approx(2 / 4) and a["qz_mae_invA"] == pytest.approx(0.06)
 
 
-def test_vectors_on_faint_real_reflections_count_only_in_precision_real():
-    """A vector on a real reflection below the truth's floor is not counted false by ``precision_real``;
-    strict precision, recall and F1 are unchanged, and a vector on nothing stays false in both."""
+def test_vectors_on_faint_real_reflections_count_only_in_precision_real_and_f1_real():
+    """A vector on a real reflection below the truth's floor is not counted false by ``precision_real``
+    and is out of ``f1_real``'s count; strict precision, recall and F1 are unchanged, and a vector on
+    nothing stays false in all."""
     truth = pd.DataFrame({"qx_px": [10.0, 20.0], "qy_px": [10.0, 10.0], "vg_abs": 1.0, "qz_invA": 0.0})
     faint = pd.DataFrame({"qx_px": [30.0], "qy_px": [10.0]})
     pred = pd.DataFrame({"qx_px": [10.2, 30.3, 30.1, 50.0], "qy_px": [10.0, 10.0, 10.2, 50.0], "intensity": 1.0,
@@ -170,6 +171,8 @@ def test_vectors_on_faint_real_reflections_count_only_in_precision_real():
     a = scoring.aggregate(*scoring.score_patterns([pred], [truth], 64.0, [faint]), dk_invA=0.1, qz_sign_min_invA=0.02)
     assert a["precision"] == pytest.approx(1 / 4) and a["precision_real"] == pytest.approx(2 / 4)
     assert a["recall"] == pytest.approx(1 / 2)
+    assert a["f1"] == pytest.approx(2 * 1 / (4 + 2))
+    assert a["f1_real"] == pytest.approx(2 * 1 / (4 - 1 + 2))  # the faint match neither found nor false
     assert "precision_real" not in scoring.aggregate(*scoring.score_patterns([pred], [truth], 64.0), 0.1, 0.02)
 
 
@@ -183,3 +186,32 @@ def test_truth_is_the_shown_reflections_and_negatives_show_none():
     assert not eval_truth.negative_cbed("noise_only", probe, film).any()
     with pytest.raises(ValueError):
         eval_truth.negative_cbed("crystal", probe, film)
+
+
+def test_truth_follows_the_elliptical_distortion_the_detector_recorded():
+    """Spots recorded through the augmentation's elliptical distortion sit where ``as_recorded`` puts the
+    truth (relative to the recorded beam, within 0.02 px), not on the calibrated grid (up to 0.45 px off
+    at 90 px for 1 %): evaluation judges a detector by where the detector shows the disks."""
+    from fourdcrystal.learning.augment import Augmenter
+
+    P, c = 256, 128
+    truth = pd.DataFrame({"qx_px": [c + 90.0, c, c - 64.0, c + 50.0], "qy_px": [c, c + 90.0, c + 64.0, c - 70.0]})
+    i, j = np.indices((P, P), dtype=np.float64)
+    spots = np.vstack([[c, c], truth[["qx_px", "qy_px"]].to_numpy()])
+    cbed = sum(np.exp(-((i - x) ** 2 + (j - y) ** 2) / (2 * 2.0**2)) for x, y in spots)
+    cfg = {"dose_e_per_pattern": [1e15, 1e15], "background_const": [0.0, 0.0], "background_diffuse": [0.0, 0.0],
+           "blur_px": [0.0, 0.0], "origin_shift_px": 1.0, "ellipticity": 0.01, "hot_pixel_fraction": 0.0,
+           "dead_pixel_fraction": 0.0}
+    img, A = Augmenter(cfg).apply_recorded(cbed, cbed, np.random.default_rng(9))  # draws 0.92 % ellipticity
+    assert abs(A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0] - 1) < 1e-4 and not np.allclose(A, np.eye(2))
+
+    def centroid(x, y):
+        w = img * (np.hypot(i - x, j - y) < 8)
+        return np.array([(w * i).sum(), (w * j).sum()]) / w.sum()
+
+    beam = centroid(c, c)
+    seen = np.array([centroid(x, y) - beam + c for x, y in spots[1:]])
+    expect = eval_truth.as_recorded(truth, A, c)[["qx_px", "qy_px"]].to_numpy()
+    assert np.abs(seen - expect).max() < 0.02
+    assert np.abs(seen - truth[["qx_px", "qy_px"]].to_numpy()).max() > 0.3  # the distortion was there to follow
+    assert eval_truth.as_recorded(truth, np.eye(2), c) is truth

@@ -9,7 +9,10 @@ Procedure (rule ``evaluate``):
    shard's reflections, decided by fourdcrystal.simulation.labels: for zone-axis patterns the
    zero-order Laue zone inside the first-order Laue-zone ring, otherwise the reflections the Ewald
    sphere excites; whole disk on the detector; |V_g| ≥ ``simulation.label_min_vg_fraction`` × V_0).
-   The same truth at every dose: what a detector misses at low dose counts against it.
+   The same truth at every dose: what a detector misses at low dose counts against it. For the
+   detectors it sits where each augmented pattern's detector recorded it (its elliptical distortion,
+   ``truth.as_recorded``: calibrating that away comes after detection); the oracle reads the label,
+   on the calibrated grid.
 4. Predictions (direct beam removed: anything within ``match_tol_px`` of it) are matched one-to-one
    (Hungarian) to the truth within 1 px and within ``match_tol_px`` (2 px). The classical vectors are first
    re-referenced to the disk it finds at the beam (what a py4DSTEM user does with origin
@@ -50,7 +53,7 @@ from fourdcrystal.atomic import write_table, write_text
 from fourdcrystal.config import fill_defaults
 from fourdcrystal.evaluation.figures import make_figures
 from fourdcrystal.evaluation.scoring import aggregate, breakdown, jsonable, rereference_classical, score_patterns
-from fourdcrystal.evaluation.truth import NEGATIVE_KINDS, negative_cbed, select_patterns, shown_truth
+from fourdcrystal.evaluation.truth import NEGATIVE_KINDS, as_recorded, negative_cbed, select_patterns, shown_truth
 from fourdcrystal.evaluation.tuning import tune_classical, tune_threshold
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.inference import classical, peaks
@@ -97,13 +100,21 @@ class Evaluation:
             items.append((row, q, shown_truth(refl)))
         return items
 
-    def augmented(self, items, dose_idx: int, dose: float, salt: int) -> np.ndarray:
-        """The items' CBEDs through the detector augmentation at ``dose`` (one seeded draw each)."""
-        return np.stack([self.augmenter.apply(q["cbed"], q["probe"], np.random.default_rng([self.seed, salt, dose_idx, i]),
-                                              dose=dose) for i, (_, q, _) in enumerate(items)])
+    def augmented(self, items, dose_idx: int, dose: float, salt: int) -> tuple[np.ndarray, list]:
+        """The items' CBEDs through the detector augmentation at ``dose`` (one seeded draw each), and the
+        elliptical distortion each was recorded with (the truth follows it: ``scores``)."""
+        draws = [self.augmenter.apply_recorded(q["cbed"], q["probe"], np.random.default_rng([self.seed, salt, dose_idx, i]),
+                                               dose=dose) for i, (_, q, _) in enumerate(items)]
+        return np.stack([d[0] for d in draws]), [d[1] for d in draws]
 
-    def scores(self, items, peaks_per_pattern):
-        return score_patterns(peaks_per_pattern, [truth for _, _, truth in items], self.cp)
+    def scores(self, items, peaks_per_pattern, distortions=None):
+        """Per-pattern counts and pairs against the truth; with ``distortions`` (vectors from recorded
+        patterns) where each pattern's detector put it (``truth.as_recorded``), without (the oracle, which
+        reads the label) on the calibrated grid."""
+        truths = [truth for _, _, truth in items]
+        if distortions is not None:
+            truths = [as_recorded(t, a, self.cp) for t, a in zip(truths, distortions)]
+        return score_patterns(peaks_per_pattern, truths, self.cp)
 
     def pooled(self, pats, pairs) -> dict:
         return aggregate(pats, pairs.assign(detector="x", dose=0), self.dk, self.qmin)
@@ -193,6 +204,7 @@ def open_evaluation(config: dict, manifest_path, reflections_path, model_path=No
 class ValSet:
     items: list
     cbeds: np.ndarray
+    distortions: list  # each pattern's elliptical distortion (``Evaluation.augmented``)
     record: dict  # what every tuning record says about the data it was tuned on
 
 
@@ -200,10 +212,10 @@ def validation_set(ev: Evaluation, n_max: int) -> ValSet | None:
     val = ev.load("val", n_max)
     if not val:
         return None
-    vc = ev.augmented(val, ev.mid, ev.doses[ev.mid], salt=1)
+    vc, vd = ev.augmented(val, ev.mid, ev.doses[ev.mid], salt=1)
     record = {"split": "val", "n_patterns": len(val), "dose_e_per_pattern": ev.doses[ev.mid],
               "criterion": "pooled F1 at 1 px vs the truth (ties: first in grid order)"}
-    return ValSet(val, vc, record)
+    return ValSet(val, vc, vd, record)
 
 
 def tune_classical_step(ev: Evaluation, val: ValSet | None, out_dir: Path) -> tuple[dict, dict]:
@@ -216,9 +228,9 @@ def tune_classical_step(ev: Evaluation, val: ValSet | None, out_dir: Path) -> tu
     if val is None:
         return base, {**tuning, "note": "no val patterns: config settings used"}
     nc = int(tcfg["max_patterns"])
-    items, cbeds = val.items[:nc], val.cbeds[:nc]
+    items, cbeds, dist = val.items[:nc], val.cbeds[:nc], val.distortions[:nc]
     grid = {k: list(v) for k, v in tcfg["grid"].items()}
-    settings, table = tune_classical(lambda st: ev.pooled(*ev.scores(items, ev.classical_peaks(items, cbeds, st))),
+    settings, table = tune_classical(lambda st: ev.pooled(*ev.scores(items, ev.classical_peaks(items, cbeds, st), dist)),
                                      base, grid)
     write_table(out_dir / "classical_tuning.csv", table)
     tuning.update(val.record, n_patterns=len(items), grid=grid, chosen={k: settings[k] for k in grid})
@@ -239,11 +251,11 @@ def tune_network_step(ev: Evaluation, val: ValSet | None, out_dir: Path) -> tupl
     items = val.items[:nn_]
     grid = [float(t) for t in ncfg["grid"]["peak_threshold"]]
 
-    def tune_maps(vg_v, qz_v, evidence=None):
-        return tune_threshold(lambda t: ev.pooled(*ev.scores(items, ev.peaks(vg_v, qz_v, len(vg_v), t, evidence))),
-                              grid)
+    def tune_maps(vg_v, qz_v, evidence=None, distortions=None):
+        return tune_threshold(lambda t: ev.pooled(*ev.scores(items, ev.peaks(vg_v, qz_v, len(vg_v), t, evidence),
+                                                             distortions)), grid)
 
-    thr, rows = tune_maps(*ev.network_maps(items, val.cbeds[:nn_]))
+    thr, rows = tune_maps(*ev.network_maps(items, val.cbeds[:nn_]), distortions=val.distortions[:nn_])
     # the oracle's threshold is tuned the same way on the true maps (its V_g scale differs)
     oracle_thr, orows = tune_maps(np.stack([q["vg"] for _, q, _ in items]), np.stack([q["qz"] for _, q, _ in items]))
     write_table(out_dir / "network_tuning.csv", pd.concat([pd.DataFrame(rows).assign(detector="network"),
@@ -294,17 +306,17 @@ def score_test(ev: Evaluation, test, settings: dict, thr: float, oracle_thr: flo
     oracle_pk = ev.peaks(np.stack([q["vg"] for _, q, _ in test]), np.stack([q["qz"] for _, q, _ in test]), n,
                          oracle_thr)
     for di, dose in enumerate(ev.doses):
-        cb = ev.augmented(test, di, dose, salt=2)
+        cb, dist = ev.augmented(test, di, dose, salt=2)
         out.add("oracle", dose, *ev.scores(test, oracle_pk))
         net_pk = None
         if ev.model is not None:
             net_pk = out.timed("network", n, lambda: ev.network_peaks(test, cb, thr))
-            out.add("network", dose, *ev.scores(test, net_pk))
+            out.add("network", dose, *ev.scores(test, net_pk, dist))
         cl_pk = out.timed("classical", n, lambda: ev.classical_peaks(test, cb, settings))
-        out.add("classical", dose, *ev.scores(test, cl_pk))
+        out.add("classical", dose, *ev.scores(test, cl_pk, dist))
         if di == ev.mid:
             out.examples = {"cbed": cb[:3], "dose": dose, "network": None if net_pk is None else net_pk[:3],
-                            "classical": cl_pk[:3], "truth": [t for _, _, t in test[:3]]}
+                            "classical": cl_pk[:3], "truth": [as_recorded(t, d, ev.cp) for (_, _, t), d in zip(test[:3], dist[:3])]}
     return out
 
 
@@ -324,7 +336,7 @@ def score_negatives(ev: Evaluation, test, settings: dict, thr: float, out: TestS
         probe = film["probe"] if kind == "amorphous_film" else q["probe"]
         items = [(row, {"probe": probe, "cbed": negative_cbed(kind, probe, film["cbed"])}, empty)] * n
         for di, dose in enumerate(ev.doses):
-            cb = ev.augmented(items, di, dose, salt=3 + NEGATIVE_KINDS.index(kind))
+            cb, _ = ev.augmented(items, di, dose, salt=3 + NEGATIVE_KINDS.index(kind))
             found = {"classical": ev.classical_peaks(items, cb, settings)}
             if ev.model is not None:
                 found["network"] = ev.network_peaks(items, cb, thr)

@@ -6,8 +6,10 @@ Truth has a brightness floor (``simulation.labels``: a reflection is truth when 
 shows it at ≥ 1e-3 of the direct beam), so that every truth reflection is recoverable (the oracle).
 A pattern also holds real zero-layer reflections fainter than that floor; a vector on one of them is
 not a hallucination. Where those are given (``faint``), ``precision_real`` counts the vectors that
-match no truth but lie on such a reflection (one-to-one, same radius) as correct; ``precision`` stays
-strict, and recall and F1 are unchanged (they count the truth only)."""
+match no truth but lie on such a reflection (one-to-one, same radius) as correct, and ``f1_real``
+leaves them out of the count (neither found nor false: the truth does not require a reflection below
+its floor, and a detector that reports one has not hallucinated). ``precision``, recall and ``f1``
+stay strict (a vector on a faint reflection is false there)."""
 from __future__ import annotations
 
 import numpy as np
@@ -127,10 +129,13 @@ def aggregate(patterns: pd.DataFrame, pairs: pd.DataFrame, dk_invA: float, qz_si
         out.update({f"n_match_{tol:g}px": n_match, **{f"{k}_{tol:g}px": v for k, v in prf.items()}})
         if f"n_faint_{tol:g}px" in patterns:
             n_faint = int(patterns[f"n_faint_{tol:g}px"].sum())
+            judged = n_pred - n_faint + n_true  # the faint matches out of the count
             out.update({f"n_faint_{tol:g}px": n_faint,
-                        f"precision_real_{tol:g}px": (n_match + n_faint) / n_pred if n_pred else float("nan")})
+                        f"precision_real_{tol:g}px": (n_match + n_faint) / n_pred if n_pred else float("nan"),
+                        f"f1_real_{tol:g}px": 2 * n_match / judged if judged else 0.0})
     if f"precision_real_{MATCH_TOLERANCES_PX[0]:g}px" in out:
         out["precision_real"] = out[f"precision_real_{MATCH_TOLERANCES_PX[0]:g}px"]
+        out["f1_real"] = out[f"f1_real_{MATCH_TOLERANCES_PX[0]:g}px"]
     first = f"{MATCH_TOLERANCES_PX[0]:g}px"
     out.update(precision=out[f"precision_{first}"], recall=out[f"recall_{first}"], f1=out[f"f1_{first}"])
     if len(pairs):

@@ -30,6 +30,18 @@ def shown_truth(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["shown"].to_numpy(bool)].reset_index(drop=True)
 
 
+def as_recorded(truth: pd.DataFrame, distortion: np.ndarray, center_px: float) -> pd.DataFrame:
+    """The truth where a detector with elliptical distortion ``distortion`` (2×2, A of
+    ``learning.augment.distortion_matrix``) records it: each reflection at ``c + A (x - c)``, relative to the
+    recorded direct beam. A Bragg-vector detector reports disks where the detector shows them; removing
+    the projector's ellipticity is a calibration of the whole scan (its Bragg vector map), after detection."""
+    if truth.empty or np.allclose(distortion, np.eye(2)):
+        return truth
+    xy = truth[["qx_px", "qy_px"]].to_numpy(np.float64) - center_px
+    moved = xy @ np.asarray(distortion, np.float64).T + center_px
+    return truth.assign(qx_px=moved[:, 0], qy_px=moved[:, 1])
+
+
 def negative_cbed(kind: str, probe: np.ndarray, film_cbed: np.ndarray) -> np.ndarray:
     """The noise-free pattern of a negative (on the probe-max-1 scale of the simulated data)."""
     if kind == "vacuum":

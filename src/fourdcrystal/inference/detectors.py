@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (MIN_BRIGHTNESS, MIN_SNR, RING_CLEAR_RADII, disk_contrast,
-                                             neighbour_spacing_px, small_disks)
+from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR,
+                                             RING_CLEAR_RADII, disk_contrast, lattice_support, neighbour_spacing_px,
+                                             small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
-                                           DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, SEARCH_RADII,
-                                           SubpixelTemplate, hybrid_xcorr, refine_positions)
+                                           DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
+                                           SEARCH_RADII, SubpixelTemplate, hybrid_xcorr, refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -44,8 +45,9 @@ def auto_bf16(device_type: str) -> bool:
 
 class MeasuredPattern:
     """What the measured pattern says about the network's vectors, in the detector's own pixels: each is
-    kept only where the pattern shows a disk (``evidence.disk_contrast``; ``check_evidence=False``: all)
-    and placed on that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position).
+    kept only where the pattern shows a disk (``evidence.disk_contrast``; on a dense background also on a
+    lattice with others, ``evidence.MIN_LATTICE_VECTORS``; ``check_evidence=False``: all) and placed on
+    that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position).
     Small disks (``evidence.small_disks``) are separate in any lattice of a few Å. Larger ones are judged
     per vector, from the nearest neighbour in the same pattern: a disk with a neighbour in its background
     ring is judged against the circle about the beam through it instead (``evidence.RING_CLEAR_RADII``),
@@ -64,9 +66,10 @@ class MeasuredPattern:
         self.clear_search_px = max(self.search_px, SEARCH_RADII * self.disk_radius_px)
         # large disks of many pixels may be clear of their neighbours (``refine.CLEAR_MIN_RADIUS_PX``)
         self.may_be_clear = not self.small_disks and self.disk_radius_px >= CLEAR_MIN_RADIUS_PX
-        # small disks and large clear ones are placed by their edges (``refine.SubpixelTemplate``); a large
-        # disk that touches a neighbour by the plain probe: the neighbour's edge would weigh as much as
-        # its own (measured: bench_strain, 2.5 mrad at 300 kV)
+        # small disks and large clear ones are placed by their edges (``refine.SubpixelTemplate``), faint
+        # small ones by the plain probe (``refine.PLAIN_BELOW_SNR``); a large disk that touches a neighbour
+        # by the plain probe: the neighbour's edge would weigh as much as its own (measured: bench_strain,
+        # 2.5 mrad at 300 kV)
         self.edge_template = self.plain_template = None
         if self.corr_power is not None:
             def template(sigma):
@@ -74,8 +77,7 @@ class MeasuredPattern:
                                         edge_sigma_radii=sigma)
             if self.small_disks or self.may_be_clear:
                 self.edge_template = template(EDGE_SIGMA_RADII)
-            if not self.small_disks:
-                self.plain_template = template(None)
+            self.plain_template = template(None)
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict) -> dict:
         """``out``: vectors (``pattern``, ``qx``, ``qy`` Å⁻¹ from the beam, ``qx_px``, ``qy_px`` detector px,
@@ -90,21 +92,30 @@ class MeasuredPattern:
             spacing = np.full(len(out["pattern"]), np.inf)
         else:  # among the network's proposals: the beam and its neighbours count, whatever the check keeps
             spacing = neighbour_spacing_px(out["pattern"], out["qx_px"], out["qy_px"])
+        dense = np.zeros(len(out["pattern"]), bool)
         if self.check_evidence and len(out["pattern"]):
-            snr, brightness = (t.cpu().numpy() for t in disk_contrast(
+            snr, brightness, dense = (t.cpu().numpy() for t in disk_contrast(
                 patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
                 overlapping=spacing < RING_CLEAR_RADII * r))
             out["snr"] = snr.astype(np.float64)
             keep = (snr >= MIN_SNR) & (brightness >= MIN_BRIGHTNESS)
             keep |= self._beam(out)  # the direct beam is always a vector
-            out, spacing = {k: v[keep] for k, v in out.items()}, spacing[keep]
+            out, spacing, dense = {k: v[keep] for k, v in out.items()}, spacing[keep], dense[keep]
         apart = spacing >= MIN_SPACING_RADII * r
-        if self.corr_power is not None and apart.any():
+        refined = self.corr_power is not None
+        if refined and apart.any():
             # the direct beam stays where the beam finder put it, within a model pixel: a wide search on a
             # pattern without one (noise only) would move it onto noise, away from the origin
             clear = (spacing >= CLEAR_SPACING_RADII * r) & ~self._beam(out) if self.may_be_clear else \
                 np.zeros(len(spacing), bool)
             self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart, clear=clear[apart])
+        # a film's speckle (evidence.MIN_LATTICE_VECTORS), judged on the positions measured on the pattern:
+        # a disk touching a neighbour keeps the network's (a model pixel off) and is not judged
+        beam = self._beam(out)
+        judged = dense & ~beam & (apart if refined else True)
+        if judged.any():
+            tol = LATTICE_TOL_PX if refined else self.search_px
+            out = {k: v[~(judged & self._no_lattice(out, ~beam, tol))] for k, v in out.items()}
         return out
 
     @staticmethod
@@ -114,6 +125,17 @@ class MeasuredPattern:
         if bool(moved.any()):
             x[moved], y[moved] = template.refine(patterns, b[moved], x[moved], y[moved])
         return x, y
+
+    def _no_lattice(self, out: dict, kept: np.ndarray, tol_px: float) -> np.ndarray:
+        """Per vector: whether fewer than ``MIN_LATTICE_VECTORS`` of its pattern's ``kept`` non-beam vectors
+        lie within ``tol_px`` on one lattice through the beam (``evidence.lattice_support``)."""
+        b = out["pattern"]
+        q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
+        lonely = np.zeros(len(b), bool)
+        for k in np.unique(b[kept]):
+            mine = kept & (b == k)
+            lonely[b == k] = lattice_support(q_px[mine], tol_px, enough=MIN_LATTICE_VECTORS) < MIN_LATTICE_VECTORS
+        return lonely
 
     def _beam(self, out: dict) -> np.ndarray:
         return np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA
@@ -136,8 +158,12 @@ class MeasuredPattern:
             xc = finder.xcorr(patterns) if self.corr_power == 1.0 else \
                 hybrid_xcorr(patterns, finder.kernel, self.corr_power)
             xp, yp, moved = refine_positions(xc, finder.c, b[rest], x[rest], y[rest], self.search_px)
-            template = self.edge_template if self.small_disks else self.plain_template
-            x[rest], y[rest] = self._placed(template, patterns, b[rest], xp, yp, moved)
+            if self.small_disks:  # by their edges, the faint ones by the whole disk (refine.PLAIN_BELOW_SNR)
+                faint = torch.as_tensor(out["snr"][which] < PLAIN_BELOW_SNR, device=dev)[rest]
+                xp, yp = self._placed(self.edge_template, patterns, b[rest], xp, yp, moved & ~faint)
+                x[rest], y[rest] = self._placed(self.plain_template, patterns, b[rest], xp, yp, moved & faint)
+            else:
+                x[rest], y[rest] = self._placed(self.plain_template, patterns, b[rest], xp, yp, moved)
         qx_px, qy_px = out["qx_px"].copy(), out["qy_px"].copy()
         qx_px[which], qy_px[which] = x.cpu().numpy(), y.cpu().numpy()
         out["qx_px"], out["qy_px"] = qx_px, qy_px

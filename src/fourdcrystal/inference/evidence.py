@@ -28,6 +28,11 @@ the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
   the pattern's own direct beam — a speckle of an amorphous film or a background wiggle is not a
   reflection.
 On a flat background (vacuum, a detector without beam) a vector survives with probability ≈ 1e-3.
+* lattice: on a dense background (``DENSE_E_PER_DISK``; noise-free patterns too) a film's speckle grains
+  are real bright blobs of a disk's size and pass both tests (80 kV, 3.5 mrad, 20 nm carbon: 5 per
+  noise-free pattern, 3.75 at 1e5 e⁻), so there a vector placed on the pattern stands only when at least
+  ``MIN_LATTICE_VECTORS`` of its pattern's vectors lie on one lattice through the beam (``lattice_support``):
+  a crystal's reflections do, speckles do not.
 
 The ring is only background where the neighbouring disks leave it free. Disks of radius α/λ ≤
 ``MAX_SMALL_DISK_INVA`` (0.1 Å⁻¹, e.g. 2 mrad at 300 kV) leave it free in any lattice of a few Å
@@ -60,9 +65,65 @@ PTC_BLOCK_PX = 4  # photon transfer (``photon_transfer``) on block sums larger t
 # the ring (radii r + 1 … 2r + 1) is free of a neighbour's disk when the neighbour is ≥ 3 r away; a median
 # survives a neighbour's edge reaching into it
 RING_CLEAR_RADII = 3.0
+# On a dense background (≥ DENSE_E_PER_DISK background electrons under a disk's area, or noise-free) a
+# bright blob of a disk's size is no proof of a disk: the speckle of an amorphous film passes the contrast
+# test there (its structure, not shot noise, is what varies), so a vector stands only with at least
+# MIN_LATTICE_VECTORS of its pattern's non-beam vectors on one lattice through the beam within
+# LATTICE_TOL_PX (``lattice_support``). Under fewer electrons the speckle drowns in shot noise, the
+# counting test holds (≈ 1e-3 false per test) and a crystal at 1e3 e⁻ shows too few disks for a
+# lattice (measured, benchmarks/RESULTS.md, "Film speckle")
+DENSE_E_PER_DISK = 30.0
+LATTICE_TOL_PX = 0.75
+LATTICE_CANDIDATES = 8
+MIN_LATTICE_VECTORS = 4
 MAX_SMALL_DISK_INVA = 0.1  # smaller disks leave a ring of background in any lattice of a few Å
 CIRCLE_POINTS = 64  # samples of the circle about the beam through an overlapping disk
 SECTORS = 8  # the ring's sectors, each about a disk's area: the scale of a film's speckle
+
+
+def lattice_support(q_px: np.ndarray, tol_px: float = LATTICE_TOL_PX, candidates: int = LATTICE_CANDIDATES,
+                    enough: int | None = None) -> int:
+    """How many of one pattern's non-beam vectors ``q_px`` (N, 2; px from the direct beam) the best lattice
+    through the beam indexes within ``tol_px``: the 2-D lattice spanned by two of the ``candidates``
+    shortest (pairs enclosing less than ~14° are no basis), or the row of multiples of one (a systematic
+    row, as in a two-beam orientation). ``enough``: stop at the first lattice that indexes this many. A
+    crystal's reflections all index one lattice; a film's speckle does not: four random speckles of a
+    256 px pattern index one within 0.75 px by chance ~1e-3 of the time."""
+    q = np.asarray(q_px, np.float64).reshape(-1, 2)
+    if len(q) < 3:
+        return len(q)
+    if enough is not None and candidates > 4:  # a crystal's shortest few span its lattice: try them first
+        best = lattice_support(q, tol_px, 4, enough)
+        if best >= enough:
+            return best
+    cand = q[np.argsort(np.hypot(q[:, 0], q[:, 1]), kind="stable")[:candidates]]
+    i, j = np.triu_indices(len(cand), 1)
+    A, B = cand[i], cand[j]
+    cross = A[:, 0] * B[:, 1] - A[:, 1] * B[:, 0]
+    pairs = np.stack([A, B], axis=1)[np.abs(cross) > 0.25 * np.hypot(*A.T) * np.hypot(*B.T)]
+    # all at once, as measured: rows (q ≈ n a, n ≠ 0) and 2-D lattices (q ≈ h g1 + k g2, (h, k) ≠ 0)
+    n = np.round(np.einsum("nd,cd->cn", q, cand) / np.einsum("cd,cd->c", cand, cand)[:, None])
+    row = (np.hypot(*(q[None] - n[..., None] * cand[:, None]).transpose(2, 0, 1)) < tol_px) & (n != 0)
+    best = int(row.sum(axis=1).max())
+    if len(pairs):
+        hk = np.round(np.einsum("nd,pde->pne", q, np.linalg.inv(pairs)))
+        off = q[None] - np.einsum("pne,ped->pnd", hk, pairs)
+        best = max(best, int(((np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=2)).sum(axis=1).max()))
+    if enough is not None and best >= enough:
+        return best
+    # high orders of a basis measured on noisy vectors drift by the order times its error: refit each
+    return max(best, max(_indexed(q, G, tol_px) for G in [c[None] for c in cand] + list(pairs)))
+
+
+def _indexed(q: np.ndarray, G: np.ndarray, tol_px: float) -> int:
+    """Vectors ``q`` within ``tol_px`` of a nonzero point of the lattice (or row: one basis vector) ``G``
+    through the origin, after one least-squares refit of ``G`` to those it indexes."""
+    for _ in range(2):
+        hk = np.round(q @ np.linalg.pinv(G))
+        on = (np.hypot(*(q - hk @ G).T) < tol_px) & hk.any(axis=1)
+        if on.sum() >= len(G) + 1:
+            G = np.linalg.lstsq(hk[on], q[on], rcond=None)[0]
+    return int(on.sum())
 
 
 def small_disks(disk_radius_px: float, q_pixel_size_invA: float) -> bool:
@@ -231,7 +292,7 @@ def supported(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radi
     """Boolean mask over vectors (batch index ``b``, position ``x_px``, ``y_px`` in the detector's pixels)
     of ``patterns`` (B, Qx, Qy) whose direct beams sit at ``centres`` (B, 2): those whose disk the pattern
     shows (module docstring). ``radius_px``: the probe disk's radius in the detector's pixels."""
-    snr, brightness = disk_contrast(patterns, centres, b, x_px, y_px, radius_px)
+    snr, brightness, _ = disk_contrast(patterns, centres, b, x_px, y_px, radius_px)
     return (snr >= (MIN_SNR if min_snr is None else min_snr)) & \
         (brightness >= (MIN_BRIGHTNESS if min_brightness is None else min_brightness))
 
@@ -283,24 +344,31 @@ def _circle_background(img, centres, b, x, y, one_e) -> dict:
 def _snr(core, bg: dict, n_core: int, one_e, counting, disk_sum, n_disk: int):
     """Contrast of the core mean in standard errors: Gaussian, at least the speckle's; for counts also
     Poisson's exact test of the whole disk's electrons (``disk_sum`` over ``n_disk`` pixels: a sparse
-    disk's few electrons fall anywhere in it, and the core holds a quarter of them), whichever is less."""
+    disk's few electrons fall anywhere in it, and the core holds a quarter of them), whichever is less.
+    Also whether the background is dense (``DENSE_E_PER_DISK``)."""
     excess = core - bg["level"]
-    gauss = torch.maximum(bg["spread"], torch.sqrt(bg["level"].clamp_min(one_e) * one_e)) / n_core ** 0.5
-    snr = excess / torch.maximum(gauss, bg["patch"])
+    shot = torch.sqrt(bg["level"].clamp_min(one_e) * one_e) / n_core ** 0.5
+    gauss = torch.maximum(bg["spread"] / n_core ** 0.5, shot)
+    patch = bg["patch"]
+    snr = excess / torch.maximum(gauss, patch)
+    # a dense background (≥ DENSE_E_PER_DISK): its structure, not its electrons' shot noise, sets what a blob means
+    dense = bg["level"] * n_disk >= DENSE_E_PER_DISK * one_e
     if bool(counting.any()):
         # the Gaussian floor of one electron per pixel would ask a disk on an empty background for ~40
         # electrons where 10 are certain
         counted = poisson_z(disk_sum / one_e, n_disk * bg["rate"])
-        noise = torch.maximum(bg["spread_counts"] / n_core ** 0.5, bg["patch"])
+        noise = torch.maximum(bg["spread_counts"] / n_core ** 0.5, patch)
         measured = torch.where(noise > 0, excess / noise.clamp_min(1e-30), torch.full_like(excess, torch.inf))
         snr = torch.where(counting, torch.minimum(counted, measured), snr)
-    return snr
+    return snr, dense
 
 
 def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
-                  overlapping=False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per vector: the disk's contrast in standard errors of its core mean (``snr``) and its excess over
-    the local level as a fraction of the direct beam's core mean (``brightness``); module docstring.
+                  overlapping=False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per vector: the disk's contrast in standard errors of its core mean (``snr``), its excess over
+    the local level as a fraction of the direct beam's core mean (``brightness``), and whether its
+    background is dense (``dense``: at least ``DENSE_E_PER_DISK`` electrons under a disk, or noise-free); module
+    docstring.
 
     ``overlapping``: (V,) booleans or one for all: disks whose neighbours reach into their ring (module
     docstring). For those the level is the pattern's own on the circle through the vector about the
@@ -313,7 +381,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     b = torch.as_tensor(b, device=dev).long()
     x, y = (torch.as_tensor(v, device=dev, dtype=torch.float32) for v in (x_px, y_px))
     if len(b) == 0:
-        return torch.zeros(0, device=dev), torch.zeros(0, device=dev)
+        return torch.zeros(0, device=dev), torch.zeros(0, device=dev), torch.zeros(0, device=dev, dtype=torch.bool)
     r = max(float(radius_px), 1.0)
     core_off = _offsets(-1.0, max(1.0, 0.5 * r), dev)
     # the core's mean without its brightest pixel: a hot pixel (one bright pixel) is no disk
@@ -331,7 +399,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
         if bool(m.any()):
             for k, v in part(m).items():
                 bg[k][m] = v
-    snr = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk)
+    snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk)
     cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
-    return snr, (core - bg["level"]) / beam.clamp_min(1e-30)
+    return snr, (core - bg["level"]) / beam.clamp_min(1e-30), dense

@@ -57,6 +57,11 @@ SUBPIXEL_STEPS = 9  # template shifts per axis across one pixel (1/8 px apart) f
 # The final fit's template is the probe high-passed twice by (1 - Gaussian of this many disk radii): the
 # disk's edge, not its bright inner side, places it (``SubpixelTemplate``).
 EDGE_SIGMA_RADII = 0.2
+# ... for disks that stand out clearly. A faint disk is placed by the plain probe (the matched filter:
+# all its pixels, not only its few edge pixels, average the noise): small disks at 80 kV, 3.5 mrad, 1e5 e⁻
+# within 1 px of the truth, SNR < 5: 81 → 85 %, 5–10: 85 → 90 %, while above SNR 20 the plain probe's
+# pull towards a thick crystal's bright disk interior costs 0.2–0.3 px (benchmarks/RESULTS.md).
+PLAIN_BELOW_SNR = 10.0
 
 
 def hybrid_xcorr(patterns: torch.Tensor, template_fft_conj: torch.Tensor, corr_power: float) -> torch.Tensor:

@@ -109,8 +109,22 @@ class Augmenter:
 
     def apply(self, cbed: np.ndarray, probe: np.ndarray, rng: np.random.Generator, dose: float | None = None) -> np.ndarray:
         """Return an augmented float32 copy of ``cbed`` (P, P); ``probe`` sets the dose scale."""
+        return self.apply_recorded(cbed, probe, rng, dose)[0]
+
+    def apply_recorded(self, cbed: np.ndarray, probe: np.ndarray, rng: np.random.Generator,
+                       dose: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``apply`` (the same draws), and the distortion A (``distortion_matrix``) it recorded the pattern
+        with: evaluation scores vectors against the truth where this detector put it (``A g``)."""
         params = self.draw(rng, cbed.shape, dose)
-        return transform(cbed, probe, params, rng)
+        return transform(cbed, probe, params, rng), distortion_matrix(params.ellipticity, params.ellipse_angle_rad)
+
+
+def distortion_matrix(ellipticity: float, angle_rad: float) -> np.ndarray:
+    """The elliptical distortion A (2×2): a feature at ``c + v`` (px from the centre pixel, axes (kx, ky))
+    is recorded at ``c + A v + shift``; so a Bragg vector measured from the recorded beam is ``A g``."""
+    ca, sa = math.cos(angle_rad), math.sin(angle_rad)
+    rot = np.array([[ca, -sa], [sa, ca]])
+    return rot @ np.diag([1 + ellipticity / 2, 1 - ellipticity / 2]) @ rot.T
 
 
 def _distort(img: np.ndarray, shift, ellipticity: float, angle: float) -> np.ndarray:
@@ -118,9 +132,7 @@ def _distort(img: np.ndarray, shift, ellipticity: float, angle: float) -> np.nda
     if shift == (0.0, 0.0) and ellipticity == 0.0:
         return img
     c = np.array([img.shape[0] // 2, img.shape[1] // 2], float)
-    ca, sa = math.cos(angle), math.sin(angle)
-    rot = np.array([[ca, -sa], [sa, ca]])
-    fwd = rot @ np.diag([1 + ellipticity / 2, 1 - ellipticity / 2]) @ rot.T  # output = c + A(in - c) + shift
+    fwd = distortion_matrix(ellipticity, angle)  # output = c + A(in - c) + shift
     inv = np.linalg.inv(fwd)
     offset = c - inv @ (c + np.asarray(shift, float))
     return ndimage.affine_transform(img, inv, offset=offset, order=1, mode="constant", cval=0.0)
