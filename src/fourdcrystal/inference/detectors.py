@@ -14,8 +14,8 @@ import torch
 
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR,
-                                             RING_CLEAR_RADII, disk_contrast, lattice_support, neighbour_spacing_px,
-                                             small_disks)
+                                             RING_CLEAR_RADII, disk_contrast, lattice_support_many,
+                                             neighbour_spacing_px, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
@@ -115,7 +115,8 @@ class MeasuredPattern:
         judged = dense & ~beam & (apart if refined else True)
         if judged.any():
             tol = LATTICE_TOL_PX if refined else self.search_px
-            out = {k: v[~(judged & self._no_lattice(out, ~beam, tol))] for k, v in out.items()}
+            keep = ~(judged & self._no_lattice(out, ~beam, tol))
+            out = {k: v[keep] for k, v in out.items()}
         return out
 
     @staticmethod
@@ -131,11 +132,10 @@ class MeasuredPattern:
         lie within ``tol_px`` on one lattice through the beam (``evidence.lattice_support``)."""
         b = out["pattern"]
         q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
-        lonely = np.zeros(len(b), bool)
-        for k in np.unique(b[kept]):
-            mine = kept & (b == k)
-            lonely[b == k] = lattice_support(q_px[mine], tol_px, enough=MIN_LATTICE_VECTORS) < MIN_LATTICE_VECTORS
-        return lonely
+        support = lattice_support_many(b[kept], q_px[kept], tol_px, MIN_LATTICE_VECTORS)
+        per_pattern = np.zeros(int(b.max()) + 1 if len(b) else 0, int)
+        per_pattern[list(support)] = list(support.values())
+        return per_pattern[b] < MIN_LATTICE_VECTORS
 
     def _beam(self, out: dict) -> np.ndarray:
         return np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA

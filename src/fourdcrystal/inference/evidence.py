@@ -115,6 +115,40 @@ def lattice_support(q_px: np.ndarray, tol_px: float = LATTICE_TOL_PX, candidates
     return max(best, max(_indexed(q, G, tol_px) for G in [c[None] for c in cand] + list(pairs)))
 
 
+def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough: int) -> dict[int, int]:
+    """``lattice_support(..., enough=enough)`` of every pattern ``b`` of a batch (vectors ``q_px``): one
+    vectorised pass over the lattices and rows spanned by each pattern's 4 shortest vectors (a crystal's),
+    then the full search for the patterns it leaves below ``enough``."""
+    b, q = np.asarray(b), np.asarray(q_px, np.float64).reshape(-1, 2)
+    ids, inv, counts = np.unique(b, return_inverse=True, return_counts=True)
+    if not len(ids):
+        return {}
+    order = np.lexsort((np.hypot(q[:, 0], q[:, 1]), inv))  # by pattern, then shortest first
+    slot = np.arange(len(b)) - np.repeat(np.cumsum(counts) - counts, counts)
+    Q = np.full((len(ids), counts.max(), 2), np.nan)
+    Q[inv[order], slot] = q[order]
+    cand = Q[:, :4]  # (P, ≤4, 2), NaN where a pattern has fewer
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.round(np.einsum("pvd,pcd->pcv", Q, cand) / np.einsum("pcd,pcd->pc", cand, cand)[..., None])
+        off = Q[:, None] - n[..., None] * cand[:, :, None]
+        best = ((np.hypot(off[..., 0], off[..., 1]) < tol_px) & (n != 0)).sum(axis=2).max(axis=1)
+        i, j = np.triu_indices(cand.shape[1], 1)
+        if len(i):
+            A, B = cand[:, i], cand[:, j]  # (P, pairs, 2)
+            cross = A[..., 0] * B[..., 1] - A[..., 1] * B[..., 0]
+            ok = np.abs(cross) > 0.25 * np.hypot(A[..., 0], A[..., 1]) * np.hypot(B[..., 0], B[..., 1])
+            G = np.stack([A, B], axis=2)  # (P, pairs, 2, 2)
+            G = np.where(ok[..., None, None], G, np.eye(2) * 1e9)  # no basis: indexes nothing
+            hk = np.round(np.einsum("pvd,pkde->pkve", Q, np.linalg.inv(G)))
+            off = Q[:, None] - np.einsum("pkve,pked->pkvd", hk, G)
+            on = (np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=3) & ok[..., None]
+            best = np.maximum(best, on.sum(axis=2).max(axis=1))
+    out = {int(k): int(v) for k, v in zip(ids, best)}
+    for k in ids[best < enough]:
+        out[int(k)] = lattice_support(q[b == k], tol_px, enough=enough)
+    return out
+
+
 def _indexed(q: np.ndarray, G: np.ndarray, tol_px: float) -> int:
     """Vectors ``q`` within ``tol_px`` of a nonzero point of the lattice (or row: one basis vector) ``G``
     through the origin, after one least-squares refit of ``G`` to those it indexes."""
