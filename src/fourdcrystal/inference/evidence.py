@@ -88,14 +88,12 @@ def lattice_support(q_px: np.ndarray, tol_px: float = LATTICE_TOL_PX, candidates
     shortest (pairs enclosing less than ~14° are no basis), or the row of multiples of one (a systematic
     row, as in a two-beam orientation). ``enough``: stop at the first lattice that indexes this many. A
     crystal's reflections all index one lattice; a film's speckle does not: four random speckles of a
-    256 px pattern index one within 0.75 px by chance ~1e-3 of the time."""
+    256 px pattern index one within 0.75 px by chance ~1e-3 of the time. (Not ``analysis.lattice.
+    find_basis``: its tolerance is a fraction of the basis, 0.15 |g|, which random vectors far from the
+    beam meet easily — at 0.1 |g| five of them reach four on a lattice in ~5 % of draws.)"""
     q = np.asarray(q_px, np.float64).reshape(-1, 2)
     if len(q) < 3:
         return len(q)
-    if enough is not None and candidates > 4:  # a crystal's shortest few span its lattice: try them first
-        best = lattice_support(q, tol_px, 4, enough)
-        if best >= enough:
-            return best
     cand = q[np.argsort(np.hypot(q[:, 0], q[:, 1]), kind="stable")[:candidates]]
     i, j = np.triu_indices(len(cand), 1)
     A, B = cand[i], cand[j]
@@ -117,8 +115,8 @@ def lattice_support(q_px: np.ndarray, tol_px: float = LATTICE_TOL_PX, candidates
 
 def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough: int) -> dict[int, int]:
     """``lattice_support(..., enough=enough)`` of every pattern ``b`` of a batch (vectors ``q_px``): one
-    vectorised pass over the lattices and rows spanned by each pattern's 4 shortest vectors (a crystal's),
-    then the full search for the patterns it leaves below ``enough``."""
+    vectorised pass over the lattices and rows spanned by each pattern's 4 shortest vectors (a crystal's
+    shortest few span its lattice), then the full search for the patterns it leaves below ``enough``."""
     b, q = np.asarray(b), np.asarray(q_px, np.float64).reshape(-1, 2)
     ids, inv, counts = np.unique(b, return_inverse=True, return_counts=True)
     if not len(ids):
