@@ -304,3 +304,35 @@ def test_a_crystals_vectors_share_a_lattice_and_a_films_speckles_do_not():
         r, phi = rng.uniform(12, 40, 5), rng.uniform(0, 2 * np.pi, 5)
         hits += lattice_support(np.column_stack([r * np.cos(phi), r * np.sin(phi)])) >= MIN_LATTICE_VECTORS
     assert hits / 400 < 0.01
+
+
+def test_the_networks_threshold_falls_where_few_electrons_make_disks_faint():
+    """evidence.peak_thresholds: the stamped threshold for a 1e5 e⁻ pattern and a noise-free one, a quarter of
+    it for a counted 1e3 e⁻ one (the network's faint peaks there; the counting test decides), a ramp between;
+    only for small disks (MeasuredPattern.thresholds); find_peaks takes one threshold per map."""
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.evidence import LOW_DOSE_THRESHOLD_FACTOR, peak_thresholds
+    from fourdcrystal.inference.model_input import ModelInput
+    from fourdcrystal.inference.peaks import below_threshold, find_peaks
+    rng = np.random.default_rng(8)
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    shape = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 1.0 + (np.hypot(ii - 30, jj - 90) <= RADIUS) * 0.05
+    shape /= shape.sum()
+    stray = 0.005  # background electrons per pixel: a counted pattern's smallest value is one electron
+    smooth = shape * 1e3 + 0.1 + 0.05 * ii / 128  # noise-free, on a diffuse background
+    pats = np.stack([rng.poisson(shape * n + stray) for n in (1e3, 6e3, 1e5)] + [smooth])
+    thr = peak_thresholds(torch.from_numpy(pats.astype(np.float32)), 0.04).numpy()
+    assert thr[0] == np.float32(0.04 * LOW_DOSE_THRESHOLD_FACTOR) and thr[2] == thr[3] == np.float32(0.04)
+    assert thr[0] < thr[1] < thr[2]
+    probe = (np.hypot(ii - 64, jj - 64) <= RADIUS).astype(np.float64)
+    small = MeasuredPattern(ModelInput(probe, 1.0, 128, 64), 1 / 32, 1 / 32)
+    large = MeasuredPattern(ModelInput((np.hypot(ii - 64, jj - 64) <= 12).astype(np.float64), 1.0, 128, 64),
+                            1 / 32, 1 / 32)
+    p = torch.from_numpy(pats[:1].astype(np.float32))
+    assert float(small.thresholds(p, 0.04)[0]) < 0.04 and large.thresholds(p, 0.04) == 0.04
+    vg = np.zeros((2, 32, 32), np.float32)
+    vg[:, 16, 16], vg[:, 8, 20] = 1.0, 0.1
+    got = find_peaks(vg, center_px=16, threshold=np.array([0.05, 0.2]))
+    assert sorted(got["pattern"].tolist()) == [0, 0, 1]
+    weak = below_threshold(got, vg, 16, 0.2)
+    assert weak[(got["pattern"] == 0) & (got["intensity"] < 0.5)].all() and not weak[got["intensity"] > 0.5].any()

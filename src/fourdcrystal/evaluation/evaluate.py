@@ -58,6 +58,7 @@ from fourdcrystal.evaluation.tuning import tune_classical, tune_threshold
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, MeasuredPattern
+from fourdcrystal.inference.evidence import one_electron
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.learning.augment import Augmenter
 from fourdcrystal.simulation.store import load_manifest, read_pattern
@@ -128,7 +129,7 @@ class Evaluation:
         onto the centre pixel (the detector's origin shift undone, as the classical vectors are
         re-referenced); patterns sharing a vacuum probe (one per probe setting) in one batch. Also
         returns, per probe, what `predict`'s look at the measured pattern needs (indices, raw patterns, beams,
-        its ``MeasuredPattern``)."""
+        its ``MeasuredPattern``, ``evidence.one_electron`` of the patterns)."""
         P, cp = self.P, self.cp
         same_probe: dict[bytes, list[int]] = {}
         for k, (_, q, _) in enumerate(items):
@@ -140,7 +141,7 @@ class Evaluation:
             x = torch.from_numpy(np.ascontiguousarray(cbeds[idx], dtype=np.float32))
             centres = mi.centres(x)
             probes[idx], prepared[idx] = mi(x, centres)
-            evidence.append((np.asarray(idx), x, centres, MeasuredPattern(mi, self.dk, self.dk)))
+            evidence.append((np.asarray(idx), x, centres, MeasuredPattern(mi, self.dk, self.dk), one_electron(x)))
         cbeds = prepared.numpy()
         vgs, qzs, nb = [], [], DEFAULT_BATCH["cpu"]
         # the arithmetic `predict --precision` would use (bf16: autocast, FFTs stay fp32)
@@ -158,16 +159,22 @@ class Evaluation:
 
     def peaks(self, vg, qz, n: int, threshold: float, evidence=None):
         """Peaks per pattern; with ``evidence`` (from network_maps) only those the pattern supports, as
-        `predict` keeps them (fourdcrystal.inference.evidence)."""
-        pk = peaks.find_peaks(vg, qz, center_px=self.cp, threshold=threshold, exclude_center_px=self.tol,
+        `predict` keeps them (fourdcrystal.inference.evidence), at `predict`'s threshold per pattern."""
+        per_pattern = threshold
+        if evidence:
+            per_pattern = np.full(n, threshold, np.float32)
+            for idx, raw, _, measured, electron in evidence:
+                per_pattern[idx] = np.asarray(measured.thresholds(raw, threshold, electron))
+        pk = peaks.find_peaks(vg, qz, center_px=self.cp, threshold=per_pattern, exclude_center_px=self.tol,
                               min_spacing_px=self.spacing)
         if evidence:
+            pk["weak"] = peaks.below_threshold(pk, vg, self.cp, threshold)
             pk = pd.concat([self._measured(pk, *group) for group in evidence], ignore_index=True)
         pk = pd.DataFrame(pk)
         groups = dict(tuple(pk.groupby("pattern")))
         return [groups.get(i, pk.iloc[:0]) for i in range(n)]
 
-    def _measured(self, pk: dict, idx, raw, centres, measured) -> pd.DataFrame:
+    def _measured(self, pk: dict, idx, raw, centres, measured, electron) -> pd.DataFrame:
         """The peaks of one probe group (``idx``) checked and placed on their measured patterns, as
         `predict` does (its detector pixels are the model's here), back on the centred model grid."""
         sel = np.flatnonzero(np.isin(pk["pattern"], idx))
@@ -175,7 +182,8 @@ class Evaluation:
         c = centres.numpy().astype(np.float64)[local]
         dx, dy = pk["qx_px"][sel] - self.cp, pk["qy_px"][sel] - self.cp
         out = measured(raw, centres, {"pattern": local, "qx": dx * self.dk, "qy": dy * self.dk,
-                                      "qx_px": c[:, 0] + dx, "qy_px": c[:, 1] + dy, "row": sel})
+                                      "qx_px": c[:, 0] + dx, "qy_px": c[:, 1] + dy, "row": sel,
+                                      "weak": pk["weak"][sel]}, electron)
         rows = out["row"]
         return pd.DataFrame({"pattern": pk["pattern"][rows], "qx_px": self.cp + out["qx"] / self.dk,
                              "qy_px": self.cp + out["qy"] / self.dk, "intensity": pk["intensity"][rows],

@@ -14,8 +14,8 @@ import torch
 
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR,
-                                             RING_CLEAR_RADII, disk_contrast, lattice_support_many,
-                                             neighbour_spacing_px, small_disks)
+                                             RING_CLEAR_RADII, WEAK_MIN_SNR, disk_contrast, lattice_support_many,
+                                             neighbour_spacing_px, one_electron, peak_thresholds, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
@@ -79,10 +79,14 @@ class MeasuredPattern:
                 self.edge_template = template(EDGE_SIGMA_RADII)
             self.plain_template = template(None)
 
-    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict) -> dict:
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, electron=None) -> dict:
         """``out``: vectors (``pattern``, ``qx``, ``qy`` Å⁻¹ from the beam, ``qx_px``, ``qy_px`` detector px,
         any other columns); returns those kept, positions refined. A flat pattern (e.g. a detector read
-        without beam) shows nothing: none of its vectors is kept."""
+        without beam) shows nothing: none of its vectors is kept. ``out["weak"]`` (optional): vectors the
+        network proposed only under a lowered threshold, which need ``evidence.WEAK_MIN_SNR``.
+        ``electron``: ``evidence.one_electron`` of ``patterns``, when already known."""
+        out = dict(out)
+        out["weak"] = np.asarray(out.get("weak", np.zeros(len(out["pattern"]), bool)), bool)
         flat = (patterns.amax(dim=(1, 2)) <= patterns.amin(dim=(1, 2))).cpu().numpy()
         if flat.any() and len(out["pattern"]):
             out = {k: v[~flat[out["pattern"]]] for k, v in out.items()}
@@ -96,9 +100,9 @@ class MeasuredPattern:
         if self.check_evidence and len(out["pattern"]):
             snr, brightness, dense = (t.cpu().numpy() for t in disk_contrast(
                 patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
-                overlapping=spacing < RING_CLEAR_RADII * r))
+                overlapping=spacing < RING_CLEAR_RADII * r, electron=electron))
             out["snr"] = snr.astype(np.float64)
-            keep = (snr >= MIN_SNR) & (brightness >= MIN_BRIGHTNESS)
+            keep = (snr >= np.where(out["weak"], WEAK_MIN_SNR, MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
             keep |= self._beam(out)  # the direct beam is always a vector
             out, spacing, dense = {k: v[keep] for k, v in out.items()}, spacing[keep], dense[keep]
         apart = spacing >= MIN_SPACING_RADII * r
@@ -117,7 +121,16 @@ class MeasuredPattern:
             tol = LATTICE_TOL_PX if refined else self.search_px
             keep = ~(judged & self._no_lattice(out, ~beam, tol))
             out = {k: v[keep] for k, v in out.items()}
+        del out["weak"]
         return out
+
+    def thresholds(self, patterns: torch.Tensor, threshold: float, electron=None):
+        """The network's V_g threshold for each of ``patterns``: lower where few electrons make the disks
+        faint (``evidence.peak_thresholds``), where the pattern's evidence judges the vectors and its disks
+        are small (the ring test); else ``threshold``."""
+        if not (self.check_evidence and self.small_disks):
+            return threshold
+        return peak_thresholds(patterns.float(), threshold, electron)
 
     @staticmethod
     def _placed(template, patterns, b, x, y, moved) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,8 +185,9 @@ class MeasuredPattern:
 
 
 class NetworkDetector:
-    """The network on ``ModelInput``'s grid, V_g peaks above ``threshold`` × the direct beam's, then
-    checked and placed on the measured pattern (``MeasuredPattern``)."""
+    """The network on ``ModelInput``'s grid, V_g peaks above ``threshold`` × the direct beam's (lower on a
+    pattern of few electrons, ``evidence.peak_thresholds``), then checked and placed on the measured
+    pattern (``MeasuredPattern``)."""
 
     def __init__(self, model, geometry, inputs: ModelInput, q_pixel_size_invA: float, *, threshold: float,
                  min_spacing_px: float, device: str = "cpu", use_bf16: bool = False, check_evidence: bool = True,
@@ -193,16 +207,20 @@ class NetworkDetector:
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> dict[str, np.ndarray]:
         cp, dk = self.center_px, self.dk_invA
         pr, cb = self.inputs(patterns, centres)
+        electron = one_electron(patterns.float()) if self.measured.check_evidence else None
+        threshold = self.measured.thresholds(patterns, self.threshold, electron)
         with torch.inference_mode(), torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.use_bf16):
             vg, qz = self.model(pr, cb)
-            pk = peaks.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=self.threshold,
+            pk = peaks.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=threshold,
                                   min_spacing_px=self.min_spacing_px)
         qx, qy = (pk["qx_px"] - cp) * dk, (pk["qy_px"] - cp) * dk
         b = pk["pattern"]
         c = centres.cpu().numpy().astype(np.float64)
         out = {"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
                "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"]}
-        return self.measured(patterns, centres, out)
+        if not np.isscalar(threshold):  # lowered for few electrons: what the stamped one would not propose
+            out["weak"] = peaks.below_threshold(pk, vg, cp, self.threshold)
+        return self.measured(patterns, centres, out, electron)
 
 
 class ClassicalDetector:

@@ -71,7 +71,7 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
     pixel), ``qz`` (Å⁻¹, bilinear at the refined position; NaN when ``qz`` is None).
     ``exclude_center_px``: drop peaks closer than this to the centre (the direct beam).
     ``min_spacing_px``: non-maximum suppression radius (px, square window; ≤ 1: none beyond 3×3).
-    ``threshold``: fraction of the direct beam's V_g (None: DEFAULT_THRESHOLD).
+    ``threshold``: fraction of the direct beam's V_g, one for all or (B,) one per map (None: DEFAULT_THRESHOLD).
     """
     if threshold is None:
         threshold = sys.modules[__name__].DEFAULT_THRESHOLD
@@ -84,7 +84,8 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
     # refinement needs both neighbours); the dense part is one 3×3 maximum (``window3``), the rest is on
     # the few candidates only
     mx = window3(v, torch.maximum)
-    cand = (v >= mx) & (v > threshold * ref[:, None, None])
+    thr = torch.as_tensor(threshold, dtype=torch.float32, device=v.device).reshape(-1, 1, 1)
+    cand = (v >= mx) & (v > thr * ref[:, None, None])
     e = max(1, int(edge_px))
     cand[:, :e] = False
     cand[:, P - e:] = False
@@ -125,6 +126,14 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
         qz_at = torch.full_like(f0, float("nan"))
     out = {"pattern": b[keep], "qx_px": x[keep], "qy_px": y[keep], "intensity": f0[keep], "qz": qz_at[keep]}
     return {k: t.detach().cpu().numpy().astype(np.int64 if k == "pattern" else np.float64) for k, t in out.items()}
+
+
+def below_threshold(pk: dict, vg, center_px: int, threshold: float) -> np.ndarray:
+    """Per peak of ``find_peaks(vg, ...)`` (``pk``): whether its V_g is at most ``threshold`` × its map's direct
+    beam's, i.e. found only under a lower threshold."""
+    v = _as_tensor(vg).float()
+    ref = direct_beam_vg(v[None] if v.ndim == 2 else v, center_px).cpu().numpy()
+    return pk["intensity"] <= threshold * ref[pk["pattern"]]
 
 
 def window3(v: torch.Tensor, op) -> torch.Tensor:
