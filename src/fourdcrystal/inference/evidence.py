@@ -33,6 +33,9 @@ On a flat background (vacuum, a detector without beam) a vector survives with pr
   noise-free pattern, 3.75 at 1e5 e⁻), so there a vector placed on the pattern stands only when at least
   ``MIN_LATTICE_VECTORS`` of its pattern's vectors lie on one lattice through the beam (``lattice_support``):
   a crystal's reflections do, speckles do not.
+* few electrons: under ~2e4 electrons per pattern the network's V_g peaks of faint small disks fall below
+  the stamped threshold; there it is lowered (``peak_thresholds``) and what only the lower threshold
+  proposes must stand out by ``WEAK_MIN_SNR``.
 
 The ring is only background where the neighbouring disks leave it free. Disks of radius α/λ ≤
 ``MAX_SMALL_DISK_INVA`` (0.1 Å⁻¹, e.g. 2 mrad at 300 kV) leave it free in any lattice of a few Å
