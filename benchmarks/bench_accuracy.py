@@ -147,9 +147,11 @@ def recorded(frame: pd.DataFrame, distortions: list) -> list:
 
 
 def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classical: dict | None, tmp: Path,
-            dq: float = DQ_INVA) -> list:
+            dq: float | None = None) -> list:
     """Per scan position: DataFrame qx_px, qy_px (detector px relative to the found beam + centre),
-    intensity, qz — the direct beam (within 2 px) dropped. ``dq``: the detector's Å⁻¹/px."""
+    intensity, qz — the direct beam (within 2 px) dropped. ``dq``: the detector's Å⁻¹/px (None: this run's
+    ``DETECTOR``, as ``set_detector`` left it — the negatives' film and probe are simulated on it)."""
+    dq = DETECTOR.dk_invA if dq is None else dq
     out = tmp / f"run-{time.perf_counter_ns()}"
     predict.predict_cube(Cube(array=cube, path="bench"), probe, model, mgeo, dq, out, progress=False,
                          threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],

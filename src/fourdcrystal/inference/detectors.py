@@ -19,7 +19,8 @@ from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_BRIGHTNESS, MIN
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
-                                           SEARCH_RADII, SubpixelTemplate, hybrid_xcorr, refine_positions)
+                                           SEARCH_RADII, SMALL_SEARCH_RADII, SubpixelTemplate, hybrid_xcorr,
+                                           refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -64,6 +65,8 @@ class MeasuredPattern:
         # disk clear of its neighbours (``refine.CLEAR_SPACING_RADII``)
         self.search_px = max(DEFAULT_SEARCH_PX, self.dk_invA / self.dq_invA)
         self.clear_search_px = max(self.search_px, SEARCH_RADII * self.disk_radius_px)
+        # a small disk within its own radius: no neighbour is nearer than 3 radii (``refine.SMALL_SEARCH_RADII``)
+        self.small_search_px = max(self.search_px, SMALL_SEARCH_RADII * self.disk_radius_px)
         # large disks of many pixels may be clear of their neighbours (``refine.CLEAR_MIN_RADIUS_PX``)
         self.may_be_clear = not self.small_disks and self.disk_radius_px >= CLEAR_MIN_RADIUS_PX
         # small disks and large clear ones are placed by their edges (``refine.SubpixelTemplate``), faint
@@ -170,7 +173,11 @@ class MeasuredPattern:
             finder = self.inputs.finder
             xc = finder.xcorr(patterns) if self.corr_power == 1.0 else \
                 hybrid_xcorr(patterns, finder.kernel, self.corr_power)
-            xp, yp, moved = refine_positions(xc, finder.c, b[rest], x[rest], y[rest], self.search_px)
+            search = self.search_px
+            if self.small_disks:  # each within its radius, the direct beam within a model pixel
+                beam = torch.as_tensor(self._beam(out)[which], device=dev)[rest]
+                search = torch.where(beam, self.search_px, self.small_search_px)
+            xp, yp, moved = refine_positions(xc, finder.c, b[rest], x[rest], y[rest], search)
             if self.small_disks:  # by their edges, the faint ones by the whole disk (refine.PLAIN_BELOW_SNR)
                 faint = torch.as_tensor(out["snr"][which] < PLAIN_BELOW_SNR, device=dev)[rest]
                 xp, yp = self._placed(self.edge_template, patterns, b[rest], xp, yp, moved & ~faint)

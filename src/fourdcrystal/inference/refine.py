@@ -39,6 +39,10 @@ from fourdcrystal.inference.peaks import log_parabola_vertex
 
 DEFAULT_SEARCH_PX = 1.5  # how far (detector px) from the network's position the pattern's disk may be
 DEFAULT_CORR_POWER = 1.0
+# A small disk (``evidence.small_disks``) has no neighbour within 3 radii: it is searched for within its own
+# radius, where the network misplaces a faint one by more than a model pixel (80 kV / 3.5 mrad, MgO at 1e5:
+# 1.5–2.6 px; benchmarks/RESULTS.md, "Low-dose proposals"); the direct beam stays within a model pixel
+SMALL_SEARCH_RADII = 1.0
 MIN_SPACING_RADII = 2.0  # refine disks whose nearest neighbour is at least a diameter away (touching or apart)
 # A large disk (not ``evidence.small_disks``) of at least CLEAR_MIN_RADIUS_PX is clear of its neighbours
 # when its nearest proposed one is at least CLEAR_SPACING_RADII radii away: a gap of a quarter radius
@@ -79,7 +83,7 @@ def refine_positions(xc: torch.Tensor, template_centre: tuple[float, float], b, 
 
     ``xc``: (B, Qx, Qy) correlation, maximal at shift s where the pattern's disk sits at the template's
     centre + s (circular shifts). Returns (x, y, moved): refined positions, and which vectors found an
-    interior maximum within ``search_px`` (the others keep their position)."""
+    interior maximum within ``search_px`` (one for all, or one per vector; the others keep their position)."""
     B, Qx, Qy = xc.shape
     dev = xc.device
     b = torch.as_tensor(b, device=dev).long()
@@ -87,14 +91,15 @@ def refine_positions(xc: torch.Tensor, template_centre: tuple[float, float], b, 
     y = torch.as_tensor(y_px, device=dev, dtype=torch.float32)
     if len(b) == 0:
         return x, y, torch.zeros(0, dtype=torch.bool, device=dev)
-    k = int(search_px) + 1
+    search = torch.as_tensor(search_px, device=dev, dtype=torch.float32).reshape(-1, 1)
+    k = int(search.max()) + 1
     ax = torch.arange(-k, k + 1, device=dev)
     di, dj = torch.meshgrid(ax, ax, indexing="ij")
     sx = x - template_centre[0]
     sy = y - template_centre[1]
     i0, j0 = sx.round().long(), sy.round().long()
     ii, jj = i0[:, None] + di.reshape(1, -1), j0[:, None] + dj.reshape(1, -1)
-    near = torch.hypot(ii.float() - sx[:, None], jj.float() - sy[:, None]) <= search_px
+    near = torch.hypot(ii.float() - sx[:, None], jj.float() - sy[:, None]) <= search
     vals = torch.where(near, xc[b[:, None], ii % Qx, jj % Qy], torch.full_like(sx[:, None], -torch.inf))
     best = vals.argmax(dim=1)
     bi, bj = ii.gather(1, best[:, None])[:, 0], jj.gather(1, best[:, None])[:, 0]
