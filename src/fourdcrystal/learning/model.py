@@ -312,8 +312,8 @@ def load_checkpoint(path, map_location="cpu"):
                         f"code ({FORMAT_VERSION})", "upgrade fourdcrystal")
     try:
         model = build_model({**_LEGACY_DEFAULTS, **ck["model_config"]})
-        # assign: the file's tensors become the parameters (copying them into the fresh ones cost 40 ms of a
-        # 1.5 s `predict` start-up)
+        # assign: the file's tensors become the parameters (copying them into the fresh ones took 40 ms,
+        # measured alone; within a whole `predict` start-up the VM's spread hides it)
         model.load_state_dict(ck["state_dict"], assign=True)
         geometry = Geometry.from_dict(ck["geometry"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
