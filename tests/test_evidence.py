@@ -347,3 +347,25 @@ def test_the_networks_threshold_falls_where_few_electrons_make_disks_faint():
     assert sorted(got["pattern"].tolist()) == [0, 0, 1]
     weak = below_threshold(got, vg, 16, 0.2)
     assert weak[(got["pattern"] == 0) & (got["intensity"] < 0.5)].all() and not weak[got["intensity"] > 0.5].any()
+
+
+def test_a_pattern_without_a_direct_beam_gives_no_vectors():
+    """A detector read without beam shows no disks, even where a blob passes the 3σ test: its direct beam,
+    where the beam finder put it, must pass the test of any disk, evidence.MIN_SNR (small disks). The same blob
+    beside a beam is a disk."""
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.model_input import ModelInput
+    rng = np.random.default_rng(11)
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    beam = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 20.0
+    blob = (np.hypot(ii - 30, jj - 90) <= RADIUS) * 0.6  # ~ 60 electrons on 0.05 per pixel
+    dark, lit = rng.poisson(blob + 0.05).astype(np.float32), rng.poisson(beam + blob + 0.05).astype(np.float32)
+    inputs = ModelInput(beam / 20.0, 1.0, 128, 64)
+    mp = MeasuredPattern(inputs, 1 / 32, 1 / 32, corr_power=None)
+    assert mp.small_disks
+    c = torch.tensor([[64.0, 64.0], [64.0, 64.0]])
+    xy = np.array([[64.0, 64.0], [30.0, 90.0]] * 2)
+    out = {"pattern": np.array([0, 0, 1, 1]), "qx_px": xy[:, 0], "qy_px": xy[:, 1],
+           "qx": (xy[:, 0] - 64) / 32, "qy": (xy[:, 1] - 64) / 32}
+    got = mp(torch.from_numpy(np.stack([dark, lit])), c, out)
+    assert got["pattern"].tolist() == [1, 1]

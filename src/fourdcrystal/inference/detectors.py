@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR,
-                                             RING_CLEAR_RADII, WEAK_MIN_SNR, disk_contrast, lattice_support_many,
-                                             neighbour_spacing_px, one_electron, peak_thresholds, small_disks)
+from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR, disk_contrast,
+                                             lattice_support_many, neighbour_spacing_px, one_electron,
+                                             peak_thresholds, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
@@ -106,7 +106,9 @@ class MeasuredPattern:
                 overlapping=spacing < RING_CLEAR_RADII * r, electron=electron))
             out["snr"] = snr.astype(np.float64)
             keep = (snr >= np.where(out["weak"], WEAK_MIN_SNR, MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
-            keep |= self._beam(out)  # the direct beam is always a vector
+            keep |= self._beam(out)  # the direct beam is always a vector ...
+            if self.small_disks:  # ... of a pattern that shows one (its ring is background: no neighbour near)
+                keep &= self._lit(patterns, centres, electron)[out["pattern"]]
             out, spacing, dense = {k: v[keep] for k, v in out.items()}, spacing[keep], dense[keep]
         apart = spacing >= MIN_SPACING_RADII * r
         refined = self.corr_power is not None
@@ -126,6 +128,16 @@ class MeasuredPattern:
             out = {k: v[keep] for k, v in out.items()}
         del out["weak"]
         return out
+
+    def _lit(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> np.ndarray:
+        """(B,) whether each pattern's direct beam, where the beam finder put it, passes the contrast test of
+        any disk (``evidence.MIN_SNR``): a detector read without beam (noise only) shows no disks, though a few
+        of its noise blobs pass that test (512 px at 1e3 e⁻: 0.75 false vectors per pattern, its beams at 0–3.8σ;
+        benchmarks/RESULTS.md). (At 6σ thick crystals' faint beams at 1e3 e⁻ failed: 80 kV / 1 mrad / 60 nm.)"""
+        c = centres.cpu().numpy().astype(np.float64)
+        snr, _, _ = disk_contrast(patterns, centres, np.arange(len(c)), c[:, 0], c[:, 1], self.disk_radius_px,
+                                  electron=electron)
+        return snr.cpu().numpy() >= MIN_SNR
 
     def thresholds(self, patterns: torch.Tensor, threshold: float, electron=None):
         """The network's V_g threshold for each of ``patterns``: lower where few electrons make the disks
