@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR, disk_contrast,
-                                             lattice_support_many, neighbour_spacing_px, one_electron,
-                                             peak_thresholds, small_disks)
+from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR,
+                                             RING_CLEAR_RADII, WEAK_MIN_SNR, disk_contrast, lattice_support_many,
+                                             neighbour_spacing_px, one_electron, peak_thresholds, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
