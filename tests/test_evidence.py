@@ -369,3 +369,40 @@ def test_a_pattern_without_a_direct_beam_gives_no_vectors():
            "qx": (xy[:, 0] - 64) / 32, "qy": (xy[:, 1] - 64) / 32}
     got = mp(torch.from_numpy(np.stack([dark, lit])), c, out)
     assert got["pattern"].tolist() == [1, 1]
+
+
+def test_faint_vectors_above_the_low_dose_ramp_stand_only_on_their_patterns_lattice():
+    """evidence.lattice_members: a faint proposal (below the stamped threshold, above the low-dose ramp)
+    stands where it lies on the lattice of its pattern's stronger vectors; a film's speckle, with no strong
+    lattice, does not. The lattice is refit on every strong vector: first orders measured 0.5 px short still
+    place the fourth order."""
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.evidence import lattice_members
+    from fourdcrystal.inference.model_input import ModelInput
+    hk = np.array([(h, k) for h in range(-2, 3) for k in range(-2, 3) if (h, k) != (0, 0)], float)
+    strong = hk * 12.0
+    first = np.abs(hk).max(axis=1) == 1
+    strong[first] *= (1 - 0.5 / np.hypot(*strong[first].T))[:, None]
+    faint = np.array([[36.0, 0.0], [-48.0, 12.0], [47.9, 36.1], [0.0, -36.0]])  # higher orders
+    off = np.array([[17.0, 5.0], [-30.0, 21.0], [6.0, 6.0]])
+    got = lattice_members(strong, np.vstack([faint, off]), 0.75)
+    assert got.tolist() == [True] * 4 + [False] * 3
+    assert not lattice_members(strong[:3], faint, 0.75).any()  # too few strong vectors for a lattice
+    # through MeasuredPattern on a noise-free pattern of small disks: two faint disks, one on the lattice
+    # and one off it (a cell's centre, clear of its neighbours), both proposed only under the lowered threshold
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    disk = lambda x, y: (np.hypot(ii - x, jj - y) <= RADIUS) * 1.0  # noqa: E731
+    lattice = [(64 + 12 * h, 64 + 12 * k) for h, k in hk.astype(int)]
+    pattern = 20 * disk(64, 64) + sum(disk(x, y) for x, y in lattice) + 0.05 * disk(100, 76) + \
+        0.05 * disk(82, 58) + 0.01
+    mp = MeasuredPattern(ModelInput(disk(64, 64), 1.0, 128, 64), 1 / 32, 1 / 32)  # placed on the pattern
+    assert mp.small_disks and mp.proposal_threshold(0.04) < 0.04
+    xy = np.array([(64.0, 64.0)] + lattice + [(100.0, 76.0), (82.0, 58.0)], float)
+    unsure = np.r_[np.zeros(len(lattice) + 1, bool), True, True]
+    out = {"pattern": np.zeros(len(xy), int), "qx_px": xy[:, 0], "qy_px": xy[:, 1],
+           "qx": (xy[:, 0] - 64) / 32, "qy": (xy[:, 1] - 64) / 32, "weak": unsure, "unsure": unsure}
+    got = mp(torch.from_numpy(pattern[None].astype(np.float32)), torch.tensor([[64.0, 64.0]]), out)
+
+    def kept(x, y):
+        return bool((np.hypot(got["qx_px"] - x, got["qy_px"] - y) < 0.5).any())
+    assert kept(100.0, 76.0) and not kept(82.0, 58.0) and len(got["pattern"]) == len(lattice) + 2

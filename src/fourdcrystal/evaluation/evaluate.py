@@ -160,15 +160,17 @@ class Evaluation:
     def peaks(self, vg, qz, n: int, threshold: float, evidence=None):
         """Peaks per pattern; with ``evidence`` (from network_maps) only those the pattern supports, as
         `predict` keeps them (fourdcrystal.inference.evidence), at `predict`'s threshold per pattern."""
-        per_pattern = threshold
-        if evidence:
-            per_pattern = np.full(n, threshold, np.float32)
+        proposal = threshold
+        if evidence:  # per pattern, as `predict`'s MeasuredPattern proposes and flags them
+            proposal, ramp = np.full(n, threshold, np.float32), np.full(n, threshold, np.float32)
             for idx, raw, _, measured, electron in evidence:
-                per_pattern[idx] = np.asarray(measured.thresholds(raw, threshold, electron))
-        pk = peaks.find_peaks(vg, qz, center_px=self.cp, threshold=per_pattern, exclude_center_px=self.tol,
+                proposal[idx] = measured.proposal_threshold(threshold)
+                ramp[idx] = np.asarray(measured.thresholds(raw, threshold, electron))
+        pk = peaks.find_peaks(vg, qz, center_px=self.cp, threshold=proposal, exclude_center_px=self.tol,
                               min_spacing_px=self.spacing)
         if evidence:
             pk["weak"] = peaks.below_threshold(pk, vg, self.cp, threshold)
+            pk["unsure"] = peaks.below_threshold(pk, vg, self.cp, ramp)
             pk = pd.concat([self._measured(pk, *group) for group in evidence], ignore_index=True)
         pk = pd.DataFrame(pk)
         groups = dict(tuple(pk.groupby("pattern")))
@@ -183,7 +185,7 @@ class Evaluation:
         dx, dy = pk["qx_px"][sel] - self.cp, pk["qy_px"][sel] - self.cp
         out = measured(raw, centres, {"pattern": local, "qx": dx * self.dk, "qy": dy * self.dk,
                                       "qx_px": c[:, 0] + dx, "qy_px": c[:, 1] + dy, "row": sel,
-                                      "weak": pk["weak"][sel]}, electron)
+                                      "weak": pk["weak"][sel], "unsure": pk["unsure"][sel]}, electron)
         rows = out["row"]
         return pd.DataFrame({"pattern": pk["pattern"][rows], "qx_px": self.cp + out["qx"] / self.dk,
                              "qy_px": self.cp + out["qy"] / self.dk, "intensity": pk["intensity"][rows],

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR,
-                                             RING_CLEAR_RADII, WEAK_MIN_SNR, disk_contrast, lattice_support_many,
+from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
+                                             MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
+                                             disk_contrast, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron, peak_thresholds, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
@@ -86,10 +87,13 @@ class MeasuredPattern:
         """``out``: vectors (``pattern``, ``qx``, ``qy`` Å⁻¹ from the beam, ``qx_px``, ``qy_px`` detector px,
         any other columns); returns those kept, positions refined. A flat pattern (e.g. a detector read
         without beam) shows nothing: none of its vectors is kept. ``out["weak"]`` (optional): vectors the
-        network proposed only under a lowered threshold, which need ``evidence.WEAK_MIN_SNR``.
+        network proposed only under a lowered threshold, which need ``evidence.WEAK_MIN_SNR``;
+        ``out["unsure"]`` (optional): those of them above the low-dose ramp (``thresholds``), which must also
+        lie on the lattice of their pattern's other vectors (``evidence.lattice_members``).
         ``electron``: ``evidence.one_electron`` of ``patterns``, when already known."""
         out = dict(out)
-        out["weak"] = np.asarray(out.get("weak", np.zeros(len(out["pattern"]), bool)), bool)
+        for flag in ("weak", "unsure"):
+            out[flag] = np.asarray(out.get(flag, np.zeros(len(out["pattern"]), bool)), bool)
         flat = (patterns.amax(dim=(1, 2)) <= patterns.amin(dim=(1, 2))).cpu().numpy()
         if flat.any() and len(out["pattern"]):
             out = {k: v[~flat[out["pattern"]]] for k, v in out.items()}
@@ -126,7 +130,10 @@ class MeasuredPattern:
             tol = LATTICE_TOL_PX if refined else self.search_px
             keep = ~(judged & self._no_lattice(out, ~beam, tol))
             out = {k: v[keep] for k, v in out.items()}
-        del out["weak"]
+        if out["unsure"].any():
+            keep = ~out["unsure"] | self._on_lattice(out, LATTICE_TOL_PX if refined else self.search_px)
+            out = {k: v[keep] for k, v in out.items()}
+        del out["weak"], out["unsure"]
         return out
 
     def _lit(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> np.ndarray:
@@ -140,12 +147,25 @@ class MeasuredPattern:
         return snr.cpu().numpy() >= MIN_SNR
 
     def thresholds(self, patterns: torch.Tensor, threshold: float, electron=None):
-        """The network's V_g threshold for each of ``patterns``: lower where few electrons make the disks
-        faint (``evidence.peak_thresholds``), where the pattern's evidence judges the vectors and its disks
-        are small (the ring test); else ``threshold``."""
+        """The network's V_g threshold for each of ``patterns`` above which a vector needs no lattice: lower
+        where few electrons make the disks faint (``evidence.peak_thresholds``), where the pattern's evidence
+        judges the vectors and its disks are small (the ring test); else ``threshold``."""
         if not (self.check_evidence and self.small_disks):
             return threshold
         return peak_thresholds(patterns.float(), threshold, electron)
+
+    def proposal_threshold(self, threshold: float) -> float:
+        """The network's V_g threshold for proposals: ``evidence.LOW_DOSE_THRESHOLD_FACTOR`` × ``threshold``
+        where the evidence judges small disks (``__call__``: weak and unsure vectors), else ``threshold``."""
+        return threshold * LOW_DOSE_THRESHOLD_FACTOR if self.check_evidence and self.small_disks else threshold
+
+    def flags(self, pk: dict, vg, center_px: int, threshold: float, ramp) -> dict:
+        """``weak`` and ``unsure`` (``__call__``) of the peaks ``pk`` found on ``vg`` at
+        ``proposal_threshold(threshold)``, given the ramp ``thresholds(...)``."""
+        if self.proposal_threshold(threshold) == threshold:
+            return {}
+        return {"weak": peaks.below_threshold(pk, vg, center_px, threshold),
+                "unsure": peaks.below_threshold(pk, vg, center_px, ramp)}
 
     @staticmethod
     def _placed(template, patterns, b, x, y, moved) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,6 +184,18 @@ class MeasuredPattern:
         per_pattern = np.zeros(int(b.max()) + 1 if len(b) else 0, int)
         per_pattern[list(support)] = list(support.values())
         return per_pattern[b] < MIN_LATTICE_VECTORS
+
+    def _on_lattice(self, out: dict, tol_px: float) -> np.ndarray:
+        """Per vector: whether it lies on the lattice of its pattern's vectors that are neither unsure nor the
+        beam (``evidence.lattice_members``)."""
+        b = out["pattern"]
+        q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
+        strong = ~out["unsure"] & ~self._beam(out)
+        ok = np.zeros(len(b), bool)
+        for k in np.unique(b[out["unsure"]]):
+            unsure = np.flatnonzero((b == k) & out["unsure"])
+            ok[unsure] = lattice_members(q_px[(b == k) & strong], q_px[unsure], tol_px)
+        return ok
 
     def _beam(self, out: dict) -> np.ndarray:
         return np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA
@@ -204,9 +236,9 @@ class MeasuredPattern:
 
 
 class NetworkDetector:
-    """The network on ``ModelInput``'s grid, V_g peaks above ``threshold`` × the direct beam's (lower on a
-    pattern of few electrons, ``evidence.peak_thresholds``), then checked and placed on the measured
-    pattern (``MeasuredPattern``)."""
+    """The network on ``ModelInput``'s grid, V_g peaks above ``threshold`` × the direct beam's (for small
+    disks down to a quarter of it, ``MeasuredPattern.proposal_threshold``), then checked and placed on the
+    measured pattern (``MeasuredPattern``: what only the lower threshold proposes needs more evidence)."""
 
     def __init__(self, model, geometry, inputs: ModelInput, q_pixel_size_invA: float, *, threshold: float,
                  min_spacing_px: float, device: str = "cpu", use_bf16: bool = False, check_evidence: bool = True,
@@ -227,18 +259,18 @@ class NetworkDetector:
         cp, dk = self.center_px, self.dk_invA
         pr, cb = self.inputs(patterns, centres)
         electron = one_electron(patterns.float()) if self.measured.check_evidence else None
-        threshold = self.measured.thresholds(patterns, self.threshold, electron)
+        ramp = self.measured.thresholds(patterns, self.threshold, electron)
         with torch.inference_mode(), torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.use_bf16):
             vg, qz = self.model(pr, cb)
-            pk = peaks.find_peaks(vg.float(), qz.float(), center_px=cp, threshold=threshold,
+            pk = peaks.find_peaks(vg.float(), qz.float(), center_px=cp,
+                                  threshold=self.measured.proposal_threshold(self.threshold),
                                   min_spacing_px=self.min_spacing_px)
         qx, qy = (pk["qx_px"] - cp) * dk, (pk["qy_px"] - cp) * dk
         b = pk["pattern"]
         c = centres.cpu().numpy().astype(np.float64)
         out = {"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
-               "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"]}
-        if not np.isscalar(threshold):  # lowered for few electrons: what the stamped one would not propose
-            out["weak"] = peaks.below_threshold(pk, vg, cp, self.threshold)
+               "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"],
+               **self.measured.flags(pk, vg, cp, self.threshold, ramp)}
         return self.measured(patterns, centres, out, electron)
 
 

@@ -128,12 +128,13 @@ def find_peaks(vg, qz=None, *, center_px: int, threshold: float | None = None, e
     return {k: t.detach().cpu().numpy().astype(np.int64 if k == "pattern" else np.float64) for k, t in out.items()}
 
 
-def below_threshold(pk: dict, vg, center_px: int, threshold: float) -> np.ndarray:
-    """Per peak of ``find_peaks(vg, ...)`` (``pk``): whether its V_g is at most ``threshold`` × its map's direct
-    beam's, i.e. found only under a lower threshold."""
+def below_threshold(pk: dict, vg, center_px: int, threshold) -> np.ndarray:
+    """Per peak of ``find_peaks(vg, ...)`` (``pk``): whether its V_g is at most ``threshold`` (one for all or
+    one per map) × its map's direct beam's, i.e. found only under a lower threshold."""
     v = _as_tensor(vg).float()
     ref = direct_beam_vg(v[None] if v.ndim == 2 else v, center_px).cpu().numpy()
-    return pk["intensity"] <= threshold * ref[pk["pattern"]]
+    thr = np.asarray(threshold, np.float64)
+    return pk["intensity"] <= (thr[pk["pattern"]] if thr.ndim else thr) * ref[pk["pattern"]]
 
 
 def window3(v: torch.Tensor, op) -> torch.Tensor:
