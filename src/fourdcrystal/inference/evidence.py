@@ -98,6 +98,7 @@ WEAK_MIN_SNR = 4.0
 # A faint vector above the ramp stands on the lattice of its pattern's stronger vectors (``lattice_members``),
 # refit on the strong vectors within this share of its shortest basis vector of a lattice point
 LATTICE_REFIT_FRACTION = 0.2
+LATTICE_REFITS = 3  # the bases refit, of those that index the most strong vectors before a refit
 MAX_SMALL_DISK_INVA = 0.1  # smaller disks leave a ring of background in any lattice of a few Å
 CIRCLE_POINTS = 64  # samples of the circle about the beam through an overlapping disk
 SECTORS = 8  # the ring's sectors, each about a disk's area: the scale of a film's speckle
@@ -199,11 +200,22 @@ def lattice_members(strong_px: np.ndarray, q_px: np.ndarray, tol_px: float, enou
     if len(s) < enough or not len(q):
         return np.zeros(len(q), bool)
     cand = s[np.argsort(np.hypot(s[:, 0], s[:, 1]), kind="stable")[:candidates]]
-    pairs = [np.stack([a, b]) for n, a in enumerate(cand) for b in cand[n + 1:]
-             if abs(a[0] * b[1] - a[1] * b[0]) > 0.25 * np.hypot(*a) * np.hypot(*b)]
+    i, j = np.triu_indices(len(cand), 1)
+    A, B = cand[i], cand[j]
+    pairs = np.stack([A, B], axis=1)[np.abs(A[:, 0] * B[:, 1] - A[:, 1] * B[:, 0])
+                                     > 0.25 * np.hypot(*A.T) * np.hypot(*B.T)]
+    bases = [c[None] for c in cand] + list(pairs)
+    # refit (``_fit``) only the few that index the most as measured, counted at once as ``lattice_support``
+    # does: a refit of every basis cost a sixth of `predict`'s time (benchmarks/RESULTS.md, "Faint disks")
+    n = np.round(np.einsum("nd,cd->cn", s, cand) / np.einsum("cd,cd->c", cand, cand)[:, None])
+    raw = ((np.hypot(*(s[None] - n[..., None] * cand[:, None]).transpose(2, 0, 1)) < tol_px) & (n != 0)).sum(axis=1)
+    if len(pairs):
+        hk = np.round(np.einsum("nd,pde->pne", s, np.linalg.inv(pairs)))
+        off = s[None] - np.einsum("pne,ped->pnd", hk, pairs)
+        raw = np.r_[raw, ((np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=2)).sum(axis=1)]
     best, best_n = None, enough - 1
-    for G in [c[None] for c in cand] + pairs:  # rows first: on a tie the row, with fewer points, is the stricter
-        n, G = _fit(s, G, tol_px)
+    for k in sorted(np.argsort(-raw, kind="stable")[:LATTICE_REFITS]):  # rows first: on a tie the
+        n, G = _fit(s, bases[k], tol_px)  # row, with fewer points, is the stricter
         if n > best_n:
             best, best_n = G, n
     if best is None:
