@@ -208,16 +208,18 @@ def lattice_members(strong_px: np.ndarray, q_px: np.ndarray, tol_px: float, enou
     # refit (``_fit``) only the few that index the most as measured, counted at once as ``lattice_support``
     # does: a refit of every basis cost a sixth of `predict`'s time (benchmarks/RESULTS.md, "Faint disks")
     n = np.round(np.einsum("nd,cd->cn", s, cand) / np.einsum("cd,cd->c", cand, cand)[:, None])
-    raw = ((np.hypot(*(s[None] - n[..., None] * cand[:, None]).transpose(2, 0, 1)) < tol_px) & (n != 0)).sum(axis=1)
+    off = np.hypot(*(s[None] - n[..., None] * cand[:, None]).transpose(2, 0, 1))
+    raw = ((off < tol_px) & (n != 0)).sum(axis=1)
     if len(pairs):
         hk = np.round(np.einsum("nd,pde->pne", s, np.linalg.inv(pairs)))
         off = s[None] - np.einsum("pne,ped->pnd", hk, pairs)
         raw = np.r_[raw, ((np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=2)).sum(axis=1)]
     best, best_n = None, enough - 1
-    for k in sorted(np.argsort(-raw, kind="stable")[:LATTICE_REFITS]):  # rows first: on a tie the
-        n, G = _fit(s, bases[k], tol_px)  # row, with fewer points, is the stricter
-        if n > best_n:
-            best, best_n = G, n
+    # in the bases' order, rows first: on a tie the row, with fewer points, is the stricter
+    for k in sorted(np.argsort(-raw, kind="stable")[:LATTICE_REFITS]):
+        count, G = _fit(s, bases[k], tol_px)
+        if count > best_n:
+            best, best_n = G, count
     if best is None:
         return np.zeros(len(q), bool)
     for _ in range(3):
