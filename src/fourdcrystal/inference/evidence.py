@@ -117,23 +117,30 @@ def lattice_support(q_px: np.ndarray, tol_px: float = LATTICE_TOL_PX, candidates
     q = np.asarray(q_px, np.float64).reshape(-1, 2)
     if len(q) < 3:
         return len(q)
+    bases, counts = _bases_and_counts(q, tol_px, candidates)
+    best = int(counts.max())
+    if enough is not None and best >= enough:
+        return best
+    # high orders of a basis measured on noisy vectors drift by the order times its error: refit each
+    return max(best, max(_indexed(q, G, tol_px) for G in bases))
+
+
+def _bases_and_counts(q: np.ndarray, tol_px: float, candidates: int) -> tuple[list, np.ndarray]:
+    """The rows (one of the ``candidates`` shortest of ``q``) and 2-D lattices (two of them enclosing more
+    than ~14°) through the beam, rows first, and how many of ``q`` each indexes within ``tol_px``, all at
+    once: rows q ≈ n a (n ≠ 0), lattices q ≈ h g1 + k g2 ((h, k) ≠ 0)."""
     cand = q[np.argsort(np.hypot(q[:, 0], q[:, 1]), kind="stable")[:candidates]]
     i, j = np.triu_indices(len(cand), 1)
     A, B = cand[i], cand[j]
     cross = A[:, 0] * B[:, 1] - A[:, 1] * B[:, 0]
     pairs = np.stack([A, B], axis=1)[np.abs(cross) > 0.25 * np.hypot(*A.T) * np.hypot(*B.T)]
-    # all at once, as measured: rows (q ≈ n a, n ≠ 0) and 2-D lattices (q ≈ h g1 + k g2, (h, k) ≠ 0)
     n = np.round(np.einsum("nd,cd->cn", q, cand) / np.einsum("cd,cd->c", cand, cand)[:, None])
-    row = (np.hypot(*(q[None] - n[..., None] * cand[:, None]).transpose(2, 0, 1)) < tol_px) & (n != 0)
-    best = int(row.sum(axis=1).max())
+    counts = ((np.hypot(*(q[None] - n[..., None] * cand[:, None]).transpose(2, 0, 1)) < tol_px) & (n != 0)).sum(axis=1)
     if len(pairs):
         hk = np.round(np.einsum("nd,pde->pne", q, np.linalg.inv(pairs)))
         off = q[None] - np.einsum("pne,ped->pnd", hk, pairs)
-        best = max(best, int(((np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=2)).sum(axis=1).max()))
-    if enough is not None and best >= enough:
-        return best
-    # high orders of a basis measured on noisy vectors drift by the order times its error: refit each
-    return max(best, max(_indexed(q, G, tol_px) for G in [c[None] for c in cand] + list(pairs)))
+        counts = np.r_[counts, ((np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=2)).sum(axis=1)]
+    return [c[None] for c in cand] + list(pairs), counts
 
 
 def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough: int) -> dict[int, int]:
@@ -199,21 +206,9 @@ def lattice_members(strong_px: np.ndarray, q_px: np.ndarray, tol_px: float, enou
     q = np.asarray(q_px, np.float64).reshape(-1, 2)
     if len(s) < enough or not len(q):
         return np.zeros(len(q), bool)
-    cand = s[np.argsort(np.hypot(s[:, 0], s[:, 1]), kind="stable")[:candidates]]
-    i, j = np.triu_indices(len(cand), 1)
-    A, B = cand[i], cand[j]
-    pairs = np.stack([A, B], axis=1)[np.abs(A[:, 0] * B[:, 1] - A[:, 1] * B[:, 0])
-                                     > 0.25 * np.hypot(*A.T) * np.hypot(*B.T)]
-    bases = [c[None] for c in cand] + list(pairs)
-    # refit (``_fit``) only the few that index the most as measured, counted at once as ``lattice_support``
-    # does: a refit of every basis cost a sixth of `predict`'s time (benchmarks/RESULTS.md, "Faint disks")
-    n = np.round(np.einsum("nd,cd->cn", s, cand) / np.einsum("cd,cd->c", cand, cand)[:, None])
-    off = np.hypot(*(s[None] - n[..., None] * cand[:, None]).transpose(2, 0, 1))
-    raw = ((off < tol_px) & (n != 0)).sum(axis=1)
-    if len(pairs):
-        hk = np.round(np.einsum("nd,pde->pne", s, np.linalg.inv(pairs)))
-        off = s[None] - np.einsum("pne,ped->pnd", hk, pairs)
-        raw = np.r_[raw, ((np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=2)).sum(axis=1)]
+    # refit (``_fit``) only the few that index the most as measured: a refit of every basis cost a sixth of
+    # `predict`'s time (benchmarks/RESULTS.md, "Faint disks")
+    bases, raw = _bases_and_counts(s, tol_px, candidates)
     best, best_n = None, enough - 1
     # in the bases' order, rows first: on a tie the row, with fewer points, is the stricter
     for k in sorted(np.argsort(-raw, kind="stable")[:LATTICE_REFITS]):
