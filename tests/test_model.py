@@ -75,6 +75,33 @@ def test_stem_runs_the_unet_on_the_coarse_grid():
     assert seen == {1: (1, 7, 64, 64), 2: (1, 28, 32, 32), 4: (1, 112, 16, 16)}
 
 
+def test_channels_last_stem_moves_the_same_values_as_pixel_shuffle():
+    """predict's CPU layout (channels_last weights): the stem writes the features straight in channels_last
+    order and the head's output is shuffled back by pixel pairs — the same values as pixel_unshuffle /
+    pixel_shuffle, bit for bit; the log compression in place equals its formula bit for bit."""
+    from fourdcrystal.learning.model import _log_compress
+
+    torch.manual_seed(0)
+    m = build_model({**TINY, "stem_stride": 2}).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(3, 7, 32, 32)
+    y = m._stem(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, torch.nn.functional.pixel_unshuffle(x, 2))
+    head = torch.randn(3, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+    back = m._unstem(head)
+    assert back.is_contiguous() and torch.equal(back, torch.nn.functional.pixel_shuffle(head, 2))
+    eps = 1e-3
+    ref = torch.sign(x) * torch.log1p(x.abs() / eps) / np.log1p(1.0 / eps)
+    out = torch.empty_like(x)
+    assert torch.equal(_log_compress(x, eps), ref) and torch.equal(_log_compress(x, eps, out=out), ref)
+    with torch.inference_mode():  # the whole forward: as the NCHW model within rounding of oneDNN's layouts
+        probe, cbed = torch.rand(1, 64, 64) ** 8, torch.rand(4, 64, 64) ** 4
+        plain = build_model({**TINY, "stem_stride": 2}).eval()
+        plain.load_state_dict(m.state_dict())
+        for a, b in zip(m(probe.expand(4, 64, 64), cbed), plain(probe.expand(4, 64, 64), cbed)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_one_probe_broadcast_over_the_batch_gives_the_same_outputs():
     """predict passes its one probe as an expanded view; the model then transforms it once, and every
     output is identical to that of the same probe copied per pattern."""
