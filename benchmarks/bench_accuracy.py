@@ -33,6 +33,7 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--detector PX DQ] [--corner KV MRAD NM ...]   (other detectors and settings of the envelope)
         [--noise poisson]   (shot noise only: no background, blur, descan or defective pixels)
         [--py4dstem-settings run.json]   (py4DSTEM with another run's settings instead of tuning them)
+        [--precision fp32|bf16|auto]   (the network's arithmetic; default fp32)
 """
 from __future__ import annotations
 
@@ -146,6 +147,11 @@ def recorded(frame: pd.DataFrame, distortions: list) -> list:
     return [as_recorded(frame, a, DETECTOR.center_px) for a in distortions]
 
 
+# the network's arithmetic (``--precision``): fp32 unless asked, so that figures compare across machines;
+# ``auto`` is what `predict` runs by default (bf16 on a CPU with AMX tiles, ``detectors.auto_bf16``)
+PRECISION = "fp32"
+
+
 def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classical: dict | None, tmp: Path,
             dq: float | None = None) -> list:
     """Per scan position: DataFrame qx_px, qy_px (detector px relative to the found beam + centre),
@@ -156,7 +162,7 @@ def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classica
     predict.predict_cube(Cube(array=cube, path="bench"), probe, model, mgeo, dq, out, progress=False,
                          threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
                          baseline="classical" if classical is not None else None, classical_settings=classical,
-                         precision="fp32")
+                         precision=PRECISION)
     df = pd.read_parquet(out / "bragg_vectors.parquet")
     c = DETECTOR.center_px
     df = df.assign(qx_px=c + df["qx"] / dq, qy_px=c + df["qy"] / dq)
@@ -278,7 +284,11 @@ def main() -> int:
                          "py4dstem_settings, to compare two runs with the same baseline)")
     ap.add_argument("--noise", choices=("detector", "poisson"), default="detector",
                     help="detector: the config's augment artifacts (default); poisson: shot noise only")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                    help="the network's arithmetic (default fp32; auto: as `predict` runs by default here)")
     a = ap.parse_args()
+    global PRECISION
+    PRECISION = a.precision
     if a.detector:
         set_detector(int(a.detector[0]), a.detector[1])
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -313,7 +323,7 @@ def main() -> int:
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].max()
     print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}): {len(test)} crystal × energy sets, "
           f"{len(recs) // 3} pattern sets × {SCAN * SCAN} positions; simulation {t_sim:.0f} s, "
-          f"model {a.model or 'shipped'} (peak settings {ps}); py4DSTEM "
+          f"model {a.model or 'shipped'} (peak settings {ps}, {a.precision}); py4DSTEM "
           f"{'given' if a.py4dstem_settings else 'tuned on ' + names[0]}: "
           f"{ {k: settings[k] for k in cfg['evaluate']['tune_classical']['grid']} }\n")
     print(markdown(by_dose, ["dose", "detector"]) + "\n")

@@ -7,6 +7,9 @@ multislice CBED of SrTiO3 [001] at 40 Å, 300 kV, 3 mrad (disks just touching; t
 `fourdcrystal predict` with the default model, and compare with crystallography (kinematic
 reflections from the structure, independent of the simulation and the network).
 """
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,12 +41,12 @@ def srtio3_scan(tmp_path_factory):
         assert cli.main(["predict", str(d / "cube.npy"), "--probe", str(d / "probe.npy"), "--out", str(out),
                          "--q-pixel-size", str(geo.dk_invA), "--precision", precision, "--quiet"]) == 0
         vectors[precision] = pd.read_parquet(out / "bragg_vectors.parquet")
-    return vectors, truth, geo
+    return vectors, truth, geo, d
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_pretrained_vectors_sit_on_kinematic_positions(srtio3_scan, precision):
-    vectors, truth, geo = srtio3_scan
+    vectors, truth, geo, _ = srtio3_scan
     vectors = vectors[precision]
     assert set(map(tuple, vectors[["rx", "ry"]].drop_duplicates().to_numpy())) == {(0, 0), (0, 1), (1, 0), (1, 1)}
     t = truth[["qx_invA", "qy_invA"]].to_numpy()
@@ -69,3 +72,18 @@ def test_pretrained_vectors_sit_on_kinematic_positions(srtio3_scan, precision):
             assert np.hypot(*(v[["qx", "qy"]].to_numpy() - q).T).min() / geo.dk_invA < 1.5  # evaluate matches at 2 px
     pooled = np.concatenate(pooled)
     assert np.mean(pooled < 1.0) >= 0.8, np.round(pooled, 2)
+
+
+def test_predict_repeats_exactly_in_fresh_processes(srtio3_scan):
+    """Same scan, model and settings: identical vectors from two fresh processes at the default precision
+    (``auto``: bf16 where the CPU has AMX tiles, whose oneDNN kernels must repeat as well as fp32's)."""
+    _, _, geo, d = srtio3_scan
+    runs = []
+    for k in range(2):
+        out = d / f"repeat-{k}"
+        subprocess.run([sys.executable, "-m", "fourdcrystal.cli", "predict", str(d / "cube.npy"), "--probe",
+                        str(d / "probe.npy"), "--out", str(out), "--q-pixel-size", str(geo.dk_invA), "--quiet"],
+                       check=True, stdout=subprocess.DEVNULL)
+        runs.append(pd.read_parquet(out / "bragg_vectors.parquet"))
+    assert len(runs[0]) > 4
+    pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)

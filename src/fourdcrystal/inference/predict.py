@@ -121,9 +121,9 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     None: peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX).
     ``baseline="classical"``: py4DSTEM's disk detection instead of the network (same outputs, no q_z).
     ``precision``: "fp32", "bf16" (autocast; the model keeps its FFTs and output head in fp32) or
-    "auto" (bf16 where it is native — CUDA, CPUs with AVX512-BF16/AMX — else fp32). On the pretrained
-    model's test crystals bf16 scores the same F1 as fp32 to two decimals and RMS within 0.01 px
-    (2026-11-24 model: docs/pretrained/metrics_bf16.json), and runs 1.3× faster end to end on a 2-core AVX512-BF16 CPU.
+    "auto" (bf16 on CPUs with AMX tiles, else fp32: ``detectors.auto_bf16``). On bench_accuracy's envelope
+    bf16 scores the F1 of fp32 within 0.004 per dose and runs 1.4× faster end to end on a 2-core CPU with
+    AMX (benchmarks/RESULTS.md, 2026-12-01).
     """
     _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry)
     threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
