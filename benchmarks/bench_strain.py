@@ -21,7 +21,7 @@ Tilt (the network's q_z, `strain`'s out-of-plane tilt map): the undeformed cryst
 per position, mean over the tilted states (and the spurious tilt found on the untilted one).
 Paired comparison: both detectors see the same patterns, so per position the difference of their |error|
 is taken and averaged, with its standard error (positions both fit).
-Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--model model.pt] [--json out.json]
+Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--model model.pt] [--precision P] [--json out.json]
 """
 from __future__ import annotations
 
@@ -165,8 +165,10 @@ def main():
     ap.add_argument("--json", default=None, help="write the rows here as JSON")
     ap.add_argument("--draws", type=int, default=DRAWS, help=f"scan positions per state (default {DRAWS})")
     ap.add_argument("--model", default=None, help="model file (default: the shipped pretrained model)")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="the network's arithmetic (default: `predict`'s own, auto)")
     args = ap.parse_args()
-    model_args = ["--model", args.model] if args.model else []
+    model_args = (["--model", args.model] if args.model else []) + ["--precision", args.precision]
     states = [STATES[0], STATES[-1]] if args.quick else STATES
     thicknesses = (40.0,) if args.quick else (20.0, 60.0)
     doses = (None, 1e3) if args.quick else (None, 1e5, 1e3)
