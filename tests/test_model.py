@@ -102,6 +102,23 @@ def test_channels_last_stem_moves_the_same_values_as_pixel_shuffle():
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_features_are_the_logs_coordinates_and_correlations_in_order():
+    """``features`` writes into one buffer what the stacked maps were: log probe, log CBED, k_x, k_y and the
+    log-compressed cross-correlation channels, bit for bit."""
+    from fourdcrystal.learning.model import _log_compress
+
+    torch.manual_seed(1)
+    m = build_model({**TINY, "stem_stride": 2}).eval()
+    probe, cbed = torch.rand(1, 32, 32) ** 8, torch.rand(3, 32, 32) ** 4 - 0.01
+    eps = float(m.config["log_eps"])
+    k = (torch.arange(32, dtype=torch.float32) - 16) / 16
+    ref = torch.cat([_log_compress(probe.clamp_min(0), eps).expand(3, 32, 32)[:, None],
+                     _log_compress(cbed.clamp_min(0), eps)[:, None],
+                     torch.stack(torch.meshgrid(k, k, indexing="ij")).expand(3, 2, 32, 32),
+                     _log_compress(m.xcorr(probe.expand(3, 32, 32), cbed), eps)], dim=1)
+    assert torch.equal(m.features(probe.expand(3, 32, 32), cbed), ref)
+
+
 def test_one_probe_broadcast_over_the_batch_gives_the_same_outputs():
     """predict passes its one probe as an expanded view; the model then transforms it once, and every
     output is identical to that of the same probe copied per pattern."""
