@@ -248,8 +248,7 @@ class BraggUNet(nn.Module):
         b, k, h, w = out.shape
         # channels_last memory (b, h, w, 4k' + 2i + j) as pairs (b, h, w, k', i) -> (b, k', h, i, w)
         pairs = out.permute(0, 2, 3, 1).view(torch.int64).view(b, h, w, k // 4, 2)
-        y = pairs.permute(0, 3, 1, 4, 2).reshape(b, k // 4, 2 * h, w).view(torch.float32)
-        return y
+        return pairs.permute(0, 3, 1, 4, 2).reshape(b, k // 4, 2 * h, w).view(torch.float32)
 
     def forward(self, probe: torch.Tensor, cbed: torch.Tensor):
         if probe.shape != cbed.shape or probe.dim() != 3:
