@@ -11,6 +11,8 @@ rule train:
     input:
         manifest=MANIFEST,
         info=DATASET_INFO,
+        # read when train.label_min_snr is set (labels counted at the drawn dose)
+        reflections=REFLECTIONS,
     output:
         model=MODEL,
         steps=f"{RESULTS}/model/metrics_steps.csv",

@@ -115,8 +115,15 @@ class Augmenter:
                        dose: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``apply`` (the same draws), and the distortion A (``distortion_matrix``) it recorded the pattern
         with: evaluation scores vectors against the truth where this detector put it (``A g``)."""
+        img, params = self.apply_drawn(cbed, probe, rng, dose)
+        return img, distortion_matrix(params.ellipticity, params.ellipse_angle_rad)
+
+    def apply_drawn(self, cbed: np.ndarray, probe: np.ndarray, rng: np.random.Generator,
+                    dose: float | None = None) -> tuple[np.ndarray, AugmentParams]:
+        """``apply`` (the same draws), and the parameters it drew: training's dose-aware labels need the
+        dose and the background the pattern was counted with."""
         params = self.draw(rng, cbed.shape, dose)
-        return transform(cbed, probe, params, rng), distortion_matrix(params.ellipticity, params.ellipse_angle_rad)
+        return transform(cbed, probe, params, rng), params
 
 
 def distortion_matrix(ellipticity: float, angle_rad: float) -> np.ndarray:
@@ -138,19 +145,30 @@ def _distort(img: np.ndarray, shift, ellipticity: float, angle: float) -> np.nda
     return ndimage.affine_transform(img, inv, offset=offset, order=1, mode="constant", cval=0.0)
 
 
+def background_image(shape: tuple[int, int], params: AugmentParams, onto: np.ndarray | float = 0.0) -> np.ndarray:
+    """``onto`` plus the drawn background (constant + radial diffuse about the centre pixel, fractions of
+    the probe maximum) on a detector of ``shape``, float64."""
+    i0, i1 = np.indices(shape, dtype=np.float64)
+    r = np.hypot(i0 - shape[0] // 2, i1 - shape[1] // 2)
+    return onto + params.background_const + params.background_diffuse * np.exp(-r / params.diffuse_width_px)
+
+
+def electrons_per_unit(probe: np.ndarray, dose_e: float) -> float:
+    """Electrons per intensity unit at ``dose_e`` electrons in the incident ``probe``."""
+    probe_total = float(np.sum(probe, dtype=np.float64))
+    if probe_total <= 0:
+        raise ValueError("augment: the probe has no intensity; cannot set a dose scale")
+    return float(dose_e) / probe_total
+
+
 def transform(cbed: np.ndarray, probe: np.ndarray, params: AugmentParams, rng: np.random.Generator) -> np.ndarray:
     """Apply one drawn set of artifacts (see the module docstring for order and units)."""
     img = np.array(cbed, dtype=np.float64)  # a copy: the caller's pattern is never modified
     img = _distort(img, tuple(params.shift_px), params.ellipticity, params.ellipse_angle_rad)
     if params.background_const or params.background_diffuse:
-        i0, i1 = np.indices(img.shape, dtype=np.float64)
-        r = np.hypot(i0 - img.shape[0] // 2, i1 - img.shape[1] // 2)
-        img = img + params.background_const + params.background_diffuse * np.exp(-r / params.diffuse_width_px)
+        img = background_image(img.shape, params, onto=img)
     if params.dose_e is not None:
-        probe_total = float(np.sum(probe, dtype=np.float64))
-        if probe_total <= 0:
-            raise ValueError("augment: the probe has no intensity; cannot set a dose scale")
-        e_per_unit = params.dose_e / probe_total
+        e_per_unit = electrons_per_unit(probe, params.dose_e)
         img = rng.poisson(np.clip(img, 0.0, None) * e_per_unit) / e_per_unit
     if params.blur_px > 0:
         img = ndimage.gaussian_filter(img, params.blur_px, mode="constant")

@@ -48,11 +48,13 @@ class QuartetDataset(Dataset):
     to epoch (and so never see ``set_epoch``) learn it (see ``EpochSampler``).
     """
 
-    def __init__(self, manifest: pd.DataFrame, root: str | Path = ".", augmenter=None, seed: int = 0, scenes=None):
+    def __init__(self, manifest: pd.DataFrame, root: str | Path = ".", augmenter=None, seed: int = 0, scenes=None,
+                 counted=None):
         self.stores = [str(Path(root) / s) for s in manifest["store"].astype(str)]
         self.indices = manifest["index"].astype(np.int64).to_numpy()
         self.augmenter = augmenter
         self.scenes = scenes  # learning.negatives.Scenes (negatives, support film) or None
+        self.counted = counted  # learning.counted_labels.CountedLabels (labels at the drawn dose) or None
         self.seed = int(seed)
         self.epoch = 0
 
@@ -65,12 +67,15 @@ class QuartetDataset(Dataset):
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         epoch, row = index if isinstance(index, tuple) else (self.epoch, index)
         q = qstore.read_pattern(self.stores[row], int(self.indices[row]))
-        cbed, vg, qz = q["cbed"], q["vg"], q["qz"]
+        cbed, vg, qz, negative = q["cbed"], q["vg"], q["qz"], False
         if self.scenes is not None:
-            cbed, vg, qz = self.scenes(q, scene_rng(self.seed, epoch, row))
+            cbed, vg, qz, negative = self.scenes.scene(q, scene_rng(self.seed, epoch, row))
         if self.augmenter is not None:
             rng = np.random.default_rng(sample_seed(self.seed, epoch, row))
-            cbed = np.asarray(self.augmenter.apply(cbed, q["probe"], rng), dtype=np.float32)
+            counted_cbed, params = self.augmenter.apply_drawn(cbed, q["probe"], rng)
+            if self.counted is not None and not negative:
+                vg, qz = self.counted.label(row, q, cbed, params)
+            cbed = np.asarray(counted_cbed, dtype=np.float32)
         probe, cbed = model_input(q["probe"], cbed)
         return {"probe": probe, "cbed": cbed,
                 "vg": torch.from_numpy(np.ascontiguousarray(vg)),
@@ -176,9 +181,15 @@ def load_data(cfg: dict, model_cfg: dict, manifest_path: Path, root: Path, datas
     tc = cfg["train"]
     scenes = Scenes(tc["negative_fraction"], tc["film_fraction"], geometry.dk_invA, geometry.center_px) \
         if tc["negative_fraction"] or tc["film_fraction"] else None
+    counted = [None, None]
+    if augmenter is not None and tc.get("label_min_snr") is not None:
+        from fourdcrystal.learning.counted_labels import CountedLabels, load_reflections
+
+        refl = load_reflections(manifest_path)
+        counted = [CountedLabels(df, refl, geometry, tc["label_min_snr"]) for df in (train_df, val_df)]
     # validation always sees the same augmented patterns (fixed epoch and its own seed stream)
-    return TrainData(QuartetDataset(train_df, root, augmenter, seed, scenes),
-                     QuartetDataset(val_df, root, augmenter, seed + 1, scenes),
+    return TrainData(QuartetDataset(train_df, root, augmenter, seed, scenes, counted[0]),
+                     QuartetDataset(val_df, root, augmenter, seed + 1, scenes, counted[1]),
                      geometry, data_fingerprint(manifest, dataset_info))
 
 

@@ -93,13 +93,17 @@ class Scenes:
 
     def __call__(self, q: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cbed, vg, qz) of one sample from its stored quartet ``q``."""
+        return self.scene(q, rng)[:3]
+
+    def scene(self, q: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(cbed, vg, qz, negative): ``__call__`` and whether the sample is a negative."""
         u = rng.random()
         if u < self.negative_fraction:
             kind = NEGATIVE_KINDS[int(rng.integers(len(NEGATIVE_KINDS)))]
             cbed = negative_pattern(kind, q["probe"], self.dk_invA, rng)
-            return cbed, beam_only_label(q["vg"], self.center_px), np.zeros_like(q["qz"])
+            return cbed, beam_only_label(q["vg"], self.center_px), np.zeros_like(q["qz"]), True
         cbed = q["cbed"]
         if rng.random() < self.film_fraction:
             _, scattered = film_scattered_wave(q["probe"], self.dk_invA, rng)
             cbed = (cbed + np.abs(scattered) ** 2).astype(np.float32)
-        return cbed, q["vg"], q["qz"]
+        return cbed, q["vg"], q["qz"], False

@@ -80,6 +80,30 @@ def disk_brightness(cbed: np.ndarray, probe: np.ndarray, xy_px: np.ndarray, radi
     return core_mean(np.asarray(cbed, float), xy[:, 0], xy[:, 1]) / max(beam, 1e-30)
 
 
+def disk_sums(img: np.ndarray, xy_px: np.ndarray, radius_px: float) -> np.ndarray:
+    """Sum of ``img`` over the disk of ``radius_px`` (at least the nearest pixel) about each position
+    ``xy_px`` (n, 2); pixels off the image count as zero."""
+    r = max(0.5, float(radius_px))
+    k = int(np.ceil(r))
+    di, dj = np.mgrid[-k:k + 1, -k:k + 1]
+    inside = np.hypot(di, dj) <= r
+    di, dj = di[inside], dj[inside]
+    xy = np.rint(np.asarray(xy_px, float).reshape(-1, 2)).astype(int)
+    i, j = xy[:, :1] + di[None], xy[:, 1:] + dj[None]
+    on = (i >= 0) & (i < img.shape[0]) & (j >= 0) & (j < img.shape[1])
+    vals = np.where(on, np.asarray(img, np.float64)[np.clip(i, 0, img.shape[0] - 1), np.clip(j, 0, img.shape[1] - 1)], 0.0)
+    return vals.sum(axis=1)
+
+
+def counted(signal_e: np.ndarray, background_e: np.ndarray, min_snr: float) -> np.ndarray:
+    """Boolean mask: disks whose expected electrons ``signal_e`` stand ``min_snr`` Poisson standard deviations
+    above the expected electrons of the background under them (``background_e``): S ≥ k·√(S + B).
+    The dose side of "what a pattern can show": at 10³ electrons per pattern a disk holding a few of them is
+    not in the pattern, whatever its brightness in the noise-free simulation."""
+    s = np.asarray(signal_e, float)
+    return s >= float(min_snr) * np.sqrt(np.clip(s + np.asarray(background_e, float), 0.0, None))
+
+
 def _resolvable(xy: np.ndarray, brightness: np.ndarray, min_spacing_px: float) -> np.ndarray:
     """Greedy suppression, brightest first: drop a reflection within ⌈min_spacing_px⌉ px (Chebyshev, the
     rule of fourdcrystal.inference.peaks) of a brighter kept one."""
