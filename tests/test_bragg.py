@@ -70,13 +70,28 @@ def test_tune_threshold_picks_the_f1_maximum_of_real_scoring():
         pred = np.c_[pk["qx_px"], pk["qy_px"]]
         m = len(scoring.match(pred, truth, 1.0)[0])
         p, r = m / max(len(pred), 1), m / len(truth)
-        return {"f1": 2 * p * r / (p + r) if m else 0.0}
+        return {"f1": 2 * p * r / (p + r) if m else 0.0, "precision": p, "recall": r}
 
     best, rows = tuning.tune_threshold(score, [0.01, 0.05, 0.2])
     f1 = {r["peak_threshold"]: r["f1"] for r in rows}
     assert best == 0.05 and f1[0.05] == pytest.approx(1.0)
     assert f1[0.01] < 1.0 and f1[0.2] < 1.0  # spurious peaks in / weak true ones out
-    assert tuning.tune_threshold(lambda t: {"f1": 0.5}, [0.3, 0.1])[0] == 0.3  # ties: first in grid order
+    assert tuning.tune_threshold(lambda t: {"precision": 0.5, "recall": 0.5}, [0.3, 0.1])[0] == 0.3  # ties: first
+
+
+def test_tune_threshold_by_f_beta_weighs_precision():
+    """The pretrained run's val scores (benchmarks/RESULTS.md, 2026-12-01): F1 picks the lower threshold,
+    F_0.5 the one whose precision is higher at less recall; nothing found scores 0."""
+    val = {0.02: (0.669, 0.433), 0.05: (0.834, 0.357), 0.1: (0.901, 0.274), 0.9: (float("nan"), 0.0)}
+
+    def score(t):
+        return {"precision": val[t][0], "recall": val[t][1]}
+
+    assert tuning.tune_threshold(score, list(val))[0] == 0.02
+    best, rows = tuning.tune_threshold(score, list(val), beta=0.5)
+    assert best == 0.05
+    assert {r["peak_threshold"]: r["f_beta"] for r in rows}[0.9] == 0.0
+    assert tuning.f_beta(0.5, 0.5, 0.5) == pytest.approx(0.5)
 
 
 def test_plateau_is_no_peak_and_nms_is_greedy_over_peaks_only():

@@ -1,6 +1,8 @@
 """Tuning of both detectors by one rule: exhaustive grid, highest pooled F1 on validation data,
 ties to the first combination in grid order. The grids are config ``evaluate.tune_classical.grid``
-and ``evaluate.tune_network.grid``."""
+and ``evaluate.tune_network.grid``. The network's threshold may instead maximise F_β
+(``evaluate.tune_network.beta``; β < 1 weighs precision above recall): py4DSTEM keeps F1, its best
+chance at the F1 both are compared by."""
 from __future__ import annotations
 
 import itertools
@@ -10,9 +12,9 @@ import pandas as pd
 from fourdcrystal.inference import classical
 
 
-def grid_search(score_fn, grid: dict[str, list]) -> tuple[dict, list[dict]]:
+def grid_search(score_fn, grid: dict[str, list], key: str = "f1") -> tuple[dict, list[dict]]:
     """Every combination of ``grid`` (key -> values) through ``score_fn(combination) -> dict`` with at
-    least ``f1``. Returns (the best combination, one row per combination with its scores)."""
+    least ``key``. Returns (the combination of the highest ``key``, one row per combination with its scores)."""
     keys = list(grid)
     if not keys or any(len(grid[k]) == 0 for k in keys):
         raise ValueError(f"grid_search: empty grid {grid}")
@@ -21,8 +23,8 @@ def grid_search(score_fn, grid: dict[str, list]) -> tuple[dict, list[dict]]:
         combo = dict(zip(keys, values))
         sc = score_fn(combo)
         rows.append({**combo, **sc})
-        if sc["f1"] > best_f1:
-            best, best_f1 = combo, sc["f1"]
+        if sc[key] > best_f1:
+            best, best_f1 = combo, sc[key]
     return best, rows
 
 
@@ -33,7 +35,20 @@ def tune_classical(score_fn, base: dict | None, grid: dict[str, list]) -> tuple[
     return {**base, **best}, pd.DataFrame(rows)
 
 
-def tune_threshold(score_fn, grid: list[float]) -> tuple[float, list[dict]]:
-    """The network's relative V_g threshold: ``score_fn(threshold)`` over ``grid``; (best, rows)."""
-    best, rows = grid_search(lambda combo: score_fn(combo["peak_threshold"]), {"peak_threshold": [float(t) for t in grid]})
+def f_beta(precision: float, recall: float, beta: float) -> float:
+    """(1 + β²)·P·R / (β²·P + R); 0 where nothing was found (P undefined) or nothing matched."""
+    p = 0.0 if precision is None or precision != precision else float(precision)
+    r = float(recall)
+    b2 = float(beta) ** 2
+    return (1 + b2) * p * r / (b2 * p + r) if p > 0 and r > 0 else 0.0
+
+
+def tune_threshold(score_fn, grid: list[float], beta: float = 1.0) -> tuple[float, list[dict]]:
+    """The network's relative V_g threshold: ``score_fn(threshold)`` (pooled scores with precision and
+    recall) over ``grid``, highest F_β; (best, rows)."""
+    def scored(combo):
+        sc = score_fn(combo["peak_threshold"])
+        return {**sc, "f_beta": f_beta(sc["precision"], sc["recall"], beta)}
+
+    best, rows = grid_search(scored, {"peak_threshold": [float(t) for t in grid]}, key="f_beta")
     return best["peak_threshold"], rows
