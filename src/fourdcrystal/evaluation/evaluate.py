@@ -32,8 +32,9 @@ noise, so the same vectors at every dose): it proves the label holds the truth (
 ≈ 1) and bounds any network with this post-processing; it is not a result.
 Tuning, once per run on the val split at the middle dose, by the same rule for both detectors
 (exhaustive grid, max pooled F1 at 1 px against the truth, ties to the first grid value): the
-classical settings (classical.tune) and the network's relative V_g threshold (bragg.tune_threshold;
-non-maximum suppression at ``network_min_spacing_px``). Grids, scores and chosen values go to
+classical settings (classical.tune) and the network's relative V_g threshold (tuning.tune_threshold;
+non-maximum suppression at ``network_min_spacing_px``; by F_β instead of F1 where
+``tune_network.beta`` ≠ 1, which weighs precision above recall for β < 1). Grids, scores and chosen values go to
 metrics.json, classical_tuning.csv and network_tuning.csv; ``fourdcrystal predict`` users take the
 tuned threshold from metrics.json (``network_peak_settings``).
 """

@@ -72,10 +72,10 @@ class QuartetDataset(Dataset):
             cbed, vg, qz, negative = self.scenes.scene(q, scene_rng(self.seed, epoch, row))
         if self.augmenter is not None:
             rng = np.random.default_rng(sample_seed(self.seed, epoch, row))
-            counted_cbed, params = self.augmenter.apply_drawn(cbed, q["probe"], rng)
-            if self.counted is not None and not negative:
+            recorded, params = self.augmenter.apply_drawn(cbed, q["probe"], rng)
+            if self.counted is not None and not negative:  # the label at the drawn dose
                 vg, qz = self.counted.label(row, q, cbed, params)
-            cbed = np.asarray(counted_cbed, dtype=np.float32)
+            cbed = np.asarray(recorded, dtype=np.float32)
         probe, cbed = model_input(q["probe"], cbed)
         return {"probe": probe, "cbed": cbed,
                 "vg": torch.from_numpy(np.ascontiguousarray(vg)),
