@@ -60,13 +60,13 @@ sys.path.insert(0, str(ROOT / "src"))
 from fourdcrystal.evaluation.scoring import aggregate, jsonable, score_patterns  # noqa: E402
 from fourdcrystal.evaluation.truth import NEGATIVE_KINDS, as_recorded, negative_cbed  # noqa: E402
 from fourdcrystal.evaluation.tuning import tune_classical  # noqa: E402
-from fourdcrystal.geometry import Geometry, electron_wavelength_A  # noqa: E402
+from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference import peaks, predict  # noqa: E402
 from fourdcrystal.inference.datacube_io import Cube  # noqa: E402
-from fourdcrystal.learning.augment import Augmenter  # noqa: E402
+from fourdcrystal.learning.augment import Augmenter, electrons_per_unit  # noqa: E402
 from fourdcrystal.simulation.examples import amorphous_film_cbed  # noqa: E402
 from fourdcrystal.simulation.kinematic import mean_inner_potential_V  # noqa: E402
-from fourdcrystal.simulation.labels import counted, disk_sums, orientation_truth  # noqa: E402
+from fourdcrystal.simulation.labels import counted, disk_radius_px, disk_sums, orientation_truth  # noqa: E402
 from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation  # noqa: E402
 from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell  # noqa: E402
 
@@ -133,7 +133,8 @@ def simulate(structure, zone, period_A, energy_eV, thicknesses=DETECTOR.thicknes
     frames, vg, _ = orientation_truth(structure, R, zone, meta, arrays, geo, SIM, mean_inner_potential_V(structure))
     return [{"cbed": arrays["cbed"][i].astype(np.float64), "probe": arrays["probe"][i], "truth": frames[i][frames[i]["shown"]],
              "faint": frames[i][frames[i]["in_field"] & ~frames[i]["shown"]],
-             "label": vg[i], "dq": geo.dk_invA, **meta[i]} for i in range(len(meta))]
+             "label": vg[i], "dq": geo.dk_invA, "radius_px": disk_radius_px(geo, meta[i]["energy_eV"], meta[i]["semiangle_mrad"]),
+             **meta[i]} for i in range(len(meta))]
 
 
 def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -> tuple[np.ndarray, list]:
@@ -189,8 +190,8 @@ def countable_vectors(p: dict, dose: float | None, min_snr: float = COUNTABLE_MI
     t = p["truth"]
     keep = np.ones(len(t), dtype=bool)
     if dose is not None and len(t):
-        r_px = p["semiangle_mrad"] * 1e-3 / electron_wavelength_A(p["energy_eV"]) / p["dq"]
-        signal_e = dose / float(np.sum(p["probe"], dtype=np.float64)) * disk_sums(p["cbed"], t[["qx_px", "qy_px"]].to_numpy(), r_px)
+        signal_e = electrons_per_unit(p["probe"], dose) * disk_sums(p["cbed"], t[["qx_px", "qy_px"]].to_numpy(),
+                                                                     p["radius_px"])
         keep = counted(signal_e, np.zeros_like(signal_e), min_snr)
     return pd.DataFrame({"qx_px": t["qx_px"][keep], "qy_px": t["qy_px"][keep], "intensity": t["vg_abs"][keep],
                          "qz": np.nan})

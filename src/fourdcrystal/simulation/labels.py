@@ -59,14 +59,18 @@ def disk_radius_px(geometry: Geometry, energy_eV: float, semiangle_mrad: float) 
     return semiangle_mrad * 1e-3 / electron_wavelength_A(energy_eV) / geometry.dk_invA
 
 
+def _disk_offsets(radius_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel offsets (di, dj) within ``radius_px`` of a disk's centre pixel."""
+    k = int(np.ceil(radius_px))
+    di, dj = np.mgrid[-k:k + 1, -k:k + 1]
+    inside = np.hypot(di, dj) <= radius_px
+    return di[inside], dj[inside]
+
+
 def disk_brightness(cbed: np.ndarray, probe: np.ndarray, xy_px: np.ndarray, radius_px: float) -> np.ndarray:
     """Mean of ``cbed`` over each disk's core (radius ``radius_px`` / 2, at least 1 px) around ``xy_px``
     (n, 2), over the same mean of the vacuum ``probe`` around its maximum."""
-    core = max(1.0, 0.5 * radius_px)
-    k = int(np.ceil(core))
-    di, dj = np.mgrid[-k:k + 1, -k:k + 1]
-    inside = np.hypot(di, dj) <= core
-    di, dj = di[inside], dj[inside]
+    di, dj = _disk_offsets(max(1.0, 0.5 * radius_px))
     P, Q = cbed.shape
 
     def core_mean(img, x, y):
@@ -83,11 +87,7 @@ def disk_brightness(cbed: np.ndarray, probe: np.ndarray, xy_px: np.ndarray, radi
 def disk_sums(img: np.ndarray, xy_px: np.ndarray, radius_px: float) -> np.ndarray:
     """Sum of ``img`` over the disk of ``radius_px`` (at least the nearest pixel) about each position
     ``xy_px`` (n, 2); pixels off the image count as zero."""
-    r = max(0.5, float(radius_px))
-    k = int(np.ceil(r))
-    di, dj = np.mgrid[-k:k + 1, -k:k + 1]
-    inside = np.hypot(di, dj) <= r
-    di, dj = di[inside], dj[inside]
+    di, dj = _disk_offsets(max(0.5, float(radius_px)))
     xy = np.rint(np.asarray(xy_px, float).reshape(-1, 2)).astype(int)
     i, j = xy[:, :1] + di[None], xy[:, 1:] + dj[None]
     on = (i >= 0) & (i < img.shape[0]) & (j >= 0) & (j < img.shape[1])
