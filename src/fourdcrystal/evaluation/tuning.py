@@ -18,13 +18,13 @@ def grid_search(score_fn, grid: dict[str, list], key: str = "f1") -> tuple[dict,
     keys = list(grid)
     if not keys or any(len(grid[k]) == 0 for k in keys):
         raise ValueError(f"grid_search: empty grid {grid}")
-    rows, best, best_f1 = [], None, -1.0
+    rows, best, best_score = [], None, -1.0
     for values in itertools.product(*(grid[k] for k in keys)):
         combo = dict(zip(keys, values))
         sc = score_fn(combo)
         rows.append({**combo, **sc})
-        if sc[key] > best_f1:
-            best, best_f1 = combo, sc[key]
+        if sc[key] > best_score:
+            best, best_score = combo, sc[key]
     return best, rows
 
 
