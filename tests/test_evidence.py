@@ -64,10 +64,12 @@ def test_neighbour_spacing_is_per_pattern():
     np.testing.assert_allclose(neighbour_spacing_px(b, x, y), [5.0, 0.5, 5.0, 7.0, 0.5, np.inf])
 
 
-def _measured_positions(semiangle_mrad, offset, structure=None, period_A=3.905, thickness_A=40.0, cells=8):
+def _measured_positions(semiangle_mrad, offset, structure=None, period_A=3.905, thickness_A=40.0, cells=8,
+                        lattice_positions=False):
     """A [001] zone (SrTiO3 unless ``structure``) at 300 kV in a box of whole cells (no seam), the truth
     moved by ``offset`` px as a network's position error; returns (truth, positions after
-    MeasuredPattern) of the bright reflections."""
+    MeasuredPattern) of the bright reflections. ``lattice_positions``: the last step, placement on the
+    pattern's lattice (``refine.lattice_placed``), after the measurement on each disk these tests judge."""
     from fourdcrystal.inference.detectors import MeasuredPattern
     from fourdcrystal.inference.model_input import ModelInput
     geo = Geometry(box_A=cells * period_A, gpts=256, detector_px=128, thicknesses_A=(thickness_A,),
@@ -86,7 +88,7 @@ def _measured_positions(semiangle_mrad, offset, structure=None, period_A=3.905, 
     cc = c.numpy().astype(np.float64)[0]
     out = {"pattern": np.zeros(len(xy), int), "qx_px": guess[:, 0], "qy_px": guess[:, 1],
            "qx": (guess[:, 0] - cc[0]) * dq, "qy": (guess[:, 1] - cc[1]) * dq}
-    got = MeasuredPattern(inputs, dq, dq, check_evidence=False)(p, c, out)
+    got = MeasuredPattern(inputs, dq, dq, check_evidence=False, lattice_positions=lattice_positions)(p, c, out)
     return xy, np.stack([got["qx_px"], got["qy_px"]], axis=1)
 
 
@@ -100,6 +102,10 @@ def test_touching_disks_are_placed_on_their_disks_and_overlapping_ones_are_left(
     # 4 mrad: disks overlap their neighbours; the correlation would pull them, the given position stands
     truth, got = _measured_positions(4.0, (0.4, -0.3))
     np.testing.assert_allclose(got - truth, np.broadcast_to([0.4, -0.3], got.shape), atol=1e-6)
+    # ... and then placed on the lattice of the pattern's vectors through the beam, which a common error of
+    # every vector cannot shift (refine.lattice_placed; measured: 0.000 px)
+    truth, got = _measured_positions(4.0, (0.4, -0.3), lattice_positions=True)
+    assert np.hypot(*(got - truth).T).max() <= 0.05
 
 
 def test_small_disks_are_found_within_their_radius_where_the_network_misplaces_them():

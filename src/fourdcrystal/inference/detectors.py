@@ -20,7 +20,8 @@ from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, LOW_DOSE_THRESHOLD_
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
-                                           SEARCH_RADII, SMALL_SEARCH_RADII, SubpixelTemplate, hybrid_xcorr,
+                                           LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
+                                           SubpixelTemplate, hybrid_xcorr, lattice_placed,
                                            refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
@@ -56,11 +57,14 @@ class MeasuredPattern:
     per vector, from the nearest neighbour in the same pattern: a disk with a neighbour in its background
     ring is judged against the circle about the beam through it instead (``evidence.RING_CLEAR_RADII``),
     and a disk that overlaps a neighbour keeps the network's position (``refine.MIN_SPACING_RADII``: the
-    correlation would pull it toward that neighbour)."""
+    correlation would pull it toward that neighbour). Last, each pattern's vectors are placed on the
+    least-squares lattice of those on it (``refine.lattice_placed``; ``lattice_positions=False``: not)."""
 
     def __init__(self, inputs: ModelInput, q_pixel_size_invA: float, model_pixel_invA: float, *,
-                 check_evidence: bool = True, corr_power: float | None = DEFAULT_CORR_POWER, device: str = "cpu"):
+                 check_evidence: bool = True, corr_power: float | None = DEFAULT_CORR_POWER, device: str = "cpu",
+                 lattice_positions: bool = True):
         self.inputs, self.dq_invA, self.dk_invA = inputs, float(q_pixel_size_invA), float(model_pixel_invA)
+        self.lattice_positions = lattice_positions
         self.disk_radius_px = inputs.probe_radius_px  # in the detector's pixels
         self.check_evidence, self.corr_power = check_evidence, corr_power
         self.small_disks = small_disks(self.disk_radius_px, self.dq_invA)
@@ -136,7 +140,22 @@ class MeasuredPattern:
             keep = ~out["unsure"] | self._on_lattice(out, LATTICE_TOL_PX if refined else self.search_px)
             out = {k: v[keep] for k, v in out.items()}
         del out["weak"], out["unsure"]
+        if refined and self.lattice_positions and len(out["pattern"]):
+            self._place_on_lattice(centres, out)
         return out
+
+    def _place_on_lattice(self, centres: torch.Tensor, out: dict) -> None:
+        """Move every non-beam vector onto its pattern's least-squares lattice through the beam
+        (``refine.lattice_placed``; in place), the fit weighted by the vectors' intensities."""
+        c = centres.cpu().numpy().astype(np.float64)
+        b, beam = out["pattern"], self._beam(out)
+        q = np.column_stack([out["qx_px"] - c[b, 0], out["qy_px"] - c[b, 1]])
+        # weighted by intensity, as `fourdcrystal strain` weighs its per-position fit (analysis.strain):
+        # unweighted, the faint high orders had raised bench_strain's errors at 1e5 e⁻ (RESULTS.md)
+        w = np.clip(np.nan_to_num(out["intensity"]), 1e-12, None)[~beam] if "intensity" in out else None
+        q[~beam] = lattice_placed(b[~beam], q[~beam], LATTICE_TOL_SEARCHES * self.search_px, weights=w)[0]
+        out["qx_px"], out["qy_px"] = c[b, 0] + q[:, 0], c[b, 1] + q[:, 1]
+        out["qx"], out["qy"] = q[:, 0] * self.dq_invA, q[:, 1] * self.dq_invA
 
     def _lit(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> np.ndarray:
         """(B,) whether each pattern's direct beam, where the beam finder put it, passes the contrast test of
@@ -244,7 +263,7 @@ class NetworkDetector:
 
     def __init__(self, model, geometry, inputs: ModelInput, q_pixel_size_invA: float, *, threshold: float,
                  min_spacing_px: float, device: str = "cpu", use_bf16: bool = False, check_evidence: bool = True,
-                 corr_power: float | None = DEFAULT_CORR_POWER):
+                 corr_power: float | None = DEFAULT_CORR_POWER, lattice_positions: bool = True):
         if isinstance(model, torch.nn.Module) and device == "cpu":
             # oneDNN runs convolutions faster in NHWC; activations follow the weights' layout
             model = model.to(memory_format=torch.channels_last)
@@ -255,7 +274,7 @@ class NetworkDetector:
         self.device_type = "cuda" if str(device).startswith("cuda") else "cpu"
         self.use_bf16 = use_bf16
         self.measured = MeasuredPattern(inputs, self.dq_invA, self.dk_invA, check_evidence=check_evidence,
-                                        corr_power=corr_power, device=device)
+                                        corr_power=corr_power, device=device, lattice_positions=lattice_positions)
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> dict[str, np.ndarray]:
         cp, dk = self.center_px, self.dk_invA

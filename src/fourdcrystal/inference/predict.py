@@ -7,7 +7,8 @@ Pipeline per batch of scan positions (the cube is streamed, never loaded whole):
   read patterns -> find the direct beam (cross-correlation with the vacuum probe, per pattern or
   once from the mean pattern) -> resample bilinearly onto the model's detector grid (pitch dk_invA,
   beam on the centre pixel) -> network -> V_g peaks (fourdcrystal.inference.peaks) -> back to Å⁻¹ and to the
-  input's pixel coordinates.
+  input's pixel coordinates -> kept where the pattern shows a disk, measured on it, and placed on the
+  pattern's least-squares lattice (``detectors.MeasuredPattern``; ``--measured-positions``: not placed).
 Peak settings: the relative V_g threshold and the non-maximum-suppression spacing come from the
 command line, else from the model file (``meta["peak_settings"]``, if a distributor stamped the
 values tuned by ``evaluate``), else peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX (= the config
@@ -110,7 +111,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                  *, batch: int | None = None, device: str = "cpu", center: str = "per-pattern",
                  threshold: float | None = None, min_spacing_px: float | None = None, baseline: str | None = None,
                  classical_settings: dict | None = None, precision: str = "auto",
-                 meta: dict | None = None, probe_info: dict | None = None, progress: bool = True) -> dict:
+                 meta: dict | None = None, probe_info: dict | None = None, progress: bool = True,
+                 lattice_positions: bool = True) -> dict:
     """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
 
     ``probe``: the vacuum probe image on the input detector, or None to synthesize one from the scan's
@@ -124,6 +126,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     "auto" (bf16 on CPUs with AMX tiles, else fp32: ``detectors.auto_bf16``). On bench_accuracy's envelope
     bf16 scores the F1 of fp32 within 0.004 per dose and runs 1.4× faster end to end on a 2-core CPU with
     AMX (benchmarks/RESULTS.md, 2026-12-01).
+    ``lattice_positions``: each pattern's vectors placed on the least-squares lattice of its vectors
+    through the beam (``refine.lattice_placed``); False: each where it was measured on its own disk.
     """
     _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry)
     threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
@@ -139,10 +143,11 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
         detector = ClassicalDetector(probe, classical_settings, dq)
     else:
         detector = NetworkDetector(model, geometry, inputs, dq, threshold=threshold, min_spacing_px=min_spacing_px,
-                                   device=device, use_bf16=use_bf16)
+                                   device=device, use_bf16=use_bf16, lattice_positions=lattice_positions)
     run = {"probe": probe_info or {"path": "given by the caller"}, "center": center,
            "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32",
-           "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network"}
+           "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network",
+           "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice"}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         summary, examples, bvm = _stream(cube, detector, inputs, guess, tmp, dq, int(batch or DEFAULT_BATCH[dev_type]),
@@ -167,6 +172,7 @@ def page_settings(s: dict) -> dict:
            "model grid": f"{s['model_detector_px']} px at {s['model_dk_invA']:.6g} 1/Å per px",
            "peak threshold (fraction of the direct beam's V_g)": s["threshold"],
            "minimum peak spacing (model px)": s["min_spacing_px"], "direct beam": s["center"],
+           "vector positions": s.get("positions", "measured"),
            "device / precision": f"{s['device']} / {s['precision']}",
            "patterns / vectors": f"{s['n_patterns']} / {s['n_vectors']} "
                                  f"({s['n_vectors'] / max(1, s['n_patterns']):.1f} per pattern)",
@@ -268,6 +274,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: model file's value, else config evaluate.network_min_spacing_px's default)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="network arithmetic: auto = bf16 on CPUs with AMX, else fp32 (measured faster for this model)")
+    p.add_argument("--measured-positions", action="store_true",
+                   help="report each vector where it was measured on its own disk; by default the vectors on a "
+                        "pattern's (dominant) lattice are placed on its least-squares fit, which averages their "
+                        "errors, and vectors off it stay as measured")
     p.add_argument("--baseline", choices=["classical"], default=None, help="run py4DSTEM disk detection (vacuum-probe kernel, multicorr) instead of the network; same outputs, qz empty")
     p.add_argument("--quiet", action="store_true")
 
@@ -321,7 +331,7 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
                            classical_settings=meta.get("classical_settings"), probe_info=probe_info,
                            meta={"model": str(resolve_model(args.model)), "energy_eV": energy,
                                  "calibration": calibration},
-                           progress=not args.quiet)
+                           progress=not args.quiet, lattice_positions=not args.measured_positions)
     print(f"input: {cube.source or cube.path}; probe: {summary['probe']['path']}; calibration: "
           f"{summary['q_pixel_size_invA']:.6g} 1/Å per px ({calibration})")
     print(f"{summary['n_vectors']} Bragg vectors from {summary['n_patterns']} patterns "

@@ -12,6 +12,11 @@ the probe's bright-field disk shifted by g. So each vector the network reports i
    small disks the template is edge-weighted, so that a disk's bright inner side does not pull it
    inward (``EDGE_SIGMA_RADII``); a larger disk that touches a neighbour keeps the plain probe: that
    neighbour's edge would pull as hard as its own.
+3. with every other vector of its pattern onto the least-squares lattice through the beam that they
+   index (``lattice_placed``): a crystal's zero-layer reflections lie on one 2-D lattice, so its fit
+   averages the single disks' errors — most of all for overlapping disks, which step 1 leaves where the
+   network put them (``predict --measured-positions`` stops after step 2). Vectors off that lattice (a
+   second grain, HOLZ disks) and two on one lattice point (satellites) stay where they were measured.
 
 A large disk of many pixels clear of its neighbours (``CLEAR_MIN_RADIUS_PX``, ``CLEAR_SPACING_RADII``)
 is searched for further, half its radius, and on the edge-weighted correlation in both steps
@@ -33,8 +38,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from fourdcrystal.inference.evidence import LATTICE_REFIT_FRACTION
 from fourdcrystal.inference.peaks import log_parabola_vertex
 
 DEFAULT_SEARCH_PX = 1.5  # how far (detector px) from the network's position the pattern's disk may be
@@ -66,6 +73,20 @@ EDGE_SIGMA_RADII = 0.2
 # within 1 px of the truth, SNR < 5: 81 → 85 %, 5–10: 85 → 90 %, while above SNR 20 the plain probe's
 # pull towards a thick crystal's bright disk interior costs 0.2–0.3 px (benchmarks/RESULTS.md).
 PLAIN_BELOW_SNR = 10.0
+# Step 3 (``lattice_placed``): every vector of a pattern is moved onto the least-squares lattice through the
+# beam of the pattern's vectors: a crystal's zero-layer reflections lie on one 2-D lattice (its projection,
+# tilted or strained, is still one), so the fit averages the vectors' own errors. A vector is indexed
+# within LATTICE_TOL_SEARCHES of the network's uncertainty (``MeasuredPattern.search_px``), at most
+# ``evidence.LATTICE_REFIT_FRACTION`` of the lattice's shortest vector; a pattern places its vectors
+# only with at least LATTICE_PLACE_MIN_VECTORS indexed (an overdetermined fit: 2 × 5 coordinates for 4
+# unknowns). The basis comes from the LATTICE_PLACE_CANDIDATES shortest vectors (a crystal's shortest few
+# span its lattice). The fit is refit on its inliers: those within LATTICE_INLIER_MEDIANS times the median
+# residual (at least LATTICE_INLIER_FLOOR_PX): four disks measured 0.56 px off among 24 within 0.07 px had
+# tilted it by 0.1 model px (tests/test_predict_envelope.py, 2×2-binned detector).
+LATTICE_TOL_SEARCHES = 2.0
+LATTICE_PLACE_MIN_VECTORS = 5
+LATTICE_PLACE_CANDIDATES = 4
+LATTICE_INLIER_MEDIANS, LATTICE_INLIER_FLOOR_PX = 3.0, 0.1
 
 
 def hybrid_xcorr(patterns: torch.Tensor, template_fft_conj: torch.Tensor, corr_power: float) -> torch.Tensor:
@@ -223,3 +244,69 @@ def _crop(img: torch.Tensor, ci: int, cj: int, half: int) -> torch.Tensor:
     si, sj = slice(max(i0, 0), min(ci + half + 1, P)), slice(max(j0, 0), min(cj + half + 1, Q))
     out[si.start - i0:si.stop - i0, sj.start - j0:sj.stop - j0] = img[si, sj]
     return out
+
+
+
+def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_PLACE_MIN_VECTORS,
+                   candidates: int = LATTICE_PLACE_CANDIDATES):
+    """Non-beam vectors of a batch (pattern ``b``, ``q_px`` (N, 2): detector px from the direct beam) placed
+    on their pattern's least-squares lattice through the beam; returns (positions (N, 2), placed (N,)).
+
+    Per pattern: of the 2-D lattices spanned by two of its ``candidates`` shortest vectors, the one that
+    indexes the most within ``tol_px``; then, three times, refit by least squares (``weights``: per vector, else
+    equal) on
+    the vectors within ``min(tol_px, evidence.LATTICE_REFIT_FRACTION |g_min|)`` of a lattice point, each
+    point claimed by one vector only (two on one point — a satellite, a second grain — are both left as
+    measured). A pattern with fewer than ``enough`` indexed vectors is left as measured. One vectorised pass
+    over the batch (a loop of per-pattern fits cost ~1 ms per pattern)."""
+    b = np.asarray(b)
+    q = np.asarray(q_px, np.float64).reshape(-1, 2)
+    out, placed = q.copy(), np.zeros(len(q), bool)
+    if len(q) < enough:
+        return out, placed
+    w = np.ones(len(q)) if weights is None else np.asarray(weights, np.float64)
+    ids, inv, counts = np.unique(b, return_inverse=True, return_counts=True)
+    order = np.lexsort((np.hypot(q[:, 0], q[:, 1]), inv))  # by pattern, then shortest first
+    slot = np.arange(len(b)) - np.repeat(np.cumsum(counts) - counts, counts)
+    P, V = len(ids), int(counts.max())
+    where = np.full((P, V), -1)
+    where[inv[order], slot] = order
+    valid = where >= 0
+    Q = np.where(valid[..., None], q[np.maximum(where, 0)], 0.0)  # (P, V, 2), zeros where padded
+    W = np.where(valid, w[np.maximum(where, 0)], 0.0)
+    # candidate bases: pairs of the shortest few enclosing more than ~14°
+    cand = Q[:, :candidates]
+    i, j = np.triu_indices(cand.shape[1], 1)
+    A, B = cand[:, i], cand[:, j]  # (P, K, 2)
+    ok = valid[:, i] & valid[:, j] & (np.abs(A[..., 0] * B[..., 1] - A[..., 1] * B[..., 0]) >
+                                      0.25 * np.hypot(A[..., 0], A[..., 1]) * np.hypot(B[..., 0], B[..., 1]))
+    G = np.where(ok[..., None, None], np.stack([A, B], axis=2), np.eye(2) * 1e9)  # (P, K, 2, 2), rows g1, g2
+    hk = np.round(Q[:, None] @ np.linalg.inv(G))  # (P, K, V, 2)
+    off = Q[:, None] - hk @ G
+    n_on = ((np.hypot(off[..., 0], off[..., 1]) < tol_px) & (hk != 0).any(axis=3) & valid[:, None] & ok[..., None]).sum(2)
+    best = np.argmax(n_on, axis=1)
+    G, good = G[np.arange(P), best], n_on[np.arange(P), best] >= enough
+    for _ in range(3):
+        hk = np.round(Q @ np.linalg.inv(G))  # (P, V, 2)
+        res = Q - hk @ G
+        tol = np.minimum(tol_px, LATTICE_REFIT_FRACTION * np.hypot(G[..., 0], G[..., 1]).min(axis=1))
+        on = (np.hypot(res[..., 0], res[..., 1]) < tol[:, None]) & (hk != 0).any(axis=2) & valid & good[:, None]
+        key = np.where(on, hk[..., 0] * 65536 + hk[..., 1], np.nan)  # one vector per lattice point
+        on &= (key[:, :, None] == key[:, None, :]).sum(axis=2) == 1
+        good &= on.sum(axis=1) >= enough
+        # the fit's outliers would tilt it: fit on its inliers, if enough, and place every indexed vector
+        dist = np.where(on | ~on.any(axis=1)[:, None], np.hypot(res[..., 0], res[..., 1]), np.nan)
+        cut = np.maximum(LATTICE_INLIER_FLOOR_PX, LATTICE_INLIER_MEDIANS * np.nanmedian(dist, axis=1))
+        inlier = on & (dist < cut[:, None])
+        fit = np.where((inlier.sum(axis=1) >= enough)[:, None], inlier, on)
+        Hw = hk * np.where(fit & good[:, None], W, 0.0)[..., None]
+        HtH, HtQ = Hw.transpose(0, 2, 1) @ hk, Hw.transpose(0, 2, 1) @ Q
+        # indexed vectors all on one row through the beam fix no 2-D lattice
+        good &= np.linalg.det(HtH) > 1e-6 * np.einsum("pii->p", HtH) ** 2
+        HtH[~good] = np.eye(2)
+        G = np.where(good[:, None, None], np.linalg.solve(HtH, HtQ), G)
+    on &= good[:, None]
+    fitted = hk @ G
+    out[where[on]] = fitted[on]
+    placed[where[on]] = True
+    return out, placed
