@@ -131,6 +131,27 @@ def test_predict_oracle_recovers_kinematic_positions(tmp_path):
     assert bv.calibration.get_Q_pixel_size() == pytest.approx(DQ)
 
 
+def test_lattice_placement_moves_vectors_and_says_so(tmp_path):
+    """Placing each pattern's vectors on its lattice (the default) neither adds nor drops a vector and
+    keeps them on the truth; ``--measured-positions`` (lattice_positions=False) leaves them as measured;
+    summary.json says which."""
+    cube, probe, truth = make_scan()
+    c = Cube(cube, "scan")
+    runs = {}
+    for lp in (True, False):
+        s = predict.predict_cube(c, probe, KinematicOracle(truth, cube.shape[1], GEO), GEO, DQ, tmp_path / str(lp),
+                                 batch=5, progress=False, lattice_positions=lp)
+        runs[lp] = (s, pd.read_parquet(tmp_path / str(lp) / "bragg_vectors.parquet"))
+    (s_on, on), (s_off, off) = runs[True], runs[False]
+    assert s_on["positions"] != s_off["positions"] == "measured"
+    assert on.groupby(["rx", "ry"]).size().equals(off.groupby(["rx", "ry"]).size())
+    moved = [np.hypot(a.qx_px.to_numpy()[:, None] - b.qx_px.to_numpy()[None],
+                      a.qy_px.to_numpy()[:, None] - b.qy_px.to_numpy()[None]).min(axis=1)
+             for (_, a), (_, b) in zip(on.groupby(["rx", "ry"]), off.groupby(["rx", "ry"]))]
+    moved = np.concatenate(moved)
+    assert 0 < moved.max() < 0.3, moved.max()
+
+
 @pytest.fixture
 def model_file(tmp_path):
     """A real (untrained, tiny) network checkpoint on GEO, written by the model module."""

@@ -295,8 +295,12 @@ def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_P
         on &= (key[:, :, None] == key[:, None, :]).sum(axis=2) == 1
         good &= on.sum(axis=1) >= enough
         # the fit's outliers would tilt it: fit on its inliers, if enough, and place every indexed vector
-        dist = np.where(on | ~on.any(axis=1)[:, None], np.hypot(res[..., 0], res[..., 1]), np.nan)
-        cut = np.maximum(LATTICE_INLIER_FLOOR_PX, LATTICE_INLIER_MEDIANS * np.nanmedian(dist, axis=1))
+        dist = np.where(on, np.hypot(res[..., 0], res[..., 1]), np.inf)
+        n = on.sum(axis=1)
+        ranked = np.sort(dist, axis=1)  # the median of each pattern's indexed residuals (np.nanmedian: 3× slower)
+        lo, hi = np.maximum(n - 1, 0) // 2, n // 2
+        median = np.where(n > 0, 0.5 * (ranked[np.arange(P), lo] + ranked[np.arange(P), np.minimum(hi, V - 1)]), 0.0)
+        cut = np.maximum(LATTICE_INLIER_FLOOR_PX, LATTICE_INLIER_MEDIANS * median)
         inlier = on & (dist < cut[:, None])
         fit = np.where((inlier.sum(axis=1) >= enough)[:, None], inlier, on)
         Hw = hk * np.where(fit & good[:, None], W, 0.0)[..., None]
