@@ -196,27 +196,16 @@ def _fit(q: np.ndarray, G: np.ndarray, tol_px: float) -> tuple[int, np.ndarray]:
 def lattice_members(strong_px: np.ndarray, q_px: np.ndarray, tol_px: float, enough: int = MIN_LATTICE_VECTORS,
                     candidates: int = LATTICE_CANDIDATES) -> np.ndarray:
     """Which of one pattern's vectors ``q_px`` (N, 2; px from the direct beam) lie within ``tol_px`` of a
-    nonzero point of the lattice of its stronger vectors ``strong_px`` (``best_lattice``). (Its half-index
-    points too admitted a thick crystal's dynamical and HOLZ disks, which the kinematic truth leaves out:
-    benchmarks/RESULTS.md, "Faint disks".)"""
-    q = np.asarray(q_px, np.float64).reshape(-1, 2)
-    best = best_lattice(strong_px, tol_px, enough, candidates)
-    if best is None or not len(q):
-        return np.zeros(len(q), bool)
-    hk = np.round(q @ np.linalg.pinv(best))
-    return (np.hypot(*(q - hk @ best).T) < tol_px) & hk.any(axis=1)
-
-
-def best_lattice(q_px: np.ndarray, tol_px: float, enough: int = MIN_LATTICE_VECTORS,
-                 candidates: int = LATTICE_CANDIDATES) -> np.ndarray | None:
-    """The lattice (2×2 basis, rows g1, g2) or row (1×2) through the beam that best indexes one pattern's
-    vectors ``q_px`` (N, 2; px from the direct beam): spanned by two of the ``candidates`` shortest (or one),
-    indexing the most within ``tol_px``, at least ``enough`` (else None), then refit on every vector within
+    nonzero point of the lattice of its stronger vectors ``strong_px``: the lattice (or row) through the
+    beam spanned by two of the ``candidates`` shortest strong vectors (or one) that indexes the most of them
+    within ``tol_px``, at least ``enough`` (else none qualifies), then refit on every strong vector within
     ``LATTICE_REFIT_FRACTION`` of its shortest basis vector of a lattice point: first orders measured 0.5 px
-    short would put the fourth 2 px off."""
-    s = np.asarray(q_px, np.float64).reshape(-1, 2)
-    if len(s) < enough:
-        return None
+    short would put the fourth 2 px off. (Its half-index points too admitted a thick crystal's dynamical and
+    HOLZ disks, which the kinematic truth leaves out: benchmarks/RESULTS.md, "Faint disks".)"""
+    s = np.asarray(strong_px, np.float64).reshape(-1, 2)
+    q = np.asarray(q_px, np.float64).reshape(-1, 2)
+    if len(s) < enough or not len(q):
+        return np.zeros(len(q), bool)
     # refit (``_fit``) only the few that index the most as measured: a refit of every basis cost a sixth of
     # `predict`'s time (benchmarks/RESULTS.md, "Faint disks")
     bases, raw = _bases_and_counts(s, tol_px, candidates)
@@ -227,14 +216,15 @@ def best_lattice(q_px: np.ndarray, tol_px: float, enough: int = MIN_LATTICE_VECT
         if count > best_n:
             best, best_n = G, count
     if best is None:
-        return None
+        return np.zeros(len(q), bool)
     for _ in range(3):
         hk = np.round(s @ np.linalg.pinv(best))
         near = (np.hypot(*(s - hk @ best).T) < LATTICE_REFIT_FRACTION * np.hypot(*best.T).min()) & hk.any(axis=1)
         if near.sum() < len(best) + 1:
             break
         best = np.linalg.lstsq(hk[near], s[near], rcond=None)[0]
-    return best
+    hk = np.round(q @ np.linalg.pinv(best))
+    return (np.hypot(*(q - hk @ best).T) < tol_px) & hk.any(axis=1)
 
 
 def small_disks(disk_radius_px: float, q_pixel_size_invA: float) -> bool:

@@ -246,19 +246,18 @@ def _crop(img: torch.Tensor, ci: int, cj: int, half: int) -> torch.Tensor:
     return out
 
 
-
 def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_PLACE_MIN_VECTORS,
                    candidates: int = LATTICE_PLACE_CANDIDATES):
     """Non-beam vectors of a batch (pattern ``b``, ``q_px`` (N, 2): detector px from the direct beam) placed
     on their pattern's least-squares lattice through the beam; returns (positions (N, 2), placed (N,)).
 
     Per pattern: of the 2-D lattices spanned by two of its ``candidates`` shortest vectors, the one that
-    indexes the most within ``tol_px``; then, three times, refit by least squares (``weights``: per vector, else
-    equal) on
-    the vectors within ``min(tol_px, evidence.LATTICE_REFIT_FRACTION |g_min|)`` of a lattice point, each
-    point claimed by one vector only (two on one point — a satellite, a second grain — are both left as
-    measured). A pattern with fewer than ``enough`` indexed vectors is left as measured. One vectorised pass
-    over the batch (a loop of per-pattern fits cost ~1 ms per pattern)."""
+    indexes the most within ``tol_px``; then, three times, a least-squares refit (weighted by ``weights``,
+    else equal) on the inliers (``LATTICE_INLIER_MEDIANS``) of the vectors within ``min(tol_px,
+    evidence.LATTICE_REFIT_FRACTION |g_min|)`` of a lattice point, each point claimed by one vector only (two
+    on one point — a satellite, a second grain — are both left as measured). A pattern with fewer than
+    ``enough`` indexed vectors is left as measured. One vectorised pass over the batch (a loop of
+    per-pattern fits cost ~1 ms per pattern)."""
     b = np.asarray(b)
     q = np.asarray(q_px, np.float64).reshape(-1, 2)
     out, placed = q.copy(), np.zeros(len(q), bool)
