@@ -102,3 +102,23 @@ def test_what_is_not_on_one_lattice_stays_where_it_was_measured():
     assert on[1:n].all() and not on[0], "the point two vectors claim is left to neither"
     assert not on[n:].any()
     np.testing.assert_array_equal(placed[~on], q[~on])
+
+
+def test_random_vectors_are_not_placed_on_a_chance_lattice():
+    """Vectors at random (a barely trained model, noise) index some lattice of their shortest few now and then;
+    placing them on it would paint a crystal (refine.LATTICE_CHANCE_P). A crystal's few vectors are placed."""
+    from fourdcrystal.inference.refine import lattice_placed
+
+    rng = np.random.default_rng(7)
+    chance = []
+    for _ in range(200):
+        q = rng.uniform(-60, 60, (int(rng.integers(10, 40)), 2))
+        chance.append(lattice_placed(np.zeros(len(q), int), q, tol_px=3.0)[1].any())
+    # measured: 0 of 200 patterns (10 of 200 at a chance of 1e-3)
+    assert np.mean(chance) <= 0.01, np.mean(chance)
+    crystal = []
+    for _ in range(50):
+        hk = np.array([(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)])[rng.permutation(8)[:6]]
+        q = hk @ np.array([(14.0, 2.0), (-2.0, 14.0)]) + rng.normal(0, 0.5, (6, 2))
+        crystal.append(lattice_placed(np.zeros(6, int), q, tol_px=3.0)[1].all())
+    assert np.mean(crystal) >= 0.95, np.mean(crystal)
