@@ -267,33 +267,15 @@ def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_P
     ``enough`` indexed vectors, or as many as random vectors would reach with a chance of
     ``LATTICE_CHANCE_P`` or more, is left as measured. One vectorised pass over the batch (a loop of
     per-pattern fits cost ~1 ms per pattern)."""
-    b = np.asarray(b)
     q = np.asarray(q_px, np.float64).reshape(-1, 2)
     out, placed = q.copy(), np.zeros(len(q), bool)
     if len(q) < enough:
         return out, placed
     w = np.ones(len(q)) if weights is None else np.asarray(weights, np.float64)
-    ids, inv, counts = np.unique(b, return_inverse=True, return_counts=True)
-    order = np.lexsort((np.hypot(q[:, 0], q[:, 1]), inv))  # by pattern, then shortest first
-    slot = np.arange(len(b)) - np.repeat(np.cumsum(counts) - counts, counts)
-    P, V = len(ids), int(counts.max())
-    where = np.full((P, V), -1)
-    where[inv[order], slot] = order
+    where, Q = _by_pattern(np.asarray(b), q)
     valid = where >= 0
-    Q = np.where(valid[..., None], q[np.maximum(where, 0)], 0.0)  # (P, V, 2), zeros where padded
     W = np.where(valid, w[np.maximum(where, 0)], 0.0)
-    # candidate bases: pairs of the shortest few enclosing more than ~14°
-    cand = Q[:, :candidates]
-    i, j = np.triu_indices(cand.shape[1], 1)
-    A, B = cand[:, i], cand[:, j]  # (P, K, 2)
-    ok = valid[:, i] & valid[:, j] & (np.abs(A[..., 0] * B[..., 1] - A[..., 1] * B[..., 0]) >
-                                      0.25 * np.hypot(A[..., 0], A[..., 1]) * np.hypot(B[..., 0], B[..., 1]))
-    G = np.where(ok[..., None, None], np.stack([A, B], axis=2), np.eye(2) * 1e9)  # (P, K, 2, 2), rows g1, g2
-    hk = np.round(Q[:, None] @ np.linalg.inv(G))  # (P, K, V, 2)
-    off = Q[:, None] - hk @ G
-    n_on = ((np.hypot(off[..., 0], off[..., 1]) < tol_px) & (hk != 0).any(axis=3) & valid[:, None] & ok[..., None]).sum(2)
-    best = np.argmax(n_on, axis=1)
-    G, good = G[np.arange(P), best], n_on[np.arange(P), best] >= enough
+    G, good = _best_basis(Q, valid, tol_px, enough, candidates)
     for _ in range(3):
         hk = np.round(Q @ np.linalg.inv(G))  # (P, V, 2)
         res = Q - hk @ G
@@ -304,11 +286,7 @@ def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_P
         good &= on.sum(axis=1) >= enough
         # the fit's outliers would tilt it: fit on its inliers, if enough, and place every indexed vector
         dist = np.where(on, np.hypot(res[..., 0], res[..., 1]), np.inf)
-        n = on.sum(axis=1)
-        ranked = np.sort(dist, axis=1)  # the median of each pattern's indexed residuals (np.nanmedian: 3× slower)
-        lo, hi = np.maximum(n - 1, 0) // 2, n // 2
-        median = np.where(n > 0, 0.5 * (ranked[np.arange(P), lo] + ranked[np.arange(P), np.minimum(hi, V - 1)]), 0.0)
-        cut = np.maximum(LATTICE_INLIER_FLOOR_PX, LATTICE_INLIER_MEDIANS * median)
+        cut = np.maximum(LATTICE_INLIER_FLOOR_PX, LATTICE_INLIER_MEDIANS * _median_of_finite(dist, on.sum(axis=1)))
         inlier = on & (dist < cut[:, None])
         fit = np.where((inlier.sum(axis=1) >= enough)[:, None], inlier, on)
         Hw = hk * np.where(fit & good[:, None], W, 0.0)[..., None]
@@ -324,6 +302,43 @@ def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_P
     out[where[on]] = fitted[on]
     placed[where[on]] = True
     return out, placed
+
+
+def _by_pattern(b: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors ``q`` (N, 2) of patterns ``b`` as one padded array per pattern, shortest first: (where (P, V):
+    the index into ``q`` or -1 where padded, Q (P, V, 2): the vectors, zeros where padded)."""
+    _, inv, counts = np.unique(b, return_inverse=True, return_counts=True)
+    order = np.lexsort((np.hypot(q[:, 0], q[:, 1]), inv))  # by pattern, then shortest first
+    slot = np.arange(len(b)) - np.repeat(np.cumsum(counts) - counts, counts)
+    where = np.full((len(counts), int(counts.max())), -1)
+    where[inv[order], slot] = order
+    return where, np.where((where >= 0)[..., None], q[np.maximum(where, 0)], 0.0)
+
+
+def _best_basis(Q: np.ndarray, valid: np.ndarray, tol_px: float, enough: int, candidates: int):
+    """Per pattern, of the 2-D lattices spanned by two of its ``candidates`` shortest vectors (enclosing more
+    than ~14°), the one that indexes the most of ``Q`` within ``tol_px``: (G (P, 2, 2), rows g1, g2; whether it
+    indexes at least ``enough``)."""
+    P = len(Q)
+    cand = Q[:, :candidates]
+    i, j = np.triu_indices(cand.shape[1], 1)
+    A, B = cand[:, i], cand[:, j]  # (P, K, 2)
+    ok = valid[:, i] & valid[:, j] & (np.abs(A[..., 0] * B[..., 1] - A[..., 1] * B[..., 0]) >
+                                      0.25 * np.hypot(A[..., 0], A[..., 1]) * np.hypot(B[..., 0], B[..., 1]))
+    G = np.where(ok[..., None, None], np.stack([A, B], axis=2), np.eye(2) * 1e9)  # (P, K, 2, 2); no basis: 1e9
+    hk = np.round(Q[:, None] @ np.linalg.inv(G))  # (P, K, V, 2)
+    off = Q[:, None] - hk @ G
+    n_on = ((np.hypot(off[..., 0], off[..., 1]) < tol_px) & (hk != 0).any(axis=3) & valid[:, None] & ok[..., None]).sum(2)
+    best = np.argmax(n_on, axis=1)
+    return G[np.arange(P), best], n_on[np.arange(P), best] >= enough
+
+
+def _median_of_finite(dist: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Per row of ``dist`` (P, V), the median of its ``n`` finite entries (the rest +inf); 0 where none
+    (one sort: ``np.nanmedian`` took 3× as long on `predict`'s hot path)."""
+    ranked = np.sort(dist, axis=1)
+    rows, lo, hi = np.arange(len(dist)), np.maximum(n - 1, 0) // 2, np.minimum(n // 2, dist.shape[1] - 1)
+    return np.where(n > 0, 0.5 * (ranked[rows, lo] + ranked[rows, hi]), 0.0)
 
 
 def _chance(k, n, p):
