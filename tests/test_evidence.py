@@ -278,6 +278,29 @@ def test_blurred_shot_noise_on_a_lit_background_is_measured_by_photon_transfer()
     assert not bool(one_electron(torch.from_numpy(tail)[None])[1][0])
 
 
+def test_a_disk_beside_the_direct_beam_is_judged_against_the_background_not_the_beams_edge():
+    """A large disk 11.6 px from the beam (300 kV / 2.5 mrad SrTiO3 {110}, radius 4.06 px) has the beam's edge
+    in its ring; at 1e3 e⁻ the beam's ~12 electrons per pixel there made an 18-electron disk look like
+    background (measured: none passed). The beam's disk is left out of the ring; without the disk the same
+    positions still show nothing."""
+    from fourdcrystal.inference.evidence import MIN_BRIGHTNESS, MIN_SNR, disk_contrast
+    rng = np.random.default_rng(11)
+    R, e, n = 4.06, 0.05, 16
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    beam = np.hypot(ii - 64, jj - 64) <= R
+    spots = [(64 + 8.2 * sx, 64 + 8.2 * sy) for sx in (-1, 1) for sy in (-1, 1)]
+    disks = sum((np.hypot(ii - x, jj - y) <= R) for x, y in spots)
+    b = np.repeat(np.arange(n), 4)
+    x, y = np.tile([s[0] for s in spots], n), np.tile([s[1] for s in spots], n)
+    passed = []
+    for electrons in (18.0, 0.0):
+        mean = (beam * 600.0 + disks * electrons) / beam.sum() + 0.05  # electrons per pixel
+        pats = torch.from_numpy((rng.poisson(np.broadcast_to(mean, (n, 128, 128))) * e).astype(np.float32))
+        snr, bright, _ = disk_contrast(pats, torch.full((n, 2), 64.0), b, x, y, R, overlapping=False)
+        passed.append(float(((snr >= MIN_SNR) & (bright >= MIN_BRIGHTNESS)).float().mean()))
+    assert passed[0] >= 0.9 and passed[1] <= 0.05, passed
+
+
 def test_a_halo_of_a_few_electrons_per_pixel_is_no_overlapping_disk():
     """Vectors judged on the circle about the beam (overlapping disks) face core-sized means along it: at
     ~1.5 electrons per pixel a single pixel's 20th percentile is the shot noise's low tail, and the halo
