@@ -435,3 +435,37 @@ def test_faint_vectors_above_the_low_dose_ramp_stand_only_on_their_patterns_latt
     def kept(x, y):
         return bool((np.hypot(got["qx_px"] - x, got["qy_px"] - y) < 0.5).any())
     assert kept(100.0, 76.0) and not kept(82.0, 58.0) and len(got["pattern"]) == len(lattice) + 2
+
+
+def test_a_proposal_between_2_and_3_sigma_stands_only_on_its_patterns_lattice(monkeypatch):
+    """MeasuredPattern._second_chance: a vector the network proposed at its threshold whose disk stands out by
+    evidence.LATTICE_MIN_SNR but less than MIN_SNR is kept where it lies on the lattice of its pattern's kept
+    vectors, dropped off it; below LATTICE_MIN_SNR it is dropped on the lattice too; with too few kept vectors
+    for a lattice nothing is rescued. (The contrast itself is tested above; here it is given.)"""
+    from fourdcrystal.inference import detectors
+    from fourdcrystal.inference.evidence import LATTICE_MIN_SNR, MIN_SNR
+    from fourdcrystal.inference.model_input import ModelInput
+    hk = np.array([(h, k) for h in range(-2, 3) for k in range(-2, 3) if (h, k) != (0, 0)], float)
+    lattice = 64 + 12.0 * hk
+    between = 0.5 * (LATTICE_MIN_SNR + MIN_SNR)
+    trial = {(100.0, 64.0): between, (81.0, 69.0): between, (64.0, 100.0): 0.9 * LATTICE_MIN_SNR}
+
+    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
+        snr = [trial.get((float(i), float(j)), 10.0) for i, j in zip(x, y)]
+        n = len(snr)
+        return torch.tensor(snr), torch.ones(n), torch.zeros(n, dtype=torch.bool)
+    monkeypatch.setattr(detectors, "disk_contrast", contrast)
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    probe = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 1.0
+    mp = detectors.MeasuredPattern(ModelInput(probe, 1.0, 128, 64), 1 / 32, 1 / 32, corr_power=None,
+                                   lattice_positions=False)
+    pattern = torch.from_numpy((probe + 0.01)[None].astype(np.float32))
+
+    def kept(strong):
+        xy = np.vstack([[64.0, 64.0], strong, list(trial)])
+        out = {"pattern": np.zeros(len(xy), int), "qx_px": xy[:, 0], "qy_px": xy[:, 1],
+               "qx": (xy[:, 0] - 64) / 32, "qy": (xy[:, 1] - 64) / 32}
+        got = mp(pattern, torch.tensor([[64.0, 64.0]]), out)
+        return [bool((np.hypot(got["qx_px"] - x, got["qy_px"] - y) < 0.1).any()) for x, y in trial]
+    assert kept(lattice) == [True, False, False]  # on the lattice; off it; on it but below LATTICE_MIN_SNR
+    assert kept(lattice[:3]) == [False, False, False]  # three kept vectors are no lattice

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
+from fourdcrystal.inference.evidence import (LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              disk_contrast, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron, peak_thresholds, small_disks)
@@ -21,7 +21,7 @@ from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
-                                           SubpixelTemplate, hybrid_xcorr, lattice_placed,
+                                           SubpixelTemplate, hybrid_xcorr, lattice_placed, on_lattice_of,
                                            refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
@@ -50,8 +50,9 @@ def auto_bf16(device_type: str) -> bool:
 
 class MeasuredPattern:
     """What the measured pattern says about the network's vectors, in the detector's own pixels: each is
-    kept only where the pattern shows a disk (``evidence.disk_contrast``; on a dense background also on a
-    lattice with others, ``evidence.MIN_LATTICE_VECTORS``; ``check_evidence=False``: all) and placed on
+    kept only where the pattern shows a disk (``evidence.disk_contrast``; by ``evidence.LATTICE_MIN_SNR`` only
+    where it lies on the lattice of its pattern's kept vectors, ``_second_chance``; on a dense background also
+    on a lattice with others, ``evidence.MIN_LATTICE_VECTORS``; ``check_evidence=False``: all) and placed on
     that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position).
     Small disks (``evidence.small_disks``) are separate in any lattice of a few Å. Larger ones are judged
     per vector, from the nearest neighbour in the same pattern: a disk with a neighbour in its background
@@ -117,6 +118,8 @@ class MeasuredPattern:
             out["snr"] = snr.astype(np.float64)
             keep = (snr >= np.where(out["weak"], WEAK_MIN_SNR, MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
             keep |= self._beam(out)  # the direct beam is always a vector ...
+            # ... and a proposal between LATTICE_MIN_SNR and MIN_SNR stands on its pattern's lattice
+            keep |= self._second_chance(out, keep, snr, brightness)
             if self.small_disks:  # ... of a pattern that shows one (its ring is background: no neighbour near)
                 keep &= self._lit(patterns, centres, electron)[out["pattern"]]
             out, spacing, dense = {k: v[keep] for k, v in out.items()}, spacing[keep], dense[keep]
@@ -143,6 +146,21 @@ class MeasuredPattern:
         if refined and self.lattice_positions and len(out["pattern"]):
             self._place_on_lattice(centres, out)
         return out
+
+    def _second_chance(self, out: dict, keep: np.ndarray, snr: np.ndarray, brightness: np.ndarray) -> np.ndarray:
+        """Per vector: whether a proposal at the stamped threshold that missed ``evidence.MIN_SNR`` but stands
+        out by ``evidence.LATTICE_MIN_SNR`` lies within the network's uncertainty of a point of the lattice of
+        its pattern's kept vectors (``refine.on_lattice_of``: at least ``MIN_LATTICE_VECTORS`` of them)."""
+        maybe = ~keep & (snr >= LATTICE_MIN_SNR) & (brightness >= MIN_BRIGHTNESS) & ~out["weak"]
+        ok = np.zeros(len(keep), bool)
+        if not maybe.any():
+            return ok
+        b = out["pattern"]
+        q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
+        strong = keep & ~self._beam(out)
+        ok[maybe] = on_lattice_of(b[strong], q_px[strong], b[maybe], q_px[maybe], self.search_px,
+                                  MIN_LATTICE_VECTORS)
+        return ok
 
     def _place_on_lattice(self, centres: torch.Tensor, out: dict) -> None:
         """Move every non-beam vector onto its pattern's least-squares lattice through the beam

@@ -101,6 +101,11 @@ LOW_DOSE_THRESHOLD_FACTOR = 0.25
 # a vector proposed only under the lowered threshold is a weaker claim and needs stronger evidence: at 3σ a
 # vacuum and a film at 80 kV / 3.5 mrad, 1e3 e⁻, kept 0.75 false vectors per pattern, at 4σ 0 and 0.25
 WEAK_MIN_SNR = 4.0
+# a vector the network proposed at its threshold that stands out by this much, though less than MIN_SNR, is kept
+# where it lies on the lattice of its pattern's kept vectors (``MeasuredPattern._second_chance``): a disk that
+# the network and the crystal's lattice both put there needs less of the pattern's evidence than a lone blob
+# (bench_accuracy at 1e3 e⁻: F1 0.314 -> 0.338, precision up; benchmarks/RESULTS.md, "A second chance")
+LATTICE_MIN_SNR = 2.0
 # A faint vector above the ramp stands on the lattice of its pattern's stronger vectors (``lattice_members``),
 # refit on the strong vectors within this share of its shortest basis vector of a lattice point
 LATTICE_REFIT_FRACTION = 0.2

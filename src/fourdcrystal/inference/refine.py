@@ -304,6 +304,40 @@ def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_P
     return out, placed
 
 
+def on_lattice_of(b_kept, q_kept, b, q, tol_px: float, enough: int, candidates: int = 8) -> np.ndarray:
+    """(N,) whether each vector ``q`` (N, 2; px from the beam) of pattern ``b`` lies within ``tol_px`` of a
+    nonzero point of its pattern's lattice through the beam fitted to the vectors ``q_kept`` of patterns
+    ``b_kept``: spanned by two of their ``candidates`` shortest that index the most (at least ``enough``),
+    then refit twice by least squares on those within ``evidence.LATTICE_REFIT_FRACTION`` |g_min| of a
+    point. Vectorised over the batch, as ``lattice_placed`` (a per-pattern ``evidence.lattice_members`` cost
+    1.7 ms per pattern in `predict`, benchmarks/RESULTS.md)."""
+    b_kept, b = np.asarray(b_kept), np.asarray(b)
+    q_kept = np.asarray(q_kept, np.float64).reshape(-1, 2)
+    q = np.asarray(q, np.float64).reshape(-1, 2)
+    ok = np.zeros(len(q), bool)
+    if len(q_kept) < enough or not len(q):
+        return ok
+    where, Q = _by_pattern(b_kept, q_kept)
+    valid = where >= 0
+    G, good = _best_basis(Q, valid, tol_px, enough, candidates)
+    for _ in range(2):
+        hk = np.round(Q @ np.linalg.inv(G))
+        res = np.hypot(*np.moveaxis(Q - hk @ G, -1, 0))
+        near = (res < LATTICE_REFIT_FRACTION * np.hypot(G[..., 0], G[..., 1]).min(axis=1)[:, None]) \
+            & (hk != 0).any(axis=2) & valid
+        H = hk * near[..., None]
+        HtH = H.transpose(0, 2, 1) @ hk
+        fit = good & (near.sum(axis=1) >= 3) & (np.linalg.det(HtH) > 1e-6 * np.einsum("pii->p", HtH) ** 2)
+        HtH[~fit] = np.eye(2)
+        G = np.where(fit[:, None, None], np.linalg.solve(HtH, H.transpose(0, 2, 1) @ Q), G)
+    row = np.searchsorted(np.unique(b_kept), b)  # each vector's pattern among the kept ones'
+    known = (row < len(G)) & (np.unique(b_kept)[np.minimum(row, len(G) - 1)] == b)
+    row = np.minimum(row, len(G) - 1)
+    hk = np.round(np.einsum("ni,nij->nj", q, np.linalg.inv(G[row])))
+    res = q - np.einsum("ni,nij->nj", hk, G[row])
+    return known & good[row] & (np.hypot(res[:, 0], res[:, 1]) < tol_px) & (hk != 0).any(axis=1)
+
+
 def _by_pattern(b: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vectors ``q`` (N, 2) of patterns ``b`` as one padded array per pattern, shortest first: (where (P, V):
     the index into ``q`` or -1 where padded, Q (P, V, 2): the vectors, zeros where padded)."""
