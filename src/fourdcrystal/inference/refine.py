@@ -330,9 +330,9 @@ def on_lattice_of(b_kept, q_kept, b, q, tol_px: float, enough: int, candidates: 
         fit = good & (near.sum(axis=1) >= 3) & (np.linalg.det(HtH) > 1e-6 * np.einsum("pii->p", HtH) ** 2)
         HtH[~fit] = np.eye(2)
         G = np.where(fit[:, None, None], np.linalg.solve(HtH, H.transpose(0, 2, 1) @ Q), G)
-    row = np.searchsorted(np.unique(b_kept), b)  # each vector's pattern among the kept ones'
-    known = (row < len(G)) & (np.unique(b_kept)[np.minimum(row, len(G) - 1)] == b)
-    row = np.minimum(row, len(G) - 1)
+    patterns = np.unique(b_kept)  # the rows of G, as _by_pattern orders them
+    row = np.minimum(np.searchsorted(patterns, b), len(G) - 1)
+    known = patterns[row] == b
     hk = np.round(np.einsum("ni,nij->nj", q, np.linalg.inv(G[row])))
     res = q - np.einsum("ni,nij->nj", hk, G[row])
     return known & good[row] & (np.hypot(res[:, 0], res[:, 1]) < tol_px) & (hk != 0).any(axis=1)
