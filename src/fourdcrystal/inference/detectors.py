@@ -19,7 +19,8 @@ from fourdcrystal.inference.evidence import (LATTICE_MIN_SNR, LATTICE_TOL_PX, LO
                                              neighbour_spacing_px, one_electron, peak_thresholds, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
-                                           DEFAULT_SEARCH_PX, EDGE_SIGMA_RADII, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
+                                           DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
+                                           MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
                                            SubpixelTemplate, hybrid_xcorr, lattice_placed, on_lattice_of,
                                            refine_positions)
@@ -262,7 +263,13 @@ class MeasuredPattern:
                 search = torch.where(beam, self.search_px, self.small_search_px)
             xp, yp, moved = refine_positions(xc, finder.c, b[rest], x[rest], y[rest], search)
             if self.small_disks:  # by their edges, the faint ones by the whole disk (refine.PLAIN_BELOW_SNR)
-                faint = torch.as_tensor(out["snr"][which] < PLAIN_BELOW_SNR, device=dev)[rest]
+                snr = out["snr"][which][rest.cpu().numpy()]
+                faint = torch.as_tensor(snr < PLAIN_BELOW_SNR, device=dev)
+                # the bright ones first up to their edge's nearest maximum (refine.EDGE_CLIMB_PX); NaN: unchecked
+                climb = moved & torch.as_tensor(~(snr < EDGE_CLIMB_MIN_SNR), device=dev)
+                if bool(climb.any()):
+                    xp[climb], yp[climb], _ = self.edge_template.climb(patterns, b[rest][climb], xp[climb], yp[climb],
+                                                                        EDGE_CLIMB_PX)
                 xp, yp = self._placed(self.edge_template, patterns, b[rest], xp, yp, moved & ~faint)
                 x[rest], y[rest] = self._placed(self.plain_template, patterns, b[rest], xp, yp, moved & faint)
             else:
