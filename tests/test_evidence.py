@@ -469,3 +469,59 @@ def test_a_proposal_between_2_and_3_sigma_stands_only_on_its_patterns_lattice(mo
         return [bool((np.hypot(got["qx_px"] - x, got["qy_px"] - y) < 0.1).any()) for x, y in trial]
     assert kept(lattice) == [True, False, False]  # on the lattice; off it; on it but below LATTICE_MIN_SNR
     assert kept(lattice[:3]) == [False, False, False]  # three kept vectors are no lattice
+
+
+def test_a_low_dose_patterns_lattice_is_completed_where_its_disks_show():
+    # A crystal's lattice at ~2,500 electrons per pattern: the network (here: given) proposed the beam, the
+    # four first orders and two (2, 1) disks; the other disks hold ~10 electrons each, some lattice points
+    # none (absent reflections). Completion adds the shown disks within 1.25 × the farthest proposal
+    # (evidence.COMPLETION_REACH) at their lattice points and nothing where there is no disk; a pattern whose
+    # few vectors fix no lattice gets nothing.
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.model_input import ModelInput
+    n, r, dq = 128, 3.0, 0.02
+    ii, jj = np.indices((n, n), dtype=np.float64)
+
+    def disk(x, y):
+        return (np.hypot(ii - x, jj - y) <= r).astype(np.float64)
+
+    g = np.array([[14.2, 0.3], [-0.4, 13.7]])
+    hk = np.array([(h, k) for h in range(-3, 4) for k in range(-3, 4) if (h, k) != (0, 0)])
+    pts = hk @ g
+    first = (np.abs(hk).sum(axis=1) == 1)
+    given = first | ((np.abs(hk[:, 0]) == 2) & (hk[:, 1] == hk[:, 0] // 2))
+    absent = ((hk[:, 0] + 2 * hk[:, 1]) % 5 == 0) & ~given  # no disk at these lattice points
+    level = np.where(given, 0.08, np.where(absent, 0.0, 0.04))
+    probe = disk(64.0, 64.0)
+    pattern = probe + sum(a * disk(64 + x, 64 + y) for a, (x, y) in zip(level, pts))
+    e_per_unit = 2500 / pattern.sum()
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(pattern * e_per_unit).astype(np.float32)
+    inputs = ModelInput(probe, 1.0, n, 64)
+    maps = (torch.zeros(2, 64, 64), torch.zeros(2, 64, 64), 32, 1 / 32)
+
+    def proposed(b, which):
+        q = np.vstack([[0.0, 0.0], pts[which]])
+        return {"pattern": np.full(len(q), b), "qx": q[:, 0] * dq, "qy": q[:, 1] * dq, "qx_px": 64 + q[:, 0],
+                "qy_px": 64 + q[:, 1], "intensity": np.ones(len(q), np.float32), "qz": np.zeros(len(q), np.float32)}
+
+    # pattern 0: the beam and the four first orders; pattern 1 (the same counts): the beam and two of them
+    a, b = proposed(0, given), proposed(1, np.flatnonzero(first)[:2])
+    out = {k: np.concatenate([a[k], b[k]]) for k in a}
+    p = torch.from_numpy(np.stack([counts, counts]))
+    c = torch.tensor([[64.0, 64.0], [64.0, 64.0]])
+    got = MeasuredPattern(inputs, dq, 1 / 32)(p, c, out, maps=maps)
+    for k in (0, 1):
+        q = np.column_stack([got["qx"], got["qy"]])[got["pattern"] == k] / dq
+        d = np.hypot(q[:, None, 0] - pts[None, :, 0], q[:, None, 1] - pts[None, :, 1])
+        on = d.min(axis=0) < 1.0  # per lattice point: a vector there
+        if k == 0:
+            reach = 1.25 * np.hypot(*pts[given].T).max()
+            shown = ~given & ~absent & (np.hypot(*pts.T) < reach - 1)
+            assert shown.sum() >= 8
+            assert on[shown].mean() >= 0.7, on[shown].mean()
+            assert not on[absent].any()
+            assert not on[np.hypot(*pts.T) > reach + 1].any()
+            assert (d.min(axis=1)[np.hypot(*q.T) > 2] < 1.5).all()  # every vector at a lattice point
+        else:
+            assert on.sum() <= 2

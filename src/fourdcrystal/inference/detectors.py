@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
+from fourdcrystal.inference.evidence import (COMPLETION_REACH, LATTICE_MIN_SNR, LATTICE_TOL_PX,
+                                             LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              disk_contrast, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron, peak_thresholds, small_disks)
@@ -22,7 +23,7 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
                                            DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
                                            MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
-                                           SubpixelTemplate, hybrid_xcorr, lattice_placed, on_lattice_of,
+                                           SubpixelTemplate, fitted_lattices, hybrid_xcorr, lattice_placed, on_lattice_of,
                                            refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
@@ -59,8 +60,10 @@ class MeasuredPattern:
     per vector, from the nearest neighbour in the same pattern: a disk with a neighbour in its background
     ring is judged against the circle about the beam through it instead (``evidence.RING_CLEAR_RADII``),
     and a disk that overlaps a neighbour keeps the network's position (``refine.MIN_SPACING_RADII``: the
-    correlation would pull it toward that neighbour). Last, each pattern's vectors are placed on the
-    least-squares lattice of those on it (``refine.lattice_placed``; ``lattice_positions=False``: not)."""
+    correlation would pull it toward that neighbour). On a low-dose pattern the other points of its kept
+    vectors' lattice where the pattern shows a disk are added (``_lattice_completed``). Last, each pattern's
+    vectors are placed on the least-squares lattice of those on it (``refine.lattice_placed``;
+    ``lattice_positions=False``: neither)."""
 
     def __init__(self, inputs: ModelInput, q_pixel_size_invA: float, model_pixel_invA: float, *,
                  check_evidence: bool = True, corr_power: float | None = DEFAULT_CORR_POWER, device: str = "cpu",
@@ -91,14 +94,16 @@ class MeasuredPattern:
                 self.edge_template = template(EDGE_SIGMA_RADII)
             self.plain_template = template(None)
 
-    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, electron=None) -> dict:
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, electron=None, maps=None) -> dict:
         """``out``: vectors (``pattern``, ``qx``, ``qy`` Å⁻¹ from the beam, ``qx_px``, ``qy_px`` detector px,
         any other columns); returns those kept, positions refined. A flat pattern (e.g. a detector read
         without beam) shows nothing: none of its vectors is kept. ``out["weak"]`` (optional): vectors the
         network proposed only under a lowered threshold, which need ``evidence.WEAK_MIN_SNR``;
         ``out["unsure"]`` (optional): those of them above the low-dose ramp (``thresholds``), which must also
         lie on the lattice of their pattern's other vectors (``evidence.lattice_members``).
-        ``electron``: ``evidence.one_electron`` of ``patterns``, when already known."""
+        ``electron``: ``evidence.one_electron`` of ``patterns``, when already known. ``maps``: the network's
+        (V_g, q_z, model centre px, model Å⁻¹/px) for the vectors added on a low-dose pattern's lattice
+        (``_lattice_completed``; None: none added)."""
         out = dict(out)
         for flag in ("weak", "unsure"):
             out[flag] = np.asarray(out.get(flag, np.zeros(len(out["pattern"]), bool)), bool)
@@ -143,6 +148,9 @@ class MeasuredPattern:
         if out["unsure"].any():
             keep = ~out["unsure"] | self._on_lattice(out, LATTICE_TOL_PX if refined else self.search_px)
             out = {k: v[keep] for k, v in out.items()}
+        # (not for vectors asked for as measured: a pattern that is no single crystal has no one lattice)
+        if maps is not None and refined and self.check_evidence and self.lattice_positions and len(out["pattern"]):
+            out = self._lattice_completed(patterns, centres, out, electron, maps)
         del out["weak"], out["unsure"]
         if refined and self.lattice_positions and len(out["pattern"]):
             self._place_on_lattice(centres, out)
@@ -162,6 +170,65 @@ class MeasuredPattern:
         ok[maybe] = on_lattice_of(b[strong], q_px[strong], b[maybe], q_px[maybe], self.search_px,
                                   MIN_LATTICE_VECTORS)
         return ok
+
+    def _lattice_completed(self, patterns, centres, out: dict, electron, maps) -> dict:
+        """``out`` and a vector at each other point of a low-dose pattern's lattice where its pattern shows a
+        disk (``evidence.LATTICE_MIN_SNR``, ``MIN_BRIGHTNESS``). The lattice is fitted to the pattern's kept
+        vectors (``refine.fitted_lattices``, at least ``MIN_LATTICE_VECTORS``); its points are tested out to
+        ``evidence.COMPLETION_REACH`` × the farthest of them, on the detector, clear of every vector by a disk
+        radius, where the disks do not overlap. Such a vector's intensity and q_z are the network's maps' there."""
+        b, beam = out["pattern"], self._beam(out)
+        if (~beam).sum() < MIN_LATTICE_VECTORS:
+            return out
+        one_e = (electron if electron is not None else one_electron(patterns.float()))[0]
+        electrons = (patterns.flatten(1).double().sum(dim=1) / one_e.double().clamp_min(1e-300)).cpu().numpy()
+        q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
+        pats, G, good = fitted_lattices(b[~beam], q_px[~beam], LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
+        good &= electrons[pats] < LOW_DOSE_E[1]
+        c = centres.cpu().numpy().astype(np.float64)
+        found = [self._lattice_points(p, G[i], q_px[b == p], c[p], patterns.shape[-2:]) for i, p in enumerate(pats)
+                 if good[i]]
+        found = [f for f in found if len(f[0])]
+        if not found:
+            return out
+        cb, cq, spacing = (np.concatenate(f) for f in zip(*found))
+        x, y = c[cb, 0] + cq[:, 0], c[cb, 1] + cq[:, 1]
+        r = self.disk_radius_px
+        snr, brightness, _ = (t.cpu().numpy() for t in disk_contrast(
+            patterns, centres, cb, x, y, r, overlapping=spacing < RING_CLEAR_RADII * r, electron=electron))
+        keep = (snr >= LATTICE_MIN_SNR) & (brightness >= MIN_BRIGHTNESS)
+        if not keep.any():
+            return out
+        cb, cq, x, y, snr = cb[keep], cq[keep], x[keep], y[keep], snr[keep]
+        vg, qz, cp, dk = maps
+        qx, qy = cq[:, 0] * self.dq_invA, cq[:, 1] * self.dq_invA
+        mi = np.clip(np.round(cp + qx / dk).astype(int), 0, vg.shape[-2] - 1)
+        mj = np.clip(np.round(cp + qy / dk).astype(int), 0, vg.shape[-1] - 1)
+        new = {"pattern": cb, "qx": qx, "qy": qy, "qx_px": x, "qy_px": y, "snr": snr.astype(np.float64),
+               "intensity": vg[cb, mi, mj].cpu().numpy(), "qz": qz[cb, mi, mj].cpu().numpy()}
+        both = {k: np.concatenate([v, new[k].astype(v.dtype) if k in new else np.zeros(len(cb), v.dtype)])
+                for k, v in out.items()}
+        order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
+        return {k: v[order] for k, v in both.items()}
+
+    def _lattice_points(self, p: int, g: np.ndarray, mine: np.ndarray, centre: np.ndarray, shape) -> tuple:
+        """(pattern, points (N, 2) px from the beam, the lattice's shortest spacing per point) of lattice ``g``
+        (rows g1, g2) that ``_lattice_completed`` tests on pattern ``p`` with vectors ``mine``."""
+        r = self.disk_radius_px
+        none = (np.zeros(0, int), np.zeros((0, 2)), np.zeros(0))
+        spacing = min(np.hypot(*v) for v in (g[0], g[1], g[0] + g[1], g[0] - g[1]))
+        if spacing < MIN_SPACING_RADII * r:  # overlapping disks: a lattice point's test would see its neighbours
+            return none
+        edge = min(centre[0], centre[1], shape[0] - 1 - centre[0], shape[1] - 1 - centre[1]) - r - 1
+        reach = min(COMPLETION_REACH * np.hypot(mine[:, 0], mine[:, 1]).max(), edge)
+        # enough orders that every point within reach is on the grid: reach over the rows' spacing
+        n = min(int(np.ceil(reach * np.hypot(g[:, 0], g[:, 1]).max() / abs(np.linalg.det(g)))), 20)
+        ax = np.arange(-n, n + 1)
+        pts = np.stack(np.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2) @ g
+        pts = pts[(np.hypot(pts[:, 0], pts[:, 1]) <= reach) & (np.hypot(pts[:, 0], pts[:, 1]) > r)]
+        apart = np.hypot(pts[:, None, 0] - mine[None, :, 0], pts[:, None, 1] - mine[None, :, 1]).min(axis=1) > r
+        pts = pts[apart]
+        return np.full(len(pts), p), pts, np.full(len(pts), spacing)
 
     def _place_on_lattice(self, centres: torch.Tensor, out: dict) -> None:
         """Move every non-beam vector onto its pattern's least-squares lattice through the beam
@@ -317,7 +384,7 @@ class NetworkDetector:
         out = {"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
                "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"],
                **self.measured.flags(pk, vg, cp, self.threshold, ramp)}
-        return self.measured(patterns, centres, out, electron)
+        return self.measured(patterns, centres, out, electron, maps=(vg.float(), qz.float(), cp, dk))
 
 
 class ClassicalDetector:

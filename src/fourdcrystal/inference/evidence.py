@@ -104,8 +104,14 @@ WEAK_MIN_SNR = 4.0
 # a vector the network proposed at its threshold that stands out by this much, though less than MIN_SNR, is kept
 # where it lies on the lattice of its pattern's kept vectors (``MeasuredPattern._second_chance``): a disk that
 # the network and the crystal's lattice both put there needs less of the pattern's evidence than a lone blob
-# (bench_accuracy at 1e3 e⁻: F1 0.314 -> 0.338, precision up; benchmarks/RESULTS.md, "A second chance")
+# (bench_accuracy at 1e3 e⁻: F1 0.314 -> 0.338, precision up; benchmarks/RESULTS.md, "A second chance").
+# So does a disk at another point of a low-dose pattern's lattice (under LOW_DOSE_E[1] electrons), tested out
+# to COMPLETION_REACH × the farthest kept vector (``MeasuredPattern._lattice_completed``): a disk of a few
+# electrons gives the network too faint a V_g peak to propose, while the pattern shows it where the crystal's
+# lattice says it is (bench_accuracy at 1e3 e⁻: F1 0.338 -> 0.360 at higher precision, no other dose changed;
+# at 3σ 0.347; benchmarks/RESULTS.md, "Low-dose lattices completed")
 LATTICE_MIN_SNR = 2.0
+COMPLETION_REACH = 1.25
 # A faint vector above the ramp stands on the lattice of its pattern's stronger vectors (``lattice_members``),
 # refit on the strong vectors within this share of its shortest basis vector of a lattice point
 LATTICE_REFIT_FRACTION = 0.2

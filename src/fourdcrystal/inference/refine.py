@@ -354,6 +354,20 @@ def on_lattice_of(b_kept, q_kept, b, q, tol_px: float, enough: int, candidates: 
     ok = np.zeros(len(q), bool)
     if len(q_kept) < enough or not len(q):
         return ok
+    patterns, G, good = fitted_lattices(b_kept, q_kept, tol_px, enough, candidates)
+    row = np.minimum(np.searchsorted(patterns, b), len(G) - 1)
+    known = patterns[row] == b
+    hk = np.round(np.einsum("ni,nij->nj", q, np.linalg.inv(G[row])))
+    res = q - np.einsum("ni,nij->nj", hk, G[row])
+    return known & good[row] & (np.hypot(res[:, 0], res[:, 1]) < tol_px) & (hk != 0).any(axis=1)
+
+
+def fitted_lattices(b_kept, q_kept, tol_px: float, enough: int, candidates: int = 8):
+    """Per pattern of ``b_kept`` (sorted, unique): the lattice through the beam of its vectors ``q_kept`` (px
+    from the beam) as ``on_lattice_of`` fits it: (patterns (P,), G (P, 2, 2) rows g1, g2, good (P,): whether it
+    indexes at least ``enough``)."""
+    b_kept = np.asarray(b_kept)
+    q_kept = np.asarray(q_kept, np.float64).reshape(-1, 2)
     where, Q = _by_pattern(b_kept, q_kept)
     valid = where >= 0
     G, good = _best_basis(Q, valid, tol_px, enough, candidates)
@@ -367,12 +381,7 @@ def on_lattice_of(b_kept, q_kept, b, q, tol_px: float, enough: int, candidates: 
         fit = good & (near.sum(axis=1) >= 3) & (np.linalg.det(HtH) > 1e-6 * np.einsum("pii->p", HtH) ** 2)
         HtH[~fit] = np.eye(2)
         G = np.where(fit[:, None, None], np.linalg.solve(HtH, H.transpose(0, 2, 1) @ Q), G)
-    patterns = np.unique(b_kept)  # the rows of G, as _by_pattern orders them
-    row = np.minimum(np.searchsorted(patterns, b), len(G) - 1)
-    known = patterns[row] == b
-    hk = np.round(np.einsum("ni,nij->nj", q, np.linalg.inv(G[row])))
-    res = q - np.einsum("ni,nij->nj", hk, G[row])
-    return known & good[row] & (np.hypot(res[:, 0], res[:, 1]) < tol_px) & (hk != 0).any(axis=1)
+    return np.unique(b_kept), G, good  # the rows of G, as _by_pattern orders them
 
 
 def _by_pattern(b: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
