@@ -177,14 +177,14 @@ class MeasuredPattern:
         vectors (``refine.fitted_lattices``, at least ``MIN_LATTICE_VECTORS``); its points are tested out to
         ``evidence.COMPLETION_REACH`` × the farthest of them, on the detector, clear of every vector by a disk
         radius, where the disks do not overlap. Such a vector's intensity and q_z are the network's maps' there."""
-        b, beam = out["pattern"], self._beam(out)
-        if (~beam).sum() < MIN_LATTICE_VECTORS:
-            return out
         one_e = (electron if electron is not None else one_electron(patterns.float()))[0]
         electrons = (patterns.flatten(1).double().sum(dim=1) / one_e.double().clamp_min(1e-300)).cpu().numpy()
+        b = out["pattern"]
+        fit = ~self._beam(out) & (electrons[b] < LOW_DOSE_E[1])
+        if fit.sum() < MIN_LATTICE_VECTORS:
+            return out
         q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
-        pats, G, good = fitted_lattices(b[~beam], q_px[~beam], LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
-        good &= electrons[pats] < LOW_DOSE_E[1]
+        pats, G, good = fitted_lattices(b[fit], q_px[fit], LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
         c = centres.cpu().numpy().astype(np.float64)
         found = [self._lattice_points(p, G[i], q_px[b == p], c[p], patterns.shape[-2:]) for i, p in enumerate(pats)
                  if good[i]]
