@@ -17,14 +17,15 @@ from fourdcrystal.inference.evidence import (COMPLETION_REACH, LATTICE_MIN_SNR, 
                                              LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              disk_contrast, lattice_members, lattice_support_many,
-                                             neighbour_spacing_px, one_electron, peak_thresholds, small_disks)
+                                             neighbour_spacing_px, one_electron, pattern_electrons, peak_thresholds,
+                                             small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
                                            MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
-                                           SubpixelTemplate, fitted_lattices, hybrid_xcorr, lattice_placed, on_lattice_of,
-                                           refine_positions)
+                                           SubpixelTemplate, fitted_lattices, hybrid_xcorr, lattice_placed,
+                                           on_lattice_of, refine_positions)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -177,8 +178,7 @@ class MeasuredPattern:
         vectors (``refine.fitted_lattices``, at least ``MIN_LATTICE_VECTORS``); its points are tested out to
         ``evidence.COMPLETION_REACH`` × the farthest of them, on the detector, clear of every vector by a disk
         radius, where the disks do not overlap. Such a vector's intensity and q_z are the network's maps' there."""
-        one_e = (electron if electron is not None else one_electron(patterns.float()))[0]
-        electrons = (patterns.flatten(1).double().sum(dim=1) / one_e.double().clamp_min(1e-300)).cpu().numpy()
+        electrons = pattern_electrons(patterns.float(), electron).cpu().numpy()
         b = out["pattern"]
         fit = ~self._beam(out) & (electrons[b] < LOW_DOSE_E[1])
         if fit.sum() < MIN_LATTICE_VECTORS:

@@ -387,11 +387,17 @@ def peak_thresholds(img: torch.Tensor, threshold: float, electron=None) -> torch
     × ``LOW_DOSE_THRESHOLD_FACTOR`` at ``LOW_DOSE_E[0]`` or fewer, log-linear between; electrons counted as
     ``one_electron`` finds one (``electron``: its result for ``img``, when already known). A noise-free
     pattern's "electron" is tiny: it holds many."""
-    one_e, _ = one_electron(img) if electron is None else electron
-    electrons = img.flatten(1).double().sum(dim=1) / one_e.double().clamp_min(1e-300)
+    electrons = pattern_electrons(img, electron)
     lo, hi = LOW_DOSE_E
     f = ((electrons.clamp_min(1.0).log() - math.log(lo)) / math.log(hi / lo)).clamp(0.0, 1.0)
     return (threshold * (LOW_DOSE_THRESHOLD_FACTOR + (1.0 - LOW_DOSE_THRESHOLD_FACTOR) * f)).to(torch.float32)
+
+
+def pattern_electrons(img: torch.Tensor, electron=None) -> torch.Tensor:
+    """(B,) float64: the electrons each pattern holds, counted as ``one_electron`` finds one (``electron``: its
+    result for ``img``, when already known). A noise-free pattern's "electron" is tiny: it holds many."""
+    one_e, _ = one_electron(img) if electron is None else electron
+    return img.flatten(1).double().sum(dim=1) / one_e.double().clamp_min(1e-300)
 
 
 def photon_transfer(s: torch.Tensor, block_px: int = PTC_BLOCK_PX) -> torch.Tensor:
