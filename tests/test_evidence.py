@@ -505,7 +505,8 @@ def test_a_low_dose_patterns_lattice_is_completed_where_its_disks_show():
         return {"pattern": np.full(len(q), b), "qx": q[:, 0] * dq, "qy": q[:, 1] * dq, "qx_px": 64 + q[:, 0],
                 "qy_px": 64 + q[:, 1], "intensity": np.ones(len(q), np.float32), "qz": np.zeros(len(q), np.float32)}
 
-    # pattern 0: the beam and the four first orders; pattern 1 (the same counts): the beam and two of them
+    # pattern 0: the beam, the four first orders and the two (2, 1); pattern 1 (the same counts): the beam and
+    # two first orders
     a, b = proposed(0, given), proposed(1, np.flatnonzero(first)[:2])
     out = {k: np.concatenate([a[k], b[k]]) for k in a}
     p = torch.from_numpy(np.stack([counts, counts]))
