@@ -526,3 +526,19 @@ def test_a_low_dose_patterns_lattice_is_completed_where_its_disks_show():
             assert (d.min(axis=1)[np.hypot(*q.T) > 2] < 1.5).all()  # every vector at a lattice point
         else:
             assert on.sum() <= 2
+
+
+def test_the_numpy_medians_give_torchs_values():
+    """evidence._row_median / _row_nanmedian (numpy's selection on the CPU) return exactly torch's median and
+    nanmedian per row (the lower middle value), on counts with ties, on sparse rows, on rows without numbers."""
+    from fourdcrystal.inference.evidence import _row_median, _row_nanmedian
+    rng = np.random.default_rng(5)
+    for shape in ((7, 1), (4, 10), (3, 4096), (2, 16384)):
+        counts = torch.from_numpy(rng.poisson(2.0, shape).astype(np.float32))
+        assert torch.equal(_row_median(counts), counts.median(dim=1).values)
+        assert torch.equal(_row_median(counts.double()), counts.double().median(dim=1).values)
+        sparse = torch.where(torch.from_numpy(rng.random(shape) < 0.2), counts, torch.tensor(float("nan")))
+        sparse[0] = float("nan")  # a row without numbers: NaN, as torch gives
+        assert torch.allclose(_row_nanmedian(sparse), sparse.nanmedian(dim=1).values, equal_nan=True, rtol=0, atol=0)
+    with_nan = torch.tensor([[1.0, float("nan"), 3.0], [2.0, 1.0, 0.0]])
+    assert torch.allclose(_row_median(with_nan), with_nan.median(dim=1).values, equal_nan=True, rtol=0, atol=0)

@@ -339,7 +339,37 @@ def _sector_noise(ring: torch.Tensor, ring_off: torch.Tensor) -> torch.Tensor:
     phi = (torch.arange(SECTORS, device=ring.device, dtype=torch.float32) + 0.5) * (2 * math.pi / SECTORS) - math.pi
     A = torch.stack([torch.ones_like(phi), torch.cos(phi), torch.sin(phi)], dim=1)  # (S, 3)
     resid = means - means @ (A @ torch.linalg.pinv(A)).T
-    return _MAD_TO_SIGMA * resid.abs().median(dim=1).values * math.sqrt(SECTORS / (SECTORS - 3))
+    return _MAD_TO_SIGMA * _row_median(resid.abs()) * math.sqrt(SECTORS / (SECTORS - 3))
+
+
+def _row_median(t: torch.Tensor) -> torch.Tensor:
+    """``t.median(dim=1).values`` of a 2-D tensor, the same values (the lower middle one). On the CPU by numpy's
+    selection (``np.partition``): 4.7 → 1.0 ms for a batch of 32 patterns of 128² (2 cores), where torch
+    sorts; rows with NaN and other devices by torch."""
+    if t.device.type != "cpu" or t.shape[1] == 0:
+        return t.median(dim=1).values
+    a = t.detach().numpy()
+    if np.isnan(a).any():
+        return t.median(dim=1).values
+    k = (a.shape[1] - 1) // 2
+    return torch.from_numpy(np.ascontiguousarray(np.partition(a, k, axis=1)[:, k]))
+
+
+def _row_nanmedian(t: torch.Tensor) -> torch.Tensor:
+    """``t.nanmedian(dim=1).values`` of a 2-D tensor, the same values (the lower middle one of each row's
+    numbers; NaN where it has none). On the CPU by numpy: narrow rows (a disk's ring) sorted at once, 1.2 →
+    0.2 ms for 1,300 rings of 60 pixels; wide, sparse ones (a pattern's electron blobs) one row at a time."""
+    if t.device.type != "cpu" or t.shape[1] == 0:
+        return t.nanmedian(dim=1).values
+    a = t.detach().numpy()
+    n = (~np.isnan(a)).sum(axis=1)
+    k = np.maximum(n - 1, 0) // 2
+    if a.shape[1] <= 256:
+        v = np.sort(a, axis=1)[np.arange(len(a)), k]  # NaN sort last
+    else:
+        v = np.array([np.partition(row[~np.isnan(row)], kk)[kk] if nn else np.nan
+                      for row, kk, nn in zip(a, k, n)], dtype=a.dtype)
+    return torch.from_numpy(np.where(n > 0, v, np.nan).astype(a.dtype))
 
 
 def _is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Tensor:
@@ -420,7 +450,7 @@ def photon_transfer(s: torch.Tensor, block_px: int = PTC_BLOCK_PX) -> torch.Tens
     d1 = torch.cat([(a - b).flatten(1) for a, b, _ in pairs], dim=1)  # neighbours
     d2 = torch.cat([(c - b).flatten(1) for _, b, c in pairs], dim=1)  # two blocks apart
     mean = torch.cat([((a + b + c) / 3).flatten(1) for a, b, c in pairs], dim=1)
-    dark = mean <= mean.median(dim=1, keepdim=True).values
+    dark = mean <= _row_median(mean)[:, None]
     # shot noise: E d1² = E d2² = 2 g mean; a gradient δ per block adds δ² to d1², 4 δ² to d2²
     noise = ((4 * d1.square() - d2.square()) * dark).sum(dim=1) / 3
     level = (2 * mean * dark).sum(dim=1)
@@ -437,10 +467,10 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     disks, whose excess is large, are a small share of it). A
     noise-free pattern's faint ringing can pass too, with an "electron" of that ringing's size, far below
     any disk: its disks stay as significant as before (tested)."""
-    level = s.flatten(1).median(dim=1).values[:, None, None]
+    level = _row_median(s.flatten(1))[:, None, None]
     peak = (s > level) & (s >= window3(s, torch.maximum))
     excess = torch.where(peak, window3(s, torch.add) - 9.0 * level, torch.full_like(s, float("nan"))).flatten(1)
-    blob = excess.nanmedian(dim=1).values
+    blob = _row_nanmedian(excess)
     many = peak.flatten(1).float().mean(dim=1) >= MIN_MAXIMA_FRACTION
     isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | (level[:, 0, 0] <= 0))
     return blob, isolated
@@ -487,10 +517,10 @@ def _ring_background(img, b, x, y, r: float, n_core: int, one_e, neighbours) -> 
     pts = torch.stack([x.round()[:, None] + ring_off[:, 0], y.round()[:, None] + ring_off[:, 1]], dim=-1)
     clear = _clear(neighbours, pts, r, 0.25)
     background = torch.where(clear, ring, torch.full_like(ring, torch.nan))
-    med = background.nanmedian(dim=1).values
+    med = _row_nanmedian(background)
     # robust pixel noise: the MAD, or the distance from the median to the 84th percentile (one σ of
     # Gaussian noise; for a ring of mostly zeros, whose MAD is zero, and for a skewed speckle)
-    mad = _MAD_TO_SIGMA * (background - med[:, None]).abs().nanmedian(dim=1).values
+    mad = _MAD_TO_SIGMA * _row_nanmedian((background - med[:, None]).abs())
     spread = torch.maximum(mad, torch.nanquantile(background, 0.84, dim=1) - med)
     # speckle needs a background that fills the ring; a ring of mostly zeros (sparse counts) is shot
     # noise, which the other terms judge (measured: the sector term there dropped the few-electron disks
