@@ -540,5 +540,8 @@ def test_the_numpy_medians_give_torchs_values():
         sparse = torch.where(torch.from_numpy(rng.random(shape) < 0.2), counts, torch.tensor(float("nan")))
         sparse[0] = float("nan")  # a row without numbers: NaN, as torch gives
         assert torch.allclose(_row_nanmedian(sparse), sparse.nanmedian(dim=1).values, equal_nan=True, rtol=0, atol=0)
+    half = torch.tensor([[1.0, 4.0, 2.0, 3.0]], dtype=torch.bfloat16)  # numpy has none: torch's own
+    assert torch.equal(_row_median(half), half.median(dim=1).values)
+    assert torch.equal(_row_nanmedian(half), half.nanmedian(dim=1).values)
     with_nan = torch.tensor([[1.0, float("nan"), 3.0], [2.0, 1.0, 0.0]])
     assert torch.allclose(_row_median(with_nan), with_nan.median(dim=1).values, equal_nan=True, rtol=0, atol=0)
