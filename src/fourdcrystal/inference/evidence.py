@@ -364,12 +364,10 @@ def _row_nanmedian(t: torch.Tensor) -> torch.Tensor:
     a = t.detach().numpy()
     n = (~np.isnan(a)).sum(axis=1)
     k = np.maximum(n - 1, 0) // 2
-    if a.shape[1] <= 256:
-        v = np.sort(a, axis=1)[np.arange(len(a)), k]  # NaN sort last
-    else:
-        v = np.array([np.partition(row[~np.isnan(row)], kk)[kk] if nn else np.nan
-                      for row, kk, nn in zip(a, k, n)], dtype=a.dtype)
-    return torch.from_numpy(np.where(n > 0, v, np.nan).astype(a.dtype))
+    if a.shape[1] <= 256:  # NaN sort last: a row without numbers gives NaN
+        return torch.from_numpy(np.sort(a, axis=1)[np.arange(len(a)), k])
+    return torch.from_numpy(np.array([np.partition(row[~np.isnan(row)], kk)[kk] if nn else np.nan
+                                      for row, kk, nn in zip(a, k, n)], dtype=a.dtype))
 
 
 def _is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Tensor:
