@@ -142,6 +142,18 @@ def test_evaluate_oracle_classical_network(dataset):
     assert "oracle (upper bound)" in page and "<td>classical</td>" in page
 
 
+def test_demo_scan_grains_share_one_probe():
+    """A scan has one probe: the demo's grains are the test patterns of one energy and semiangle (2 %)."""
+    from fourdcrystal.workflow.scan_demo import one_probe
+
+    rows = [("a", 0, 200e3, 4.085), ("a", 0, 300e3, 3.66), ("a", 1, 200e3, 4.079), ("a", 1, 300e3, 4.71),
+            ("a", 2, 300e3, 3.85), ("a", 2, 200e3, 4.91), ("b", 0, 300e3, 4.08), ("c", 0, 200e3, 4.12)]
+    patterns = pd.DataFrame(rows, columns=["crystal_id", "orientation_id", "energy_eV", "semiangle_mrad"])
+    same = one_probe(patterns)
+    assert set(zip(same["crystal_id"], same["orientation_id"])) == {("a", 0), ("a", 1), ("c", 0)}
+    assert set(same["energy_eV"]) == {200e3} and np.ptp(same["semiangle_mrad"]) <= 0.02 * 4.12
+
+
 def test_aggregate_known_errors():
     pats = pd.DataFrame({"n_pred": [4, 2], "n_true": [5, 2], "n_match_1px": [2, 1], "n_match_2px": [3, 2],
                          "pattern_id": [0, 1]})

@@ -115,6 +115,9 @@ def test_demo_workflow_through_real_slurm(tmp_path, capsys):
     assert proc.returncode == 0, log[-6000:]
 
     assert (work / "results" / "report" / "report.html").exists()
+    # the demo scan's strain pages: this run's model, py4DSTEM's vectors and the shipped model's
+    strain = work / "results" / "scan_demo" / "strain"
+    assert all((strain / sub / "index.html").exists() for sub in (".", "classical", "pretrained"))
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
     assert len(submitted) >= 6, log[-3000:]  # structures, prototypes, select, groups, dataset, train, ...
     assert "Group job crystal" in log

@@ -42,6 +42,7 @@ MODEL = f"{RESULTS}/model/model.pt"
 EVAL_METRICS = f"{RESULTS}/evaluation/metrics.json"
 REPORT = f"{RESULTS}/report/report.html"
 STRAIN_DEMO = f"{RESULTS}/scan_demo/strain"  # fourdcrystal strain of the demo scan: maps, index.html
+SHIPPED_MODEL = str(Path(workflow.basedir) / "src/fourdcrystal/data/pretrained.pt")  # `make pretrained`'s model
 
 
 def selected_crystals(wildcards=None):

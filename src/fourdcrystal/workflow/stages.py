@@ -99,15 +99,17 @@ def scan_demo(smk) -> None:
 
 def strain_demo(smk) -> None:
     """Strain and orientation maps of the demo scan (a polycrystal mosaic: one median reference per
-    grain), from the network's vectors (output folder) and, for comparison, from py4DSTEM's
-    (``classical/`` inside it; predict --baseline classical on the same scan)."""
+    grain), from the network's vectors (output folder) and, for comparison on the same scan, from
+    py4DSTEM's (``classical/``) and from the shipped pretrained model's (``pretrained/``, when the input
+    ``shipped`` names it): the demo's own model is trained for minutes, the shipped one is what a user's
+    `fourdcrystal predict` runs."""
     import json
     import tempfile
 
     from fourdcrystal.analysis.command import run_strain
     from fourdcrystal.analysis.strain import Settings
     from fourdcrystal.inference.datacube_io import open_datacube, open_probe
-    from fourdcrystal.inference.predict import load_model, predict_cube
+    from fourdcrystal.inference.predict import load_model, peak_settings, predict_cube
 
     vectors, out = Path(smk.input.vectors), Path(smk.output.strain)
     pred = json.loads((vectors / "summary.json").read_text())
@@ -116,9 +118,14 @@ def strain_demo(smk) -> None:
                     "test crystal in one orientation, unstrained", "true_grains": len(scan.get("grains", []))}
     # a demo model trained for minutes may give vectors no lattice explains: say so on the page, not fail
     settings = Settings(require_lattice=False)
-    links = [("classical/index.html", "the same from py4DSTEM's vectors")] if getattr(smk.input, "cube", None) else []
+    shipped = getattr(smk.input, "shipped", None)
+    links = []
+    if getattr(smk.input, "cube", None):
+        links.append(("classical/index.html", "the same from py4DSTEM's vectors"))
+        if shipped:
+            links.append(("pretrained/index.html", "the same from the shipped pretrained model's vectors"))
     s = run_strain(vectors / "bragg_vectors.parquet", out, settings,
-                   meta={**meta, "detector": "network", "links": links})
+                   meta={**meta, "detector": "network (this run's model)", "links": links})
     if not links:  # no scan given (tests of the network half): nothing to compare
         return
     model, geometry, _ = load_model(smk.input.model, "cpu")
@@ -126,12 +133,21 @@ def strain_demo(smk) -> None:
     tuned = json.loads(Path(smk.input.metrics).read_text()).get("classical_settings")
     cube, (probe, pcube) = open_datacube(smk.input.cube), open_probe(Path(smk.input.cube).parent / "probe.npy")
     pcube.close()
+    dq = float(pred["q_pixel_size_invA"])
+    fits = {"this run's model": s}
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        predict_cube(cube, probe, model, geometry, float(pred["q_pixel_size_invA"]), Path(tmp) / "vectors",
+        predict_cube(cube, probe, model, geometry, dq, Path(tmp) / "vectors",
                      baseline="classical", classical_settings=tuned, progress=False)
-        c = run_strain(Path(tmp) / "vectors" / "bragg_vectors.parquet", out / "classical", settings,
-                       meta={**meta, "detector": "py4DSTEM (predict --baseline classical)"})
+        fits["py4DSTEM"] = run_strain(Path(tmp) / "vectors" / "bragg_vectors.parquet", out / "classical", settings,
+                                      meta={**meta, "detector": "py4DSTEM (predict --baseline classical)"})
+        if shipped:  # with the peak settings stamped in the shipped model, as `fourdcrystal predict` runs it
+            model, geometry, model_meta = load_model(shipped, "cpu")
+            ps = peak_settings(model_meta)
+            predict_cube(cube, probe, model, geometry, dq, Path(tmp) / "shipped", progress=False,
+                         threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"])
+            fits["shipped model"] = run_strain(Path(tmp) / "shipped" / "bragg_vectors.parquet", out / "pretrained",
+                                               settings, meta={**meta, "detector": "network (shipped pretrained model)"})
     cube.close()
-    log.info("strain demo: network vectors: %d of %d positions fit, %d grain(s); py4DSTEM vectors: %d fit, %d "
-             "grain(s); %d grains simulated", s["n_fit"], s["n_positions"], len(s["grains"]), c["n_fit"],
-             len(c["grains"]), meta["true_grains"])
+    log.info("strain demo (%d grains simulated): %s", meta["true_grains"],
+             "; ".join(f"{k}: {f['n_fit']} of {f['n_positions']} positions fit, {len(f['grains'])} grain(s)"
+                       for k, f in fits.items()))
