@@ -545,3 +545,39 @@ def test_the_numpy_medians_give_torchs_values():
     assert torch.equal(_row_nanmedian(half), half.nanmedian(dim=1).values)
     with_nan = torch.tensor([[1.0, float("nan"), 3.0], [2.0, 1.0, 0.0]])
     assert torch.allclose(_row_median(with_nan), with_nan.median(dim=1).values, equal_nan=True, rtol=0, atol=0)
+
+
+def test_on_a_dense_background_a_lattice_counts_as_proposed_or_as_measured(monkeypatch):
+    """The film-speckle rule (evidence.MIN_LATTICE_VECTORS on a dense background): a pattern whose refined
+    positions the sub-pixel fit scattered off their lattice (as it does to large disks touching on both
+    sides) keeps its vectors when the network proposed them on one lattice; vectors on no lattice either
+    way (a film's speckle) are dropped. The contrast and the refinement are given here."""
+    from fourdcrystal.inference import detectors
+    from fourdcrystal.inference.model_input import ModelInput
+    hk = np.array([(h, k) for h in range(-1, 2) for k in range(-1, 2) if (h, k) != (0, 0)], float)
+    lattice = 64 + 12.0 * hk  # a pattern's first ring, as few as the demo's touching disks give
+    rng = np.random.default_rng(5)
+
+    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
+        n = len(b)  # every disk stands out, on a dense background
+        return torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool)
+
+    def refine(self, patterns, c, out, which, clear):  # the fit's pull, 1.5 px; the beam stays
+        angle = np.random.default_rng(7).uniform(0, 2 * np.pi, len(out["qx"]))
+        pull = 1.5 / 32 * (np.hypot(out["qx"], out["qy"]) > 0)
+        out["qx"], out["qy"] = out["qx"] + pull * np.cos(angle), out["qy"] + pull * np.sin(angle)
+    monkeypatch.setattr(detectors, "disk_contrast", contrast)
+    monkeypatch.setattr(detectors.MeasuredPattern, "_refine", refine)
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    probe = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 1.0
+    mp = detectors.MeasuredPattern(ModelInput(probe, 1.0, 128, 64), 1 / 32, 1 / 32, lattice_positions=False)
+
+    def n_kept(xy):
+        pattern = probe * 20 + sum((np.hypot(ii - x, jj - y) <= RADIUS) * 1.0 for x, y in xy) + 0.01
+        xy = np.vstack([[64.0, 64.0], xy])
+        out = {"pattern": np.zeros(len(xy), int), "qx_px": xy[:, 0], "qy_px": xy[:, 1],
+               "qx": (xy[:, 0] - 64) / 32, "qy": (xy[:, 1] - 64) / 32}
+        return len(mp(torch.from_numpy(pattern[None].astype(np.float32)), torch.tensor([[64.0, 64.0]]), out)["pattern"])
+    assert n_kept(lattice) == len(lattice) + 1  # proposed on a lattice: kept, though measured off it
+    speckle = 64 + rng.uniform(-30, 30, (6, 2))  # a film's few speckle grains per pattern (5 at 80 kV)
+    assert n_kept(speckle) == 1  # on no lattice either way: only the beam

@@ -132,6 +132,7 @@ class MeasuredPattern:
             out, spacing, dense = {k: v[keep] for k, v in out.items()}, spacing[keep], dense[keep]
         apart = spacing >= MIN_SPACING_RADII * r
         refined = self.corr_power is not None
+        proposed = out["qx"].copy(), out["qy"].copy()  # the network's positions, for the speckle rule below
         if refined and apart.any():
             # the direct beam stays where the beam finder put it, within a model pixel: a wide search on a
             # pattern without one (noise only) would move it onto noise, away from the origin
@@ -139,12 +140,18 @@ class MeasuredPattern:
                 np.zeros(len(spacing), bool)
             self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart, clear=clear[apart])
         # a film's speckle (evidence.MIN_LATTICE_VECTORS), judged on the positions measured on the pattern:
-        # a disk touching a neighbour keeps the network's (a model pixel off) and is not judged
+        # a disk touching a neighbour keeps the network's (a model pixel off) and is not judged. A pattern's
+        # vectors stand on one lattice as measured or as the network proposed them (within its own
+        # uncertainty): the sub-pixel fit pulls large disks that touch on both sides off their lattice (the
+        # demo's Ti5Te4 [111], 5 px disks 11 px apart: 0.77 px from the truth, the network's 0.58), while a
+        # film's speckle fits no lattice either way (benchmarks/RESULTS.md, "The demo scan with one probe")
         beam = self._beam(out)
         judged = dense & ~beam & (apart if refined else True)
         if judged.any():
-            tol = LATTICE_TOL_PX if refined else self.search_px
-            keep = ~(judged & self._no_lattice(out, ~beam, tol))
+            off = self._no_lattice(out, ~beam, LATTICE_TOL_PX if refined else self.search_px)
+            if refined:
+                off &= self._no_lattice(dict(out, qx=proposed[0], qy=proposed[1]), ~beam, self.search_px)
+            keep = ~(judged & off)
             out = {k: v[keep] for k, v in out.items()}
         if out["unsure"].any():
             keep = ~out["unsure"] | self._on_lattice(out, LATTICE_TOL_PX if refined else self.search_px)

@@ -31,8 +31,8 @@ On a flat background (vacuum, a detector without beam) a vector survives with pr
 * lattice: on a dense background (``DENSE_E_PER_DISK``; noise-free patterns too) a film's speckle grains
   are real bright blobs of a disk's size and pass both tests (80 kV, 3.5 mrad, 20 nm carbon: 5 per
   noise-free pattern, 3.75 at 1e5 e⁻), so there a vector placed on the pattern stands only when at least
-  ``MIN_LATTICE_VECTORS`` of its pattern's vectors lie on one lattice through the beam (``lattice_support``):
-  a crystal's reflections do, speckles do not.
+  ``MIN_LATTICE_VECTORS`` of its pattern's vectors lie on one lattice through the beam (``lattice_support``),
+  as measured or as the network proposed them: a crystal's reflections do, speckles do not.
 * faint disks: the network's V_g peaks of faint small disks fall below the stamped threshold, under ~2e4
   electrons per pattern and, at any dose, for a thick crystal's weak orders; so it proposes small disks down
   to ``LOW_DOSE_THRESHOLD_FACTOR`` × the stamped threshold, and what only that lower threshold proposes
