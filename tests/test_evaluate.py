@@ -152,6 +152,11 @@ def test_demo_scan_grains_share_one_probe():
     same = one_probe(patterns)
     assert set(zip(same["crystal_id"], same["orientation_id"])) == {("a", 0), ("a", 1), ("c", 0)}
     assert set(same["energy_eV"]) == {200e3} and np.ptp(same["semiangle_mrad"]) <= 0.02 * 4.12
+    # the first probe shared by `enough` pairs ends the search (a seed-scale split holds ~1e5 probes)
+    two_then_three = pd.DataFrame([("x", 0, 300e3, 3.0), ("y", 0, 300e3, 3.01), ("a", 0, 200e3, 4.0),
+                                   ("b", 0, 200e3, 4.01), ("c", 0, 200e3, 4.02)], columns=patterns.columns)
+    assert set(one_probe(two_then_three, enough=2)["crystal_id"]) == {"x", "y"}
+    assert set(one_probe(two_then_three)["crystal_id"]) == {"a", "b", "c"}  # else the most pairs
 
 
 def test_aggregate_known_errors():

@@ -34,7 +34,7 @@ def make_demo_scan(config: dict, manifest_path, out_dir, root=".", scan_px: int 
     if test.empty:
         raise UserError("the test split is empty", "simulate more crystals (selection.n_crystals >= 3)")
     # each grain at its thickest exit plane (the demo's thinnest, 2 nm, is under what users record)
-    pick = one_probe(test).sort_values("thickness_A", kind="stable")
+    pick = one_probe(test, n_grains).sort_values("thickness_A", kind="stable")
     pick = pick.groupby(["crystal_id", "orientation_id"]).tail(1).head(n_grains).reset_index(drop=True)
     quartets = [read_pattern(root / r["store"], int(r["index"])) for _, r in pick.iterrows()]
     rng = np.random.default_rng([int(config["seed"]), 7])
@@ -62,8 +62,9 @@ def make_demo_scan(config: dict, manifest_path, out_dir, root=".", scan_px: int 
     return cube_path, probe_path, info
 
 
-def one_probe(patterns, semiangle_rtol: float = 0.02):
-    """The patterns recorded with one probe, the most (crystal, orientation) pairs among them.
+def one_probe(patterns, enough: int | None = None, semiangle_rtol: float = 0.02):
+    """The patterns recorded with one probe: the first probe (in ``patterns``' order) shared by ``enough``
+    (crystal, orientation) pairs, else the one shared by the most.
 
     A scan has one beam energy and one convergence angle, and predict is given one vacuum probe. The
     simulation draws each orientation's probes, so grains from different draws would give the detectors a
@@ -71,13 +72,15 @@ def one_probe(patterns, semiangle_rtol: float = 0.02):
     whose semiangles agree within ``semiangle_rtol`` count as one (a 2 % larger disk is within the
     detectors' template tolerance)."""
     e, a = patterns["energy_eV"].to_numpy(float), patterns["semiangle_mrad"].to_numpy(float)
-    pairs = list(zip(patterns["crystal_id"], patterns["orientation_id"]))
+    pairs = patterns[["crystal_id", "orientation_id"]]
     best = None
-    for k in range(len(patterns)):
-        same = (e == e[k]) & (np.abs(a - a[k]) <= semiangle_rtol * a[k])
-        n = len({pairs[i] for i in np.flatnonzero(same)})
+    for ek, ak in dict.fromkeys(zip(e, a)):  # each probe once (a seed-scale test split holds ~1e5)
+        same = (e == ek) & (np.abs(a - ak) <= semiangle_rtol * ak)
+        n = len(pairs[same].drop_duplicates())
         if best is None or n > best[0]:
             best = (n, same)
+        if enough is not None and n >= enough:
+            break
     return patterns[best[1]]
 
 
