@@ -117,3 +117,30 @@ def test_bad_config_and_dose():
         Augmenter({"dose_e_per_pattern": [0, 10]})
     with pytest.raises(UserError, match="dose"):
         Augmenter().apply(_disk(), _disk(), np.random.default_rng(0), dose=-5)
+
+
+def test_turned_samples_keep_their_labels_on_their_disks():
+    """``dataset.turned``: the 8 symmetries of the detector about the beam's pixel P // 2 move a pattern's
+    disk and its label together, keep the probe on the centre pixel, and give 8 distinct placements."""
+    import torch
+
+    from fourdcrystal.learning.dataset import turned
+
+    P, c, g = 32, 16, (5, -3)
+    yy, xx = np.mgrid[:P, :P]
+    disk = lambda i, j: ((yy - i) ** 2 + (xx - j) ** 2 <= 4.0).astype(np.float32)  # noqa: E731
+    probe, cbed = torch.from_numpy(disk(c, c)), torch.from_numpy(disk(c, c) + 0.3 * disk(c + g[0], c + g[1]))
+    vg, qz = torch.zeros(P, P), torch.zeros(P, P)
+    vg[c, c], vg[c + g[0], c + g[1]], qz[c + g[0], c + g[1]] = 1.0, 0.3, 0.7
+    placed = set()
+    for op in range(8):
+        pr, cb, v, q = turned([probe, cbed, vg, qz], op)
+        com = lambda img: tuple(float((img * ax).sum() / img.sum()) for ax in (torch.from_numpy(yy), torch.from_numpy(xx)))  # noqa: E731
+        assert com(pr) == (c, c) and v[c, c] == 1.0
+        spot = tuple(int(k) for k in torch.nonzero(v == 0.3)[0])
+        assert com(cb - pr) == pytest.approx(spot) and q[spot] == 0.7
+        assert sorted(abs(k - c) for k in spot) == sorted(abs(k) for k in g)
+        placed.add(spot)
+    assert len(placed) == 8
+    for op in (1, 2, 3):  # mirrors and the half turn undo themselves
+        assert all(torch.equal(a, b) for a, b in zip(turned(turned([cbed, vg], op), op), [cbed, vg]))

@@ -49,7 +49,7 @@ class QuartetDataset(Dataset):
     """
 
     def __init__(self, manifest: pd.DataFrame, root: str | Path = ".", augmenter=None, seed: int = 0, scenes=None,
-                 counted=None):
+                 counted=None, symmetry: bool = False):
         self.stores = [str(Path(root) / s) for s in manifest["store"].astype(str)]
         self.indices = manifest["index"].astype(np.int64).to_numpy()
         self.augmenter = augmenter
@@ -57,6 +57,7 @@ class QuartetDataset(Dataset):
         self.counted = counted  # learning.counted_labels.CountedLabels (labels at the drawn dose) or None
         self.seed = int(seed)
         self.epoch = 0
+        self.symmetry = bool(symmetry)  # each sample turned or mirrored about the beam (``turned``)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -77,10 +78,32 @@ class QuartetDataset(Dataset):
                 vg, qz = self.counted.label(row, q, cbed, params)
             cbed = np.asarray(recorded, dtype=np.float32)
         probe, cbed = model_input(q["probe"], cbed)
-        return {"probe": probe, "cbed": cbed,
-                "vg": torch.from_numpy(np.ascontiguousarray(vg)),
-                "qz": torch.from_numpy(np.ascontiguousarray(qz)),
-                "row": row}
+        maps = [probe, cbed, torch.from_numpy(np.ascontiguousarray(vg)), torch.from_numpy(np.ascontiguousarray(qz))]
+        if self.symmetry:  # its own stream: the noise, film and dose draws stay those of the unturned sample
+            maps = turned(maps, int(np.random.default_rng([self.seed, epoch, row, 8]).integers(8)))
+        return {"probe": maps[0], "cbed": maps[1], "vg": maps[2], "qz": maps[3], "row": row}
+
+
+def turned(maps: list[torch.Tensor], op: int) -> list[torch.Tensor]:
+    """Each (P, P) map under one of the 8 symmetries of the square detector about its centre pixel P // 2
+    (``op``: bit 0 mirrors the rows, bit 1 the columns, bit 2 swaps the axes; 0 is the identity).
+
+    A pattern and its labels turned by 90° or mirrored together are those of the crystal turned or
+    mirrored about the beam: the kinematic |F_g|², each reflection's excitation error and q_z depend on
+    g and the tilt only through lengths and the products g·tilt, which the same in-plane isometry keeps.
+    So every simulated orientation stands for eight, where the data hold one (train.symmetry_augment).
+    A mirror about pixel c = P // 2 maps i to (2c − i) mod P = (P − i) mod P: flip, then roll by one.
+    """
+    out = []
+    for m in maps:
+        if op & 1:
+            m = torch.roll(torch.flip(m, (0,)), 1, 0)
+        if op & 2:
+            m = torch.roll(torch.flip(m, (1,)), 1, 1)
+        if op & 4:
+            m = m.transpose(0, 1)
+        out.append(m.contiguous())
+    return out
 
 
 def model_input(probe: np.ndarray, cbed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,7 +211,9 @@ def load_data(cfg: dict, model_cfg: dict, manifest_path: Path, root: Path, datas
         refl = load_reflections(manifest_path)
         counted = [CountedLabels(df, refl, geometry, tc["label_min_snr"]) for df in (train_df, val_df)]
     # validation always sees the same augmented patterns (fixed epoch and its own seed stream)
-    return TrainData(QuartetDataset(train_df, root, augmenter, seed, scenes, counted[0]),
+    # only the training samples are turned: validation measures the data as simulated
+    return TrainData(QuartetDataset(train_df, root, augmenter, seed, scenes, counted[0],
+                                    symmetry=bool(tc.get("symmetry_augment", False))),
                      QuartetDataset(val_df, root, augmenter, seed + 1, scenes, counted[1]),
                      geometry, data_fingerprint(manifest, dataset_info))
 
