@@ -21,7 +21,11 @@ Tilt (the network's q_z, `strain`'s out-of-plane tilt map): the undeformed cryst
 per position, mean over the tilted states (and the spurious tilt found on the untilted one).
 Paired comparison: both detectors see the same patterns, so per position the difference of their |error|
 is taken and averaged, with its standard error (positions both fit).
+``--bin-scan N``: each state is recorded on N scan rows of N·draws positions and both detectors run with
+``predict --bin-scan N``, so every binned position sums N² patterns of one state (a low-dose strain map as
+microscopists make it); ``--thickness-A`` and ``--dose`` pick rows of the table (tilts are left out then).
 Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--model model.pt] [--precision P] [--json out.json]
+       [--bin-scan N] [--thickness-A 60 ...] [--dose 1e3 ...]
 """
 from __future__ import annotations
 
@@ -68,11 +72,15 @@ def simulate(states, thickness_A, geo):
                            semiangle_mrad=SEMIANGLE_MRAD, deformation=deformation(*s[1:])) for s in states]
 
 
-def write_scan(d: Path, sims, draws, dose, seed):
+def write_scan(d: Path, sims, draws, dose, seed, bin_scan: int = 1):
+    """One scan row of ``draws`` positions per state; with ``bin_scan`` n, n rows of n·draws positions per
+    state (state s on rows s·n … s·n + n − 1), so that n × n binning gives one row of ``draws`` per state."""
     aug = Augmenter({**DEFAULTS, "ellipticity": 0.0})
     rng = np.random.default_rng(seed)
+    n = int(bin_scan)
     cube = np.stack([np.stack([ex["cbed"] if dose is None else aug.apply(ex["cbed"], ex["probe"], rng, dose=dose)
-                               for _ in range(draws)]) for ex in sims])
+                               for _ in range(draws * n * n)]) for ex in sims])
+    cube = cube.reshape((len(sims) * n, draws * n) + cube.shape[2:])
     np.save(d / "cube.npy", cube.astype(np.float32))
     np.save(d / "probe.npy", sims[0]["probe"].astype(np.float32))
 
@@ -167,11 +175,18 @@ def main():
     ap.add_argument("--model", default=None, help="model file (default: the shipped pretrained model)")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                     help="the network's arithmetic (default: `predict`'s own, auto)")
+    ap.add_argument("--bin-scan", type=int, default=1, help="predict --bin-scan N on scans of N² patterns per position")
+    ap.add_argument("--thickness-A", type=float, nargs="+", default=None, help="only these thicknesses (20, 60)")
+    ap.add_argument("--dose", nargs="+", default=None, help="only these doses (noiseless, 1e5, 1e3)")
     args = ap.parse_args()
     model_args = (["--model", args.model] if args.model else []) + ["--precision", args.precision]
     states = [STATES[0], STATES[-1]] if args.quick else STATES
-    thicknesses = (40.0,) if args.quick else (20.0, 60.0)
+    thicknesses = (40.0,) if args.quick else tuple(args.thickness_A or (20.0, 60.0))
     doses = (None, 1e3) if args.quick else (None, 1e5, 1e3)
+    if args.dose:  # the noise draw of a dose keeps its seed (its index in the full list)
+        keep = {None if d == "noiseless" else float(d) for d in args.dose}
+        doses = tuple(d if d in keep else "skip" for d in doses)
+    bin_args = ["--bin-scan", str(args.bin_scan)] if args.bin_scan > 1 else []
     draws = 2 if args.quick else args.draws
     _, geo, _ = load_checkpoint(args.model or DEFAULT_MODEL)
     rows, pairs, t0 = [], [], time.perf_counter()
@@ -185,13 +200,16 @@ def main():
             rows.append({"method": "kinematic", "thickness_A": thick, "dose": "noiseless",
                          **errors(tmp / f"kin-{thick:.0f}", states)})
             for k, dose in enumerate(doses):
+                if dose == "skip":
+                    continue
                 d = tmp / f"t{thick:.0f}-{k}"
                 d.mkdir()
-                write_scan(d, sims, draws, dose, seed=k)
+                write_scan(d, sims, draws, dose, seed=k, bin_scan=args.bin_scan)
                 per_position = {}
                 for method, extra in (("network", model_args), ("py4DSTEM", ["--baseline", "classical"])):
                     assert cli.main(["predict", str(d / "cube.npy"), "--probe", str(d / "probe.npy"), "--out",
-                                     str(d / method), "--q-pixel-size", str(geo.dk_invA), "--quiet", *extra]) == 0
+                                     str(d / method), "--q-pixel-size", str(geo.dk_invA), "--quiet", *extra,
+                                     *bin_args]) == 0
                     run_strain(d / method, d / f"{method}-strain", draws)
                     per_position[method] = position_errors(d / f"{method}-strain", states)
                     rows.append({"method": method, "thickness_A": thick,
@@ -200,9 +218,10 @@ def main():
                     print(rows[-1], flush=True)
                 pairs.append({"thickness_A": thick, "dose": rows[-1]["dose"],
                               **paired(per_position["network"], per_position["py4DSTEM"])})
-        tilt = tilt_rows(geo, tmp, args.quick, model_args)
+        tilt = [] if (args.bin_scan > 1 or args.dose or args.thickness_A) else tilt_rows(geo, tmp, args.quick, model_args)
     df = pd.DataFrame(rows)
-    print(f"\n{len(states) - 1} deformed states x {draws} positions, {time.perf_counter() - t0:.0f} s\n")
+    binned = f" (each the sum of {args.bin_scan}x{args.bin_scan} recorded patterns)" if args.bin_scan > 1 else ""
+    print(f"\n{len(states) - 1} deformed states x {draws} positions{binned}, {time.perf_counter() - t0:.0f} s\n")
     print("| method | thickness (Å) | dose (e⁻/pattern) | positions fit | e_xx | e_yy | e_xy | rotation (°) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in df.itertuples():
@@ -215,12 +234,13 @@ def main():
     for r in pairs:
         e = " | ".join("—" if not np.isfinite(r[c]) else f"{r[c]:+.3f} ± {2 * r[c + '_se']:.3f}" for c in COMPONENTS)
         print(f"| {r['thickness_A']:.0f} | {r['dose']} | {r['n_both']} | {e} |")
-    print("\n| dose (e⁻/pattern) | 10 mrad tilts: measured (mrad) | vector error (mrad) | azimuth error (°) | "
-          "tilt found when untilted (mrad) |")
-    print("|---|---|---|---|---|")
-    for r in tilt:
-        print(f"| {r['dose']} | {r['tilt_measured_mrad']:.2f} | {r['tilt_error_mrad']:.2f} | {r['azimuth_error_deg']:.1f} | "
-              f"{r['spurious_tilt_mrad']:.2f} |")
+    if tilt:
+        print("\n| dose (e⁻/pattern) | 10 mrad tilts: measured (mrad) | vector error (mrad) | azimuth error (°) | "
+              "tilt found when untilted (mrad) |")
+        print("|---|---|---|---|---|")
+        for r in tilt:
+            print(f"| {r['dose']} | {r['tilt_measured_mrad']:.2f} | {r['tilt_error_mrad']:.2f} | {r['azimuth_error_deg']:.1f} | "
+                  f"{r['spurious_tilt_mrad']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"strain": rows, "paired": pairs, "tilt": tilt}, indent=2))
     return df

@@ -229,3 +229,47 @@ def test_help_imports_nothing_heavy_and_predict_only_torch(tmp_path, scan):
     assert _heavy_imports("--help") == "[]"
     assert _heavy_imports("predict", tmp_path / "s.npy", "--probe", tmp_path / "p.npy", "--q-pixel-size", DQ,
                           "--out", tmp_path / "o", "--quiet") == "['torch']"
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_binned_reads_sum_whole_blocks_of_scan_positions(tmp_path, n):
+    """``Cube.bin_scan``: each pattern is the sum of its n × n recorded positions, rows and columns beyond
+    a whole bin left out, for runs of patterns that cross binned rows; a 3-D stack with its scan shape too."""
+    from fourdcrystal.inference.datacube_io import open_datacube
+
+    a = np.random.default_rng(2).integers(0, 50, (7, 8, 16, 18)).astype(np.uint16)
+    np.save(tmp_path / "c.npy", a)
+    np.save(tmp_path / "s.npy", a.reshape(56, 16, 18))
+    bx, by = 7 // n, 8 // n
+    want = a[:bx * n, :by * n].astype(np.float64).reshape(bx, n, by, n, 16, 18).sum(axis=(1, 3)).reshape(-1, 16, 18)
+    for c in (open_datacube(tmp_path / "c.npy"), open_datacube(tmp_path / "s.npy", scan_shape=(7, 8))):
+        c.bin_scan(n)
+        assert c.shape == (bx, by, 16, 18) and c.recorded_shape == (7, 8, 16, 18)
+        for s, e in [(0, bx * by), (1, bx * by - 1), (by - 1, by + 1)]:
+            np.testing.assert_array_equal(c.read(s, e), want[s:e].astype(np.float32))
+        np.testing.assert_array_equal(c.region(slice(1, 2), slice(0, 2)), want[by:by + 2].astype(np.float32))
+
+
+def test_bin_scan_gives_the_vectors_of_the_summed_scan(tmp_path, model_file):
+    """`predict --bin-scan 2` on a 4×6 scan of counts = `predict` on the 2×3 scan of their 2×2 sums
+    (integer counts: both sums exact), with the binning said in summary.json and index.html."""
+    cube, probe, _ = make_scan(4, 6)
+    counts = np.rint(cube).astype(np.float32)
+    np.save(tmp_path / "probe.npy", probe)
+    summed = counts.reshape(2, 2, 3, 2, *counts.shape[2:]).sum(axis=(1, 3))
+    args = ("--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ)
+    ref, _ = _vectors(tmp_path, "summed", _npy(tmp_path / "summed.npy", summed), model_file, *args)
+    df, out = _vectors(tmp_path, "binned", _npy(tmp_path / "scan.npy", counts), model_file, *args, "--bin-scan", "2")
+    assert len(ref) > 0 and set(zip(df.rx, df.ry)) <= {(i, j) for i in range(2) for j in range(3)}
+    pd.testing.assert_frame_equal(df, ref)
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["scan_bin"] == 2 and summary["scan_shape"] == [2, 3]
+    assert "the sum of 2×2 scan positions" in (out / "index.html").read_text()
+
+
+@pytest.mark.parametrize("n", ["0", "3"])
+def test_bad_bin_scan(tmp_path, scan, model_file, capsys, n):
+    cube, _ = scan
+    np.save(tmp_path / "s.npy", cube)
+    _bad(tmp_path, ["predict", tmp_path / "s.npy", "--bin-scan", n, "--q-pixel-size", DQ, "--model", model_file],
+         capsys, "--bin-scan")

@@ -9,6 +9,9 @@ Files holding several arrays: the one array shaped like a datacube (≥ 3 axes, 
 detector-sized) is chosen, and the choice is said (``Cube.source``); several candidates are an error.
 Calibration: the stated (scale, units) of a detector axis and the beam energy are kept as the file
 says them; ``Cube.q_pixel_size`` converts them (fourdcrystal.inference.calibration).
+Scan binning (``Cube.bin_scan``, predict's ``--bin-scan``): each pattern read is the sum of n × n
+neighbouring scan positions, as a low-dose strain map is made (the counts add, so the shot-noise
+statistics the evidence check relies on hold); rows and columns beyond a whole bin are left out.
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ class Cube:
     source: str = ""
     _keep: list = field(default_factory=list, repr=False)  # open file handles
     scan_shape: tuple[int, int] | None = None  # set for 3-D stacks (or to re-shape a scan)
+    scan_bin: int = 1  # each pattern read sums scan_bin × scan_bin recorded scan positions (bin_scan)
 
     def __post_init__(self):
         raw = tuple(int(s) for s in self.array.shape)
@@ -67,12 +71,27 @@ class Cube:
         self.n_patterns = int(np.prod([raw[a] for a in scan_axes])) if scan_axes else 0
 
     @property
-    def shape(self) -> tuple[int, ...]:
+    def recorded_shape(self) -> tuple[int, ...]:
+        """(Rx, Ry, Qx, Qy) as recorded (before ``bin_scan``)."""
         raw = tuple(int(s) for s in self.array.shape)
         det = tuple(raw[a] for a in self.det_axes)
         if self.scan_shape is not None:
             return tuple(self.scan_shape) + det
         return tuple(raw[a] for a in self.lead_axes) + det
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The logical (Rx, Ry, Qx, Qy): the recorded scan divided by ``scan_bin``."""
+        rec, n = self.recorded_shape, self.scan_bin
+        return (rec[0] // n, rec[1] // n) + rec[2:]
+
+    def bin_scan(self, n: int) -> None:
+        """From now on each pattern is the sum of ``n`` × ``n`` recorded scan positions."""
+        rx, ry = self.recorded_shape[:2]
+        if not 1 <= int(n) <= min(rx, ry):
+            raise UserError(f"--bin-scan {n} does not fit the scan {rx}x{ry}",
+                            f"pass a bin of 1 to {min(rx, ry)} scan positions")
+        self.scan_bin = int(n)
 
     def _key(self, first, second=None) -> tuple:
         key = [0] * len(self.array.shape)
@@ -83,9 +102,28 @@ class Cube:
         return tuple(key)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Patterns with flattened scan index in [start, stop) as native float32 (n, Qx, Qy)."""
+        """Patterns with flattened (logical) scan index in [start, stop) as native float32 (n, Qx, Qy);
+        binned, each is the float32 sum of its ``scan_bin`` × ``scan_bin`` recorded patterns."""
+        n = self.scan_bin
+        if n == 1:
+            return self._read_recorded(start, stop)
+        Ry, Ry_rec, det = self.shape[1], self.recorded_shape[1], self.shape[2:]
+        out, k = [], start
+        while k < stop:  # one logical row at a time, added up from n recorded row pieces of m·n patterns
+            bx, by = divmod(k, Ry)
+            m = min(stop - k, Ry - by)
+            acc = np.zeros((m,) + det, np.float32)
+            for i in range(n):  # one piece in memory at a time: a batch of m·n patterns, not m·n²
+                first = (bx * n + i) * Ry_rec + by * n
+                acc += self._read_recorded(first, first + m * n).reshape((m, n) + det).sum(axis=1, dtype=np.float32)
+            out.append(acc)
+            k += m
+        return np.concatenate(out) if out else np.zeros((0,) + det, np.float32)
+
+    def _read_recorded(self, start: int, stop: int) -> np.ndarray:
+        """Recorded patterns with flattened scan index in [start, stop), native float32 (n, Qx, Qy)."""
         a = self.array
-        det = self.shape[2:]
+        det = self.recorded_shape[2:]
         if isinstance(a, np.memmap) and a.flags.c_contiguous and stop > start:
             # a C-ordered .npy: one plain read of the contiguous run. Slicing the memory map would map
             # every page read into this process, so its resident size would grow with the scan.

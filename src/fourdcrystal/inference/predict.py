@@ -154,7 +154,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                                          device, center, progress)
         summary.update(q_pixel_size_invA=dq, model_dk_invA=geometry.dk_invA, model_detector_px=geometry.detector_px,
                        **run, input=cube.path, source=cube.source, scan_shape=list(cube.shape[:2]),
-                       pattern_shape=list(cube.shape[2:]), **(meta or {}))
+                       pattern_shape=list(cube.shape[2:]), scan_bin=cube.scan_bin, **(meta or {}))
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         write_index(tmp, examples, bvm, dq, page_settings(summary))
     return summary
@@ -165,7 +165,9 @@ def page_settings(s: dict) -> dict:
     p = s["probe"]
     disk = f" (radius {p['radius_px']:.2f} px, edge {p['edge_px']:.2f} px)" if "radius_px" in p else ""
     out = {"input": f"{s['input']} [{s['source']}]" if s.get("source") else s["input"],
-           "scan × pattern shape": f"{s['scan_shape']} × {s['pattern_shape']}", "probe": p["path"] + disk,
+           "scan × pattern shape": f"{s['scan_shape']} × {s['pattern_shape']}" + (
+               f" (each pattern the sum of {s['scan_bin']}×{s['scan_bin']} scan positions, --bin-scan)"
+               if s.get("scan_bin", 1) > 1 else ""), "probe": p["path"] + disk,
            "calibration": f"{s['q_pixel_size_invA']:.6g} 1/Å per px ({s.get('calibration', 'given by the caller')})",
            "beam energy (eV)": s.get("energy_eV") or "not given", "detector": s["detector"],
            "model": s.get("model", "given by the caller"),
@@ -254,6 +256,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--probe-from-region", metavar="RX0:RX1,RY0:RY1",
                    help="average the patterns of these vacuum scan positions as the probe")
     p.add_argument("--scan-shape", metavar="RXxRY", default=None, help="scan shape of a 3-D pattern stack, e.g. 64x64")
+    p.add_argument("--bin-scan", type=int, default=1, metavar="N",
+                   help="sum each N×N block of scan positions into one pattern before detection (low-dose scans: "
+                        "N² times the electrons per pattern, a scan N times coarser); --probe-from-region still "
+                        "names recorded positions")
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--model", default=None, help=f"model checkpoint (default: {DEFAULT_MODEL})")
     p.add_argument("--q-pixel-size", type=float, default=None, help="reciprocal pixel size (1/Å per pixel)")
@@ -313,7 +319,9 @@ def _probe(args: argparse.Namespace, cube: Cube) -> tuple[np.ndarray | None, dic
 
 
 def _run(args: argparse.Namespace, cube: Cube) -> int:
-    probe, probe_info = _probe(args, cube)
+    probe, probe_info = _probe(args, cube)  # a vacuum region in the scan's recorded positions
+    if args.bin_scan != 1:
+        cube.bin_scan(args.bin_scan)
     energy = args.energy or cube.energy_eV
     q = args.q_pixel_size or cube.q_pixel_size(energy)
     if q is None:
