@@ -183,9 +183,8 @@ def main():
     states = [STATES[0], STATES[-1]] if args.quick else STATES
     thicknesses = (40.0,) if args.quick else tuple(args.thickness_A or (20.0, 60.0))
     doses = (None, 1e3) if args.quick else (None, 1e5, 1e3)
-    if args.dose:  # the noise draw of a dose keeps its seed (its index in the full list)
-        keep = {None if d == "noiseless" else float(d) for d in args.dose}
-        doses = tuple(d if d in keep else "skip" for d in doses)
+    # --dose picks rows; each dose keeps its noise draw's seed (its index in the full list)
+    wanted = set(doses) if not args.dose else {None if d == "noiseless" else float(d) for d in args.dose}
     bin_args = ["--bin-scan", str(args.bin_scan)] if args.bin_scan > 1 else []
     draws = 2 if args.quick else args.draws
     _, geo, _ = load_checkpoint(args.model or DEFAULT_MODEL)
@@ -200,7 +199,7 @@ def main():
             rows.append({"method": "kinematic", "thickness_A": thick, "dose": "noiseless",
                          **errors(tmp / f"kin-{thick:.0f}", states)})
             for k, dose in enumerate(doses):
-                if dose == "skip":
+                if dose not in wanted:
                     continue
                 d = tmp / f"t{thick:.0f}-{k}"
                 d.mkdir()

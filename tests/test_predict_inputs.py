@@ -6,6 +6,8 @@ finding, resampling, the shipped pretrained network): it must give the same vect
 """
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -262,7 +264,7 @@ def test_bin_scan_gives_the_vectors_of_the_summed_scan(tmp_path, model_file):
     df, out = _vectors(tmp_path, "binned", _npy(tmp_path / "scan.npy", counts), model_file, *args, "--bin-scan", "2")
     assert len(ref) > 0 and set(zip(df.rx, df.ry)) <= {(i, j) for i in range(2) for j in range(3)}
     pd.testing.assert_frame_equal(df, ref)
-    summary = __import__("json").loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["scan_bin"] == 2 and summary["scan_shape"] == [2, 3]
     assert "the sum of 2×2 scan positions" in (out / "index.html").read_text()
 
