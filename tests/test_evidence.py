@@ -346,6 +346,37 @@ def test_a_crystals_vectors_share_a_lattice_and_a_films_speckles_do_not():
     assert hits / 400 < 0.01
 
 
+def test_the_lattice_search_at_once_counts_as_one_basis_at_a_time():
+    """``_indexed_all`` (every basis refit together) gives ``_indexed``'s count for each basis: noisy
+    lattices with strays, film-like random vectors, systematic rows, and a lattice whose indexed (h, k) are
+    collinear (no unique refit: the one-by-one path)."""
+    from fourdcrystal.inference import evidence as ev
+
+    rng = np.random.default_rng(3)
+    cases = []
+    for t in range(300):
+        n = int(rng.integers(3, 12))
+        if t % 3 == 0:
+            G = rng.normal(size=(2, 2)) * 12
+            hk = rng.integers(-3, 4, size=(n, 2))
+            q = hk[hk.any(axis=1)] @ G
+            q = np.r_[q + rng.normal(scale=rng.uniform(0.05, 0.6), size=q.shape), rng.uniform(-40, 40, (2, 2))]
+        elif t % 3 == 1:
+            q = rng.uniform(-40, 40, size=(n, 2))
+        else:
+            q = np.outer(rng.integers(-4, 5, n), rng.normal(size=2) * 10) + rng.normal(scale=0.3, size=(n, 2))
+            q = np.r_[q[np.hypot(*q.T) > 1], rng.uniform(-30, 30, (1, 2))]
+        if len(q) >= 3:
+            cases.append((q, ev._bases_and_counts(q, ev.LATTICE_TOL_PX, ev.LATTICE_CANDIDATES)[0]))
+    g1, g2 = np.array([10.0, 2.0]), np.array([-3.0, 12.0])
+    row = np.array([g1, 2 * g1, -g1, -2 * g1 + [0.2, 0.1], [25.0, 30.0]])
+    cases.append((row, [np.stack([g1, g2]), g1[None]]))
+    assert ev._pairs_indexed(row, np.stack([g1, g2])[None], ev.LATTICE_TOL_PX)[0] == -1  # the collinear case
+    for q, bases in cases:
+        one_by_one = [ev._indexed(q, G, ev.LATTICE_TOL_PX) for G in bases]
+        np.testing.assert_array_equal(ev._indexed_all(q, bases, ev.LATTICE_TOL_PX), one_by_one)
+
+
 def test_the_networks_threshold_falls_where_few_electrons_make_disks_faint():
     """evidence.peak_thresholds: the stamped threshold for a 1e5 e⁻ pattern and a noise-free one, a quarter of
     it for a counted 1e3 e⁻ one (the network's faint peaks there; the counting test decides), a ramp between;

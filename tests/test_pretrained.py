@@ -74,16 +74,18 @@ def test_pretrained_vectors_sit_on_kinematic_positions(srtio3_scan, precision):
     assert np.mean(pooled < 1.0) >= 0.8, np.round(pooled, 2)
 
 
-def test_predict_repeats_exactly_in_fresh_processes(srtio3_scan):
-    """Same scan, model and settings: identical vectors from two fresh processes at the default precision
-    (``auto``: bf16 where the CPU has AMX tiles, whose oneDNN kernels must repeat as well as fp32's)."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_predict_repeats_exactly_in_fresh_processes(srtio3_scan, precision):
+    """Same scan, model and settings: identical vectors from two fresh processes in either precision that
+    ``--precision auto`` may choose (bf16 where the CPU has native bf16, whose oneDNN kernels must repeat
+    as well as fp32's)."""
     _, _, geo, d = srtio3_scan
     runs = []
     for k in range(2):
-        out = d / f"repeat-{k}"
+        out = d / f"repeat-{precision}-{k}"
         subprocess.run([sys.executable, "-m", "fourdcrystal.cli", "predict", str(d / "cube.npy"), "--probe",
-                        str(d / "probe.npy"), "--out", str(out), "--q-pixel-size", str(geo.dk_invA), "--quiet"],
-                       check=True, stdout=subprocess.DEVNULL)
+                        str(d / "probe.npy"), "--out", str(out), "--q-pixel-size", str(geo.dk_invA), "--quiet",
+                        "--precision", precision], check=True, stdout=subprocess.DEVNULL)
         runs.append(pd.read_parquet(out / "bragg_vectors.parquet"))
     assert len(runs[0]) > 4
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)

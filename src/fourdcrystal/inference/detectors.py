@@ -33,21 +33,21 @@ DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 
 
 def auto_bf16(device_type: str) -> bool:
-    """Whether ``--precision auto`` runs the network in bf16 here: only on a CPU with AMX tiles.
+    """Whether ``--precision auto`` runs the network in bf16 here: on a CPU with native bf16 arithmetic
+    (AMX tiles or AVX512-BF16), not on CUDA and not where bf16 is emulated.
 
-    Measured with the shipped model (16 base channels, 128² grid; benchmarks/RESULTS.md): where bf16
-    is native but the model is this small, the casts cost more than the arithmetic saves — AVX512-BF16
-    CPU forward 308 vs 419 patterns/s fp32, end to end 243 vs 296; H200 end to end 1,000 vs 1,074 —
-    and fp32 gives the same vectors in every process (bf16 kernels vary with the machine's choice of
-    oneDNN primitives). On a CPU with AMX tiles bf16 is the faster choice: 2-core Intel Xeon VM with AMX,
-    2026-12-01 (benchmarks/RESULTS.md), forward 749 vs 497 patterns/s, end to end 337 vs 244, the same
-    accuracy on bench_accuracy's envelope as fp32 and the same vectors in every process (tested).
+    Measured with the shipped model (16 base channels, 128² grid; benchmarks/RESULTS.md): 2-core Intel Xeon
+    VM with AMX, 2026-12-01: forward 749 vs 497 patterns/s, end to end 337 vs 244; 2-core AMD EPYC VM with
+    AVX512-BF16 (no AMX), 2026-12-02, after the channels_last stem: forward 870 vs 631, end to end 359 vs
+    264 ("bf16 where the CPU has AVX512-BF16"; before that stem bf16 had measured slower there, 243 vs 296).
+    On both, the same accuracy on bench_accuracy's envelope as fp32 and the same vectors in every process
+    (tests/test_pretrained.py). On an H200 the model is too small for bf16 to pay (end to end 1,000 vs 1,074).
     """
     if device_type != "cpu":
         return False
     try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # a torch without the probe: no AMX known
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # a torch without the probes: no native bf16 known
         return False
 
 

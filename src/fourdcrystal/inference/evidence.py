@@ -140,7 +140,7 @@ def lattice_support(q_px: np.ndarray, tol_px: float = LATTICE_TOL_PX, candidates
     if enough is not None and best >= enough:
         return best
     # high orders of a basis measured on noisy vectors drift by the order times its error: refit each
-    return max(best, max(_indexed(q, G, tol_px) for G in bases))
+    return max(best, int(_indexed_all(q, bases, tol_px).max()))
 
 
 def _bases_and_counts(q: np.ndarray, tol_px: float, candidates: int) -> tuple[list, np.ndarray]:
@@ -190,7 +190,8 @@ def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough:
             on = (np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=3) & ok[..., None]
             best = np.maximum(best, on.sum(axis=2).max(axis=1))
     out = {int(k): int(v) for k, v in zip(ids, best)}
-    for k in ids[best < enough]:
+    # fewer vectors than ``enough`` cannot reach it: such a pattern keeps the first pass's count
+    for k in ids[(best < enough) & (counts >= enough)]:
         out[int(k)] = lattice_support(q[b == k], tol_px, enough=enough)
     return out
 
@@ -199,6 +200,53 @@ def _indexed(q: np.ndarray, G: np.ndarray, tol_px: float) -> int:
     """Vectors ``q`` within ``tol_px`` of a nonzero point of the lattice (or row: one basis vector) ``G``
     through the origin, after one least-squares refit of ``G`` to those it indexes."""
     return _fit(q, G, tol_px)[0]
+
+
+def _indexed_all(q: np.ndarray, bases: list, tol_px: float) -> np.ndarray:
+    """``_indexed`` of each of ``bases`` (rows (1, 2) and lattices (2, 2)) at once: the same two passes of
+    indexing and least-squares refit, in closed form for all bases together (a row's refit is
+    a = Σ n q / Σ n², a lattice's solves its 2×2 normal equations). ``lattice_support`` refits every basis
+    of a pattern without a lattice, one by one a third of `predict`'s time on large overlapping disks
+    (benchmarks/RESULTS.md, "The lattice search at once"). A lattice whose indexed (h, k) are collinear
+    has no unique refit and is refit by ``_fit`` (least squares' minimum-norm solution), as before."""
+    rows = np.array([G[0] for G in bases if len(G) == 1], np.float64).reshape(-1, 2)
+    pairs = np.array([G for G in bases if len(G) == 2], np.float64).reshape(-1, 2, 2)
+    counts = np.r_[_rows_indexed(q, rows, tol_px), _pairs_indexed(q, pairs, tol_px)]
+    singular = np.flatnonzero(counts < 0)
+    counts[singular] = [_indexed(q, pairs[k - len(rows)], tol_px) for k in singular]
+    return counts
+
+
+def _rows_indexed(q: np.ndarray, a: np.ndarray, tol_px: float) -> np.ndarray:
+    """``_indexed`` of each row a (R, 2): vectors within ``tol_px`` of n·a, n ≠ 0."""
+    for _ in range(2):
+        n = np.round(q @ a.T / np.einsum("rd,rd->r", a, a))  # (N, R)
+        on = (np.hypot(q[:, None, 0] - n * a[:, 0], q[:, None, 1] - n * a[:, 1]) < tol_px) & (n != 0)
+        m = np.where(on, n, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            refit = np.einsum("nr,nd->rd", m, q) / np.einsum("nr,nr->r", m, m)[:, None]
+        a = np.where((on.sum(axis=0) >= 2)[:, None], refit, a)
+    return on.sum(axis=0)
+
+
+def _pairs_indexed(q: np.ndarray, G: np.ndarray, tol_px: float) -> np.ndarray:
+    """``_indexed`` of each lattice G (P, 2, 2; rows the basis vectors): vectors within ``tol_px`` of
+    hk·G, hk ≠ 0; -1 for a lattice whose refit is singular (its indexed hk collinear)."""
+    singular = np.zeros(len(G), bool)
+    for _ in range(2):
+        hk = np.round(np.einsum("nd,pde->pne", q, np.linalg.pinv(G)))
+        off = q[None] - np.einsum("pne,ped->pnd", hk, G)
+        on = (np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=2)
+        H = hk * on[..., None]
+        HtH, HtQ = np.einsum("pni,pnj->pij", H, H), np.einsum("pni,nd->pid", H, q)
+        # integer (h, k): the determinant is exact, zero only where they are collinear
+        det = HtH[:, 0, 0] * HtH[:, 1, 1] - HtH[:, 0, 1] * HtH[:, 1, 0]
+        refit = on.sum(axis=1) >= 3
+        singular |= refit & (det == 0)
+        ok = refit & (det != 0)
+        G = G.copy()
+        G[ok] = np.linalg.solve(HtH[ok], HtQ[ok])
+    return np.where(singular, -1, on.sum(axis=1))
 
 
 def _fit(q: np.ndarray, G: np.ndarray, tol_px: float) -> tuple[int, np.ndarray]:

@@ -279,7 +279,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="non-maximum suppression: no two vectors within this many model-grid px "
                         "(default: model file's value, else config evaluate.network_min_spacing_px's default)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="network arithmetic: auto = bf16 on CPUs with AMX, else fp32 (measured faster for this model)")
+                   help="network arithmetic: auto = bf16 on CPUs with AMX or AVX512-BF16, else fp32 "
+                        "(measured faster for this model)")
     p.add_argument("--measured-positions", action="store_true",
                    help="report each vector where it was measured on its own disk; by default the vectors on a "
                         "pattern's (dominant) lattice are placed on its least-squares fit, which averages their "
