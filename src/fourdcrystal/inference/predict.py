@@ -123,9 +123,9 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     None: peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX).
     ``baseline="classical"``: py4DSTEM's disk detection instead of the network (same outputs, no q_z).
     ``precision``: "fp32", "bf16" (autocast; the model keeps its FFTs and output head in fp32) or
-    "auto" (bf16 on CPUs with AMX tiles, else fp32: ``detectors.auto_bf16``). On bench_accuracy's envelope
-    bf16 scores the F1 of fp32 within 0.004 per dose and runs 1.4× faster end to end on a 2-core CPU with
-    AMX (benchmarks/RESULTS.md, 2026-12-01).
+    "auto" (bf16 on CPUs with AMX tiles or AVX512-BF16, else fp32: ``detectors.auto_bf16``). On
+    bench_accuracy's envelope bf16 scores the F1 of fp32 within 0.004 per dose and runs 1.4× faster end to
+    end on 2-core CPUs with either (benchmarks/RESULTS.md, 2026-12-01 and 2026-12-02).
     ``lattice_positions``: each pattern's vectors placed on the least-squares lattice of its vectors
     through the beam (``refine.lattice_placed``); False: each where it was measured on its own disk.
     """
