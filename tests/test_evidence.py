@@ -346,6 +346,25 @@ def test_a_crystals_vectors_share_a_lattice_and_a_films_speckles_do_not():
     assert hits / 400 < 0.01
 
 
+def test_more_vectors_must_share_a_lattice_within_the_networks_looser_uncertainty():
+    """Nine film speckles 12–40 px from the beam: within 1.56 px (a model pixel on a 0.02 Å⁻¹/px detector, the
+    network's uncertainty) four of them share a lattice through the beam in about a quarter of draws, six
+    (``PROPOSED_LATTICE_VECTORS``) in about 1 %; within ``LATTICE_TOL_PX`` four in about 2 %."""
+    from fourdcrystal.inference.evidence import (LATTICE_TOL_PX, MIN_LATTICE_VECTORS, PROPOSED_LATTICE_VECTORS,
+                                                 lattice_support)
+
+    rng = np.random.default_rng(4)
+    loose, strict, measured = 0, 0, 0
+    for _ in range(500):
+        r, phi = rng.uniform(12, 40, 9), rng.uniform(0, 2 * np.pi, 9)
+        q = np.column_stack([r * np.cos(phi), r * np.sin(phi)])
+        support = lattice_support(q, 1.56)
+        loose += support >= MIN_LATTICE_VECTORS
+        strict += support >= PROPOSED_LATTICE_VECTORS
+        measured += lattice_support(q, LATTICE_TOL_PX) >= MIN_LATTICE_VECTORS
+    assert loose / 500 > 0.2 and strict / 500 < 0.02 and measured / 500 < 0.05, (loose, strict, measured)
+
+
 def test_the_lattice_search_at_once_counts_as_one_basis_at_a_time():
     """``_indexed_all`` (every basis refit together) gives ``_indexed``'s count for each basis: noisy
     lattices with strays, film-like random vectors, systematic rows, and a lattice whose indexed (h, k) are

@@ -89,6 +89,11 @@ DENSE_E_PER_DISK = 30.0
 LATTICE_TOL_PX = 0.75
 LATTICE_CANDIDATES = 8
 MIN_LATTICE_VECTORS = 4
+# Judged on the network's own positions the tolerance is its uncertainty (a model pixel, about twice
+# LATTICE_TOL_PX), under which random vectors put four on one lattice far more often: of 7 / 9 / 12 film
+# speckles 12–40 px from the beam, in 10 / 28 / 61 % of draws (1.56 px), against 1.0 / 2.2 / 8.2 % at
+# LATTICE_TOL_PX; six on one lattice 0 / 0.5 / 4.2 % (benchmarks/RESULTS.md, "Film speckle on a chance lattice")
+PROPOSED_LATTICE_VECTORS = 6
 # A pattern of few electrons (a 1e3 e⁻ scan: a few hundred in its diffracted disks) gives faint disks V_g
 # peaks below the stamped threshold, so there the network's proposals, not the evidence, limit recall: the
 # threshold falls log-linearly from the stamped one at LOW_DOSE_E[1] electrons per pattern to
