@@ -16,14 +16,15 @@ the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
   shot noise from the pixel spread, and its electron comes from the photon transfer of block sums,
   ``photon_transfer``). Where the pattern holds counts (``_is_counts``,
   or a low-dose pattern through a detector's blur whose electrons are isolated blobs), the disk's
-  electrons also face Poisson's exact test against the ring's background
-  (``poisson_z``), and a ring of mostly zeros is judged by that test alone: the Gaussian floor of one
-  electron per pixel would ask a disk on an empty background for ~40 electrons. Where the background is
-  correlated over a disk's size — the speckle of an amorphous film under a convergent probe is itself
-  made of probe-sized blobs — pixels are not independent and the pixel noise / √n understates how much a
-  disk-sized mean varies; so the standard error is at least the spread of the ring's sector means
-  (``SECTORS``, each about a disk's area, after removing a linear gradient), scaled to the core's size,
-  where the background fills the ring (its median above zero: sparse counts are shot noise);
+  electrons also face Poisson's exact test (``poisson_z``) against the ring's background (its mean; for a
+  disk judged on the circle about the beam, the circle's mean outside every vector's disk; a disk beside
+  the beam's counts only its own pixels), and a ring of mostly zeros is judged by that test alone: the
+  Gaussian floor of one electron per pixel would ask a disk on an empty background for ~40 electrons.
+  Where the background is correlated over a disk's size — the speckle of an amorphous film under a convergent
+  probe is itself made of probe-sized blobs — pixels are not independent and the pixel noise / √n understates
+  how much a disk-sized mean varies; so the standard error is at least the spread of the ring's sector means
+  (``SECTORS``, each about a disk's area, after removing a linear gradient), scaled to the core's size, where
+  the background fills the ring (its median above zero: sparse counts are shot noise);
 * brightness: the core's excess over the local level is at least ``min_brightness`` × the core mean of
   the pattern's own direct beam — a speckle of an amorphous film or a background wiggle is not a
   reflection.
@@ -586,7 +587,7 @@ def _ring_background(img, b, x, y, r: float, n_core: int, one_e, neighbours) -> 
             "rate": rate}
 
 
-def _circle_background(img, centres, b, x, y, one_e, neighbours, own, r: float) -> dict:
+def _circle_background(img, centres, b, x, y, one_e, neighbours, own, r: float, others=None) -> dict:
     """Background of overlapping disks, from the circle about the beam through each (``disk_contrast``),
     its level the 20th percentile of 3×3 means along it: at a few electrons per pixel a single pixel's is
     the shot noise's low tail, far below the background's mean (measured: a vacuum pattern's halo passed as
@@ -595,6 +596,13 @@ def _circle_background(img, centres, b, x, y, one_e, neighbours, own, r: float) 
     whole core, like with like, fill the narrow gaps between overlapping disks: recall there fell by half,
     benchmarks/RESULTS.md.)"""
     means, pixels, pts = _circle(img, centres, b, x, y)
+    # the counting test's background electrons per pixel: the circle's mean outside every vector's disk
+    # (``others``: all of the pattern's and its beam), with one electron more, as for the ring. The darkest
+    # fifth of a sparse background is empty, and a rate from it made a film's halo a disk at 3–5σ (300 kV /
+    # 3.5 mrad at 1e3 e⁻; benchmarks/RESULTS.md, "The counting test's background on the circle")
+    off_disks = _clear(torch.cat([others, own], dim=1), pts, r, 0.25) if others is not None else \
+        torch.ones_like(means, dtype=torch.bool)
+    mean_rate = ((means * off_disks).sum(dim=1) * 9.0 / one_e + 1.0) / (9.0 * off_disks.sum(dim=1).clamp_min(1))
     # the points in the disk itself or a neighbour's left out (``_clear``): on a circle through touching
     # disks (300 kV / 2.5 mrad SrTiO3) they were most of it, and its darkest fifth was still in disks
     clear = _clear(torch.cat([neighbours, own], dim=1), pts, r, 0.25)
@@ -605,21 +613,21 @@ def _circle_background(img, centres, b, x, y, one_e, neighbours, own, r: float) 
     level = low + 0.84 * torch.sqrt(low.clamp_min(0) * one_e / 9.0)
     spread = (torch.nanquantile(pixels, 0.5, dim=1) - torch.nanquantile(pixels, 0.2, dim=1)) / 0.84
     return {"level": level, "spread": spread, "spread_counts": spread, "patch": torch.zeros_like(level),
-            "rate": (level / one_e).clamp_min(1.0 / CIRCLE_POINTS)}
+            "rate": torch.maximum((level / one_e).clamp_min(1.0 / CIRCLE_POINTS), mean_rate)}
 
 
-def _snr(core, bg: dict, n_core: int, one_e, counting, disk_sum, n_disk: int):
+def _snr(core, bg: dict, n_core: int, one_e, counting, disk_sum, n_disk, n_area: int):
     """Contrast of the core mean in standard errors: Gaussian, at least the speckle's; for counts also
-    Poisson's exact test of the whole disk's electrons (``disk_sum`` over ``n_disk`` pixels: a sparse
-    disk's few electrons fall anywhere in it, and the core holds a quarter of them), whichever is less.
-    Also whether the background is dense (``DENSE_E_PER_DISK``)."""
+    Poisson's exact test of the whole disk's electrons (``disk_sum`` over ``n_disk`` pixels, per vector:
+    a sparse disk's few electrons fall anywhere in it, and the core holds a quarter of them), whichever
+    is less. Also whether the background is dense (``DENSE_E_PER_DISK`` under a disk's ``n_area`` pixels)."""
     excess = core - bg["level"]
     shot = torch.sqrt(bg["level"].clamp_min(one_e) * one_e) / n_core ** 0.5
     gauss = torch.maximum(bg["spread"] / n_core ** 0.5, shot)
     patch = bg["patch"]
     snr = excess / torch.maximum(gauss, patch)
     # a dense background (≥ DENSE_E_PER_DISK): its structure, not its electrons' shot noise, sets what a blob means
-    dense = bg["level"] * n_disk >= DENSE_E_PER_DISK * one_e
+    dense = bg["level"] * n_area >= DENSE_E_PER_DISK * one_e
     if bool(counting.any()):
         # the Gaussian floor of one electron per pixel would ask a disk on an empty background for ~40
         # electrons where 10 are certain
@@ -655,8 +663,18 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     core_px = _gather(img, b, x, y, core_off)
     n_core = len(core_off) - 1
     core = (core_px.sum(dim=1) - core_px.amax(dim=1)) / n_core
-    disk_px = _gather(img, b, x, y, _offsets(-1.0, r, dev))
-    disk_sum, n_disk = disk_px.sum(dim=1) - disk_px.amax(dim=1), disk_px.shape[1] - 1
+    disk_off = _offsets(-1.0, r, dev)
+    disk_px = _gather(img, b, x, y, disk_off)
+    # a disk beside the beam's counts only its own pixels: the beam's disk holds most of a pattern's
+    # electrons, and its part in a neighbour's disk made a film's halo beside it a disk at 20σ (300 kV /
+    # 3.5 mrad at 1e3 e⁻; benchmarks/RESULTS.md, "The beam's electrons in a neighbouring disk's count")
+    c = centres.float()[b]
+    outside = torch.hypot(x - c[:, 0], y - c[:, 1]) > r  # a vector inside the beam's disk is the beam
+    in_beam = torch.hypot((x.round() - c[:, 0])[:, None] + disk_off[None, :, 0],
+                          (y.round() - c[:, 1])[:, None] + disk_off[None, :, 1]) <= r + 0.5
+    own_px = ~(in_beam & outside[:, None])
+    disk_px = torch.where(own_px, disk_px, torch.zeros_like(disk_px))
+    disk_sum, n_disk = disk_px.sum(dim=1) - disk_px.amax(dim=1), (own_px.sum(dim=1) - 1).clamp_min(1).float()
     one_e, counting = one_electron(img) if electron is None else electron
     counting, one_e = counting[b], one_e[b]
     over = torch.as_tensor(overlapping, device=dev, dtype=torch.bool).expand(len(b))
@@ -667,15 +685,17 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     apart = (g >= 2.0 * r + 1.0)[:, None, None]
     beam = torch.where(apart & (g <= 3.0 * r + 2.0)[:, None, None], beam, torch.full_like(beam, torch.inf))
     nb = _neighbours(centres, b, x, y, 3.0 * r + 2.0) if bool(over.any()) else beam
+    every = _neighbours(centres, b, x, y, math.inf, k=4 * NEIGHBOURS) if bool(over.any()) else beam
     nb = torch.where(apart, nb, torch.full_like(nb, torch.inf))
     own = torch.where(apart, torch.stack([x, y], dim=1)[:, None], torch.full_like(beam, torch.inf))
     bg = {k: torch.empty_like(core) for k in _BACKGROUND}
-    for m, part in ((over, lambda m: _circle_background(img, centres, b[m], x[m], y[m], one_e[m], nb[m], own[m], r)),
+    for m, part in ((over, lambda m: _circle_background(img, centres, b[m], x[m], y[m], one_e[m], nb[m], own[m], r,
+                                                        every[m])),
                     (~over, lambda m: _ring_background(img, b[m], x[m], y[m], r, n_core, one_e[m], beam[m]))):
         if bool(m.any()):
             for k, v in part(m).items():
                 bg[k][m] = v
-    snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk)
+    snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk, len(disk_off) - 1)
     cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
     return snr, (core - bg["level"]) / beam.clamp_min(1e-30), dense
