@@ -212,7 +212,7 @@ def _indexed_all(q: np.ndarray, bases: list, tol_px: float) -> np.ndarray:
     """``_indexed`` of each of ``bases`` (rows (1, 2) and lattices (2, 2)) at once: the same two passes of
     indexing and least-squares refit, in closed form for all bases together (a row's refit is
     a = Σ n q / Σ n², a lattice's solves its 2×2 normal equations). ``lattice_support`` refits every basis
-    of a pattern without a lattice, one by one a third of `predict`'s time on large overlapping disks
+    of a pattern without a lattice; one by one that took a third of `predict`'s time on large overlapping disks
     (benchmarks/RESULTS.md, "The lattice search at once"). A lattice whose indexed (h, k) are collinear
     has no unique refit and is refit by ``_fit`` (least squares' minimum-norm solution), as before."""
     rows = np.array([G[0] for G in bases if len(G) == 1], np.float64).reshape(-1, 2)
@@ -587,7 +587,7 @@ def _ring_background(img, b, x, y, r: float, n_core: int, one_e, neighbours) -> 
             "rate": rate}
 
 
-def _circle_background(img, centres, b, x, y, one_e, neighbours, own, r: float, others=None) -> dict:
+def _circle_background(img, centres, b, x, y, one_e, neighbours, own, r: float, others) -> dict:
     """Background of overlapping disks, from the circle about the beam through each (``disk_contrast``),
     its level the 20th percentile of 3×3 means along it: at a few electrons per pixel a single pixel's is
     the shot noise's low tail, far below the background's mean (measured: a vacuum pattern's halo passed as
@@ -599,9 +599,8 @@ def _circle_background(img, centres, b, x, y, one_e, neighbours, own, r: float, 
     # the counting test's background electrons per pixel: the circle's mean outside every vector's disk
     # (``others``: all of the pattern's and its beam), with one electron more, as for the ring. The darkest
     # fifth of a sparse background is empty, and a rate from it made a film's halo a disk at 3–5σ (300 kV /
-    # 3.5 mrad at 1e3 e⁻; benchmarks/RESULTS.md, "The counting test's background on the circle")
-    off_disks = _clear(torch.cat([others, own], dim=1), pts, r, 0.25) if others is not None else \
-        torch.ones_like(means, dtype=torch.bool)
+    # 3.5 mrad at 1e3 e⁻; benchmarks/RESULTS.md, "The counting test beside the beam")
+    off_disks = _clear(torch.cat([others, own], dim=1), pts, r, 0.25)
     mean_rate = ((means * off_disks).sum(dim=1) * 9.0 / one_e + 1.0) / (9.0 * off_disks.sum(dim=1).clamp_min(1))
     # the points in the disk itself or a neighbour's left out (``_clear``): on a circle through touching
     # disks (300 kV / 2.5 mrad SrTiO3) they were most of it, and its darkest fifth was still in disks
@@ -667,7 +666,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     disk_px = _gather(img, b, x, y, disk_off)
     # a disk beside the beam's counts only its own pixels: the beam's disk holds most of a pattern's
     # electrons, and its part in a neighbour's disk made a film's halo beside it a disk at 20σ (300 kV /
-    # 3.5 mrad at 1e3 e⁻; benchmarks/RESULTS.md, "The beam's electrons in a neighbouring disk's count")
+    # 3.5 mrad at 1e3 e⁻; benchmarks/RESULTS.md, "The counting test beside the beam")
     c = centres.float()[b]
     outside = torch.hypot(x - c[:, 0], y - c[:, 1]) > r  # a vector inside the beam's disk is the beam
     in_beam = torch.hypot((x.round() - c[:, 0])[:, None] + disk_off[None, :, 0],
