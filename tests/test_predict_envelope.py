@@ -77,8 +77,8 @@ def test_a_films_speckle_at_80_kv_gives_no_vectors(tmp_path, shipped, dose):
 def test_a_films_speckle_under_shot_noise_alone_finds_no_chance_lattice(tmp_path, shipped):
     """The same film under a counting detector's shot noise alone (1e5 e⁻, six 2×2 scans): its 7–13 proposed
     speckle grains put four on one lattice within the network's uncertainty (a model pixel) often enough to
-    keep 0.75 false vectors per pattern on these draws (0.5 on bench_accuracy's); asking six on one lattice
-    there (evidence.PROPOSED_LATTICE_VECTORS) keeps 0.125 (0.04)."""
+    keep 0.75 false vectors per pattern on these draws (0.5 on bench_accuracy's); asking more of them the more
+    a pattern has there (evidence.proposed_lattice_vectors) keeps 0.125 (0.04)."""
     geo = Geometry(box_A=50.0, gpts=384, detector_px=256, thicknesses_A=(100.0,), slice_thickness_A=2.0)
     film = amorphous_film_cbed(geo, 80e3, 3.5, thickness_A=200.0)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]

@@ -15,11 +15,10 @@ import torch
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (COMPLETION_REACH, LATTICE_MIN_SNR, LATTICE_TOL_PX,
                                              LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
-                                             MIN_LATTICE_VECTORS, MIN_SNR, PROPOSED_LATTICE_VECTORS,
-                                             RING_CLEAR_RADII, WEAK_MIN_SNR,
+                                             MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              disk_contrast, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron, pattern_electrons, peak_thresholds,
-                                             small_disks)
+                                             proposed_lattice_vectors, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
@@ -147,16 +146,16 @@ class MeasuredPattern:
         # demo's Ti5Te4 [111], 5 px disks 11 px apart: 0.77 px from the truth, the network's 0.58), while a
         # film's speckle fits no lattice either way (benchmarks/RESULTS.md, "The demo scan with one probe").
         # Within the network's looser uncertainty chance lattices are likelier: more vectors must share one
-        # there (evidence.PROPOSED_LATTICE_VECTORS)
+        # there, the more so the more vectors a pattern has (evidence.proposed_lattice_vectors)
         beam = self._beam(out)
         judged = dense & ~beam & (apart if refined else True)
         if judged.any():
             if refined:
                 off = self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
                 off &= self._no_lattice(dict(out, qx=proposed[0], qy=proposed[1]), ~beam, self.search_px,
-                                        PROPOSED_LATTICE_VECTORS)
+                                        proposed_lattice_vectors)
             else:
-                off = self._no_lattice(out, ~beam, self.search_px, PROPOSED_LATTICE_VECTORS)
+                off = self._no_lattice(out, ~beam, self.search_px, proposed_lattice_vectors)
             keep = ~(judged & off)
             out = {k: v[keep] for k, v in out.items()}
         if out["unsure"].any():
@@ -295,15 +294,19 @@ class MeasuredPattern:
             x[moved], y[moved] = template.refine(patterns, b[moved], x[moved], y[moved])
         return x, y
 
-    def _no_lattice(self, out: dict, kept: np.ndarray, tol_px: float, enough: int) -> np.ndarray:
-        """Per vector: whether fewer than ``enough`` of its pattern's ``kept`` non-beam vectors lie within
-        ``tol_px`` on one lattice through the beam (``evidence.lattice_support``)."""
+    def _no_lattice(self, out: dict, kept: np.ndarray, tol_px: float, enough) -> np.ndarray:
+        """Per vector: whether fewer than ``enough`` (a count, or a function of the pattern's number of kept
+        non-beam vectors) of its pattern's ``kept`` non-beam vectors lie within ``tol_px`` on one lattice
+        through the beam (``evidence.lattice_support``)."""
         b = out["pattern"]
         q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
         support = lattice_support_many(b[kept], q_px[kept], tol_px, enough)
-        per_pattern = np.zeros(int(b.max()) + 1 if len(b) else 0, int)
+        n = int(b.max()) + 1 if len(b) else 0
+        per_pattern = np.zeros(n, int)
         per_pattern[list(support)] = list(support.values())
-        return per_pattern[b] < enough
+        counts = np.bincount(b[kept], minlength=n)
+        need = enough(counts) if callable(enough) else np.full(n, enough)
+        return per_pattern[b] < need[b]
 
     def _on_lattice(self, out: dict, tol_px: float) -> np.ndarray:
         """Per vector: whether it lies on the lattice of its pattern's vectors that are neither unsure nor the

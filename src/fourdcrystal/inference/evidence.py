@@ -94,10 +94,17 @@ LATTICE_TOL_PX = 0.75
 LATTICE_CANDIDATES = 8
 MIN_LATTICE_VECTORS = 4
 # Judged on the network's own positions the tolerance is its uncertainty (a model pixel, about twice
-# LATTICE_TOL_PX), under which random vectors put four on one lattice far more often: of 7 / 9 / 12 film
-# speckles 12–40 px from the beam, in 10 / 28 / 61 % of draws (1.56 px), against 1.0 / 2.2 / 8.2 % at
-# LATTICE_TOL_PX; six on one lattice 0 / 0.5 / 4.2 % (benchmarks/RESULTS.md, "Film speckle on a chance lattice")
-PROPOSED_LATTICE_VECTORS = 6
+# LATTICE_TOL_PX), under which random vectors share a lattice far more often, the more of them there are:
+# n film speckles 12–40 px from the beam put 4 on one lattice at 1.56 px in 1.8 / 4.8 / 11 / 19 / 29 / 39 % of
+# draws for n = 5 … 10, against ≤ 2 % for 4 at n ≤ 5, 5 at n ≤ 7, 6 at n ≤ 10, 7 at n ≤ 13: so there a
+# pattern's n vectors need ``proposed_lattice_vectors(n)`` = max(4, n // 2 + 2) on one lattice, the most of
+# them as a crystal's do (benchmarks/RESULTS.md, "Film speckle on a chance lattice")
+
+
+def proposed_lattice_vectors(n_vectors):
+    """How many of a pattern's ``n_vectors`` non-beam vectors must share one lattice through the beam within
+    the network's uncertainty (comment above): ``MIN_LATTICE_VECTORS``, and more than half of them plus one."""
+    return np.maximum(MIN_LATTICE_VECTORS, np.asarray(n_vectors) // 2 + 2)
 # A pattern of few electrons (a 1e3 e⁻ scan: a few hundred in its diffracted disks) gives faint disks V_g
 # peaks below the stamped threshold, so there the network's proposals, not the evidence, limit recall: the
 # threshold falls log-linearly from the stamped one at LOW_DOSE_E[1] electrons per pattern to
@@ -170,10 +177,11 @@ def _bases_and_counts(q: np.ndarray, tol_px: float, candidates: int) -> tuple[li
     return [c[None] for c in cand] + list(pairs), counts
 
 
-def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough: int) -> dict[int, int]:
+def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough) -> dict[int, int]:
     """``lattice_support(..., enough=enough)`` of every pattern ``b`` of a batch (vectors ``q_px``): one
     vectorised pass over the lattices and rows spanned by each pattern's 4 shortest vectors (a crystal's
-    shortest few span its lattice), then the full search for the patterns it leaves below ``enough``."""
+    shortest few span its lattice), then the full search for the patterns it leaves below ``enough`` (a
+    count, or a function of a pattern's number of vectors giving its count)."""
     b, q = np.asarray(b), np.asarray(q_px, np.float64).reshape(-1, 2)
     ids, inv, counts = np.unique(b, return_inverse=True, return_counts=True)
     if not len(ids):
@@ -199,9 +207,10 @@ def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough:
             on = (np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=3) & ok[..., None]
             best = np.maximum(best, on.sum(axis=2).max(axis=1))
     out = {int(k): int(v) for k, v in zip(ids, best)}
+    need = enough(counts) if callable(enough) else np.full(len(ids), enough)
     # fewer vectors than ``enough`` cannot reach it: such a pattern keeps the first pass's count
-    for k in ids[(best < enough) & (counts >= enough)]:
-        out[int(k)] = lattice_support(q[b == k], tol_px, enough=enough)
+    for i in np.flatnonzero((best < need) & (counts >= need)):
+        out[int(ids[i])] = lattice_support(q[b == ids[i]], tol_px, enough=int(need[i]))
     return out
 
 
