@@ -105,6 +105,8 @@ def proposed_lattice_vectors(n_vectors):
     """How many of a pattern's ``n_vectors`` non-beam vectors must share one lattice through the beam within
     the network's uncertainty (comment above): ``MIN_LATTICE_VECTORS``, and more than half of them plus one."""
     return np.maximum(MIN_LATTICE_VECTORS, np.asarray(n_vectors) // 2 + 2)
+
+
 # A pattern of few electrons (a 1e3 e⁻ scan: a few hundred in its diffracted disks) gives faint disks V_g
 # peaks below the stamped threshold, so there the network's proposals, not the evidence, limit recall: the
 # threshold falls log-linearly from the stamped one at LOW_DOSE_E[1] electrons per pattern to
