@@ -33,7 +33,8 @@ On a flat background (vacuum, a detector without beam) a vector survives with pr
   are real bright blobs of a disk's size and pass both tests (80 kV, 3.5 mrad, 20 nm carbon: 5 per
   noise-free pattern, 3.75 at 1e5 e⁻), so there a vector placed on the pattern stands only when at least
   ``MIN_LATTICE_VECTORS`` of its pattern's vectors lie on one lattice through the beam (``lattice_support``),
-  as measured or as the network proposed them: a crystal's reflections do, speckles do not.
+  as measured or as the network proposed them (within its looser uncertainty most of them,
+  ``proposed_lattice_vectors``): a crystal's reflections do, speckles do not.
 * faint disks: the network's V_g peaks of faint small disks fall below the stamped threshold, under ~2e4
   electrons per pattern and, at any dose, for a thick crystal's weak orders; so it proposes small disks down
   to ``LOW_DOSE_THRESHOLD_FACTOR`` × the stamped threshold, and what only that lower threshold proposes
@@ -697,8 +698,14 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     g = torch.hypot(x - beam[:, 0, 0], y - beam[:, 0, 1])
     apart = (g >= 2.0 * r + 1.0)[:, None, None]
     beam = torch.where(apart & (g <= 3.0 * r + 2.0)[:, None, None], beam, torch.full_like(beam, torch.inf))
-    nb = _neighbours(centres, b, x, y, 3.0 * r + 2.0) if bool(over.any()) else beam
-    every = _neighbours(centres, b, x, y, math.inf, k=4 * NEIGHBOURS) if bool(over.any()) else beam
+    if bool(over.any()):
+        # the pattern's other vectors and its beam, nearest first; the neighbours: the nearest within 3r + 2
+        every = _neighbours(centres, b, x, y, math.inf, k=4 * NEIGHBOURS)
+        near = every[:, :NEIGHBOURS]
+        within = (near - torch.stack([x, y], dim=1)[:, None]).square().sum(dim=-1) <= (3.0 * r + 2.0) ** 2
+        nb = torch.where(within[..., None], near, torch.full_like(near, torch.inf))
+    else:
+        every = nb = beam
     nb = torch.where(apart, nb, torch.full_like(nb, torch.inf))
     own = torch.where(apart, torch.stack([x, y], dim=1)[:, None], torch.full_like(beam, torch.inf))
     bg = {k: torch.empty_like(core) for k in _BACKGROUND}
