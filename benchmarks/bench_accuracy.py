@@ -3,8 +3,9 @@ against crystallographic truth, plus false vectors on patterns without a crystal
 
 Set (simulated with the workflow's own multislice, `fourdcrystal.simulation`): zone-axis patterns of
 crystals given here by their structures (zone axes with square in-plane cells, each simulated in a box
-of whole cells with whole grid points per cell: `detector_of`), at the corners {80, 300 kV} × {1.0, 3.5
-mrad} × {10, 60 nm}, on a 256² detector at 0.020–0.023 Å⁻¹/px (the model's grid is 128² at 1/32 Å⁻¹:
+of whole cells with whole grid points per cell: `detector_of`; ``--crystals rectangular``: rectangular
+and hexagonal patterns instead, Si [110], GaN and MoS2 [0001], each cell stretched ≤ 1.2 % to fit the
+box), at the corners {80, 300 kV} × {1.0, 3.5 mrad} × {10, 60 nm}, on a 256² detector at 0.020–0.023 Å⁻¹/px (the model's grid is 128² at 1/32 Å⁻¹:
 `predict` resamples), each as a 2×2 scan through the detector augmentation (fresh shot noise, descan,
 background, blur) at 1e5 and 1e3 e⁻ per pattern, and noiseless. Negatives at every dose: the vacuum
 probe alone, an amorphous carbon film (20 nm), detector noise without a beam.
@@ -36,6 +37,7 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--noise poisson]   (shot noise only: no background, blur, descan or defective pixels)
         [--py4dstem-settings run.json]   (py4DSTEM with another run's settings instead of tuning them)
         [--precision fp32|bf16|auto]   (the network's arithmetic; default fp32)
+        [--crystals rectangular]   (Si [110], GaN and MoS2 [0001] instead of the [001] set)
 """
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference import peaks, predict  # noqa: E402
 from fourdcrystal.inference.datacube_io import Cube  # noqa: E402
 from fourdcrystal.learning.augment import Augmenter, electrons_per_unit  # noqa: E402
-from fourdcrystal.simulation.examples import amorphous_film_cbed  # noqa: E402
+from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_film_cbed,  # noqa: E402
+                                              rectangular_cell, rectangular_geometry)
 from fourdcrystal.simulation.kinematic import mean_inner_potential_V  # noqa: E402
 from fourdcrystal.simulation.labels import counted, disk_radius_px, disk_sums, orientation_truth  # noqa: E402
 from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation  # noqa: E402
@@ -98,6 +101,26 @@ def crystals() -> dict:
             "Si [001]": (si, (0, 0, 1), 5.431), "MgO [001]": (mgo, (0, 0, 1), 4.212)}
 
 
+def rectangular_crystals() -> dict:
+    """name -> (Structure, zone, cells) for ``--crystals rectangular``: Si [110] (a rectangular pattern whose
+    kinematically forbidden {200} are lit dynamically), GaN and 2H-MoS2 [0001] (hexagonal patterns), each
+    re-cut into its orthogonal cell along the zone axis and stretched by ≤ 1.2 % so that the box holds
+    whole cells (``simulation.examples.rectangular_cell``); the validation crystal stays Cu [001]."""
+    from pymatgen.core import Lattice, Structure
+
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    gan = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.189, 5.185), ["Ga", "N"],
+                                    [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.377]])
+    mos2 = Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(3.160, 12.294), ["Mo", "S"],
+                                     [[1 / 3, 2 / 3, 0.25], [1 / 3, 2 / 3, 0.621]])
+    out = {"Cu [001] (val)": crystals()["Cu [001] (val)"]}
+    for name, s, kind in (("Si [110]", si, "cubic [110]"), ("GaN [0001]", gan, "hexagonal [0001]"),
+                          ("MoS2 [0001]", mos2, "hexagonal [0001]")):
+        cut, cells = rectangular_cell(s, RECTANGULAR_CELL_ROWS[kind], DETECTOR.box_A)
+        out[name] = (cut, (0, 0, 1), cells)
+    return out
+
+
 def set_detector(detector_px: int, dq_invA: float) -> None:
     """Another detector for this run: ``detector_px`` pixels at ≈ ``dq_invA`` Å⁻¹/px (``detector_of`` makes
     the box whole cells); real-space grid 1.5 × the detector (abTEM's 2/3 antialiasing aperture)."""
@@ -107,9 +130,11 @@ def set_detector(detector_px: int, dq_invA: float) -> None:
                         thicknesses_A=DETECTOR.thicknesses_A, slice_thickness_A=DETECTOR.slice_thickness_A)
 
 
-def detector_of(period_A: float, thicknesses=DETECTOR.thicknesses_A) -> Geometry:
+def detector_of(structure, period_A, thicknesses=DETECTOR.thicknesses_A) -> Geometry:
     """DETECTOR with its box (= 1 / pixel size) a whole number of in-plane periods near 1 / DQ_INVA, and
     a whole number of the multislice grid's points per period (the cell count divides ``gpts``).
+    ``period_A``: the square in-plane period (Å), or (n_x, n_y) cells of ``structure``'s rectangular cell
+    (``rectangular_crystals``; the grid then grows to a multiple of both counts).
 
     A periodic box that cuts the crystal leaves a seam that moves every disk off its Bragg position by
     up to half a pixel (SrTiO3 [001] in a 32 Å box: median 0.3 px, benchmarks/RESULTS.md), so the
@@ -117,6 +142,9 @@ def detector_of(period_A: float, thicknesses=DETECTOR.thicknesses_A) -> Geometry
     aliases the sampled potential onto non-lattice positions: Si [001] in 9 cells on 384 points (42.67
     per cell) lit 1/3-order spots and the forbidden {100} at 4e-3 of the beam at 60 nm, 1e-11 with 8 or
     12 cells (benchmarks/RESULTS.md)."""
+    if not np.isscalar(period_A):  # (n_x, n_y) cells of a rectangular cell (``rectangular_crystals``)
+        return rectangular_geometry(structure, period_A, DETECTOR.gpts, DETECTOR.detector_px, thicknesses,
+                                    DETECTOR.slice_thickness_A)
     cells = [n for n in range(1, DETECTOR.gpts + 1) if DETECTOR.gpts % n == 0]
     n = min(cells, key=lambda k: abs(np.log(k * period_A / DETECTOR.box_A)))
     return Geometry(box_A=n * period_A, gpts=DETECTOR.gpts, detector_px=DETECTOR.detector_px,
@@ -126,7 +154,7 @@ def detector_of(period_A: float, thicknesses=DETECTOR.thicknesses_A) -> Geometry
 def simulate(structure, zone, period_A, energy_eV, thicknesses=DETECTOR.thicknesses_A):
     """Noise-free CBEDs (one per semi-angle × thickness), the vacuum probes, the truth of each and the
     detector's pixel size ``dq`` (Å⁻¹/px)."""
-    geo = detector_of(period_A, thicknesses)
+    geo = detector_of(structure, period_A, thicknesses)
     R = align_zone_to_z(structure.lattice.matrix, zone)
     probes = [ProbeSetting(i, energy_eV, a, 0.0) for i, a in enumerate(SEMIANGLES_MRAD)]
     arrays, meta, _ = simulate_orientation(build_supercell(structure, R, geo), geo, SIM, probes, labels=False)
@@ -306,6 +334,9 @@ def main() -> int:
                          "py4dstem_settings, to compare two runs with the same baseline)")
     ap.add_argument("--noise", choices=("detector", "poisson"), default="detector",
                     help="detector: the config's augment artifacts (default); poisson: shot noise only")
+    ap.add_argument("--crystals", choices=("square", "rectangular"), default="square",
+                    help="square: SrTiO3, Si, MgO [001] (default); rectangular: Si [110], GaN and MoS2 [0001] "
+                         "(rectangular and hexagonal patterns; validation crystal Cu [001] in both)")
     ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                     help="the network's arithmetic (default fp32; auto: as `predict` runs by default here)")
     a = ap.parse_args()
@@ -318,7 +349,7 @@ def main() -> int:
         cfg["augment"] = {**cfg["augment"], **POISSON_ONLY}
     model, mgeo, meta = predict.load_model(a.model, "cpu")
     ps = predict.peak_settings(meta)
-    xs = crystals()
+    xs = crystals() if a.crystals == "square" else rectangular_crystals()
     names = list(xs)[:2] if a.quick else list(xs)
     energies, thick = ((300e3,), (100.0,)) if a.quick else (ENERGIES_EV, DETECTOR.thicknesses_A)
     global SEMIANGLES_MRAD
@@ -343,7 +374,8 @@ def main() -> int:
     by_dose = pooled(recs, ["dose", "detector"])
     corners = pooled(recs, ["energy_kV", "semiangle_mrad", "thickness_nm", "dose", "detector"])
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].max()
-    print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}): {len(test)} crystal × energy sets, "
+    print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}, crystals: {', '.join(names[1:])}): "
+          f"{len(test)} crystal × energy sets, "
           f"{len(recs) // 4} pattern sets × {SCAN * SCAN} positions; simulation {t_sim:.0f} s, "
           f"model {a.model or 'shipped'} (peak settings {ps}, {a.precision}); py4DSTEM "
           f"{'given' if a.py4dstem_settings else 'tuned on ' + names[0]}: "

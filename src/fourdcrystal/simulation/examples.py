@@ -94,3 +94,43 @@ def _deformed(structure, R, F2):
     F[:2, :2] = np.asarray(F2, dtype=float)
     lab = structure.lattice.matrix @ R.T @ F.T  # rows a, b, c in the lab frame, then a -> F a
     return Structure(Lattice(lab), structure.species, structure.frac_coords), np.eye(3)
+
+
+# zone axes whose in-plane cell is a rectangle: the rows (integer combinations of a, b, c) of the orthogonal
+# cell along x, y and the zone axis
+RECTANGULAR_CELL_ROWS = {"cubic [110]": ((0, 0, 1), (1, -1, 0), (1, 1, 0)),
+                         "hexagonal [0001]": ((1, 0, 0), (1, 2, 0), (0, 0, 1))}
+
+
+def rectangular_cell(structure, rows, box_A: float, max_stretch: float = 0.012):
+    """``structure`` re-cut into the orthogonal cell of ``rows`` (x, y, zone axis) and stretched along y by
+    at most ``max_stretch`` so that a square box near ``box_A`` (within −25 % … +35 %) holds whole cells both
+    ways, as a periodic multislice box must (a cut cell leaves a seam that moves every disk).
+
+    Returns ``(Structure, (n_x, n_y))``: the re-cut crystal, with the zone axis along c = z and a along x
+    (``zone_axis_cbed(s, (0, 0, 1), …)``), and the cells per box edge; the box is ``n_x · a``. Truth computed
+    on the returned structure holds the stretch, so it is part of the crystal, not an error of the pattern."""
+    from pymatgen.core import Lattice, Structure
+
+    cut = structure.copy()
+    cut.make_supercell([list(r) for r in rows])
+    if max(abs(angle - 90.0) for angle in cut.lattice.angles) > 1e-6:
+        raise ValueError(f"rows {rows} do not give an orthogonal cell of {structure.composition.reduced_formula}")
+    px, py, pz = cut.lattice.abc
+    fits = [(n_x, max(1, round(n_x * px / py))) for n_x in range(1, 400) if 0.75 * box_A <= n_x * px <= 1.35 * box_A]
+    n_x, n_y = min(fits, key=lambda n: abs(n[0] * px / (n[1] * py) - 1))
+    stretch = n_x * px / (n_y * py)
+    if abs(stretch - 1) > max_stretch:
+        raise ValueError(f"no box near {box_A:.1f} Å holds whole {px:.3f} × {py:.3f} Å cells within a "
+                         f"{100 * max_stretch:g} % stretch")
+    return Structure(Lattice.orthorhombic(px, py * stretch, pz), cut.species, cut.frac_coords), (n_x, n_y)
+
+
+def rectangular_geometry(structure, cells: tuple[int, int], gpts_at_least: int, detector_px: int,
+                         thicknesses_A, slice_thickness_A: float = 2.0) -> Geometry:
+    """The square box of ``cells`` = (n_x, n_y) cells of ``rectangular_cell``'s structure, with a whole number
+    of grid points per cell both ways (a fractional number aliases the sampled potential onto non-lattice
+    positions): the least multiple of lcm(n_x, n_y) ≥ ``gpts_at_least``."""
+    step = int(np.lcm(*cells))
+    return Geometry(box_A=cells[0] * structure.lattice.a, gpts=step * int(np.ceil(gpts_at_least / step)),
+                    detector_px=detector_px, thicknesses_A=tuple(thicknesses_A), slice_thickness_A=slice_thickness_A)
