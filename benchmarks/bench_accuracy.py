@@ -2,13 +2,14 @@
 against crystallographic truth, plus false vectors on patterns without a crystal.
 
 Set (simulated with the workflow's own multislice, `fourdcrystal.simulation`): zone-axis patterns of
-crystals given here by their structures (zone axes with square in-plane cells, each simulated in a box
-of whole cells with whole grid points per cell: `detector_of`; ``--crystals rectangular``: rectangular
-and hexagonal patterns instead, Si [110], GaN and MoS2 [0001], each cell stretched ≤ 1.2 % to fit the
-box), at the corners {80, 300 kV} × {1.0, 3.5 mrad} × {10, 60 nm}, on a 256² detector at 0.020–0.023
-Å⁻¹/px (the model's grid is 128² at 1/32 Å⁻¹: `predict` resamples), each as a 2×2 scan through the detector augmentation (fresh shot noise, descan,
-background, blur) at 1e5 and 1e3 e⁻ per pattern, and noiseless. Negatives at every dose: the vacuum
-probe alone, an amorphous carbon film (20 nm), detector noise without a beam.
+crystals given here by their structures (zone axes with square in-plane cells, each simulated in a box of
+whole cells with whole grid points per cell: `detector_of`; ``--crystals rectangular``: rectangular and
+hexagonal patterns instead, Si [110], GaN and MoS2 [0001], each cell stretched ≤ 1.2 % to fit the box), at
+the corners {80, 300 kV} × {1.0, 3.5 mrad} × {10, 60 nm}, on a 256² detector at 0.020–0.023 Å⁻¹/px (the
+model's grid is 128² at 1/32 Å⁻¹: `predict` resamples), each as a 2×2 scan through the detector
+augmentation (fresh shot noise, descan, background, blur) at 1e5 and 1e3 e⁻ per pattern, and noiseless.
+Negatives at every dose: the vacuum probe alone, an amorphous carbon film (20 nm), detector noise without
+a beam.
 Truth = the reflections the pattern shows (`fourdcrystal.simulation.labels`: zero-order Laue zone
 inside the FOLZ ring, whole disk on the detector, disk ≥ 1e-3 × as bright as the direct beam in the
 noise-free pattern), in the detector's pixels.
