@@ -67,7 +67,7 @@ from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference import peaks, predict  # noqa: E402
 from fourdcrystal.inference.datacube_io import Cube  # noqa: E402
 from fourdcrystal.learning.augment import Augmenter, electrons_per_unit  # noqa: E402
-from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_film_cbed,  # noqa: E402
+from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_film_cbed, gan,  # noqa: E402
                                               rectangular_cell, rectangular_geometry)
 from fourdcrystal.simulation.kinematic import mean_inner_potential_V  # noqa: E402
 from fourdcrystal.simulation.labels import counted, disk_radius_px, disk_sums, orientation_truth  # noqa: E402
@@ -110,12 +110,10 @@ def rectangular_crystals() -> dict:
     from pymatgen.core import Lattice, Structure
 
     si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
-    gan = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.189, 5.185), ["Ga", "N"],
-                                    [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.377]])
     mos2 = Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(3.160, 12.294), ["Mo", "S"],
                                      [[1 / 3, 2 / 3, 0.25], [1 / 3, 2 / 3, 0.621]])
     out = {"Cu [001] (val)": crystals()["Cu [001] (val)"]}
-    for name, s, kind in (("Si [110]", si, "cubic [110]"), ("GaN [0001]", gan, "hexagonal [0001]"),
+    for name, s, kind in (("Si [110]", si, "cubic [110]"), ("GaN [0001]", gan(), "hexagonal [0001]"),
                           ("MoS2 [0001]", mos2, "hexagonal [0001]")):
         cut, cells = rectangular_cell(s, RECTANGULAR_CELL_ROWS[kind], DETECTOR.box_A)
         out[name] = (cut, (0, 0, 1), cells)

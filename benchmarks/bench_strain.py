@@ -24,8 +24,9 @@ is taken and averaged, with its standard error (positions both fit).
 ``--bin-scan N``: each state is recorded on N scan rows of N·draws positions and both detectors run with
 ``predict --bin-scan N``, so every binned position sums N² patterns of one state (a low-dose strain map as
 microscopists make it); ``--thickness-A`` and ``--dose`` pick rows of the table (tilts are left out then).
+``--crystal gan``: GaN [0001] instead (a hexagonal lattice, its box of whole cells: ``crystal_on``).
 Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--model model.pt] [--precision P] [--json out.json]
-       [--bin-scan N] [--thickness-A 60 ...] [--dose 1e3 ...]
+       [--bin-scan N] [--thickness-A 60 ...] [--dose 1e3 ...] [--crystal gan]
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ from fourdcrystal import cli  # noqa: E402
 from fourdcrystal.inference.predict import DEFAULT_MODEL  # noqa: E402
 from fourdcrystal.learning.augment import DEFAULTS, Augmenter  # noqa: E402
 from fourdcrystal.learning.model import load_checkpoint  # noqa: E402
-from fourdcrystal.simulation.examples import srtio3, zone_axis_cbed  # noqa: E402
+from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, gan, rectangular_cell,  # noqa: E402
+                                              rectangular_geometry, srtio3, zone_axis_cbed)
 
 # name, e_xx, e_yy, e_xy (fractions), rotation (degrees); the first is the reference
 STATES = [("reference", 0, 0, 0, 0), ("e_xx +1%", 0.01, 0, 0, 0), ("e_yy -1%", 0, -0.01, 0, 0),
@@ -67,8 +69,20 @@ def truth_row(state) -> dict:
     return {"exx_pct": 100 * exx, "eyy_pct": 100 * eyy, "exy_pct": 100 * exy, "rotation_deg": rot}
 
 
-def simulate(states, thickness_A, geo):
-    return [zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=thickness_A, energy_eV=ENERGY_EV,
+def crystal_on(name: str, model_geo):
+    """(Structure with the zone axis along c, Geometry) of ``--crystal``: SrTiO3 [001] on the model's own grid,
+    or GaN [0001] (a hexagonal lattice) re-cut into its orthogonal cell, in the box of whole cells nearest
+    the model's (``examples.rectangular_cell``: 12 × 7 cells, 38.3 Å, so 1/38.3 Å⁻¹ per px on 128 px, which
+    `predict` resamples to the model's 1/32)."""
+    if name == "srtio3":
+        return srtio3(), model_geo
+    cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], model_geo.box_A)
+    return cut, rectangular_geometry(cut, cells, model_geo.gpts, model_geo.detector_px, model_geo.thicknesses_A,
+                                     model_geo.slice_thickness_A)
+
+
+def simulate(states, thickness_A, geo, structure):
+    return [zone_axis_cbed(structure, (0, 0, 1), geo, thickness_A=thickness_A, energy_eV=ENERGY_EV,
                            semiangle_mrad=SEMIANGLE_MRAD, deformation=deformation(*s[1:])) for s in states]
 
 
@@ -178,6 +192,8 @@ def main():
     ap.add_argument("--bin-scan", type=int, default=1, help="predict --bin-scan N on scans of N² patterns per position")
     ap.add_argument("--thickness-A", type=float, nargs="+", default=None, help="only these thicknesses (20, 60)")
     ap.add_argument("--dose", nargs="+", default=None, help="only these doses (noiseless, 1e5, 1e3)")
+    ap.add_argument("--crystal", choices=("srtio3", "gan"), default="srtio3",
+                    help="SrTiO3 [001] (default) or GaN [0001], a hexagonal lattice (tilts: SrTiO3 only)")
     args = ap.parse_args()
     model_args = (["--model", args.model] if args.model else []) + ["--precision", args.precision]
     states = [STATES[0], STATES[-1]] if args.quick else STATES
@@ -187,12 +203,13 @@ def main():
     wanted = set(doses) if not args.dose else {None if d == "noiseless" else float(d) for d in args.dose}
     bin_args = ["--bin-scan", str(args.bin_scan)] if args.bin_scan > 1 else []
     draws = 2 if args.quick else args.draws
-    _, geo, _ = load_checkpoint(args.model or DEFAULT_MODEL)
+    _, model_geo, _ = load_checkpoint(args.model or DEFAULT_MODEL)
+    structure, geo = crystal_on(args.crystal, model_geo)
     rows, pairs, t0 = [], [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for thick in thicknesses:
-            sims = simulate(states, thick, geo)
+            sims = simulate(states, thick, geo, structure)
             kin = tmp / f"kin-{thick:.0f}.parquet"
             kinematic_vectors(sims, draws).to_parquet(kin)
             run_strain(kin, tmp / f"kin-{thick:.0f}", draws)
@@ -217,10 +234,12 @@ def main():
                     print(rows[-1], flush=True)
                 pairs.append({"thickness_A": thick, "dose": rows[-1]["dose"],
                               **paired(per_position["network"], per_position["py4DSTEM"])})
-        tilt = [] if (args.bin_scan > 1 or args.dose or args.thickness_A) else tilt_rows(geo, tmp, args.quick, model_args)
+        tilt = [] if (args.bin_scan > 1 or args.dose or args.thickness_A or args.crystal != "srtio3") else \
+            tilt_rows(geo, tmp, args.quick, model_args)
     df = pd.DataFrame(rows)
     binned = f" (each the sum of {args.bin_scan}x{args.bin_scan} recorded patterns)" if args.bin_scan > 1 else ""
-    print(f"\n{len(states) - 1} deformed states x {draws} positions{binned}, {time.perf_counter() - t0:.0f} s\n")
+    print(f"\n{args.crystal}: {len(states) - 1} deformed states x {draws} positions{binned}, "
+          f"{time.perf_counter() - t0:.0f} s\n")
     print("| method | thickness (Å) | dose (e⁻/pattern) | positions fit | e_xx | e_yy | e_xy | rotation (°) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in df.itertuples():

@@ -129,13 +129,9 @@ def test_a_hexagonal_zone_axis_is_found_without_painting_a_lattice(tmp_path, shi
     crystal is re-cut into its orthogonal cell and stretched 0.3 % so that the box holds whole cells
     (``examples.rectangular_cell``). Measured 2026-12-02 (two noise draws and noise-free): 35.5–37 vectors
     per pattern, none off, none of the 48 missed, median 0.03 px and at most 0.10 px from the truth."""
-    from pymatgen.core import Lattice, Structure
+    from fourdcrystal.simulation.examples import RECTANGULAR_CELL_ROWS, gan, rectangular_cell, rectangular_geometry
 
-    from fourdcrystal.simulation.examples import RECTANGULAR_CELL_ROWS, rectangular_cell, rectangular_geometry
-
-    gan = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.189, 5.185), ["Ga", "N"],
-                                    [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.377]])
-    cut, cells = rectangular_cell(gan, RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A=50.0)
+    cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A=50.0)
     geo = rectangular_geometry(cut, cells, 384, 256, (300.0,))
     ex = zone_axis_cbed(cut, (0, 0, 1), geo, thickness_A=300.0, energy_eV=200e3, semiangle_mrad=2.0)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]

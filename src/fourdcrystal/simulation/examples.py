@@ -1,7 +1,7 @@
 """Ready-made physical examples for tests, benchmarks and docs: real multislice, known crystallography.
 
 ``srtio3()`` is cubic SrTiO3 (perovskite, a = 3.905 Å), a crystal the shipped pretrained model never
-saw in training; ``zone_axis_cbed`` simulates one noise-free CBED of any structure along a zone axis
+saw in training, ``gan()`` wurtzite GaN; ``zone_axis_cbed`` simulates one noise-free CBED of any structure along a zone axis
 on a model's detector grid (abTEM, the workflow's own multislice) and returns the kinematic
 reflections of the same orientation as crystallographic truth.
 """
@@ -17,6 +17,15 @@ def srtio3():
 
     return Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def gan():
+    """Wurtzite GaN (a = 3.189, c = 5.185 Å): [0001] gives a hexagonal pattern (``rectangular_cell`` cuts
+    it into a box)."""
+    from pymatgen.core import Lattice, Structure
+
+    return Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.189, 5.185), ["Ga", "N"],
+                                     [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.377]])
 
 
 def zone_axis_cbed(structure, zone, geometry: Geometry, thickness_A: float = 40.0, energy_eV: float = 300e3,
