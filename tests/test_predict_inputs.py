@@ -233,6 +233,34 @@ def test_help_imports_nothing_heavy_and_predict_only_torch(tmp_path, scan):
                           "--out", tmp_path / "o", "--quiet") == "['torch']"
 
 
+def test_the_console_entry_ends_without_teardown_but_with_every_output_and_exit_code(tmp_path, scan):
+    """``cli.entry`` (the console script, ``python -m fourdcrystal.cli``) ends the process by ``os._exit``
+    after ``main``: what predict printed reaches a pipe, its outputs are whole and equal to an in-process
+    call's, and a bad input still exits 2 with its one line on stderr."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cube, probe = scan
+    np.save(tmp_path / "s.npy", cube)
+    np.save(tmp_path / "p.npy", probe)
+    argv = ["predict", str(tmp_path / "s.npy"), "--probe", str(tmp_path / "p.npy"), "--q-pixel-size", str(DQ)]
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "fourdcrystal.cli", *argv, "--out", str(tmp_path / "fresh")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "Bragg vectors from 6 patterns" in r.stdout
+    assert _run([*argv, "--out", tmp_path / "here", "--quiet"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "fresh" / "bragg_vectors.parquet"),
+                                  pd.read_parquet(tmp_path / "here" / "bragg_vectors.parquet"), check_exact=True)
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == sorted(p.name for p in (tmp_path / "here").iterdir())
+    bad = subprocess.run([sys.executable, "-m", "fourdcrystal.cli", "predict", str(tmp_path / "missing.npy"),
+                          "--out", str(tmp_path / "never")], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert not (tmp_path / "never").exists()
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_binned_reads_sum_whole_blocks_of_scan_positions(tmp_path, n):
     """``Cube.bin_scan``: each pattern is the sum of its n × n recorded positions, rows and columns beyond
