@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (COMPLETION_REACH, LATTICE_MIN_SNR, LATTICE_TOL_PX,
-                                             LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
+from fourdcrystal.inference.evidence import (COMPLETION_REACH, HOT_PIXEL_MIN_RADIUS_PX, LATTICE_MIN_SNR,
+                                             LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              disk_contrast, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron, pattern_electrons, peak_thresholds,
@@ -148,7 +148,10 @@ class MeasuredPattern:
         # Within the network's looser uncertainty chance lattices are likelier: more vectors must share one
         # there, the more so the more vectors a pattern has (evidence.proposed_lattice_vectors)
         beam = self._beam(out)
-        judged = dense & ~beam & (apart if refined else True)
+        # a disk smaller than a pixel is one bright pixel, as a hot pixel is (evidence.HOT_PIXEL_MIN_RADIUS_PX):
+        # it stands on a lattice with others whatever its background
+        sub_pixel = self.check_evidence and r < HOT_PIXEL_MIN_RADIUS_PX
+        judged = (dense | sub_pixel) & ~beam & (apart if refined else True)
         if judged.any():
             if refined:
                 off = self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)

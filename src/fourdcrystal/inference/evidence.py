@@ -7,7 +7,8 @@ in the detector's own pixels (counts as recorded, no resampling), with the two c
 the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
 
 * contrast: the mean over the disk's core (half the probe radius, at least the nearest pixels; its brightest
-  pixel left out, since a hot pixel is no disk) stands
+  pixel left out, since a hot pixel is no disk, unless the disk is smaller than a pixel,
+  ``HOT_PIXEL_MIN_RADIUS_PX``, and so itself one bright pixel) stands
   out from the ring around the disk (radii r + 1 … 2r + 1; its median is the local level) by
   ``min_snr`` standard errors of that mean. The pixel noise is the largest of the ring's robust spreads
   (median absolute deviation; 84th percentile minus median) and the Poisson noise of the level,
@@ -137,6 +138,11 @@ LATTICE_REFIT_FRACTION = 0.2
 LATTICE_REFITS = 3  # the bases refit, of those that index the most strong vectors before a refit
 MAX_SMALL_DISK_INVA = 0.1  # smaller disks leave a ring of background in any lattice of a few Å
 CIRCLE_POINTS = 64  # samples of the circle about the beam through an overlapping disk
+# a disk of a smaller radius puts its electrons on one pixel (0.5 mrad at 60 kV on a 0.02 Å⁻¹/px detector:
+# r = 0.48 px), as a hot pixel does: its brightest pixel is the disk and stays in its sums (left out, every
+# such disk of a noise-free or unblurred pattern failed the test: benchmarks/RESULTS.md, "Disks smaller
+# than a pixel"); hot pixels there are left to the network, trained with them, and to the lattice rule
+HOT_PIXEL_MIN_RADIUS_PX = 1.0
 SECTORS = 8  # the ring's sectors, each about a disk's area: the scale of a film's speckle
 NEIGHBOURS = 8  # a disk's nearest neighbours whose disks are left out of its background
 
@@ -673,10 +679,12 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
         return torch.zeros(0, device=dev), torch.zeros(0, device=dev), torch.zeros(0, device=dev, dtype=torch.bool)
     r = max(float(radius_px), 1.0)
     core_off = _offsets(-1.0, max(1.0, 0.5 * r), dev)
-    # the core's mean without its brightest pixel: a hot pixel (one bright pixel) is no disk
+    # the core's mean without its brightest pixel: a hot pixel (one bright pixel) is no disk, unless the
+    # disk is smaller than a pixel (then that pixel is the disk)
+    hot = 1.0 if float(radius_px) >= HOT_PIXEL_MIN_RADIUS_PX else 0.0
     core_px = _gather(img, b, x, y, core_off)
-    n_core = len(core_off) - 1
-    core = (core_px.sum(dim=1) - core_px.amax(dim=1)) / n_core
+    n_core = len(core_off) - int(hot)
+    core = (core_px.sum(dim=1) - hot * core_px.amax(dim=1)) / n_core
     disk_off = _offsets(-1.0, r, dev)
     disk_px = _gather(img, b, x, y, disk_off)
     # a disk beside the beam's counts only its own pixels: the beam's disk holds most of a pattern's
@@ -688,7 +696,8 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
                           (y.round() - c[:, 1])[:, None] + disk_off[None, :, 1]) <= r + 0.5
     own_px = ~(in_beam & outside[:, None])
     disk_px = torch.where(own_px, disk_px, torch.zeros_like(disk_px))
-    disk_sum, n_disk = disk_px.sum(dim=1) - disk_px.amax(dim=1), (own_px.sum(dim=1) - 1).clamp_min(1).float()
+    disk_sum = disk_px.sum(dim=1) - hot * disk_px.amax(dim=1)
+    n_disk = (own_px.sum(dim=1) - int(hot)).clamp_min(1).float()
     one_e, counting = one_electron(img) if electron is None else electron
     counting, one_e = counting[b], one_e[b]
     over = torch.as_tensor(overlapping, device=dev, dtype=torch.bool).expand(len(b))
