@@ -148,10 +148,7 @@ class MeasuredPattern:
         # Within the network's looser uncertainty chance lattices are likelier: more vectors must share one
         # there, the more so the more vectors a pattern has (evidence.proposed_lattice_vectors)
         beam = self._beam(out)
-        # a disk smaller than a pixel is one bright pixel, as a hot pixel is (evidence.HOT_PIXEL_MIN_RADIUS_PX):
-        # it stands on a lattice with others whatever its background
-        sub_pixel = self.check_evidence and r < HOT_PIXEL_MIN_RADIUS_PX
-        judged = (dense | sub_pixel) & ~beam & (apart if refined else True)
+        judged = dense & ~beam & (apart if refined else True)
         if judged.any():
             if refined:
                 off = self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
@@ -163,6 +160,12 @@ class MeasuredPattern:
             out = {k: v[keep] for k, v in out.items()}
         if out["unsure"].any():
             keep = ~out["unsure"] | self._on_lattice(out, LATTICE_TOL_PX if refined else self.search_px)
+            out = {k: v[keep] for k, v in out.items()}
+        if self.check_evidence and r < HOT_PIXEL_MIN_RADIUS_PX and len(out["pattern"]):
+            # a disk smaller than a pixel is one bright pixel, as a hot pixel is (evidence.
+            # HOT_PIXEL_MIN_RADIUS_PX): each stands only on the lattice of its pattern's vectors, whatever its
+            # background (a pattern's lattice alone let the hot pixels of a crystal's pattern through)
+            keep = self._beam(out) | self._lattice_members(out, LATTICE_TOL_PX if refined else self.search_px)
             out = {k: v[keep] for k, v in out.items()}
         # (not for vectors asked for as measured: a pattern that is no single crystal has no one lattice)
         if maps is not None and refined and self.check_evidence and self.lattice_positions and len(out["pattern"]):
@@ -321,6 +324,18 @@ class MeasuredPattern:
         for k in np.unique(b[out["unsure"]]):
             unsure = np.flatnonzero((b == k) & out["unsure"])
             ok[unsure] = lattice_members(q_px[(b == k) & strong], q_px[unsure], tol_px)
+        return ok
+
+    def _lattice_members(self, out: dict, tol_px: float) -> np.ndarray:
+        """Per vector: whether it lies within ``tol_px`` on the best lattice of its pattern's non-beam vectors
+        (``evidence.lattice_members``, at least ``MIN_LATTICE_VECTORS`` of them on it)."""
+        b = out["pattern"]
+        q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
+        mine = ~self._beam(out)
+        ok = np.zeros(len(b), bool)
+        for k in np.unique(b[mine]):
+            these = np.flatnonzero((b == k) & mine)
+            ok[these] = lattice_members(q_px[these], q_px[these], tol_px)
         return ok
 
     def _beam(self, out: dict) -> np.ndarray:
