@@ -160,13 +160,15 @@ def test_a_hexagonal_zone_axis_is_found_without_painting_a_lattice(tmp_path, shi
 
 def test_disks_smaller_than_a_pixel_are_found_and_hot_pixels_are_not(tmp_path, shipped):
     """SrTiO3 [001] at 60 kV under a 0.5 mrad probe on a 256 px detector at 1/62.5 Å⁻¹: disks of 0.64 px
-    radius, each one bright pixel, as a hot pixel is (evidence.HOT_PIXEL_MIN_RADIUS_PX). Noise-free and with
-    shot noise alone at 1e5 e⁻, every vector lies on a kinematic reflection and at least 12 per pattern are
-    found (before, the evidence check left each disk's brightest pixel out as a hot pixel and kept none).
-    The vacuum probe through the config's detector augmentation (blur, background, 6.5 hot pixels per
-    pattern) at 1e5 e⁻ gives at most 0.5 vectors per pattern beyond the beam: sub-pixel disks stand only on
-    a lattice with others (measured 2026-12-02 on these 16 patterns: 0; 1.75 without that rule, 5.6 with it
-    at 10 × the hot pixels, benchmarks/RESULTS.md, "Disks smaller than a pixel")."""
+    radius, each one bright pixel, as a hot pixel is (evidence.HOT_PIXEL_MIN_RADIUS_PX).
+    * Noise-free: every vector on a kinematic reflection, at least 12 per pattern (before, the evidence
+      check left each disk's brightest pixel out as a hot pixel and kept 0–7).
+    * Shot noise alone at 1e5 e⁻ with the augmentation's hot pixels (6.5 per pattern), 16 patterns: at
+      least 12 per pattern, at most 2 vectors off a reflection (measured 2026-12-02: 24.5 per pattern, 1
+      off; 49 off when a pattern's lattice let all its vectors stand, not each one on it).
+    * The vacuum probe through the config's whole detector augmentation (blur, background, hot pixels),
+      16 patterns at 1e5 e⁻: at most 0.5 vectors per pattern beyond the beam (measured 0; 1.75 without the
+      lattice rule for sub-pixel disks). Benchmarks/RESULTS.md, "Disks smaller than a pixel"."""
     geo = Geometry(box_A=16 * 3.905, gpts=384, detector_px=256, thicknesses_A=(50.0,), slice_thickness_A=2.0)
     ex = zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=50.0, energy_eV=60e3, semiangle_mrad=0.5)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
@@ -174,16 +176,18 @@ def test_disks_smaller_than_a_pixel_are_found_and_hot_pixels_are_not(tmp_path, s
                        "origin_shift_px": 0.0, "ellipticity": 0.0, "hot_pixel_fraction": 0.0,
                        "dead_pixel_fraction": 0.0}
     rng = np.random.default_rng(4)
+    counted = Augmenter({**cfg, **shot_noise_only, "hot_pixel_fraction": cfg["hot_pixel_fraction"]})
     t_px = np.column_stack([ex["truth"]["qx_px"], ex["truth"]["qy_px"]]) - geo.center_px
-    for name, pats in (("noise-free", [ex["cbed"]] * 4),
-                       ("1e5", [Augmenter({**cfg, **shot_noise_only}).apply(ex["cbed"], ex["probe"], rng, dose=1e5)
-                                for _ in range(4)])):
-        df = _vectors(np.stack(pats).reshape(2, 2, 256, 256), ex["probe"], shipped, geo.dk_invA, tmp_path / name)
+    for name, pats, most_off in (("noise-free", [ex["cbed"]] * 4, 0),
+                                 ("1e5 with hot pixels",
+                                  [counted.apply(ex["cbed"], ex["probe"], rng, dose=1e5) for _ in range(16)], 2)):
+        n = len(pats)
+        df = _vectors(np.stack(pats).reshape(n // 4, 4, 256, 256), ex["probe"], shipped, geo.dk_invA, tmp_path / name)
         found = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
-        for _, v in found.groupby(["rx", "ry"]):
-            xy = v[["qx", "qy"]].to_numpy() / geo.dk_invA
-            assert len(match(xy, t_px, 0.5)[0]) == len(xy), f"{name}: a vector on no kinematic reflection"
-        assert len(found) >= 4 * 12, f"{name}: {len(found) / 4} vectors per pattern"
+        off = sum(len(v) - len(match(v[["qx", "qy"]].to_numpy() / geo.dk_invA, t_px, 0.5)[0])
+                  for _, v in found.groupby(["rx", "ry"]))
+        assert off <= most_off, f"{name}: {off} of {len(found)} vectors on no kinematic reflection"
+        assert len(found) >= n * 12, f"{name}: {len(found) / n} vectors per pattern"
     rng = np.random.default_rng(7)
     pats = [Augmenter(cfg).apply(ex["probe"], ex["probe"], rng, dose=1e5) for _ in range(16)]
     df = _vectors(np.stack(pats).reshape(4, 4, 256, 256), ex["probe"], shipped, geo.dk_invA, tmp_path / "vacuum")
