@@ -666,3 +666,15 @@ def test_on_a_dense_background_a_lattice_counts_as_proposed_or_as_measured(monke
     assert n_kept(lattice) == len(lattice) + 1  # proposed on a lattice: kept, though measured off it
     speckle = 64 + rng.uniform(-30, 30, (6, 2))  # a film's few speckle grains per pattern (5 at 80 kV)
     assert n_kept(speckle) == 1  # on no lattice either way: only the beam
+
+
+def test_row_partners_are_vectors_on_one_row_through_the_beam():
+    """``evidence.row_partners``: g and −g, g and 2g are partners within the tolerance; two vectors at an angle,
+    or a lone one, are not; patterns are apart."""
+    from fourdcrystal.inference.evidence import row_partners
+
+    g = np.array([10.0, 3.0])
+    q = np.array([g, -g + [0.8, -0.5], [4.0, 11.0], g, 2 * g + [0.3, 0.9], [-7.0, 5.0], [6.0, 6.0]])
+    b = np.array([0, 0, 0, 1, 1, 2, 3])
+    assert row_partners(b, q, 1.5).tolist() == [True, True, False, True, True, False, False]
+    assert row_partners(b, q, 0.5).tolist() == [False, False, False, False, False, False, False]

@@ -74,6 +74,19 @@ def test_a_films_speckle_at_80_kv_gives_no_vectors(tmp_path, shipped, dose):
     assert len(beyond_beam) / 4 <= 0.5, f"{len(beyond_beam) / 4} vectors per pattern"
 
 
+def test_a_films_grain_on_the_beams_edge_gives_no_vector(tmp_path, shipped):
+    """20 nm of carbon at 300 kV under 4 mrad disks (10 px radius), noise-free: a speckle grain 1.7 radii from
+    the beam overlaps the beam's disk, so it keeps the network's position and was exempt from the film's
+    lattice rule (1 false vector per pattern). Now judged on the network's positions, with no partner on a
+    row through the beam, it goes (benchmarks/RESULTS.md, "A speckle grain on the beam's edge")."""
+    geo = Geometry(box_A=50.0, gpts=384, detector_px=256, thicknesses_A=(100.0,), slice_thickness_A=2.0)
+    film = amorphous_film_cbed(geo, 300e3, 4.0, thickness_A=200.0)
+    df = _vectors(np.broadcast_to(film["cbed"], (2, 2, 256, 256)), film["probe"], shipped, geo.dk_invA,
+                  tmp_path / "film")
+    beyond_beam = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
+    assert len(beyond_beam) == 0, f"{len(beyond_beam) / 4} vectors per pattern"
+
+
 def test_a_films_speckle_under_shot_noise_alone_finds_no_chance_lattice(tmp_path, shipped):
     """The same film under a counting detector's shot noise alone (1e5 e⁻, six 2×2 scans): its 7–13 proposed
     speckle grains put four on one lattice within the network's uncertainty (a model pixel) often enough to

@@ -18,7 +18,7 @@ from fourdcrystal.inference.evidence import (COMPLETION_REACH, HOT_PIXEL_MIN_RAD
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              disk_contrast, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron, pattern_electrons, peak_thresholds,
-                                             proposed_lattice_vectors, small_disks)
+                                             proposed_lattice_vectors, row_partners, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
@@ -140,23 +140,32 @@ class MeasuredPattern:
                 np.zeros(len(spacing), bool)
             self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart, clear=clear[apart])
         # a film's speckle (evidence.MIN_LATTICE_VECTORS), judged on the positions measured on the pattern:
-        # a disk touching a neighbour keeps the network's (a model pixel off) and is not judged. A pattern's
-        # vectors stand on one lattice as measured or as the network proposed them (within its own
+        # a pattern's vectors stand on one lattice as measured or as the network proposed them (within its own
         # uncertainty): the sub-pixel fit pulls large disks that touch on both sides off their lattice (the
         # demo's Ti5Te4 [111], 5 px disks 11 px apart: 0.77 px from the truth, the network's 0.58), while a
         # film's speckle fits no lattice either way (benchmarks/RESULTS.md, "The demo scan with one probe").
         # Within the network's looser uncertainty chance lattices are likelier: more vectors must share one
-        # there, the more so the more vectors a pattern has (evidence.proposed_lattice_vectors)
+        # there, the more so the more vectors a pattern has (evidence.proposed_lattice_vectors).
+        # A disk touching a neighbour keeps the network's position (not refined) and is judged on those alone;
+        # it may also stand on a row through the beam with another vector (g and −g beside the beam's disk,
+        # where the network finds no more of large overlapping disks), which a film's grain on the beam's
+        # edge has not (benchmarks/RESULTS.md, "A speckle grain on the beam's edge")
         beam = self._beam(out)
         judged = dense & ~beam & (apart if refined else True)
-        if judged.any():
+        touching = dense & ~beam & ~apart if refined else np.zeros(len(beam), bool)
+        if judged.any() or touching.any():
             if refined:
-                off = self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
-                off &= self._no_lattice(dict(out, qx=proposed[0], qy=proposed[1]), ~beam, self.search_px,
-                                        proposed_lattice_vectors)
+                off_proposed = self._no_lattice(dict(out, qx=proposed[0], qy=proposed[1]), ~beam, self.search_px,
+                                                proposed_lattice_vectors)
+                off = off_proposed & self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
             else:
                 off = self._no_lattice(out, ~beam, self.search_px, proposed_lattice_vectors)
-            keep = ~(judged & off)
+            if touching.any():
+                lone = off_proposed.copy()
+                q_px = np.column_stack(proposed) / self.dq_invA
+                lone[~beam] &= ~row_partners(out["pattern"][~beam], q_px[~beam], self.search_px)
+                off = np.where(touching, lone, off)
+            keep = ~((judged | touching) & off)
             out = {k: v[keep] for k, v in out.items()}
         if out["unsure"].any():
             keep = ~out["unsure"] | self._on_lattice(out, LATTICE_TOL_PX if refined else self.search_px)

@@ -320,6 +320,26 @@ def lattice_members(strong_px: np.ndarray, q_px: np.ndarray, tol_px: float, enou
     return (np.hypot(*(q - hk @ best).T) < tol_px) & hk.any(axis=1)
 
 
+def row_partners(b, q_px: np.ndarray, tol_px: float) -> np.ndarray:
+    """Per vector (pattern ``b``, ``q_px`` (N, 2) px from the beam): whether another vector of its pattern lies
+    within ``tol_px`` of a nonzero integer multiple of it, or it of the other's: the two on one systematic
+    row through the beam (g and −g, g and 2g), as a crystal's reflections beside the beam are and a lone
+    speckle grain is not."""
+    b, q = np.asarray(b), np.asarray(q_px, np.float64).reshape(-1, 2)
+    out = np.zeros(len(b), bool)
+    for k in np.unique(b):
+        idx = np.flatnonzero(b == k)
+        if len(idx) < 2:
+            continue
+        v = q[idx]
+        n = np.round(v @ v.T / np.einsum("id,id->i", v, v)[:, None])  # (i, j): v_j ≈ n v_i
+        off = np.hypot(*(v[None] - n[..., None] * v[:, None]).transpose(2, 0, 1))
+        pair = (off < tol_px) & (n != 0)
+        np.fill_diagonal(pair, False)
+        out[idx] = (pair | pair.T).any(axis=1)
+    return out
+
+
 def small_disks(disk_radius_px: float, q_pixel_size_invA: float) -> bool:
     """Whether disks of this radius (detector px at this Å⁻¹/px) are separate in any lattice of a few Å."""
     return disk_radius_px * q_pixel_size_invA <= MAX_SMALL_DISK_INVA
