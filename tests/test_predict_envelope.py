@@ -28,6 +28,11 @@ from fourdcrystal.learning.augment import Augmenter
 from fourdcrystal.simulation.examples import amorphous_film_cbed, srtio3, zone_axis_cbed
 
 
+# a counting detector's shot noise alone: no background, blur, descan, distortion or defective pixels
+SHOT_NOISE_ONLY = {"background_const": [0.0, 0.0], "background_diffuse": [0.0, 0.0], "blur_px": [0.0, 0.0],
+                   "origin_shift_px": 0.0, "ellipticity": 0.0, "hot_pixel_fraction": 0.0, "dead_pixel_fraction": 0.0}
+
+
 @pytest.fixture(scope="module")
 def shipped():
     model, geo, meta = predict.load_model(None, "cpu")
@@ -95,10 +100,7 @@ def test_a_films_speckle_under_shot_noise_alone_finds_no_chance_lattice(tmp_path
     geo = Geometry(box_A=50.0, gpts=384, detector_px=256, thicknesses_A=(100.0,), slice_thickness_A=2.0)
     film = amorphous_film_cbed(geo, 80e3, 3.5, thickness_A=200.0)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
-    shot_noise_only = {"background_const": [0.0, 0.0], "background_diffuse": [0.0, 0.0], "blur_px": [0.0, 0.0],
-                       "origin_shift_px": 0.0, "ellipticity": 0.0, "hot_pixel_fraction": 0.0,
-                       "dead_pixel_fraction": 0.0}
-    aug = Augmenter({**cfg, **shot_noise_only})
+    aug = Augmenter({**cfg, **SHOT_NOISE_ONLY})
     rng = np.random.default_rng(11)
     pats = [aug.apply(film["cbed"], film["probe"], rng, dose=1e5) for _ in range(24)]
     df = _vectors(np.stack(pats).reshape(4, 6, 256, 256), film["probe"], shipped, geo.dk_invA, tmp_path / "film")
@@ -148,10 +150,7 @@ def test_a_hexagonal_zone_axis_is_found_without_painting_a_lattice(tmp_path, shi
     geo = rectangular_geometry(cut, cells, 384, 256, (300.0,))
     ex = zone_axis_cbed(cut, (0, 0, 1), geo, thickness_A=300.0, energy_eV=200e3, semiangle_mrad=2.0)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
-    shot_noise_only = {"background_const": [0.0, 0.0], "background_diffuse": [0.0, 0.0], "blur_px": [0.0, 0.0],
-                       "origin_shift_px": 0.0, "ellipticity": 0.0, "hot_pixel_fraction": 0.0,
-                       "dead_pixel_fraction": 0.0}
-    aug = Augmenter({**cfg, **shot_noise_only})
+    aug = Augmenter({**cfg, **SHOT_NOISE_ONLY})
     rng = np.random.default_rng(3)
     pats = [aug.apply(ex["cbed"], ex["probe"], rng, dose=1e5) for _ in range(4)]
     df = _vectors(np.stack(pats).reshape(2, 2, 256, 256), ex["probe"], shipped, geo.dk_invA, tmp_path / "gan")
@@ -185,11 +184,8 @@ def test_disks_smaller_than_a_pixel_are_found_and_hot_pixels_are_not(tmp_path, s
     geo = Geometry(box_A=16 * 3.905, gpts=384, detector_px=256, thicknesses_A=(50.0,), slice_thickness_A=2.0)
     ex = zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=50.0, energy_eV=60e3, semiangle_mrad=0.5)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
-    shot_noise_only = {"background_const": [0.0, 0.0], "background_diffuse": [0.0, 0.0], "blur_px": [0.0, 0.0],
-                       "origin_shift_px": 0.0, "ellipticity": 0.0, "hot_pixel_fraction": 0.0,
-                       "dead_pixel_fraction": 0.0}
     rng = np.random.default_rng(4)
-    counted = Augmenter({**cfg, **shot_noise_only, "hot_pixel_fraction": cfg["hot_pixel_fraction"]})
+    counted = Augmenter({**cfg, **SHOT_NOISE_ONLY, "hot_pixel_fraction": cfg["hot_pixel_fraction"]})
     t_px = np.column_stack([ex["truth"]["qx_px"], ex["truth"]["qy_px"]]) - geo.center_px
     for name, pats, most_off in (("noise-free", [ex["cbed"]] * 4, 0),
                                  ("1e5 with hot pixels",
