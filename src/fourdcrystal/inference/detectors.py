@@ -62,8 +62,9 @@ class MeasuredPattern:
     ring is judged against the circle about the beam through it instead (``evidence.RING_CLEAR_RADII``),
     and a disk that overlaps a neighbour keeps the network's position (``refine.MIN_SPACING_RADII``: the
     correlation would pull it toward that neighbour). On a low-dose pattern the other points of its kept
-    vectors' lattice where the pattern shows a disk are added (``_lattice_completed``). Last, each pattern's
-    vectors are placed on the least-squares lattice of those on it (``refine.lattice_placed``;
+    vectors' lattice where the pattern shows a disk are added (``_lattice_completed``). A disk smaller than a
+    pixel stands only on its pattern's lattice (``_lattice_members``: it looks like a hot pixel). Last, each
+    pattern's vectors are placed on the least-squares lattice of those on it (``refine.lattice_placed``;
     ``lattice_positions=False``: neither)."""
 
     def __init__(self, inputs: ModelInput, q_pixel_size_invA: float, model_pixel_invA: float, *,

@@ -35,7 +35,10 @@ On a flat background (vacuum, a detector without beam) a vector survives with pr
   noise-free pattern, 3.75 at 1e5 e⁻), so there a vector placed on the pattern stands only when at least
   ``MIN_LATTICE_VECTORS`` of its pattern's vectors lie on one lattice through the beam (``lattice_support``),
   as measured or as the network proposed them (within its looser uncertainty most of them,
-  ``proposed_lattice_vectors``): a crystal's reflections do, speckles do not.
+  ``proposed_lattice_vectors``): a crystal's reflections do, speckles do not. A disk touching a neighbour
+  (not refined) is judged on the network's positions, where it may also stand on a row through the beam with
+  another vector (``row_partners``). A disk smaller than a pixel (``HOT_PIXEL_MIN_RADIUS_PX``) must itself
+  lie on its pattern's lattice, whatever its background: it looks like a hot pixel.
 * faint disks: the network's V_g peaks of faint small disks fall below the stamped threshold, under ~2e4
   electrons per pattern and, at any dose, for a thick crystal's weak orders; so it proposes small disks down
   to ``LOW_DOSE_THRESHOLD_FACTOR`` × the stamped threshold, and what only that lower threshold proposes
@@ -141,7 +144,8 @@ CIRCLE_POINTS = 64  # samples of the circle about the beam through an overlappin
 # a disk of a smaller radius puts its electrons on one pixel (0.5 mrad at 60 kV on a 0.02 Å⁻¹/px detector:
 # r = 0.48 px), as a hot pixel does: its brightest pixel is the disk and stays in its sums (left out, every
 # such disk of a noise-free or unblurred pattern failed the test: benchmarks/RESULTS.md, "Disks smaller
-# than a pixel"); hot pixels there are left to the network, trained with them, and to the lattice rule
+# than a pixel"); so each such vector must lie on its pattern's lattice (detectors.MeasuredPattern), which
+# hot pixels do not
 HOT_PIXEL_MIN_RADIUS_PX = 1.0
 SECTORS = 8  # the ring's sectors, each about a disk's area: the scale of a film's speckle
 NEIGHBOURS = 8  # a disk's nearest neighbours whose disks are left out of its background

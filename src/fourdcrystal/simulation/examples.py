@@ -1,9 +1,10 @@
 """Ready-made physical examples for tests, benchmarks and docs: real multislice, known crystallography.
 
 ``srtio3()`` is cubic SrTiO3 (perovskite, a = 3.905 Å), a crystal the shipped pretrained model never
-saw in training, ``gan()`` wurtzite GaN; ``zone_axis_cbed`` simulates one noise-free CBED of any structure along a zone axis
-on a model's detector grid (abTEM, the workflow's own multislice) and returns the kinematic
-reflections of the same orientation as crystallographic truth.
+saw in training, ``gan()`` wurtzite GaN; ``zone_axis_cbed`` simulates one noise-free CBED of any
+structure along a zone axis on a model's detector grid (abTEM, the workflow's own multislice) and returns
+the kinematic reflections of the same orientation as crystallographic truth; ``rectangular_cell`` re-cuts
+a crystal whose zone axis has a rectangular or hexagonal cell into a box of whole cells.
 """
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ def rectangular_cell(structure, rows, box_A: float, max_stretch: float = 0.012):
     if max(abs(angle - 90.0) for angle in cut.lattice.angles) > 1e-6:
         raise ValueError(f"rows {rows} do not give an orthogonal cell of {structure.composition.reduced_formula}")
     px, py, pz = cut.lattice.abc
-    fits = [(n_x, max(1, round(n_x * px / py))) for n_x in range(1, 400) if 0.75 * box_A <= n_x * px <= 1.35 * box_A]
+    fits = [(n_x, max(1, round(n_x * px / py))) for n_x in range(1, 400)
+            if 0.75 * box_A <= n_x * px <= 1.35 * box_A]
     n_x, n_y = min(fits, key=lambda n: abs(n[0] * px / (n[1] * py) - 1))
     stretch = n_x * px / (n_y * py)
     if abs(stretch - 1) > max_stretch:
@@ -142,4 +144,5 @@ def rectangular_geometry(structure, cells: tuple[int, int], gpts_at_least: int, 
     positions): the least multiple of lcm(n_x, n_y) ≥ ``gpts_at_least``."""
     step = int(np.lcm(*cells))
     return Geometry(box_A=cells[0] * structure.lattice.a, gpts=step * int(np.ceil(gpts_at_least / step)),
-                    detector_px=detector_px, thicknesses_A=tuple(thicknesses_A), slice_thickness_A=slice_thickness_A)
+                    detector_px=detector_px, thicknesses_A=tuple(thicknesses_A),
+                    slice_thickness_A=slice_thickness_A)
