@@ -39,6 +39,14 @@ def shipped():
     return model, geo, predict.peak_settings(meta)
 
 
+def _shot_noise_scan(pattern, probe, scan_shape, seed, dose=1e5, **augment):
+    """A scan of ``pattern`` under a counting detector's shot noise (``SHOT_NOISE_ONLY``, ``augment`` on top)."""
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
+    aug, rng = Augmenter({**cfg, **SHOT_NOISE_ONLY, **augment}), np.random.default_rng(seed)
+    pats = [aug.apply(pattern, probe, rng, dose=dose) for _ in range(int(np.prod(scan_shape)))]
+    return np.stack(pats).reshape(*scan_shape, *pattern.shape)
+
+
 def _vectors(cube, probe, shipped, dq, out):
     model, geo, ps = shipped
     predict.predict_cube(Cube(array=cube.astype(np.float32), path="test"), probe, model, geo, dq, out,
@@ -99,11 +107,8 @@ def test_a_films_speckle_under_shot_noise_alone_finds_no_chance_lattice(tmp_path
     a pattern has there (evidence.proposed_lattice_vectors) keeps 0.125 (0.04)."""
     geo = Geometry(box_A=50.0, gpts=384, detector_px=256, thicknesses_A=(100.0,), slice_thickness_A=2.0)
     film = amorphous_film_cbed(geo, 80e3, 3.5, thickness_A=200.0)
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
-    aug = Augmenter({**cfg, **SHOT_NOISE_ONLY})
-    rng = np.random.default_rng(11)
-    pats = [aug.apply(film["cbed"], film["probe"], rng, dose=1e5) for _ in range(24)]
-    df = _vectors(np.stack(pats).reshape(4, 6, 256, 256), film["probe"], shipped, geo.dk_invA, tmp_path / "film")
+    cube = _shot_noise_scan(film["cbed"], film["probe"], (4, 6), seed=11)
+    df = _vectors(cube, film["probe"], shipped, geo.dk_invA, tmp_path / "film")
     beyond_beam = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
     assert len(beyond_beam) / 24 <= 0.25, f"{len(beyond_beam) / 24} vectors per pattern"
 
@@ -149,11 +154,8 @@ def test_a_hexagonal_zone_axis_is_found_without_painting_a_lattice(tmp_path, shi
     cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A=50.0)
     geo = rectangular_geometry(cut, cells, 384, 256, (300.0,))
     ex = zone_axis_cbed(cut, (0, 0, 1), geo, thickness_A=300.0, energy_eV=200e3, semiangle_mrad=2.0)
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
-    aug = Augmenter({**cfg, **SHOT_NOISE_ONLY})
-    rng = np.random.default_rng(3)
-    pats = [aug.apply(ex["cbed"], ex["probe"], rng, dose=1e5) for _ in range(4)]
-    df = _vectors(np.stack(pats).reshape(2, 2, 256, 256), ex["probe"], shipped, geo.dk_invA, tmp_path / "gan")
+    cube = _shot_noise_scan(ex["cbed"], ex["probe"], (2, 2), seed=3)
+    df = _vectors(cube, ex["probe"], shipped, geo.dk_invA, tmp_path / "gan")
     found = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
     truth = ex["truth"]
     t_px = np.column_stack([truth["qx_px"], truth["qy_px"]]) - geo.center_px
@@ -184,14 +186,12 @@ def test_disks_smaller_than_a_pixel_are_found_and_hot_pixels_are_not(tmp_path, s
     geo = Geometry(box_A=16 * 3.905, gpts=384, detector_px=256, thicknesses_A=(50.0,), slice_thickness_A=2.0)
     ex = zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=50.0, energy_eV=60e3, semiangle_mrad=0.5)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
-    rng = np.random.default_rng(4)
-    counted = Augmenter({**cfg, **SHOT_NOISE_ONLY, "hot_pixel_fraction": cfg["hot_pixel_fraction"]})
     t_px = np.column_stack([ex["truth"]["qx_px"], ex["truth"]["qy_px"]]) - geo.center_px
-    for name, pats, most_off in (("noise-free", [ex["cbed"]] * 4, 0),
-                                 ("1e5 with hot pixels",
-                                  [counted.apply(ex["cbed"], ex["probe"], rng, dose=1e5) for _ in range(16)], 2)):
-        n = len(pats)
-        df = _vectors(np.stack(pats).reshape(n // 4, 4, 256, 256), ex["probe"], shipped, geo.dk_invA, tmp_path / name)
+    hot = {"hot_pixel_fraction": cfg["hot_pixel_fraction"]}
+    for name, cube, most_off in (("noise-free", np.broadcast_to(ex["cbed"], (1, 4, 256, 256)), 0),
+                                 ("1e5 with hot pixels", _shot_noise_scan(ex["cbed"], ex["probe"], (4, 4), 4, **hot), 2)):
+        n = cube.shape[0] * cube.shape[1]
+        df = _vectors(cube, ex["probe"], shipped, geo.dk_invA, tmp_path / name)
         found = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
         off = sum(len(v) - len(match(v[["qx", "qy"]].to_numpy() / geo.dk_invA, t_px, 0.5)[0])
                   for _, v in found.groupby(["rx", "ry"]))
