@@ -233,6 +233,31 @@ def test_help_imports_nothing_heavy_and_predict_only_torch(tmp_path, scan):
                           "--out", tmp_path / "o", "--quiet") == "['torch']"
 
 
+def test_nan_and_inf_pixels_are_read_as_dead_ones(tmp_path, scan, capsys):
+    """A file with masked pixels (a NaN detector row, an Inf pixel, as flat-field corrections and masked gaps
+    write them) gives the vectors of the same scan with those pixels at 0, and says how many it read so;
+    before, one NaN pixel made every vector of its pattern vanish, the beam's too. A NaN in the probe is
+    read as 0 as well."""
+    cube, probe = scan
+    masked = cube.copy()
+    masked[:, :, 3, :] = np.nan
+    masked[:, :, 40, 7] = np.inf
+    clean = np.where(np.isfinite(masked), masked, 0).astype(np.float32)
+    nan_probe = probe.copy()
+    nan_probe[0, :] = np.nan
+    for name, data, pr in (("clean", clean, probe), ("masked", masked, nan_probe)):
+        np.save(tmp_path / f"{name}.npy", data)
+        np.save(tmp_path / f"{name}_probe.npy", pr)
+        assert _run(["predict", tmp_path / f"{name}.npy", "--probe", tmp_path / f"{name}_probe.npy", "--out",
+                     tmp_path / name, "--q-pixel-size", DQ, "--quiet"]) == 0
+    n_bad = int((~np.isfinite(masked)).sum())
+    assert f"note: {n_bad} pixels of the scan were NaN or ±Inf" in capsys.readouterr().out
+    assert json.loads((tmp_path / "masked" / "summary.json").read_text())["nonfinite_pixels_read_as_0"] == n_bad
+    a, b = (pd.read_parquet(tmp_path / name / "bragg_vectors.parquet") for name in ("masked", "clean"))
+    assert len(a) > 6
+    pd.testing.assert_frame_equal(a, b)
+
+
 def test_the_console_entry_ends_without_teardown_but_with_every_output_and_exit_code(tmp_path, scan):
     """``cli.entry`` (the console script, ``python -m fourdcrystal.cli``) ends the process by ``os._exit``
     after ``main``: what predict printed reaches a pipe, its outputs are whole and equal to an in-process

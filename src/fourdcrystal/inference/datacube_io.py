@@ -59,6 +59,7 @@ class Cube:
     _keep: list = field(default_factory=list, repr=False)  # open file handles
     scan_shape: tuple[int, int] | None = None  # set for 3-D stacks (or to re-shape a scan)
     scan_bin: int = 1  # each pattern read sums scan_bin × scan_bin recorded scan positions (bin_scan)
+    nonfinite_px: int = 0  # NaN / ±Inf pixels read so far, each read as 0
 
     def __post_init__(self):
         raw = tuple(int(s) for s in self.array.shape)
@@ -121,7 +122,19 @@ class Cube:
         return np.concatenate(out) if out else np.zeros((0,) + det, np.float32)
 
     def _read_recorded(self, start: int, stop: int) -> np.ndarray:
-        """Recorded patterns with flattened scan index in [start, stop), native float32 (n, Qx, Qy)."""
+        """Recorded patterns with flattened scan index in [start, stop), native float32 (n, Qx, Qy). A pixel
+        the file holds as NaN or ±Inf (a masked detector gap, a division by a dead flat-field pixel) is read
+        as 0, as a dead pixel reads, and counted (``nonfinite_px``): one such pixel made every vector of
+        its pattern vanish, the beam's too."""
+        x = self._read_stored(start, stop)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            self.nonfinite_px += int(bad.sum())
+            x = np.where(bad, np.float32(0.0), x)
+        return x
+
+    def _read_stored(self, start: int, stop: int) -> np.ndarray:
+        """``_read_recorded`` as the file holds them."""
         a = self.array
         det = self.recorded_shape[2:]
         if isinstance(a, np.memmap) and a.flags.c_contiguous and stop > start:
@@ -326,6 +339,7 @@ def open_probe(path: str | Path, dataset: str | None = None) -> tuple[np.ndarray
     """A vacuum probe image; a stack or 4-D cube of vacuum patterns is averaged."""
     cube = open_array(path, dataset, ndim=2)
     a = np.asarray(cube.array[...], dtype=np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)  # NaN / ±Inf pixels as dead ones, as the patterns' (Cube.read)
     a = a.reshape(tuple(n for n in a.shape if n > 1) or a.shape)
     if a.ndim > 2:
         a = a.reshape((-1,) + a.shape[-2:]).mean(axis=0)

@@ -148,13 +148,15 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32",
            "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network",
            "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice"}
+    cube.nonfinite_px = 0  # counted over the detector's reads only
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         summary, examples, bvm = _stream(cube, detector, inputs, guess, tmp, dq, int(batch or DEFAULT_BATCH[dev_type]),
                                          device, center, progress)
         summary.update(q_pixel_size_invA=dq, model_dk_invA=geometry.dk_invA, model_detector_px=geometry.detector_px,
                        **run, input=cube.path, source=cube.source, scan_shape=list(cube.shape[:2]),
-                       pattern_shape=list(cube.shape[2:]), scan_bin=cube.scan_bin, **(meta or {}))
+                       pattern_shape=list(cube.shape[2:]), scan_bin=cube.scan_bin,
+                       nonfinite_pixels_read_as_0=cube.nonfinite_px, **(meta or {}))
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         write_index(tmp, examples, bvm, dq, page_settings(summary))
     return summary
@@ -343,6 +345,9 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
                            progress=not args.quiet, lattice_positions=not args.measured_positions)
     print(f"input: {cube.source or cube.path}; probe: {summary['probe']['path']}; calibration: "
           f"{summary['q_pixel_size_invA']:.6g} 1/Å per px ({calibration})")
+    if summary["nonfinite_pixels_read_as_0"]:
+        print(f"note: {summary['nonfinite_pixels_read_as_0']} pixels of the scan were NaN or ±Inf and were read as 0 "
+              "(masked or defective detector pixels)")
     print(f"{summary['n_vectors']} Bragg vectors from {summary['n_patterns']} patterns "
           f"({summary['patterns_per_s']:.1f} patterns/s) -> {args.out} (open {args.out}/index.html)")
     return 0
