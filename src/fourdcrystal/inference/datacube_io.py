@@ -126,11 +126,8 @@ class Cube:
         the file holds as NaN or ±Inf (a masked detector gap, a division by a dead flat-field pixel) is read
         as 0, as a dead pixel reads, and counted (``nonfinite_px``): one such pixel made every vector of
         its pattern vanish, the beam's too."""
-        x = self._read_stored(start, stop)
-        bad = ~np.isfinite(x)
-        if bad.any():
-            self.nonfinite_px += int(bad.sum())
-            x = np.where(bad, np.float32(0.0), x)
+        x, n_bad = finite_pixels(self._read_stored(start, stop))
+        self.nonfinite_px += n_bad
         return x
 
     def _read_stored(self, start: int, stop: int) -> np.ndarray:
@@ -335,11 +332,19 @@ def open_datacube(path: str | Path, dataset: str | None = None, scan_shape: tupl
     return cube
 
 
+def finite_pixels(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """``a`` with its NaN and ±Inf pixels read as 0, as a dead pixel reads (a masked detector gap, a division
+    by a dead flat-field pixel), and how many there were; ``a`` itself where there are none."""
+    bad = ~np.isfinite(a)
+    n_bad = int(bad.sum())
+    return (np.where(bad, a.dtype.type(0), a) if n_bad else a), n_bad
+
+
 def open_probe(path: str | Path, dataset: str | None = None) -> tuple[np.ndarray, Cube]:
     """A vacuum probe image; a stack or 4-D cube of vacuum patterns is averaged."""
     cube = open_array(path, dataset, ndim=2)
     a = np.asarray(cube.array[...], dtype=np.float64)
-    a = np.where(np.isfinite(a), a, 0.0)  # NaN / ±Inf pixels as dead ones, as the patterns' (Cube.read)
+    a, _ = finite_pixels(a)
     a = a.reshape(tuple(n for n in a.shape if n > 1) or a.shape)
     if a.ndim > 2:
         a = a.reshape((-1,) + a.shape[-2:]).mean(axis=0)
