@@ -39,6 +39,9 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--py4dstem-settings run.json]   (py4DSTEM with another run's settings instead of tuning them)
         [--precision fp32|bf16|auto]   (the network's arithmetic; default fp32)
         [--crystals rectangular]   (Si [110], GaN and MoS2 [0001] instead of the [001] set)
+        [--quad-cross GAIN] [--bad-pixels auto|none]   (a quad detector's cross through the beam: the two
+            central rows and columns of every pattern and of the probe count GAIN × — 2.5 for its wide pixels,
+            0 for a gap written as 0 — and `predict` finds and fills it, or not)
 """
 from __future__ import annotations
 
@@ -181,6 +184,18 @@ def recorded(frame: pd.DataFrame, distortions: list) -> list:
 # the network's arithmetic (``--precision``): fp32 unless asked, so that figures compare across machines;
 # ``auto`` is what `predict` runs by default (bf16 on a CPU with AMX tiles, ``detectors.auto_bf16``)
 PRECISION = "fp32"
+# --quad-cross / --bad-pixels: the detector's cross (None: none) and `predict`'s bad-pixel search
+QUAD_GAIN, BAD_PIXELS = None, "auto"
+
+
+def quad_cross(a: np.ndarray) -> np.ndarray:
+    """``a`` (…, Qx, Qy) as a quad detector records it: its two central rows and columns × QUAD_GAIN."""
+    if QUAD_GAIN is None:
+        return a
+    a, c = np.array(a, dtype=np.float32), int(DETECTOR.center_px)
+    a[..., c - 1:c + 1, :] *= QUAD_GAIN
+    a[..., :, c - 1:c + 1] *= QUAD_GAIN
+    return a
 
 
 def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classical: dict | None, tmp: Path,
@@ -190,10 +205,10 @@ def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classica
     ``DETECTOR``, as ``set_detector`` left it — the negatives' film and probe are simulated on it)."""
     dq = DETECTOR.dk_invA if dq is None else dq
     out = tmp / f"run-{time.perf_counter_ns()}"
-    predict.predict_cube(Cube(array=cube, path="bench"), probe, model, mgeo, dq, out, progress=False,
-                         threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
+    predict.predict_cube(Cube(array=quad_cross(cube), path="bench"), quad_cross(probe), model, mgeo, dq, out,
+                         progress=False, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
                          baseline="classical" if classical is not None else None, classical_settings=classical,
-                         precision=PRECISION)
+                         precision=PRECISION, bad_pixels=BAD_PIXELS)
     df = pd.read_parquet(out / "bragg_vectors.parquet")
     c = DETECTOR.center_px
     df = df.assign(qx_px=c + df["qx"] / dq, qy_px=c + df["qy"] / dq)
@@ -338,9 +353,13 @@ def main() -> int:
                          "(rectangular and hexagonal patterns; validation crystal Cu [001] in both)")
     ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                     help="the network's arithmetic (default fp32; auto: as `predict` runs by default here)")
+    ap.add_argument("--quad-cross", type=float, default=None, metavar="GAIN",
+                    help="the two central detector rows and columns count GAIN × (a quad detector's cross)")
+    ap.add_argument("--bad-pixels", choices=("auto", "none"), default="auto",
+                    help="predict's bad-pixel search (auto, as `predict` runs by default) or none")
     a = ap.parse_args()
-    global PRECISION
-    PRECISION = a.precision
+    global PRECISION, QUAD_GAIN, BAD_PIXELS
+    PRECISION, QUAD_GAIN, BAD_PIXELS = a.precision, a.quad_cross, a.bad_pixels
     if a.detector:
         set_detector(int(a.detector[0]), a.detector[1])
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -373,7 +392,8 @@ def main() -> int:
     by_dose = pooled(recs, ["dose", "detector"])
     corners = pooled(recs, ["energy_kV", "semiangle_mrad", "thickness_nm", "dose", "detector"])
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].max()
-    print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}, crystals: {', '.join(names[1:])}): "
+    print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}, crystals: {', '.join(names[1:])}"
+          f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}): "
           f"{len(test)} crystal × energy sets, "
           f"{len(recs) // 4} pattern sets × {SCAN * SCAN} positions; simulation {t_sim:.0f} s, "
           f"model {a.model or 'shipped'} (peak settings {ps}, {a.precision}); py4DSTEM "

@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -141,7 +143,17 @@ def test_vectors_do_not_depend_on_the_detector_sampling(tmp_path, shipped):
         f"vectors differ by up to {err.max():.3f} model px (median {np.median(err):.3f})"
 
 
-def test_a_hexagonal_zone_axis_is_found_without_painting_a_lattice(tmp_path, shipped):
+@pytest.fixture(scope="module")
+def gan_200kv():
+    """GaN [0001] at 200 kV, 2 mrad, 30 nm on a 256 px detector at 1/60.6 Å⁻¹: (geometry, simulated pattern)."""
+    from fourdcrystal.simulation.examples import RECTANGULAR_CELL_ROWS, gan, rectangular_cell, rectangular_geometry
+
+    cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A=50.0)
+    geo = rectangular_geometry(cut, cells, 384, 256, (300.0,))
+    return geo, zone_axis_cbed(cut, (0, 0, 1), geo, thickness_A=300.0, energy_eV=200e3, semiangle_mrad=2.0)
+
+
+def test_a_hexagonal_zone_axis_is_found_without_painting_a_lattice(tmp_path, shipped, gan_200kv):
     """GaN [0001] (wurtzite: a hexagonal pattern, where bench_accuracy's main set has only square [001] cells)
     at 200 kV, 2 mrad, 30 nm on a 256 px detector at 1/60.6 Å⁻¹ (unlike the model's 128 px at 1/32), as a
     2×2 scan at 1e5 e⁻ with shot noise alone: every vector `predict` reports lies on a kinematic reflection
@@ -149,11 +161,7 @@ def test_a_hexagonal_zone_axis_is_found_without_painting_a_lattice(tmp_path, shi
     crystal is re-cut into its orthogonal cell and stretched 0.3 % so that the box holds whole cells
     (``examples.rectangular_cell``). Measured 2026-12-02 (two noise draws and noise-free): 35.5–37 vectors
     per pattern, none off, none of the 48 missed, median 0.03 px and at most 0.10 px from the truth."""
-    from fourdcrystal.simulation.examples import RECTANGULAR_CELL_ROWS, gan, rectangular_cell, rectangular_geometry
-
-    cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A=50.0)
-    geo = rectangular_geometry(cut, cells, 384, 256, (300.0,))
-    ex = zone_axis_cbed(cut, (0, 0, 1), geo, thickness_A=300.0, energy_eV=200e3, semiangle_mrad=2.0)
+    geo, ex = gan_200kv
     cube = _shot_noise_scan(ex["cbed"], ex["probe"], (2, 2), seed=3)
     df = _vectors(cube, ex["probe"], shipped, geo.dk_invA, tmp_path / "gan")
     found = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
@@ -202,3 +210,32 @@ def test_disks_smaller_than_a_pixel_are_found_and_hot_pixels_are_not(tmp_path, s
     df = _vectors(np.stack(pats).reshape(4, 4, 256, 256), ex["probe"], shipped, geo.dk_invA, tmp_path / "vacuum")
     beyond_beam = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
     assert len(beyond_beam) / 16 <= 0.5, f"vacuum with hot pixels: {len(beyond_beam) / 16} vectors per pattern"
+
+
+@pytest.mark.parametrize("gain", [2.5, 0.0])
+def test_a_quad_detectors_cross_through_the_beam_is_filled_in(tmp_path, shipped, gan_200kv, gain):
+    """A Medipix quad detector's cross (two rows and two columns through the detector's centre, here through
+    the beam) counting 2.5 × (its wider pixels) or nothing (a gap written as 0), in the scan and in the vacuum
+    probe recorded on it, or with no probe at all: `predict` finds the cross (``bad_pixels``), and its vectors
+    are those of the clean scan. Before, the 2.5 × cross left only the beam (1.0 vector per pattern) and the
+    dead one shrank the synthesized probe to half its radius (3.2 vectors per pattern, 2 of them off)."""
+    geo, ex = gan_200kv
+    clean = _shot_noise_scan(ex["cbed"], ex["probe"], (2, 2), seed=3)
+    ref = _vectors(clean, ex["probe"], shipped, geo.dk_invA, tmp_path / "clean")
+    c = int(geo.center_px)
+
+    def cross(a):
+        a = np.array(a, dtype=np.float32)
+        a[..., c - 1:c + 1, :] *= gain
+        a[..., :, c - 1:c + 1] *= gain
+        return a
+
+    for name, probe in (("probe", cross(ex["probe"])), ("synthesized", None)):
+        df = _vectors(cross(clean), probe, shipped, geo.dk_invA, tmp_path / name)
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["bad_pixels"]["n"] == 4 * 256 - 4, summary["bad_pixels"]
+        for (rx, ry), v in ref.groupby(["rx", "ry"]):
+            got = df[(df["rx"] == rx) & (df["ry"] == ry)]
+            a, b = (d[["qx", "qy"]].to_numpy() / geo.dk_invA for d in (v, got))
+            near = match(a, b, 0.2)[0]
+            assert len(near) >= 0.9 * len(a) and len(b) <= 1.1 * len(a), (name, len(a), len(b), len(near))

@@ -328,3 +328,26 @@ def test_bad_bin_scan(tmp_path, scan, model_file, capsys, n):
     np.save(tmp_path / "s.npy", cube)
     _bad(tmp_path, ["predict", tmp_path / "s.npy", "--bin-scan", n, "--q-pixel-size", DQ, "--model", model_file],
          capsys, "--bin-scan")
+
+
+def test_a_bad_pixel_mask_file_fills_those_pixels(tmp_path, scan, reference, model_file, capsys):
+    """`--bad-pixels MASK`: a dead two-column band across every pattern (a gap written as 0) and masked by the
+    user's file is read as its neighbours' mean, so the vectors are those of the intact scan; summary.json and
+    the printed note count the masked pixels. A mask of another shape stops with one line, exit 2."""
+    cube, probe = scan
+    dead = cube.copy()
+    dead[..., :, 20:22] = 0.0
+    mask = np.zeros(cube.shape[2:], np.uint8)
+    mask[:, 20:22] = 1
+    np.save(tmp_path / "dead.npy", dead)
+    np.save(tmp_path / "mask.npy", mask)
+    df, out = _vectors(tmp_path, "masked", tmp_path / "dead.npy", model_file, "--probe", tmp_path / "probe.npy",
+                       "--q-pixel-size", DQ, "--bad-pixels", tmp_path / "mask.npy")
+    bad = json.loads((out / "summary.json").read_text())["bad_pixels"]
+    assert bad["n"] == 2 * cube.shape[2] and bad["from the given mask"] == 2 * cube.shape[2], bad
+    assert f"note: {2 * cube.shape[2]} (" in capsys.readouterr().out
+    assert len(df) == len(reference)
+    assert np.abs(df[["qx_px", "qy_px"]].to_numpy() - reference[["qx_px", "qy_px"]].to_numpy()).max() < 0.1
+    np.save(tmp_path / "small_mask.npy", mask[:-1])
+    _bad(tmp_path, ["predict", tmp_path / "dead.npy", "--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ,
+                    "--bad-pixels", tmp_path / "small_mask.npy"], capsys, "bad-pixel mask")

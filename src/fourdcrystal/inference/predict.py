@@ -39,11 +39,12 @@ import torch
 
 from fourdcrystal.inference import peaks
 from fourdcrystal.atomic import atomic_path
+from fourdcrystal.inference.bad_pixels import find_bad_pixels, read_mask
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
 from fourdcrystal.inference.model_input import ModelInput
-from fourdcrystal.inference.probe_synth import probe_from_scan
+from fourdcrystal.inference.probe_synth import probe_from_scan, sample_patterns
 from fourdcrystal.inference.writers import VectorWriter, write_index
 
 log = logging.getLogger("fourdcrystal.inference.predict")
@@ -112,7 +113,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                  threshold: float | None = None, min_spacing_px: float | None = None, baseline: str | None = None,
                  classical_settings: dict | None = None, precision: str = "auto",
                  meta: dict | None = None, probe_info: dict | None = None, progress: bool = True,
-                 lattice_positions: bool = True) -> dict:
+                 lattice_positions: bool = True, bad_pixels: str | np.ndarray = "auto") -> dict:
     """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
 
     ``probe``: the vacuum probe image on the input detector, or None to synthesize one from the scan's
@@ -128,10 +129,18 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     end on 2-core CPUs with either (benchmarks/RESULTS.md, 2026-12-01 and 2026-12-02).
     ``lattice_positions``: each pattern's vectors placed on the least-squares lattice of its vectors
     through the beam (``refine.lattice_placed``); False: each where it was measured on its own disk.
+    ``bad_pixels``: "auto" (dead lines and lines of another gain found in the scan, ``bad_pixels.find_bad_pixels``),
+    a user's mask (True = bad; the lines found are added) or "none"; bad pixels of the patterns and of ``probe``
+    are read as their neighbours' mean.
     """
     _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry)
     threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
     min_spacing_px = peaks.DEFAULT_MIN_SPACING_PX if min_spacing_px is None else min_spacing_px
+    cube.bad_pixels = None
+    if not (isinstance(bad_pixels, str) and bad_pixels == "none"):
+        cube.bad_pixels = find_bad_pixels(sample_patterns(cube), None if isinstance(bad_pixels, str) else bad_pixels)
+        if probe is not None:
+            probe = cube.bad_pixels.repair(np.array(probe, dtype=np.float32))
     if probe is None:
         probe, probe_info = probe_from_scan(cube)
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
@@ -144,7 +153,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     else:
         detector = NetworkDetector(model, geometry, inputs, dq, threshold=threshold, min_spacing_px=min_spacing_px,
                                    device=device, use_bf16=use_bf16, lattice_positions=lattice_positions)
-    run = {"probe": probe_info or {"path": "given by the caller"}, "center": center,
+    run = {"probe": probe_info or {"path": "given by the caller"}, "center": center, "bad_pixels": (
+               {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
            "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32",
            "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network",
            "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice"}
@@ -172,6 +182,7 @@ def page_settings(s: dict) -> dict:
                if s.get("scan_bin", 1) > 1 else ""), "probe": p["path"] + disk,
            "calibration": f"{s['q_pixel_size_invA']:.6g} 1/Å per px ({s.get('calibration', 'given by the caller')})",
            "beam energy (eV)": s.get("energy_eV") or "not given", "detector": s["detector"],
+           "bad detector pixels (read as their neighbours' mean)": _bad_pixel_text(s.get("bad_pixels")),
            "model": s.get("model", "given by the caller"),
            "model grid": f"{s['model_detector_px']} px at {s['model_dk_invA']:.6g} 1/Å per px",
            "peak threshold (fraction of the direct beam's V_g)": s["threshold"],
@@ -182,6 +193,13 @@ def page_settings(s: dict) -> dict:
                                  f"({s['n_vectors'] / max(1, s['n_patterns']):.1f} per pattern)",
            "speed": f"{s['patterns_per_s']:.1f} patterns/s"}
     return out
+
+
+def _bad_pixel_text(b) -> str:
+    if not isinstance(b, dict):
+        return str(b)
+    kinds = ", ".join(f"{v} {k}" for k, v in b.items() if k != "n" and v)
+    return f"{b['n']}" + (f" ({kinds})" if kinds else "")
 
 
 def _check_inputs(cube: Cube, probe: np.ndarray | None, q_pixel_size_invA: float, precision: str, geometry) -> None:
@@ -262,6 +280,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sum each N×N block of scan positions into one pattern before detection (low-dose scans: "
                         "N² times the electrons per pattern, a scan N times coarser); --probe-from-region still "
                         "names recorded positions")
+    p.add_argument("--bad-pixels", default="auto", metavar="auto|none|MASK",
+                   help="detector pixels read as their neighbours' mean: auto = dead rows or columns and rows or "
+                        "columns of another gain (a quad detector's cross) found in the scan; MASK = a 2-D file of "
+                        "the detector's shape, nonzero where bad, plus what auto finds; none = read every pixel as is")
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--model", default=None, help=f"model checkpoint (default: {DEFAULT_MODEL})")
     p.add_argument("--q-pixel-size", type=float, default=None, help="reciprocal pixel size (1/Å per pixel)")
@@ -336,18 +358,22 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
     if energy and geometry.energies_eV and not (0.5 * min(geometry.energies_eV) <= energy <= 2 * max(geometry.energies_eV)):
         log.warning("beam energy %.0f eV is far from the training energies %s", energy, geometry.energies_eV)
     ps = peak_settings(meta, args.threshold, args.min_spacing)
+    bad = args.bad_pixels if args.bad_pixels in ("auto", "none") else read_mask(args.bad_pixels, cube.shape[2:])
     summary = predict_cube(cube, probe, model, geometry, float(q), args.out, batch=args.batch, device=args.device,
                            center=args.center, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
                            baseline=args.baseline, precision=args.precision,
                            classical_settings=meta.get("classical_settings"), probe_info=probe_info,
                            meta={"model": str(resolve_model(args.model)), "energy_eV": energy,
                                  "calibration": calibration},
-                           progress=not args.quiet, lattice_positions=not args.measured_positions)
+                           progress=not args.quiet, lattice_positions=not args.measured_positions, bad_pixels=bad)
     print(f"input: {cube.source or cube.path}; probe: {summary['probe']['path']}; calibration: "
           f"{summary['q_pixel_size_invA']:.6g} 1/Å per px ({calibration})")
     if summary["nonfinite_pixels_read_as_0"]:
         print(f"note: {summary['nonfinite_pixels_read_as_0']} pixels of the scan were NaN or ±Inf and were read as 0 "
               "(masked or defective detector pixels)")
+    if isinstance(summary["bad_pixels"], dict) and summary["bad_pixels"]["n"]:
+        print(f"note: {_bad_pixel_text(summary['bad_pixels'])} bad detector pixels were read as their neighbours' "
+              "mean (--bad-pixels)")
     print(f"{summary['n_vectors']} Bragg vectors from {summary['n_patterns']} patterns "
           f"({summary['patterns_per_s']:.1f} patterns/s) -> {args.out} (open {args.out}/index.html)")
     return 0

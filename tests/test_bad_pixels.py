@@ -1,0 +1,71 @@
+"""Bad detector pixels found in the scan and filled in (``inference.bad_pixels``).
+
+A quad detector's cross (two rows and two columns through the beam, counting 1.5–2.5 × or nothing) must be
+found exactly, on counted patterns at 1e4 e⁻; a pattern with rows of disks along the detector's axes, and
+one with a sub-pixel beam, must give none. Filled pixels read as their good neighbours' weighted mean.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fourdcrystal.inference.bad_pixels import BadPixels, find_bad_pixels
+
+Q = 128
+CROSS = slice(Q // 2 - 1, Q // 2 + 1)
+
+
+def _pattern(beam_radius_px=8.0, disk_radius_px=3.0, spacing_px=(21.0, 0.0), rows=(0.0, 17.0)):
+    """Beam disk at the centre plus a lattice of disks (basis ``spacing_px`` and ``rows``), on a weak background."""
+    i, j = np.indices((Q, Q)).astype(np.float64)
+    c = Q / 2 - 0.5
+    img = 1.0 / (1.0 + np.exp((np.hypot(i - c, j - c) - beam_radius_px) / 0.3)) + 0.002
+    for h in range(-3, 4):
+        for k in range(-3, 4):
+            if h or k:
+                x, y = c + h * spacing_px[0] + k * rows[0], c + h * spacing_px[1] + k * rows[1]
+                img += 0.2 / (1.0 + np.exp((np.hypot(i - x, j - y) - disk_radius_px) / 0.3))
+    return img
+
+
+def _counted(img, n=64, electrons=1e4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.poisson(img / img.sum() * electrons, size=(n, Q, Q)).astype(np.float32)
+
+
+@pytest.mark.parametrize("gain", [2.5, 1.5, 0.0])
+def test_a_quad_detectors_cross_is_found(gain):
+    scan = _counted(_pattern())
+    scan[:, CROSS, :] *= gain
+    scan[:, :, CROSS] *= gain
+    bad = find_bad_pixels(scan)
+    want = np.zeros((Q, Q), bool)
+    want[CROSS, :] = want[:, CROSS] = True
+    assert np.array_equal(bad.mask, want), (np.nonzero(bad.mask.all(1))[0], np.nonzero(bad.mask.all(0))[0])
+
+
+@pytest.mark.parametrize("kind", ["rows of disks along both axes", "small disks", "sub-pixel beam"])
+def test_patterns_without_a_defect_give_no_bad_pixels(kind):
+    img = {"rows of disks along both axes": _pattern(),
+           "small disks": _pattern(beam_radius_px=1.5, disk_radius_px=1.0, spacing_px=(9.0, 0.0), rows=(0.0, 9.0)),
+           "sub-pixel beam": _pattern(beam_radius_px=0.4, disk_radius_px=0.4)}[kind]
+    for electrons in (1e3, 1e5):
+        assert find_bad_pixels(_counted(img, electrons=electrons)).n == 0
+
+
+def test_bad_pixels_read_as_their_good_neighbours_mean():
+    mask = np.zeros((Q, Q), bool)
+    mask[10:13, :] = True  # a band three rows wide
+    mask[40, 40] = True
+    bp = BadPixels(mask)
+    flat = np.full((2, Q, Q), 7.0, np.float32)
+    flat[:, mask] = 0.0
+    assert np.allclose(bp.repair(flat), 7.0)
+    ramp = np.broadcast_to(np.arange(Q, dtype=np.float32)[None, :, None], (1, Q, Q)).copy()  # linear along rows
+    out = bp.repair(ramp.copy())
+    assert np.isclose(out[0, 40, 40], 40.0)  # symmetric neighbours: exact
+    assert np.allclose(out[0, 10:13, 4:-4], np.arange(10, 13)[:, None], atol=1e-4)  # across the band: exact too
+    assert np.array_equal(out[0][~mask], ramp[0][~mask])  # good pixels untouched
+    given = np.zeros((Q, Q), bool)
+    given[70, 80] = True
+    assert find_bad_pixels(_counted(_pattern(), n=4), given).mask[70, 80]
