@@ -1,7 +1,7 @@
 """Detector pixels that do not record what fell on them, found in the scan itself and filled in.
 
 Two defects of real pixelated detectors reach `predict` uncorrected, and each broke it where it crossed
-the direct beam (a GaN scan at 1e5 e⁻; benchmarks/RESULTS.md, "Dead and wide pixel lines"):
+the direct beam (a GaN scan at 1e5 e⁻; benchmarks/RESULTS.md, "A quad detector's cross"):
 
 * **dead lines**: a row or column that reads zero in every pattern (a dead column, a chip gap written as
   0, a masked gap written as NaN and read as 0). Through the beam it splits the disk, and the probe made
@@ -13,10 +13,12 @@ the direct beam (a GaN scan at 1e5 e⁻; benchmarks/RESULTS.md, "Dead and wide p
 The usual remedy, a mask of bad pixels whose values are replaced by their neighbours' (py4DSTEM's
 ``DataCube.median_filter_masked_pixels``, pixStem's ``correct_bad_pixels``), is what this module does,
 with the mask found in the data (``stripes``): a band of 1–3 detector rows (or columns) is bad where,
-wherever the pattern is flat across it (the two rows flanking it on either side agree within
-``STRIPE_FLAT`` and hold ≥ ``STRIPE_MIN_ELECTRONS``: inside the beam's disk, a large disk, a bright
-background), it holds one steady multiple of them that differs from 1 by ``STRIPE_MIN_GAIN`` or more. A row
-of diffraction disks is not steady: its ratio is large on the disks and 1 between them. A user's own mask
+wherever the pattern is bright and flat across it (the two rows flanking it on either side agree within
+``STRIPE_FLAT``: inside the beam's disk, a large disk), it holds one steady multiple of them that differs
+from 1 by ``STRIPE_MIN_GAIN`` or more, beyond the sampled patterns' noise. A row of diffraction disks is not
+steady: its ratio is large on the disks and 1 between them. Rows are searched first, then columns with the
+rows' gains divided out (a dead row left out), then rows again; a band through the detector's middle, where
+a quad detector's chips meet, needs fewer flat pixels (``STRIPE_MIN_PIXELS_MIDDLE``). A user's own mask
 (``predict --bad-pixels FILE``) is added to what is found. Each bad pixel then reads as the
 inverse-distance-weighted mean of the nearest good pixels in the 8 directions (``BadPixels.repair``), in every pattern
 and in a probe recorded on the same detector.
@@ -42,6 +44,10 @@ STRIPE_MAX_WIDTH_PX = 3
 STRIPE_FLAT = 1.25
 STRIPE_MIN_ELECTRONS = 100.0
 STRIPE_MIN_PIXELS = 5
+# ... or STRIPE_MIN_PIXELS_MIDDLE for a band through the detector's middle, where a quad detector's chips
+# meet: there a beam of 3–4 px radius (200 kV, 2 mrad at 0.02 Å⁻¹/px) is flat across the band and its
+# flanks at 3 pixels only
+STRIPE_MIN_PIXELS_MIDDLE = 3
 # ... and the flanks at least STRIPE_MIN_LEVEL of the STRIPE_BRIGHT_RANK-th brightest pixel (the beam's level,
 # whatever hot pixels there are): the beam and bright disks, not a noisy background where four pixels agree by
 # chance (bench_accuracy's read-noise backgrounds gave single rows at 5 of 6 such pixels)
@@ -108,6 +114,10 @@ def _repair_plan(mask: np.ndarray):
             todo = todo[~good]
             if not len(todo):
                 break
+    for r in np.nonzero(w.sum(axis=1) == 0)[0]:  # every ray meets only bad pixels: the nearest good one
+        gi, gj = np.nonzero(~mask)
+        k = np.argmin((gi - bi[r]) ** 2 + (gj - bj[r]) ** 2)
+        nbr[r, 0], w[r, 0] = gi[k] * Qy + gj[k], 1.0
     return bad, nbr, (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -119,42 +129,46 @@ def electron_value(samples: np.ndarray) -> float:
     return float(min(1.0, pos.min())) if pos.size else 1.0
 
 
-def stripes(total: np.ndarray, noise: np.ndarray, floor: float, skip: np.ndarray | None = None) -> np.ndarray:
+def stripes(total: np.ndarray, noise: np.ndarray, floor: float, skip: np.ndarray | None = None) -> dict[int, float]:
     """Rows (axis 0) in bands of 1 to STRIPE_MAX_WIDTH_PX that hold a steady multiple ≠ 1 of the two rows
-    flanking the band on each side, where those four agree and reach ``floor`` (see the module docstring);
-    ``noise``: the standard deviation of each pixel of ``total``. The columns ``skip`` (bad ones found
-    already: they cross every row) are left out."""
+    flanking the band on each side, where those four agree and reach ``floor`` (see the module docstring),
+    as {row: that multiple}; ``noise``: the standard deviation of each pixel of ``total``. The columns
+    ``skip`` (dead ones found already: they cross every row) are left out."""
     if skip is not None:
         total, noise = total[:, ~skip], noise[:, ~skip]
     Q = total.shape[0]
-    out = np.zeros(Q, bool)
+    out: dict[int, float] = {}
     for w in range(1, STRIPE_MAX_WIDTH_PX + 1):
         for k0 in range(2, Q - w - 1):
-            if out[k0:k0 + w].any():
+            if any(k in out for k in range(k0, k0 + w)):
                 continue
             rows = [k0 - 2, k0 - 1, k0 + w, k0 + w + 1]
             flanks = total[rows]
             lo, hi = flanks.min(axis=0), flanks.max(axis=0)
             flat = (lo * STRIPE_FLAT >= hi) & (lo >= floor)
-            if flat.sum() < STRIPE_MIN_PIXELS:
+            middle = abs(k0 + (w - 1) / 2 - (Q - 1) / 2) <= 1.0
+            if flat.sum() < (STRIPE_MIN_PIXELS_MIDDLE if middle else STRIPE_MIN_PIXELS):
                 continue
             side = flanks[:, flat].mean(axis=0)
             side_var = (noise[rows][:, flat] ** 2).mean(axis=0) / len(rows)
-            out[k0:k0 + w] = all(_steady_gain(total[k, flat], side, np.sqrt(noise[k, flat] ** 2 + side_var))
-                                 for k in range(k0, k0 + w))
+            gains = [_steady_gain(total[k, flat], side, np.sqrt(noise[k, flat] ** 2 + side_var))
+                     for k in range(k0, k0 + w)]
+            if all(g is not None for g in gains):
+                out.update(zip(range(k0, k0 + w), gains))
     return out
 
 
-def _steady_gain(row: np.ndarray, side: np.ndarray, sigma: np.ndarray) -> bool:
-    """Whether STRIPE_STEADY of the pixels ``row`` hold one multiple of ``side`` (within STRIPE_FLAT; near 0,
-    within 0.05) that differs from 1 by STRIPE_MIN_GAIN or more, each by STRIPE_MIN_Z ``sigma`` or more."""
+def _steady_gain(row: np.ndarray, side: np.ndarray, sigma: np.ndarray) -> float | None:
+    """The multiple of ``side`` that STRIPE_STEADY of the pixels ``row`` hold (within STRIPE_FLAT; near 0,
+    within 0.05), if it differs from 1 by STRIPE_MIN_GAIN or more and each of them from ``side`` by
+    STRIPE_MIN_Z ``sigma``; else None."""
     ratio = row / side
     m = float(np.median(ratio))
     if abs(m - 1.0) < STRIPE_MIN_GAIN:
-        return False
+        return None
     steady = (np.abs(ratio - m) <= 0.05) if m < 0.2 else ((ratio <= m * STRIPE_FLAT) & (ratio * STRIPE_FLAT >= m))
     significant = np.abs(row - side) >= STRIPE_MIN_Z * sigma
-    return bool((steady & significant).mean() >= STRIPE_STEADY)
+    return m if (steady & significant).mean() >= STRIPE_STEADY else None
 
 
 def find_bad_pixels(samples: np.ndarray, user_mask: np.ndarray | None = None) -> BadPixels:
@@ -165,20 +179,27 @@ def find_bad_pixels(samples: np.ndarray, user_mask: np.ndarray | None = None) ->
     # each summed pixel's noise: its spread over the samples (which the patterns' own changes only raise);
     # one pattern alone: Poisson in electrons of ``one_e``
     noise = s.std(axis=0, ddof=1) * np.sqrt(len(s)) if len(s) > 1 else np.sqrt(total * one_e)
-    floor = max(STRIPE_MIN_ELECTRONS * one_e, STRIPE_MIN_LEVEL * np.sort(total.ravel())[-min(total.size, STRIPE_BRIGHT_RANK)])
+    floor = max(STRIPE_MIN_ELECTRONS * one_e,
+                STRIPE_MIN_LEVEL * np.sort(total.ravel())[-min(total.size, STRIPE_BRIGHT_RANK)])
     given = np.zeros(total.shape, bool) if user_mask is None else np.asarray(user_mask, bool)
-    rows, cols = np.zeros(total.shape[0], bool), np.zeros(total.shape[1], bool)
-    for axis in (0, 1, 0):  # rows; columns without those rows (they cross them); rows the columns hid
-        if axis == 0:
-            rows |= stripes(total, noise, floor, skip=cols)
-        else:
-            cols |= stripes(total.T, noise.T, floor, skip=rows)
+    found: list[dict[int, float]] = [{}, {}]  # rows, columns: {index: gain}
+    for axis in (0, 1, 0):  # rows; columns across those rows; rows the columns hid
+        t, sd = (total, noise) if axis == 0 else (total.T, noise.T)
+        t, sd = t.copy(), sd.copy()
+        dead = np.zeros(t.shape[1], bool)
+        for k, g in found[1 - axis].items():  # lines found across: a gain divided out, a dead one left out
+            if g < 0.2:
+                dead[k] = True
+            else:
+                t[:, k] /= g
+                sd[:, k] /= g
+        found[axis].update(stripes(t, sd, floor, skip=dead))
     lines = np.zeros(total.shape, bool)
-    lines[rows, :] = True
-    lines[:, cols] = True
-    found = {"in dead rows or columns, or ones of another gain": int(lines.sum()),
-             "from the given mask": int((given & ~lines).sum())}
-    return BadPixels(given | lines, found)
+    lines[list(found[0]), :] = True
+    lines[:, list(found[1])] = True
+    counts = {"in dead rows or columns, or ones of another gain": int(lines.sum()),
+              "from the given mask": int((given & ~lines).sum())}
+    return BadPixels(given | lines, counts)
 
 
 def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
