@@ -159,3 +159,12 @@ def test_random_vectors_are_not_placed_on_a_chance_lattice():
         q = hk @ np.array([(14.0, 2.0), (-2.0, 14.0)]) + rng.normal(0, 0.5, (6, 2))
         crystal.append(lattice_placed(np.zeros(6, int), q, tol_px=3.0)[1].all())
     assert np.mean(crystal) >= 0.95, np.mean(crystal)
+
+
+def test_patterns_of_one_vector_each_have_no_lattice():
+    """A batch whose kept patterns hold one vector each (a detector cross through the beam left no more)
+    spans no lattice: nothing is on one, where `predict` stopped with "argmax of an empty sequence"."""
+    from fourdcrystal.inference.refine import on_lattice_of
+
+    q_kept = np.array([[10.0, 0.0], [0.0, 12.0], [7.0, 7.0]])
+    assert not on_lattice_of([0, 1, 2], q_kept, [0, 1], np.array([[20.0, 0.0], [0.0, 24.0]]), 0.5, 2).any()

@@ -402,6 +402,8 @@ def _best_basis(Q: np.ndarray, valid: np.ndarray, tol_px: float, enough: int, ca
     P = len(Q)
     cand = Q[:, :candidates]
     i, j = np.triu_indices(cand.shape[1], 1)
+    if not len(i):  # no pattern holds two vectors: no basis anywhere
+        return np.broadcast_to(np.eye(2) * 1e9, (P, 2, 2)).copy(), np.zeros(P, bool)
     A, B = cand[:, i], cand[:, j]  # (P, K, 2)
     ok = valid[:, i] & valid[:, j] & (np.abs(A[..., 0] * B[..., 1] - A[..., 1] * B[..., 0]) >
                                       0.25 * np.hypot(A[..., 0], A[..., 1]) * np.hypot(B[..., 0], B[..., 1]))
