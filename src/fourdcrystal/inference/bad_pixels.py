@@ -139,18 +139,17 @@ def stripes(total: np.ndarray, noise: np.ndarray, floor: float, skip: np.ndarray
     Q = total.shape[0]
     out: dict[int, float] = {}
     for w in range(1, STRIPE_MAX_WIDTH_PX + 1):
-        for k0 in range(2, Q - w - 1):
+        k0s = np.arange(2, Q - w - 1)
+        rows = np.stack([k0s - 2, k0s - 1, k0s + w, k0s + w + 1], axis=1)  # (K, 4) flanking rows per band
+        lo, hi = total[rows].min(axis=1), total[rows].max(axis=1)  # (K, Qy)
+        flat_all = (lo * STRIPE_FLAT >= hi) & (lo >= floor)
+        middle = np.abs(k0s + (w - 1) / 2 - (Q - 1) / 2) <= 1.0
+        enough = flat_all.sum(axis=1) >= np.where(middle, STRIPE_MIN_PIXELS_MIDDLE, STRIPE_MIN_PIXELS)
+        for k0, fl, flat in zip(k0s[enough], rows[enough], flat_all[enough]):
             if any(k in out for k in range(k0, k0 + w)):
                 continue
-            rows = [k0 - 2, k0 - 1, k0 + w, k0 + w + 1]
-            flanks = total[rows]
-            lo, hi = flanks.min(axis=0), flanks.max(axis=0)
-            flat = (lo * STRIPE_FLAT >= hi) & (lo >= floor)
-            middle = abs(k0 + (w - 1) / 2 - (Q - 1) / 2) <= 1.0
-            if flat.sum() < (STRIPE_MIN_PIXELS_MIDDLE if middle else STRIPE_MIN_PIXELS):
-                continue
-            side = flanks[:, flat].mean(axis=0)
-            side_var = (noise[rows][:, flat] ** 2).mean(axis=0) / len(rows)
+            side = total[fl][:, flat].mean(axis=0)
+            side_var = (noise[fl][:, flat] ** 2).mean(axis=0) / len(fl)
             gains = [_steady_gain(total[k, flat], side, np.sqrt(noise[k, flat] ** 2 + side_var))
                      for k in range(k0, k0 + w)]
             if all(g is not None for g in gains):
