@@ -20,8 +20,8 @@ steady: its ratio is large on the disks and 1 between them. Rows are searched fi
 rows' gains divided out (a dead row left out), then rows again; a band through the detector's middle, where
 a quad detector's chips meet, needs fewer flat pixels (``STRIPE_MIN_PIXELS_MIDDLE``). A user's own mask
 (``predict --bad-pixels FILE``) is added to what is found. Each bad pixel then reads as the
-inverse-distance-weighted mean of the nearest good pixels in the 8 directions (``BadPixels.repair``), in every pattern
-and in a probe recorded on the same detector.
+inverse-distance-weighted mean of the nearest good pixels in the 8 directions (``BadPixels.repair``), in
+every pattern and in a probe recorded on the same detector.
 
 Single dead or hot pixels are not searched for: a zero pixel beside a disk's edge looks like a dead one
 in a noise-free or low-dose pattern, the network was trained with both kinds (``learning.augment``), and
@@ -59,6 +59,7 @@ STRIPE_MIN_GAIN = 0.4
 # spread: four noisy background pixels agree, and a fifth differs from them, by chance (bench_accuracy's
 # 80 kV / 1 mrad patterns, whose sub-pixel beam leaves the noisy background among the brightest pixels)
 STRIPE_MIN_Z = 5.0
+DEAD_GAIN = 0.2  # a line holding less than this of its flanks is dead: left out, not divided by its gain
 
 
 @dataclass
@@ -158,14 +159,14 @@ def stripes(total: np.ndarray, noise: np.ndarray, floor: float, skip: np.ndarray
 
 
 def _steady_gain(row: np.ndarray, side: np.ndarray, sigma: np.ndarray) -> float | None:
-    """The multiple of ``side`` that STRIPE_STEADY of the pixels ``row`` hold (within STRIPE_FLAT; near 0,
-    within 0.05), if it differs from 1 by STRIPE_MIN_GAIN or more and each of them from ``side`` by
+    """The multiple of ``side`` that STRIPE_STEADY of the pixels ``row`` hold (within STRIPE_FLAT; below
+    DEAD_GAIN, within 0.05), if it differs from 1 by STRIPE_MIN_GAIN or more and each of them from ``side`` by
     STRIPE_MIN_Z ``sigma``; else None."""
     ratio = row / side
     m = float(np.median(ratio))
     if abs(m - 1.0) < STRIPE_MIN_GAIN:
         return None
-    steady = (np.abs(ratio - m) <= 0.05) if m < 0.2 else ((ratio <= m * STRIPE_FLAT) & (ratio * STRIPE_FLAT >= m))
+    steady = (np.abs(ratio - m) <= 0.05) if m < DEAD_GAIN else ((ratio <= m * STRIPE_FLAT) & (ratio * STRIPE_FLAT >= m))
     significant = np.abs(row - side) >= STRIPE_MIN_Z * sigma
     return m if (steady & significant).mean() >= STRIPE_STEADY else None
 
@@ -187,7 +188,7 @@ def find_bad_pixels(samples: np.ndarray, user_mask: np.ndarray | None = None) ->
         t, sd = t.copy(), sd.copy()
         dead = np.zeros(t.shape[1], bool)
         for k, g in found[1 - axis].items():  # lines found across: a gain divided out, a dead one left out
-            if g < 0.2:
+            if g < DEAD_GAIN:
                 dead[k] = True
             else:
                 t[:, k] /= g

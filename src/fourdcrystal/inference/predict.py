@@ -136,13 +136,15 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry)
     threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
     min_spacing_px = peaks.DEFAULT_MIN_SPACING_PX if min_spacing_px is None else min_spacing_px
-    cube.bad_pixels = None
+    cube.bad_pixels, samples = None, None
     if not (isinstance(bad_pixels, str) and bad_pixels == "none"):
-        cube.bad_pixels = find_bad_pixels(sample_patterns(cube), None if isinstance(bad_pixels, str) else bad_pixels)
+        samples = sample_patterns(cube)  # read once: the search, then the probe's synthesis
+        cube.bad_pixels = find_bad_pixels(samples, None if isinstance(bad_pixels, str) else bad_pixels)
+        samples = cube.bad_pixels.repair(samples)
         if probe is not None:
             probe = cube.bad_pixels.repair(np.array(probe, dtype=np.float32))
     if probe is None:
-        probe, probe_info = probe_from_scan(cube)
+        probe, probe_info = probe_from_scan(cube, samples)
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
     use_bf16 = precision == "bf16" or (precision == "auto" and auto_bf16(dev_type))
     dq = float(q_pixel_size_invA)

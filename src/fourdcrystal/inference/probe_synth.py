@@ -105,8 +105,9 @@ def synthetic_probe(shape: tuple[int, int], center_px, radius_px: float, edge_px
     return (1.0 / (1.0 + np.exp(np.clip((r - radius_px) / edge_px, -50, 50)))).astype(np.float32)
 
 
-def probe_from_scan(cube) -> tuple[np.ndarray, dict]:
-    """(template, description): the synthetic probe of the scan's bright-field disk.
+def probe_from_scan(cube, samples: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """(template, description): the synthetic probe of the scan's bright-field disk; ``samples``: the
+    scan's ``sample_patterns`` if already read.
 
     Two passes: a first template from the plain median pattern finds each sampled pattern's beam
     (``model_input.BeamFinder``), the disk is then measured on the median of the re-centred patterns."""
@@ -114,7 +115,7 @@ def probe_from_scan(cube) -> tuple[np.ndarray, dict]:
 
     from fourdcrystal.inference.model_input import BeamFinder
 
-    pats = sample_patterns(cube)
+    pats = sample_patterns(cube) if samples is None else samples
     shape = tuple(cube.shape[2:])
     first = measure_disk(np.median(pats, axis=0))
     guess = first["center_px"]
