@@ -146,8 +146,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     if probe is None:
         probe, probe_info = probe_from_scan(cube, samples)
     else:
-        disk = check_given_probe(probe, sample_patterns(cube) if samples is None else samples)
-        probe_info = {**(probe_info or {"path": "given by the caller"}), **disk}
+        check_given_probe(probe)
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
     use_bf16 = precision == "bf16" or (precision == "auto" and auto_bf16(dev_type))
     dq = float(q_pixel_size_invA)
@@ -180,13 +179,11 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
 def page_settings(s: dict) -> dict:
     """What index.html lists about a run (from its summary)."""
     p = s["probe"]
-    disk = (f" (radius {p['radius_px']:.2f} px" + (f", edge {p['edge_px']:.2f} px" if "edge_px" in p else "") + ")"
-            if "radius_px" in p else "")
+    disk = f" (radius {p['radius_px']:.2f} px, edge {p['edge_px']:.2f} px)" if "radius_px" in p else ""
     out = {"input": f"{s['input']} [{s['source']}]" if s.get("source") else s["input"],
            "scan × pattern shape": f"{s['scan_shape']} × {s['pattern_shape']}" + (
                f" (each pattern the sum of {s['scan_bin']}×{s['scan_bin']} scan positions, --bin-scan)"
-               if s.get("scan_bin", 1) > 1 else ""), "probe": p["path"] + disk + (
-               f" — warning: {p['warning']}" if "warning" in p else ""),
+               if s.get("scan_bin", 1) > 1 else ""), "probe": p["path"] + disk,
            "calibration": f"{s['q_pixel_size_invA']:.6g} 1/Å per px ({s.get('calibration', 'given by the caller')})",
            "beam energy (eV)": s.get("energy_eV") or "not given", "detector": s["detector"],
            "bad detector pixels (read as their neighbours' mean)": _bad_pixel_text(s.get("bad_pixels")),
@@ -381,8 +378,6 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
     if isinstance(summary["bad_pixels"], dict) and summary["bad_pixels"]["n"]:
         print(f"note: {_bad_pixel_text(summary['bad_pixels'])} bad detector pixels were read as their neighbours' "
               "mean (--bad-pixels)")
-    if "warning" in summary["probe"]:
-        print(f"warning: {summary['probe']['warning']}")
     print(f"{summary['n_vectors']} Bragg vectors from {summary['n_patterns']} patterns "
           f"({summary['patterns_per_s']:.1f} patterns/s) -> {args.out} (open {args.out}/index.html)")
     return 0
