@@ -131,6 +131,29 @@ def test_predict_oracle_recovers_kinematic_positions(tmp_path):
     assert bv.calibration.get_Q_pixel_size() == pytest.approx(DQ)
 
 
+@pytest.mark.parametrize("Rshape", [(3, 3), (2, 4)])
+@pytest.mark.parametrize("per_position", [1, 2])
+def test_braggvectors_file_with_as_many_vectors_at_every_position(tmp_path, Rshape, per_position):
+    """A scan whose every position holds the same number of vectors (a crystal-free scan: the direct beam
+    alone) reopens in py4DSTEM position by position: an object array of equal-length lists assigned at once
+    had crashed on 2 × 4 scans and silently written other positions' vectors on square ones."""
+    import py4DSTEM
+
+    from fourdcrystal.inference.braggvectors_file import write_braggvectors
+
+    n_pos = Rshape[0] * Rshape[1]
+    lin = np.tile(np.arange(n_pos), per_position)
+    vectors = np.stack([lin // Rshape[1], lin % Rshape[1], lin + 0.25, -lin - 0.5, np.arange(len(lin)) + 1.0])
+    write_braggvectors(tmp_path / "bv.h5", Rshape, (64, 64), vectors, np.zeros((2,) + Rshape), DQ)
+    bv = py4DSTEM.read(str(tmp_path / "bv.h5"))
+    for rx in range(Rshape[0]):
+        for ry in range(Rshape[1]):
+            k = rx * Rshape[1] + ry
+            v = bv.raw[rx, ry]
+            np.testing.assert_array_equal(v.qx, np.full(per_position, k + 0.25))
+            np.testing.assert_array_equal(v.qy, np.full(per_position, -k - 0.5))
+
+
 def test_lattice_placement_moves_vectors_and_says_so(tmp_path):
     """Placing each pattern's vectors on its lattice (the default) neither adds nor drops a vector and
     keeps them on the truth; ``--measured-positions`` (lattice_positions=False) leaves them as measured;

@@ -95,3 +95,16 @@ def test_synthesized_probe_is_deterministic(runs, tmp_path):
     b, ib = probe_synth.probe_from_scan(open_datacube(d / "scan.npy"))
     np.testing.assert_array_equal(a, b)
     assert ia == ib and a.max() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_recentring_a_beam_cut_by_the_detector_edge_does_not_wrap_it():
+    """The median of re-centred patterns keeps a beam cut by the detector's edge on its own side. The
+    sub-pixel shift is a Fourier shift, which is periodic: unpadded, the part of the beam moved past the
+    edge came back in on the far side, and on a real Merlin scan (beam 25 px from the edge, 7 px of
+    re-centring) the probe was "found" there, 250 px from the beam, with 14 false vectors per pattern."""
+    i, j = np.indices((96, 96))
+    disk = (np.hypot(i - 48, j - 4) <= 12).astype(np.float64) * 63.0  # saturated, cut at column 0
+    patterns = np.stack([disk, disk])
+    med = probe_synth.aligned_median(patterns, np.array([[48.0, 11.0], [48.0, 11.0]]), (48.0, 4.0))
+    assert np.abs(med[:, 80:]).max() < 2.0  # the far side stays dark
+    assert med[48, :3].min() > 50.0  # the beam's own edge stays bright

@@ -62,7 +62,8 @@ def _pointlists(vectors: np.ndarray, Rshape: tuple[int, int]) -> np.ndarray:
     rec = np.empty(len(order), dtype=VECTOR_DTYPE)
     rec["qx"], rec["qy"], rec["intensity"] = vectors[2, order], vectors[3, order], vectors[4, order]
     out = np.empty(Rx * Ry, dtype=object)
-    out[:] = np.split(rec, np.cumsum(counts)[:-1])
+    for k, pointlist in enumerate(np.split(rec, np.cumsum(counts)[:-1])):
+        out[k] = pointlist  # one by one: equal-length lists assigned at once would become a 2-D array
     return out.reshape(Rx, Ry)
 
 
@@ -84,7 +85,8 @@ def write_braggvectors(path: str | Path, Rshape, Qshape, vectors: np.ndarray, or
         _metadata(_tag(node.create_group("metadatabundle"), "metadatabundle"), f"_{_NODE}_shape", "Metadata",
                   {"Qshape": tuple(int(q) for q in Qshape), "Rshape": Rshape})
         raw = _tag(node.create_group("_v_uncal"), "custom_pointlistarray", "PointListArray")
-        raw.create_dataset("data", Rshape, h5py.vlen_dtype(VECTOR_DTYPE))[...] = _pointlists(vectors, Rshape)
+        # write_direct: `dset[...] = ` fails or mis-shapes when every position holds the same number of vectors
+        raw.create_dataset("data", Rshape, h5py.vlen_dtype(VECTOR_DTYPE)).write_direct(_pointlists(vectors, Rshape))
         _metadata(_tag(root.create_group("metadatabundle"), "metadatabundle"), "calibration", "Calibration", {
             "QR_flip": False, "Q_pixel_size": float(q_pixel_size_invA), "Q_pixel_units": "A^-1",
             "R_pixel_size": 1, "R_pixel_units": "pixels", "_root_treepath": "", "_target_paths": [f"/{_NODE}"],

@@ -35,13 +35,20 @@ def sample_patterns(cube) -> np.ndarray:
 
 
 def aligned_median(patterns: np.ndarray, centres: np.ndarray, to: tuple[float, float]) -> np.ndarray:
-    """Median of ``patterns`` after a Fourier (sub-pixel) shift of each one's ``centres`` onto ``to``."""
+    """Median of ``patterns`` after a Fourier (sub-pixel) shift of each one's ``centres`` onto ``to``.
+
+    The patterns are padded with their edge values before the shift: a Fourier shift is periodic, and a
+    beam cut by the detector's edge would otherwise come back in on the far side (a real Merlin scan with
+    its beam 25 px from the edge had its probe "found" 250 px away, on the wrapped copy)."""
     n, Qx, Qy = patterns.shape
-    fx, fy = np.fft.fftfreq(Qx)[:, None], np.fft.rfftfreq(Qy)[None, :]
     d = np.asarray(to, dtype=np.float64)[None] - np.asarray(centres, dtype=np.float64)
+    pad = int(np.ceil(np.abs(d).max())) + 2
+    padded = np.pad(patterns, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    Px, Py = padded.shape[1:]
+    fx, fy = np.fft.fftfreq(Px)[:, None], np.fft.rfftfreq(Py)[None, :]
     ramp = np.exp(-2j * np.pi * (d[:, 0, None, None] * fx + d[:, 1, None, None] * fy))
-    shifted = np.fft.irfft2(np.fft.rfft2(patterns) * ramp, s=(Qx, Qy))
-    return np.median(shifted, axis=0)
+    shifted = np.fft.irfft2(np.fft.rfft2(padded) * ramp, s=(Px, Py))
+    return np.median(shifted[:, pad:pad + Qx, pad:pad + Qy], axis=0)
 
 
 def _box3(img: np.ndarray) -> np.ndarray:
