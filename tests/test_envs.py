@@ -18,7 +18,8 @@ ENV_ONLY = {"python", "pip", "cuda-version", "cupy"}
 NEEDS = {
     "crystals": {"pymatgen", "ase", "mp-api", "pandas", "pyarrow", "pyyaml", "jsonschema"},
     "simulate": {"abtem", "cupy", "zarr", "numcodecs", "pymatgen", "ase", "pandas", "pyarrow", "matplotlib"},
-    "train": {"torch", "py4dstem", "zarr", "pandas", "pyarrow", "matplotlib", "rosettasciio", "pymatgen"},
+    "train": {"torch", "py4dstem", "zarr", "pandas", "pyarrow", "matplotlib", "rosettasciio", "pymatgen",
+              "hdf5plugin"},
 }
 
 

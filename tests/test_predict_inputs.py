@@ -153,6 +153,50 @@ def test_zarr_group_datacube_chosen(tmp_path, scan, reference, model_file):
     _same(df, reference)
 
 
+def _dectris_master(folder, cube, energy_eV=300e3, distance_m=0.0, pixel_m=75e-6, frames_per_file=4):
+    """A DECTRIS NeXus master as an ARINA writes one: frames in bitshuffle/LZ4-compressed data files beside it,
+    linked from entry/data; beam energy and camera length in entry/instrument/detector."""
+    import hdf5plugin
+
+    stack = np.rint(cube).astype(np.uint32).reshape(-1, *cube.shape[2:])
+    with h5py.File(folder / "scan_master.h5", "w") as m:
+        det = m.create_group("entry/instrument/detector")
+        det["x_pixel_size"], det["detector_distance"] = pixel_m, distance_m
+        det["detectorSpecific/photon_energy"] = energy_eV
+        det["detectorSpecific/pixel_mask"] = np.zeros(cube.shape[2:], np.uint32)
+        det["detectorSpecific/flatfield"] = np.ones(cube.shape[2:], np.float32)
+        for k, first in enumerate(range(0, len(stack), frames_per_file)):
+            name = f"scan_data_{k + 1:06d}.h5"
+            with h5py.File(folder / name, "w") as d:
+                d.create_dataset("entry/data/data", data=stack[first:first + frames_per_file],
+                                 chunks=(1,) + stack.shape[1:], **hdf5plugin.Bitshuffle(cname="lz4"))
+            m[f"entry/data/data_{k + 1:06d}"] = h5py.ExternalLink(name, "/entry/data/data")
+    return folder / "scan_master.h5", stack
+
+
+def test_dectris_master_with_compressed_data_files(tmp_path, scan, model_file, capsys):
+    """A DECTRIS (ARINA) master file: the frames of its two LZ4-compressed data files are read as one stack
+    (said), the camera length gives the calibration with the beam energy, and the vectors equal those of
+    the same counts in a plain .npy. A missing data file is a one-line error."""
+    from fourdcrystal.geometry import electron_wavelength_A
+
+    cube, _ = scan
+    pixel_m = 75e-6
+    distance_m = pixel_m / (DQ * electron_wavelength_A(300e3))  # one pixel is DQ Å⁻¹ at 300 kV
+    master, stack = _dectris_master(tmp_path, cube, distance_m=distance_m, pixel_m=pixel_m)
+    capsys.readouterr()
+    df, out = _vectors(tmp_path, "d", master, model_file, "--scan-shape", "2x3")
+    said = capsys.readouterr().out
+    assert "DECTRIS master: 2 data files, 6 frames" in said and "mrad per px at 300000 eV" in said
+    ref, _ = _vectors(tmp_path, "r", _npy(tmp_path / "r.npy", stack.astype(np.float32).reshape(cube.shape)),
+                      model_file, "--q-pixel-size", DQ)
+    assert len(ref) > 0
+    _same(df, ref)
+    (tmp_path / "scan_data_000002.h5").unlink()
+    _bad(tmp_path, ["predict", master, "--scan-shape", "2x3", "--model", model_file], capsys,
+         "scan_data_000002.h5")
+
+
 # --- bad input: one line naming the fix, exit 2, nothing written ----------------------------------------
 def test_bad_ambiguous_arrays_listed(tmp_path, scan, model_file, capsys):
     cube, _ = scan

@@ -7,6 +7,10 @@ Layouts: the detector axes are the last two axes longer than 1; singleton axes a
 from the caller (``--scan-shape``). Any dtype (integer, big-endian) is read as native float32.
 Files holding several arrays: the one array shaped like a datacube (≥ 3 axes, the last two
 detector-sized) is chosen, and the choice is said (``Cube.source``); several candidates are an error.
+HDF5 external links are followed: a DECTRIS (ARINA, QUADRO, EIGER) NeXus master file links its frames
+from data files beside it (``entry/data/data_000001``, …), read here as one stack of frames, with the
+beam energy and, where the master states a camera length, the angle per pixel it gives; their
+bitshuffle/LZ4 compression is read through ``hdf5plugin``.
 Calibration: the stated (scale, units) of a detector axis and the beam energy are kept as the file
 says them; ``Cube.q_pixel_size`` converts them (fourdcrystal.inference.calibration).
 Scan binning (``Cube.bin_scan``, predict's ``--bin-scan``): each pattern read is the sum of n × n
@@ -16,6 +20,7 @@ statistics the evidence check relies on hold); rows and columns beyond a whole b
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,21 +230,116 @@ def _open_zarr(path: Path, dataset: str | None, ndim: int) -> Cube:
                 energy_eV=attrs.get("energy_eV"), source=how)
 
 
+class FrameFiles:
+    """Frames split over several HDF5 datasets (a DECTRIS master's ``entry/data/data_000001``, …), sliced as
+    one (N, Qx, Qy) array along its first axis."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [int(p.shape[0]) for p in parts])
+        self.shape = (int(self.starts[-1]),) + tuple(int(n) for n in parts[0].shape[1:])
+        self.dtype, self.ndim = parts[0].dtype, len(self.shape)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if key == (Ellipsis,):
+            key = (slice(None),)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            return self[(slice(int(first), int(first) + 1),) + rest][0]
+        start, stop, step = first.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("FrameFiles reads contiguous runs of frames")
+        out = [p[(slice(max(start, a) - a, min(stop, b) - a),) + rest]
+               for p, a, b in zip(self.parts, self.starts[:-1], self.starts[1:]) if max(start, a) < min(stop, b)]
+        return np.concatenate(out) if out else np.zeros((0,) + self.shape[1:], self.dtype)
+
+
+_DECTRIS_FRAMES = re.compile(r"(.*/)?data/data_\d{6}")  # a DECTRIS master's links to its data files
+_DECTRIS_DETECTOR = "entry/instrument/detector"
+
+
+def _hdf5_arrays(f, path: Path) -> dict:
+    """name -> dataset (≥ 2-D) of an open HDF5 file, external links followed. A DECTRIS master's frame links
+    whose data file is missing are a one-line error."""
+    import h5py
+
+    found, missing = {}, []
+
+    def see(name, link):
+        if isinstance(link, h5py.SoftLink):
+            return
+        try:
+            obj = f[name]
+        except (KeyError, OSError):
+            if isinstance(link, h5py.ExternalLink):
+                missing.append(f"{name} -> {link.filename}")
+            return
+        if isinstance(obj, h5py.Dataset) and obj.ndim >= 2:
+            found[name] = obj
+
+    f.visititems_links(see)
+    if missing:
+        raise UserError(f"{path} links to data files that are not beside it ({', '.join(missing[:3])})",
+                        "keep the master file and its data files in one folder")
+    return found
+
+
+def _dectris(f, arrays: dict) -> tuple[FrameFiles, str, float | None, str | None, float | None] | None:
+    """A DECTRIS master's frames as one stack, with (q_scale, q_units, energy_eV) from the master: the beam
+    energy (``photon_energy``, eV) and, where ``detector_distance`` (the camera length) is set, the angle
+    per pixel (pixel size / camera length, in mrad). None if ``f`` is not such a master."""
+    names = sorted(n for n in arrays if _DECTRIS_FRAMES.fullmatch(n) and arrays[n].ndim == 3)
+    if not names or len({arrays[n].shape[1:] for n in names}) != 1:
+        return None
+    frames = FrameFiles([arrays[n] for n in names])
+
+    def number(key):
+        node = f.get(f"{_DECTRIS_DETECTOR}/{key}")
+        return float(node[()]) if node is not None and node.shape == () else None
+
+    energy = number("detectorSpecific/photon_energy")
+    energy = energy if energy and energy >= 20e3 else None  # electrons (X-ray photon energies are lower)
+    pixel_m, distance_m = number("x_pixel_size"), number("detector_distance")
+    q_scale = 1e3 * pixel_m / distance_m if pixel_m and distance_m else None
+    how = f"DECTRIS master: {len(names)} data file{'s' * (len(names) > 1)}, {frames.shape[0]} frames"
+    return frames, how, q_scale, "mrad" if q_scale else None, energy
+
+
+def _readable(array, path: Path) -> None:
+    """One pattern read now, so that a compression filter this Python lacks is a one-line error here."""
+    try:
+        array[(slice(0, 1),) + (slice(None),) * (array.ndim - 1)]
+    except OSError as exc:
+        raise UserError(f"{path}'s frames cannot be decompressed here ({str(exc).splitlines()[0][:100]})",
+                        "install the HDF5 compression filters: pip install hdf5plugin") from None
+
+
 def _open_hdf5(path: Path, dataset: str | None, ndim: int) -> Cube | None:
     import h5py
 
+    try:
+        import hdf5plugin  # noqa: F401 — registers bitshuffle/LZ4 and other detector filters with h5py
+    except ImportError:
+        pass
     try:
         f = h5py.File(path, "r")
     except OSError:
         return None  # not HDF5 (e.g. a non-HDF5 .emd): the caller tries rosettasciio
     try:
-        shapes: dict[str, tuple] = {}
-        f.visititems(lambda n, o: shapes.update({n: o.shape}) if isinstance(o, h5py.Dataset) and o.ndim >= 2 else None)
+        arrays = _hdf5_arrays(f, path)
+        dectris = _dectris(f, arrays) if dataset is None else None
+        if dectris is not None:
+            frames, how, q_scale, units, energy = dectris
+            _readable(frames, path)
+            return Cube(frames, str(path), q_scale=q_scale, q_units=units, energy_eV=energy, source=how, _keep=[f])
+        shapes = {n: a.shape for n, a in arrays.items()}
         # py4DSTEM / emdfile: a group with python_class DataCube (or Probe / DiffractionSlice) holds `data`
         want = {"DataCube"} if ndim == 4 else {"Probe", "DiffractionSlice", "DiffractionImage"}
         emd = [n for n in shapes
                if n.endswith("/data") and f[n.rsplit("/", 1)[0]].attrs.get("python_class", "") in want]
         name, why = _choose(path, shapes, dataset, ndim, emd)
+        _readable(f[name], path)
     except UserError:
         f.close()
         raise
