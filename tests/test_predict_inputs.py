@@ -197,6 +197,29 @@ def test_dectris_master_with_compressed_data_files(tmp_path, scan, model_file, c
          "scan_data_000002.h5")
 
 
+@pytest.mark.parametrize("factor", [2.0, 4.0])
+def test_disks_larger_than_the_network_knows_are_shown_at_its_size(tmp_path, scan, reference, model_file, factor,
+                                                                   capsys):
+    """The same scan calibrated ``factor`` × coarser: its disks (3 px, 0.15 Å⁻¹ → 0.3 / 0.6 Å⁻¹, 9.6 / 19 model
+    px) are beyond any the network was trained with, which put 5–15 % of its vectors on a reflection. Shown at
+    ``MAX_DISK_MODEL_PX`` they are found where the calibrated scan's are (detector px), in the true Å⁻¹, without
+    q_z, and the output says so."""
+    from fourdcrystal.inference.model_input import MAX_DISK_MODEL_PX
+
+    capsys.readouterr()
+    df, out = _vectors(tmp_path, "big", tmp_path / "ref.npy", model_file, "--probe", tmp_path / "probe.npy",
+                       "--q-pixel-size", DQ * factor)
+    assert len(df) == len(reference)
+    d = np.hypot(df.qx_px.to_numpy()[:, None] - reference.qx_px.to_numpy()[None],
+                 df.qy_px.to_numpy()[:, None] - reference.qy_px.to_numpy()[None])
+    assert d.min(axis=1).max() < 0.1
+    np.testing.assert_allclose(df.qx, reference.qx * factor, atol=0.1 * DQ * factor)
+    assert df.qz.isna().all() and reference.qz.notna().all()
+    assert "were shown to it at" in capsys.readouterr().out
+    view = json.loads((out / "summary.json").read_text())["network_view"]
+    assert view["shown_at_model_px"] == MAX_DISK_MODEL_PX and view["disk_radius_model_px"] > 9
+
+
 # --- bad input: one line naming the fix, exit 2, nothing written ----------------------------------------
 def test_bad_ambiguous_arrays_listed(tmp_path, scan, model_file, capsys):
     cube, _ = scan

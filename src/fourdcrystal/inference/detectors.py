@@ -399,13 +399,18 @@ class NetworkDetector:
 
     def __init__(self, model, geometry, inputs: ModelInput, q_pixel_size_invA: float, *, threshold: float,
                  min_spacing_px: float, device: str = "cpu", use_bf16: bool = False, check_evidence: bool = True,
-                 corr_power: float | None = DEFAULT_CORR_POWER, lattice_positions: bool = True):
+                 corr_power: float | None = DEFAULT_CORR_POWER, lattice_positions: bool = True,
+                 view_pixel_invA: float | None = None):
+        """``view_pixel_invA``: the calibration the patterns are shown and checked at (``inputs`` built with
+        it; ``model_input.view_pixel_invA``) when it is not ``q_pixel_size_invA``: the vectors are reported
+        in the true Å⁻¹ and without q_z, which the network gave for a pattern of another scale."""
         if isinstance(model, torch.nn.Module) and device == "cpu":
             # oneDNN runs convolutions faster in NHWC; activations follow the weights' layout
             model = model.to(memory_format=torch.channels_last)
         self.model, self.inputs = model, inputs
         self.center_px, self.dk_invA = geometry.center_px, geometry.dk_invA
-        self.dq_invA = float(q_pixel_size_invA)
+        self.true_dq_invA = float(q_pixel_size_invA)
+        self.dq_invA = float(view_pixel_invA or q_pixel_size_invA)
         self.threshold, self.min_spacing_px = threshold, min_spacing_px
         self.device_type = "cuda" if str(device).startswith("cuda") else "cpu"
         self.use_bf16 = use_bf16
@@ -428,7 +433,12 @@ class NetworkDetector:
         out = {"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
                "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"],
                **self.measured.flags(pk, vg, cp, self.threshold, ramp)}
-        return self.measured(patterns, centres, out, electron, maps=(vg.float(), qz.float(), cp, dk))
+        kept = self.measured(patterns, centres, out, electron, maps=(vg.float(), qz.float(), cp, dk))
+        if self.dq_invA != self.true_dq_invA:
+            f = self.true_dq_invA / self.dq_invA
+            kept["qx"], kept["qy"] = kept["qx"] * f, kept["qy"] * f
+            kept["qz"] = np.full(len(kept["qx"]), np.nan)
+        return kept
 
 
 class ClassicalDetector:

@@ -94,6 +94,23 @@ def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, cen
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
 
 
+# The largest bright-field disk (radius in model px) the network is shown. The shipped model was trained with
+# disks up to 4 mrad at 300 kV (6.5 px at 1/32 Å⁻¹), but on a synthetic two-grain scan its vectors held
+# precision 1.00 up to 5.0 px only (0.93 at 5.5, 0.14 at 6.5) and fell apart beyond the trained range (a real
+# Merlin beam 11 × too large: vectors on its rim). A larger disk is shown at this size: the pattern is seen at
+# a coarser pitch, the lattice shrinks with the disks, and the vectors are measured back on the detector
+# (benchmarks/RESULTS.md, "Disks larger than the network knows").
+MAX_DISK_MODEL_PX = 5.0
+
+
+def view_pixel_invA(disk_radius_px: float, q_pixel_size_invA: float, dk_invA: float) -> float:
+    """The calibration (Å⁻¹ per detector px) at which the network is shown the patterns: the true one, or,
+    for a bright-field disk of ``disk_radius_px`` larger than ``MAX_DISK_MODEL_PX`` model px (``dk_invA``
+    each), the one that shows it at that size."""
+    r_model = disk_radius_px * q_pixel_size_invA / dk_invA
+    return q_pixel_size_invA if r_model <= MAX_DISK_MODEL_PX else q_pixel_size_invA * MAX_DISK_MODEL_PX / r_model
+
+
 class ModelInput:
     """What the network sees, from a user's patterns and vacuum probe (one owner for predict and evaluate).
 

@@ -43,7 +43,7 @@ from fourdcrystal.inference.bad_pixels import find_bad_pixels, read_mask
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
-from fourdcrystal.inference.model_input import ModelInput
+from fourdcrystal.inference.model_input import MAX_DISK_MODEL_PX, ModelInput, probe_radius_px, view_pixel_invA
 from fourdcrystal.inference.probe_synth import check_given_probe, probe_from_scan, sample_patterns
 from fourdcrystal.inference.writers import VectorWriter, write_index
 
@@ -150,18 +150,25 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
     use_bf16 = precision == "bf16" or (precision == "auto" and auto_bf16(dev_type))
     dq = float(q_pixel_size_invA)
-    inputs = ModelInput(probe, geometry.dk_invA / dq, geometry.detector_px, geometry.center_px, device)
+    # the network sees no disk larger than it finds reliably: a larger one is shown at a coarser pitch
+    dq_view = dq if baseline == "classical" else view_pixel_invA(probe_radius_px(probe), dq, geometry.dk_invA)
+    _check_size(cube, dq_view, geometry)
+    inputs = ModelInput(probe, geometry.dk_invA / dq_view, geometry.detector_px, geometry.center_px, device)
     guess = mean_beam(cube, inputs, device)
     if baseline == "classical":
         detector = ClassicalDetector(probe, classical_settings, dq)
     else:
         detector = NetworkDetector(model, geometry, inputs, dq, threshold=threshold, min_spacing_px=min_spacing_px,
-                                   device=device, use_bf16=use_bf16, lattice_positions=lattice_positions)
+                                   device=device, use_bf16=use_bf16, lattice_positions=lattice_positions,
+                                   view_pixel_invA=dq_view)
     run = {"probe": probe_info or {"path": "given by the caller"}, "center": center, "bad_pixels": (
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
            "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32",
            "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network",
-           "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice"}
+           "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice",
+           "network_view": "as calibrated" if dq_view == dq else {
+               "disk_radius_model_px": probe_radius_px(probe) * dq / geometry.dk_invA,
+               "shown_at_model_px": MAX_DISK_MODEL_PX, "scale": dq_view / dq, "qz": "not given"}}
     cube.nonfinite_px = 0  # counted over the detector's reads only
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -192,11 +199,20 @@ def page_settings(s: dict) -> dict:
            "peak threshold (fraction of the direct beam's V_g)": s["threshold"],
            "minimum peak spacing (model px)": s["min_spacing_px"], "direct beam": s["center"],
            "vector positions": s.get("positions", "measured"),
+           "network view": _view_text(s.get("network_view", "as calibrated")),
            "device / precision": f"{s['device']} / {s['precision']}",
            "patterns / vectors": f"{s['n_patterns']} / {s['n_vectors']} "
                                  f"({s['n_vectors'] / max(1, s['n_patterns']):.1f} per pattern)",
            "speed": f"{s['patterns_per_s']:.1f} patterns/s"}
     return out
+
+
+def _view_text(v) -> str:
+    if not isinstance(v, dict):
+        return str(v)
+    return (f"the bright-field disk ({v['disk_radius_model_px']:.1f} model px in radius) is larger than the network "
+            f"finds reliably ({v['shown_at_model_px']:.1f} px): the patterns were shown to it at {v['scale']:.3g} × "
+            "their scale, and q_z is not given")
 
 
 def _bad_pixel_text(b) -> str:
@@ -214,6 +230,11 @@ def _check_inputs(cube: Cube, probe: np.ndarray | None, q_pixel_size_invA: float
         raise UserError("reciprocal pixel size must be > 0", "pass --q-pixel-size in 1/Å per pixel")
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"precision '{precision}' is not auto, fp32 or bf16", "pass --precision auto")
+    _check_size(cube, q_pixel_size_invA, geometry)
+
+
+def _check_size(cube: Cube, q_pixel_size_invA: float, geometry) -> None:
+    """The patterns must span a few model pixels at the calibration they are shown at."""
     # the model grid's pitch in input pixels; coarser than 2 px the patterns are averaged down by it
     step = max(1, int(geometry.dk_invA / q_pixel_size_invA))
     if min(cube.shape[2:]) < MIN_PATTERN_PX or min(cube.shape[2:]) // step < 4:
@@ -375,6 +396,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
     if summary["nonfinite_pixels_read_as_0"]:
         print(f"note: {summary['nonfinite_pixels_read_as_0']} pixels of the scan were NaN or ±Inf and were read as 0 "
               "(masked or defective detector pixels)")
+    if isinstance(summary["network_view"], dict):
+        print(f"note: {_view_text(summary['network_view'])}")
     if isinstance(summary["bad_pixels"], dict) and summary["bad_pixels"]["n"]:
         print(f"note: {_bad_pixel_text(summary['bad_pixels'])} bad detector pixels were read as their neighbours' "
               "mean (--bad-pixels)")
