@@ -94,6 +94,12 @@ class Geometry:
     def n_slices(self) -> int:
         return max(self.exit_plane_slices)
 
+    @property
+    def largest_disk_invA(self) -> float:
+        """Radius of the largest bright-field disk the dataset holds: the largest semi-angle at the highest
+        energy (Å⁻¹)."""
+        return self.mrad_to_invA(max(self.semiangle_mrad_range), max(self.energies_eV))
+
     def mrad_to_invA(self, angle_mrad: float, energy_eV: float) -> float:
         """Scattering angle (mrad) to spatial frequency (Å⁻¹) at a beam energy."""
         return angle_mrad * 1e-3 / electron_wavelength_A(energy_eV)

@@ -97,18 +97,25 @@ def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, cen
 # The largest bright-field disk (radius in model px) the network is shown. The shipped model was trained with
 # disks up to 4 mrad at 300 kV (6.5 px at 1/32 Å⁻¹), but on a synthetic two-grain scan its vectors held
 # precision 1.00 up to 5.0 px only (0.93 at 5.5, 0.14 at 6.5) and fell apart beyond the trained range (a real
-# Merlin beam 11 × too large: vectors on its rim). A larger disk is shown at this size: the pattern is seen at
-# a coarser pitch, the lattice shrinks with the disks, and the vectors are measured back on the detector
-# (benchmarks/RESULTS.md, "Disks larger than the network knows").
+# Merlin beam 11 × too large: vectors on its rim). A larger disk is shown at this size, or at the largest a
+# model was trained with if that is smaller: the pattern is seen at a coarser pitch, the lattice shrinks with
+# the disks, and the vectors are measured back on the detector (benchmarks/RESULTS.md, "Disks larger than the
+# network knows").
 MAX_DISK_MODEL_PX = 5.0
 
 
-def view_pixel_invA(disk_radius_px: float, q_pixel_size_invA: float, dk_invA: float) -> float:
-    """The calibration (Å⁻¹ per detector px) at which the network is shown the patterns: the true one, or,
-    for a bright-field disk of ``disk_radius_px`` larger than ``MAX_DISK_MODEL_PX`` model px (``dk_invA``
-    each), the one that shows it at that size."""
-    r_model = disk_radius_px * q_pixel_size_invA / dk_invA
-    return q_pixel_size_invA if r_model <= MAX_DISK_MODEL_PX else q_pixel_size_invA * MAX_DISK_MODEL_PX / r_model
+def largest_shown_disk_px(geometry) -> float:
+    """The largest disk radius (model px) a model trained on ``geometry`` is shown."""
+    return min(MAX_DISK_MODEL_PX, geometry.largest_disk_invA / geometry.dk_invA)
+
+
+def view_pixel_invA(disk_radius_px: float, q_pixel_size_invA: float, geometry) -> float:
+    """The calibration (Å⁻¹ per detector px) at which a model trained on ``geometry`` is shown the patterns:
+    the true one, or, for a bright-field disk of ``disk_radius_px`` larger than ``largest_shown_disk_px``, the
+    one that shows it at that size."""
+    r_model = disk_radius_px * q_pixel_size_invA / geometry.dk_invA
+    cap = largest_shown_disk_px(geometry)
+    return q_pixel_size_invA if r_model <= cap else q_pixel_size_invA * cap / r_model
 
 
 class ModelInput:

@@ -43,7 +43,7 @@ from fourdcrystal.inference.bad_pixels import find_bad_pixels, read_mask
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
-from fourdcrystal.inference.model_input import MAX_DISK_MODEL_PX, ModelInput, probe_radius_px, view_pixel_invA
+from fourdcrystal.inference.model_input import ModelInput, largest_shown_disk_px, probe_radius_px, view_pixel_invA
 from fourdcrystal.inference.probe_synth import check_given_probe, probe_from_scan, sample_patterns
 from fourdcrystal.inference.writers import VectorWriter, write_index
 
@@ -151,7 +151,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     use_bf16 = precision == "bf16" or (precision == "auto" and auto_bf16(dev_type))
     dq = float(q_pixel_size_invA)
     # the network sees no disk larger than it finds reliably: a larger one is shown at a coarser pitch
-    dq_view = dq if baseline == "classical" else view_pixel_invA(probe_radius_px(probe), dq, geometry.dk_invA)
+    dq_view = dq if baseline == "classical" else view_pixel_invA(probe_radius_px(probe), dq, geometry)
     _check_size(cube, dq_view, geometry)
     inputs = ModelInput(probe, geometry.dk_invA / dq_view, geometry.detector_px, geometry.center_px, device)
     guess = mean_beam(cube, inputs, device)
@@ -168,7 +168,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice",
            "network_view": "as calibrated" if dq_view == dq else {
                "disk_radius_model_px": probe_radius_px(probe) * dq / geometry.dk_invA,
-               "shown_at_model_px": MAX_DISK_MODEL_PX, "scale": dq_view / dq, "qz": "not given"}}
+               "shown_at_model_px": largest_shown_disk_px(geometry), "scale": dq_view / dq, "qz": "not given"}}
     cube.nonfinite_px = 0  # counted over the detector's reads only
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
