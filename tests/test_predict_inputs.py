@@ -201,9 +201,9 @@ def test_dectris_master_with_compressed_data_files(tmp_path, scan, model_file, c
 def test_disks_larger_than_the_network_knows_are_shown_at_its_size(tmp_path, scan, reference, model_file, factor,
                                                                    capsys):
     """The same scan calibrated ``factor`` × coarser: its disks (3 px, 0.15 Å⁻¹ → 0.3 / 0.6 Å⁻¹, 9.6 / 19 model
-    px) are beyond any the network was trained with, which put 5–15 % of its vectors on a reflection. Shown at
-    ``MAX_DISK_MODEL_PX`` they are found where the calibrated scan's are (detector px), in the true Å⁻¹, without
-    q_z, and the output says so."""
+    px) are beyond any the network was trained with (6.5 px), where it put 5–15 % of its vectors on a
+    reflection. Shown at ``MAX_DISK_MODEL_PX`` they are found where the calibrated scan's are (detector px), in
+    the true Å⁻¹, without q_z, and the output says so."""
     from fourdcrystal.inference.model_input import MAX_DISK_MODEL_PX
 
     capsys.readouterr()

@@ -94,28 +94,31 @@ def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, cen
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
 
 
-# The largest bright-field disk (radius in model px) the network is shown. The shipped model was trained with
-# disks up to 4 mrad at 300 kV (6.5 px at 1/32 Å⁻¹), but on a synthetic two-grain scan its vectors held
-# precision 1.00 up to 5.0 px only (0.93 at 5.5, 0.14 at 6.5) and fell apart beyond the trained range (a real
-# Merlin beam 11 × too large: vectors on its rim). A larger disk is shown at this size, or at the largest a
-# model was trained with if that is smaller: the pattern is seen at a coarser pitch, the lattice shrinks with
-# the disks, and the vectors are measured back on the detector (benchmarks/RESULTS.md, "Disks larger than the
-# network knows").
+# Disks beyond the range a network was trained on. The shipped model was trained with disks up to 4 mrad at
+# 300 kV (6.5 px at 1/32 Å⁻¹); beyond that its vectors fall apart (a synthetic two-grain scan at 7–29 px:
+# 5–15 % of them on a reflection; a real Merlin beam 11 × too large: vectors on the beam's rim). Such a disk
+# is shown at MAX_DISK_MODEL_PX, the largest size at which the same scan kept precision 1.00 (0.93 at 5.5 px,
+# 0.14 at 6.5): the pattern is seen at a coarser pitch, the lattice shrinks with the disks, and the vectors are
+# measured back on the detector. Disks inside the trained range are shown as calibrated: showing those
+# above 5 px at 5 px too was neutral on bench_accuracy's [001] set, worse on its rectangular one (benchmarks/
+# RESULTS.md, "Disks larger than the network knows").
 MAX_DISK_MODEL_PX = 5.0
+BEYOND_TRAINING = 1.05  # × the largest trained radius: a disk measured on a probe image is good to a few %
 
 
 def largest_shown_disk_px(geometry) -> float:
-    """The largest disk radius (model px) a model trained on ``geometry`` is shown."""
+    """The radius (model px) at which a disk beyond the range of a model trained on ``geometry`` is shown."""
     return min(MAX_DISK_MODEL_PX, geometry.largest_disk_invA / geometry.dk_invA)
 
 
 def view_pixel_invA(disk_radius_px: float, q_pixel_size_invA: float, geometry) -> float:
     """The calibration (Å⁻¹ per detector px) at which a model trained on ``geometry`` is shown the patterns:
-    the true one, or, for a bright-field disk of ``disk_radius_px`` larger than ``largest_shown_disk_px``, the
-    one that shows it at that size."""
+    the true one, or, for a bright-field disk of ``disk_radius_px`` beyond the trained range, the one that
+    shows it at ``largest_shown_disk_px``."""
     r_model = disk_radius_px * q_pixel_size_invA / geometry.dk_invA
-    cap = largest_shown_disk_px(geometry)
-    return q_pixel_size_invA if r_model <= cap else q_pixel_size_invA * cap / r_model
+    if r_model <= BEYOND_TRAINING * geometry.largest_disk_invA / geometry.dk_invA:
+        return q_pixel_size_invA
+    return q_pixel_size_invA * largest_shown_disk_px(geometry) / r_model
 
 
 class ModelInput:
