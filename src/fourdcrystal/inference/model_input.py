@@ -94,29 +94,31 @@ def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, cen
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
 
 
-# Disks beyond the range a network was trained on. The shipped model was trained with disks up to 4 mrad at
-# 300 kV (6.5 px at 1/32 Å⁻¹); beyond that its vectors fall apart (a synthetic two-grain scan at 7–29 px:
-# 5–15 % of them on a reflection; a real Merlin beam 11 × too large: vectors on the beam's rim). Such a disk
-# is shown at MAX_DISK_MODEL_PX, the largest size at which the same scan kept precision 1.00 (0.93 at 5.5 px,
-# 0.14 at 6.5): the pattern is seen at a coarser pitch, the lattice shrinks with the disks, and the vectors are
-# measured back on the detector. Disks inside the trained range are shown as calibrated: showing those
-# above 5 px at 5 px too was neutral on bench_accuracy's [001] set, worse on its rectangular one (benchmarks/
-# RESULTS.md, "Disks larger than the network knows").
+# Disks too large for the network. The shipped model was trained with disks up to 4 mrad at 300 kV (6.5 px at
+# 1/32 Å⁻¹). On a synthetic two-grain scan of clear disks its precision was 1.00 up to 5 px, then 0.70 / 0.28 /
+# 0.11 at 5.8 / 6.2 / 6.7 px and 0.05–0.15 beyond its training (7–29 px); a real Merlin beam 11 × too large
+# gave vectors on the beam's rim. A disk larger than VIEW_ABOVE_MODEL_PX (where that precision falls below
+# 0.5), or beyond a model's trained range, is shown at MAX_DISK_MODEL_PX (there the same scan kept 1.00): the
+# pattern is seen at a coarser pitch, the lattice shrinks with the disks, and the vectors are measured back on
+# the detector. Showing every disk above 5 px at 5 px was tried: neutral on bench_accuracy's [001] set and worse
+# on its rectangular one at 5.7 px (benchmarks/RESULTS.md, "Disks larger than the network knows").
 MAX_DISK_MODEL_PX = 5.0
+VIEW_ABOVE_MODEL_PX = 6.0
 BEYOND_TRAINING = 1.05  # × the largest trained radius: a disk measured on a probe image is good to a few %
 
 
 def largest_shown_disk_px(geometry) -> float:
-    """The radius (model px) at which a disk beyond the range of a model trained on ``geometry`` is shown."""
+    """The radius (model px) at which a too-large disk is shown to a model trained on ``geometry``."""
     return min(MAX_DISK_MODEL_PX, geometry.largest_disk_invA / geometry.dk_invA)
 
 
 def view_pixel_invA(disk_radius_px: float, q_pixel_size_invA: float, geometry) -> float:
     """The calibration (Å⁻¹ per detector px) at which a model trained on ``geometry`` is shown the patterns:
-    the true one, or, for a bright-field disk of ``disk_radius_px`` beyond the trained range, the one that
-    shows it at ``largest_shown_disk_px``."""
+    the true one, or, for a bright-field disk of ``disk_radius_px`` above ``VIEW_ABOVE_MODEL_PX`` model px or
+    beyond the trained range, the one that shows it at ``largest_shown_disk_px``."""
     r_model = disk_radius_px * q_pixel_size_invA / geometry.dk_invA
-    if r_model <= BEYOND_TRAINING * geometry.largest_disk_invA / geometry.dk_invA:
+    trained = geometry.largest_disk_invA / geometry.dk_invA
+    if r_model <= min(VIEW_ABOVE_MODEL_PX, BEYOND_TRAINING * trained):
         return q_pixel_size_invA
     return q_pixel_size_invA * largest_shown_disk_px(geometry) / r_model
 

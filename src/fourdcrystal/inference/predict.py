@@ -150,7 +150,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
     use_bf16 = precision == "bf16" or (precision == "auto" and auto_bf16(dev_type))
     dq = float(q_pixel_size_invA)
-    # the network sees no disk beyond its training: a larger one is shown at a coarser pitch
+    # the network sees no disk larger than it finds reliably: a larger one is shown at a coarser pitch
     dq_view = dq if baseline == "classical" else view_pixel_invA(probe_radius_px(probe), dq, geometry)
     _check_size(cube, dq_view, geometry)
     inputs = ModelInput(probe, geometry.dk_invA / dq_view, geometry.detector_px, geometry.center_px, device)
@@ -210,9 +210,10 @@ def page_settings(s: dict) -> dict:
 def _view_text(v) -> str:
     if not isinstance(v, dict):
         return str(v)
-    return (f"the bright-field disk ({v['disk_radius_model_px']:.1f} model px in radius) is larger than any the network "
-            f"was trained with: the patterns were shown to it at {v['scale']:.3g} × their scale (the disk at "
-            f"{v['shown_at_model_px']:.1f} px), and q_z is not given")
+    return (f"the bright-field disk ({v['disk_radius_model_px']:.1f} model px in radius) is larger than the network "
+            f"finds reliably: the patterns were shown to it at {v['scale']:.3g} × their scale (the disk at "
+            f"{v['shown_at_model_px']:.1f} px), and q_z is not given; if the beam's convergence is not that large, "
+            f"the calibration is too coarse: check --q-pixel-size (1/Å per px)")
 
 
 def _bad_pixel_text(b) -> str:
