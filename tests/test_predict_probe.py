@@ -108,3 +108,45 @@ def test_recentring_a_beam_cut_by_the_detector_edge_does_not_wrap_it():
     med = probe_synth.aligned_median(patterns, np.array([[48.0, 11.0], [48.0, 11.0]]), (48.0, 4.0))
     assert np.abs(med[:, 80:]).max() < 2.0  # the far side stays dark
     assert med[48, :3].min() > 50.0  # the beam's own edge stays bright
+
+
+def test_a_saturated_blooming_beam_gives_the_diffracted_disks_size(tmp_path):
+    """Spot patterns whose beam is recorded at the detector's ceiling with a bright halo (as precession and
+    nanobeam scans are taken to show weak spots): the beam measures far larger than the disks, so the probe's
+    radius is measured on the diffracted disks, and the beam counts as present whatever its contrast against
+    its halo. On a real NanoMEGAS scan the beam's 7.9 px (disks 2 px) had left only the beams."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_predict import DQ, R_DISK, make_scan
+    from fourdcrystal.inference.datacube_io import Cube
+    from fourdcrystal.inference.predict import DEFAULT_MODEL, load_model, peak_settings
+
+    cube, _, truth = make_scan(2, 3)
+    Q = cube.shape[-1]
+    i, j = np.indices((Q, Q))
+    rng = np.random.default_rng(3)
+    counted = []
+    for k, (rx, ry) in enumerate(np.ndindex(*cube.shape[:2])):
+        qs, px = truth[(rx, ry)]
+        c = px[0] - qs[0] / DQ  # this position's beam
+        halo = 150.0 * np.exp(-np.hypot(i - c[0], j - c[1]) / 15.0)  # a broad glow
+        counted.append(np.minimum(rng.poisson(0.5 * (cube[rx, ry] + halo)), 255))  # an 8-bit ceiling
+    scan = np.stack(counted).astype(np.float32).reshape(cube.shape)
+    assert probe_synth.measure_disk(np.median(scan.reshape(-1, Q, Q), 0))["radius_px"] > 1.2 * R_DISK  # blooms
+    probe, info = probe_synth.probe_from_scan(Cube(scan, "saturated"))
+    assert info["radius_px"] == pytest.approx(R_DISK, abs=0.6) and "saturated" in info["path"]
+    model, geo, meta = load_model(str(DEFAULT_MODEL), "cpu")
+    ps = peak_settings(meta)
+    s = predict.predict_cube(Cube(scan, "saturated"), None, model, geo, DQ, tmp_path / "o", progress=False,
+                             threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"])
+    assert s["saturation"] == 255.0
+    df = pd.read_parquet(tmp_path / "o" / "bragg_vectors.parquet")
+    found = inside = on = n = 0
+    for (rx, ry), (qs, px) in truth.items():
+        v = df[(df.rx == rx) & (df.ry == ry)][["qx_px", "qy_px"]].to_numpy()
+        keep = (px.min(1) >= 6) & (px.max(1) <= Q - 7)
+        d = np.hypot(v[:, None, 0] - px[None, :, 0], v[:, None, 1] - px[None, :, 1])
+        found, inside = found + int((d[:, keep].min(0) <= 1.0).sum()), inside + int(keep.sum())
+        on, n = on + int((d.min(1) <= 1.0).sum()), n + len(v) - 1  # the beam is no reflection
+    assert on >= 0.9 * n and found >= 0.8 * inside

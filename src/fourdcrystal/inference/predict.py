@@ -44,7 +44,7 @@ from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacu
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
 from fourdcrystal.inference.model_input import ModelInput, largest_shown_disk_px, probe_radius_px, view_pixel_invA
-from fourdcrystal.inference.probe_synth import check_given_probe, probe_from_scan, sample_patterns
+from fourdcrystal.inference.probe_synth import check_given_probe, probe_from_scan, sample_patterns, saturation_level
 from fourdcrystal.inference.writers import VectorWriter, write_index
 
 log = logging.getLogger("fourdcrystal.inference.predict")
@@ -143,6 +143,9 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
         samples = cube.bad_pixels.repair(samples)
         if probe is not None:
             probe = cube.bad_pixels.repair(np.array(probe, dtype=np.float32))
+    if samples is None:
+        samples = sample_patterns(cube)
+    saturation = saturation_level(samples)  # a beam at the detector's ceiling (evidence: it is there)
     if probe is None:
         probe, probe_info = probe_from_scan(cube, samples)
     else:
@@ -160,8 +163,9 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     else:
         detector = NetworkDetector(model, geometry, inputs, dq, threshold=threshold, min_spacing_px=min_spacing_px,
                                    device=device, use_bf16=use_bf16, lattice_positions=lattice_positions,
-                                   view_pixel_invA=dq_view)
-    run = {"probe": probe_info or {"path": "given by the caller"}, "center": center, "bad_pixels": (
+                                   view_pixel_invA=dq_view, saturation=saturation)
+    run = {"probe": probe_info or {"path": "given by the caller"}, "center": center, "saturation": saturation,
+           "bad_pixels": (
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
            "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32",
            "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network",

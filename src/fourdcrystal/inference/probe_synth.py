@@ -51,6 +51,60 @@ def aligned_median(patterns: np.ndarray, centres: np.ndarray, to: tuple[float, f
     return np.median(shifted[:, pad:pad + Qx, pad:pad + Qy], axis=0)
 
 
+# A beam recorded at the detector's ceiling (a plateau of at least this many pixels at the scan's maximum in
+# the sampled patterns' median): users saturate the beam to see weak reflections.
+SATURATED_MIN_PX = 5
+# Diffracted disks used to measure the disk's size when the beam is saturated: at least SPOT_MIN_COUNT of
+# them, each standing out by SPOT_MIN_CONTRAST of the (saturated) beam's contrast above its own background.
+SPOT_MIN_COUNT, SPOT_MAX_COUNT, SPOT_MIN_CONTRAST = 3, 8, 0.1
+SPOT_SMALLER = 0.75  # the diffracted disks' radius replaces the beam's only below this fraction of it
+
+
+def saturation_level(samples: np.ndarray) -> float | None:
+    """The detector's ceiling if the scan's beams reach it (the median of the sampled patterns holds a plateau
+    of ``SATURATED_MIN_PX`` pixels at their maximum: the same pixels in most patterns, as a beam is, where the
+    maximum of sparse counts is reached by scattered pixels), else None."""
+    top = float(samples.max())
+    if not np.isfinite(top) or top <= 0:
+        return None
+    at_top = int((np.median(samples, axis=0) >= top * (1 - 1e-6)).sum())
+    return top if at_top >= SATURATED_MIN_PX else None
+
+
+def _local_maxima(img: np.ndarray, half: int = 2) -> np.ndarray:
+    """Pixels that are the maximum of their (2·half+1)² neighbourhood."""
+    p = np.pad(img, half, mode="constant", constant_values=-np.inf)
+    n0, n1 = img.shape
+    return np.all([img >= p[i:i + n0, j:j + n1] for i in range(2 * half + 1) for j in range(2 * half + 1)], axis=0)
+
+
+def diffracted_disk_radius(pattern: np.ndarray, beam: dict) -> float | None:
+    """Median half-maximum radius (px) of the brightest diffracted disks of ``pattern`` (a median pattern),
+    each about its own background (the lowest of its radial profile within the beam's radius), or None if
+    fewer than ``SPOT_MIN_COUNT`` stand out by ``SPOT_MIN_CONTRAST`` of the beam's contrast. ``beam``: the
+    beam's ``measure_disk``."""
+    img = np.asarray(pattern, dtype=np.float64)
+    img = img - np.percentile(img, 10)
+    sm = _box3(img)
+    (cx, cy), R = beam["center_px"], beam["radius_px"]
+    i, j = np.indices(img.shape)
+    edge = int(np.ceil(R)) + 1
+    away = (np.hypot(i - cx, j - cy) > 1.5 * R + 2) & (i >= edge) & (j >= edge) & \
+        (i < img.shape[0] - edge) & (j < img.shape[1] - edge)
+    beam_contrast = sm[int(round(cx)), int(round(cy))] if away.shape else 0.0
+    cand = np.argwhere(_local_maxima(sm) & away)
+    cand = cand[np.argsort(sm[cand[:, 0], cand[:, 1]])[::-1][:SPOT_MAX_COUNT]]
+    radii = []
+    for a, b in cand:
+        rr = np.hypot(i - a, j - b)
+        prof_r, prof = _radial_profile(img, rr)
+        inside = prof_r <= R
+        bg, top = prof[inside].min(), prof[prof_r <= 1.0].mean()
+        if top - bg >= SPOT_MIN_CONTRAST * beam_contrast > 0:
+            radii.append(_crossing(prof_r, prof - bg, 0.5 * (top - bg)))
+    return float(np.median(radii)) if len(radii) >= SPOT_MIN_COUNT else None
+
+
 def _box3(img: np.ndarray) -> np.ndarray:
     """3×3 box average (edges padded): a lone bright pixel cannot pass for the beam."""
     p = np.pad(img, 1, mode="edge")
@@ -140,8 +194,15 @@ def probe_from_scan(cube, samples: np.ndarray | None = None) -> tuple[np.ndarray
     guess = first["center_px"]
     finder = BeamFinder(synthetic_probe(shape, guess, first["radius_px"], first["edge_px"]), "cpu")
     centres = finder.find(torch.from_numpy(pats), guess, max(3.0, first["radius_px"])).numpy()
-    disk = measure_disk(aligned_median(pats, centres, guess))
+    median = aligned_median(pats, centres, guess)
+    disk = measure_disk(median)
+    path = "synthesized from the bright-field disk of the scan's median pattern"
+    # a saturated beam blooms (and its halo reads as part of it): its diffracted disks, unsaturated, give the
+    # disk's size (benchmarks/RESULTS.md, "A real precession pattern with a saturated beam")
+    spots = diffracted_disk_radius(median, disk) if saturation_level(pats) is not None else None
+    if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
+        disk = dict(disk, radius_px=spots)
+        path += ", its radius measured on the diffracted disks (the beam is saturated)"
     probe = synthetic_probe(shape, disk["center_px"], disk["radius_px"], TEMPLATE_EDGE_PX)
-    return probe, {"path": "synthesized from the bright-field disk of the scan's median pattern",
-                   "center_px": disk["center_px"], "radius_px": disk["radius_px"], "edge_px": TEMPLATE_EDGE_PX,
-                   "measured_edge_px": disk["edge_px"]}
+    return probe, {"path": path, "center_px": disk["center_px"], "radius_px": disk["radius_px"],
+                   "edge_px": TEMPLATE_EDGE_PX, "measured_edge_px": disk["edge_px"]}
