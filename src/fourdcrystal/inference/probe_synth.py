@@ -91,7 +91,7 @@ def diffracted_disk_radius(pattern: np.ndarray, beam: dict) -> float | None:
     edge = int(np.ceil(R)) + 1
     away = (np.hypot(i - cx, j - cy) > 1.5 * R + 2) & (i >= edge) & (j >= edge) & \
         (i < img.shape[0] - edge) & (j < img.shape[1] - edge)
-    beam_contrast = sm[int(round(cx)), int(round(cy))] if away.shape else 0.0
+    beam_contrast = sm[min(max(int(round(cx)), 0), img.shape[0] - 1), min(max(int(round(cy)), 0), img.shape[1] - 1)]
     cand = np.argwhere(_local_maxima(sm) & away)
     cand = cand[np.argsort(sm[cand[:, 0], cand[:, 1]])[::-1][:SPOT_MAX_COUNT]]
     radii = []
