@@ -147,14 +147,15 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
         samples = sample_patterns(cube)
     saturation = saturation_level(samples)  # a beam at the detector's ceiling (evidence: it is there)
     if probe is None:
-        probe, probe_info = probe_from_scan(cube, samples)
+        probe, probe_info = probe_from_scan(cube, samples, saturated=saturation is not None)
     else:
         check_given_probe(probe)
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
     use_bf16 = precision == "bf16" or (precision == "auto" and auto_bf16(dev_type))
     dq = float(q_pixel_size_invA)
     # the network sees no disk larger than it finds reliably: a larger one is shown at a coarser pitch
-    dq_view = dq if baseline == "classical" else view_pixel_invA(probe_radius_px(probe), dq, geometry)
+    disk_px = probe_radius_px(probe)
+    dq_view = dq if baseline == "classical" else view_pixel_invA(disk_px, dq, geometry)
     _check_size(cube, dq_view, geometry)
     inputs = ModelInput(probe, geometry.dk_invA / dq_view, geometry.detector_px, geometry.center_px, device)
     guess = mean_beam(cube, inputs, device)
@@ -171,7 +172,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network",
            "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice",
            "network_view": "as calibrated" if dq_view == dq else {
-               "disk_radius_model_px": probe_radius_px(probe) * dq / geometry.dk_invA,
+               "disk_radius_model_px": disk_px * dq / geometry.dk_invA,
                "shown_at_model_px": largest_shown_disk_px(geometry), "scale": dq_view / dq, "qz": "not given"}}
     cube.nonfinite_px = 0  # counted over the detector's reads only
     with atomic_path(out_dir) as tmp:

@@ -178,9 +178,10 @@ def check_given_probe(probe: np.ndarray) -> None:
                         "pass the vacuum probe recorded with this scan, or omit --probe to synthesize one from it")
 
 
-def probe_from_scan(cube, samples: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | None = None) -> tuple[np.ndarray, dict]:
     """(template, description): the synthetic probe of the scan's bright-field disk; ``samples``: the
-    scan's ``sample_patterns`` if already read.
+    scan's ``sample_patterns`` if already read; ``saturated``: whether its beams reach the detector's ceiling
+    (``saturation_level``), if already known.
 
     Two passes: a first template from the plain median pattern finds each sampled pattern's beam
     (``model_input.BeamFinder``), the disk is then measured on the median of the re-centred patterns."""
@@ -199,7 +200,8 @@ def probe_from_scan(cube, samples: np.ndarray | None = None) -> tuple[np.ndarray
     path = "synthesized from the bright-field disk of the scan's median pattern"
     # a saturated beam blooms (and its halo reads as part of it): its diffracted disks, unsaturated, give the
     # disk's size (benchmarks/RESULTS.md, "A real precession pattern with a saturated beam")
-    spots = diffracted_disk_radius(median, disk) if saturation_level(pats) is not None else None
+    saturated = saturation_level(pats) is not None if saturated is None else saturated
+    spots = diffracted_disk_radius(median, disk) if saturated else None
     if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
         disk = dict(disk, radius_px=spots)
         path += ", its radius measured on the diffracted disks (the beam is saturated)"
