@@ -115,9 +115,6 @@ def test_a_saturated_blooming_beam_gives_the_diffracted_disks_size(tmp_path):
     nanobeam scans are taken to show weak spots): the beam measures far larger than the disks, so the probe's
     radius is measured on the diffracted disks, and the beam counts as present whatever its contrast against
     its halo. On a real NanoMEGAS scan the beam's 7.9 px (disks 2 px) had left only the beams."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests"))
     from test_predict import DQ, R_DISK, make_scan
     from fourdcrystal.inference.datacube_io import Cube
     from fourdcrystal.inference.predict import DEFAULT_MODEL, load_model, peak_settings
