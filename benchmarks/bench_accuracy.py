@@ -42,6 +42,9 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--quad-cross GAIN] [--bad-pixels auto|none]   (a quad detector's cross through the beam: the two
             central rows and columns of every pattern and of the probe count GAIN × — 2.5 for its wide pixels,
             0 for a gap written as 0 — and `predict` finds and fills it, or not)
+        [--probe vacuum|synthesized]   (synthesized: both detectors run without the vacuum probe, on the
+            probe `predict` makes from the scan's own bright-field disk, as a user without one runs it;
+            its radius against the true disk's is printed per corner)
 """
 from __future__ import annotations
 
@@ -65,6 +68,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from fourdcrystal.evaluation.scoring import aggregate, jsonable, score_patterns  # noqa: E402
 from fourdcrystal.evaluation.truth import NEGATIVE_KINDS, as_recorded, negative_cbed  # noqa: E402
+from fourdcrystal.errors import UserError  # noqa: E402
 from fourdcrystal.evaluation.tuning import tune_classical  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference import peaks, predict  # noqa: E402
@@ -186,6 +190,9 @@ def recorded(frame: pd.DataFrame, distortions: list) -> list:
 PRECISION = "fp32"
 # --quad-cross / --bad-pixels: the detector's cross (None: none) and `predict`'s bad-pixel search
 QUAD_GAIN, BAD_PIXELS = None, "auto"
+# --probe: "vacuum" (the true vacuum probe is given to `predict`) or "synthesized" (none is given); the
+# synthesized probe's radius (px) of the last `vectors` call, None where `predict` refused the scan
+PROBE, SYNTH_RADIUS = "vacuum", []
 
 
 def quad_cross(a: np.ndarray) -> np.ndarray:
@@ -205,15 +212,23 @@ def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classica
     ``DETECTOR``, as ``set_detector`` left it — the negatives' film and probe are simulated on it)."""
     dq = DETECTOR.dk_invA if dq is None else dq
     out = tmp / f"run-{time.perf_counter_ns()}"
-    predict.predict_cube(Cube(array=quad_cross(cube), path="bench"), quad_cross(probe), model, mgeo, dq, out,
-                         progress=False, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
-                         baseline="classical" if classical is not None else None, classical_settings=classical,
-                         precision=PRECISION, bad_pixels=BAD_PIXELS)
+    n = cube.shape[0] * cube.shape[1]
+    try:
+        summary = predict.predict_cube(
+            Cube(array=quad_cross(cube), path="bench"), quad_cross(probe) if PROBE == "vacuum" else None, model,
+            mgeo, dq, out, progress=False, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
+            baseline="classical" if classical is not None else None, classical_settings=classical,
+            precision=PRECISION, bad_pixels=BAD_PIXELS)
+    except UserError:  # only without a vacuum probe: no bright-field disk to make one from (no vectors)
+        if PROBE == "vacuum":
+            raise
+        SYNTH_RADIUS[:] = [None]
+        return [pd.DataFrame(columns=["qx_px", "qy_px", "intensity", "qz"])] * n
+    SYNTH_RADIUS[:] = [summary["probe"].get("radius_px")]
     df = pd.read_parquet(out / "bragg_vectors.parquet")
     c = DETECTOR.center_px
     df = df.assign(qx_px=c + df["qx"] / dq, qy_px=c + df["qy"] / dq)
     df = df[np.hypot(df["qx"], df["qy"]) > 2 * dq]
-    n = cube.shape[0] * cube.shape[1]
     groups = dict(tuple(df.groupby(df["rx"] * cube.shape[1] + df["ry"])))
     return [groups.get(k, df.iloc[:0]) for k in range(n)]
 
@@ -270,11 +285,14 @@ def run_test(sims: dict, cfg: dict, model, mgeo, ps: dict, settings: dict, tmp: 
             # the detectors read the recorded patterns; the oracle reads the label, on the calibrated grid
             seen = (recorded(p["truth"], dist), recorded(p["faint"], dist))
             label = ([p["truth"]] * SCAN * SCAN, [p["faint"]] * SCAN * SCAN)
+            net = vectors(cube, p["probe"], model, mgeo, ps, None, tmp, p["dq"])
+            radius = {"probe_radius_px": SYNTH_RADIUS[0], "true_radius_px": p["radius_px"]} if PROBE != "vacuum" \
+                else {}
             for det, found, (truths, faints) in (
-                    ("network", vectors(cube, p["probe"], model, mgeo, ps, None, tmp, p["dq"]), seen),
+                    ("network", net, seen),
                     ("py4DSTEM", vectors(cube, p["probe"], model, mgeo, ps, settings, tmp, p["dq"]), seen),
                     ("oracle", [oracle_vectors(p["label"])] * SCAN * SCAN, label)):
-                recs.append({**corner, "detector": det, "found": found, "truths": truths, "faints": faints})
+                recs.append({**corner, "detector": det, "found": found, "truths": truths, "faints": faints, **radius})
             # (kept apart: the noise draws above are seeded by len(recs))
             ceiling.append({**corner, "detector": "countable", "found": [countable_vectors(p, dose)] * SCAN * SCAN,
                             "truths": label[0], "faints": label[1]})
@@ -334,6 +352,24 @@ def head_to_head(corners: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def synthesized_radii(recs: list[dict]) -> str:
+    """The synthesized probe's radius over the true disk's, per corner (min–max over crystals and doses), and
+    the scans where `predict` made none."""
+    keys = ["energy_kV", "semiangle_mrad", "thickness_nm"]
+    df = pd.DataFrame([{k: r[k] for k in keys + ["dose"]} | {"ratio": np.nan if r["probe_radius_px"] is None else
+                       r["probe_radius_px"] / r["true_radius_px"], "true": r["true_radius_px"]}
+                       for r in recs if r["detector"] == "network"])
+    lines = ["| kV | mrad | nm | true radius (px) | synthesized / true: noiseless | 1e5 | 1e3 |", "|---|---|---|---|---|---|---|"]
+    for key, g in df.groupby(keys, sort=False):
+        cells = []
+        for dose in ("noiseless", "1e+05", "1e+03"):
+            r = g[g["dose"] == dose]["ratio"]
+            cells.append("–" if r.empty else (f"{r.min():.2f}–{r.max():.2f}" if r.notna().all() else
+                                              f"{r.min():.2f}–{r.max():.2f}, {r.isna().sum()} refused"))
+        lines.append(f"| {' | '.join(f'{v:g}' for v in key)} | {g['true'].iloc[0]:.2f} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one test crystal, 300 kV, 10 nm (minutes)")
@@ -357,9 +393,12 @@ def main() -> int:
                     help="the two central detector rows and columns count GAIN × (a quad detector's cross)")
     ap.add_argument("--bad-pixels", choices=("auto", "none"), default="auto",
                     help="predict's bad-pixel search (auto, as `predict` runs by default) or none")
+    ap.add_argument("--probe", choices=("vacuum", "synthesized"), default="vacuum",
+                    help="vacuum: the true vacuum probe is given (default); synthesized: none is given, `predict` "
+                         "makes one from the scan (both detectors)")
     a = ap.parse_args()
-    global PRECISION, QUAD_GAIN, BAD_PIXELS
-    PRECISION, QUAD_GAIN, BAD_PIXELS = a.precision, a.quad_cross, a.bad_pixels
+    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE
+    PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE = a.precision, a.quad_cross, a.bad_pixels, a.probe
     if a.detector:
         set_detector(int(a.detector[0]), a.detector[1])
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -393,7 +432,8 @@ def main() -> int:
     corners = pooled(recs, ["energy_kV", "semiangle_mrad", "thickness_nm", "dose", "detector"])
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].max()
     print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}, crystals: {', '.join(names[1:])}"
-          f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}): "
+          f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}, "
+          f"probe: {a.probe}): "
           f"{len(test)} crystal × energy sets, "
           f"{len(recs) // 4} pattern sets × {SCAN * SCAN} positions; simulation {t_sim:.0f} s, "
           f"model {a.model or 'shipped'} (peak settings {ps}, {a.precision}); py4DSTEM "
@@ -403,6 +443,8 @@ def main() -> int:
     print(markdown(corners, ["energy_kV", "semiangle_mrad", "thickness_nm", "dose", "detector"],
                    ["f1", "f1_real", "f1_2px", "precision", "precision_real", "recall", "rms_px"]) + "\n")
     print(head_to_head(corners) + "\n")
+    if a.probe == "synthesized":
+        print(synthesized_radii(recs) + "\n")
     print("False vectors per pattern on negatives (worst illumination):\n")
     print(markdown(neg.reset_index(), ["kind", "dose", "detector"], ["false_vectors_per_pattern"]))
     if a.out:

@@ -25,6 +25,7 @@ MAX_SAMPLE = 64  # patterns in the median (evenly spread over the scan): enough 
 # On simulated SrTiO3 scans (1e5 e⁻, detector blur) this edge kept F1 within 0.015 of the true
 # probe's, the measured edge (0.4 px) within 0.03.
 TEMPLATE_EDGE_PX = 0.1
+TEMPLATE_RADIUS_SCALE = 1.0
 
 
 def sample_patterns(cube) -> np.ndarray:
@@ -98,7 +99,7 @@ def diffracted_disk_radius(pattern: np.ndarray, beam: dict) -> float | None:
     for a, b in cand:
         rr = np.hypot(i - a, j - b)
         prof_r, prof = _radial_profile(img, rr)
-        inside = prof_r <= R
+        inside = prof_r <= R + 0.25  # the 0.5 px bin holding R too: not on a knife-edge at a bin centre
         bg, top = prof[inside].min(), prof[prof_r <= 1.0].mean()
         if top - bg >= SPOT_MIN_CONTRAST * beam_contrast > 0:
             radii.append(_crossing(prof_r, prof - bg, 0.5 * (top - bg)))
@@ -120,35 +121,95 @@ def _crossing(r: np.ndarray, prof: np.ndarray, level: float) -> float:
     return float(r[k - 1] + (prof[k - 1] - level) / (prof[k - 1] - prof[k]) * (r[k] - r[k - 1]))
 
 
-def measure_disk(pattern: np.ndarray) -> dict:
-    """Centre (px), radius (px, half-maximum) and logistic edge width (px) of the brightest disk.
+# Half-maximum radii below this are no disk (a lone pixel's is 0.56 px); a disk of one bright pixel, as 80 kV
+# and 1 mrad draw on a 0.02 Å⁻¹/px detector, measures 0.8–0.9 px noise-free.
+MIN_DISK_RADIUS_PX = 0.5
 
-    The beam is located on a 3×3-averaged copy (a lone hot pixel cannot pass for it); radius and edge
-    are read off the radial profile of the pattern itself about the disk's centre of mass."""
+
+def symmetry_centre(pattern: np.ndarray) -> tuple[float, float]:
+    """The pattern's centre of inversion symmetry (px, to half a pixel): the maximum of its autoconvolution,
+    halved. Bragg disks come in pairs ±g about the direct beam (Friedel's law, and the lattice whatever the
+    intensities), so this finds the beam where the brightest disk is not it: in a thick crystal a {220} disk
+    outshone Si [001]'s direct beam, 18 px away, and the beam's own rim its middle
+    (benchmarks/RESULTS.md, "The probe made from the scan, over bench_accuracy's envelope")."""
+    a = np.clip(np.asarray(pattern, np.float64) - np.percentile(pattern, 10), 0, None)
+    shape = (2 * a.shape[0], 2 * a.shape[1])  # zero-padded: no wrap-around
+    f = np.fft.rfft2(a, s=shape)
+    conv = np.fft.irfft2(f * f, s=shape)
+    k = np.unravel_index(np.argmax(conv), conv.shape)
+    return k[0] / 2.0, k[1] / 2.0
+
+
+def measure_disk(pattern: np.ndarray, seed: tuple[float, float] | None = None) -> dict:
+    """Centre (px), radius (px, half-maximum) and logistic edge width (px) of the direct beam's disk.
+
+    The measurement starts at ``seed``; by default at the pattern's ``symmetry_centre``, or, where no disk is
+    found from there, at the brightest 3×3 mean (a lone hot pixel cannot pass for it; a real Merlin scan's
+    beam, cut by the detector's edge beside a saturated flare, has no centre of symmetry on the detector).
+    Radius and edge are read off the radial profile of the pattern itself about the disk's centre of mass,
+    outward from the brightest bin of its inner profile (a dark pixel at the centre of a low-dose median
+    ended the disk there: 0.2 px, and `predict` refused the scan)."""
     img = np.asarray(pattern, dtype=np.float64)
     img = img - np.percentile(img, 10)  # background level (most of a diffraction pattern is dark)
     sm = _box3(img)
-    peak = sm.max()
-    if not np.isfinite(peak) or peak <= 0:
+    if not np.isfinite(sm.max()) or sm.max() <= 0:
         raise UserError("the scan's median pattern is flat: no direct beam to make a probe from",
                         "pass a vacuum probe with --probe (or --probe-from-region over vacuum positions)")
+    if seed is not None:
+        return _disk_about(img, seed)
+    try:
+        return _disk_about(img, symmetry_centre(img))
+    except UserError:
+        return _disk_about(img, np.unravel_index(np.argmax(sm), sm.shape))
+
+
+def _disk_about(img: np.ndarray, seed) -> dict:
+    """``measure_disk`` of the background-free ``img`` from ``seed``."""
     i, j = np.indices(img.shape)
-    c = np.array(np.unravel_index(np.argmax(sm), sm.shape), dtype=np.float64)
+    c = np.array(seed, dtype=np.float64)
     radius = 1.0
     for _ in range(4):  # centre of mass of the half-maximum disk about the current centre, then its radius
         rr = np.hypot(i - c[0], j - c[1])
         prof_r, prof = _radial_profile(img, rr)
-        top = prof[prof_r <= max(1.0, 0.5 * radius)].mean()
-        radius = _crossing(prof_r, prof, 0.5 * top)
+        inner = np.nonzero(prof_r <= max(1.0, 0.5 * radius))[0]
+        k0 = inner[np.argmax(prof[inner])]
+        top = prof[inner].mean()
+        radius = _crossing(prof_r[k0:], prof[k0:], 0.5 * top)
         w = (img > 0.5 * top) * (rr <= radius + 1.5) * img
         if w.sum() > 0:
             c = np.array([(i * w).sum(), (j * w).sum()]) / w.sum()
     # logistic edge 1/(1+exp((r-R)/w)): its 90 %-10 % distance is 2 ln 9 · w
-    width = max(0.05, (_crossing(prof_r, prof, 0.1 * top) - _crossing(prof_r, prof, 0.9 * top)) / (2 * np.log(9)))
-    if radius < 1.0 or radius > 0.45 * min(img.shape):
+    width = max(0.05, (_crossing(prof_r[k0:], prof[k0:], 0.1 * top) -
+                       _crossing(prof_r[k0:], prof[k0:], 0.9 * top)) / (2 * np.log(9)))
+    if radius < MIN_DISK_RADIUS_PX or radius > 0.45 * min(img.shape):
         raise UserError(f"no bright-field disk found in the scan's median pattern (radius {radius:.1f} px)",
                         "pass a vacuum probe with --probe (or --probe-from-region over vacuum positions)")
     return {"center_px": (float(c[0]), float(c[1])), "radius_px": float(radius), "edge_px": float(width)}
+
+
+# A disk this large (half-maximum radius, px) has its radius taken as the larger of that and its aperture
+# edge's (``edge_radius``): inside a thick crystal's disk the intensity can fall toward the rim, and its
+# half maximum then lies inside the aperture (SrTiO3 [001], 60 nm, 300 kV, 3.5 mrad: 0.65–0.70 × the true
+# radius; the edge 0.93–0.95 ×). A template too small costs the network more than one too large (80 kV,
+# 3.5 mrad, 60 nm at 1e5 e⁻: F1 0.65 / 0.85 / 0.89 at 0.85 / 0.9 / 1.0 × the radius, 0.88–0.90 at
+# 1.05–1.2 ×). On smaller disks the edge's slope is a few noisy bins, and the half maximum is used alone.
+EDGE_MIN_RADIUS_PX = 3.0
+
+
+def edge_radius(pattern: np.ndarray, centre, radius_px: float) -> float:
+    """Radius (px) where the radial profile of ``pattern`` about ``centre`` falls fastest, within 0.5–1.5 ×
+    ``radius_px`` + 1 px: the aperture's edge, which detector blur widens but does not move."""
+    img = np.asarray(pattern, dtype=np.float64)
+    i, j = np.indices(img.shape)
+    r, prof = _radial_profile(img, np.hypot(i - centre[0], j - centre[1]), step=0.25)
+    slope = np.convolve(np.gradient(prof, r), np.ones(3) / 3, mode="same")
+    window = np.nonzero((r >= 0.5 * radius_px) & (r <= 1.5 * radius_px + 1))[0]
+    k = window[np.argmin(slope[window])]
+    if 0 < k < len(r) - 1:
+        curvature = slope[k - 1] - 2 * slope[k] + slope[k + 1]
+        if curvature > 0:
+            return float(r[k] + 0.5 * (slope[k - 1] - slope[k + 1]) / curvature * (r[1] - r[0]))
+    return float(r[k])
 
 
 def _radial_profile(img: np.ndarray, rr: np.ndarray, step: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +257,9 @@ def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | N
     finder = BeamFinder(synthetic_probe(shape, guess, first["radius_px"], first["edge_px"]), "cpu")
     centres = finder.find(torch.from_numpy(pats), guess, max(3.0, first["radius_px"])).numpy()
     median = aligned_median(pats, centres, guess)
-    disk = measure_disk(median)
+    disk = measure_disk(median, guess)  # every sampled pattern's beam was moved onto the guess
+    if disk["radius_px"] >= EDGE_MIN_RADIUS_PX:
+        disk["radius_px"] = max(disk["radius_px"], edge_radius(median, disk["center_px"], disk["radius_px"]))
     path = "synthesized from the bright-field disk of the scan's median pattern"
     # a saturated beam blooms (and its halo reads as part of it): its diffracted disks, unsaturated, give the
     # disk's size (benchmarks/RESULTS.md, "A real precession pattern with a saturated beam")
@@ -205,6 +268,7 @@ def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | N
     if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
         disk = dict(disk, radius_px=spots)
         path += ", its radius measured on the diffracted disks (the beam is saturated)"
+    disk["radius_px"] *= TEMPLATE_RADIUS_SCALE
     probe = synthetic_probe(shape, disk["center_px"], disk["radius_px"], TEMPLATE_EDGE_PX)
     return probe, {"path": path, "center_px": disk["center_px"], "radius_px": disk["radius_px"],
                    "edge_px": TEMPLATE_EDGE_PX, "measured_edge_px": disk["edge_px"]}
