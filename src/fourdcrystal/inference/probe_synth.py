@@ -25,7 +25,6 @@ MAX_SAMPLE = 64  # patterns in the median (evenly spread over the scan): enough 
 # On simulated SrTiO3 scans (1e5 e⁻, detector blur) this edge kept F1 within 0.015 of the true
 # probe's, the measured edge (0.4 px) within 0.03.
 TEMPLATE_EDGE_PX = 0.1
-TEMPLATE_RADIUS_SCALE = 1.0
 
 
 def sample_patterns(cube) -> np.ndarray:
@@ -268,7 +267,6 @@ def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | N
     if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
         disk = dict(disk, radius_px=spots)
         path += ", its radius measured on the diffracted disks (the beam is saturated)"
-    disk["radius_px"] *= TEMPLATE_RADIUS_SCALE
     probe = synthetic_probe(shape, disk["center_px"], disk["radius_px"], TEMPLATE_EDGE_PX)
     return probe, {"path": path, "center_px": disk["center_px"], "radius_px": disk["radius_px"],
                    "edge_px": TEMPLATE_EDGE_PX, "measured_edge_px": disk["edge_px"]}
