@@ -245,8 +245,10 @@ def check_given_probe(probe: np.ndarray) -> None:
     """A one-line error if the given vacuum ``probe`` is flat or empty: a gain reference passed as the probe
     gave 85 vectors per pattern on a GaN scan, 83 of them on no reflection (benchmarks/RESULTS.md, "A vacuum
     probe that does not match the scan"). A probe of another disk size than the scan's is harmful too, but
-    is not judged: the scan's bright-field disk, measured as ``measure_disk`` measures it, came out 0.3–3.5 ×
-    the true probe's on bench_accuracy's thick crystals, overlapping disks and films."""
+    is not judged: the scan's bright-field disk, measured on its plain median pattern, came out 0.3–3.5 × the
+    true probe's on bench_accuracy's thick crystals, overlapping disks and films when that was tried; the
+    synthesis's own measure still puts overlapping disks at 0.54 × (benchmarks/RESULTS.md, "The probe made
+    from the scan, over bench_accuracy's envelope")."""
     img = np.asarray(probe, dtype=np.float64)
     if not np.isfinite(img).all() or _box3(img - np.percentile(img, 10)).max() <= 0:
         raise UserError("the vacuum probe holds no bright-field disk (a flat or empty image)",
@@ -278,10 +280,6 @@ def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | N
     # a saturated beam blooms (and its halo reads as part of it): its diffracted disks, unsaturated, give the
     # disk's size (benchmarks/RESULTS.md, "A real precession pattern with a saturated beam")
     saturated = saturation_level(pats) is not None if saturated is None else saturated
-    if not saturated and disk["edge_px"] > SOFT_EDGE_PX:  # a diffuse glow (a scan read without beam), no disk
-        raise UserError(f"no bright-field disk found in the scan's median pattern (only a diffuse glow of "
-                        f"{disk['radius_px']:.0f} px with an edge {disk['edge_px']:.0f} px wide)",
-                        "pass a vacuum probe with --probe (or --probe-from-region over vacuum positions)")
     spots = diffracted_disk_radius(median, disk) if saturated else None
     if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
         disk = dict(disk, radius_px=spots)
