@@ -163,9 +163,9 @@ def measure_disk(pattern: np.ndarray, seed: tuple[float, float] | None = None) -
     if seed is not None:
         return _disk_about(img, seed)
     measured, error = [], None
-    for start in (symmetry_centre, lambda im: np.unravel_index(np.argmax(sm), sm.shape)):
+    for start in (lambda: symmetry_centre(img), lambda: np.unravel_index(np.argmax(sm), sm.shape)):
         try:
-            disk = _disk_about(img, start(img))
+            disk = _disk_about(img, start())
         except UserError as exc:
             error = exc
             continue
