@@ -215,3 +215,29 @@ def test_a_disk_fading_toward_its_rim_keeps_its_aperture_radius():
     probe, info = probe_synth.probe_from_scan(Cube(scan, "fading"))
     assert info["radius_px"] == pytest.approx(R, rel=0.06)
     assert np.hypot(*(np.array(info["center_px"]) - beam)) < 0.6
+
+
+def test_a_vacuum_probe_of_another_size_than_the_scan_is_named(runs, tmp_path, capsys):
+    """A probe recorded at another camera length or aperture puts vectors where there are none (GaN: 0.78 /
+    1.22 / 1.44 × the scan's disk, 7 / 7 / 27 of ~36 per pattern off every reflection). Where the scan's own
+    disk can judge it, `predict` says so; the scan's true vacuum probe draws no note."""
+    out, ex, geo = runs
+    scan = out["synthesized"][3].parent / "scan.npy"
+    cube = open_datacube(scan)
+    assert probe_synth.given_probe_size_note(ex["probe"], cube) is None
+    assert "size_note" not in out["true"][0]["probe"]
+    disk, _ = probe_synth.scan_disk(cube)
+    assert disk["radius_px"] >= probe_synth.JUDGE_MIN_RADIUS_PX  # this scan's disk is judged
+    for scale in (0.75, 1.3):
+        wrong = probe_synth.synthetic_probe(ex["probe"].shape, probe_synth.measure_disk(ex["probe"])["center_px"],
+                                            scale * disk["radius_px"], 0.3)
+        note = probe_synth.given_probe_size_note(wrong, cube)
+        assert note is not None and "× the scan's own bright-field disk" in note
+        assert float(note.split(" is ")[1].split(" ×")[0]) == pytest.approx(scale, abs=0.05)
+    np.save(tmp_path / "wrong.npy", (wrong * 100).astype(np.float32))
+    from fourdcrystal.cli import main
+    assert main(["predict", str(scan), "--probe", str(tmp_path / "wrong.npy"), "--out", str(tmp_path / "o"),
+                 "--quiet", "--q-pixel-size", str(geo.dk_invA)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: the vacuum probe's disk" in printed and "omit --probe" in printed
+    assert "puts vectors where there are none" in (tmp_path / "o" / "index.html").read_text()

@@ -44,7 +44,8 @@ from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacu
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
 from fourdcrystal.inference.model_input import ModelInput, largest_shown_disk_px, probe_radius_px, view_pixel_invA
-from fourdcrystal.inference.probe_synth import check_given_probe, probe_from_scan, sample_patterns, saturation_level
+from fourdcrystal.inference.probe_synth import (check_given_probe, given_probe_size_note, probe_from_scan,
+                                                 sample_patterns, saturation_level)
 from fourdcrystal.inference.writers import VectorWriter, write_index
 
 log = logging.getLogger("fourdcrystal.inference.predict")
@@ -150,6 +151,9 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
         probe, probe_info = probe_from_scan(cube, samples, saturated=saturation is not None)
     else:
         check_given_probe(probe)
+        size_note = given_probe_size_note(probe, cube, samples, saturated=saturation is not None)
+        if size_note:
+            probe_info = {**(probe_info or {"path": "given by the caller"}), "size_note": size_note}
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
     use_bf16 = precision == "bf16" or (precision == "auto" and auto_bf16(dev_type))
     dq = float(q_pixel_size_invA)
@@ -195,7 +199,8 @@ def page_settings(s: dict) -> dict:
     out = {"input": f"{s['input']} [{s['source']}]" if s.get("source") else s["input"],
            "scan × pattern shape": f"{s['scan_shape']} × {s['pattern_shape']}" + (
                f" (each pattern the sum of {s['scan_bin']}×{s['scan_bin']} scan positions, --bin-scan)"
-               if s.get("scan_bin", 1) > 1 else ""), "probe": p["path"] + disk,
+               if s.get("scan_bin", 1) > 1 else ""),
+           "probe": p["path"] + disk + (f" — {p['size_note']}" if p.get("size_note") else ""),
            "calibration": f"{s['q_pixel_size_invA']:.6g} 1/Å per px ({s.get('calibration', 'given by the caller')})",
            "beam energy (eV)": s.get("energy_eV") or "not given", "detector": s["detector"],
            "bad detector pixels (read as their neighbours' mean)": _bad_pixel_text(s.get("bad_pixels")),
@@ -402,6 +407,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
     if summary["nonfinite_pixels_read_as_0"]:
         print(f"note: {summary['nonfinite_pixels_read_as_0']} pixels of the scan were NaN or ±Inf and were read as 0 "
               "(masked or defective detector pixels)")
+    if summary["probe"].get("size_note"):
+        print(f"note: {summary['probe']['size_note']}")
     if isinstance(summary["network_view"], dict):
         print(f"note: {_view_text(summary['network_view'])}")
     if isinstance(summary["bad_pixels"], dict) and summary["bad_pixels"]["n"]:

@@ -244,11 +244,8 @@ def synthetic_probe(shape: tuple[int, int], center_px, radius_px: float, edge_px
 def check_given_probe(probe: np.ndarray) -> None:
     """A one-line error if the given vacuum ``probe`` is flat or empty: a gain reference passed as the probe
     gave 85 vectors per pattern on a GaN scan, 83 of them on no reflection (benchmarks/RESULTS.md, "A vacuum
-    probe that does not match the scan"). A probe of another disk size than the scan's is harmful too, but
-    is not judged: the scan's bright-field disk, measured on its plain median pattern, came out 0.3–3.5 × the
-    true probe's on bench_accuracy's thick crystals, overlapping disks and films when that was tried; the
-    synthesis's own measure still puts overlapping disks at 0.54 × (benchmarks/RESULTS.md, "The probe made
-    from the scan, over bench_accuracy's envelope")."""
+    probe that does not match the scan"). A probe of another disk size than the scan's is harmful too; it is
+    named in a note where the scan's disk can judge it (``given_probe_size_note``)."""
     img = np.asarray(probe, dtype=np.float64)
     if not np.isfinite(img).all() or _box3(img - np.percentile(img, 10)).max() <= 0:
         raise UserError("the vacuum probe holds no bright-field disk (a flat or empty image)",
@@ -256,9 +253,17 @@ def check_given_probe(probe: np.ndarray) -> None:
 
 
 def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | None = None) -> tuple[np.ndarray, dict]:
-    """(template, description): the synthetic probe of the scan's bright-field disk; ``samples``: the
-    scan's ``sample_patterns`` if already read; ``saturated``: whether its beams reach the detector's ceiling
-    (``saturation_level``), if already known.
+    """(template, description): the synthetic probe of the scan's bright-field disk (``scan_disk``)."""
+    disk, path = scan_disk(cube, samples, saturated)
+    probe = synthetic_probe(tuple(cube.shape[2:]), disk["center_px"], disk["radius_px"], TEMPLATE_EDGE_PX)
+    return probe, {"path": path, "center_px": disk["center_px"], "radius_px": disk["radius_px"],
+                   "edge_px": TEMPLATE_EDGE_PX, "measured_edge_px": disk["edge_px"]}
+
+
+def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = None) -> tuple[dict, str]:
+    """(disk, how it was measured): the centre, radius and edge (px) of the scan's bright-field disk;
+    ``samples``: the scan's ``sample_patterns`` if already read; ``saturated``: whether its beams reach the
+    detector's ceiling (``saturation_level``), if already known.
 
     Two passes: a first template from the plain median pattern finds each sampled pattern's beam
     (``model_input.BeamFinder``), the disk is then measured on the median of the re-centred patterns."""
@@ -267,10 +272,9 @@ def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | N
     from fourdcrystal.inference.model_input import BeamFinder
 
     pats = sample_patterns(cube) if samples is None else samples
-    shape = tuple(cube.shape[2:])
     first = measure_disk(np.median(pats, axis=0))
     guess = first["center_px"]
-    finder = BeamFinder(synthetic_probe(shape, guess, first["radius_px"], first["edge_px"]), "cpu")
+    finder = BeamFinder(synthetic_probe(tuple(cube.shape[2:]), guess, first["radius_px"], first["edge_px"]), "cpu")
     centres = finder.find(torch.from_numpy(pats), guess, max(3.0, first["radius_px"])).numpy()
     median = aligned_median(pats, centres, guess)
     disk = measure_disk(median, guess)  # every sampled pattern's beam was moved onto the guess
@@ -284,6 +288,39 @@ def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | N
     if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
         disk = dict(disk, radius_px=spots)
         path += ", its radius measured on the diffracted disks (the beam is saturated)"
-    probe = synthetic_probe(shape, disk["center_px"], disk["radius_px"], TEMPLATE_EDGE_PX)
-    return probe, {"path": path, "center_px": disk["center_px"], "radius_px": disk["radius_px"],
-                   "edge_px": TEMPLATE_EDGE_PX, "measured_edge_px": disk["edge_px"]}
+    return disk, path
+
+
+# A given vacuum probe is compared with the scan's own bright-field disk where that measure is sound: a disk
+# of JUDGE_MIN_RADIUS_PX or more with an aperture's sharp edge (logistic width ≤ JUDGE_MAX_EDGE_PX), not
+# saturated. There, on bench_accuracy's [001], rectangular and far-corner scans with their true probes (145 of
+# 310 judged, 2 × 2 scans), the probe's radius was 0.88–1.13 × the scan's; overlapping and smaller disks,
+# which measure 0.54–2.9 ×, are not judged. A probe 0.78 / 1.22 / 1.44 × the scan's disk put 7 / 7 / 27 of
+# ~36 vectors per pattern off every reflection on a GaN scan (benchmarks/RESULTS.md, "A vacuum probe that
+# does not match the scan"): beyond PROBE_SIZE_TOLERANCE × either way, `predict` says so.
+JUDGE_MIN_RADIUS_PX, JUDGE_MAX_EDGE_PX, PROBE_SIZE_TOLERANCE = 3.0, 2.0, 1.2
+# The scan's disk is measured on this many of the sampled patterns: the judgement is a note, and the full
+# synthesis (64 patterns) would add 0.3–0.5 s to every `predict` call with a probe (128–256 px detectors)
+JUDGE_SAMPLES = 16
+
+
+def given_probe_size_note(probe: np.ndarray, cube, samples: np.ndarray | None = None,
+                          saturated: bool = False) -> str | None:
+    """A note when the given vacuum ``probe``'s disk and the scan's own (``scan_disk``) differ by more than
+    ``PROBE_SIZE_TOLERANCE`` ×, where the scan's disk can judge it; else None."""
+    if saturated:
+        return None
+    samples = sample_patterns(cube) if samples is None else samples
+    try:
+        disk, _ = scan_disk(cube, samples[::max(1, len(samples) // JUDGE_SAMPLES)], saturated=False)
+        given = measure_disk(probe)["radius_px"]
+    except UserError:
+        return None
+    if disk["radius_px"] < JUDGE_MIN_RADIUS_PX or disk["edge_px"] > JUDGE_MAX_EDGE_PX:
+        return None
+    ratio = given / disk["radius_px"]
+    if 1.0 / PROBE_SIZE_TOLERANCE <= ratio <= PROBE_SIZE_TOLERANCE:
+        return None
+    return (f"the vacuum probe's disk ({given:.1f} px in radius) is {ratio:.2f} × the scan's own bright-field disk "
+            f"({disk['radius_px']:.1f} px): a probe recorded at another camera length or aperture puts vectors "
+            "where there are none; omit --probe to use the scan's own")
