@@ -120,6 +120,34 @@ def _crossing(r: np.ndarray, prof: np.ndarray, level: float) -> float:
     return float(r[k - 1] + (prof[k - 1] - level) / (prof[k - 1] - prof[k]) * (r[k] - r[k - 1]))
 
 
+def _radius_past_dark_rings(r: np.ndarray, prof: np.ndarray, top: float) -> float:
+    """Half-maximum radius of a disk whose profile (from its middle, of level ``top``) may fall below half
+    inside the aperture and rise again: the outermost fall below half that ends on an aperture's edge (down to
+    ``DARK_RING_BACKGROUND`` × ``top`` within ``DARK_RING_EDGE_PX``) with no gap down to that level before it;
+    else the first fall. Thick crystals' bright-field disks hold such rings: Si [001] at 60 kV, 4 mrad,
+    100 nm fell to 39 % of its middle at 1.2 px and rose to 81 % at 2.8 px, its edge at 3.4 px; GaN [0001]
+    at 300 kV, 3.5 mrad, 60 nm fell to 38 % at 6.8 px and rose to 58 % before its edge at 10.5 px.
+    Overlapping diffracted disks, or a diffuse halo, rise again too but do not end on an edge; a separate
+    disk lies beyond a gap."""
+    level, floor = 0.5 * top, DARK_RING_BACKGROUND * top
+    radius = _crossing(r, prof, level)
+    n = np.arange(len(prof))
+    k = int(np.argmax(prof < level)) if np.any(prof < level) else len(prof)
+    while k < len(prof):
+        back = np.nonzero((n > k) & (prof >= level))[0]
+        if len(back) == 0 or prof[k:back[0]].min() <= floor:  # a gap down to the background: the disk ended
+            break
+        fall = np.nonzero((n > back[0]) & (prof < level))[0]
+        if len(fall) == 0:
+            break
+        k = fall[0]
+        crossing = float(r[k - 1] + (prof[k - 1] - level) / (prof[k - 1] - prof[k]) * (r[k] - r[k - 1]))
+        beyond = prof[(r > crossing) & (r <= crossing + DARK_RING_EDGE_PX)]
+        if beyond.size and beyond.min() <= floor:
+            radius = crossing
+    return radius
+
+
 # A disk whose logistic edge is wider than this (px; its 10–90 % rise over 4.4 × as many) is no aperture's
 # image: bench_accuracy's disks measure ≤ 3.3 px even in thick, overlapping crystals. About Si [110]'s barely
 # visible one-pixel beam at 80 kV on its diffuse halo, the half maximum lay 29 px out (edge 17.5 px); the
@@ -128,6 +156,12 @@ SOFT_EDGE_PX = 6.0
 # Half-maximum radii below this are no disk (a lone pixel's is 0.56 px); a disk of one bright pixel, as 80 kV
 # and 1 mrad draw on a 0.02 Å⁻¹/px detector, measures 0.8–0.9 px noise-free.
 MIN_DISK_RADIUS_PX = 0.5
+# Dark rings inside a disk (``_radius_past_dark_rings``): a disk ends past one only on an aperture's edge, its
+# profile down to DARK_RING_BACKGROUND of the disk's middle within DARK_RING_EDGE_PX. A rise alone (back to
+# half the middle, or to 0.7 of it within 2 px) let overlapping diffracted disks at a low dose pass for the
+# beam's rim (a fading disk among neighbours 1.5 radii away, 3e3 e⁻: 2.4 × its radius) and the diffuse halo
+# about Si [110]'s faint beam at 80 kV (5.5–14 ×).
+DARK_RING_EDGE_PX, DARK_RING_BACKGROUND = 1.5, 0.25
 
 
 def symmetry_centre(pattern: np.ndarray) -> tuple[float, float]:
@@ -188,7 +222,7 @@ def _disk_about(img: np.ndarray, seed) -> dict:
         inner = np.nonzero(prof_r <= max(1.0, 0.5 * radius))[0]
         k0 = inner[np.argmax(prof[inner])]
         top = prof[inner].mean()
-        radius = _crossing(prof_r[k0:], prof[k0:], 0.5 * top)
+        radius = _radius_past_dark_rings(prof_r[k0:], prof[k0:], top)
         w = (img > 0.5 * top) * (rr <= radius + 1.5) * img
         if w.sum() > 0:
             c = np.array([(i * w).sum(), (j * w).sum()]) / w.sum()
@@ -206,24 +240,55 @@ def _disk_about(img: np.ndarray, seed) -> dict:
 # half maximum then lies inside the aperture (SrTiO3 [001], 60 nm, 300 kV, 3.5 mrad: 0.65–0.70 × the true
 # radius; the edge 0.93–0.95 ×). A template too small costs the network more than one too large (80 kV,
 # 3.5 mrad, 60 nm at 1e5 e⁻: F1 0.65 / 0.85 / 0.89 at 0.85 / 0.9 / 1.0 × the radius, 0.88–0.90 at
-# 1.05–1.2 ×). On smaller disks the edge's slope is a few noisy bins, and the half maximum is used alone.
-EDGE_MIN_RADIUS_PX = 3.0
+# 1.05–1.2 ×). Under 2 px the edge is a pixel or two wide, and the half maximum is used alone.
+EDGE_MIN_RADIUS_PX = 2.0
 
 
-def edge_radius(pattern: np.ndarray, centre, radius_px: float) -> float:
-    """Radius (px) where the radial profile of ``pattern`` about ``centre`` falls fastest, within 0.5–1.5 ×
-    ``radius_px`` + 1 px: the aperture's edge, which detector blur widens but does not move."""
+def edge_radius(pattern: np.ndarray, centre, radius_px: float, n_rays: int = 64, step: float = 0.25) -> float:
+    """Radius (px) of the aperture's edge about ``centre``: on each of ``n_rays`` rays, the outermost fall at
+    least half as steep as the ray's steepest within 0.5–1.3 × ``radius_px`` + 2 px; their median. The
+    aperture's edge is where the disk ends, whatever the dynamical contrast inside it (a disk fading toward
+    its rim falls fastest inside the aperture) and whatever lies beyond it on some rays (an overlapping
+    disk hid the edge in the azimuthal average: SrTiO3 [001], 300 kV, 3.5 mrad, 60 nm, 1e3 e⁻, 0.68 × the
+    radius; 0.91–0.96 × ray by ray). Detector blur widens the edge but does not move it."""
     img = np.asarray(pattern, dtype=np.float64)
-    i, j = np.indices(img.shape)
-    r, prof = _radial_profile(img, np.hypot(i - centre[0], j - centre[1]), step=0.25)
-    slope = np.convolve(np.gradient(prof, r), np.ones(3) / 3, mode="same")
-    window = np.nonzero((r >= 0.5 * radius_px) & (r <= 1.5 * radius_px + 1))[0]
-    k = window[np.argmin(slope[window])]
-    if 0 < k < len(r) - 1:
-        curvature = slope[k - 1] - 2 * slope[k] + slope[k + 1]
-        if curvature > 0:
-            return float(r[k] + 0.5 * (slope[k - 1] - slope[k + 1]) / curvature * (r[1] - r[0]))
-    return float(r[k])
+    r = np.arange(0.0, 1.3 * radius_px + 3, step)
+    theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)[:, None]
+    rays = _bilinear(img, centre[0] + np.cos(theta) * r, centre[1] + np.sin(theta) * r)
+    rays = rays.reshape(n_rays // 2, 2, -1).mean(axis=1)  # neighbouring rays in pairs, and 3 samples
+    rays = (rays[:, :-2] + rays[:, 1:-1] + rays[:, 2:]) / 3.0  # along each: a low-dose median's noise
+    r = r[1:-1]
+    slope = np.gradient(rays, step, axis=1)
+    slope[:, (r < 0.5 * radius_px) | (r > 1.3 * radius_px + 2)] = 0.0
+    edges = []
+    for s in slope:
+        if s.min() >= 0:
+            continue
+        k = np.nonzero(s <= 0.5 * s.min())[0][-1]
+        while k > 0 and s[k - 1] < s[k]:  # inward to that fall's steepest point
+            k -= 1
+        edges.append(r[k] + _parabola_vertex(s, k) * step)
+    return float(np.median(edges)) if edges else float(radius_px)
+
+
+def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``img`` interpolated linearly at (x, y) px, coordinates beyond the edge clipped onto it (numpy only:
+    scipy.ndimage's import alone costs `predict` 0.15–0.2 s of start-up)."""
+    x = np.clip(x, 0, img.shape[0] - 1)
+    y = np.clip(y, 0, img.shape[1] - 1)
+    x0 = np.minimum(np.floor(x).astype(int), img.shape[0] - 2)
+    y0 = np.minimum(np.floor(y).astype(int), img.shape[1] - 2)
+    fx, fy = x - x0, y - y0
+    return ((1 - fx) * (1 - fy) * img[x0, y0] + fx * (1 - fy) * img[x0 + 1, y0]
+            + (1 - fx) * fy * img[x0, y0 + 1] + fx * fy * img[x0 + 1, y0 + 1])
+
+
+def _parabola_vertex(y: np.ndarray, k: int) -> float:
+    """Offset (in samples, within ±0.5) of the extremum of the parabola through y[k-1], y[k], y[k+1]."""
+    if not 0 < k < len(y) - 1:
+        return 0.0
+    curvature = y[k - 1] - 2 * y[k] + y[k + 1]
+    return float(np.clip(0.5 * (y[k - 1] - y[k + 1]) / curvature, -0.5, 0.5)) if curvature != 0 else 0.0
 
 
 def _radial_profile(img: np.ndarray, rr: np.ndarray, step: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +325,13 @@ def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | N
                    "edge_px": TEMPLATE_EDGE_PX, "measured_edge_px": disk["edge_px"]}
 
 
+# Re-centring the sampled patterns on their beams removes descan's blur: it sharpens the disk and cannot halve
+# it. Where the re-centred median's disk measures under this fraction of the plain median's, the beams found in
+# a few noisy patterns were wrong (a 2 × 2 scan at 1e3 e⁻ of a disk among overlapping neighbours: 0.18 × its
+# radius), and the plain median's disk is kept.
+RECENTRED_MIN_FRACTION = 0.5
+
+
 def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = None) -> tuple[dict, str]:
     """(disk, how it was measured): the centre, radius and edge (px) of the scan's bright-field disk;
     ``samples``: the scan's ``sample_patterns`` if already read; ``saturated``: whether its beams reach the
@@ -278,6 +350,8 @@ def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = 
     centres = finder.find(torch.from_numpy(pats), guess, max(3.0, first["radius_px"])).numpy()
     median = aligned_median(pats, centres, guess)
     disk = measure_disk(median, guess)  # every sampled pattern's beam was moved onto the guess
+    if disk["radius_px"] < RECENTRED_MIN_FRACTION * first["radius_px"]:
+        median, disk = np.median(pats, axis=0), first
     if disk["radius_px"] >= EDGE_MIN_RADIUS_PX:
         disk["radius_px"] = max(disk["radius_px"], edge_radius(median, disk["center_px"], disk["radius_px"]))
     path = "synthesized from the bright-field disk of the scan's median pattern"
