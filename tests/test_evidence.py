@@ -431,6 +431,39 @@ def test_the_lattice_search_at_once_counts_as_one_basis_at_a_time():
         np.testing.assert_array_equal(ev._indexed_all(q, bases, ev.LATTICE_TOL_PX), one_by_one)
 
 
+def test_the_full_lattice_search_of_many_patterns_at_once_counts_as_one_pattern_at_a_time():
+    """``_full_support_many`` (the patterns a first pass leaves without a lattice, searched together) gives
+    ``lattice_support``'s count for each pattern: noisy lattices with strays, film-like random vectors,
+    systematic rows, a lattice whose indexed (h, k) are collinear, patterns of fewer vectors than others."""
+    from fourdcrystal.inference import evidence as ev
+
+    rng = np.random.default_rng(11)
+    patterns = []
+    for t in range(240):
+        n = int(rng.integers(3, 22))
+        if t % 3 == 0:
+            G = rng.normal(size=(2, 2)) * 12
+            hk = rng.integers(-3, 4, size=(n, 2))
+            q = hk[hk.any(axis=1)] @ G
+            q = np.r_[q + rng.normal(scale=rng.uniform(0.05, 0.8), size=q.shape), rng.uniform(-40, 40, (2, 2))]
+        elif t % 3 == 1:
+            q = rng.uniform(-60, 60, size=(n, 2))
+        else:
+            q = np.outer(rng.integers(-4, 5, n), rng.normal(size=2) * 10) + rng.normal(scale=0.3, size=(n, 2))
+            q = np.r_[q[np.hypot(*q.T) > 1], rng.uniform(-30, 30, (1, 2))]
+        patterns.append(q)
+    g1 = np.array([10.0, 2.0])
+    patterns.append(np.array([g1, 2 * g1, -g1, -2 * g1 + [0.2, 0.1], [25.0, 30.0], [-3.0, 12.0]]))
+    patterns = [q[np.argsort(np.hypot(q[:, 0], q[:, 1]), kind="stable")] for q in patterns if len(q) >= 3]
+    Q = np.full((len(patterns), max(map(len, patterns)), 2), np.nan)
+    for k, q in enumerate(patterns):
+        Q[k, :len(q)] = q
+    for tol in (ev.LATTICE_TOL_PX, 1.2):
+        for need in (4, 6):
+            one_by_one = [ev.lattice_support(q, tol, enough=need) for q in patterns]
+            np.testing.assert_array_equal(ev._full_support_many(Q, tol, np.full(len(Q), need)), one_by_one)
+
+
 def test_the_networks_threshold_falls_where_few_electrons_make_disks_faint():
     """evidence.peak_thresholds: the stamped threshold for a 1e5 e⁻ pattern and a noise-free one, a quarter of
     it for a counted 1e3 e⁻ one (the network's faint peaks there; the counting test decides), a ramp between;

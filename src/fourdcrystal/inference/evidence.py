@@ -219,12 +219,87 @@ def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough)
             off = Q[:, None] - np.einsum("pkve,pked->pkvd", hk, G)
             on = (np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=3) & ok[..., None]
             best = np.maximum(best, on.sum(axis=2).max(axis=1))
-    out = {int(k): int(v) for k, v in zip(ids, best)}
     need = enough(counts) if callable(enough) else np.full(len(ids), enough)
     # fewer vectors than ``enough`` cannot reach it: such a pattern keeps the first pass's count
-    for i in np.flatnonzero((best < need) & (counts >= need)):
-        out[int(ids[i])] = lattice_support(q[b == ids[i]], tol_px, enough=int(need[i]))
+    full = np.flatnonzero((best < need) & (counts >= need))
+    if len(full):
+        best[full] = _full_support_many(Q[full], tol_px, need[full])
+    return {int(k): int(v) for k, v in zip(ids, best)}
+
+
+def _full_support_many(Q: np.ndarray, tol_px: float, need: np.ndarray) -> np.ndarray:
+    """``lattice_support(q, tol_px, enough=need)`` of each pattern of ``Q`` (P, N, 2; px, NaN-padded, each
+    pattern's vectors shortest first), all patterns at once: the rows and lattices of each one's
+    ``LATTICE_CANDIDATES`` shortest vectors counted, then, for a pattern none of them gives ``need``, every
+    basis refit (``_indexed_all``'s two passes, batched). Patterns of overlapping disks, whose few vectors
+    share no lattice, went through this search one by one: a quarter of `predict`'s time on bench_predict's
+    4 mrad scan (benchmarks/RESULTS.md, "The film-speckle test's full search at once")."""
+    valid = ~np.isnan(Q[..., 0])
+    Qz = np.where(valid[..., None], Q, 0.0)
+    a = Q[:, :LATTICE_CANDIDATES]  # rows: (P, C, 2), NaN where a pattern has fewer
+    i, j = np.triu_indices(a.shape[1], 1)
+    A, B = a[:, i], a[:, j]
+    with np.errstate(invalid="ignore"):
+        basis = np.abs(A[..., 0] * B[..., 1] - A[..., 1] * B[..., 0]) > \
+            0.25 * np.hypot(A[..., 0], A[..., 1]) * np.hypot(B[..., 0], B[..., 1])  # (P, K): a lattice's basis
+    G = np.where(basis[..., None, None], np.stack([A, B], axis=2), np.eye(2) * 1e9)  # no basis: indexes nothing
+    row_valid = ~np.isnan(a[..., 0])
+    rows = _rows_refit(Qz, valid, np.nan_to_num(a), tol_px, 1)[0]
+    pairs = _pairs_refit(Qz, valid, G, basis, tol_px, 1)[0]
+    first = np.maximum(np.where(row_valid, rows, 0).max(axis=1), pairs.max(axis=1, initial=0))
+    n_vectors = valid.sum(axis=1)
+    first = np.where(n_vectors < 3, n_vectors, first)  # as ``lattice_support``: two vectors always "agree"
+    out = first.copy()
+    refit = np.flatnonzero((first < need) & (n_vectors >= 3))
+    if len(refit):
+        r = np.where(row_valid[refit], _rows_refit(Qz[refit], valid[refit], np.nan_to_num(a[refit]), tol_px, 2)[1], 0)
+        counts = _pairs_refit(Qz[refit], valid[refit], G[refit], basis[refit], tol_px, 2)[1]
+        for p, k in zip(*np.nonzero(counts < 0)):  # collinear (h, k): no unique refit, one by one as before
+            counts[p, k] = _indexed(Q[refit[p]][valid[refit[p]]], G[refit[p], k], tol_px)
+        out[refit] = np.maximum(first[refit], np.maximum(r.max(axis=1), counts.max(axis=1, initial=0)))
     return out
+
+
+def _rows_refit(Qz: np.ndarray, valid: np.ndarray, a: np.ndarray, tol: float,
+                passes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(counts before any refit, counts after ``passes`` - 1 refits) within ``tol`` px of each row a (P, R, 2)
+    over each pattern's vectors (``_rows_indexed``, batched; ``valid``: the real vectors of the padded ``Qz``)."""
+    out = []
+    for _ in range(passes):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = np.round(np.einsum("pnd,prd->prn", Qz, a) / np.einsum("prd,prd->pr", a, a)[..., None])
+            off = Qz[:, None] - n[..., None] * a[:, :, None]
+            on = (np.hypot(off[..., 0], off[..., 1]) < tol) & (n != 0) & valid[:, None]
+            m = np.where(on, n, 0.0)
+            fit = np.einsum("prn,pnd->prd", m, Qz) / np.einsum("prn,prn->pr", m, m)[..., None]
+        out.append(on.sum(axis=2))
+        a = np.where((on.sum(axis=2) >= 2)[..., None], fit, a)
+    return out[0], out[-1]
+
+
+def _pairs_refit(Qz: np.ndarray, valid: np.ndarray, G: np.ndarray, basis: np.ndarray, tol: float,
+                 passes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(counts of each lattice G (P, K, 2, 2) as given, counts after ``passes`` - 1 refits) within ``tol`` px
+    over each pattern's vectors (``_bases_and_counts`` and ``_pairs_indexed``, batched); -1 where a refit is
+    singular (the indexed (h, k) collinear). ``basis``: which of G are lattices at all."""
+    hk = np.round(np.einsum("pnd,pkde->pkne", Qz, np.linalg.inv(G)))
+    off = Qz[:, None] - np.einsum("pkne,pked->pknd", hk, G)
+    first = ((np.hypot(off[..., 0], off[..., 1]) < tol) & hk.any(axis=3) & valid[:, None] & basis[..., None]).sum(axis=2)
+    if passes == 1:
+        return first, first
+    G, singular = G.copy(), np.zeros(basis.shape, bool)
+    for _ in range(passes):
+        hk = np.round(np.einsum("pnd,pkde->pkne", Qz, np.linalg.pinv(G)))
+        off = Qz[:, None] - np.einsum("pkne,pked->pknd", hk, G)
+        on = (np.hypot(off[..., 0], off[..., 1]) < tol) & hk.any(axis=3) & valid[:, None] & basis[..., None]
+        H = np.where(on[..., None], hk, 0.0)
+        HtH, HtQ = np.einsum("pkni,pknj->pkij", H, H), np.einsum("pkni,pnd->pkid", H, Qz)
+        det = HtH[..., 0, 0] * HtH[..., 1, 1] - HtH[..., 0, 1] * HtH[..., 1, 0]
+        refit = on.sum(axis=2) >= 3
+        singular |= refit & (det == 0)
+        ok = refit & (det != 0)
+        G[ok] = np.linalg.solve(HtH[ok], HtQ[ok])
+    return first, np.where(singular, -1, on.sum(axis=2))
 
 
 def _indexed(q: np.ndarray, G: np.ndarray, tol_px: float) -> int:
