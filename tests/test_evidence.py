@@ -400,28 +400,34 @@ def test_more_vectors_must_share_a_lattice_within_the_networks_looser_uncertaint
     assert lattice_support(q, 1.56) >= proposed_lattice_vectors(6)
 
 
+def _vector_sets(rng, count: int, max_n: int, max_noise_px: float, film_px: float) -> list:
+    """``count`` sets of vectors (px from the beam), in turn: a noisy lattice with two strays, film-like random
+    vectors within ±``film_px``, a systematic row with one stray."""
+    sets = []
+    for t in range(count):
+        n = int(rng.integers(3, max_n))
+        if t % 3 == 0:
+            G = rng.normal(size=(2, 2)) * 12
+            hk = rng.integers(-3, 4, size=(n, 2))
+            q = hk[hk.any(axis=1)] @ G
+            q = np.r_[q + rng.normal(scale=rng.uniform(0.05, max_noise_px), size=q.shape), rng.uniform(-40, 40, (2, 2))]
+        elif t % 3 == 1:
+            q = rng.uniform(-film_px, film_px, size=(n, 2))
+        else:
+            q = np.outer(rng.integers(-4, 5, n), rng.normal(size=2) * 10) + rng.normal(scale=0.3, size=(n, 2))
+            q = np.r_[q[np.hypot(*q.T) > 1], rng.uniform(-30, 30, (1, 2))]
+        sets.append(q)
+    return sets
+
+
 def test_the_lattice_search_at_once_counts_as_one_basis_at_a_time():
     """``_indexed_all`` (every basis refit together) gives ``_indexed``'s count for each basis: noisy
     lattices with strays, film-like random vectors, systematic rows, and a lattice whose indexed (h, k) are
     collinear (no unique refit: the one-by-one path)."""
     from fourdcrystal.inference import evidence as ev
 
-    rng = np.random.default_rng(3)
-    cases = []
-    for t in range(300):
-        n = int(rng.integers(3, 12))
-        if t % 3 == 0:
-            G = rng.normal(size=(2, 2)) * 12
-            hk = rng.integers(-3, 4, size=(n, 2))
-            q = hk[hk.any(axis=1)] @ G
-            q = np.r_[q + rng.normal(scale=rng.uniform(0.05, 0.6), size=q.shape), rng.uniform(-40, 40, (2, 2))]
-        elif t % 3 == 1:
-            q = rng.uniform(-40, 40, size=(n, 2))
-        else:
-            q = np.outer(rng.integers(-4, 5, n), rng.normal(size=2) * 10) + rng.normal(scale=0.3, size=(n, 2))
-            q = np.r_[q[np.hypot(*q.T) > 1], rng.uniform(-30, 30, (1, 2))]
-        if len(q) >= 3:
-            cases.append((q, ev._bases_and_counts(q, ev.LATTICE_TOL_PX, ev.LATTICE_CANDIDATES)[0]))
+    cases = [(q, ev._bases_and_counts(q, ev.LATTICE_TOL_PX, ev.LATTICE_CANDIDATES)[0])
+             for q in _vector_sets(np.random.default_rng(3), 300, 12, 0.6, 40) if len(q) >= 3]
     g1, g2 = np.array([10.0, 2.0]), np.array([-3.0, 12.0])
     row = np.array([g1, 2 * g1, -g1, -2 * g1 + [0.2, 0.1], [25.0, 30.0]])
     cases.append((row, [np.stack([g1, g2]), g1[None]]))
@@ -437,21 +443,7 @@ def test_the_full_lattice_search_of_many_patterns_at_once_counts_as_one_pattern_
     systematic rows, a lattice whose indexed (h, k) are collinear, patterns of fewer vectors than others."""
     from fourdcrystal.inference import evidence as ev
 
-    rng = np.random.default_rng(11)
-    patterns = []
-    for t in range(240):
-        n = int(rng.integers(3, 22))
-        if t % 3 == 0:
-            G = rng.normal(size=(2, 2)) * 12
-            hk = rng.integers(-3, 4, size=(n, 2))
-            q = hk[hk.any(axis=1)] @ G
-            q = np.r_[q + rng.normal(scale=rng.uniform(0.05, 0.8), size=q.shape), rng.uniform(-40, 40, (2, 2))]
-        elif t % 3 == 1:
-            q = rng.uniform(-60, 60, size=(n, 2))
-        else:
-            q = np.outer(rng.integers(-4, 5, n), rng.normal(size=2) * 10) + rng.normal(scale=0.3, size=(n, 2))
-            q = np.r_[q[np.hypot(*q.T) > 1], rng.uniform(-30, 30, (1, 2))]
-        patterns.append(q)
+    patterns = _vector_sets(np.random.default_rng(11), 240, 22, 0.8, 60)
     g1 = np.array([10.0, 2.0])
     patterns.append(np.array([g1, 2 * g1, -g1, -2 * g1 + [0.2, 0.1], [25.0, 30.0], [-3.0, 12.0]]))
     patterns = [q[np.argsort(np.hypot(q[:, 0], q[:, 1]), kind="stable")] for q in patterns if len(q) >= 3]
