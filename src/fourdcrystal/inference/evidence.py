@@ -203,22 +203,7 @@ def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough)
     slot = np.arange(len(b)) - np.repeat(np.cumsum(counts) - counts, counts)
     Q = np.full((len(ids), counts.max(), 2), np.nan)
     Q[inv[order], slot] = q[order]
-    cand = Q[:, :4]  # (P, ≤4, 2), NaN where a pattern has fewer
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n = np.round(np.einsum("pvd,pcd->pcv", Q, cand) / np.einsum("pcd,pcd->pc", cand, cand)[..., None])
-        off = Q[:, None] - n[..., None] * cand[:, :, None]
-        best = ((np.hypot(off[..., 0], off[..., 1]) < tol_px) & (n != 0)).sum(axis=2).max(axis=1)
-        i, j = np.triu_indices(cand.shape[1], 1)
-        if len(i):
-            A, B = cand[:, i], cand[:, j]  # (P, pairs, 2)
-            cross = A[..., 0] * B[..., 1] - A[..., 1] * B[..., 0]
-            ok = np.abs(cross) > 0.25 * np.hypot(A[..., 0], A[..., 1]) * np.hypot(B[..., 0], B[..., 1])
-            G = np.stack([A, B], axis=2)  # (P, pairs, 2, 2)
-            G = np.where(ok[..., None, None], G, np.eye(2) * 1e9)  # no basis: indexes nothing
-            hk = np.round(np.einsum("pvd,pkde->pkve", Q, np.linalg.inv(G)))
-            off = Q[:, None] - np.einsum("pkve,pked->pkvd", hk, G)
-            on = (np.hypot(off[..., 0], off[..., 1]) < tol_px) & hk.any(axis=3) & ok[..., None]
-            best = np.maximum(best, on.sum(axis=2).max(axis=1))
+    best = _support_counts(Q, tol_px, 4, passes=1)[0]  # (P,): the 4 shortest vectors' rows and lattices
     need = enough(counts) if callable(enough) else np.full(len(ids), enough)
     # fewer vectors than ``enough`` cannot reach it: such a pattern keeps the first pass's count
     full = np.flatnonzero((best < need) & (counts >= need))
@@ -230,13 +215,29 @@ def lattice_support_many(b: np.ndarray, q_px: np.ndarray, tol_px: float, enough)
 def _full_support_many(Q: np.ndarray, tol_px: float, need: np.ndarray) -> np.ndarray:
     """``lattice_support(q, tol_px, enough=need)`` of each pattern of ``Q`` (P, N, 2; px, NaN-padded, each
     pattern's vectors shortest first), all patterns at once: the rows and lattices of each one's
-    ``LATTICE_CANDIDATES`` shortest vectors counted, then, for a pattern none of them gives ``need``, every
-    basis refit (``_indexed_all``'s two passes, batched). Patterns of overlapping disks, whose few vectors
-    share no lattice, went through this search one by one: a quarter of `predict`'s time on bench_predict's
-    4 mrad scan (benchmarks/RESULTS.md, "The film-speckle test's full search at once")."""
+    ``LATTICE_CANDIDATES`` shortest vectors counted, and, for a pattern none of them gives ``need``, counted
+    again after a refit (``_indexed_all``'s two passes, batched). Patterns of overlapping disks, whose few
+    vectors share no lattice, went through this search one by one: a quarter of `predict`'s time on
+    bench_predict's 4 mrad scan (benchmarks/RESULTS.md, "The film-speckle test's full search at once")."""
+    first, refit, singular = _support_counts(Q, tol_px, LATTICE_CANDIDATES, passes=2)
+    n_vectors = (~np.isnan(Q[..., 0])).sum(axis=1)
+    first = np.where(n_vectors < 3, n_vectors, first)  # as ``lattice_support``: two vectors always "agree"
+    out = first.copy()
+    for p in np.flatnonzero((first < need) & (n_vectors >= 3)):
+        for G in singular[p]:  # collinear (h, k): no unique refit, one by one as before
+            refit[p] = max(refit[p], _indexed(Q[p, :n_vectors[p]], G, tol_px))
+        out[p] = max(first[p], refit[p])
+    return out
+
+
+def _support_counts(Q: np.ndarray, tol_px: float, candidates: int, passes: int) -> tuple:
+    """(the most vectors any row or lattice of each pattern's ``candidates`` shortest indexes within
+    ``tol_px``, the same after ``passes`` - 1 refits, each pattern's lattices whose refit is singular) for
+    NaN-padded ``Q`` (P, N, 2; each pattern's vectors shortest first). Rows: each candidate; lattices: two
+    of them enclosing more than ~14°."""
     valid = ~np.isnan(Q[..., 0])
     Qz = np.where(valid[..., None], Q, 0.0)
-    a = Q[:, :LATTICE_CANDIDATES]  # rows: (P, C, 2), NaN where a pattern has fewer
+    a = Q[:, :candidates]  # (P, C, 2), NaN where a pattern has fewer
     i, j = np.triu_indices(a.shape[1], 1)
     A, B = a[:, i], a[:, j]
     with np.errstate(invalid="ignore"):
@@ -244,20 +245,11 @@ def _full_support_many(Q: np.ndarray, tol_px: float, need: np.ndarray) -> np.nda
             0.25 * np.hypot(A[..., 0], A[..., 1]) * np.hypot(B[..., 0], B[..., 1])  # (P, K): a lattice's basis
     G = np.where(basis[..., None, None], np.stack([A, B], axis=2), np.eye(2) * 1e9)  # no basis: indexes nothing
     row_valid = ~np.isnan(a[..., 0])
-    rows = _rows_refit(Qz, valid, np.nan_to_num(a), tol_px, 1)[0]
-    pairs = _pairs_refit(Qz, valid, G, basis, tol_px, 1)[0]
-    first = np.maximum(np.where(row_valid, rows, 0).max(axis=1), pairs.max(axis=1, initial=0))
-    n_vectors = valid.sum(axis=1)
-    first = np.where(n_vectors < 3, n_vectors, first)  # as ``lattice_support``: two vectors always "agree"
-    out = first.copy()
-    refit = np.flatnonzero((first < need) & (n_vectors >= 3))
-    if len(refit):
-        r = np.where(row_valid[refit], _rows_refit(Qz[refit], valid[refit], np.nan_to_num(a[refit]), tol_px, 2)[1], 0)
-        counts = _pairs_refit(Qz[refit], valid[refit], G[refit], basis[refit], tol_px, 2)[1]
-        for p, k in zip(*np.nonzero(counts < 0)):  # collinear (h, k): no unique refit, one by one as before
-            counts[p, k] = _indexed(Q[refit[p]][valid[refit[p]]], G[refit[p], k], tol_px)
-        out[refit] = np.maximum(first[refit], np.maximum(r.max(axis=1), counts.max(axis=1, initial=0)))
-    return out
+    rows = [np.where(row_valid, c, 0).max(axis=1) for c in _rows_refit(Qz, valid, np.nan_to_num(a), tol_px, passes)]
+    first, last = _pairs_refit(Qz, valid, G, basis, tol_px, passes)
+    singular = [G[p, last[p] < 0] for p in range(len(Q))]
+    return (np.maximum(rows[0], first.max(axis=1, initial=0)), np.maximum(rows[1], last.max(axis=1, initial=0)),
+            singular)
 
 
 def _rows_refit(Qz: np.ndarray, valid: np.ndarray, a: np.ndarray, tol: float,

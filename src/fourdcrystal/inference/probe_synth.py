@@ -141,7 +141,7 @@ def _radius_past_dark_rings(r: np.ndarray, prof: np.ndarray, top: float) -> floa
         if len(fall) == 0:
             break
         k = fall[0]
-        crossing = float(r[k - 1] + (prof[k - 1] - level) / (prof[k - 1] - prof[k]) * (r[k] - r[k - 1]))
+        crossing = _crossing(r[k - 1:], prof[k - 1:], level)
         beyond = prof[(r > crossing) & (r <= crossing + DARK_RING_EDGE_PX)]
         if beyond.size and beyond.min() <= floor:
             radius = crossing
