@@ -95,6 +95,44 @@ def test_a_bright_disk_brighter_inside_is_placed_by_its_edge_beyond_the_sub_pixe
     assert np.abs(radial).max() <= 0.15, np.round(radial, 3)
 
 
+def _starred_disk(n: int, cx: float, cy: float, radius_px: float, star: tuple[float, float]) -> np.ndarray:
+    """A thick crystal's large disk: a dim interior (0.3) and a bright star (5×, σ 2 px) ``star`` px off its
+    centre, which has edges of its own (Si [001], 300 kV, 4 mrad, 100 nm: benchmarks/RESULTS.md)."""
+    sub = 4
+    ax = (np.arange(n * sub) + 0.5) / sub - 0.5
+    x, y = np.meshgrid(ax, ax, indexing="ij")
+    glow = np.exp(-0.5 * ((x - cx - star[0]) ** 2 + (y - cy - star[1]) ** 2) / 2.0 ** 2)
+    disk = (np.hypot(x - cx, y - cy) <= radius_px) * (0.3 + 5.0 * glow)
+    return disk.reshape(n, sub, n, sub).mean(axis=(1, 3))
+
+
+def test_large_clear_disks_with_a_bright_star_are_found_by_their_whole_disk():
+    # 9 px disks clear of each other (spacing ≥ 2.25 radii) whose bright stars lie 3–3.6 px off their centres:
+    # the edge-weighted correlation's best within the search (half a radius) put the star's edge on the
+    # template's rim (measured: up to 4 px off); the plain probe on the pattern clipped at the disk's median
+    # finds the disk itself, and the edge-weighted fit then places it
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.model_input import ModelInput
+    n, r, dq = 160, 9.0, 0.02
+    probe = _starred_disk(n, 80.0, 80.0, r, (0.0, 0.0))
+    probe = (probe > 0).astype(float)
+    hk = np.array([(h, k) for h in range(-2, 3) for k in range(-2, 3) if 0 < h * h + k * k <= 5])
+    xy = 80.0 + hk @ np.array([[24.3, 0.6], [0.4, -25.1]])
+    rng = np.random.default_rng(3)
+    stars = [3.0 * np.array([np.cos(a), np.sin(a)]) for a in rng.uniform(0, 2 * np.pi, len(xy))]
+    pattern = 5.0 * probe + sum(_starred_disk(n, x, y, r, s) for (x, y), s in zip(xy, stars))
+    inputs = ModelInput(probe, 1.0, n, 80)
+    p = torch.from_numpy(pattern.astype(np.float32))[None]
+    c = inputs.centres(p)
+    cc = c.numpy().astype(np.float64)[0]
+    guess = np.round(xy + 1.2)  # the network's position, a model pixel's worth off
+    out = {"pattern": np.zeros(len(xy), int), "qx_px": guess[:, 0], "qy_px": guess[:, 1],
+           "qx": (guess[:, 0] - cc[0]) * dq, "qy": (guess[:, 1] - cc[1]) * dq}
+    got = MeasuredPattern(inputs, dq, 1 / 32, check_evidence=False, lattice_positions=False)(p, c, out)
+    err = np.hypot(got["qx_px"] - xy[:, 0], got["qy_px"] - xy[:, 1])
+    assert err.max() <= 0.5, np.round(err, 2)
+
+
 # --- vectors placed on their pattern's lattice (``refine.lattice_placed``) ---------------------------------
 def _lattice(g1, g2, orders: int = 3) -> np.ndarray:
     hk = np.array([(h, k) for h in range(-orders, orders + 1) for k in range(-orders, orders + 1) if (h, k) != (0, 0)])

@@ -21,7 +21,7 @@ from fourdcrystal.inference.evidence import (COMPLETION_REACH, HOT_PIXEL_MIN_RAD
                                              proposed_lattice_vectors, row_partners, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.probe_synth import SATURATED_MIN_PX
-from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, DEFAULT_CORR_POWER,
+from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, CLIP_MIN_SNR, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
                                            MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
@@ -362,6 +362,22 @@ class MeasuredPattern:
     def _beam(self, out: dict) -> np.ndarray:
         return np.hypot(out["qx"], out["qy"]) < 1.5 * self.dk_invA
 
+    def _locate_clear(self, patterns: torch.Tensor, b, x, y, snr: np.ndarray):
+        """(x, y, moved): the integer positions of large disks clear of their neighbours, searched for within
+        ``clear_search_px``, on the edge-weighted correlation. A bright one (``snr`` ≥ ``refine.CLIP_MIN_SNR``, or
+        unchecked) on its pattern clipped at the disk's median (``SubpixelTemplate.locate``), then up the
+        unclipped correlation to its nearest maximum (``refine.EDGE_CLIMB_PX``)."""
+        bright = torch.as_tensor(~(snr < CLIP_MIN_SNR), device=patterns.device)
+        x, y, moved = x.clone(), y.clone(), torch.zeros(len(b), dtype=torch.bool, device=patterns.device)
+        for m, clip in ((bright, True), (~bright, False)):
+            if bool(m.any()):
+                x[m], y[m], moved[m] = self.edge_template.locate(patterns, b[m], x[m], y[m], self.clear_search_px,
+                                                                 clip=clip)
+        climb = bright & moved
+        if bool(climb.any()):
+            x[climb], y[climb], _ = self.edge_template.climb(patterns, b[climb], x[climb], y[climb], EDGE_CLIMB_PX)
+        return x, y, moved
+
     def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray, clear: np.ndarray) -> None:
         """Move the vectors ``which`` onto their disks' correlation maxima in the measured pattern (in place);
         ``clear`` (one per vector of ``which``): large disks clear of their neighbours, searched for and
@@ -372,7 +388,8 @@ class MeasuredPattern:
         y = torch.as_tensor(out["qy_px"][which], device=dev, dtype=torch.float32)
         clear = torch.as_tensor(clear, device=dev)
         if bool(clear.any()):
-            xe, ye, moved = self.edge_template.locate(patterns, b[clear], x[clear], y[clear], self.clear_search_px)
+            snr = out["snr"][which][clear.cpu().numpy()]
+            xe, ye, moved = self._locate_clear(patterns, b[clear], x[clear], y[clear], snr)
             x[clear], y[clear] = self._placed(self.edge_template, patterns, b[clear], xe, ye, moved)
         rest = ~clear
         if bool(rest.any()):  # on the beam finder's correlation with the probe

@@ -23,8 +23,10 @@ A large disk of many pixels clear of its neighbours (``CLEAR_MIN_RADIUS_PX``, ``
 is searched for further, half its radius, and on the edge-weighted correlation in both steps
 (``SubpixelTemplate.locate``): on thick crystals the plain correlation's maximum lies up to ~0.6 px
 inward of its edge, beyond the sub-pixel step's ±1/2 px, and a diffuse background's slope pulls it
-further. (On small disks the edge-weighted integer search was measured worse: at 1e3 e⁻ their few edge
-pixels are noisy, and a thick crystal's inner fringes pull them; benchmarks/RESULTS.md.)
+further. A bright one is searched for on its pattern clipped at the disk's median (``CLIP_MIN_SNR``): a
+bright star inside a thick crystal's dim disk has edges of its own. (On small disks the edge-weighted
+integer search was measured worse: at 1e3 e⁻ their few edge pixels are noisy, and a thick crystal's
+inner fringes pull them; benchmarks/RESULTS.md.)
 
 Only for disks that no neighbour overlaps (small disks, ``evidence.small_disks``; larger ones whose
 nearest other vector is ≥ ``MIN_SPACING_RADII`` disk radii away, ``evidence.neighbour_spacing_px``):
@@ -65,6 +67,14 @@ MIN_SPACING_RADII = 2.0  # refine disks whose nearest neighbour is at least a di
 CLEAR_MIN_RADIUS_PX = 6.0
 CLEAR_SPACING_RADII = 2.25
 SEARCH_RADII = 0.5
+# A bright clear disk (SNR ≥ CLIP_MIN_SNR) is searched for on its pattern clipped at the disk's median
+# (``SubpixelTemplate.locate``, ``clip``): a thick crystal's bright star inside a dim disk has edges of its
+# own, and the edge-weighted correlation's best within reach put the star's edge on the template's rim (Si
+# [001], 300 kV, 4 mrad, 100 nm noise-free: 3.5 px off); clipped, the disk is flat and only its rim has an
+# edge. (The plain probe on the clipped pattern slid onto touching neighbours the network had not proposed:
+# GaN [0001] at 300 kV, 3.5 mrad, 10 nm, 1e5 e⁻, F1 0.26 → 0.18.) A faint disk's median is a few electrons or
+# none: it is searched for unclipped (benchmarks/RESULTS.md, "Large clear disks found on the clipped pattern").
+CLIP_MIN_SNR = 10.0
 SUBPIXEL_STEPS = 9  # template shifts per axis across one pixel (1/8 px apart) for the final fit
 # The final fit's template is the probe high-passed twice by (1 - Gaussian of this many disk radii): the
 # disk's edge, not its bright inner side, places it (``SubpixelTemplate``).
@@ -172,6 +182,7 @@ class SubpixelTemplate:
     def __init__(self, probe, centre: tuple[float, float], radius_px: float, device="cpu",
                  edge_sigma_radii: float | None = EDGE_SIGMA_RADII):
         self.h = int(math.ceil(max(radius_px, 1.0))) + 2  # window half-width: the disk and its edge
+        self.radius_px = float(radius_px)
         self.centre = (float(centre[0]), float(centre[1]))
         self.ci, self.cj = int(round(centre[0])), int(round(centre[1]))
         sigma_px = 0.0 if edge_sigma_radii is None else edge_sigma_radii * max(radius_px, 1.0)
@@ -193,16 +204,17 @@ class SubpixelTemplate:
         self.templates = w.reshape(SUBPIXEL_STEPS ** 2, -1).T.float().to(device)  # (W², S²)
         self.offsets = d.float().to(device)
 
-    def locate(self, patterns: torch.Tensor, b, x, y,
-               search_px: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def locate(self, patterns: torch.Tensor, b, x, y, search_px: float,
+               clip: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Integer positions (detector px) of this template's correlation maxima within ``search_px`` of
         (x, y), as ``refine_positions`` finds them on the plain correlation, computed on windows about
         the vectors: (x, y, moved), ``moved`` where an interior maximum is within reach (the others keep
         their position). With the edge-weighted template the maximum is the disk's edge's, not its bright
         inner side's: on thick crystals the plain correlation's lies up to ~0.6 px inward, beyond the
-        sub-pixel fit's ±1/2 px."""
+        sub-pixel fit's ±1/2 px. ``clip``: the windows clipped at the median of the disk's pixels about (x, y)
+        first (``CLIP_MIN_SNR``), so that a bright star inside a dim disk has no edges of its own."""
         k = int(search_px) + 1
-        score, ni, nj, sx, sy = self._scores(patterns, b, x, y, k)
+        score, ni, nj, sx, sy = self._scores(patterns, b, x, y, k, clip)
         u = torch.arange(-k - 1, k + 2, device=patterns.device)
         du, dv = torch.meshgrid(u, u, indexing="ij")
         cand_i, cand_j = ni[:, None, None] + du, nj[:, None, None] + dv
@@ -227,7 +239,7 @@ class SubpixelTemplate:
             ci, cj = ci + best // 3 - 1, cj + best % 3 - 1
         return self._at_maximum(score, ci, cj, ni, nj, k, x, y)
 
-    def _scores(self, patterns: torch.Tensor, b, x, y, k: int):
+    def _scores(self, patterns: torch.Tensor, b, x, y, k: int, clip: bool = False):
         """The correlation with this template at the integer shifts −k−1 … k+1 px about the shift nearest
         each (x, y), on windows about the vectors: (score (V, 2k+3, 2k+3), that shift (ni, nj), and the
         exact one (sx, sy))."""
@@ -240,8 +252,20 @@ class SubpixelTemplate:
         ii = (self.ci + ni[:, None] + ax[None]).clamp(0, Qx - 1)
         jj = (self.cj + nj[:, None] + ax[None]).clamp(0, Qy - 1)
         win = patterns[b[:, None, None], ii[:, :, None], jj[:, None, :]].float()
+        if clip:
+            # the vector at (x, y) lies (x - ci - ni, y - cj - nj) px from the window's middle pixel
+            level = self._disk_level(win, x - self.ci - ni, y - self.cj - nj, h + k + 1)
+            win = torch.minimum(win, level[:, None, None])
         zero_shift = self.templates[:, (S // 2) * S + S // 2].reshape(1, 1, 2 * h + 1, 2 * h + 1)
         return torch.nn.functional.conv2d(win[:, None], zero_shift)[:, 0], ni, nj, sx, sy
+
+    def _disk_level(self, win: torch.Tensor, fx, fy, mid: int) -> torch.Tensor:
+        """(V,) the median of each window's pixels within the disk's radius of its vector, which lies ``fx``,
+        ``fy`` px from the window's pixel (``mid``, ``mid``)."""
+        ax = torch.arange(win.shape[1], device=win.device, dtype=torch.float32) - mid
+        d2 = (ax[None, :, None] - fx[:, None, None]) ** 2 + (ax[None, None, :] - fy[:, None, None]) ** 2
+        inside = d2 <= max(self.radius_px, 1.0) ** 2
+        return torch.where(inside, win, torch.full_like(win, torch.nan)).flatten(1).nanmedian(dim=1).values
 
     def _at_maximum(self, score, bi, bj, ni, nj, k: int, x, y):
         """(x, y, moved): the shifts (bi, bj) of ``score`` as positions where they are a positive interior
