@@ -703,3 +703,53 @@ def test_row_partners_are_vectors_on_one_row_through_the_beam():
     b = np.array([0, 0, 0, 1, 1, 2, 3])
     assert row_partners(b, q, 1.5).tolist() == [True, True, False, True, True, False, False]
     assert row_partners(b, q, 0.5).tolist() == [False, False, False, False, False, False, False]
+
+
+def test_a_bright_patterns_lattice_of_large_disks_is_completed_and_one_of_small_disks_is_not():
+    # A thick crystal's large clear disks at 1e6 electrons per pattern (8 px, 20 px apart: not small, clear):
+    # the network (here: given, a model pixel off) proposed the beam, the four first orders and two (2, 1)
+    # disks; the others show, some lattice points have no disk (absent reflections). Completion adds the shown
+    # disks within evidence.COMPLETION_REACH, each measured on its disk, and nothing where there is none. The
+    # same lattice of small disks (3 px) keeps what was proposed: there completion is for low doses only.
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.model_input import ModelInput
+    n, dq = 160, 0.02
+    ii, jj = np.indices((n, n), dtype=np.float64)
+    g = np.array([[20.3, 0.6], [-0.5, 19.8]])
+    hk = np.array([(h, k) for h in range(-3, 4) for k in range(-3, 4) if (h, k) != (0, 0)])
+    pts = hk @ g
+    on_detector = (np.abs(pts) < 80 - 10).all(axis=1)
+    hk, pts = hk[on_detector], pts[on_detector]
+    first = np.abs(hk).sum(axis=1) == 1
+    given = first | ((np.abs(hk[:, 0]) == 2) & (hk[:, 1] == hk[:, 0] // 2))
+    absent = ((hk[:, 0] + 2 * hk[:, 1]) % 5 == 0) & ~given
+    level = np.where(given, 0.3, np.where(absent, 0.0, 0.15))
+    rng = np.random.default_rng(4)
+    guess = np.round(pts + rng.uniform(-1.0, 1.0, pts.shape))  # the network's positions
+    maps = (torch.zeros(1, 80, 80), torch.zeros(1, 80, 80), 40, 1 / 32)
+    reach = 1.25 * np.hypot(*pts[given].T).max()
+    for r in (8.0, 3.0):
+        def disk(x, y):
+            return (np.hypot(ii - x, jj - y) <= r).astype(np.float64)
+        probe = disk(80.0, 80.0)
+        pattern = probe + sum(a * disk(80 + x, 80 + y) for a, (x, y) in zip(level, pts)) + 0.002
+        counts = rng.poisson(pattern * 1e6 / pattern.sum()).astype(np.float32)
+        inputs = ModelInput(probe, 1.0, n, 80)
+        q = np.vstack([[0.0, 0.0], guess[given]])
+        out = {"pattern": np.zeros(len(q), int), "qx": q[:, 0] * dq, "qy": q[:, 1] * dq, "qx_px": 80 + q[:, 0],
+               "qy_px": 80 + q[:, 1], "intensity": np.ones(len(q), np.float32), "qz": np.zeros(len(q), np.float32)}
+        mp = MeasuredPattern(inputs, dq, 1 / 32)
+        assert mp.small_disks == (r < 5)
+        got = mp(torch.from_numpy(counts[None]), torch.tensor([[80.0, 80.0]]), out, maps=maps)
+        qg = np.column_stack([got["qx"], got["qy"]]) / dq
+        d = np.hypot(qg[:, None, 0] - pts[None, :, 0], qg[:, None, 1] - pts[None, :, 1])
+        on = d.min(axis=0) < 1.0
+        if mp.small_disks:
+            assert len(qg) == 1 + given.sum() and on[given].all()
+            continue
+        shown = ~given & ~absent & (np.hypot(*pts.T) < reach - 1)
+        assert shown.sum() >= 6
+        assert on[shown].all() and not on[absent].any(), (on[shown], on[absent])
+        assert not on[np.hypot(*pts.T) > reach + 1].any()
+        far = np.hypot(*qg.T) > 2
+        assert (d.min(axis=1)[far] < 0.3).all(), np.round(d.min(axis=1)[far], 2)  # measured, sub-pixel

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (COMPLETION_REACH, HOT_PIXEL_MIN_RADIUS_PX, LATTICE_MIN_SNR,
-                                             LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR, MIN_BRIGHTNESS,
-                                             MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
-                                             disk_contrast, lattice_members, lattice_support_many,
+from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_REACH, HOT_PIXEL_MIN_RADIUS_PX,
+                                             LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR,
+                                             MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII,
+                                             WEAK_MIN_SNR, disk_contrast, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron, pattern_electrons, peak_thresholds,
                                              proposed_lattice_vectors, row_partners, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
@@ -203,14 +203,18 @@ class MeasuredPattern:
         return ok
 
     def _lattice_completed(self, patterns, centres, out: dict, electron, maps) -> dict:
-        """``out`` and a vector at each other point of a low-dose pattern's lattice where its pattern shows a
-        disk (``evidence.LATTICE_MIN_SNR``, ``MIN_BRIGHTNESS``). The lattice is fitted to the pattern's kept
-        vectors (``refine.fitted_lattices``, at least ``MIN_LATTICE_VECTORS``); its points are tested out to
-        ``evidence.COMPLETION_REACH`` × the farthest of them, on the detector, clear of every vector by a disk
-        radius, where the disks do not overlap. Such a vector's intensity and q_z are the network's maps' there."""
+        """``out`` and a vector at each other point of a pattern's lattice where its pattern shows a disk: on a
+        low-dose pattern at ``evidence.LATTICE_MIN_SNR``, on another pattern of large disks at
+        ``evidence.BRIGHT_COMPLETION_MIN_SNR``, measured there on the pattern (``_refine``); both at least
+        ``MIN_BRIGHTNESS``. The lattice is fitted to the pattern's kept vectors (``refine.fitted_lattices``, at
+        least ``MIN_LATTICE_VECTORS``); its points are tested out to ``evidence.COMPLETION_REACH`` × the farthest
+        of them, on the detector, clear of every vector by a disk radius, where the disks do not overlap. Such a
+        vector's intensity is the network's V_g map's there, and so is its q_z on a low-dose pattern; on a bright
+        one its q_z is NaN (not measured)."""
         electrons = pattern_electrons(patterns.float(), electron).cpu().numpy()
         b = out["pattern"]
-        fit = ~self._beam(out) & (electrons[b] < LOW_DOSE_E[1])
+        low = electrons < LOW_DOSE_E[1]
+        fit = ~self._beam(out) & (low[b] | (not self.small_disks))
         if fit.sum() < MIN_LATTICE_VECTORS:
             return out
         q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
@@ -226,7 +230,7 @@ class MeasuredPattern:
         r = self.disk_radius_px
         snr, brightness, _ = (t.cpu().numpy() for t in disk_contrast(
             patterns, centres, cb, x, y, r, overlapping=spacing < RING_CLEAR_RADII * r, electron=electron))
-        keep = (snr >= LATTICE_MIN_SNR) & (brightness >= MIN_BRIGHTNESS)
+        keep = (snr >= np.where(low[cb], LATTICE_MIN_SNR, BRIGHT_COMPLETION_MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
         if not keep.any():
             return out
         cb, cq, x, y, snr = cb[keep], cq[keep], x[keep], y[keep], snr[keep]
@@ -238,6 +242,14 @@ class MeasuredPattern:
                "intensity": vg[cb, mi, mj].cpu().numpy(), "qz": qz[cb, mi, mj].cpu().numpy()}
         both = {k: np.concatenate([v, new[k].astype(v.dtype) if k in new else np.zeros(len(cb), v.dtype)])
                 for k, v in out.items()}
+        # on a bright pattern each is measured on its disk: its lattice point is extrapolated from a few vectors
+        measured = np.concatenate([np.zeros(len(out["pattern"]), bool), ~low[cb]])
+        if measured.any():
+            spacing = np.concatenate([np.zeros(len(out["pattern"])), spacing[keep]])[measured]
+            clear = spacing >= CLEAR_SPACING_RADII * r if self.may_be_clear else np.zeros(len(spacing), bool)
+            self._refine(patterns, c, both, measured, clear=clear)
+            if "qz" in both:  # where the network showed no peak its q_z map measures nothing (bench_strain's
+                both["qz"][measured] = np.nan  # tilts, noise-free: 1.06 -> 1.20 mrad off with the map's value)
         order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
         return {k: v[order] for k, v in both.items()}
 
