@@ -26,7 +26,7 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
                                            MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
                                            SubpixelTemplate, fitted_lattices, hybrid_xcorr, lattice_placed,
-                                           on_lattice_of, refine_positions)
+                                           on_lattice_of, refine_positions, without_diffuse_background)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -141,7 +141,14 @@ class MeasuredPattern:
             # pattern without one (noise only) would move it onto noise, away from the origin
             clear = (spacing >= CLEAR_SPACING_RADII * r) & ~self._beam(out) if self.may_be_clear else \
                 np.zeros(len(spacing), bool)
-            self._refine(patterns, centres.cpu().numpy().astype(np.float64), out, apart, clear=clear[apart])
+            # measured on the pattern less its diffuse background, where its vectors fix a lattice
+            # (``refine.without_diffuse_background``): the background's slope moves a disk's edge
+            cc = centres.cpu().numpy().astype(np.float64)
+            off_beam = ~self._beam(out)
+            q_px = np.column_stack([out["qx_px"] - cc[out["pattern"], 0], out["qy_px"] - cc[out["pattern"], 1]])
+            measured = without_diffuse_background(patterns, centres, out["pattern"][off_beam], q_px[off_beam], r,
+                                                  self.search_px, MIN_LATTICE_VECTORS)
+            self._refine(measured, cc, out, apart, clear=clear[apart])
         # a film's speckle (evidence.MIN_LATTICE_VECTORS), judged on the positions measured on the pattern:
         # a pattern's vectors stand on one lattice as measured or as the network proposed them (within its own
         # uncertainty): the sub-pixel fit pulls large disks that touch on both sides off their lattice (the

@@ -28,6 +28,9 @@ bright star inside a thick crystal's dim disk has edges of its own. (On small di
 integer search was measured worse: at 1e3 e⁻ their few edge pixels are noisy, and a thick crystal's
 inner fringes pull them; benchmarks/RESULTS.md.)
 
+Steps 1–2 measure on the pattern less its diffuse background (``without_diffuse_background``) wherever the
+network's proposals fix a lattice: the background's slope under a disk would move its fit radially.
+
 Only for disks that no neighbour overlaps (small disks, ``evidence.small_disks``; larger ones whose
 nearest other vector is ≥ ``MIN_SPACING_RADII`` disk radii away, ``evidence.neighbour_spacing_px``):
 while the template sits on its disk it overlaps no other one, so the correlation peaks at the disk's
@@ -113,6 +116,13 @@ LATTICE_INLIER_MEDIANS, LATTICE_INLIER_FLOOR_PX = 3.0, 0.1
 # unplaced); at 1e-3 random vectors were placed in 10 of 200 synthetic patterns, at 1e-5 in none, while a
 # crystal's 6 first-order vectors stay placed (tests/test_refine.py), 5 of them in 38 % of draws.
 LATTICE_CHANCE_P = 1e-5
+# Steps 1–2 run on the pattern less its diffuse background (``without_diffuse_background``), where the
+# pattern's vectors fix a lattice: the background's slope under a disk moves its edge fit radially, a scale
+# error that differs from pattern to pattern with the background (bench_strain, SrTiO3 [001] 60 Å: e_xx / e_yy
+# 0.23 / 0.27 % at 1e5 e⁻ and 0.24 / 0.24 % at 1e6, 0.05 % noise-free). The background: the median, in rings of
+# BACKGROUND_RING_PX about the beam, of the pixels BACKGROUND_CLEAR_RADII disk radii or more from every point of
+# that lattice (benchmarks/RESULTS.md, "The diffuse background left out of the sub-pixel fit").
+BACKGROUND_CLEAR_RADII, BACKGROUND_RING_PX = 1.3, 3.0
 
 
 def hybrid_xcorr(patterns: torch.Tensor, template_fft_conj: torch.Tensor, corr_power: float) -> torch.Tensor:
@@ -363,6 +373,59 @@ def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_P
     out[where[on]] = fitted[on]
     placed[where[on]] = True
     return out, placed
+
+
+def without_diffuse_background(patterns: torch.Tensor, centres: torch.Tensor, b, q_px, radius_px: float, tol_px: float,
+                               enough: int) -> torch.Tensor:
+    """``patterns`` (B, H, W) less their diffuse background (``_ring_background``; clipped at zero), where their
+    non-beam vectors (pattern ``b``, ``q_px`` px from the beam at ``centres``) fix a lattice
+    (``fitted_lattices``, at least ``enough`` within ``tol_px``). Other patterns are returned as they are."""
+    b = np.asarray(b)
+    out = patterns
+    if len(b) < enough:
+        return out
+    rows, G, good = fitted_lattices(b, q_px, tol_px, enough)
+    rows, G = rows[good], G[good]
+    if not len(rows):
+        return out
+    sub = patterns[torch.as_tensor(rows, device=patterns.device)].float()
+    bg = _ring_background(sub.cpu(), centres[torch.as_tensor(rows, device=centres.device)].cpu().float(),
+                          torch.as_tensor(G).float(), float(radius_px)).to(patterns.device)
+    out = patterns.clone().float()
+    out[torch.as_tensor(rows, device=patterns.device)] = (sub - bg).clamp_min(0)
+    return out
+
+
+def _ring_background(img: torch.Tensor, c: torch.Tensor, G: torch.Tensor, r: float) -> torch.Tensor:
+    """(P, H, W) each pattern's diffuse background: the median, in rings of ``BACKGROUND_RING_PX`` about its
+    beam, of its pixels ``BACKGROUND_CLEAR_RADII`` disk radii or more from every point of its lattice ``G``
+    (zero in a ring without such pixels). The median, not the mean: a disk the lattice does not hold (another
+    grain's, a HOLZ disk) is no background, and sparse counts (low dose) have none to subtract."""
+    P, H, W = img.shape
+
+    def rings(step: int):  # (P, H / step, W / step): each pixel's ring, and its offset from the beam
+        xs, ys = torch.meshgrid(torch.arange(0, H, step, dtype=img.dtype), torch.arange(0, W, step, dtype=img.dtype),
+                                indexing="ij")
+        rel = torch.stack([xs[None] - c[:, 0, None, None], ys[None] - c[:, 1, None, None]], dim=-1)
+        return (torch.hypot(rel[..., 0], rel[..., 1]) / BACKGROUND_RING_PX).long(), rel
+    ring, _ = rings(1)
+    nb = int(ring.max()) + 1
+    # the level from every other pixel along each axis (a quarter of the work): it varies over rings of pixels
+    ring2, rel2 = rings(2)
+    f = torch.einsum("phwi,pij->phwj", rel2, torch.linalg.inv(G))
+    off_point = torch.einsum("phwi,pij->phwj", f - f.round(), G)
+    clear = (torch.hypot(off_point[..., 0], off_point[..., 1]) >= BACKGROUND_CLEAR_RADII * r).flatten()
+    k = (torch.arange(P)[:, None, None] * nb + ring2).flatten()[clear]
+    v = img[:, ::2, ::2].flatten()[clear]
+    key = (torch.arange(P)[:, None, None] * nb + ring).flatten()
+    # per ring, its clear pixels in ascending order (by value, then stably by ring): the median is the middle one
+    by_value = torch.argsort(v)
+    order = by_value[torch.argsort(k[by_value], stable=True)]
+    n = torch.bincount(k, minlength=P * nb)
+    start = torch.cumsum(n, 0) - n
+    level = torch.where(n > 0, v[order][(start + (n - 1).clamp_min(0) // 2).clamp_max(max(len(v) - 1, 0))],
+                        torch.zeros(P * nb, dtype=img.dtype)) if len(v) else torch.zeros(P * nb, dtype=img.dtype)
+    return level[key].reshape(P, H, W)
 
 
 def on_lattice_of(b_kept, q_kept, b, q, tol_px: float, enough: int, candidates: int = 8) -> np.ndarray:
