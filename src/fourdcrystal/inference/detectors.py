@@ -134,6 +134,7 @@ class MeasuredPattern:
                 keep &= self._lit(patterns, centres, electron)[out["pattern"]]
             out, spacing, dense = {k: v[keep] for k, v in out.items()}, spacing[keep], dense[keep]
         apart = spacing >= MIN_SPACING_RADII * r
+        measured = patterns  # what the sub-pixel fit measures on
         refined = self.corr_power is not None
         proposed = out["qx"].copy(), out["qy"].copy()  # the network's positions, for the speckle rule below
         if refined and apart.any():
@@ -188,7 +189,7 @@ class MeasuredPattern:
             out = {k: v[keep] for k, v in out.items()}
         # (not for vectors asked for as measured: a pattern that is no single crystal has no one lattice)
         if maps is not None and refined and self.check_evidence and self.lattice_positions and len(out["pattern"]):
-            out = self._lattice_completed(patterns, centres, out, electron, maps)
+            out = self._lattice_completed(patterns, centres, out, electron, maps, measured)
         del out["weak"], out["unsure"]
         if refined and self.lattice_positions and len(out["pattern"]):
             self._place_on_lattice(centres, out)
@@ -209,10 +210,11 @@ class MeasuredPattern:
                                   MIN_LATTICE_VECTORS)
         return ok
 
-    def _lattice_completed(self, patterns, centres, out: dict, electron, maps) -> dict:
+    def _lattice_completed(self, patterns, centres, out: dict, electron, maps, measured_patterns) -> dict:
         """``out`` and a vector at each other point of a pattern's lattice where its pattern shows a disk: on a
         low-dose pattern at ``evidence.LATTICE_MIN_SNR``, on another pattern of large disks at
-        ``evidence.BRIGHT_COMPLETION_MIN_SNR``, measured there on the pattern (``_refine``); both at least
+        ``evidence.BRIGHT_COMPLETION_MIN_SNR``, measured there on ``measured_patterns`` (``_refine``: the pattern the
+        proposals were measured on, less its diffuse background where they fix a lattice); both at least
         ``MIN_BRIGHTNESS``. The lattice is fitted to the pattern's kept vectors (``refine.fitted_lattices``, at
         least ``MIN_LATTICE_VECTORS``); its points are tested out to ``evidence.COMPLETION_REACH`` × the farthest
         of them, on the detector, clear of every vector by a disk radius, where the disks do not overlap. Such a
@@ -254,7 +256,7 @@ class MeasuredPattern:
         if measured.any():
             spacing = np.concatenate([np.zeros(len(out["pattern"])), spacing[keep]])[measured]
             clear = spacing >= CLEAR_SPACING_RADII * r if self.may_be_clear else np.zeros(len(spacing), bool)
-            self._refine(patterns, c, both, measured, clear=clear)
+            self._refine(measured_patterns, c, both, measured, clear=clear)
             if "qz" in both:  # where the network showed no peak its q_z map measures nothing (bench_strain's
                 both["qz"][measured] = np.nan  # tilts, noise-free: 1.06 -> 1.20 mrad off with the map's value)
         order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
