@@ -417,14 +417,15 @@ def _ring_background(img: torch.Tensor, c: torch.Tensor, G: torch.Tensor, r: flo
     clear = (torch.hypot(off_point[..., 0], off_point[..., 1]) >= BACKGROUND_CLEAR_RADII * r).flatten()
     k = (torch.arange(P)[:, None, None] * nb + ring2).flatten()[clear]
     v = img[:, ::2, ::2].flatten()[clear]
-    key = (torch.arange(P)[:, None, None] * nb + ring).flatten()
+    if not len(v):
+        return torch.zeros_like(img)
     # per ring, its clear pixels in ascending order (by value, then stably by ring): the median is the middle one
     by_value = torch.argsort(v)
     order = by_value[torch.argsort(k[by_value], stable=True)]
     n = torch.bincount(k, minlength=P * nb)
-    start = torch.cumsum(n, 0) - n
-    level = torch.where(n > 0, v[order][(start + (n - 1).clamp_min(0) // 2).clamp_max(max(len(v) - 1, 0))],
-                        torch.zeros(P * nb, dtype=img.dtype)) if len(v) else torch.zeros(P * nb, dtype=img.dtype)
+    middle = (torch.cumsum(n, 0) - n + (n - 1).clamp_min(0) // 2).clamp_max(len(v) - 1)
+    level = torch.where(n > 0, v[order][middle], torch.zeros((), dtype=img.dtype))
+    key = (torch.arange(P)[:, None, None] * nb + ring).flatten()
     return level[key].reshape(P, H, W)
 
 
