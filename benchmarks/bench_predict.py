@@ -6,12 +6,14 @@ scan position (1e5 e⁻, fresh shot noise, descan ±1 px, background, blur), wri
 (32×32 = 1,024 patterns). Network: the shipped pretrained model (what `predict` uses without
 --model; the forward cost does not depend on the weights, the number of peaks does) with its
 stamped peak settings; the first pass warms
-up (oneDNN primitives), then best of two. torch uses both cores in one process; py4DSTEM runs with
-OPENBLAS_NUM_THREADS=1 (its CPU disk detection is serial), once in one process and once with the
-scan split over two worker processes (measured, started before the clock), with the settings tuned
-for the model's grid (stamped in the model file). The CLI row times a fresh `fourdcrystal predict`
-process from start to exit. Memory: peak RSS of the CLI in a fresh subprocess for two scan sizes
-(flat = streaming works). GPU section (bf16, 256² detector) only with CUDA.
+up (oneDNN primitives), then best of two. `predict` runs as users get it (one forked worker process per
+core, one torch thread each: ``predict.detection_workers``) and as one process of both threads
+(``--workers 1``); py4DSTEM runs with OPENBLAS_NUM_THREADS=1 (its CPU disk detection is serial), once in
+one process and once with the scan split over two worker processes (measured, started before the clock),
+with the settings tuned for the model's grid (stamped in the model file). The CLI row times a fresh
+`fourdcrystal predict` process from start to exit. Memory, for two scan sizes (flat = streaming works),
+with the default workers and with one process: the peak RSS of the largest process and the peak PSS of
+all of them together (shared pages counted once). GPU section (bf16, 256² detector) only with CUDA.
 ``--startup``: only the start-up figures — whole-process wall time of `fourdcrystal predict` on a
 2×2 scan (4 patterns, the same SrTiO3 pattern, default model and precision, vacuum probe given) and
 of `fourdcrystal --help`, median of ``--repeats`` fresh processes; with ``--before-src DIR`` (a
@@ -92,11 +94,32 @@ def _classical_rate(pats, probe, settings, kern, procs):
         return len(pats) / (time.perf_counter() - t0)
 
 
-def peak_rss_mb(argv):
+def peak_memory_mb(argv) -> tuple[float, float]:
+    """(peak RSS of its largest process, peak PSS of the process and its workers together), MiB, of a fresh
+    ``argv`` process. PSS shares each page among the processes that map it: the forked workers' copy-on-write
+    model and libraries count once (Linux /proc, sampled every 50 ms; NaN elsewhere)."""
     code = ("import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL,"
             "stderr=subprocess.DEVNULL);print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024)")
-    return float(subprocess.run([sys.executable, "-c", code, *argv], check=True, capture_output=True,
-                                text=True).stdout.strip())
+    wrapper = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, text=True)
+    samples = []
+    while wrapper.poll() is None:  # the wrapper's own few MiB left out: its children only
+        samples.append(_tree_pss_kb(wrapper.pid) - _tree_pss_kb(wrapper.pid, children=False))
+        time.sleep(0.05)
+    if wrapper.returncode:
+        raise subprocess.CalledProcessError(wrapper.returncode, argv)
+    samples = [x for x in samples if np.isfinite(x)]  # a process that ended while it was read
+    return float(wrapper.stdout.read().strip()), max(samples, default=float("nan")) / 1024
+
+
+def _tree_pss_kb(pid: int, children: bool = True) -> float:
+    """PSS (kB) of ``pid`` and (``children``) its descendants now; NaN where /proc does not tell."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split() if children else []
+        pss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                   if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return float("nan")
+    return pss + sum(_tree_pss_kb(int(k)) for k in kids)
 
 
 def startup(cfg, before_src: str | None, repeats: int) -> None:
@@ -157,16 +180,19 @@ def main():
         ps = predict.peak_settings(meta)  # the model file's tuned settings, as `predict` uses them
         plain = copy.deepcopy(model)  # contiguous (NCHW) weights; predict_cube switches to channels_last
         kw = dict(progress=False, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"])
-        e2e = {}
+        e2e, procs = {}, {}
+        # the default (one worker process per core, ``predict.detection_workers``) and one process of both threads
+        runs = (("fp32", None), ("bf16", None), ("bf16", 1))
         for rep in range(3):  # rep 0 warms up (oneDNN primitives, allocator); best of the other 2
-            for prec in ("fp32", "bf16"):
-                s = predict.predict_cube(cube, probe, model, mgeo, geo.dk_invA, tmp / f"net-{prec}-{rep}",
-                                         precision=prec, **kw)
+            for prec, workers in runs:
+                s = predict.predict_cube(cube, probe, model, mgeo, geo.dk_invA, tmp / f"net-{prec}-{workers}-{rep}",
+                                         precision=prec, workers=workers, **kw)
                 if rep:
-                    e2e[prec] = max(e2e.get(prec, 0.0), s["patterns_per_s"])
+                    e2e[prec, workers] = max(e2e.get((prec, workers), 0.0), s["patterns_per_s"])
+                procs[prec, workers] = f"{s['workers']} x {s['threads_per_worker']}"
                 if prec == "fp32":
                     nvec = s["n_vectors"] / s["n_patterns"]
-        net = e2e["fp32"]
+        net = e2e["fp32", None]
         # the CLI as a user runs it: fresh process, imports, model load, outputs incl. BraggVectors h5
         argv = [sys.executable, "-m", "fourdcrystal.cli", "predict", str(tmp / "scan.npy"), "--probe",
                 str(tmp / "probe.npy"), "--out", str(tmp / "cli"), "--model", str(mp), "--q-pixel-size",
@@ -198,11 +224,13 @@ def main():
         def row(name, pt, rate):
             print(f"| {name} | {pt} | {rate:.1f} | {rate / cls1:.1f}x | {rate / cls2:.1f}x |")
 
-        row("fourdcrystal predict --precision fp32 (read, centre, resample, network, peaks, parquet)", "1 x 2", net)
-        row("fourdcrystal predict --precision bf16 (same)", "1 x 2", e2e["bf16"])
+        row("fourdcrystal predict --precision fp32 (read, centre, resample, network, checks, parquet; default "
+            "worker processes)", procs["fp32", None], net)
+        row("fourdcrystal predict --precision bf16 (same)", procs["bf16", None], e2e["bf16", None])
+        row("fourdcrystal predict --precision bf16 --workers 1 (one process)", procs["bf16", 1], e2e["bf16", 1])
         auto = "bf16" if detectors.auto_bf16("cpu") else "fp32"
-        row(f"`fourdcrystal predict` CLI, default precision (auto = {auto} here), wall time of a fresh process "
-            "(imports, model load, all outputs incl. BraggVectors h5)", "1 x 2", cli)
+        row(f"`fourdcrystal predict` CLI, default precision (auto = {auto} here) and workers, wall time of a fresh "
+            "process (imports, model load, all outputs incl. BraggVectors h5)", procs[auto, None], cli)
         row("network forward only, fp32 NCHW weights (same batch)", "1 x 2", fwd["nchw"])
         row("network forward only, fp32 channels_last (as in predict)", "1 x 2", fwd["cl"])
         row("network forward only, bf16 channels_last", "1 x 2", fwd["cl_bf16"])
@@ -215,15 +243,17 @@ def main():
             d = tmp / f"s{n}"
             d.mkdir()
             write_scan(d / "scan.npy", n, ex, cfg["augment"], seed=n)
-            rss = peak_rss_mb([sys.executable, "-m", "fourdcrystal.cli", "predict", str(d / "scan.npy"), "--probe",
-                               str(d / "probe.npy"), "--out", str(d / "out"), "--model", str(mp), "--q-pixel-size",
-                               str(geo.dk_invA), "--batch", "32", "--quiet"])
-            rows.append((n, (d / "scan.npy").stat().st_size / 2**20, rss))
-        print("\n## peak RSS of `fourdcrystal predict` (fresh process, batch 32)\n")
-        print("| scan | cube size (MiB) | peak RSS (MiB) |")
-        print("|---|---|---|")
-        for n, mb, rss in rows:
-            print(f"| {n}x{n} | {mb:.0f} | {rss:.0f} |")
+            for workers in ([], ["--workers", "1"]):
+                rss, pss = peak_memory_mb([sys.executable, "-m", "fourdcrystal.cli", "predict", str(d / "scan.npy"),
+                                           "--probe", str(d / "probe.npy"), "--out", str(d / f"out{len(workers)}"),
+                                           "--model", str(mp), "--q-pixel-size", str(geo.dk_invA), "--batch", "32",
+                                           "--quiet", *workers])
+                rows.append((n, (d / "scan.npy").stat().st_size / 2**20, " ".join(workers) or "default", rss, pss))
+        print("\n## peak memory of `fourdcrystal predict` (fresh process, batch 32)\n")
+        print("| scan | cube size (MiB) | workers | largest process, peak RSS (MiB) | all processes, peak PSS (MiB) |")
+        print("|---|---|---|---|---|")
+        for n, mb, w, rss, pss in rows:
+            print(f"| {n}x{n} | {mb:.0f} | {w} | {rss:.0f} | {pss:.0f} |")
 
         if torch.cuda.is_available():
             g = Geometry(box_A=64.0, gpts=512, detector_px=256, thicknesses_A=(20.0,), slice_thickness_A=2.0)

@@ -94,7 +94,7 @@ def test_predict_oracle_recovers_kinematic_positions(tmp_path):
     c = Cube(np.load(tmp_path / "scan.npy", mmap_mode="r"), str(tmp_path / "scan.npy"))
     out = tmp_path / "out"
     oracle = KinematicOracle(truth, cube.shape[1], GEO)
-    s = predict.predict_cube(c, probe, oracle, GEO, DQ, out, batch=5, progress=False)
+    s = predict.predict_cube(c, probe, oracle, GEO, DQ, out, batch=5, progress=False, workers=1)  # it counts calls
     assert oracle.calls == 12 and s["n_patterns"] == 12
     df = pd.read_parquet(out / "bragg_vectors.parquet")
     assert list(df.columns) == writers.VECTOR_COLUMNS
@@ -163,7 +163,7 @@ def test_lattice_placement_moves_vectors_and_says_so(tmp_path):
     runs = {}
     for lp in (True, False):
         s = predict.predict_cube(c, probe, KinematicOracle(truth, cube.shape[1], GEO), GEO, DQ, tmp_path / str(lp),
-                                 batch=5, progress=False, lattice_positions=lp)
+                                 batch=5, progress=False, lattice_positions=lp, workers=1)  # it counts calls
         runs[lp] = (s, pd.read_parquet(tmp_path / str(lp) / "bragg_vectors.parquet"))
     (s_on, on), (s_off, off) = runs[True], runs[False]
     assert s_on["positions"] != s_off["positions"] == "measured"
@@ -260,6 +260,14 @@ def test_bad_probe_shape(tmp_path, model_file, capsys):
     np.save(tmp_path / "probe.npy", probe[:-8])
     _bad(tmp_path, ["predict", tmp_path / "scan.npy", "--probe", tmp_path / "probe.npy", "--model", model_file,
                     "--q-pixel-size", DQ], capsys, "differs from the pattern shape")
+
+
+@pytest.mark.parametrize("flag, value", [("--workers", 0), ("--batch", 0)])
+def test_bad_workers_or_batch(tmp_path, model_file, capsys, flag, value):
+    cube, probe, _ = make_scan(1, 2)
+    np.save(tmp_path / "scan.npy", cube)
+    _bad(tmp_path, ["predict", tmp_path / "scan.npy", "--model", model_file, "--q-pixel-size", DQ, flag, value], capsys,
+         f"{flag} {value} must be >= 1")
 
 
 def test_bad_unknown_format(tmp_path, model_file, capsys):
@@ -397,3 +405,4 @@ def test_model_input_puts_the_beam_on_the_centre_pixel(shift):
     dp, dc = training_input(probe, cbed.astype(np.float32))
     torch.testing.assert_close(dc, cb[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(dp, pr[0])
+

@@ -257,3 +257,34 @@ def test_the_diffuse_background_is_taken_from_between_the_lattices_disks():
     sparse = torch.from_numpy(_lattice_pattern(n, c, truth, r, 0.2, 0.3, np.random.default_rng(3), 1e3)[None])
     assert torch.equal(without_diffuse_background(sparse, torch.tensor([c]), np.zeros(len(g), int), g, r, 1.5, 5),
                        sparse)
+
+
+def test_the_ring_background_is_each_rings_median_of_its_clear_pixels():
+    # The sorted-keys median against a plain one: per pattern and 3 px ring about its beam, the lower middle of
+    # the values of every other pixel (both axes) at least 1.3 radii from each lattice point; values of either
+    # sign (a detector's pedestal subtracted), an odd detector, two patterns of other beams and lattices.
+    from fourdcrystal.inference.refine import BACKGROUND_CLEAR_RADII, BACKGROUND_RING_PX, _ring_background
+    rng = np.random.default_rng(5)
+    img = torch.from_numpy(rng.normal(0.0, 3.0, (2, 57, 61)).astype(np.float32))
+    # binary fractions, and no pixel within 1e-4 (px, rings) of a ring's or the clearance's edge (asserted): float32 and
+    # float64 agree on every pixel's ring and clearance
+    c = torch.tensor([[28.25, 30.75], [26.625, 31.125]])
+    G = torch.tensor([[[9.125, 0.75], [-1.25, 8.375]], [[7.5, -3.0], [2.25, 10.125]]])
+    r = 3.0
+    got = _ring_background(img, c, G, r)
+    for p in range(2):
+        ii, jj = np.indices(img.shape[1:])
+        ring = (np.hypot(ii - c[p, 0].item(), jj - c[p, 1].item()) / BACKGROUND_RING_PX).astype(int)
+        rel = np.stack([ii - c[p, 0].item(), jj - c[p, 1].item()], -1)
+        f = rel @ np.linalg.inv(G[p].numpy().astype(np.float64))
+        off = (f - np.round(f)) @ G[p].numpy().astype(np.float64)
+        d_point, d_beam = np.hypot(off[..., 0], off[..., 1]), np.hypot(rel[..., 0], rel[..., 1])
+        assert np.abs(d_point - BACKGROUND_CLEAR_RADII * r).min() > 1e-4
+        assert np.abs(d_beam / BACKGROUND_RING_PX - np.round(d_beam / BACKGROUND_RING_PX)).min() > 1e-4
+        clear = d_point >= BACKGROUND_CLEAR_RADII * r
+        sub = np.zeros_like(clear)
+        sub[::2, ::2] = True
+        for k in np.unique(ring):
+            vals = np.sort(img[p].numpy()[(ring == k) & clear & sub])
+            want = vals[(len(vals) - 1) // 2] if len(vals) else 0.0
+            assert np.all(got[p].numpy()[ring == k] == want), (p, k)

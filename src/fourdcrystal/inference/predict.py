@@ -17,7 +17,9 @@ defaults). The workflow's tuned values are in results/evaluation/metrics.json
 Speed (CPU): everything runs on whole batches (beam finding by one batched FFT, resampling by one
 grid_sample, peaks by shifted-view maxima and sparse gathers); the weights are put in channels_last
 (oneDNN's faster conv layout), the loop runs under torch.inference_mode, in fp32 unless bf16 is the
-faster choice (``auto_bf16``). benchmarks/RESULTS.md has the split between network and pipeline.
+faster choice (``auto_bf16``). On Linux CPUs the batches are detected in forked worker processes, one per
+core (``detection_workers``, ``--workers``): the checks after the network are serial numpy, so one process
+leaves a core idle. benchmarks/RESULTS.md has the split between network and pipeline.
 Intensity scaling (``ModelInput``): the model was trained on probe-max = 1 data with the CBED on the
 probe's scale, so the resampled probe is divided by its maximum and every CBED is scaled to the
 probe's total intensity (which also removes beam-current drift across the scan).
@@ -29,8 +31,11 @@ Start-up: py4DSTEM, pandas and matplotlib are not imported unless ``--baseline c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -114,13 +119,14 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                  threshold: float | None = None, min_spacing_px: float | None = None, baseline: str | None = None,
                  classical_settings: dict | None = None, precision: str = "auto",
                  meta: dict | None = None, probe_info: dict | None = None, progress: bool = True,
-                 lattice_positions: bool = True, bad_pixels: str | np.ndarray = "auto") -> dict:
+                 lattice_positions: bool = True, bad_pixels: str | np.ndarray = "auto", workers: int | None = None) -> dict:
     """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
 
     ``probe``: the vacuum probe image on the input detector, or None to synthesize one from the scan's
     bright-field disk (``probe_synth.probe_from_scan``); ``probe_info`` describes a given probe.
     ``model(probe, cbed) -> (vg, qz)`` on the model grid (``geometry``); any callable with that
-    signature works (tests use an oracle). Returns a summary dict (also written as summary.json).
+    signature works (tests use an oracle; one that keeps state between calls needs ``workers=1``: each worker
+    process calls its own copy). Returns a summary dict (also written as summary.json).
     ``threshold`` / ``min_spacing_px``: peaks.find_peaks settings (the direct beam is kept as a vector;
     None: peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX).
     ``baseline="classical"``: py4DSTEM's disk detection instead of the network (same outputs, no q_z).
@@ -133,6 +139,10 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     ``bad_pixels``: "auto" (dead lines and lines of another gain found in the scan, ``bad_pixels.find_bad_pixels``),
     a user's mask (True = bad; the lines found are added) or "none"; bad pixels of the patterns and of ``probe``
     are read as their neighbours' mean.
+    ``workers``: processes that detect the batches (``detection_workers``; None: one per CPU core, up to
+    ``MAX_AUTO_WORKERS``). Runs with as many are identical; the network's sums, split over fewer threads per
+    process, round otherwise (fp32: ≤ 1e-5 px; bf16 may move a marginal vector across the threshold), as on a
+    machine with other cores.
     """
     _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry)
     threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
@@ -182,7 +192,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         summary, examples, bvm = _stream(cube, detector, inputs, guess, tmp, dq, int(batch or DEFAULT_BATCH[dev_type]),
-                                         device, center, progress)
+                                         device, center, progress, workers)
         summary.update(q_pixel_size_invA=dq, model_dk_invA=geometry.dk_invA, model_detector_px=geometry.detector_px,
                        **run, input=cube.path, source=cube.source, scan_shape=list(cube.shape[:2]),
                        pattern_shape=list(cube.shape[2:]), scan_bin=cube.scan_bin,
@@ -213,7 +223,8 @@ def page_settings(s: dict) -> dict:
            "device / precision": f"{s['device']} / {s['precision']}",
            "patterns / vectors": f"{s['n_patterns']} / {s['n_vectors']} "
                                  f"({s['n_vectors'] / max(1, s['n_patterns']):.1f} per pattern)",
-           "speed": f"{s['patterns_per_s']:.1f} patterns/s"}
+           "speed": f"{s['patterns_per_s']:.1f} patterns/s" + (
+               f" ({s['workers']} processes × {s['threads_per_worker']} threads)" if s.get("workers", 1) > 1 else "")}
     return out
 
 
@@ -266,40 +277,115 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
 
 
 N_EXAMPLES = 4  # patterns shown in index.html, evenly spread over the scan
+MAX_AUTO_WORKERS = 8  # without --workers: one process per core up to this many (each holds a batch's activations)
+IN_FLIGHT_PER_WORKER = 2  # batches read ahead per worker: enough to keep each busy, few enough to keep memory flat
+
+# what each worker process runs on: set just before the pool forks, so every worker inherits it (model included,
+# its weights shared copy-on-write) instead of pickling it
+_JOB: tuple | None = None
+
+
+def detection_workers(requested: int | None, n_batches: int, device: str) -> tuple[int, int]:
+    """(processes, torch threads each) that detect the scan's batches. On CPU one process per core (``requested``
+    None: up to ``MAX_AUTO_WORKERS``), the cores shared out as threads: the network's forward gains only 1.4× from
+    a second thread, while the checks after it (numpy, one thread) leave the second core idle; two processes of one
+    thread ran bench_predict's scan 1.2× faster than one of two (benchmarks/RESULTS.md, "Worker processes").
+    CUDA, a single batch, or not Linux (the workers are forked, which only Linux does safely beside torch's
+    threads): one process, torch's threads as they are (threads 0)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device != "cpu" or not sys.platform.startswith("linux"):
+        return 1, 0
+    workers = min(requested or min(cores, MAX_AUTO_WORKERS), n_batches)
+    return (workers, max(1, cores // workers)) if workers > 1 else (1, 0)
+
+
+def _detect(x: np.ndarray) -> tuple[np.ndarray, dict]:
+    """One batch of patterns -> (their direct beams (B, 2) input px, ``detector``'s vectors), by ``_JOB``."""
+    detector, inputs, guess, center, device = _JOB
+    x = torch.from_numpy(x).to(device)
+    cen = torch.tensor([guess] * len(x), device=device) if center == "mean" else inputs.centres(x, guess)
+    return cen.cpu().numpy().astype(np.float64), detector(x, cen)
+
+
+def _one_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _worker_pool(job: tuple, workers: int, threads: int):
+    """``job`` for ``_detect`` set for this process and, when ``workers`` > 1, a pool of that many processes
+    forked now (before any other thread starts) that inherit it; yields the pool or None."""
+    global _JOB
+    _JOB = job
+    try:
+        if workers == 1:
+            yield None
+            return
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_one_worker, initargs=(threads,)) as pool:
+            yield pool
+    finally:
+        _JOB = None
+
+
+def _detected(cube: Cube, n: int, batch: int, pool, read_ahead: int):
+    """Per batch in scan order: (first position, patterns, beams, vectors); in ``pool``'s processes when one is
+    given, the parent reading at most ``read_ahead`` batches ahead."""
+    starts = range(0, n, batch)
+    if pool is None:
+        for s in starts:
+            x = cube.read(s, min(n, s + batch))
+            yield (s, x, *_detect(x))
+        return
+    from collections import deque
+
+    pending = deque()
+    for s in starts:
+        x = cube.read(s, min(n, s + batch))
+        pending.append((s, x, pool.apply_async(_detect, (x,))))
+        if len(pending) >= read_ahead:
+            s0, x0, job = pending.popleft()
+            yield (s0, x0, *job.get())
+    while pending:
+        s0, x0, job = pending.popleft()
+        yield (s0, x0, *job.get())
 
 
 def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: float, batch: int, device: str,
-            center: str, progress: bool) -> tuple[dict, list, np.ndarray]:
-    """Batches of patterns -> direct beams -> ``detector`` -> ``VectorWriter`` in ``out``.
-    Returns (summary, index.html's example patterns with their vectors, the Bragg vector map)."""
+            center: str, progress: bool, workers: int | None = None) -> tuple[dict, list, np.ndarray]:
+    """Batches of patterns -> direct beams -> ``detector`` (``detection_workers`` processes) -> ``VectorWriter``
+    in ``out``. Returns (summary, index.html's example patterns with their vectors, the Bragg vector map)."""
     from tqdm import tqdm
 
     Rx, Ry, Qx, Qy = cube.shape
     n = Rx * Ry
+    n_batches = -(-n // batch)
+    n_workers, threads = detection_workers(workers, n_batches, device)
     origin = np.zeros((2, Rx, Ry))
     writer = VectorWriter(out, (Rx, Ry), (Qx, Qy), dq)
     shown = set(np.unique(np.linspace(0, n - 1, min(n, N_EXAMPLES)).astype(int)).tolist())
     examples = []
     t0 = time.perf_counter()
     try:
-        for s in tqdm(range(0, n, batch), disable=not progress, desc="predict", unit="batch"):
-            e = min(n, s + batch)
-            x = torch.from_numpy(cube.read(s, e)).to(device)
-            cen = torch.tensor([guess] * len(x), device=device) if center == "mean" else inputs.centres(x, guess)
-            rx, ry = np.divmod(np.arange(s, e), Ry)
-            origin[:, rx, ry] = cen.cpu().numpy().astype(np.float64).T
-            vec = detector(x, cen)
-            writer.write(rx, ry, vec)
-            for k in sorted(shown.intersection(range(s, e))):
-                m = (vec["pattern"] == k - s) & writer.on_detector(vec)
-                examples.append((int(rx[k - s]), int(ry[k - s]), x[k - s].cpu().numpy(),
-                                 np.stack([vec["qx_px"][m], vec["qy_px"][m]], axis=1)))
+        with _worker_pool((detector, inputs, guess, center, device), n_workers, threads) as pool, \
+                tqdm(total=n_batches, disable=not progress, desc="predict", unit="batch") as bar:
+            for s, x, cen, vec in _detected(cube, n, batch, pool, IN_FLIGHT_PER_WORKER * n_workers):
+                rx, ry = np.divmod(np.arange(s, s + len(x)), Ry)
+                origin[:, rx, ry] = cen.T
+                writer.write(rx, ry, vec)
+                for k in sorted(shown.intersection(range(s, s + len(x)))):
+                    m = (vec["pattern"] == k - s) & writer.on_detector(vec)
+                    examples.append((int(rx[k - s]), int(ry[k - s]), np.asarray(x[k - s]),
+                                     np.stack([vec["qx_px"][m], vec["qy_px"][m]], axis=1)))
+                bar.update()
     finally:
         writer.close()
     elapsed = time.perf_counter() - t0
     writer.finish(origin)
     return ({"n_patterns": n, "n_vectors": writer.n_vectors, "seconds": elapsed,
-             "patterns_per_s": n / max(elapsed, 1e-9)}, examples, writer.map)
+             "patterns_per_s": n / max(elapsed, 1e-9), "workers": n_workers,
+             "threads_per_worker": threads or torch.get_num_threads()}, examples, writer.map)
 
 
 # --- CLI -------------------------------------------------------------------------------------------
@@ -328,6 +414,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="array inside an HDF5/Zarr file (default: the one array shaped like a datacube)")
     p.add_argument("--batch", type=int, default=None,
                    help=f"patterns per network call (default {DEFAULT_BATCH['cpu']} on CPU, {DEFAULT_BATCH['cuda']} on CUDA)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help=f"processes that detect the patterns on CPU, the cores shared out among them as threads "
+                        f"(default: one per core, at most {MAX_AUTO_WORKERS}); equal runs give identical vectors")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--center", default="per-pattern", choices=["per-pattern", "mean"],
                    help="find the direct beam in every pattern, or once in the mean pattern")
@@ -352,6 +441,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch is not None and args.batch < 1:
         raise UserError(f"--batch {args.batch} must be >= 1", "pass a positive batch size")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers} must be >= 1", "pass a positive number of processes")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible", "use --device cpu")
     scan_shape = parse_scan_shape(args.scan_shape) if args.scan_shape else None
@@ -401,7 +492,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
                            classical_settings=meta.get("classical_settings"), probe_info=probe_info,
                            meta={"model": str(resolve_model(args.model)), "energy_eV": energy,
                                  "calibration": calibration},
-                           progress=not args.quiet, lattice_positions=not args.measured_positions, bad_pixels=bad)
+                           progress=not args.quiet, lattice_positions=not args.measured_positions, bad_pixels=bad,
+                           workers=args.workers)
     print(f"input: {cube.source or cube.path}; probe: {summary['probe']['path']}; calibration: "
           f"{summary['q_pixel_size_invA']:.6g} 1/Å per px ({calibration})")
     if summary["nonfinite_pixels_read_as_0"]:

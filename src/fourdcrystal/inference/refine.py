@@ -400,33 +400,40 @@ def _ring_background(img: torch.Tensor, c: torch.Tensor, G: torch.Tensor, r: flo
     """(P, H, W) each pattern's diffuse background: the median, in rings of ``BACKGROUND_RING_PX`` about its
     beam, of its pixels ``BACKGROUND_CLEAR_RADII`` disk radii or more from every point of its lattice ``G``
     (zero in a ring without such pixels). The median, not the mean: a disk the lattice does not hold (another
-    grain's, a HOLZ disk) is no background, and sparse counts (low dose) have none to subtract."""
+    grain's, a HOLZ disk) is no background, and sparse counts (low dose) have none to subtract. ``img`` float32."""
     P, H, W = img.shape
-
-    def rings(step: int):  # (P, H / step, W / step): each pixel's ring, and its offset from the beam
-        xs, ys = torch.meshgrid(torch.arange(0, H, step, dtype=img.dtype), torch.arange(0, W, step, dtype=img.dtype),
-                                indexing="ij")
-        rel = torch.stack([xs[None] - c[:, 0, None, None], ys[None] - c[:, 1, None, None]], dim=-1)
-        return (torch.hypot(rel[..., 0], rel[..., 1]) / BACKGROUND_RING_PX).long(), rel
-    ring, _ = rings(1)
+    # each pixel's offset from its pattern's beam along either axis, broadcast (no (P, H, W, 2) array)
+    di = torch.arange(H, dtype=img.dtype)[None, :, None] - c[:, 0, None, None]
+    dj = torch.arange(W, dtype=img.dtype)[None, None, :] - c[:, 1, None, None]
+    ring = (torch.hypot(di, dj) / BACKGROUND_RING_PX).long()
     nb = int(ring.max()) + 1
     # the level from every other pixel along each axis (a quarter of the work): it varies over rings of pixels
-    ring2, rel2 = rings(2)
-    f = torch.einsum("phwi,pij->phwj", rel2, torch.linalg.inv(G))
+    di2, dj2 = di[:, ::2].expand(P, -1, (W + 1) // 2), dj[:, :, ::2].expand(P, (H + 1) // 2, -1)
+    f = torch.einsum("phwi,pij->phwj", torch.stack([di2, dj2], dim=-1), torch.linalg.inv(G))
     off_point = torch.einsum("phwi,pij->phwj", f - f.round(), G)
     clear = (torch.hypot(off_point[..., 0], off_point[..., 1]) >= BACKGROUND_CLEAR_RADII * r).flatten()
-    k = (torch.arange(P)[:, None, None] * nb + ring2).flatten()[clear]
+    k = (torch.arange(P)[:, None, None] * nb + (torch.hypot(di2, dj2) / BACKGROUND_RING_PX).long()).flatten()[clear]
     v = img[:, ::2, ::2].flatten()[clear]
     if not len(v):
         return torch.zeros_like(img)
-    # per ring, its clear pixels in ascending order (by value, then stably by ring): the median is the middle one
-    by_value = torch.argsort(v)
-    order = by_value[torch.argsort(k[by_value], stable=True)]
+    # one sort of (ring, value) keys puts each ring's clear pixels in ascending order: the median is the middle one
+    key = torch.from_numpy(np.sort((k * 2**32 + _ordered_bits(v)).numpy()))
     n = torch.bincount(k, minlength=P * nb)
     middle = (torch.cumsum(n, 0) - n + (n - 1).clamp_min(0) // 2).clamp_max(len(v) - 1)
-    level = torch.where(n > 0, v[order][middle], torch.zeros((), dtype=img.dtype))
-    key = (torch.arange(P)[:, None, None] * nb + ring).flatten()
-    return level[key].reshape(P, H, W)
+    level = torch.where(n > 0, _float_of_ordered_bits(key[middle] & (2**32 - 1)), torch.zeros((), dtype=img.dtype))
+    return level.view(P, nb).gather(1, ring.view(P, -1)).view(P, H, W)
+
+
+def _ordered_bits(v: torch.Tensor) -> torch.Tensor:
+    """int64 in [0, 2³²) that order as the float32 values ``v`` do: the IEEE bits, a negative's flipped."""
+    i = v.contiguous().view(torch.int32).to(torch.int64)
+    return torch.where(i >= 0, i + 2**31, -1 - i)
+
+
+def _float_of_ordered_bits(u: torch.Tensor) -> torch.Tensor:
+    """The float32 values whose ``_ordered_bits`` are ``u``."""
+    i = u - 2**31
+    return torch.where(i >= 0, i, -1 - (i + 2**31)).to(torch.int32).view(torch.float32)
 
 
 def on_lattice_of(b_kept, q_kept, b, q, tol_px: float, enough: int, candidates: int = 8) -> np.ndarray:
