@@ -406,3 +406,17 @@ def test_model_input_puts_the_beam_on_the_centre_pixel(shift):
     torch.testing.assert_close(dc, cb[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(dp, pr[0])
 
+
+
+def test_detection_workers_share_out_torchs_threads(monkeypatch):
+    """One process per thread torch may use (at most MAX_AUTO_WORKERS, at most one per batch), the threads shared
+    out among those asked for; CUDA and a single batch stay in one process with torch's threads as they are."""
+    monkeypatch.setattr(predict.sys, "platform", "linux")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 12)
+    assert predict.detection_workers(None, 100, "cpu") == (predict.MAX_AUTO_WORKERS, 12 // predict.MAX_AUTO_WORKERS)
+    assert predict.detection_workers(None, 3, "cpu") == (3, 4)
+    assert predict.detection_workers(4, 100, "cpu") == (4, 3)
+    assert predict.detection_workers(1, 100, "cpu") == predict.detection_workers(None, 1, "cpu") == (1, 0)
+    assert predict.detection_workers(None, 100, "cuda") == (1, 0)
+    monkeypatch.setattr(predict.sys, "platform", "darwin")
+    assert predict.detection_workers(None, 100, "cpu") == (1, 0)

@@ -59,8 +59,8 @@ def entry() -> None:
     ends without tearing its modules down. Freeing torch's state at interpreter exit took 0.3 s of a 1.2 s
     ``import torch`` process (benchmarks/RESULTS.md, "Start-up: no teardown at exit"), a sixth of a short
     ``predict``. Every subcommand has published and closed its outputs when ``main`` returns (atomically:
-    ``fourdcrystal.atomic``) and runs no worker threads or processes, so only the streams and log handlers
-    are left to flush. An exception still ends the process the usual way (traceback, exit 1)."""
+    ``fourdcrystal.atomic``) and has no worker threads or processes left (``predict``'s workers end with its
+    pool), so only the streams and log handlers are left to flush. An exception still ends the process the usual way (traceback, exit 1)."""
     rc = main()
     import logging
 

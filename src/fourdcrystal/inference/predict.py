@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -286,13 +285,14 @@ _JOB: tuple | None = None
 
 
 def detection_workers(requested: int | None, n_batches: int, device: str) -> tuple[int, int]:
-    """(processes, torch threads each) that detect the scan's batches. On CPU one process per core (``requested``
-    None: up to ``MAX_AUTO_WORKERS``), the cores shared out as threads: the network's forward gains only 1.4× from
+    """(processes, torch threads each) that detect the scan's batches. On CPU one process per core that torch may
+    use (its intra-op threads: the cores, or OMP_NUM_THREADS; ``requested`` None: up to ``MAX_AUTO_WORKERS``
+    processes), those threads shared out among them: the network's forward gains only 1.4× from
     a second thread, while the checks after it (numpy, one thread) leave the second core idle; two processes of one
     thread ran bench_predict's scan 1.2× faster than one of two (benchmarks/RESULTS.md, "Worker processes").
     CUDA, a single batch, or not Linux (the workers are forked, which only Linux does safely beside torch's
     threads): one process, torch's threads as they are (threads 0)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = torch.get_num_threads()
     if device != "cpu" or not sys.platform.startswith("linux"):
         return 1, 0
     workers = min(requested or min(cores, MAX_AUTO_WORKERS), n_batches)
