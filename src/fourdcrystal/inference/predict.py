@@ -285,11 +285,11 @@ _JOB: tuple | None = None
 
 
 def detection_workers(requested: int | None, n_batches: int, device: str) -> tuple[int, int]:
-    """(processes, torch threads each) that detect the scan's batches. On CPU one process per core that torch may
-    use (its intra-op threads: the cores, or OMP_NUM_THREADS; ``requested`` None: up to ``MAX_AUTO_WORKERS``
-    processes), those threads shared out among them: the network's forward gains only 1.4× from
-    a second thread, while the checks after it (numpy, one thread) leave the second core idle; two processes of one
-    thread ran bench_predict's scan 1.2× faster than one of two (benchmarks/RESULTS.md, "Worker processes").
+    """(processes, torch threads each) that detect the scan's batches. On CPU one process per thread torch may use
+    (its intra-op threads: the cores, or OMP_NUM_THREADS; ``requested`` None: up to ``MAX_AUTO_WORKERS``
+    processes), those threads shared out among them. The network's forward scales with threads, but the checks
+    after it are serial numpy and leave the other cores idle in one process: two processes of one thread ran
+    bench_predict's 1.5 mrad scan 1.2× faster than one of two (benchmarks/RESULTS.md, "Worker processes").
     CUDA, a single batch, or not Linux (the workers are forked, which only Linux does safely beside torch's
     threads): one process, torch's threads as they are (threads 0)."""
     cores = torch.get_num_threads()
