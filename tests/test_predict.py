@@ -408,15 +408,44 @@ def test_model_input_puts_the_beam_on_the_centre_pixel(shift):
 
 
 
-def test_detection_workers_share_out_torchs_threads(monkeypatch):
-    """One process per thread torch may use (at most MAX_AUTO_WORKERS, at most one per batch), the threads shared
-    out among those asked for; CUDA and a single batch stay in one process with torch's threads as they are."""
+def test_detection_workers_one_thread_each(monkeypatch):
+    """One process of one thread per thread torch may use (at most MAX_AUTO_WORKERS, at most one per batch; one
+    thread each: GNU OpenMP hangs in a forked child of more); CUDA, a single batch and other systems than Linux
+    stay in one process with torch's threads as they are."""
     monkeypatch.setattr(predict.sys, "platform", "linux")
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 12)
-    assert predict.detection_workers(None, 100, "cpu") == (predict.MAX_AUTO_WORKERS, 12 // predict.MAX_AUTO_WORKERS)
-    assert predict.detection_workers(None, 3, "cpu") == (3, 4)
-    assert predict.detection_workers(4, 100, "cpu") == (4, 3)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 40)
+    assert predict.detection_workers(None, 100, "cpu") == (predict.MAX_AUTO_WORKERS, 1)
+    assert predict.detection_workers(None, 3, "cpu") == (3, 1)
+    assert predict.detection_workers(4, 100, "cpu") == (4, 1)
     assert predict.detection_workers(1, 100, "cpu") == predict.detection_workers(None, 1, "cpu") == (1, 0)
     assert predict.detection_workers(None, 100, "cuda") == (1, 0)
     monkeypatch.setattr(predict.sys, "platform", "darwin")
     assert predict.detection_workers(None, 100, "cpu") == (1, 0)
+
+
+def test_workers_forked_from_a_parent_of_many_threads_finish(tmp_path, model_file):
+    """A parent that has used more torch threads than it forks workers (a node of many cores) still gets its
+    vectors: each worker runs one thread (GNU OpenMP hangs in a forked child of more; a subprocess with a
+    deadline, so a hang fails instead of stalling the suite)."""
+    import subprocess
+    import sys
+
+    cube, probe, _ = make_scan(2, 3)
+    np.save(tmp_path / "scan.npy", cube)
+    np.save(tmp_path / "probe.npy", probe)
+    code = f"""
+import numpy as np, torch
+from fourdcrystal.inference import predict
+from fourdcrystal.inference.datacube_io import open_datacube
+from fourdcrystal.learning.model import load_checkpoint
+torch.set_num_threads(4)
+model, geo, _ = load_checkpoint({str(model_file)!r})
+with torch.inference_mode():
+    model(torch.rand(8, 64, 64), torch.rand(8, 64, 64))  # the parent's threads in use before the fork
+s = predict.predict_cube(open_datacube({str(tmp_path / 'scan.npy')!r}), np.load({str(tmp_path / 'probe.npy')!r}),
+                         model, geo, {DQ}, {str(tmp_path / 'out')!r}, progress=False, batch=2, workers=2)
+print(s["workers"], s["threads_per_worker"], s["n_patterns"])
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["2", "1", "6"]

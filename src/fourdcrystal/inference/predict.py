@@ -17,9 +17,9 @@ defaults). The workflow's tuned values are in results/evaluation/metrics.json
 Speed (CPU): everything runs on whole batches (beam finding by one batched FFT, resampling by one
 grid_sample, peaks by shifted-view maxima and sparse gathers); the weights are put in channels_last
 (oneDNN's faster conv layout), the loop runs under torch.inference_mode, in fp32 unless bf16 is the
-faster choice (``auto_bf16``). On Linux CPUs the batches are detected in forked worker processes, one per
-core (``detection_workers``, ``--workers``): the checks after the network are serial numpy, so one process
-leaves a core idle. benchmarks/RESULTS.md has the split between network and pipeline.
+faster choice (``auto_bf16``). On Linux CPUs the batches are detected in forked worker processes of one
+thread each, one per torch thread (``detection_workers``, ``--workers``): the checks after the network are
+serial numpy, so one process leaves the other cores idle. benchmarks/RESULTS.md has the split between network and pipeline.
 Intensity scaling (``ModelInput``): the model was trained on probe-max = 1 data with the CBED on the
 probe's scale, so the resampled probe is divided by its maximum and every CBED is scaled to the
 probe's total intensity (which also removes beam-current drift across the scan).
@@ -138,7 +138,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     ``bad_pixels``: "auto" (dead lines and lines of another gain found in the scan, ``bad_pixels.find_bad_pixels``),
     a user's mask (True = bad; the lines found are added) or "none"; bad pixels of the patterns and of ``probe``
     are read as their neighbours' mean.
-    ``workers``: processes that detect the batches (``detection_workers``; None: one per CPU core, up to
+    ``workers``: processes that detect the batches (``detection_workers``; None: one per thread torch may use, up to
     ``MAX_AUTO_WORKERS``). Runs with as many are identical; the network's sums, split over fewer threads per
     process, round otherwise (fp32: ≤ 1e-5 px; bf16 may move a marginal vector across the threshold), as on a
     machine with other cores.
@@ -276,7 +276,7 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
 
 
 N_EXAMPLES = 4  # patterns shown in index.html, evenly spread over the scan
-MAX_AUTO_WORKERS = 8  # without --workers: one process per core up to this many (each holds a batch's activations)
+MAX_AUTO_WORKERS = 16  # without --workers: one process per torch thread up to this many (each holds a batch's activations)
 IN_FLIGHT_PER_WORKER = 2  # batches read ahead per worker: enough to keep each busy, few enough to keep memory flat
 
 # what each worker process runs on: set just before the pool forks, so every worker inherits it (model included,
@@ -285,18 +285,19 @@ _JOB: tuple | None = None
 
 
 def detection_workers(requested: int | None, n_batches: int, device: str) -> tuple[int, int]:
-    """(processes, torch threads each) that detect the scan's batches. On CPU one process per thread torch may use
-    (its intra-op threads: the cores, or OMP_NUM_THREADS; ``requested`` None: up to ``MAX_AUTO_WORKERS``
-    processes), those threads shared out among them. The network's forward scales with threads, but the checks
-    after it are serial numpy and leave the other cores idle in one process: two processes of one thread ran
-    bench_predict's 1.5 mrad scan 1.2× faster than one of two (benchmarks/RESULTS.md, "Worker processes").
+    """(processes, torch threads each) that detect the scan's batches. On CPU one process of one thread per thread
+    torch may use (its intra-op threads: the cores, or OMP_NUM_THREADS; ``requested`` None: up to
+    ``MAX_AUTO_WORKERS`` processes). The network's forward scales with threads, but the checks after it are
+    serial numpy and leave the other cores idle in one process: two processes of one thread ran bench_predict's
+    1.5 mrad scan 1.2× faster than one of two (benchmarks/RESULTS.md, "Worker processes"). One thread each: GNU
+    OpenMP (torch's CPU threads) hangs in a forked child that asks for more than one thread once the parent has
+    used its threads (measured: two workers of two threads never returned).
     CUDA, a single batch, or not Linux (the workers are forked, which only Linux does safely beside torch's
     threads): one process, torch's threads as they are (threads 0)."""
-    cores = torch.get_num_threads()
     if device != "cpu" or not sys.platform.startswith("linux"):
         return 1, 0
-    workers = min(requested or min(cores, MAX_AUTO_WORKERS), n_batches)
-    return (workers, max(1, cores // workers)) if workers > 1 else (1, 0)
+    workers = min(requested or min(torch.get_num_threads(), MAX_AUTO_WORKERS), n_batches)
+    return (workers, 1) if workers > 1 else (1, 0)
 
 
 def _detect(x: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -415,8 +416,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None,
                    help=f"patterns per network call (default {DEFAULT_BATCH['cpu']} on CPU, {DEFAULT_BATCH['cuda']} on CUDA)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help=f"processes that detect the patterns on CPU, the cores shared out among them as threads "
-                        f"(default: one per core, at most {MAX_AUTO_WORKERS}); equal runs give identical vectors")
+                   help=f"processes of one thread each that detect the patterns on Linux CPUs (default: as many as "
+                        f"torch's threads, i.e. the cores or OMP_NUM_THREADS, at most {MAX_AUTO_WORKERS}); runs with "
+                        f"as many give identical vectors")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--center", default="per-pattern", choices=["per-pattern", "mean"],
                    help="find the direct beam in every pattern, or once in the mean pattern")
