@@ -308,3 +308,51 @@ def test_positions_of_pure_noise_are_not_fit():
     assert (t.loc[t.rx == 0, "grain"] == 0).all() and (t.loc[t.rx == 1, "grain"] == -1).all()
     assert t.loc[t.rx == 1, "exx_pct"].isna().all()
     assert lattice.chance_p(40, 80, SQUARE, 0.15) < 1e-20 < 1e-2 < lattice.chance_p(6, 80, SQUARE, 0.15)
+
+
+def _fit_one_by_lstsq(q, w, G_ref, tol, min_indexed, passes=2, clip=lattice.CLIP_MEDIAN):
+    """The per-position fit written plainly (one ``np.linalg.lstsq`` and ``matrix_rank`` per pass)."""
+    q0, G, beam = np.zeros(2), np.asarray(G_ref, float), ~lattice.non_beam(q)
+    scale, fit, keep = float(np.min(np.hypot(G_ref[:, 0], G_ref[:, 1]))), None, np.ones(len(q), bool)
+    for k in range(passes + 1):
+        frac = (q - q0) @ np.linalg.inv(G)
+        hk = np.round(frac)
+        dist = np.hypot(*((frac - hk) @ G).T)
+        if k == passes:
+            keep = dist <= clip * max(np.median(dist[fit[3]]), 1e-4 * scale)
+        on = (dist < tol * scale) & keep
+        X = np.column_stack([np.ones(on.sum()), hk[on]])
+        if (on & ~beam).sum() < min_indexed or np.linalg.matrix_rank(X) < 3:
+            return fit
+        sw = np.sqrt(w[on])[:, None]
+        beta = np.linalg.lstsq(X * sw, q[on] * sw, rcond=None)[0]
+        q0, G = beta[0], beta[1:]
+        fit = (q0, G, (on & ~beam).sum(), on, np.sqrt(np.mean(np.sum((q[on] - X @ beta) ** 2, axis=1))))
+    return fit
+
+
+def test_the_batched_fit_is_each_positions_least_squares_fit():
+    """``lattice.fit_positions`` over a padded batch of positions of other sizes (strained lattices with the
+    beam, position noise, spurious vectors, a row of vectors on one line, one too few to fit) gives each the
+    fit of its own plain least squares: the same vectors indexed and clipped, the lattice within 1e-12 Å⁻¹."""
+    rng = np.random.default_rng(8)
+    qs, ws = [], []
+    for i in range(12):
+        G = rotated(SQUARE, rng.uniform(-5, 5)) @ (np.eye(2) + rng.normal(0, 0.01, (2, 2)))
+        df = position_vectors(G, 0, i, qmax=rng.uniform(0.6, 1.9), spurious=int(rng.integers(0, 6)), rng=rng)
+        q = df[["qx", "qy"]].to_numpy() + rng.normal(0, 0.003, (len(df), 2))
+        qs.append(q)
+        ws.append(df["intensity"].to_numpy())
+    qs.append(np.array([[0.0, 0.0], [0.256, 0.0], [0.512, 0.0], [0.768, 0.0], [-0.256, 0.0]]))  # one row: rank 2
+    qs.append(np.array([[0.0, 0.0], [0.256, 0.0], [0.0, 0.256]]))  # two vectors besides the beam
+    ws += [np.ones(5), np.ones(3)]
+    fits = lattice.fit_positions(*lattice.padded(qs, ws), SQUARE, 0.15, 3)
+    for q, w, fit in zip(qs, ws, fits):
+        ref = _fit_one_by_lstsq(q, w, SQUARE, 0.15, 3)
+        assert (fit is None) == (ref is None)
+        if ref is None:
+            continue
+        assert fit.n_indexed == ref[2] and np.array_equal(fit.indexed, ref[3])
+        assert np.allclose(fit.q0, ref[0], rtol=0, atol=1e-12) and np.allclose(fit.G, ref[1], rtol=0, atol=1e-12)
+        assert abs(fit.residual_invA - ref[4]) < 1e-12
+    assert fits[-1] is None and fits[-2] is None and sum(f is not None for f in fits) == 12

@@ -28,6 +28,9 @@ from fourdcrystal.errors import UserError
 REQUIRED_COLUMNS = ("rx", "ry", "qx", "qy")
 # Lattice finding runs on at most this many positions (evenly spread); every position is then fit.
 MAX_SEARCH_POSITIONS = 400
+# Positions fitted at once (``lattice.fit_positions`` pads them to the most vectors of any): tens of MB for
+# 200 vectors each, whatever the scan's size.
+FIT_CHUNK = 4096
 
 
 @dataclass
@@ -130,20 +133,26 @@ def _weights(inten: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _fit_all(positions, refs, settings: Settings) -> list:
-    """Per position: (best Fit or None, its grain index or -1, weights); best = most vectors indexed."""
-    fits = []
-    for _, _, q, inten, _ in positions:
-        w = _weights(inten, settings.weights)
-        n_nb = int(lattice.non_beam(q).sum())
-        best, grain = None, -1
-        for g, G_ref in enumerate(refs):
-            fit = lattice.fit_position(q, w, G_ref, settings.tolerance, settings.min_indexed)
-            if fit is not None and not lattice.significant(fit.n_indexed, n_nb, fit.G, settings.tolerance):
-                fit = None  # no better than chance: this lattice does not explain the position
-            if fit is not None and (best is None or (fit.n_indexed, -fit.residual_invA) > (best.n_indexed, -best.residual_invA)):
-                best, grain = fit, g
-        fits.append((best, grain, w))
-    return fits
+    """Per position: (best Fit or None, its grain index or -1, weights); best = most vectors indexed, then the
+    smaller residual. Every position is fitted to each reference at once (``lattice.fit_positions``)."""
+    weights = [_weights(p[3], settings.weights) for p in positions]
+    n_nb = np.array([int(lattice.non_beam(p[2]).sum()) for p in positions])
+    best, grain = [None] * len(positions), np.full(len(positions), -1)
+    for g, G_ref in enumerate(refs):
+        fits = [f for s in range(0, len(positions), FIT_CHUNK) for f in lattice.fit_positions(
+            *lattice.padded([p[2] for p in positions[s:s + FIT_CHUNK]], weights[s:s + FIT_CHUNK]), G_ref,
+            settings.tolerance, settings.min_indexed)]
+        i = np.array([k for k, f in enumerate(fits) if f is not None], dtype=int)
+        if len(i):  # no better than chance: this lattice does not explain the position
+            ok = lattice.significant_many([fits[k].n_indexed for k in i], n_nb[i], np.stack([fits[k].G for k in i]),
+                                          settings.tolerance)
+            for k in i[~ok]:
+                fits[k] = None
+        for k, fit in enumerate(fits):
+            if fit is not None and (best[k] is None or (fit.n_indexed, -fit.residual_invA) >
+                                    (best[k].n_indexed, -best[k].residual_invA)):
+                best[k], grain[k] = fit, g
+    return [(f, int(gr), w) for f, gr, w in zip(best, grain, weights)]
 
 
 def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:

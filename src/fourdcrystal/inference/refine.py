@@ -47,6 +47,7 @@ import math
 import numpy as np
 import torch
 
+from fourdcrystal.analysis.lattice import binomial_tail
 from fourdcrystal.inference.evidence import LATTICE_REFIT_FRACTION
 from fourdcrystal.inference.peaks import log_parabola_vertex
 
@@ -367,7 +368,7 @@ def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_P
         HtH[~good] = np.eye(2)
         G = np.where(good[:, None, None], np.linalg.solve(HtH, HtQ), G)
     # a lattice that random vectors would index as well is no crystal: placing them on it would paint one
-    good &= _chance(on.sum(axis=1), valid.sum(axis=1), np.pi * tol**2 / np.abs(np.linalg.det(G))) < LATTICE_CHANCE_P
+    good &= binomial_tail(on.sum(axis=1), valid.sum(axis=1), np.pi * tol**2 / np.abs(np.linalg.det(G))) < LATTICE_CHANCE_P
     on &= good[:, None]
     fitted = hk @ G
     out[where[on]] = fitted[on]
@@ -516,17 +517,3 @@ def _median_of_finite(dist: np.ndarray, n: np.ndarray) -> np.ndarray:
     ranked = np.sort(dist, axis=1)
     rows, lo, hi = np.arange(len(dist)), np.maximum(n - 1, 0) // 2, np.minimum(n // 2, dist.shape[1] - 1)
     return np.where(n > 0, 0.5 * (ranked[rows, lo] + ranked[rows, hi]), 0.0)
-
-
-def _chance(k, n, p):
-    """P(X ≥ k) for X ~ Binomial(n, p), elementwise (k, n integer arrays; p in [0, 1], clipped). The test of
-    ``analysis.lattice.chance_p``, vectorised over a batch and without scipy.stats, whose import alone
-    (1.3 s on this project's 2-core VM) would double `predict`'s start-up."""
-    k, n = np.asarray(k), np.asarray(n)
-    p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
-    j = np.arange(int(n.max(initial=0)) + 1)
-    logfact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, len(j))))])
-    nn = n[:, None]
-    logpmf = (logfact[nn] - logfact[j] - logfact[np.clip(nn - j, 0, None)]
-              + j * np.log(p)[:, None] + (nn - j) * np.log1p(-p)[:, None])
-    return np.where((j >= k[:, None]) & (j <= nn), np.exp(logpmf), 0.0).sum(axis=1)
