@@ -147,7 +147,7 @@ def _non_beam_padded(Q: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def fit_positions(Q: np.ndarray, W: np.ndarray, valid: np.ndarray, G_ref: np.ndarray, tol: float,
                   min_indexed: int, passes: int = 2, clip: float | None = CLIP_MEDIAN) -> list[Fit | None]:
     """``fit_position`` of every position of a padded batch at once (``padded``: Q (P, V, 2), weights W (P, V),
-    valid (P, V)): the same passes, each position stopping where ``fit_position`` returns. The least squares
+    positive, valid (P, V)): the same passes, each position stopping where ``fit_position`` returns. The least squares
     by a QR factorisation per position (a loop of ``np.linalg.lstsq`` calls cost 0.5 ms per position; the fits
     agree to ~1e-15). The rank test as exact integer arithmetic: the indexed (h, k) span two dimensions where
     their scatter matrix's determinant is nonzero."""
@@ -193,8 +193,7 @@ def _median_where(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     m = mask.sum(axis=1)
     ranked = np.sort(np.where(mask, x, np.inf), axis=1)
     rows = np.arange(len(x))
-    lo, hi = np.maximum(m - 1, 0) // 2, np.maximum(m, 1) // 2
-    hi = np.where(m % 2 == 1, lo, hi)
+    lo, hi = np.maximum(m - 1, 0) // 2, m // 2  # the same entry where m is odd
     return np.where(m > 0, (ranked[rows, lo] + ranked[rows, hi]) / 2, 0.0)
 
 
