@@ -449,3 +449,14 @@ print(s["workers"], s["threads_per_worker"], s["n_patterns"])
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["2", "1", "6"]
+
+
+def test_each_worker_runs_one_torch_and_one_blas_thread():
+    """A forked worker runs torch and numpy's BLAS on one thread each: the parent's BLAS threads in every worker
+    (2 cores, two workers) made `predict --baseline classical` 4× slower than one process (RESULTS.md)."""
+    from threadpoolctl import threadpool_info
+
+    with predict._worker_pool((None,) * 5, 2, 1) as pool:
+        blas = [d["num_threads"] for d in pool.apply(threadpool_info) if d["user_api"] == "blas"]
+        assert pool.apply(torch.get_num_threads) == 1
+    assert blas and set(blas) == {1}

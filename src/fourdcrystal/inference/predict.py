@@ -308,8 +308,18 @@ def _detect(x: np.ndarray) -> tuple[np.ndarray, dict]:
     return cen.cpu().numpy().astype(np.float64), detector(x, cen)
 
 
+_THREAD_LIMITS = None  # a worker's limits on the threads of its native libraries (kept for its lifetime)
+
+
 def _one_worker(threads: int) -> None:
+    """A worker's threads: ``threads`` for torch and for numpy's BLAS (the checks' and py4DSTEM's matrix
+    products), which after the fork would still start the parent's many: each worker's BLAS on two threads
+    beside the other's (2 cores) made `predict --baseline classical` slower with two workers than with one."""
+    global _THREAD_LIMITS
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(threads)
+    _THREAD_LIMITS = threadpool_limits(limits=threads, user_api="blas")
 
 
 @contextlib.contextmanager
