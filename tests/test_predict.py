@@ -446,9 +446,20 @@ s = predict.predict_cube(open_datacube({str(tmp_path / 'scan.npy')!r}), np.load(
                          model, geo, {DQ}, {str(tmp_path / 'out')!r}, progress=False, batch=2, workers=2)
 print(s["workers"], s["threads_per_worker"], s["n_patterns"])
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["2", "1", "6"]
+    import os
+    import signal
+
+    # a session of its own: on a hang the forked workers are killed with their parent, not left behind
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("predict with two workers under a parent of 4 threads did not finish in 300 s")
+    assert proc.returncode == 0, err
+    assert out.split() == ["2", "1", "6"]
 
 
 def test_each_worker_runs_one_torch_and_one_blas_thread():
