@@ -60,7 +60,8 @@ def entry() -> None:
     ``import torch`` process (benchmarks/RESULTS.md, "Start-up: no teardown at exit"), a sixth of a short
     ``predict``. Every subcommand has published and closed its outputs when ``main`` returns (atomically:
     ``fourdcrystal.atomic``) and has no worker threads or processes left (``predict``'s workers end with its
-    pool), so only the streams and log handlers are left to flush. An exception still ends the process the usual way (traceback, exit 1)."""
+    pool), so only the streams and log handlers are left to flush. An exception still ends the process the
+    usual way (traceback, exit 1)."""
     rc = main()
     import logging
 

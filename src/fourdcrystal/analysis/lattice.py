@@ -183,8 +183,9 @@ def fit_positions(Q: np.ndarray, W: np.ndarray, valid: np.ndarray, G_ref: np.nda
             last[key][live] = value
         has_fit |= live
     n = valid.sum(axis=1)
-    return [Fit(last["q0"][i].copy(), last["G"][i].copy(), np.where(last["on"][i, :n[i], None], last["hk"][i, :n[i]], -1e9),
-                last["on"][i, :n[i]].copy(), int(last["n"][i]), float(last["res"][i])) if has_fit[i] else None
+    return [Fit(last["q0"][i].copy(), last["G"][i].copy(),
+                np.where(last["on"][i, :n[i], None], last["hk"][i, :n[i]], -1e9), last["on"][i, :n[i]].copy(),
+                int(last["n"][i]), float(last["res"][i])) if has_fit[i] else None
             for i in range(P)]
 
 
@@ -223,7 +224,8 @@ def significant_many(n_indexed, n_vectors, G: np.ndarray, tol: float) -> np.ndar
 
 
 def _chance_many(n_indexed, n_vectors, G: np.ndarray, tol: float) -> np.ndarray:
-    """``chance_p`` per fit: a vector lands within tol × |g_min| of a point with p0 = π (tol·|g_min|)² / cell area."""
+    """``chance_p`` per fit: a random vector lands within tol × |g_min| of a lattice point with probability
+    p0 = π (tol·|g_min|)² / cell area."""
     G = np.asarray(G, dtype=float).reshape(-1, 2, 2)
     scale = np.min(np.hypot(G[..., 0], G[..., 1]), axis=1)
     return binomial_tail(n_indexed, n_vectors, np.minimum(1.0, np.pi * (tol * scale) ** 2 / np.abs(np.linalg.det(G))))

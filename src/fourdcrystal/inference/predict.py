@@ -19,7 +19,8 @@ grid_sample, peaks by shifted-view maxima and sparse gathers); the weights are p
 (oneDNN's faster conv layout), the loop runs under torch.inference_mode, in fp32 unless bf16 is the
 faster choice (``auto_bf16``). On Linux CPUs the batches are detected in forked worker processes of one
 thread each, one per torch thread (``detection_workers``, ``--workers``): the checks after the network are
-serial numpy, so one process leaves the other cores idle. benchmarks/RESULTS.md has the split between network and pipeline.
+serial numpy, so one process leaves the other cores idle. benchmarks/RESULTS.md has the split between
+network and pipeline.
 Intensity scaling (``ModelInput``): the model was trained on probe-max = 1 data with the CBED on the
 probe's scale, so the resampled probe is divided by its maximum and every CBED is scaled to the
 probe's total intensity (which also removes beam-current drift across the scan).
@@ -118,7 +119,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                  threshold: float | None = None, min_spacing_px: float | None = None, baseline: str | None = None,
                  classical_settings: dict | None = None, precision: str = "auto",
                  meta: dict | None = None, probe_info: dict | None = None, progress: bool = True,
-                 lattice_positions: bool = True, bad_pixels: str | np.ndarray = "auto", workers: int | None = None) -> dict:
+                 lattice_positions: bool = True, bad_pixels: str | np.ndarray = "auto",
+                 workers: int | None = None) -> dict:
     """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
 
     ``probe``: the vacuum probe image on the input detector, or None to synthesize one from the scan's
@@ -276,7 +278,8 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
 
 
 N_EXAMPLES = 4  # patterns shown in index.html, evenly spread over the scan
-MAX_AUTO_WORKERS = 16  # without --workers: one process per torch thread up to this many (each holds a batch's activations)
+# without --workers: one process per torch thread up to this many (each holds a batch's activations)
+MAX_AUTO_WORKERS = 16
 IN_FLIGHT_PER_WORKER = 2  # batches read ahead per worker: enough to keep each busy, few enough to keep memory flat
 
 # what each worker process runs on: set just before the pool forks, so every worker inherits it (model included,
