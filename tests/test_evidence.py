@@ -296,9 +296,44 @@ def test_a_disk_beside_the_direct_beam_is_judged_against_the_background_not_the_
     for electrons in (18.0, 0.0):
         mean = (beam * 600.0 + disks * electrons) / beam.sum() + 0.05  # electrons per pixel
         pats = torch.from_numpy((rng.poisson(np.broadcast_to(mean, (n, 128, 128))) * e).astype(np.float32))
-        snr, bright, _ = disk_contrast(pats, torch.full((n, 2), 64.0), b, x, y, R, overlapping=False)
+        snr, bright, _, _ = disk_contrast(pats, torch.full((n, 2), 64.0), b, x, y, R, overlapping=False)
         passed.append(float(((snr >= MIN_SNR) & (bright >= MIN_BRIGHTNESS)).float().mean()))
     assert passed[0] >= 0.9 and passed[1] <= 0.05, passed
+
+
+def test_a_disks_intensity_is_its_electrons_over_the_local_background():
+    """``disk_contrast``'s intensity (predict's ``intensity`` column): a disk's pixels summed less the local level
+    under them. Noise-free flat disks on a sloping background give amplitude × pixels to 2 %, counted ones (≥ 100 electrons per pixel) to 10 %; the direct beam among
+    touching disks (judged on the circle about the beam) is measured on the ring about it, not on a circle of
+    radius zero, which gave it a negative intensity."""
+    from fourdcrystal.inference.evidence import disk_contrast
+    R, spacing = 3.0, 14.0
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    hk = [(h, k) for h in range(-3, 4) for k in range(-3, 4) if (h, k) != (0, 0)]
+    amp = {hk_: 50.0 / (1 + h * h + k * k) for hk_, (h, k) in zip(hk, hk)}
+    level = 2.0 + 0.02 * ii
+    img = level + 400.0 * (np.hypot(ii - 64, jj - 64) <= R)
+    for (h, k), a in amp.items():
+        img = img + a * (np.hypot(ii - 64 - spacing * h, jj - 64 - spacing * k) <= R)
+    x, y = np.array([64 + spacing * h for h, k in hk]), np.array([64 + spacing * k for h, k in hk])
+    n_px = int((np.hypot(*np.mgrid[-4:5, -4:5]) <= R).sum())
+    c = torch.tensor([[64.0, 64.0]])
+    got = disk_contrast(torch.from_numpy(img[None].astype(np.float32)), c, np.zeros(len(hk), int), x, y, R).intensity
+    np.testing.assert_allclose(got.numpy(), [amp[t] * n_px for t in hk], rtol=0.02)
+    rng = np.random.default_rng(3)
+    counted = torch.from_numpy(rng.poisson(np.broadcast_to(img * 20, (4, 128, 128))).astype(np.float32))
+    got = disk_contrast(counted, c.expand(4, 2), np.repeat(np.arange(4), len(hk)), np.tile(x, 4), np.tile(y, 4),
+                        R).intensity.reshape(4, len(hk)).numpy()
+    expected = 20 * np.array([amp[t] for t in hk]) * n_px
+    strong = expected >= 2500  # 100 electrons per pixel and more, over ~60 of background
+    np.testing.assert_allclose(got[:, strong], np.broadcast_to(expected[strong], got[:, strong].shape), rtol=0.1)
+    # touching disks about the beam: the others judged on the circle, the beam on its ring
+    touching = level + 400.0 * (np.hypot(ii - 64, jj - 64) <= 5.0)
+    for h, k in [(1, 0), (-1, 0), (0, 1), (0, -1)]:
+        touching = touching + 40.0 * (np.hypot(ii - 64 - 9.0 * h, jj - 64 - 9.0 * k) <= 5.0)
+    got = disk_contrast(torch.from_numpy(touching[None].astype(np.float32)), c, np.zeros(3, int),
+                        np.array([64.0, 73.0, 55.0]), np.array([64.0, 64.0, 64.0]), 5.0, overlapping=True).intensity
+    assert got[0] > 5 * got[1:].max() > 0, got
 
 
 def test_a_halo_of_a_few_electrons_per_pixel_is_no_overlapping_disk():
@@ -319,9 +354,9 @@ def test_a_halo_of_a_few_electrons_per_pixel_is_no_overlapping_disk():
     away = np.hypot(x - 64, y - 88) > 2 * R
     pats, c = torch.from_numpy(imgs), torch.full((4, 2), 64.0)
     b = np.repeat(np.arange(3), away.sum())
-    snr, bright, _ = disk_contrast(pats, c, b, np.tile(x[away], 3), np.tile(y[away], 3), R, overlapping=True)
+    snr, bright, _, _ = disk_contrast(pats, c, b, np.tile(x[away], 3), np.tile(y[away], 3), R, overlapping=True)
     assert ((snr >= MIN_SNR) & (bright >= MIN_BRIGHTNESS)).float().mean() <= 0.02
-    snr, bright, _ = disk_contrast(pats, c, np.array([3]), np.array([64.0]), np.array([88.0]), R, overlapping=True)
+    snr, bright, _, _ = disk_contrast(pats, c, np.array([3]), np.array([64.0]), np.array([88.0]), R, overlapping=True)
     assert bool(snr[0] >= MIN_SNR) and bool(bright[0] >= MIN_BRIGHTNESS)
 
 
@@ -366,7 +401,7 @@ def test_a_sparse_halo_beside_the_beam_is_no_disk_on_the_circle():
         x, y = 128 + g * np.cos(phi), 128 + g * np.sin(phi)
         disk = np.hypot(ii - x[2], jj - y[2]) <= r
         img[disk] += rng.poisson(25 / disk.sum(), disk.sum())  # a real disk at the third point
-        snr, _, _ = disk_contrast(torch.from_numpy(img)[None], torch.tensor([[128.0, 128.0]]), np.zeros(3, int),
+        snr, _, _, _ = disk_contrast(torch.from_numpy(img)[None], torch.tensor([[128.0, 128.0]]), np.zeros(3, int),
                                   x, y, r, overlapping=True)
         false += int((snr[:2] >= MIN_SNR).sum())
         found += bool(snr[2] >= MIN_SNR)
@@ -553,7 +588,7 @@ def test_a_proposal_between_2_and_3_sigma_stands_only_on_its_patterns_lattice(mo
     vectors, dropped off it; below LATTICE_MIN_SNR it is dropped on the lattice too; with too few kept vectors
     for a lattice nothing is rescued. (The contrast itself is tested above; here it is given.)"""
     from fourdcrystal.inference import detectors
-    from fourdcrystal.inference.evidence import LATTICE_MIN_SNR, MIN_SNR
+    from fourdcrystal.inference.evidence import LATTICE_MIN_SNR, MIN_SNR, DiskContrast
     from fourdcrystal.inference.model_input import ModelInput
     hk = np.array([(h, k) for h in range(-2, 3) for k in range(-2, 3) if (h, k) != (0, 0)], float)
     lattice = 64 + 12.0 * hk
@@ -563,7 +598,7 @@ def test_a_proposal_between_2_and_3_sigma_stands_only_on_its_patterns_lattice(mo
     def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
         snr = [trial.get((float(i), float(j)), 10.0) for i, j in zip(x, y)]
         n = len(snr)
-        return torch.tensor(snr), torch.ones(n), torch.zeros(n, dtype=torch.bool)
+        return DiskContrast(torch.tensor(snr), torch.ones(n), torch.zeros(n, dtype=torch.bool), torch.ones(n))
     monkeypatch.setattr(detectors, "disk_contrast", contrast)
     ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
     probe = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 1.0
@@ -663,6 +698,7 @@ def test_on_a_dense_background_a_lattice_counts_as_proposed_or_as_measured(monke
     sides) keeps its vectors when the network proposed them on one lattice; vectors on no lattice either
     way (a film's speckle) are dropped. The contrast and the refinement are given here."""
     from fourdcrystal.inference import detectors
+    from fourdcrystal.inference.evidence import DiskContrast
     from fourdcrystal.inference.model_input import ModelInput
     hk = np.array([(h, k) for h in range(-1, 2) for k in range(-1, 2) if (h, k) != (0, 0)], float)
     lattice = 64 + 12.0 * hk  # a pattern's first ring, as few as the demo's touching disks give
@@ -670,7 +706,7 @@ def test_on_a_dense_background_a_lattice_counts_as_proposed_or_as_measured(monke
 
     def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
         n = len(b)  # every disk stands out, on a dense background
-        return torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool)
+        return DiskContrast(torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool), torch.ones(n))
 
     def refine(self, patterns, c, out, which, clear):  # the fit's pull, 1.5 px; the beam stays
         angle = np.random.default_rng(7).uniform(0, 2 * np.pi, len(out["qx"]))

@@ -133,6 +133,27 @@ def test_tilt_from_qz_recovers_direction_and_magnitude():
     assert np.allclose(t["tilt_azimuth_deg"], np.degrees(np.arctan2(-3, 4)), atol=1e-2)
 
 
+def test_the_tilt_weighs_each_qz_by_the_networks_vg():
+    """``--weights intensity`` weighs each vector by the network's V_g (the ``vg`` column), not by the intensity
+    measured on its disk (which did worse on bench_strain). Here the vectors the network was unsure of (low V_g)
+    carry wrong q_z yet bright disks: the tilt comes out as the confident vectors give it; a table without
+    ``vg`` (or with NaN there, as py4DSTEM's) weighs by its intensity."""
+    tilt = (0.004, -0.003)
+    df = scan({(0, 0): SQUARE, (0, 1): rotated(SQUARE, 20.0)}, tilt=tilt)
+    unsure = np.arange(len(df)) % 3 == 1
+    df["vg"] = np.where(unsure, 1e-3, 1.0)
+    df.loc[unsure, "qz"] = -df.loc[unsure, "qz"] + 0.01
+    df.loc[unsure, "intensity"] = 10.0
+    t = measure(df).table
+    assert np.allclose(t[["tilt_x_mrad", "tilt_y_mrad"]], [4.0, -3.0], atol=0.05)
+    off = measure(df.drop(columns="vg")).table
+    assert not np.allclose(off[["tilt_x_mrad", "tilt_y_mrad"]], [4.0, -3.0], atol=0.5)
+    nan = measure(df.assign(vg=np.nan)).table
+    assert np.allclose(nan[["tilt_x_mrad", "tilt_y_mrad"]].to_numpy(float), off[["tilt_x_mrad", "tilt_y_mrad"]])
+    assert np.allclose(t[["exx_pct", "eyy_pct", "rotation_deg"]].to_numpy(float),
+                       off[["exx_pct", "eyy_pct", "rotation_deg"]].to_numpy(float))
+
+
 @pytest.mark.parametrize("tilt_mrad,azimuth_deg", [(10.0, 0.0), (8.0, 135.0)])
 def test_tilt_sign_matches_the_simulation_convention(tilt_mrad, azimuth_deg):
     """The kinematic q_z of a crystal tilted by simulation.supercells.tilt_rotation gives the tilt back."""

@@ -88,16 +88,22 @@ def check_vectors(df: pd.DataFrame) -> None:
 
 
 def _positions(df: pd.DataFrame):
-    """Per position: (rx, ry, q (n, 2), intensity, qz), in scan order."""
+    """Per position: (rx, ry, q (n, 2), weight, qz), in scan order. The weight (``--weights intensity``) is the
+    network's V_g at each vector (the ``vg`` column), where none the table's intensity (py4DSTEM's correlation): the
+    intensity `predict` measures on each disk ranks the disks like |F| better, but as the weight of the fit and
+    of the q_z tilt it did worse on bench_strain (GaN 60 Å at 1e3 e_yy 1.016 → 1.149 %, positions fit 86 %; the
+    10 mrad tilt at 1e5 0.96 → 1.27 mrad off; benchmarks/RESULTS.md, "Intensities measured on the disks")."""
     df = df.sort_values(["rx", "ry"], kind="stable")
     rx, ry = df["rx"].to_numpy(int), df["ry"].to_numpy(int)
     q = df[["qx", "qy"]].to_numpy(float)
     inten = df["intensity"].to_numpy(float) if "intensity" in df else np.ones(len(df))
+    vg = df["vg"].to_numpy(float) if "vg" in df else np.full(len(df), np.nan)
+    weight = np.where(np.isfinite(vg), vg, inten)
     qz = df["qz"].to_numpy(float) if "qz" in df else np.full(len(df), np.nan)
     key = rx.astype(np.int64) * (int(ry.max()) + 1) + ry
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     ends = np.r_[starts[1:], len(df)]
-    return [(rx[s], ry[s], q[s:e], inten[s:e], qz[s:e]) for s, e in zip(starts, ends)]
+    return [(rx[s], ry[s], q[s:e], weight[s:e], qz[s:e]) for s, e in zip(starts, ends)]
 
 
 def _find_references(positions, settings: Settings) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -188,9 +188,10 @@ class Evaluation:
                                       "qx_px": c[:, 0] + dx, "qy_px": c[:, 1] + dy, "row": sel,
                                       "weak": pk["weak"][sel], "unsure": pk["unsure"][sel]}, electron)
         rows = out["row"]
+        # the intensity measured on each disk, as `predict` reports it (the network's V_g where unchecked)
         return pd.DataFrame({"pattern": pk["pattern"][rows], "qx_px": self.cp + out["qx"] / self.dk,
-                             "qy_px": self.cp + out["qy"] / self.dk, "intensity": pk["intensity"][rows],
-                             "qz": pk["qz"][rows]})
+                             "qy_px": self.cp + out["qy"] / self.dk,
+                             "intensity": out.get("intensity", pk["intensity"][rows]), "qz": pk["qz"][rows]})
 
 
 def open_evaluation(config: dict, manifest_path, reflections_path, model_path=None, root=".") -> Evaluation:

@@ -122,10 +122,11 @@ class MeasuredPattern:
             spacing = neighbour_spacing_px(out["pattern"], out["qx_px"], out["qy_px"])
         dense = np.zeros(len(out["pattern"]), bool)
         if self.check_evidence and len(out["pattern"]):
-            snr, brightness, dense = (t.cpu().numpy() for t in disk_contrast(
+            snr, brightness, dense, measured_intensity = (t.cpu().numpy() for t in disk_contrast(
                 patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
                 overlapping=spacing < RING_CLEAR_RADII * r, electron=electron))
             out["snr"] = snr.astype(np.float64)
+            out["measured_intensity"] = measured_intensity.astype(np.float64)
             keep = (snr >= np.where(out["weak"], WEAK_MIN_SNR, MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
             keep |= self._beam(out)  # the direct beam is always a vector ...
             # ... and a proposal between LATTICE_MIN_SNR and MIN_SNR stands on its pattern's lattice
@@ -192,7 +193,13 @@ class MeasuredPattern:
             out = self._lattice_completed(patterns, centres, out, electron, maps, measured)
         del out["weak"], out["unsure"]
         if refined and self.lattice_positions and len(out["pattern"]):
-            self._place_on_lattice(centres, out)
+            self._place_on_lattice(centres, out)  # weighted by the network's V_g, as the placement was measured
+        if "intensity" in out:
+            out["vg"] = out["intensity"]  # the network's V_g at each vector: the weight of its q_z (analysis.strain)
+        if "measured_intensity" in out:
+            # a vector's intensity is its disk's as the pattern shows it: ranked against the crystal's |F| it
+            # beat the network's V_g at every dose (benchmarks/RESULTS.md, "Intensities measured on the disks")
+            out["intensity"] = out.pop("measured_intensity")
         return out
 
     def _second_chance(self, out: dict, keep: np.ndarray, snr: np.ndarray, brightness: np.ndarray) -> np.ndarray:
@@ -218,7 +225,8 @@ class MeasuredPattern:
         ``MIN_BRIGHTNESS``. The lattice is fitted to the pattern's kept vectors (``refine.fitted_lattices``, at
         least ``MIN_LATTICE_VECTORS``); its points are tested out to ``evidence.COMPLETION_REACH`` × the farthest
         of them, on the detector, clear of every vector by a disk radius, where the disks do not overlap. Such a
-        vector's intensity is the network's V_g map's there, and so is its q_z on a low-dose pattern; on a bright
+        vector's intensity is measured on its disk, as every checked vector's (``disk_contrast``), its weight in the
+        lattice placement is the network's V_g map's there, and so is its q_z on a low-dose pattern; on a bright
         one its q_z is NaN (not measured)."""
         electrons = pattern_electrons(patterns.float(), electron).cpu().numpy()
         b = out["pattern"]
@@ -237,18 +245,20 @@ class MeasuredPattern:
         cb, cq, spacing = (np.concatenate(f) for f in zip(*found))
         x, y = c[cb, 0] + cq[:, 0], c[cb, 1] + cq[:, 1]
         r = self.disk_radius_px
-        snr, brightness, _ = (t.cpu().numpy() for t in disk_contrast(
+        snr, brightness, _, measured_intensity = (t.cpu().numpy() for t in disk_contrast(
             patterns, centres, cb, x, y, r, overlapping=spacing < RING_CLEAR_RADII * r, electron=electron))
         keep = (snr >= np.where(low[cb], LATTICE_MIN_SNR, BRIGHT_COMPLETION_MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
         if not keep.any():
             return out
         cb, cq, x, y, snr = cb[keep], cq[keep], x[keep], y[keep], snr[keep]
+        measured_intensity = measured_intensity[keep]
         vg, qz, cp, dk = maps
         qx, qy = cq[:, 0] * self.dq_invA, cq[:, 1] * self.dq_invA
         mi = np.clip(np.round(cp + qx / dk).astype(int), 0, vg.shape[-2] - 1)
         mj = np.clip(np.round(cp + qy / dk).astype(int), 0, vg.shape[-1] - 1)
         new = {"pattern": cb, "qx": qx, "qy": qy, "qx_px": x, "qy_px": y, "snr": snr.astype(np.float64),
-               "intensity": vg[cb, mi, mj].cpu().numpy(), "qz": qz[cb, mi, mj].cpu().numpy()}
+               "intensity": vg[cb, mi, mj].cpu().numpy(), "qz": qz[cb, mi, mj].cpu().numpy(),
+               "measured_intensity": measured_intensity.astype(np.float64)}
         both = {k: np.concatenate([v, new[k].astype(v.dtype) if k in new else np.zeros(len(cb), v.dtype)])
                 for k, v in out.items()}
         # on a bright pattern each is measured on its disk: its lattice point is extrapolated from a few vectors
@@ -300,8 +310,8 @@ class MeasuredPattern:
         of its noise blobs pass that test (512 px at 1e3 e⁻: 0.75 false vectors per pattern, its beams at 0–3.8σ;
         benchmarks/RESULTS.md). (At 6σ thick crystals' faint beams at 1e3 e⁻ failed: 80 kV / 1 mrad / 60 nm.)"""
         c = centres.cpu().numpy().astype(np.float64)
-        snr, _, _ = disk_contrast(patterns, centres, np.arange(len(c)), c[:, 0], c[:, 1], self.disk_radius_px,
-                                  electron=electron)
+        snr = disk_contrast(patterns, centres, np.arange(len(c)), c[:, 0], c[:, 1], self.disk_radius_px,
+                            electron=electron).snr
         lit = snr.cpu().numpy() >= MIN_SNR
         if self.saturation is not None:  # a beam at the detector's ceiling is there, whatever its contrast:
             # against its own bright halo a saturated beam stood out by 2.1–2.5 σ on a real precession scan
@@ -507,4 +517,4 @@ class ClassicalDetector:
         c = centres.cpu().numpy().astype(np.float64)
         return {"pattern": b, "qx": (px - c[b, 0]) * self.dq_invA, "qy": (py - c[b, 1]) * self.dq_invA,
                 "qx_px": px, "qy_px": py, "intensity": df["intensity"].to_numpy(np.float64),
-                "qz": np.full(len(df), np.nan), "snr": np.full(len(df), np.nan)}
+                "vg": np.full(len(df), np.nan), "qz": np.full(len(df), np.nan), "snr": np.full(len(df), np.nan)}

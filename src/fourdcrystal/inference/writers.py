@@ -10,7 +10,7 @@ import numpy as np
 from fourdcrystal.inference import page
 from fourdcrystal.inference.braggvectors_file import write_braggvectors
 
-VECTOR_COLUMNS = ["rx", "ry", "qx", "qy", "qx_px", "qy_px", "intensity", "qz", "snr"]
+VECTOR_COLUMNS = ["rx", "ry", "qx", "qy", "qx_px", "qy_px", "intensity", "vg", "qz", "snr"]
 
 
 class VectorWriter:
@@ -44,7 +44,7 @@ class VectorWriter:
         b, px, py = vec["pattern"], vec["qx_px"], vec["qy_px"]
         inside = self.on_detector(vec)
         cols = {"rx": rx[b].astype(np.int32), "ry": ry[b].astype(np.int32), "qx": vec["qx"], "qy": vec["qy"],
-                "qx_px": px, "qy_px": py, "intensity": vec["intensity"], "qz": vec["qz"],
+                "qx_px": px, "qy_px": py, "intensity": vec["intensity"], "vg": vec["vg"], "qz": vec["qz"],
                 "snr": vec["snr"]}
         cols = {k: v[inside] for k, v in cols.items()}
         # Arrow arrays straight from the numpy buffers: pa.array()/pa.table() would import pandas
