@@ -296,17 +296,17 @@ def test_a_disk_beside_the_direct_beam_is_judged_against_the_background_not_the_
     for electrons in (18.0, 0.0):
         mean = (beam * 600.0 + disks * electrons) / beam.sum() + 0.05  # electrons per pixel
         pats = torch.from_numpy((rng.poisson(np.broadcast_to(mean, (n, 128, 128))) * e).astype(np.float32))
-        snr, bright, _, _ = disk_contrast(pats, torch.full((n, 2), 64.0), b, x, y, R, overlapping=False)
+        snr, bright = disk_contrast(pats, torch.full((n, 2), 64.0), b, x, y, R, overlapping=False)[:2]
         passed.append(float(((snr >= MIN_SNR) & (bright >= MIN_BRIGHTNESS)).float().mean()))
     assert passed[0] >= 0.9 and passed[1] <= 0.05, passed
 
 
 def test_a_disks_intensity_is_its_electrons_over_the_local_background():
-    """``disk_contrast``'s intensity (predict's ``intensity`` column): a disk's pixels summed less the local level
-    under them. Noise-free flat disks on a sloping background give amplitude × pixels to 2 %, counted ones (≥ 100 electrons per pixel) to 10 %; the direct beam among
+    """``disk_contrast``'s intensity (predict's ``intensity`` column, measured last by ``disk_intensity``): a disk's
+    pixels summed less the local level under them. Noise-free flat disks on a sloping background give amplitude × pixels to 2 %, counted ones (≥ 100 electrons per pixel) to 10 %; the direct beam among
     touching disks (judged on the circle about the beam) is measured on the ring about it, not on a circle of
     radius zero, which gave it a negative intensity."""
-    from fourdcrystal.inference.evidence import disk_contrast
+    from fourdcrystal.inference.evidence import disk_contrast, disk_intensity
     R, spacing = 3.0, 14.0
     ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
     hk = [(h, k) for h in range(-3, 4) for k in range(-3, 4) if (h, k) != (0, 0)]
@@ -318,8 +318,12 @@ def test_a_disks_intensity_is_its_electrons_over_the_local_background():
     x, y = np.array([64 + spacing * h for h, k in hk]), np.array([64 + spacing * k for h, k in hk])
     n_px = int((np.hypot(*np.mgrid[-4:5, -4:5]) <= R).sum())
     c = torch.tensor([[64.0, 64.0]])
-    got = disk_contrast(torch.from_numpy(img[None].astype(np.float32)), c, np.zeros(len(hk), int), x, y, R).intensity
-    np.testing.assert_allclose(got.numpy(), [amp[t] * n_px for t in hk], rtol=0.02)
+    pattern, b = torch.from_numpy(img[None].astype(np.float32)), np.zeros(len(hk), int)
+    contrast = disk_contrast(pattern, c, b, x, y, R)
+    np.testing.assert_allclose(contrast.intensity.numpy(), [amp[t] * n_px for t in hk], rtol=0.02)
+    # measured again where a vector moved (predict measures last, at the placed positions): the same disk
+    np.testing.assert_allclose(disk_intensity(pattern, c, b, x + 0.3, y - 0.3, R, contrast.level),
+                               contrast.intensity, rtol=1e-6)
     rng = np.random.default_rng(3)
     counted = torch.from_numpy(rng.poisson(np.broadcast_to(img * 20, (4, 128, 128))).astype(np.float32))
     got = disk_contrast(counted, c.expand(4, 2), np.repeat(np.arange(4), len(hk)), np.tile(x, 4), np.tile(y, 4),
@@ -354,9 +358,9 @@ def test_a_halo_of_a_few_electrons_per_pixel_is_no_overlapping_disk():
     away = np.hypot(x - 64, y - 88) > 2 * R
     pats, c = torch.from_numpy(imgs), torch.full((4, 2), 64.0)
     b = np.repeat(np.arange(3), away.sum())
-    snr, bright, _, _ = disk_contrast(pats, c, b, np.tile(x[away], 3), np.tile(y[away], 3), R, overlapping=True)
+    snr, bright = disk_contrast(pats, c, b, np.tile(x[away], 3), np.tile(y[away], 3), R, overlapping=True)[:2]
     assert ((snr >= MIN_SNR) & (bright >= MIN_BRIGHTNESS)).float().mean() <= 0.02
-    snr, bright, _, _ = disk_contrast(pats, c, np.array([3]), np.array([64.0]), np.array([88.0]), R, overlapping=True)
+    snr, bright = disk_contrast(pats, c, np.array([3]), np.array([64.0]), np.array([88.0]), R, overlapping=True)[:2]
     assert bool(snr[0] >= MIN_SNR) and bool(bright[0] >= MIN_BRIGHTNESS)
 
 
@@ -401,8 +405,8 @@ def test_a_sparse_halo_beside_the_beam_is_no_disk_on_the_circle():
         x, y = 128 + g * np.cos(phi), 128 + g * np.sin(phi)
         disk = np.hypot(ii - x[2], jj - y[2]) <= r
         img[disk] += rng.poisson(25 / disk.sum(), disk.sum())  # a real disk at the third point
-        snr, _, _, _ = disk_contrast(torch.from_numpy(img)[None], torch.tensor([[128.0, 128.0]]), np.zeros(3, int),
-                                  x, y, r, overlapping=True)
+        snr = disk_contrast(torch.from_numpy(img)[None], torch.tensor([[128.0, 128.0]]), np.zeros(3, int),
+                            x, y, r, overlapping=True).snr
         false += int((snr[:2] >= MIN_SNR).sum())
         found += bool(snr[2] >= MIN_SNR)
     assert false <= 2 and found >= 36, (false, found)
@@ -598,7 +602,7 @@ def test_a_proposal_between_2_and_3_sigma_stands_only_on_its_patterns_lattice(mo
     def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
         snr = [trial.get((float(i), float(j)), 10.0) for i, j in zip(x, y)]
         n = len(snr)
-        return DiskContrast(torch.tensor(snr), torch.ones(n), torch.zeros(n, dtype=torch.bool), torch.ones(n))
+        return DiskContrast(torch.tensor(snr), torch.ones(n), torch.zeros(n, dtype=torch.bool), torch.ones(n), torch.zeros(n))
     monkeypatch.setattr(detectors, "disk_contrast", contrast)
     ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
     probe = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 1.0
@@ -706,7 +710,7 @@ def test_on_a_dense_background_a_lattice_counts_as_proposed_or_as_measured(monke
 
     def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
         n = len(b)  # every disk stands out, on a dense background
-        return DiskContrast(torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool), torch.ones(n))
+        return DiskContrast(torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool), torch.ones(n), torch.zeros(n))
 
     def refine(self, patterns, c, out, which, clear):  # the fit's pull, 1.5 px; the beam stays
         angle = np.random.default_rng(7).uniform(0, 2 * np.pi, len(out["qx"]))

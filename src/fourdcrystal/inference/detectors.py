@@ -16,7 +16,7 @@ from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_REACH, HOT_PIXEL_MIN_RADIUS_PX,
                                              LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR,
                                              MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII,
-                                             WEAK_MIN_SNR, disk_contrast, lattice_members, lattice_support_many,
+                                             WEAK_MIN_SNR, disk_contrast, disk_intensity, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron, pattern_electrons, peak_thresholds,
                                              proposed_lattice_vectors, row_partners, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
@@ -122,11 +122,11 @@ class MeasuredPattern:
             spacing = neighbour_spacing_px(out["pattern"], out["qx_px"], out["qy_px"])
         dense = np.zeros(len(out["pattern"]), bool)
         if self.check_evidence and len(out["pattern"]):
-            snr, brightness, dense, measured_intensity = (t.cpu().numpy() for t in disk_contrast(
-                patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
-                overlapping=spacing < RING_CLEAR_RADII * r, electron=electron))
+            contrast = disk_contrast(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
+                                     overlapping=spacing < RING_CLEAR_RADII * r, electron=electron)
+            snr, brightness, dense = (t.cpu().numpy() for t in contrast[:3])
             out["snr"] = snr.astype(np.float64)
-            out["measured_intensity"] = measured_intensity.astype(np.float64)
+            out["level"] = contrast.level.cpu().numpy().astype(np.float64)  # for the intensity, measured last
             keep = (snr >= np.where(out["weak"], WEAK_MIN_SNR, MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
             keep |= self._beam(out)  # the direct beam is always a vector ...
             # ... and a proposal between LATTICE_MIN_SNR and MIN_SNR stands on its pattern's lattice
@@ -196,10 +196,12 @@ class MeasuredPattern:
             self._place_on_lattice(centres, out)  # weighted by the network's V_g, as the placement was measured
         if "intensity" in out:
             out["vg"] = out["intensity"]  # the network's V_g at each vector: the weight of its q_z (analysis.strain)
-        if "measured_intensity" in out:
-            # a vector's intensity is its disk's as the pattern shows it: ranked against the crystal's |F| it
-            # beat the network's V_g at every dose (benchmarks/RESULTS.md, "Intensities measured on the disks")
-            out["intensity"] = out.pop("measured_intensity")
+        if "level" in out:
+            # a vector's intensity is its disk's as the pattern shows it, where the vector now is, over the level the
+            # evidence check found about it: ranked against the crystal's |F| it beat the network's V_g at every
+            # dose (benchmarks/RESULTS.md, "Intensities measured on the disks")
+            out["intensity"] = disk_intensity(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
+                                              out.pop("level")).cpu().numpy().astype(np.float64)
         return out
 
     def _second_chance(self, out: dict, keep: np.ndarray, snr: np.ndarray, brightness: np.ndarray) -> np.ndarray:
@@ -245,20 +247,20 @@ class MeasuredPattern:
         cb, cq, spacing = (np.concatenate(f) for f in zip(*found))
         x, y = c[cb, 0] + cq[:, 0], c[cb, 1] + cq[:, 1]
         r = self.disk_radius_px
-        snr, brightness, _, measured_intensity = (t.cpu().numpy() for t in disk_contrast(
-            patterns, centres, cb, x, y, r, overlapping=spacing < RING_CLEAR_RADII * r, electron=electron))
+        contrast = disk_contrast(patterns, centres, cb, x, y, r, overlapping=spacing < RING_CLEAR_RADII * r,
+                                 electron=electron)
+        snr, brightness, level = (t.cpu().numpy() for t in (contrast.snr, contrast.brightness, contrast.level))
         keep = (snr >= np.where(low[cb], LATTICE_MIN_SNR, BRIGHT_COMPLETION_MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
         if not keep.any():
             return out
-        cb, cq, x, y, snr = cb[keep], cq[keep], x[keep], y[keep], snr[keep]
-        measured_intensity = measured_intensity[keep]
+        cb, cq, x, y, snr, level = cb[keep], cq[keep], x[keep], y[keep], snr[keep], level[keep]
         vg, qz, cp, dk = maps
         qx, qy = cq[:, 0] * self.dq_invA, cq[:, 1] * self.dq_invA
         mi = np.clip(np.round(cp + qx / dk).astype(int), 0, vg.shape[-2] - 1)
         mj = np.clip(np.round(cp + qy / dk).astype(int), 0, vg.shape[-1] - 1)
         new = {"pattern": cb, "qx": qx, "qy": qy, "qx_px": x, "qy_px": y, "snr": snr.astype(np.float64),
                "intensity": vg[cb, mi, mj].cpu().numpy(), "qz": qz[cb, mi, mj].cpu().numpy(),
-               "measured_intensity": measured_intensity.astype(np.float64)}
+               "level": level.astype(np.float64)}
         both = {k: np.concatenate([v, new[k].astype(v.dtype) if k in new else np.zeros(len(cb), v.dtype)])
                 for k, v in out.items()}
         # on a bright pattern each is measured on its disk: its lattice point is extrapolated from a few vectors

@@ -696,7 +696,7 @@ def supported(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radi
     """Boolean mask over vectors (batch index ``b``, position ``x_px``, ``y_px`` in the detector's pixels)
     of ``patterns`` (B, Qx, Qy) whose direct beams sit at ``centres`` (B, 2): those whose disk the pattern
     shows (module docstring). ``radius_px``: the probe disk's radius in the detector's pixels."""
-    snr, brightness, _, _ = disk_contrast(patterns, centres, b, x_px, y_px, radius_px)
+    snr, brightness = disk_contrast(patterns, centres, b, x_px, y_px, radius_px)[:2]
     return (snr >= (MIN_SNR if min_snr is None else min_snr)) & \
         (brightness >= (MIN_BRIGHTNESS if min_brightness is None else min_brightness))
 
@@ -790,6 +790,7 @@ class DiskContrast(NamedTuple):
     brightness: torch.Tensor  # that excess as a fraction of the direct beam's core mean
     dense: torch.Tensor  # whether the background is dense (``DENSE_E_PER_DISK``; noise-free too)
     intensity: torch.Tensor  # the disk's pixels summed less the local level under them, in the pattern's units
+    level: torch.Tensor  # that local level (``disk_intensity`` measures the disk again where a vector moved)
 
 
 def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
@@ -814,7 +815,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     x, y = (torch.as_tensor(v, device=dev, dtype=torch.float32) for v in (x_px, y_px))
     if len(b) == 0:
         none = torch.zeros(0, device=dev)
-        return DiskContrast(none, none, torch.zeros(0, device=dev, dtype=torch.bool), none)
+        return DiskContrast(none, none, torch.zeros(0, device=dev, dtype=torch.bool), none, none)
     r = max(float(radius_px), 1.0)
     core_off = _offsets(-1.0, max(1.0, 0.5 * r), dev)
     # the core's mean without its brightest pixel: a hot pixel (one bright pixel) is no disk, unless the
@@ -823,17 +824,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     core_px = _gather(img, b, x, y, core_off)
     n_core = len(core_off) - int(hot)
     core = (core_px.sum(dim=1) - hot * core_px.amax(dim=1)) / n_core
-    disk_off = _offsets(-1.0, r, dev)
-    disk_px = _gather(img, b, x, y, disk_off)
-    # a disk beside the beam's counts only its own pixels: the beam's disk holds most of a pattern's
-    # electrons, and its part in a neighbour's disk made a film's halo beside it a disk at 20σ (300 kV /
-    # 3.5 mrad at 1e3 e⁻; benchmarks/RESULTS.md, "The counting test beside the beam")
-    c = centres.float()[b]
-    outside = torch.hypot(x - c[:, 0], y - c[:, 1]) > r  # a vector inside the beam's disk is the beam
-    in_beam = torch.hypot((x.round() - c[:, 0])[:, None] + disk_off[None, :, 0],
-                          (y.round() - c[:, 1])[:, None] + disk_off[None, :, 1]) <= r + 0.5
-    own_px = ~(in_beam & outside[:, None])
-    disk_px = torch.where(own_px, disk_px, torch.zeros_like(disk_px))
+    disk_px, own_px, outside = _own_disk(img, centres, b, x, y, r)
     disk_sum = disk_px.sum(dim=1) - hot * disk_px.amax(dim=1)
     n_disk = (own_px.sum(dim=1) - int(hot)).clamp_min(1).float()
     one_e, counting = one_electron(img) if electron is None else electron
@@ -863,8 +854,37 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
         if bool(m.any()):
             for k, v in part(m).items():
                 bg[k][m] = v
-    snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk, len(disk_off) - 1)
+    snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk, own_px.shape[1] - 1)
     cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
     intensity = disk_px.sum(dim=1) - own_px.sum(dim=1) * bg["level"]
-    return DiskContrast(snr, (core - bg["level"]) / beam.clamp_min(1e-30), dense, intensity)
+    return DiskContrast(snr, (core - bg["level"]) / beam.clamp_min(1e-30), dense, intensity, bg["level"])
+
+
+def _own_disk(img: torch.Tensor, centres: torch.Tensor, b, x, y, r: float):
+    """(V, n) the pixels of each vector's disk (radius ``r`` about its nearest pixel), zero where they are not its
+    own; (V, n) which are; (V,) whether the vector lies outside the beam's disk (else it is the beam). A disk beside
+    the beam's counts only its own pixels: the beam's disk holds most of a pattern's electrons, and its part in a
+    neighbour's disk made a film's halo beside it a disk at 20σ (300 kV / 3.5 mrad at 1e3 e⁻; benchmarks/RESULTS.md,
+    "The counting test beside the beam")."""
+    disk_off = _offsets(-1.0, r, img.device)
+    disk_px = _gather(img, b, x, y, disk_off)
+    c = centres.float()[b]
+    outside = torch.hypot(x - c[:, 0], y - c[:, 1]) > r
+    in_beam = torch.hypot((x.round() - c[:, 0])[:, None] + disk_off[None, :, 0],
+                          (y.round() - c[:, 1])[:, None] + disk_off[None, :, 1]) <= r + 0.5
+    own_px = ~(in_beam & outside[:, None])
+    return torch.where(own_px, disk_px, torch.zeros_like(disk_px)), own_px, outside
+
+
+def disk_intensity(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
+                   level) -> torch.Tensor:
+    """(V,) each disk's pixels summed less ``level`` (V,) under each (``disk_contrast``'s intensity, measured
+    where the vectors are now: a vector moved by the sub-pixel fit or onto its lattice may round to other pixels)."""
+    dev = patterns.device
+    b = torch.as_tensor(b, device=dev).long()
+    x, y = (torch.as_tensor(v, device=dev, dtype=torch.float32) for v in (x_px, y_px))
+    if len(b) == 0:
+        return torch.zeros(0, device=dev)
+    disk_px, own_px, _ = _own_disk(patterns.float(), centres, b, x, y, max(float(radius_px), 1.0))
+    return disk_px.sum(dim=1) - own_px.sum(dim=1) * torch.as_tensor(level, device=dev, dtype=torch.float32)
