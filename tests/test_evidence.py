@@ -302,10 +302,11 @@ def test_a_disk_beside_the_direct_beam_is_judged_against_the_background_not_the_
 
 
 def test_a_disks_intensity_is_its_electrons_over_the_local_background():
-    """``disk_contrast``'s intensity (predict's ``intensity`` column, measured last by ``disk_intensity``): a disk's
-    pixels summed less the local level under them. Noise-free flat disks on a sloping background give amplitude × pixels to 2 %, counted ones (≥ 100 electrons per pixel) to 10 %; the direct beam among
-    touching disks (judged on the circle about the beam) is measured on the ring about it, not on a circle of
-    radius zero, which gave it a negative intensity."""
+    """``disk_intensity`` over ``disk_contrast``'s level (predict's ``intensity`` column): a disk's pixels summed
+    less the local level under them. Noise-free flat disks on a sloping background give amplitude × pixels to 2 %,
+    counted ones (≥ 100 electrons per pixel) to 10 %; the direct beam among touching disks (judged on the circle
+    about the beam) is measured on the ring about it, not on a circle of radius zero, which gave it a negative
+    intensity."""
     from fourdcrystal.inference.evidence import disk_contrast, disk_intensity
     R, spacing = 3.0, 14.0
     ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
@@ -318,16 +319,19 @@ def test_a_disks_intensity_is_its_electrons_over_the_local_background():
     x, y = np.array([64 + spacing * h for h, k in hk]), np.array([64 + spacing * k for h, k in hk])
     n_px = int((np.hypot(*np.mgrid[-4:5, -4:5]) <= R).sum())
     c = torch.tensor([[64.0, 64.0]])
-    pattern, b = torch.from_numpy(img[None].astype(np.float32)), np.zeros(len(hk), int)
-    contrast = disk_contrast(pattern, c, b, x, y, R)
-    np.testing.assert_allclose(contrast.intensity.numpy(), [amp[t] * n_px for t in hk], rtol=0.02)
-    # measured again where a vector moved (predict measures last, at the placed positions): the same disk
-    np.testing.assert_allclose(disk_intensity(pattern, c, b, x + 0.3, y - 0.3, R, contrast.level),
-                               contrast.intensity, rtol=1e-6)
-    rng = np.random.default_rng(3)
-    counted = torch.from_numpy(rng.poisson(np.broadcast_to(img * 20, (4, 128, 128))).astype(np.float32))
-    got = disk_contrast(counted, c.expand(4, 2), np.repeat(np.arange(4), len(hk)), np.tile(x, 4), np.tile(y, 4),
-                        R).intensity.reshape(4, len(hk)).numpy()
+
+    def measured(imgs, b, x, y, r, moved=(0.0, 0.0), **kw):  # as predict: the level at the check, the disk last
+        pats, centres = torch.from_numpy(np.asarray(imgs, np.float32)), c.expand(len(imgs), 2)
+        level = disk_contrast(pats, centres, b, x, y, r, **kw).level
+        return disk_intensity(pats, centres, b, x + moved[0], y + moved[1], r, level).numpy()
+
+    b = np.zeros(len(hk), int)
+    got = measured(img[None], b, x, y, R)
+    np.testing.assert_allclose(got, [amp[t] * n_px for t in hk], rtol=0.02)
+    # where a vector moved within its pixel (predict measures last, at the placed positions): the same disk
+    np.testing.assert_allclose(measured(img[None], b, x, y, R, moved=(0.3, -0.3)), got)
+    counted = np.random.default_rng(3).poisson(np.broadcast_to(img * 20, (4, 128, 128)))
+    got = measured(counted, np.repeat(np.arange(4), len(hk)), np.tile(x, 4), np.tile(y, 4), R).reshape(4, len(hk))
     expected = 20 * np.array([amp[t] for t in hk]) * n_px
     strong = expected >= 2500  # 100 electrons per pixel and more, over ~60 of background
     np.testing.assert_allclose(got[:, strong], np.broadcast_to(expected[strong], got[:, strong].shape), rtol=0.1)
@@ -335,8 +339,8 @@ def test_a_disks_intensity_is_its_electrons_over_the_local_background():
     touching = level + 400.0 * (np.hypot(ii - 64, jj - 64) <= 5.0)
     for h, k in [(1, 0), (-1, 0), (0, 1), (0, -1)]:
         touching = touching + 40.0 * (np.hypot(ii - 64 - 9.0 * h, jj - 64 - 9.0 * k) <= 5.0)
-    got = disk_contrast(torch.from_numpy(touching[None].astype(np.float32)), c, np.zeros(3, int),
-                        np.array([64.0, 73.0, 55.0]), np.array([64.0, 64.0, 64.0]), 5.0, overlapping=True).intensity
+    got = measured(touching[None], np.zeros(3, int), np.array([64.0, 73.0, 55.0]), np.array([64.0, 64.0, 64.0]), 5.0,
+                   overlapping=True)
     assert got[0] > 5 * got[1:].max() > 0, got
 
 
@@ -602,7 +606,7 @@ def test_a_proposal_between_2_and_3_sigma_stands_only_on_its_patterns_lattice(mo
     def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
         snr = [trial.get((float(i), float(j)), 10.0) for i, j in zip(x, y)]
         n = len(snr)
-        return DiskContrast(torch.tensor(snr), torch.ones(n), torch.zeros(n, dtype=torch.bool), torch.ones(n), torch.zeros(n))
+        return DiskContrast(torch.tensor(snr), torch.ones(n), torch.zeros(n, dtype=torch.bool), torch.zeros(n))
     monkeypatch.setattr(detectors, "disk_contrast", contrast)
     ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
     probe = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 1.0
@@ -710,7 +714,7 @@ def test_on_a_dense_background_a_lattice_counts_as_proposed_or_as_measured(monke
 
     def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
         n = len(b)  # every disk stands out, on a dense background
-        return DiskContrast(torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool), torch.ones(n), torch.zeros(n))
+        return DiskContrast(torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool), torch.zeros(n))
 
     def refine(self, patterns, c, out, which, clear):  # the fit's pull, 1.5 px; the beam stays
         angle = np.random.default_rng(7).uniform(0, 2 * np.pi, len(out["qx"]))

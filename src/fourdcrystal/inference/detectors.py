@@ -16,9 +16,10 @@ from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_REACH, HOT_PIXEL_MIN_RADIUS_PX,
                                              LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR,
                                              MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII,
-                                             WEAK_MIN_SNR, disk_contrast, disk_intensity, lattice_members, lattice_support_many,
-                                             neighbour_spacing_px, one_electron, pattern_electrons, peak_thresholds,
-                                             proposed_lattice_vectors, row_partners, small_disks)
+                                             WEAK_MIN_SNR, disk_contrast, disk_intensity, lattice_members,
+                                             lattice_support_many, neighbour_spacing_px, one_electron,
+                                             pattern_electrons, peak_thresholds, proposed_lattice_vectors,
+                                             row_partners, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.probe_synth import SATURATED_MIN_PX
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, CLIP_MIN_SNR, DEFAULT_CORR_POWER,
@@ -193,7 +194,7 @@ class MeasuredPattern:
             out = self._lattice_completed(patterns, centres, out, electron, maps, measured)
         del out["weak"], out["unsure"]
         if refined and self.lattice_positions and len(out["pattern"]):
-            self._place_on_lattice(centres, out)  # weighted by the network's V_g, as the placement was measured
+            self._place_on_lattice(centres, out)  # weighted by the network's V_g, which ``intensity`` holds here
         if "intensity" in out:
             out["vg"] = out["intensity"]  # the network's V_g at each vector: the weight of its q_z (analysis.strain)
         if "level" in out:
@@ -227,7 +228,7 @@ class MeasuredPattern:
         ``MIN_BRIGHTNESS``. The lattice is fitted to the pattern's kept vectors (``refine.fitted_lattices``, at
         least ``MIN_LATTICE_VECTORS``); its points are tested out to ``evidence.COMPLETION_REACH`` × the farthest
         of them, on the detector, clear of every vector by a disk radius, where the disks do not overlap. Such a
-        vector's intensity is measured on its disk, as every checked vector's (``disk_contrast``), its weight in the
+        vector's intensity is measured on its disk, as every checked vector's (``disk_intensity``), its weight in the
         lattice placement is the network's V_g map's there, and so is its q_z on a low-dose pattern; on a bright
         one its q_z is NaN (not measured)."""
         electrons = pattern_electrons(patterns.float(), electron).cpu().numpy()

@@ -789,8 +789,7 @@ class DiskContrast(NamedTuple):
     snr: torch.Tensor  # the core mean's excess over the local level, in its standard errors
     brightness: torch.Tensor  # that excess as a fraction of the direct beam's core mean
     dense: torch.Tensor  # whether the background is dense (``DENSE_E_PER_DISK``; noise-free too)
-    intensity: torch.Tensor  # the disk's pixels summed less the local level under them, in the pattern's units
-    level: torch.Tensor  # that local level (``disk_intensity`` measures the disk again where a vector moved)
+    level: torch.Tensor  # the local level, the background of ``disk_intensity``
 
 
 def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
@@ -798,10 +797,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     """Per vector: the disk's contrast in standard errors of its core mean (``snr``), its excess over
     the local level as a fraction of the direct beam's core mean (``brightness``), whether its
     background is dense (``dense``: at least ``DENSE_E_PER_DISK`` electrons under a disk, or noise-free), and
-    its integrated intensity over that level (``intensity``: the disk's own pixels, each less the level; electrons
-    for a counting detector; the brightest pixel too, which the contrast test leaves out: left out of the sum it
-    took 1/n of every disk of n pixels, and ranked the disks against |F| no better on bench_accuracy); module
-    docstring.
+    that local level (``level``, in the pattern's units); module docstring.
 
     ``overlapping``: (V,) booleans or one for all: disks whose neighbours reach into their ring (module
     docstring). For those the level is the pattern's own on the circle through the vector about the
@@ -815,7 +811,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     x, y = (torch.as_tensor(v, device=dev, dtype=torch.float32) for v in (x_px, y_px))
     if len(b) == 0:
         none = torch.zeros(0, device=dev)
-        return DiskContrast(none, none, torch.zeros(0, device=dev, dtype=torch.bool), none, none)
+        return DiskContrast(none, none, torch.zeros(0, device=dev, dtype=torch.bool), none)
     r = max(float(radius_px), 1.0)
     core_off = _offsets(-1.0, max(1.0, 0.5 * r), dev)
     # the core's mean without its brightest pixel: a hot pixel (one bright pixel) is no disk, unless the
@@ -857,8 +853,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk, own_px.shape[1] - 1)
     cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
-    intensity = disk_px.sum(dim=1) - own_px.sum(dim=1) * bg["level"]
-    return DiskContrast(snr, (core - bg["level"]) / beam.clamp_min(1e-30), dense, intensity, bg["level"])
+    return DiskContrast(snr, (core - bg["level"]) / beam.clamp_min(1e-30), dense, bg["level"])
 
 
 def _own_disk(img: torch.Tensor, centres: torch.Tensor, b, x, y, r: float):
@@ -879,8 +874,10 @@ def _own_disk(img: torch.Tensor, centres: torch.Tensor, b, x, y, r: float):
 
 def disk_intensity(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
                    level) -> torch.Tensor:
-    """(V,) each disk's pixels summed less ``level`` (V,) under each (``disk_contrast``'s intensity, measured
-    where the vectors are now: a vector moved by the sub-pixel fit or onto its lattice may round to other pixels)."""
+    """(V,) each disk's integrated intensity: its own pixels (``_own_disk``) summed, each less ``level`` (V,), the
+    local level ``disk_contrast`` found; electrons for a counting detector. Its brightest pixel counts too, though
+    the contrast test leaves it out: left out of the sum it took 1/n of every disk of n pixels, and ranked the
+    disks against |F| no better on bench_accuracy (benchmarks/RESULTS.md, "Intensities measured on the disks")."""
     dev = patterns.device
     b = torch.as_tensor(b, device=dev).long()
     x, y = (torch.as_tensor(v, device=dev, dtype=torch.float32) for v in (x_px, y_px))
