@@ -264,3 +264,36 @@ def test_worker_processes_give_the_vectors_of_one_process(tmp_path, shipped, gan
     assert len(one) >= 6 * 5 and len(one) == len(two) and (one[["rx", "ry"]] == two[["rx", "ry"]]).all().all()
     assert np.abs(one[["qx_px", "qy_px"]].to_numpy() - two[["qx_px", "qy_px"]].to_numpy()).max() < 1e-3
     assert np.allclose(one["intensity"], two["intensity"], rtol=1e-3)
+
+
+def test_a_detector_smaller_than_the_networks_field_paints_no_peaks_on_low_dose_vacuum(tmp_path, shipped):
+    """A 128 px detector at 0.02 Å⁻¹/px sees 2.56 Å⁻¹ of the network's 4 Å⁻¹ field. Framed by zeros, a vacuum
+    pattern of 1e3 e⁻ made the network propose ~120 V_g peaks per pattern on the detector's noise (a detector
+    that fills the field: ~20) and `predict` keep 1.25 false vectors per pattern (bench_accuracy --detector
+    128 0.02, 80 kV / 1 mrad); the grid beyond the detector now holds the pattern's mirror image
+    (``model_input.resample``) and what the network proposes there is dropped."""
+    import torch
+
+    from fourdcrystal.inference import peaks
+    from fourdcrystal.inference.evidence import LOW_DOSE_THRESHOLD_FACTOR
+    from fourdcrystal.inference.model_input import ModelInput
+
+    model, mgeo, ps = shipped
+    geo = Geometry(box_A=50.0, gpts=192, detector_px=128, thicknesses_A=(100.0,), slice_thickness_A=2.0)
+    probe = amorphous_film_cbed(geo, 80e3, 1.0, thickness_A=200.0)["probe"]
+    aug = Augmenter(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"])
+    rng = np.random.default_rng(5)
+    pats = np.stack([aug.apply(probe, probe, rng, dose=1e3) for _ in range(8)]).astype(np.float32)
+    inputs = ModelInput(probe, mgeo.dk_invA / geo.dk_invA, mgeo.detector_px, mgeo.center_px)
+    x = torch.from_numpy(pats)
+    c = inputs.centres(x)
+    with torch.inference_mode():
+        vg, _ = model(*inputs(x, c))
+    pk = peaks.find_peaks(vg, None, center_px=mgeo.center_px, min_spacing_px=ps["min_spacing_px"],
+                          threshold=LOW_DOSE_THRESHOLD_FACTOR * ps["peak_threshold"])
+    half = geo.detector_px / 2 * geo.dk_invA / mgeo.dk_invA  # the detector's half width in model px
+    on = (np.abs(pk["qx_px"] - mgeo.center_px) < half) & (np.abs(pk["qy_px"] - mgeo.center_px) < half)
+    assert on.sum() / len(pats) <= 40, f"{on.sum() / len(pats)} V_g peaks per pattern on the detector's noise"
+    df = _vectors(pats.reshape(2, 4, 128, 128), probe, shipped, geo.dk_invA, tmp_path / "vacuum")
+    beyond_beam = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
+    assert len(beyond_beam) / len(pats) <= 0.25, f"{len(beyond_beam) / len(pats)} vectors per pattern"
