@@ -771,8 +771,13 @@ def _snr(core, bg: dict, n_core: int, one_e, counting, disk_sum, n_disk, n_area:
     gauss = torch.maximum(bg["spread"] / n_core ** 0.5, shot)
     patch = bg["patch"]
     snr = excess / torch.maximum(gauss, patch)
-    # a dense background (≥ DENSE_E_PER_DISK): its structure, not its electrons' shot noise, sets what a blob means
+    # a dense background (≥ DENSE_E_PER_DISK): its structure, not its electrons' shot noise, sets what a blob means.
+    # Counted, the electrons under a disk are the ring's mean's (the counting test's rate): a ring of single
+    # counts has a median of zero however many it holds (a film at 1e5 e⁻ on 256 px at 0.01 Å⁻¹/px: 14–125
+    # electrons under a disk, its speckle grains kept at 5–15σ, 3 per pattern; benchmarks/RESULTS.md, "A film's
+    # speckle on a ring of single counts")
     dense = bg["level"] * n_area >= DENSE_E_PER_DISK * one_e
+    dense |= counting & (bg["rate"] * n_area >= DENSE_E_PER_DISK)
     if bool(counting.any()):
         # the Gaussian floor of one electron per pixel would ask a disk on an empty background for ~40
         # electrons where 10 are certain
