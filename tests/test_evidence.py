@@ -797,3 +797,21 @@ def test_a_bright_patterns_lattice_of_large_disks_is_completed_and_one_of_small_
         assert not on[np.hypot(*pts.T) > reach + 1].any()
         far = np.hypot(*qg.T) > 2
         assert (d.min(axis=1)[far] < 0.3).all(), np.round(d.min(axis=1)[far], 2)  # measured, sub-pixel
+
+
+def test_friedel_pairs_fold_into_one_point_each():
+    """``friedel_folded``: q and −q of one pattern become one point (also across the fold's edge, q on the x
+    axis); another pattern's, and vectors that are no pair, stay."""
+    from fourdcrystal.inference.evidence import friedel_folded
+
+    b = np.array([0, 0, 0, 0, 0, 1, 1])
+    q = np.array([[10.0, 5.0], [-10.2, -4.9], [7.0, 0.2], [-7.1, 0.1], [3.0, -9.0], [10.0, 5.0], [4.0, 4.0]])
+    fb, fq = friedel_folded(b, q, 0.75)
+    assert list(fb) == [0, 0, 0, 1, 1]
+    assert np.allclose(fq[0], [10.0, 5.0]) and np.allclose(fq[2], [-3.0, 9.0])
+    # with four vectors of two ±g pairs a lattice of four is certain; folded, two points remain
+    from fourdcrystal.inference.evidence import lattice_support
+
+    pairs = np.array([[12.0, 3.0], [-12.0, -3.0], [-5.0, 17.0], [5.0, -17.0]])
+    assert lattice_support(pairs) == 4
+    assert lattice_support(friedel_folded(np.zeros(4, int), pairs, 0.75)[1]) == 2

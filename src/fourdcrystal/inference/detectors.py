@@ -17,7 +17,7 @@ from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETI
                                              LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR,
                                              MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII,
                                              WEAK_MIN_SNR, disk_contrast, disk_intensity, lattice_members,
-                                             lattice_support_many, neighbour_spacing_px, one_electron,
+                                             friedel_folded, lattice_support_many, neighbour_spacing_px, one_electron,
                                              pattern_electrons, peak_thresholds, proposed_lattice_vectors,
                                              row_partners, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
@@ -169,7 +169,7 @@ class MeasuredPattern:
         if judged.any() or touching.any():
             if refined:
                 off_proposed = self._no_lattice(dict(out, qx=proposed[0], qy=proposed[1]), ~beam, self.search_px,
-                                                proposed_lattice_vectors)
+                                                proposed_lattice_vectors, folded=True)
                 off = off_proposed & self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
             else:
                 off = self._no_lattice(out, ~beam, self.search_px, proposed_lattice_vectors)
@@ -355,17 +355,19 @@ class MeasuredPattern:
             x[moved], y[moved] = template.refine(patterns, b[moved], x[moved], y[moved])
         return x, y
 
-    def _no_lattice(self, out: dict, kept: np.ndarray, tol_px: float, enough) -> np.ndarray:
+    def _no_lattice(self, out: dict, kept: np.ndarray, tol_px: float, enough, folded: bool = False) -> np.ndarray:
         """Per vector: whether fewer than ``enough`` (a count, or a function of the pattern's number of kept
         non-beam vectors) of its pattern's ``kept`` non-beam vectors lie within ``tol_px`` on one lattice
-        through the beam (``evidence.lattice_support``)."""
+        through the beam (``evidence.lattice_support``); ``folded``: counted as ±g pairs, each pair once
+        (``evidence.friedel_folded``)."""
         b = out["pattern"]
         q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
-        support = lattice_support_many(b[kept], q_px[kept], tol_px, enough)
+        bk, qk = (friedel_folded(b[kept], q_px[kept], tol_px) if folded else (b[kept], q_px[kept]))
+        support = lattice_support_many(bk, qk, tol_px, enough)
         n = int(b.max()) + 1 if len(b) else 0
         per_pattern = np.zeros(n, int)
         per_pattern[list(support)] = list(support.values())
-        counts = np.bincount(b[kept], minlength=n)
+        counts = np.bincount(bk, minlength=n)
         need = enough(counts) if callable(enough) else np.full(n, enough)
         return per_pattern[b] < need[b]
 
