@@ -507,7 +507,6 @@ class NetworkDetector:
             kept["qz"] = np.full(len(kept["qx"]), np.nan)
         return kept
 
-
     def _on_detector(self, pk: dict, centres: np.ndarray, shape) -> dict:
         """The peaks whose position lies on the detector: beyond it the model grid holds the pattern's mirror
         image (``model_input.resample``), whose peaks are no reflections of this pattern."""

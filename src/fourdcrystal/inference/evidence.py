@@ -37,7 +37,9 @@ On a flat background (vacuum, a detector without beam) a vector survives with pr
   as measured or as the network proposed them (within its looser uncertainty most of them,
   ``proposed_lattice_vectors``): a crystal's reflections do, speckles do not. A disk touching a neighbour
   (not refined) is judged on the network's positions, where it may also stand on a row through the beam with
-  another vector (``row_partners``). A disk smaller than a pixel (``HOT_PIXEL_MIN_RADIUS_PX``) must itself
+  another vector (``row_partners``). On the network's positions each ±g pair counts once (``friedel_folded``):
+  a film's speckle is centrosymmetric too. A counted background is dense by its ring's mean, not its median,
+  which is zero for single counts. A disk smaller than a pixel (``HOT_PIXEL_MIN_RADIUS_PX``) must itself
   lie on its pattern's lattice, whatever its background: it looks like a hot pixel.
 * faint disks: the network's V_g peaks of faint small disks fall below the stamped threshold, under ~2e4
   electrons per pattern and, at any dose, for a thick crystal's weak orders; so it proposes small disks down
