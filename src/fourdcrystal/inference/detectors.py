@@ -493,13 +493,12 @@ class NetworkDetector:
             pk = peaks.find_peaks(vg.float(), qz.float(), center_px=cp,
                                   threshold=self.measured.proposal_threshold(self.threshold),
                                   min_spacing_px=self.min_spacing_px)
-        c = centres.cpu().numpy().astype(np.float64)
-        pk = self._on_detector(pk, c, patterns.shape[-2:])
         qx, qy = (pk["qx_px"] - cp) * dk, (pk["qy_px"] - cp) * dk
         b = pk["pattern"]
-        out = {"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
-               "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"],
-               **self.measured.flags(pk, vg, cp, self.threshold, ramp)}
+        c = centres.cpu().numpy().astype(np.float64)
+        out = _on_detector({"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
+                            "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"],
+                            **self.measured.flags(pk, vg, cp, self.threshold, ramp)}, patterns.shape[-2:])
         kept = self.measured(patterns, centres, out, electron, maps=(vg.float(), qz.float(), cp, dk))
         if self.dq_invA != self.true_dq_invA:
             f = self.true_dq_invA / self.dq_invA
@@ -507,17 +506,13 @@ class NetworkDetector:
             kept["qz"] = np.full(len(kept["qx"]), np.nan)
         return kept
 
-    def _on_detector(self, pk: dict, centres: np.ndarray, shape) -> dict:
-        """The peaks whose position lies on the detector: beyond it the model grid holds the pattern's mirror
-        image (``model_input.resample``), whose peaks are no reflections of this pattern."""
-        b, cp, f = pk["pattern"], self.center_px, self.dk_invA / self.dq_invA  # model px -> detector px
-        x = centres[b, 0] + (pk["qx_px"] - cp) * f
-        y = centres[b, 1] + (pk["qy_px"] - cp) * f
-        on = (x >= 0) & (x <= shape[0] - 1) & (y >= 0) & (y <= shape[1] - 1)
-        if on.all():
-            return pk
-        n = len(b)
-        return {k: v[on] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v for k, v in pk.items()}
+
+def _on_detector(out: dict, shape) -> dict:
+    """The network's vectors whose position lies on the detector: beyond it the model grid holds the pattern's
+    mirror image (``model_input.resample``), whose peaks are no reflections of this pattern."""
+    x, y = out["qx_px"], out["qy_px"]
+    on = (x >= 0) & (x <= shape[0] - 1) & (y >= 0) & (y <= shape[1] - 1)
+    return out if on.all() else {k: v[on] for k, v in out.items()}
 
 
 class ClassicalDetector:
