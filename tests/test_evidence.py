@@ -815,3 +815,50 @@ def test_friedel_pairs_fold_into_one_point_each():
     pairs = np.array([[12.0, 3.0], [-12.0, -3.0], [-5.0, 17.0], [5.0, -17.0]])
     assert lattice_support(pairs) == 4
     assert lattice_support(friedel_folded(np.zeros(4, int), pairs, 0.75)[1]) == 2
+
+
+def test_a_disk_is_judged_bright_enough_against_the_incident_beam_not_only_the_transmitted_one():
+    """evidence.incident_beam / bright_enough in MeasuredPattern: the truth's floor (simulation.labels) is 1e-3 of
+    the vacuum beam's core. In a thick crystal the transmitted beam holds a quarter of the electrons here, so a
+    disk at 2e-3 of it is 5e-4 of the incident beam: dropped, while one at 6e-3 of it (1.5e-3) stays. With the
+    beam holding most electrons (a thin crystal) the same 2e-3 disk is 1.2e-3 of the incident beam: kept."""
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.model_input import ModelInput
+    n, r, dq = 128, 3.0, 0.02
+    ii, jj = np.indices((n, n), dtype=np.float64)
+
+    def disk(x, y):
+        return (np.hypot(ii - x, jj - y) <= r).astype(np.float64)
+
+    lattice = [(64 + 16 * h, 64 + 16 * k) for h in (-1, 0, 1) for k in (-1, 0, 1) if (h, k) != (0, 0)]
+    faint, fainter = (96.0, 64.0), (64.0, 96.0)  # lattice points (2, 0) and (0, 2)
+    probe = disk(64.0, 64.0)
+    inputs = ModelInput(probe, 1.0, n, 64)
+
+    def kept(beam_level):
+        pattern = beam_level * probe + sum(0.09 * disk(x, y) for x, y in lattice)
+        pattern += beam_level * (6e-3 * disk(*faint) + 2e-3 * disk(*fainter))
+        pattern += 1e-6 * (1.0 + ii / n)  # a smooth floor: a noise-free pattern, not counts
+        xy = np.array([(64.0, 64.0), *lattice, faint, fainter])
+        out = {"pattern": np.zeros(len(xy), int), "qx_px": xy[:, 0], "qy_px": xy[:, 1],
+               "qx": (xy[:, 0] - 64) * dq, "qy": (xy[:, 1] - 64) * dq}
+        got = MeasuredPattern(inputs, dq, 1 / 32, corr_power=None, lattice_positions=False)(
+            torch.from_numpy(pattern[None].astype(np.float32)), torch.tensor([[64.0, 64.0]]), out)
+        found = [bool((np.hypot(got["qx_px"] - x, got["qy_px"] - y) < 0.1).any()) for x, y in xy]
+        assert all(found[:len(lattice) + 1])  # the beam and the bright disks
+        return found[-2:]
+    assert kept(0.25) == [True, False]  # incident beam ≈ 4 × the transmitted one
+    assert kept(1.0) == [True, True]  # ≈ 1.7 ×
+
+
+def test_the_incident_beam_is_the_sum_of_a_patterns_disks_and_its_floor_has_the_contrasts_tolerance():
+    from fourdcrystal.inference.evidence import BRIGHTNESS_TOLERANCE, MIN_BRIGHTNESS, bright_enough, incident_beam
+    b = np.array([0, 0, 0, 1, 1, 2])
+    inc = incident_beam(b, np.array([1.0, 2.0, -0.5, 0.9, np.nan, 0.0]), 4)
+    assert np.allclose(inc, [3.0, 1.0, 1.0, 1.0])  # negatives and NaN add nothing; never under the direct beam
+    share = 0.5 * MIN_BRIGHTNESS  # half the floor of the incident beam, twice that of a direct beam 4 × fainter
+    # kept where the floor is within BRIGHTNESS_TOLERANCE standard errors: share × (1 + T / snr) ≥ the floor
+    snr = np.array([1e6, BRIGHTNESS_TOLERANCE / 0.9, BRIGHTNESS_TOLERANCE / 1.1])
+    got = bright_enough(np.full(3, 4 * share), snr, np.full(3, 4.0))
+    assert got.tolist() == [False, False, True]
+    assert not bright_enough(np.array([0.9 * MIN_BRIGHTNESS]), np.array([1.0]), np.array([1.0])).any()

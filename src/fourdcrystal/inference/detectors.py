@@ -15,9 +15,10 @@ import torch
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_REACH, HOT_PIXEL_MIN_RADIUS_PX,
                                              LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR,
-                                             MIN_BRIGHTNESS, MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII,
-                                             WEAK_MIN_SNR, disk_contrast, disk_intensity, lattice_members,
-                                             friedel_folded, lattice_support_many, neighbour_spacing_px, one_electron,
+                                             MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
+                                             bright_enough, disk_contrast, disk_intensity, friedel_folded,
+                                             incident_beam, lattice_members, lattice_support_many,
+                                             neighbour_spacing_px, one_electron,
                                              pattern_electrons, peak_thresholds, proposed_lattice_vectors,
                                              row_partners, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
@@ -122,16 +123,19 @@ class MeasuredPattern:
         else:  # among the network's proposals: the beam and its neighbours count, whatever the check keeps
             spacing = neighbour_spacing_px(out["pattern"], out["qx_px"], out["qy_px"])
         dense = np.zeros(len(out["pattern"]), bool)
+        incident = np.ones(len(patterns))
         if self.check_evidence and len(out["pattern"]):
             contrast = disk_contrast(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
                                      overlapping=spacing < RING_CLEAR_RADII * r, electron=electron)
             snr, brightness, dense = (t.cpu().numpy() for t in contrast[:3])
             out["snr"] = snr.astype(np.float64)
             out["level"] = contrast.level.cpu().numpy().astype(np.float64)  # for the intensity, measured last
-            keep = (snr >= np.where(out["weak"], WEAK_MIN_SNR, MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
+            incident = incident_beam(out["pattern"], brightness, len(patterns))
+            bright = bright_enough(brightness, snr, incident[out["pattern"]])
+            keep = (snr >= np.where(out["weak"], WEAK_MIN_SNR, MIN_SNR)) & bright
             keep |= self._beam(out)  # the direct beam is always a vector ...
             # ... and a proposal between LATTICE_MIN_SNR and MIN_SNR stands on its pattern's lattice
-            keep |= self._second_chance(out, keep, snr, brightness)
+            keep |= self._second_chance(out, keep, snr, bright)
             if self.small_disks:  # ... of a pattern that shows one (its ring is background: no neighbour near)
                 keep &= self._lit(patterns, centres, electron)[out["pattern"]]
             out, spacing, dense = {k: v[keep] for k, v in out.items()}, spacing[keep], dense[keep]
@@ -191,7 +195,7 @@ class MeasuredPattern:
             out = {k: v[keep] for k, v in out.items()}
         # (not for vectors asked for as measured: a pattern that is no single crystal has no one lattice)
         if maps is not None and refined and self.check_evidence and self.lattice_positions and len(out["pattern"]):
-            out = self._lattice_completed(patterns, centres, out, electron, maps, measured)
+            out = self._lattice_completed(patterns, centres, out, electron, maps, measured, incident)
         del out["weak"], out["unsure"]
         if refined and self.lattice_positions and len(out["pattern"]):
             self._place_on_lattice(centres, out)  # weighted by the network's V_g, which ``intensity`` holds here
@@ -205,11 +209,11 @@ class MeasuredPattern:
                                               out.pop("level")).cpu().numpy().astype(np.float64)
         return out
 
-    def _second_chance(self, out: dict, keep: np.ndarray, snr: np.ndarray, brightness: np.ndarray) -> np.ndarray:
+    def _second_chance(self, out: dict, keep: np.ndarray, snr: np.ndarray, bright: np.ndarray) -> np.ndarray:
         """Per vector: whether a proposal at the stamped threshold that missed ``evidence.MIN_SNR`` but stands
         out by ``evidence.LATTICE_MIN_SNR`` lies within the network's uncertainty of a point of the lattice of
         its pattern's kept vectors (``refine.on_lattice_of``: at least ``MIN_LATTICE_VECTORS`` of them)."""
-        maybe = ~keep & (snr >= LATTICE_MIN_SNR) & (brightness >= MIN_BRIGHTNESS) & ~out["weak"]
+        maybe = ~keep & (snr >= LATTICE_MIN_SNR) & bright & ~out["weak"]
         ok = np.zeros(len(keep), bool)
         if not maybe.any():
             return ok
@@ -220,7 +224,8 @@ class MeasuredPattern:
                                   MIN_LATTICE_VECTORS)
         return ok
 
-    def _lattice_completed(self, patterns, centres, out: dict, electron, maps, measured_patterns) -> dict:
+    def _lattice_completed(self, patterns, centres, out: dict, electron, maps, measured_patterns,
+                           incident: np.ndarray) -> dict:
         """``out`` and a vector at each other point of a pattern's lattice where its pattern shows a disk: on a
         low-dose pattern at ``evidence.LATTICE_MIN_SNR``, on another pattern of large disks at
         ``evidence.BRIGHT_COMPLETION_MIN_SNR``, measured there on ``measured_patterns`` (``_refine``: the pattern the
@@ -251,7 +256,8 @@ class MeasuredPattern:
         contrast = disk_contrast(patterns, centres, cb, x, y, r, overlapping=spacing < RING_CLEAR_RADII * r,
                                  electron=electron)
         snr, brightness, level = (t.cpu().numpy() for t in (contrast.snr, contrast.brightness, contrast.level))
-        keep = (snr >= np.where(low[cb], LATTICE_MIN_SNR, BRIGHT_COMPLETION_MIN_SNR)) & (brightness >= MIN_BRIGHTNESS)
+        keep = (snr >= np.where(low[cb], LATTICE_MIN_SNR, BRIGHT_COMPLETION_MIN_SNR)) & \
+            bright_enough(brightness, snr, incident[cb])
         if not keep.any():
             return out
         cb, cq, x, y, snr, level = cb[keep], cq[keep], x[keep], y[keep], snr[keep], level[keep]
