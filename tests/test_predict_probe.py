@@ -316,3 +316,19 @@ def test_a_vacuum_probe_of_another_size_than_the_scan_is_named(runs, tmp_path, c
     printed = capsys.readouterr().out
     assert "note: the vacuum probe's disk" in printed and "omit --probe" in printed
     assert "puts vectors where there are none" in (tmp_path / "o" / "index.html").read_text()
+
+
+def test_the_edge_step_tells_an_aperture_among_overlapping_disks_from_a_glow():
+    """Large overlapping disks (MoS2 [0001] at 300 kV / 4 mrad) have a wide, halo-like azimuthal edge, as a
+    detector's diffuse glow does; across the aperture's edge ray by ray the disk still falls by most of its
+    level, a glow (a · exp(-r / r0), edge 0.5 r0 wider than ``SOFT_EDGE_PX``) by ~2.5 px / r0."""
+    Q = 128
+    i, j = np.indices((Q, Q))
+    c = np.array([64.3, 63.6])
+    disks = _flat_disk((Q, Q), c, 12.0, 1.0)
+    for a in np.arange(6) * np.pi / 3:  # six neighbours overlapping it, 0.7 × as bright
+        disks = disks + _flat_disk((Q, Q), c + 18.0 * np.array([np.cos(a), np.sin(a)]), 12.0, 0.7)
+    assert probe_synth.edge_step(disks, c, 12.0) > probe_synth.GLOW_MAX_EDGE_STEP + 0.1
+    for r0 in (14.0, 20.0, 30.0):
+        glow = np.exp(-np.hypot(i - c[0], j - c[1]) / r0)
+        assert probe_synth.edge_step(glow, c, 0.69 * r0) < 0.25

@@ -34,8 +34,8 @@ def sample_patterns(cube) -> np.ndarray:
     return np.stack([cube.read(int(k), int(k) + 1)[0] for k in idx])
 
 
-def aligned_median(patterns: np.ndarray, centres: np.ndarray, to: tuple[float, float]) -> np.ndarray:
-    """Median of ``patterns`` after a Fourier (sub-pixel) shift of each one's ``centres`` onto ``to``.
+def aligned(patterns: np.ndarray, centres: np.ndarray, to: tuple[float, float]) -> np.ndarray:
+    """``patterns`` after a Fourier (sub-pixel) shift of each one's ``centres`` onto ``to``.
 
     The patterns are padded with their edge values before the shift: a Fourier shift is periodic, and a
     beam cut by the detector's edge would otherwise come back in on the far side (a real Merlin scan with
@@ -48,7 +48,12 @@ def aligned_median(patterns: np.ndarray, centres: np.ndarray, to: tuple[float, f
     fx, fy = np.fft.fftfreq(Px)[:, None], np.fft.rfftfreq(Py)[None, :]
     ramp = np.exp(-2j * np.pi * (d[:, 0, None, None] * fx + d[:, 1, None, None] * fy))
     shifted = np.fft.irfft2(np.fft.rfft2(padded) * ramp, s=(Px, Py))
-    return np.median(shifted[:, pad:pad + Qx, pad:pad + Qy], axis=0)
+    return shifted[:, pad:pad + Qx, pad:pad + Qy]
+
+
+def aligned_median(patterns: np.ndarray, centres: np.ndarray, to: tuple[float, float]) -> np.ndarray:
+    """Median of ``patterns`` after moving each one's ``centres`` onto ``to`` (``aligned``)."""
+    return np.median(aligned(patterns, centres, to), axis=0)
 
 
 # A beam recorded at the detector's ceiling (a plateau of at least this many pixels at the scan's maximum in
@@ -325,6 +330,58 @@ def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | N
                    "edge_px": TEMPLATE_EDGE_PX, "measured_edge_px": disk["edge_px"]}
 
 
+# A disk of the scan's mean pattern is a diffuse glow with no aperture's image in it, as a detector read
+# without beam leaves (its diffuse background; bench_accuracy's augmentation draws a · exp(-r / r0): half
+# maximum at 0.69 r0, logistic edge 0.5 r0), where all three hold: its edge is wider than SOFT_EDGE_PX, its
+# radius is at least GLOW_MIN_RADIUS_PER_EDGE × that edge (a beam of one pixel on a bright halo has a wide edge
+# and a radius of a pixel), and across the steepest fall of each ray (``edge_step``) it drops by less than
+# GLOW_MAX_EDGE_STEP of its level (large overlapping disks have wide, halo-like azimuthal edges but an
+# aperture's step on every ray clear of a neighbour). The mean, not the median: a median of sparse counts cuts a
+# glow at ln 2 electrons per pixel into a flat disk with a sharp edge. Measured (benchmarks/RESULTS.md, "A scan
+# without a beam, refused"): noise-only scans' glows step by ≤ 0.22; crystals' disks with a glow's edge and
+# radius (MoS2 [0001] at 300 kV / 4 mrad) by ≥ 0.62.
+GLOW_MIN_RADIUS_PER_EDGE, GLOW_MAX_EDGE_STEP = 0.65, 0.4
+EDGE_STEP_PX = (1.0, 3.0)  # the step: mean 1–3 px inside the steepest fall minus mean 1–3 px outside it
+
+
+def edge_step(img: np.ndarray, centre, radius_px: float, n_rays: int = 64, step: float = 0.25) -> float:
+    """The median over rays from ``centre`` of the fall across each one's steepest fall within 0.5–1.3 ×
+    ``radius_px`` + 2 px (``EDGE_STEP_PX`` either side), over the disk's level (the brightest of the
+    rays' median profile within ``radius_px``): about 1 for an aperture's sharp edge whatever its size,
+    ≈ 2.5 px / r0 for an exponential glow of scale r0."""
+    near, far = EDGE_STEP_PX
+    r = np.arange(0.0, 1.3 * radius_px + 2 + far + 1, step)
+    theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)[:, None]
+    rays = _bilinear(img, centre[0] + np.cos(theta) * r, centre[1] + np.sin(theta) * r)
+    rays = rays.reshape(n_rays // 2, 2, -1).mean(axis=1)  # neighbouring rays in pairs
+    level = np.median(rays[:, r <= radius_px], axis=0).max()
+    if not level > 0:
+        return 0.0
+    smooth = np.stack([np.convolve(x, np.ones(5) / 5, mode="same") for x in rays])  # over 1 px
+    fall = -np.gradient(smooth, step, axis=1)
+    window = np.nonzero((r >= 0.5 * radius_px) & (r <= 1.3 * radius_px + 2))[0]
+    k = window[np.argmax(fall[:, window], axis=1)]
+    offsets = np.arange(int(near / step), int(far / step) + 1)
+    inside = np.take_along_axis(rays, np.clip(k[:, None] - offsets, 0, len(r) - 1), axis=1).mean(axis=1)
+    outside = np.take_along_axis(rays, np.clip(k[:, None] + offsets, 0, len(r) - 1), axis=1).mean(axis=1)
+    return float(np.median(inside - outside) / level)
+
+
+def diffuse_glow(mean: np.ndarray, disk: dict) -> dict | None:
+    """The disk about ``disk``'s centre on the scan's ``mean`` pattern, with its ``edge_step``, where it is a
+    diffuse glow rather than an aperture's image (the three tests above), else None."""
+    img = np.asarray(mean, dtype=np.float64)
+    img = img - np.percentile(img, 10)
+    try:
+        glow = _disk_about(img, disk["center_px"])
+    except UserError:  # no disk on the mean at all: judged on the median's
+        glow = dict(disk)
+    if glow["edge_px"] <= SOFT_EDGE_PX or glow["radius_px"] < GLOW_MIN_RADIUS_PER_EDGE * glow["edge_px"]:
+        return None
+    glow["edge_step"] = edge_step(img, glow["center_px"], glow["radius_px"])
+    return glow if glow["edge_step"] < GLOW_MAX_EDGE_STEP else None
+
+
 # Re-centring the sampled patterns on their beams removes descan's blur: it sharpens the disk and cannot halve
 # it. Where the re-centred median's disk measures under this fraction of the plain median's, the beams found in
 # a few noisy patterns were wrong (a 2 × 2 scan at 1e3 e⁻ of a disk among overlapping neighbours: 0.18 × its
@@ -348,16 +405,24 @@ def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = 
     guess = first["center_px"]
     finder = BeamFinder(synthetic_probe(tuple(cube.shape[2:]), guess, first["radius_px"], first["edge_px"]), "cpu")
     centres = finder.find(torch.from_numpy(pats), guess, max(3.0, first["radius_px"])).numpy()
-    median = aligned_median(pats, centres, guess)
+    moved = aligned(pats, centres, guess)
+    median, mean = np.median(moved, axis=0), moved.mean(axis=0)
     disk = measure_disk(median, guess)  # every sampled pattern's beam was moved onto the guess
     if disk["radius_px"] < RECENTRED_MIN_FRACTION * first["radius_px"]:
-        median, disk = np.median(pats, axis=0), first
+        median, mean, disk = np.median(pats, axis=0), pats.mean(axis=0), first
     if disk["radius_px"] >= EDGE_MIN_RADIUS_PX:
         disk["radius_px"] = max(disk["radius_px"], edge_radius(median, disk["center_px"], disk["radius_px"]))
     path = "synthesized from the bright-field disk of the scan's median pattern"
     # a saturated beam blooms (and its halo reads as part of it): its diffracted disks, unsaturated, give the
     # disk's size (benchmarks/RESULTS.md, "A real precession pattern with a saturated beam")
     saturated = saturation_level(pats) is not None if saturated is None else saturated
+    glow = None if saturated else diffuse_glow(mean, disk)
+    if glow is not None:
+        raise UserError(f"no bright-field disk in the scan: its mean pattern holds only a diffuse glow "
+                        f"({glow['radius_px']:.0f} px, its edge {glow['edge_px']:.0f} px wide and falling by "
+                        f"{glow['edge_step']:.2f} of its level where an aperture's falls by ~1), as a detector "
+                        "read without beam leaves",
+                        "pass a vacuum probe with --probe (or --probe-from-region over vacuum positions)")
     spots = diffracted_disk_radius(median, disk) if saturated else None
     if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
         disk = dict(disk, radius_px=spots)
