@@ -51,11 +51,6 @@ def aligned(patterns: np.ndarray, centres: np.ndarray, to: tuple[float, float]) 
     return shifted[:, pad:pad + Qx, pad:pad + Qy]
 
 
-def aligned_median(patterns: np.ndarray, centres: np.ndarray, to: tuple[float, float]) -> np.ndarray:
-    """Median of ``patterns`` after moving each one's ``centres`` onto ``to`` (``aligned``)."""
-    return np.median(aligned(patterns, centres, to), axis=0)
-
-
 # A beam recorded at the detector's ceiling (a plateau of at least this many pixels at the scan's maximum in
 # the sampled patterns' median): users saturate the beam to see weak reflections.
 SATURATED_MIN_PX = 5
@@ -256,11 +251,8 @@ def edge_radius(pattern: np.ndarray, centre, radius_px: float, n_rays: int = 64,
     its rim falls fastest inside the aperture) and whatever lies beyond it on some rays (an overlapping
     disk hid the edge in the azimuthal average: SrTiO3 [001], 300 kV, 3.5 mrad, 60 nm, 1e3 e⁻, 0.68 × the
     radius; 0.91–0.96 × ray by ray). Detector blur widens the edge but does not move it."""
-    img = np.asarray(pattern, dtype=np.float64)
     r = np.arange(0.0, 1.3 * radius_px + 3, step)
-    theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)[:, None]
-    rays = _bilinear(img, centre[0] + np.cos(theta) * r, centre[1] + np.sin(theta) * r)
-    rays = rays.reshape(n_rays // 2, 2, -1).mean(axis=1)  # neighbouring rays in pairs, and 3 samples
+    rays = _paired_rays(pattern, centre, r, n_rays)  # neighbouring rays in pairs, and 3 samples
     rays = (rays[:, :-2] + rays[:, 1:-1] + rays[:, 2:]) / 3.0  # along each: a low-dose median's noise
     r = r[1:-1]
     slope = np.gradient(rays, step, axis=1)
@@ -274,6 +266,14 @@ def edge_radius(pattern: np.ndarray, centre, radius_px: float, n_rays: int = 64,
             k -= 1
         edges.append(r[k] + _parabola_vertex(s, k) * step)
     return float(np.median(edges)) if edges else float(radius_px)
+
+
+def _paired_rays(img: np.ndarray, centre, r: np.ndarray, n_rays: int) -> np.ndarray:
+    """(n_rays / 2, len(r)) profiles of ``img`` along ``n_rays`` rays from ``centre`` at radii ``r`` (px),
+    neighbouring rays averaged in pairs."""
+    theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)[:, None]
+    rays = _bilinear(np.asarray(img, dtype=np.float64), centre[0] + np.cos(theta) * r, centre[1] + np.sin(theta) * r)
+    return rays.reshape(n_rays // 2, 2, -1).mean(axis=1)
 
 
 def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -354,9 +354,7 @@ def edge_step(img: np.ndarray, centre, radius_px: float, n_rays: int = 64, step:
     relative fall of a glow of r0 = 12–24 px up to 0.43 (in 6 draws of 4 patterns)."""
     near, far = EDGE_STEP_PX
     r = np.arange(0.0, 1.3 * radius_px + 2 + far + 1, step)
-    theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)[:, None]
-    rays = _bilinear(img, centre[0] + np.cos(theta) * r, centre[1] + np.sin(theta) * r)
-    rays = rays.reshape(n_rays // 2, 2, -1).mean(axis=1)  # neighbouring rays in pairs
+    rays = _paired_rays(img, centre, r, n_rays)
     level = np.median(rays[:, r <= radius_px], axis=0).max()
     if not level > 0:
         return 0.0
