@@ -426,7 +426,7 @@ def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = 
         raise UserError(f"no bright-field disk in the scan: its mean pattern holds only a diffuse glow "
                         f"({glow['radius_px']:.0f} px, its edge {glow['edge_px']:.0f} px wide and falling by "
                         f"{glow['edge_step']:.2f} of its level where an aperture's falls by ~1), as a detector "
-                        "read without beam leaves",
+                        "read without beam leaves, or a beam too small or too crowded by its neighbours to measure",
                         "pass a vacuum probe with --probe (or --probe-from-region over vacuum positions)")
     spots = diffracted_disk_radius(median, disk) if saturated else None
     if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
