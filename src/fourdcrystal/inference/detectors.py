@@ -16,7 +16,7 @@ from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_REACH, HOT_PIXEL_MIN_RADIUS_PX,
                                              LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR,
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
-                                             bright_enough, disk_contrast, disk_intensity, friedel_folded,
+                                             between_disks, bright_enough, disk_contrast, disk_intensity, friedel_folded,
                                              incident_beam, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron,
                                              pattern_electrons, peak_thresholds, proposed_lattice_vectors,
@@ -56,7 +56,8 @@ def auto_bf16(device_type: str) -> bool:
 
 class MeasuredPattern:
     """What the measured pattern says about the network's vectors, in the detector's own pixels: each is
-    kept only where the pattern shows a disk (``evidence.disk_contrast``; by ``evidence.LATTICE_MIN_SNR`` only
+    kept only where the pattern shows a disk (large disks: not at a gap between them, ``evidence.between_disks``;
+    ``evidence.disk_contrast``; by ``evidence.LATTICE_MIN_SNR`` only
     where it lies on the lattice of its pattern's kept vectors, ``_second_chance``; on a dense background also
     on a lattice with others, ``evidence.MIN_LATTICE_VECTORS``; ``check_evidence=False``: all) and placed on
     that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position).
@@ -116,8 +117,13 @@ class MeasuredPattern:
         flat = (patterns.amax(dim=(1, 2)) <= patterns.amin(dim=(1, 2))).cpu().numpy()
         if flat.any() and len(out["pattern"]):
             out = {k: v[~flat[out["pattern"]]] for k, v in out.items()}
-        out["snr"] = np.full(len(out["pattern"]), np.nan)
         r = self.disk_radius_px
+        if self.check_evidence and self.may_be_clear and len(out["pattern"]):
+            # first the gaps that nearly touching large disks leave (``evidence.between_disks``): among the
+            # proposals they would make the disks look overlapping and index a finer lattice than the crystal's
+            gap = between_disks(patterns, out["pattern"], out["qx_px"], out["qy_px"], r, electron).cpu().numpy()
+            out = {k: v[~(gap & ~self._beam(out))] for k, v in out.items()}
+        out["snr"] = np.full(len(out["pattern"]), np.nan)
         if self.small_disks:  # separate for any lattice of a few Å, whatever the network's proposals
             spacing = np.full(len(out["pattern"]), np.inf)
         else:  # among the network's proposals: the beam and its neighbours count, whatever the check keeps

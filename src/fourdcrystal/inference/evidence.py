@@ -165,6 +165,17 @@ CIRCLE_POINTS = 64  # samples of the circle about the beam through an overlappin
 HOT_PIXEL_MIN_RADIUS_PX = 1.0
 SECTORS = 8  # the ring's sectors, each about a disk's area: the scale of a film's speckle
 NEIGHBOURS = 8  # a disk's nearest neighbours whose disks are left out of its background
+# Large disks that nearly touch (GaN and MoS2 [0001] at 300 kV / 3.5 mrad: 10.8 px disks 2.03 radii apart) leave
+# dark gaps between every three, and the network proposes those gaps as a honeycomb beside the disks; with them a
+# pattern's vectors index a lattice √3 finer than the crystal's (``between_disks``). A gap's core is darker than its
+# ring of rims: on bench_accuracy's noise-free patterns of disks ≥ CLEAR_MIN_RADIUS_PX the network's gap vectors
+# held 0.18–0.35 × their annulus's brightness, its vectors on disks ≥ 0.35 (thick crystals' dynamical contrast;
+# 0.51 at the gap of three flat disks that touch, computed). 0.5 refused the 60 nm disks (rectangular set 300 / 3.5 / 60
+# noise-free F1 0.29 -> 0.02); 0.3 and 0.45 measured beside (benchmarks/RESULTS.md, "Gaps between touching disks")
+GAP_CORE_RADII = 0.3
+GAP_ANNULUS_RADII = (0.45, 0.7)
+GAP_MAX_RATIO = 0.35
+GAP_MIN_Z = 3.0
 
 
 def lattice_support(q_px: np.ndarray, tol_px: float = LATTICE_TOL_PX, candidates: int = LATTICE_CANDIDATES,
@@ -938,3 +949,27 @@ def disk_intensity(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px,
         return torch.zeros(0, device=dev)
     disk_px, own_px, _ = _own_disk(patterns.float(), centres, b, x, y, max(float(radius_px), 1.0))
     return disk_px.sum(dim=1) - own_px.sum(dim=1) * torch.as_tensor(level, device=dev, dtype=torch.float32)
+
+
+
+def between_disks(patterns: torch.Tensor, b, x_px, y_px, radius_px: float, electron=None) -> torch.Tensor:
+    """Boolean mask over vectors: those at a gap between disks rather than on one. The core of a disk
+    (``GAP_CORE_RADII`` × its radius about its centre) is as bright as its surroundings (``GAP_ANNULUS_RADII``),
+    dynamical contrast aside; the gap that three or four nearly touching disks leave is dark, ringed by their
+    rims. A vector is at a gap where its core holds fewer electrons than ``GAP_MAX_RATIO`` × the annulus's
+    brightness over its area would, by ``GAP_MIN_Z`` Poisson σ (P(Poisson ≤ k); electrons as ``one_electron``
+    counts them, so that a low-dose core of few electrons is not refused on chance)."""
+    dev = patterns.device
+    b = torch.as_tensor(np.asarray(b), device=dev).long()
+    x = torch.as_tensor(np.asarray(x_px, dtype=np.float64), device=dev).float()
+    y = torch.as_tensor(np.asarray(y_px, dtype=np.float64), device=dev).float()
+    img = patterns.float()
+    one_e, _ = one_electron(img) if electron is None else electron
+    core_off = _offsets(-1.0, GAP_CORE_RADII * radius_px, dev)
+    annulus_off = _offsets(GAP_ANNULUS_RADII[0] * radius_px, GAP_ANNULUS_RADII[1] * radius_px, dev)
+    e = one_e.float()[b].clamp_min(1e-30)
+    core = (_gather(img, b, x, y, core_off).clamp_min(0).sum(dim=1) / e).double()
+    disk = (GAP_MAX_RATIO * len(core_off) * _gather(img, b, x, y, annulus_off).clamp_min(0).mean(dim=1) / e).double()
+    at_most = torch.special.gammaincc(core + 1.0, disk.clamp_min(1e-12))  # P(Poisson(disk) ≤ core)
+    z = -torch.special.ndtri(at_most.clamp(1e-300, 1.0))
+    return (core < disk) & (z >= GAP_MIN_Z)
