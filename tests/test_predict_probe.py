@@ -334,3 +334,66 @@ def test_the_edge_step_tells_an_aperture_among_overlapping_disks_from_a_glow():
         glow = np.exp(-np.hypot(i - c[0], j - c[1]) / r0)
         bound = min(1 - np.exp(-4.0 / r0), probe_synth.GLOW_MAX_EDGE_STEP - 0.1)
         assert probe_synth.edge_step(glow, c, 0.69 * r0) < bound
+
+
+def _disks(shape, centres_levels, radius_px: float) -> np.ndarray:
+    i, j = np.indices(shape, dtype=np.float64)
+    out = np.zeros(shape)
+    for (x, y), level in centres_levels:
+        out += level * (np.hypot(i - x, j - y) <= radius_px)
+    return out
+
+
+def test_the_scans_beam_is_at_its_centre_of_symmetry_not_on_a_brighter_disk_or_a_hot_pixel():
+    # A thick crystal whose two {200} disks each outshine the transmitted beam 5 × (MgO [001] at 200 kV / 2 mrad /
+    # 10 nm), and a hot pixel: the mean pattern's best match with the probe is a diffracted disk or the hot pixel;
+    # the direct beam is the disk at the pattern's centre of inversion symmetry.
+    import torch
+    from fourdcrystal.inference.datacube_io import Cube
+    from fourdcrystal.inference.model_input import ModelInput
+    n, c, r = 128, (61.0, 66.0), 4.0
+    g = np.array([[20.0, 3.0], [-3.0, 20.0]])
+    spots = [((c[0], c[1]), 0.2)]
+    for h, k, level in ((1, 0, 1.0), (-1, 0, 1.0), (0, 1, 0.3), (0, -1, 0.3), (1, 1, 0.1), (-1, -1, 0.1)):
+        q = h * g[0] + k * g[1]
+        spots.append(((c[0] + q[0], c[1] + q[1]), level))
+    pattern = _disks((n, n), spots, r) + 1e-3
+    probe = _disks((n, n), [((64.0, 64.0), 1.0)], r)
+    for hot in (False, True):
+        p = pattern.copy()
+        if hot:
+            p[110, 15] = 400.0
+        rng = np.random.default_rng(2)
+        cube = Cube(array=rng.poisson(np.broadcast_to(p * 50.0, (3, 3, n, n))).astype(np.float32), path="test")
+        inputs = ModelInput(probe, 1.0, 64, 32)
+        beam = predict.mean_beam(cube, inputs, "cpu")
+        assert np.hypot(beam[0] - c[0], beam[1] - c[1]) < 1.0, (hot, beam)
+        # each pattern's beam is followed from there, not taken where a brighter disk's match wins the search
+        each = inputs.centres(torch.from_numpy(cube.array.reshape(-1, n, n)), beam).numpy()
+        assert inputs.finder.climb and (np.hypot(each[:, 0] - c[0], each[:, 1] - c[1]) < 1.0).all(), each
+
+
+def test_a_crystal_whose_transmitted_beam_is_nearly_extinct_keeps_its_vectors_and_noise_keeps_none():
+    # Small disks (1.5 px at 0.02 Å⁻¹/px): a pattern counts only where its beam stands out (``_lit``), or, where the
+    # transmitted beam is nearly extinct (Si [110] at 80 kV, 10 nm: 0.3 % of the electrons), where the proposals
+    # hold ±g pairs about it. Noise without a beam holds no such pairs.
+    import torch
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.model_input import ModelInput
+    n, c, r, dq = 96, 48.0, 1.5, 0.02
+    g = np.array([[14.0, 0.0], [0.0, 11.0]])
+    hk = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)]
+    q = np.array([h * g[0] + k * g[1] for h, k in hk])
+    spots = [((c, c), 0.002)] + [((c + x, c + y), 0.3) for x, y in q]
+    probe = _disks((n, n), [((c, c), 1.0)], r)
+    rng = np.random.default_rng(5)
+    crystal = rng.poisson(_disks((n, n), spots, r) * 300.0 + 0.01).astype(np.float32)
+    noise = rng.poisson(np.full((n, n), 0.02)).astype(np.float32)
+    qq = np.vstack([[0.0, 0.0], q])
+    mp = MeasuredPattern(ModelInput(probe, 1.0, n, int(c)), dq, 1 / 32)
+    assert mp.small_disks
+    for pattern, expected in ((crystal, len(qq)), (noise, 0)):
+        out = {"pattern": np.zeros(len(qq), int), "qx": qq[:, 0] * dq, "qy": qq[:, 1] * dq, "qx_px": c + qq[:, 0],
+               "qy_px": c + qq[:, 1], "intensity": np.ones(len(qq), np.float32), "qz": np.zeros(len(qq), np.float32)}
+        got = mp(torch.from_numpy(pattern[None]), torch.tensor([[c, c]]), out)
+        assert len(got["qx"]) >= expected - 1 and (expected or len(got["qx"]) <= 1), (expected, len(got["qx"]))

@@ -33,6 +33,7 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
+FRIEDEL_LIT_PAIRS = 2  # ±g pairs that show a crystal's pattern where its beam is nearly extinct (``_friedel_pairs``)
 
 
 def auto_bf16(device_type: str) -> bool:
@@ -143,7 +144,9 @@ class MeasuredPattern:
             # ... and a proposal between LATTICE_MIN_SNR and MIN_SNR stands on its pattern's lattice
             keep |= self._second_chance(out, keep, snr, bright)
             if self.small_disks:  # ... of a pattern that shows one (its ring is background: no neighbour near)
-                keep &= self._lit(patterns, centres, electron)[out["pattern"]]
+                # or, where its transmitted beam is nearly extinct (a thick crystal), ±g pairs about it
+                keep &= (self._lit(patterns, centres, electron) | self._friedel_pairs(out, keep, len(patterns)))[
+                    out["pattern"]]
             out, spacing, dense = {k: v[keep] for k, v in out.items()}, spacing[keep], dense[keep]
         apart = spacing >= MIN_SPACING_RADII * r
         measured = patterns  # what the sub-pixel fit measures on
@@ -337,6 +340,21 @@ class MeasuredPattern:
             at_top = ((patterns >= self.saturation * (1 - 1e-6)) & near).sum(dim=(1, 2))
             lit |= (at_top >= SATURATED_MIN_PX).cpu().numpy()
         return lit
+
+    def _friedel_pairs(self, out: dict, keep: np.ndarray, n_patterns: int) -> np.ndarray:
+        """(n_patterns,) whether at least ``FRIEDEL_LIT_PAIRS`` pairs of a pattern's ``keep`` vectors lie at ±g about
+        its beam within the network's uncertainty: a crystal's pattern whose transmitted beam is nearly extinct
+        (Si [110] at 80 kV, 10 nm: 0.3 % of the electrons, each {111} disk 30 %) shows them; a detector's noise
+        without beam, whose "beam" is wherever the finder stopped, does not."""
+        b = out["pattern"]
+        q = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
+        mine = keep & ~self._beam(out)
+        pairs = np.zeros(n_patterns, int)
+        for k in np.unique(b[mine]):
+            qk = q[mine & (b == k)]
+            partner = np.hypot(qk[:, None, 0] + qk[None, :, 0], qk[:, None, 1] + qk[None, :, 1]) <= self.search_px
+            pairs[k] = int(partner.any(axis=1).sum()) // 2
+        return pairs >= FRIEDEL_LIT_PAIRS
 
     def thresholds(self, patterns: torch.Tensor, threshold: float, electron=None):
         """The network's V_g threshold for each of ``patterns`` above which a vector needs no lattice: lower

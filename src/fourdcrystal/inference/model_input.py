@@ -7,6 +7,8 @@ put on the training data's scale (``ModelInput``).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -42,6 +44,26 @@ class BeamFinder:
         self.kernel = torch.conj(torch.fft.rfft2(torch.from_numpy(probe.astype(np.float32)).to(device)))
         self.device = device
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, its correlation)
+        # per pattern, the correlation's maximum reached uphill from the guess instead of the best one within the
+        # search radius: for a beam dimmer than its neighbours (``predict.mean_beam``), whose disks would win there
+        self.climb = False
+
+    @staticmethod
+    def _climb(xc: torch.Tensor, i0: int, j0: int, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(i, j) correlation indices of each pattern's local maximum reached by steepest ascent over 3×3
+        neighbourhoods from (i0, j0), at most ``radius`` steps."""
+        B, Qx, Qy = xc.shape
+        b = torch.arange(B, device=xc.device)
+        i = torch.full((B,), i0, device=xc.device, dtype=torch.long)
+        j = torch.full((B,), j0, device=xc.device, dtype=torch.long)
+        off = torch.tensor([(a, c) for a in (-1, 0, 1) for c in (-1, 0, 1)], device=xc.device)
+        for _ in range(int(math.ceil(radius))):
+            vals = xc[b[:, None], (i[:, None] + off[None, :, 0]) % Qx, (j[:, None] + off[None, :, 1]) % Qy]
+            step = off[vals.argmax(dim=1)]
+            if not bool(step.any()):
+                break
+            i, j = (i + step[:, 0]) % Qx, (j + step[:, 1]) % Qy
+        return i, j
 
     def xcorr(self, cbed: torch.Tensor) -> torch.Tensor:
         """xc[s] = Σ_k cbed[k] probe[k - s]: maximal where the pattern's disk sits at probe shifted by s.
@@ -60,11 +82,14 @@ class BeamFinder:
         sx = torch.fft.fftfreq(Qx, 1.0 / Qx, device=cbed.device)
         sy = torch.fft.fftfreq(Qy, 1.0 / Qy, device=cbed.device)
         gx, gy = (0.0, 0.0) if guess is None else (guess[0] - self.c[0], guess[1] - self.c[1])
-        allowed = (sx[:, None] - gx) ** 2 + (sy[None, :] - gy) ** 2 <= radius ** 2
-        xcm = torch.where(allowed[None], xc, torch.full_like(xc, -torch.inf))
-        k = xcm.reshape(B, -1).argmax(dim=1)
-        i, j = k // Qy, k % Qy
         b = torch.arange(B, device=cbed.device)
+        if self.climb and guess is not None:
+            i, j = self._climb(xc, int(round(gx)) % Qx, int(round(gy)) % Qy, radius)
+        else:
+            allowed = (sx[:, None] - gx) ** 2 + (sy[None, :] - gy) ** 2 <= radius ** 2
+            xcm = torch.where(allowed[None], xc, torch.full_like(xc, -torch.inf))
+            k = xcm.reshape(B, -1).argmax(dim=1)
+            i, j = k // Qy, k % Qy
         f0 = xc[b, i, j]
         di = _parabolic(xc[b, (i - 1) % Qx, j], f0, xc[b, (i + 1) % Qx, j])
         dj = _parabolic(xc[b, i, (j - 1) % Qy], f0, xc[b, i, (j + 1) % Qy])

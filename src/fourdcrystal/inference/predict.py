@@ -50,7 +50,7 @@ from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
 from fourdcrystal.inference.model_input import ModelInput, largest_shown_disk_px, probe_radius_px, view_pixel_invA
 from fourdcrystal.inference.probe_synth import (check_given_probe, given_probe_size_note, probe_from_scan,
-                                                 sample_patterns, saturation_level)
+                                                 sample_patterns, saturation_level, symmetry_centre)
 from fourdcrystal.inference.writers import VectorWriter, write_index
 
 log = logging.getLogger("fourdcrystal.inference.predict")
@@ -266,15 +266,54 @@ def _check_size(cube: Cube, q_pixel_size_invA: float, geometry) -> None:
                         "check --q-pixel-size (1/Å per pixel) and that --dataset names the datacube")
 
 
+# A disk at the mean pattern's centre of inversion symmetry is its direct beam if its match with the probe is
+# a maximum inside the search about that centre and its electrons over its ring's level at least this share of
+# the best match's: the transmitted beam of MgO [001] at 200 kV / 2 mrad / 10 nm holds a fifth of each {200}
+# disk's electrons (benchmarks/RESULTS.md, "The direct beam where a diffracted disk outshines it")
+SYMMETRIC_BEAM_MIN_MATCH = 0.1
+BEAM_EXCESS_MIN_RADIUS_PX = 2.5  # a disk's electrons summed at least this far out: a detector's blur spreads them
+BEAM_CLIP_PERCENTILE = 99.9  # of a 256² pattern, its 66th brightest pixel: inside its brightest disks
+
+
 def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float]:
-    """The mean pattern's direct beam (input px), searched over the whole detector; a strided sample of
-    at most 256 patterns keeps this O(batch) in memory and time. The guess for every pattern's beam."""
+    """The mean pattern's direct beam (input px): the disk at its centre of inversion symmetry
+    (``probe_synth.symmetry_centre``: disks come in pairs ±g about the beam), else the best match with the probe
+    anywhere on the detector, which in a thick crystal may be a diffracted disk brighter than the beam. A strided
+    sample of at most 256 patterns keeps this O(batch) in memory and time. The guess for every pattern's beam;
+    where it is not the best match, ``inputs``' beam finder is set to follow each pattern's beam from it
+    (``BeamFinder.climb``)."""
     Rx, Ry, Qx, Qy = cube.shape
     n = Rx * Ry
     sample_idx = np.unique(np.linspace(0, n - 1, min(n, 256)).astype(int))
     mean_dp = np.mean([cube.read(int(k), int(k) + 1)[0] for k in sample_idx], axis=0)
-    c = inputs.centres(torch.from_numpy(mean_dp[None]).to(device), None, max(Qx, Qy))[0].cpu().numpy()
-    return float(c[0]), float(c[1])
+    mean_t = torch.from_numpy(np.asarray(mean_dp, np.float32)[None]).to(device)
+    best = inputs.centres(mean_t, None, max(Qx, Qy))[0].cpu().numpy()
+    # judged with the pattern clipped at its brightest disks' level: a hot pixel then weighs as one pixel of a disk
+    clipped = np.minimum(mean_dp, np.percentile(mean_dp, BEAM_CLIP_PERCENTILE))
+    centre = symmetry_centre(clipped)
+    reach = max(3.0, inputs.probe_radius_px)
+    at = inputs.centres(mean_t, centre, reach)[0].cpu().numpy()
+    inside = np.hypot(at[0] - centre[0], at[1] - centre[1]) <= reach - 1.0
+    r = inputs.probe_radius_px
+    if inside and _excess(clipped, at, r) >= SYMMETRIC_BEAM_MIN_MATCH * _excess(clipped, best, r):
+        # a beam dimmer than a disk elsewhere: each pattern's beam is then followed uphill from this one, not
+        # taken as the best match within the search, where a brighter neighbour's disk may reach
+        # (MgO [001], 300 kV / 3.5 mrad / 60 nm on 128 px at 0.02 Å⁻¹/px: 9 px off toward a {200} disk)
+        inputs.finder.climb = bool(np.hypot(best[0] - at[0], best[1] - at[1]) > 1.0)
+        best = at
+    return float(best[0]), float(best[1])
+
+
+def _excess(pattern: np.ndarray, at, radius_px: float) -> float:
+    """The electrons of a disk of ``radius_px`` at ``at`` over its ring's median level (radius_px + 1 … 2 radius_px
+    + 2): a diffuse halo about a beam that is nearly extinct (Si [110] at 80 kV, 10 nm: 0.3 % of the pattern) is
+    no disk, though a probe's correlation there collects it."""
+    r = max(radius_px, BEAM_EXCESS_MIN_RADIUS_PX)
+    i, j = np.indices(pattern.shape)
+    d = np.hypot(i - at[0], j - at[1])
+    disk = d <= r
+    ring = (d > r + 1.0) & (d <= 2.0 * r + 2.0)
+    return float((pattern[disk] - np.median(pattern[ring])).sum())
 
 
 N_EXAMPLES = 4  # patterns shown in index.html, evenly spread over the scan
