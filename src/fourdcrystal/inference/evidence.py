@@ -165,12 +165,12 @@ CIRCLE_POINTS = 64  # samples of the circle about the beam through an overlappin
 HOT_PIXEL_MIN_RADIUS_PX = 1.0
 SECTORS = 8  # the ring's sectors, each about a disk's area: the scale of a film's speckle
 NEIGHBOURS = 8  # a disk's nearest neighbours whose disks are left out of its background
-# Large disks that nearly touch (GaN and MoS2 [0001] at 300 kV / 3.5 mrad: 10.8 px disks 2.03 radii apart) leave
+# Large disks that nearly touch (GaN and MoS2 [0001] at 300 kV / 3.5 mrad: 10.8 px disks 2.04 radii apart) leave
 # dark gaps between every three, and the network proposes those gaps as a honeycomb beside the disks; with them a
 # pattern's vectors index a lattice √3 finer than the crystal's (``between_disks``). A gap's core is darker than its
-# ring of rims: on bench_accuracy's noise-free patterns of disks ≥ CLEAR_MIN_RADIUS_PX the network's gap vectors
-# held 0.18–0.35 × their annulus's brightness, its vectors on disks ≥ 0.35 (thick crystals' dynamical contrast;
-# 0.51 at the gap of three flat disks that touch, computed). 0.5 refused the 60 nm disks (rectangular set 300 / 3.5 / 60
+# ring of rims: on bench_accuracy's noise-free patterns of disks ≥ CLEAR_MIN_RADIUS_PX the network's vectors off
+# every reflection held 0.02–0.35 × their annulus's brightness (median 0.30), its vectors on reflections ≥ 0.35
+# (thick crystals' dynamical contrast; 0.51 at the gap of three flat disks that touch, computed). 0.5 refused the 60 nm disks (rectangular set 300 / 3.5 / 60
 # noise-free F1 0.29 -> 0.02); 0.3 and 0.45 measured beside (benchmarks/RESULTS.md, "Gaps between touching disks")
 GAP_CORE_RADII = 0.3
 GAP_ANNULUS_RADII = (0.45, 0.7)
@@ -949,7 +949,6 @@ def disk_intensity(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px,
         return torch.zeros(0, device=dev)
     disk_px, own_px, _ = _own_disk(patterns.float(), centres, b, x, y, max(float(radius_px), 1.0))
     return disk_px.sum(dim=1) - own_px.sum(dim=1) * torch.as_tensor(level, device=dev, dtype=torch.float32)
-
 
 
 def between_disks(patterns: torch.Tensor, b, x_px, y_px, radius_px: float, electron=None) -> torch.Tensor:

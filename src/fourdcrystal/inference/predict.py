@@ -305,9 +305,9 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
 
 
 def _excess(pattern: np.ndarray, at, radius_px: float) -> float:
-    """The electrons of a disk of ``radius_px`` at ``at`` over its ring's median level (radius_px + 1 … 2 radius_px
-    + 2): a diffuse halo about a beam that is nearly extinct (Si [110] at 80 kV, 10 nm: 0.3 % of the pattern) is
-    no disk, though a probe's correlation there collects it."""
+    """The electrons of a disk at ``at`` (``radius_px``, at least ``BEAM_EXCESS_MIN_RADIUS_PX``) over the median level
+    of its ring (r + 1 … 2 r + 2): a diffuse halo about a beam that is nearly extinct (Si [110] at 80 kV, 10 nm:
+    0.3 % of the pattern) is no disk, though a probe's correlation there collects it."""
     r = max(radius_px, BEAM_EXCESS_MIN_RADIUS_PX)
     i, j = np.indices(pattern.shape)
     d = np.hypot(i - at[0], j - at[1])
