@@ -16,8 +16,8 @@ from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_REACH, HOT_PIXEL_MIN_RADIUS_PX,
                                              LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR,
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
-                                             between_disks, bright_enough, disk_contrast, disk_intensity, friedel_folded,
-                                             incident_beam, lattice_members, lattice_support_many,
+                                             between_disks, bright_enough, disk_contrast, disk_intensity,
+                                             friedel_folded, incident_beam, lattice_members, lattice_support_many,
                                              neighbour_spacing_px, one_electron,
                                              pattern_electrons, peak_thresholds, proposed_lattice_vectors,
                                              row_partners, small_disks)

@@ -170,8 +170,9 @@ NEIGHBOURS = 8  # a disk's nearest neighbours whose disks are left out of its ba
 # pattern's vectors index a lattice √3 finer than the crystal's (``between_disks``). A gap's core is darker than its
 # ring of rims: on bench_accuracy's noise-free patterns of disks ≥ CLEAR_MIN_RADIUS_PX the network's vectors off
 # every reflection held 0.02–0.35 × their annulus's brightness (median 0.30), its vectors on reflections ≥ 0.35
-# (thick crystals' dynamical contrast; 0.51 at the gap of three flat disks that touch, computed). 0.5 refused the 60 nm disks (rectangular set 300 / 3.5 / 60
-# noise-free F1 0.29 -> 0.02); 0.3 and 0.45 measured beside (benchmarks/RESULTS.md, "Gaps between touching disks")
+# (thick crystals' dynamical contrast; 0.51 at the gap of three flat disks that touch, computed). 0.5 refused the
+# 60 nm disks (rectangular set 300 / 3.5 / 60 noise-free F1 0.29 -> 0.02); 0.3 and 0.45 measured beside
+# (benchmarks/RESULTS.md, "Gaps between touching disks")
 GAP_CORE_RADII = 0.3
 GAP_ANNULUS_RADII = (0.45, 0.7)
 GAP_MAX_RATIO = 0.35
