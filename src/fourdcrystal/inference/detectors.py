@@ -145,8 +145,10 @@ class MeasuredPattern:
             keep |= self._second_chance(out, keep, snr, bright)
             if self.small_disks:  # ... of a pattern that shows one (its ring is background: no neighbour near)
                 # or, where its transmitted beam is nearly extinct (a thick crystal), ±g pairs about it
-                keep &= (self._lit(patterns, centres, electron) | self._friedel_pairs(out, keep, len(patterns)))[
-                    out["pattern"]]
+                lit = self._lit(patterns, centres, electron)
+                if not lit.all():
+                    lit |= self._friedel_pairs(out, keep & ~lit[out["pattern"]], len(patterns))
+                keep &= lit[out["pattern"]]
             out, spacing, dense = {k: v[keep] for k, v in out.items()}, spacing[keep], dense[keep]
         apart = spacing >= MIN_SPACING_RADII * r
         measured = patterns  # what the sub-pixel fit measures on
