@@ -51,7 +51,8 @@ class BeamFinder:
     @staticmethod
     def _climb(xc: torch.Tensor, i0: int, j0: int, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(i, j) correlation indices of each pattern's local maximum reached by steepest ascent over 3×3
-        neighbourhoods from (i0, j0), at most ``radius`` steps."""
+        neighbourhoods from (i0, j0), at most ``radius`` steps, staying put on a tie (as
+        ``refine.SubpixelTemplate.climb``, which climbs a window's correlation; this one the whole pattern's)."""
         B, Qx, Qy = xc.shape
         b = torch.arange(B, device=xc.device)
         i = torch.full((B,), i0, device=xc.device, dtype=torch.long)
@@ -59,7 +60,7 @@ class BeamFinder:
         off = torch.tensor([(a, c) for a in (-1, 0, 1) for c in (-1, 0, 1)], device=xc.device)
         for _ in range(int(math.ceil(radius))):
             vals = xc[b[:, None], (i[:, None] + off[None, :, 0]) % Qx, (j[:, None] + off[None, :, 1]) % Qy]
-            step = off[vals.argmax(dim=1)]
+            step = off[torch.where(vals[:, 4] >= vals.amax(dim=1), 4, vals.argmax(dim=1))]
             if not bool(step.any()):
                 break
             i, j = (i + step[:, 0]) % Qx, (j + step[:, 1]) % Qy
