@@ -10,8 +10,10 @@ from pymatgen.core import Lattice, Structure
 
 from fourdcrystal.errors import UserError
 from fourdcrystal.geometry import Geometry
-from fourdcrystal.simulation.kinematic import kinematic_reflections
-from fourdcrystal.simulation.multislice import ProbeSetting, array_module, draw_probe_settings, simulate_orientation
+from fourdcrystal.simulation.kinematic import kinematic_reflections, shortest_spacing_invA
+from fourdcrystal.geometry import electron_wavelength_A
+from fourdcrystal.simulation.multislice import (OVERLAP_RADIUS_FRACTION, ProbeSetting, array_module, draw_probe_settings,
+                                               simulate_orientation)
 
 GEO = Geometry(box_A=24.0, gpts=128, detector_px=64, thicknesses_A=(20.0, 40.0, 60.0), slice_thickness_A=2.0,
                energies_eV=(200e3, 300e3), semiangle_mrad_range=(3.0, 5.0))
@@ -229,6 +231,32 @@ def test_draw_probe_settings_ranges_and_determinism():
     assert all(3.0 <= p.semiangle_mrad <= 5.0 and -50.0 <= p.defocus_A <= 50.0 for p in a)
     assert len({p.defocus_A for p in a}) == 40
     assert len(draw_probe_settings(dict(cfg, probes_per_orientation=3), GEO, np.random.default_rng(0))) == 3
+
+
+def test_overlap_probes_make_disks_touch_and_leave_the_plain_draw_alone():
+    # Si [001]: the shortest spacing is {220} (2√2 / a); [110] shows {111} (√3 / a) first.
+    assert shortest_spacing_invA(silicon(), np.eye(3), GEO, 300e3, zone_uvw=(0, 0, 1)) == pytest.approx(
+        2 * np.sqrt(2) / 5.431, rel=1e-6)
+    R110 = np.array([[1, -1, 0], [0, 0, -1], [1, 1, 0]]) / np.array([[np.sqrt(2)], [1.0], [np.sqrt(2)]])
+    assert shortest_spacing_invA(silicon(), R110, GEO, 300e3, zone_uvw=(1, 1, 0)) == pytest.approx(
+        np.sqrt(3) / 5.431, rel=1e-6)
+    geo = Geometry(box_A=24.0, gpts=128, detector_px=64, thicknesses_A=(20.0,), slice_thickness_A=2.0,
+                   energies_eV=(60e3, 300e3), semiangle_mrad_range=(0.5, 4.0))
+    cfg, g = dict(SIM, overlap_fraction=0.5), 0.3
+
+    def overlapping(settings):
+        fraction = np.array([p.semiangle_mrad * 1e-3 / electron_wavelength_A(p.energy_eV) / g for p in settings])
+        return ((fraction >= OVERLAP_RADIUS_FRACTION[0]) & (fraction <= OVERLAP_RADIUS_FRACTION[1])).mean()
+
+    drawn = draw_probe_settings(cfg, geo, np.random.default_rng(5), 400, shortest_g_invA=g)
+    assert drawn == draw_probe_settings(cfg, geo, np.random.default_rng(5), 400, shortest_g_invA=g)
+    assert all(0.5 <= p.semiangle_mrad <= 4.0 for p in drawn)
+    plain = draw_probe_settings(SIM, geo, np.random.default_rng(5), 400)
+    # 60 kV never reaches a 0.3 Å⁻¹ lattice's overlap within 4 mrad: those aims fall back to the plain draw
+    assert overlapping(drawn) > overlapping(plain) + 0.15
+    assert plain == draw_probe_settings(dict(SIM, overlap_fraction=0.0), geo, np.random.default_rng(5), 400,
+                                        shortest_g_invA=g)
+    assert plain == draw_probe_settings(cfg, geo, np.random.default_rng(5), 400, shortest_g_invA=None)
 
 
 def test_one_and_two_slice_slabs_give_finite_labels():

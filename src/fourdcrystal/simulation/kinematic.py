@@ -110,3 +110,25 @@ def kinematic_reflections(structure, R, geometry: Geometry, energy_eV: float, q_
     }, columns=COLUMNS)
     df = df[df["vg_abs"] >= min_vg_V]
     return df.sort_values("vg_abs", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# Reflections that count for the shortest spacing: excited (|s| under this, Å⁻¹, off a zone axis) and at
+# least this fraction of the strongest |V_g|: the disks a pattern shows as its neighbours.
+SPACING_MAX_EXCITATION_ERROR_INVA = 0.02
+SPACING_MIN_VG_FRACTION = 0.05
+
+
+def shortest_spacing_invA(structure, R, geometry: Geometry, energy_eV: float, *, zone_uvw=None,
+                          parametrization: str = "lobato") -> float | None:
+    """The shortest in-plane |g| (Å⁻¹) between the direct beam and a reflection the pattern shows at
+    ``energy_eV``: the zero-order Laue zone on a zone axis, the excited reflections off one.  None where
+    no reflection is on the detector."""
+    refl = kinematic_reflections(structure, R, geometry, energy_eV, geometry.k_max_corner_invA,
+                                 parametrization=parametrization, zone_uvw=zone_uvw)
+    if refl.empty:
+        return None
+    on_plane = (refl["laue_zone"] == 0) if zone_uvw is not None else (
+        refl["excitation_error_invA"].abs() <= SPACING_MAX_EXCITATION_ERROR_INVA)
+    strong = refl["vg_abs"] >= SPACING_MIN_VG_FRACTION * refl["vg_abs"].max()
+    g = np.hypot(refl["qx_invA"], refl["qy_invA"])[on_plane & strong]
+    return float(g.min()) if len(g) else None

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from fourdcrystal.errors import UserError
-from fourdcrystal.geometry import Geometry
+from fourdcrystal.geometry import Geometry, electron_wavelength_A
 
 log = logging.getLogger("fourdcrystal.simulation.multislice")
 
@@ -66,24 +66,56 @@ class ProbeSetting:
         return asdict(self)
 
 
-def draw_probe_settings(sim_cfg: dict, geometry: Geometry, rng: np.random.Generator, n: int | None = None
-                        ) -> list[ProbeSetting]:
+# Overlap probes: the disk radius α/λ as a fraction of the pattern's shortest in-plane reflection
+# spacing.  0.5 is touching disks; 0.35–0.8 spans nearly touching to heavily overlapping (SrTiO3 [001] at
+# 300 kV / 4 mrad is 0.79), the corner a uniform semi-angle draw reaches in a few % of patterns only.
+OVERLAP_RADIUS_FRACTION = (0.35, 0.8)
+
+
+def draw_probe_settings(sim_cfg: dict, geometry: Geometry, rng: np.random.Generator, n: int | None = None,
+                        shortest_g_invA: float | None = None) -> list[ProbeSetting]:
     """Draw ``n`` probe settings (default ``sim_cfg['probes_per_orientation']``).
 
     Energy uniformly from ``geometry.energies_eV``, semi-angle uniform in
-    ``geometry.semiangle_mrad_range``, defocus uniform in ``sim_cfg['defocus_A']``.  The draws for
-    probe i happen in a fixed order so a seeded ``rng`` gives a reproducible list.
+    ``geometry.semiangle_mrad_range``, defocus uniform in ``sim_cfg['defocus_A']``.  With
+    ``sim_cfg['overlap_fraction']`` > 0 and the orientation's ``shortest_g_invA`` (its shortest in-plane
+    reflection spacing, Å⁻¹) known, that fraction of the probes is drawn instead so the disks touch or
+    overlap: radius α/λ = f × shortest_g_invA with f uniform in ``OVERLAP_RADIUS_FRACTION``, at an energy
+    drawn among those whose semi-angle for it lies in the range (the ordinary draw where none does).  The
+    draws for probe i happen in a fixed order so a seeded ``rng`` gives a reproducible list; with no
+    overlap fraction the list is the one earlier revisions drew.
     """
     n = int(sim_cfg.get("probes_per_orientation", 1) if n is None else n)
-    lo_a, hi_a = geometry.semiangle_mrad_range
+    overlap = float(sim_cfg.get("overlap_fraction", 0.0) or 0.0) if shortest_g_invA else 0.0
     lo_d, hi_d = (float(v) for v in sim_cfg.get("defocus_A", (0.0, 0.0)))
     out = []
     for i in range(n):
-        energy = float(geometry.energies_eV[int(rng.integers(len(geometry.energies_eV)))])
-        semiangle = float(rng.uniform(lo_a, hi_a))
+        setting = _overlap_setting(geometry, rng, shortest_g_invA) if overlap and rng.uniform() < overlap else None
+        energy, semiangle = setting or _uniform_setting(geometry, rng)
         defocus = float(rng.uniform(lo_d, hi_d))
         out.append(ProbeSetting(i, energy, semiangle, defocus))
     return out
+
+
+def _uniform_setting(geometry: Geometry, rng: np.random.Generator) -> tuple[float, float]:
+    """(energy eV, semi-angle mrad): a listed energy and a semi-angle uniform in the range."""
+    lo_a, hi_a = geometry.semiangle_mrad_range
+    energy = float(geometry.energies_eV[int(rng.integers(len(geometry.energies_eV)))])
+    return energy, float(rng.uniform(lo_a, hi_a))
+
+
+def _overlap_setting(geometry: Geometry, rng: np.random.Generator, shortest_g_invA: float
+                     ) -> tuple[float, float] | None:
+    """(energy eV, semi-angle mrad) whose disks' radius is a drawn fraction of ``shortest_g_invA``;
+    None where no listed energy reaches it within the semi-angle range."""
+    lo_a, hi_a = geometry.semiangle_mrad_range
+    radius_invA = float(rng.uniform(*OVERLAP_RADIUS_FRACTION)) * shortest_g_invA
+    semiangles = {e: radius_invA * electron_wavelength_A(e) * 1e3 for e in geometry.energies_eV}
+    fits = [e for e, a in semiangles.items() if lo_a <= a <= hi_a]
+    if not fits:
+        return None
+    energy = float(fits[int(rng.integers(len(fits)))])
+    return energy, float(semiangles[energy])
 
 
 # --- device handling --------------------------------------------------------------------------

@@ -98,18 +98,22 @@ def _simulate_orientation_rows(config: dict, geometry: Geometry, crystal_id: str
     (indices from ``base``) and timings."""
     from fourdcrystal.simulation.kinematic import mean_inner_potential_V
     from fourdcrystal.simulation.labels import orientation_truth
+    from fourdcrystal.simulation.kinematic import shortest_spacing_invA
     from fourdcrystal.simulation.multislice import draw_probe_settings, simulate_orientation
 
     sim = config["simulation"]
     oid = int(row["orientation_id"])
     t0 = time.perf_counter()
+    R = row[ROTATION_COLUMNS].to_numpy(float).reshape(3, 3)
+    zone = tuple(int(row[c]) for c in ("zone_u", "zone_v", "zone_w")) if row["kind"] == "zone" else None
+    shortest_g = (shortest_spacing_invA(structure, R, geometry, max(geometry.energies_eV), zone_uvw=zone,
+                                        parametrization=sim["parametrization"])
+                  if sim.get("overlap_fraction") else None)
     probes = draw_probe_settings(sim, geometry, orientation_rng(config["seed"], crystal_id, oid),
-                                 int(sim["probes_per_orientation"]))
+                                 int(sim["probes_per_orientation"]), shortest_g_invA=shortest_g)
     arrays, meta, timings = simulate_orientation(atoms, geometry, sim, probes, device=sim["device"], labels=False,
                                                  seed=stable_seed(config["seed"], crystal_id, oid, "phonons") % 2**32)
     t1 = time.perf_counter()
-    R = row[ROTATION_COLUMNS].to_numpy(float).reshape(3, 3)
-    zone = tuple(int(row[c]) for c in ("zone_u", "zone_v", "zone_w")) if row["kind"] == "zone" else None
     frames, arrays["vg"], arrays["qz"] = orientation_truth(
         structure, R, zone, meta, arrays, geometry, sim, mean_inner_potential_V(structure, sim["parametrization"]),
         float(config["evaluate"]["network_min_spacing_px"]))
