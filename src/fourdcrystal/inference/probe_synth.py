@@ -409,7 +409,10 @@ def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = 
     first = measure_disk(np.median(pats, axis=0))
     guess = first["center_px"]
     finder = BeamFinder(synthetic_probe(tuple(cube.shape[2:]), guess, first["radius_px"], first["edge_px"]), "cpu")
-    centres = finder.find(torch.from_numpy(pats), guess, max(3.0, first["radius_px"])).numpy()
+    # to 1e-3 px: the finder's float32 centres are ~1e-5 px off a whole pixel by an amount that differs between
+    # CPUs, enough to move the pixels at 1 px across the radial profile's 0.5 px bin edge (``_radial_profile``):
+    # a one-pixel beam on a halo measured as a 13 px disk on one CPU and 1 px on another
+    centres = np.round(finder.find(torch.from_numpy(pats), guess, max(3.0, first["radius_px"])).numpy(), 3)
     moved = aligned(pats, centres, guess)
     median, mean = np.median(moved, axis=0), moved.mean(axis=0)
     disk = measure_disk(median, guess)  # every sampled pattern's beam was moved onto the guess
