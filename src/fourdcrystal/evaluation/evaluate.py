@@ -263,18 +263,20 @@ def tune_network_step(ev: Evaluation, val: ValSet | None, out_dir: Path) -> tupl
     items = val.items[:nn_]
     grid = [float(t) for t in ncfg["grid"]["peak_threshold"]]
     beta = float(ncfg.get("beta", 1.0))  # F_beta: beta < 1 weighs precision above recall
+    tie_tol = float(ncfg.get("tie_tolerance", 0.0))  # F_beta this close to the best is a tie: highest threshold
 
-    def tune_maps(vg_v, qz_v, evidence=None, distortions=None):
+    def tune_maps(vg_v, qz_v, evidence=None, distortions=None, tie=0.0):
         return tune_threshold(lambda t: ev.pooled(*ev.scores(items, ev.peaks(vg_v, qz_v, len(vg_v), t, evidence),
-                                                             distortions)), grid, beta)
+                                                             distortions)), grid, beta, tie)
 
-    thr, rows = tune_maps(*ev.network_maps(items, val.cbeds[:nn_]), distortions=val.distortions[:nn_])
-    # the oracle's threshold is tuned the same way on the true maps (its V_g scale differs)
+    thr, rows = tune_maps(*ev.network_maps(items, val.cbeds[:nn_]), distortions=val.distortions[:nn_], tie=tie_tol)
+    # the oracle's threshold is tuned the same way on the true maps (its V_g scale differs); it finds no false
+    # vectors, so its ties need no rule against them
     oracle_thr, orows = tune_maps(np.stack([q["vg"] for _, q, _ in items]), np.stack([q["qz"] for _, q, _ in items]))
     write_table(out_dir / "network_tuning.csv", pd.concat([pd.DataFrame(rows).assign(detector="network"),
                                                             pd.DataFrame(orows).assign(detector="oracle")]))
     tuning.update(val.record, n_patterns=len(items), grid={"peak_threshold": grid}, chosen={"peak_threshold": thr},
-                  criterion=f"pooled F_beta at 1 px, beta {beta:g} (ties: first in grid order)",
+                  criterion=f"pooled F_beta at 1 px, beta {beta:g} (within {tie_tol:g} of the best: the highest threshold)",
                   oracle_chosen={"peak_threshold": oracle_thr}, min_spacing_px=ev.spacing)
     log.info("network threshold tuned on %d val patterns: %.3g (oracle %.3g)", len(items), thr, oracle_thr)
     return thr, oracle_thr, tuning

@@ -2,7 +2,9 @@
 ties to the first combination in grid order. The grids are config ``evaluate.tune_classical.grid``
 and ``evaluate.tune_network.grid``. The network's threshold may instead maximise F_β
 (``evaluate.tune_network.beta``; β < 1 weighs precision above recall): py4DSTEM keeps F1, its best
-chance at the F1 both are compared by."""
+chance at the F1 both are compared by. Thresholds whose F_β lies within ``evaluate.tune_network.tie_tolerance``
+of the best are a tie (a few dozen val patterns cannot tell them apart) and the tie goes to the highest
+threshold: a false vector costs a user more than a missed one, and the rule is fixed before any run looks."""
 from __future__ import annotations
 
 import itertools
@@ -43,12 +45,17 @@ def f_beta(precision: float, recall: float, beta: float) -> float:
     return (1 + b2) * p * r / (b2 * p + r) if p > 0 and r > 0 else 0.0
 
 
-def tune_threshold(score_fn, grid: list[float], beta: float = 1.0) -> tuple[float, list[dict]]:
+def tune_threshold(score_fn, grid: list[float], beta: float = 1.0,
+                   tie_tolerance: float = 0.0) -> tuple[float, list[dict]]:
     """The network's relative V_g threshold: ``score_fn(threshold)`` (pooled scores with precision and
-    recall) over ``grid``, highest F_β; (best, rows)."""
+    recall) over ``grid``, highest F_β; among thresholds within ``tie_tolerance`` of that F_β the highest
+    threshold (with 0: ties to the first in grid order); (chosen, rows)."""
     def scored(combo):
         sc = score_fn(combo["peak_threshold"])
         return {**sc, "f_beta": f_beta(sc["precision"], sc["recall"], beta)}
 
     best, rows = grid_search(scored, {"peak_threshold": [float(t) for t in grid]}, key="f_beta")
-    return best["peak_threshold"], rows
+    if tie_tolerance <= 0:
+        return best["peak_threshold"], rows
+    top = max(r["f_beta"] for r in rows)
+    return max(r["peak_threshold"] for r in rows if r["f_beta"] >= top - tie_tolerance), rows
