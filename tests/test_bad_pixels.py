@@ -72,3 +72,27 @@ def test_bad_pixels_read_as_their_good_neighbours_mean():
     given = np.zeros((Q, Q), bool)
     given[70, 80] = True
     assert find_bad_pixels(_counted(_pattern(), n=4), given).mask[70, 80]
+
+
+def test_a_counted_scan_stays_counts_where_its_cross_is_filled():
+    """A counting detector's cross of 2.5 × wider pixels, filled by its neighbours' weighted mean, left fractions
+    of an electron on 1,020 pixels: the pattern no longer read as counts, one electron was taken as ~4, and a
+    1e5 e⁻ GaN scan was judged as a low-dose one (benchmarks/RESULTS.md, "A counted disk's brightness"). Filled
+    pixels of a counted scan are whole electrons; an integrating detector's keep their mean."""
+    import torch
+
+    from fourdcrystal.inference.evidence import one_electron
+    e = 0.25  # one electron's value in the file
+    scan = _counted(_pattern(), n=8, electrons=1e5) * e
+    scan[:, CROSS, :] *= 2.5
+    scan[:, :, CROSS] *= 2.5
+    bp = find_bad_pixels(scan)
+    assert bp.electron == pytest.approx(e) and bp.n == 4 * Q - 4
+    out = bp.repair(scan.copy())
+    assert np.allclose(out / e, np.round(out / e), atol=1e-4)
+    one_e, counting = one_electron(torch.from_numpy(out))
+    assert counting.all() and np.allclose(one_e.numpy(), e)
+    smooth = _pattern()[None] * 1e3 + 0.3  # an integrating detector's pattern: no counts
+    smooth[:, CROSS, :] *= 2.5
+    smooth[:, :, CROSS] *= 2.5
+    assert find_bad_pixels(smooth.astype(np.float32)).electron is None

@@ -64,10 +64,12 @@ DEAD_GAIN = 0.2  # a line holding less than this of its flanks is dead: left out
 
 @dataclass
 class BadPixels:
-    """A detector's bad pixels (``mask``, True = bad) and how each was found (``found``: kind -> count)."""
+    """A detector's bad pixels (``mask``, True = bad) and how each was found (``found``: kind -> count).
+    ``electron``: one electron's value where the scan holds counts (``evidence.is_counts``), else None."""
 
     mask: np.ndarray
     found: dict = field(default_factory=dict)
+    electron: float | None = None
 
     def __post_init__(self):
         self.mask = np.asarray(self.mask, dtype=bool)
@@ -85,7 +87,13 @@ class BadPixels:
         if not patterns.flags.writeable:
             patterns = patterns.copy()
         flat = patterns.reshape(-1, self.mask.size)
-        flat[:, self._idx] = (flat[:, self._nbr] * self._w).sum(axis=-1)
+        filled = (flat[:, self._nbr] * self._w).sum(axis=-1)
+        if self.electron:
+            # a counted scan stays counts: its filled pixels as whole electrons. As fractions they made a
+            # Merlin-like quad cross (1,020 pixels) read as no counts, and one electron as ~4 of them, so a
+            # 1e5 e⁻ pattern counted as a low-dose one (benchmarks/RESULTS.md, "A counted disk's brightness")
+            filled = np.round(filled / self.electron) * self.electron
+        flat[:, self._idx] = filled
         return flat.reshape(patterns.shape)
 
 
@@ -199,7 +207,19 @@ def find_bad_pixels(samples: np.ndarray, user_mask: np.ndarray | None = None) ->
     lines[:, list(found[1])] = True
     counts = {"in dead rows or columns, or ones of another gain": int(lines.sum()),
               "from the given mask": int((given & ~lines).sum())}
-    return BadPixels(given | lines, counts)
+    mask = given | lines
+    return BadPixels(mask, counts, one_e if _holds_counts(s, mask, one_e) else None)
+
+
+def _holds_counts(samples: np.ndarray, mask: np.ndarray, one_e: float) -> bool:
+    """Whether every sampled pattern holds counts of ``one_e`` (``evidence.is_counts``) on its good pixels (a
+    line of 2.5 × wider pixels holds half counts)."""
+    import torch
+
+    from fourdcrystal.inference.evidence import is_counts
+
+    img = torch.from_numpy(np.where(mask, 0.0, samples).astype(np.float32))
+    return bool(is_counts(img, torch.full((len(img),), float(one_e))).all())
 
 
 def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:

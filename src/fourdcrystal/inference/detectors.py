@@ -141,8 +141,10 @@ class MeasuredPattern:
             bright = bright_enough(brightness, snr, incident[out["pattern"]])
             keep = (snr >= np.where(out["weak"], WEAK_MIN_SNR, MIN_SNR)) & bright
             keep |= self._beam(out)  # the direct beam is always a vector ...
-            # ... and a proposal between LATTICE_MIN_SNR and MIN_SNR stands on its pattern's lattice
-            keep |= self._second_chance(out, keep, snr, bright)
+            # ... and a proposal between LATTICE_MIN_SNR and MIN_SNR stands on its pattern's lattice, its brightness
+            # that of its whole disk (``evidence.DiskContrast.disk_brightness``)
+            bright_disk = bright_enough(_disk_brightness(contrast), snr, incident[out["pattern"]])
+            keep |= self._second_chance(out, keep, snr, bright_disk)
             if self.small_disks:  # ... of a pattern that shows one (its ring is background: no neighbour near)
                 # or, where its transmitted beam is nearly extinct (a thick crystal), ±g pairs about it
                 lit = self._lit(patterns, centres, electron)
@@ -221,8 +223,8 @@ class MeasuredPattern:
         return out
 
     def _second_chance(self, out: dict, keep: np.ndarray, snr: np.ndarray, bright: np.ndarray) -> np.ndarray:
-        """Per vector: whether a proposal at the stamped threshold that missed ``evidence.MIN_SNR`` but stands
-        out by ``evidence.LATTICE_MIN_SNR`` lies within the network's uncertainty of a point of the lattice of
+        """Per vector: whether a proposal at the stamped threshold that missed ``evidence.MIN_SNR`` (or its core's
+        brightness floor) but stands out by ``evidence.LATTICE_MIN_SNR`` (``bright``: its whole disk's) lies within the network's uncertainty of a point of the lattice of
         its pattern's kept vectors (``refine.on_lattice_of``: at least ``MIN_LATTICE_VECTORS`` of them)."""
         maybe = ~keep & (snr >= LATTICE_MIN_SNR) & bright & ~out["weak"]
         ok = np.zeros(len(keep), bool)
@@ -266,7 +268,8 @@ class MeasuredPattern:
         r = self.disk_radius_px
         contrast = disk_contrast(patterns, centres, cb, x, y, r, overlapping=spacing < RING_CLEAR_RADII * r,
                                  electron=electron)
-        snr, brightness, level = (t.cpu().numpy() for t in (contrast.snr, contrast.brightness, contrast.level))
+        snr, level = contrast.snr.cpu().numpy(), contrast.level.cpu().numpy()
+        brightness = _disk_brightness(contrast)
         keep = (snr >= np.where(low[cb], LATTICE_MIN_SNR, BRIGHT_COMPLETION_MIN_SNR)) & \
             bright_enough(brightness, snr, incident[cb])
         if not keep.any():
@@ -537,6 +540,12 @@ class NetworkDetector:
             kept["qx"], kept["qy"] = kept["qx"] * f, kept["qy"] * f
             kept["qz"] = np.full(len(kept["qx"]), np.nan)
         return kept
+
+
+def _disk_brightness(contrast) -> np.ndarray:
+    """``contrast``'s brightness of a disk its pattern's lattice predicts (numpy)."""
+    b = contrast.brightness if contrast.disk_brightness is None else contrast.disk_brightness
+    return b.cpu().numpy()
 
 
 def _on_detector(out: dict, shape) -> dict:

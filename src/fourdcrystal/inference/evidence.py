@@ -15,7 +15,7 @@ the truth (``fourdcrystal.simulation.labels``), made robust to shot noise:
   counting one electron as ``one_electron`` finds it (a sparse low-dose pattern has a ring of zeros,
   whose MAD is zero, yet a few stray counts are no disk; a blurred one on a lit background hides its
   shot noise from the pixel spread, and its electron comes from the photon transfer of block sums,
-  ``photon_transfer``). Where the pattern holds counts (``_is_counts``,
+  ``photon_transfer``). Where the pattern holds counts (``is_counts``,
   or a low-dose pattern through a detector's blur whose electrons are isolated blobs), the disk's
   electrons also face Poisson's exact test (``poisson_z``) against the ring's background (its mean; for a
   disk judged on the circle about the beam, the circle's mean outside every vector's disk; a disk beside
@@ -609,7 +609,7 @@ def _row_nanmedian(t: torch.Tensor) -> torch.Tensor:
                                       for row, kk, nn in zip(a, k, n)], dtype=a.dtype))
 
 
-def _is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Tensor:
+def is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Tensor:
     """(B,) whether each pattern holds counts: 99 % of its nonzero pixels (of up to ``n`` sampled) whole
     multiples of the smallest one, within 1 % (a hot pixel may be anything). Blurred, background-subtracted
     or noise-free patterns are not."""
@@ -627,7 +627,7 @@ def one_electron(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) the value one electron adds to a pattern's sum, and (B,) whether the pattern is judged as
     counts (Poisson's exact test applies).
 
-    A counted pattern: its smallest positive value (``_is_counts``). A pattern that is not counted —
+    A counted pattern: its smallest positive value (``is_counts``). A pattern that is not counted —
     a low-dose pattern through a detector's blur — may still be made of isolated electron blobs; then its
     smallest positive value is a blur tail (1e-7 of an electron measured at 1e3 e⁻, which made every
     few-electron speck a disk at SNR 1e4–1e8), and one electron is the typical 3×3 excess about a local
@@ -637,7 +637,7 @@ def one_electron(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     whichever is larger."""
     positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
     one_e = torch.where(torch.isfinite(positive), positive, torch.ones_like(positive))
-    counting = _is_counts(img, one_e)
+    counting = is_counts(img, one_e)
     test = ~counting & torch.isfinite(positive)
     if bool(test.any()):
         blob, isolated = _isolated_electrons(img[test])
@@ -855,12 +855,17 @@ class DiskContrast(NamedTuple):
     brightness: torch.Tensor  # that excess as a fraction of the direct beam's core mean
     dense: torch.Tensor  # whether the background is dense (``DENSE_E_PER_DISK``; noise-free too)
     level: torch.Tensor  # the local level, the background of ``disk_intensity``
+    # on a low-dose counted pattern (under LOW_DOSE_E[1] electrons): the larger of the core's and the whole disk's
+    # mean excess, as a fraction of the same; the brightness of a disk its lattice predicts (None: ``brightness``)
+    disk_brightness: torch.Tensor | None = None
 
 
 def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
                   overlapping=False, electron=None) -> DiskContrast:
     """Per vector: the disk's contrast in standard errors of its core mean (``snr``), its excess over
-    the local level as a fraction of the direct beam's core mean (``brightness``), whether its
+    the local level as a fraction of the direct beam's core mean (``brightness``; ``disk_brightness``: on a
+    low-dose counted pattern the larger of its core's and its whole disk's mean, as its counting test sees the
+    whole disk), whether its
     background is dense (``dense``: at least ``DENSE_E_PER_DISK`` electrons under a disk, or noise-free), and
     that local level (``level``, in the pattern's units); module docstring.
 
@@ -888,8 +893,8 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     disk_px, own_px, outside = _own_disk(img, centres, b, x, y, r)
     disk_sum = disk_px.sum(dim=1) - hot * disk_px.amax(dim=1)
     n_disk = (own_px.sum(dim=1) - int(hot)).clamp_min(1).float()
-    one_e, counting = one_electron(img) if electron is None else electron
-    counting, one_e = counting[b], one_e[b]
+    one_e_all, counting = one_electron(img) if electron is None else electron
+    counting, one_e = counting[b], one_e_all[b]
     # the direct beam's background is the ring about it: the circle through it about itself is the beam
     over = torch.as_tensor(overlapping, device=dev, dtype=torch.bool).expand(len(b)) & outside
     # left out of the background (module docstring): the beam's disk from the rings it reaches, the disk's
@@ -918,7 +923,16 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk, own_px.shape[1] - 1)
     cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
-    return DiskContrast(snr, (core - bg["level"]) / beam.clamp_min(1e-30), dense, bg["level"])
+    # on a low-dose pattern a faint disk's few electrons fall anywhere in it, and its core (a quarter of it) often
+    # holds none but the one left out as a hot pixel (8 electrons: in 37 % of draws); its counting test sees the
+    # whole disk. Where the pattern's lattice predicts the disk its brightness is the whole disk's; a lone
+    # vector's stays its core's, whose electrons a cluster of background counts beside a vacuum beam does not
+    # share. Brighter patterns keep the core's, as the truth's floor is measured (a thick crystal's disk may be
+    # brighter at its rim: benchmarks/RESULTS.md, "A counted disk's brightness")
+    low = (img.flatten(1).double().sum(dim=1) / one_e_all.double().clamp_min(1e-300) < LOW_DOSE_E[1])[b]
+    whole = torch.where(counting & low, torch.maximum(core, disk_sum / n_disk), core) - bg["level"]
+    beam = beam.clamp_min(1e-30)
+    return DiskContrast(snr, (core - bg["level"]) / beam, dense, bg["level"], whole / beam)
 
 
 def _own_disk(img: torch.Tensor, centres: torch.Tensor, b, x, y, r: float):
