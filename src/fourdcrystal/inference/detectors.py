@@ -224,8 +224,9 @@ class MeasuredPattern:
 
     def _second_chance(self, out: dict, keep: np.ndarray, snr: np.ndarray, bright: np.ndarray) -> np.ndarray:
         """Per vector: whether a proposal at the stamped threshold that missed ``evidence.MIN_SNR`` (or its core's
-        brightness floor) but stands out by ``evidence.LATTICE_MIN_SNR`` (``bright``: its whole disk's) lies within the network's uncertainty of a point of the lattice of
-        its pattern's kept vectors (``refine.on_lattice_of``: at least ``MIN_LATTICE_VECTORS`` of them)."""
+        brightness floor) but stands out by ``evidence.LATTICE_MIN_SNR`` (``bright``: judged on its whole disk) lies
+        within the network's uncertainty of a point of the lattice of its pattern's kept vectors
+        (``refine.on_lattice_of``: at least ``MIN_LATTICE_VECTORS`` of them)."""
         maybe = ~keep & (snr >= LATTICE_MIN_SNR) & bright & ~out["weak"]
         ok = np.zeros(len(keep), bool)
         if not maybe.any():

@@ -893,8 +893,8 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     disk_px, own_px, outside = _own_disk(img, centres, b, x, y, r)
     disk_sum = disk_px.sum(dim=1) - hot * disk_px.amax(dim=1)
     n_disk = (own_px.sum(dim=1) - int(hot)).clamp_min(1).float()
-    one_e_all, counting = one_electron(img) if electron is None else electron
-    counting, one_e = counting[b], one_e_all[b]
+    electron = one_electron(img) if electron is None else electron
+    one_e, counting = electron[0][b], electron[1][b]
     # the direct beam's background is the ring about it: the circle through it about itself is the beam
     over = torch.as_tensor(overlapping, device=dev, dtype=torch.bool).expand(len(b)) & outside
     # left out of the background (module docstring): the beam's disk from the rings it reaches, the disk's
@@ -929,7 +929,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     # vector's stays its core's, whose electrons a cluster of background counts beside a vacuum beam does not
     # share. Brighter patterns keep the core's, as the truth's floor is measured (a thick crystal's disk may be
     # brighter at its rim: benchmarks/RESULTS.md, "A counted disk's brightness")
-    low = (img.flatten(1).double().sum(dim=1) / one_e_all.double().clamp_min(1e-300) < LOW_DOSE_E[1])[b]
+    low = (pattern_electrons(img, electron) < LOW_DOSE_E[1])[b]
     whole = torch.where(counting & low, torch.maximum(core, disk_sum / n_disk), core) - bg["level"]
     beam = beam.clamp_min(1e-30)
     return DiskContrast(snr, (core - bg["level"]) / beam, dense, bg["level"], whole / beam)
