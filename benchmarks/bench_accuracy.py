@@ -45,6 +45,12 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--probe vacuum|synthesized]   (synthesized: both detectors run without the vacuum probe, on the
             probe `predict` makes from the scan's own bright-field disk, as a user without one runs it;
             its radius against the true disk's is printed per corner)
+        [--tilt MRAD AZIMUTH_DEG]   (every crystal tilted off its zone axis by MRAD toward the azimuth, as
+            `simulation.supercells.tilt_rotation` tilts the training crystals; the truth is what the tilted
+            pattern shows: its Laue circle lights the reflections on one side of the beam)
+        [--frozen-phonons N]   (thermal diffuse scattering: each pattern the mean of N frozen-phonon
+            configurations, as real crystals scatter; the training data has none. The truth's brightness
+            rule then counts the diffuse background under a disk too)
 """
 from __future__ import annotations
 
@@ -79,7 +85,7 @@ from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_f
 from fourdcrystal.simulation.kinematic import mean_inner_potential_V  # noqa: E402
 from fourdcrystal.simulation.labels import counted, disk_radius_px, disk_sums, orientation_truth  # noqa: E402
 from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation  # noqa: E402
-from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell  # noqa: E402
+from fourdcrystal.simulation.supercells import align_zone_to_z, build_supercell, tilt_rotation  # noqa: E402
 
 DQ_INVA = 0.02  # the detector's pixel size (Å⁻¹/px), nominal: unlike the model's 1/32
 DETECTOR = Geometry(box_A=1 / DQ_INVA, gpts=384, detector_px=256, thicknesses_A=(100.0, 600.0), slice_thickness_A=2.0)
@@ -162,6 +168,8 @@ def simulate(structure, zone, period_A, energy_eV, thicknesses=DETECTOR.thicknes
     detector's pixel size ``dq`` (Å⁻¹/px)."""
     geo = detector_of(structure, period_A, thicknesses)
     R = align_zone_to_z(structure.lattice.matrix, zone)
+    if TILT is not None:  # off the zone axis (--tilt): the truth below follows the tilted crystal
+        R = tilt_rotation(*TILT) @ R
     probes = [ProbeSetting(i, energy_eV, a, 0.0) for i, a in enumerate(SEMIANGLES_MRAD)]
     arrays, meta, _ = simulate_orientation(build_supercell(structure, R, geo), geo, SIM, probes, labels=False)
     frames, vg, _ = orientation_truth(structure, R, zone, meta, arrays, geo, SIM, mean_inner_potential_V(structure))
@@ -193,6 +201,8 @@ QUAD_GAIN, BAD_PIXELS = None, "auto"
 # --probe: "vacuum" (the true vacuum probe is given to `predict`) or "synthesized" (none is given); the
 # synthesized probe's radius (px) of the last `vectors` call, None where `predict` refused the scan
 PROBE, SYNTH_RADIUS = "vacuum", []
+# --tilt: (tilt_mrad, azimuth_deg) of every crystal off its zone axis (None: on the zone axis)
+TILT = None
 
 
 def quad_cross(a: np.ndarray) -> np.ndarray:
@@ -396,9 +406,15 @@ def main() -> int:
     ap.add_argument("--probe", choices=("vacuum", "synthesized"), default="vacuum",
                     help="vacuum: the true vacuum probe is given (default); synthesized: none is given, `predict` "
                          "makes one from the scan (both detectors)")
+    ap.add_argument("--frozen-phonons", type=int, default=0, metavar="N",
+                    help="each pattern the mean of N frozen-phonon configurations (default 0: a static lattice)")
+    ap.add_argument("--tilt", nargs=2, type=float, metavar=("MRAD", "AZIMUTH_DEG"), default=None,
+                    help="every crystal tilted off its zone axis by MRAD toward AZIMUTH_DEG (default: on the zone axis)")
     a = ap.parse_args()
-    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE
-    PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE = a.precision, a.quad_cross, a.bad_pixels, a.probe
+    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM
+    PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT = a.precision, a.quad_cross, a.bad_pixels, a.probe, a.tilt
+    if a.frozen_phonons:
+        SIM = {**SIM, "frozen_phonons": a.frozen_phonons}
     if a.detector:
         set_detector(int(a.detector[0]), a.detector[1])
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -433,7 +449,8 @@ def main() -> int:
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].max()
     print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}, crystals: {', '.join(names[1:])}"
           f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}, "
-          f"probe: {a.probe}): "
+          f"probe: {a.probe}{'' if a.tilt is None else f', tilt {a.tilt[0]:g} mrad toward {a.tilt[1]:g}°'}"
+          f"{f', {a.frozen_phonons} frozen phonons' if a.frozen_phonons else ''}): "
           f"{len(test)} crystal × energy sets, "
           f"{len(recs) // 4} pattern sets × {SCAN * SCAN} positions; simulation {t_sim:.0f} s, "
           f"model {a.model or 'shipped'} (peak settings {ps}, {a.precision}); py4DSTEM "

@@ -50,6 +50,30 @@ def test_an_uneven_disk_is_placed_by_its_edge():
     assert min(errors["plain"]) >= 0.2, errors  # the case is a real one: the plain template fails it
 
 
+def test_a_beam_brighter_on_one_side_is_centred_by_its_edge():
+    """The direct beam of a crystal off its zone axis is brighter on one side: `predict` references every vector
+    to the beam ``ModelInput.beam_centres`` places by its edge, as the diffracted disks are placed, where it holds
+    the electrons to measure an edge (``model_input.BEAM_EDGE_MIN_ELECTRONS``); a faint beam keeps the plain
+    correlation's centre (``ModelInput.centres``, the network's view), whose whole disk carries less shot noise."""
+    from fourdcrystal.inference.model_input import BEAM_EDGE_MIN_ELECTRONS, ModelInput
+
+    inputs = ModelInput(_disk(32.0, 32.0).astype(np.float32), 1.0, N, N // 2)
+    truth = [(31.3, 32.1), (32.0, 31.25), (33.2, 30.4), (30.1, 33.6)]
+    uneven = np.stack([_disk(cx, cy, slope_per_px=0.1) for cx, cy in truth])  # one side 2.3x brighter
+    rng = np.random.default_rng(0)
+    for per_unit in (400.0, 2.0):  # ~20,000 and ~100 electrons in the beam, on 0.3 per pixel about it (counts)
+        patterns = torch.as_tensor(rng.poisson(per_unit * uneven + 0.3), dtype=torch.float32)
+        plain = inputs.centres(patterns)
+        found, plain = inputs.beam_centres(patterns, plain).numpy(), plain.numpy()
+        if per_unit * uneven.sum(axis=(1, 2)).min() >= 2 * BEAM_EDGE_MIN_ELECTRONS:
+            # measured: by the edge 0.03–0.08 px, by the plain correlation's parabola 0.23–0.30 px (toward the bright side)
+            assert np.hypot(*(found - truth).T).max() <= 0.1, found - truth
+            assert np.hypot(*(plain - truth).T).min() >= 0.15, plain - truth  # the case is a real one
+        else:
+            assert per_unit * uneven.sum(axis=(1, 2)).max() < BEAM_EDGE_MIN_ELECTRONS
+            np.testing.assert_array_equal(found, plain)
+
+
 def test_an_even_disk_is_placed_either_way():
     probe = _disk(32.0, 32.0)
     for sigma in (0.2, None):

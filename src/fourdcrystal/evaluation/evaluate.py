@@ -59,7 +59,6 @@ from fourdcrystal.evaluation.tuning import tune_classical, tune_threshold
 from fourdcrystal.geometry import Geometry
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, MeasuredPattern
-from fourdcrystal.inference.evidence import one_electron
 from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.learning.augment import Augmenter
 from fourdcrystal.simulation.store import load_manifest, read_pattern
@@ -129,8 +128,9 @@ class Evaluation:
         """V_g and q_z maps of each pattern as `predict` prepares it: its direct beam found and resampled
         onto the centre pixel (the detector's origin shift undone, as the classical vectors are
         re-referenced); patterns sharing a vacuum probe (one per probe setting) in one batch. Also
-        returns, per probe, what `predict`'s look at the measured pattern needs (indices, raw patterns, beams,
-        its ``MeasuredPattern``, ``evidence.one_electron`` of the patterns)."""
+        returns, per probe, what `predict`'s look at the measured pattern needs (indices, raw patterns, the
+        correlation's beams, the beams placed by their edges, its ``MeasuredPattern``, ``evidence.one_electron``
+        of the patterns)."""
         P, cp = self.P, self.cp
         same_probe: dict[bytes, list[int]] = {}
         for k, (_, q, _) in enumerate(items):
@@ -142,7 +142,9 @@ class Evaluation:
             x = torch.from_numpy(np.ascontiguousarray(cbeds[idx], dtype=np.float32))
             centres = mi.centres(x)
             probes[idx], prepared[idx] = mi(x, centres)
-            evidence.append((np.asarray(idx), x, centres, MeasuredPattern(mi, self.dk, self.dk), one_electron(x)))
+            # checked and measured from the beam placed by its edge, as `predict` does (``ModelInput.beam_centres``)
+            evidence.append((np.asarray(idx), x, centres, mi.beam_centres(x, centres),
+                             MeasuredPattern(mi, self.dk, self.dk), mi.electron(x)))
         cbeds = prepared.numpy()
         vgs, qzs, nb = [], [], DEFAULT_BATCH["cpu"]
         # the arithmetic `predict --precision` would use (bf16: autocast, FFTs stay fp32)
@@ -164,7 +166,7 @@ class Evaluation:
         proposal = threshold
         if evidence:  # per pattern, as `predict`'s MeasuredPattern proposes and flags them
             proposal, ramp = np.full(n, threshold, np.float32), np.full(n, threshold, np.float32)
-            for idx, raw, _, measured, electron in evidence:
+            for idx, raw, _, _, measured, electron in evidence:
                 proposal[idx] = measured.proposal_threshold(threshold)
                 ramp[idx] = np.asarray(measured.thresholds(raw, threshold, electron))
         pk = peaks.find_peaks(vg, qz, center_px=self.cp, threshold=proposal, exclude_center_px=self.tol,
@@ -177,16 +179,17 @@ class Evaluation:
         groups = dict(tuple(pk.groupby("pattern")))
         return [groups.get(i, pk.iloc[:0]) for i in range(n)]
 
-    def _measured(self, pk: dict, idx, raw, centres, measured, electron) -> pd.DataFrame:
-        """The peaks of one probe group (``idx``) checked and placed on their measured patterns, as
-        `predict` does (its detector pixels are the model's here), back on the centred model grid."""
+    def _measured(self, pk: dict, idx, raw, centres, beams, measured, electron) -> pd.DataFrame:
+        """The peaks of one probe group (``idx``) checked and placed on their measured patterns from their
+        ``beams``, as `predict` does (its detector pixels are the model's here), back on the grid centred there."""
         sel = np.flatnonzero(np.isin(pk["pattern"], idx))
         local = np.searchsorted(idx, pk["pattern"][sel])  # idx ascends: built in item order
         c = centres.numpy().astype(np.float64)[local]
-        dx, dy = pk["qx_px"][sel] - self.cp, pk["qy_px"][sel] - self.cp
-        out = measured(raw, centres, {"pattern": local, "qx": dx * self.dk, "qy": dy * self.dk,
-                                      "qx_px": c[:, 0] + dx, "qy_px": c[:, 1] + dy, "row": sel,
-                                      "weak": pk["weak"][sel], "unsure": pk["unsure"][sel]}, electron)
+        x, y = c[:, 0] + pk["qx_px"][sel] - self.cp, c[:, 1] + pk["qy_px"][sel] - self.cp  # pattern px
+        bm = beams.numpy().astype(np.float64)[local]
+        out = measured(raw, beams, {"pattern": local, "qx": (x - bm[:, 0]) * self.dk, "qy": (y - bm[:, 1]) * self.dk,
+                                    "qx_px": x, "qy_px": y, "row": sel,
+                                    "weak": pk["weak"][sel], "unsure": pk["unsure"][sel]}, electron)
         rows = out["row"]
         # the intensity measured on each disk, as `predict` reports it (the network's V_g where unchecked)
         return pd.DataFrame({"pattern": pk["pattern"][rows], "qx_px": self.cp + out["qx"] / self.dk,

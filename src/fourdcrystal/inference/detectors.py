@@ -18,7 +18,7 @@ from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETI
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              between_disks, bright_enough, disk_contrast, disk_intensity,
                                              friedel_folded, incident_beam, lattice_members, lattice_support_many,
-                                             neighbour_spacing_px, one_electron,
+                                             neighbour_spacing_px,
                                              pattern_electrons, peak_thresholds, proposed_lattice_vectors,
                                              row_partners, small_disks)
 from fourdcrystal.inference.model_input import ModelInput
@@ -519,10 +519,14 @@ class NetworkDetector:
                                         corr_power=corr_power, device=device, lattice_positions=lattice_positions,
                                         saturation=saturation)
 
-    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> dict[str, np.ndarray]:
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, beams: torch.Tensor | None = None
+                 ) -> dict[str, np.ndarray]:
+        """Vectors of a batch: the network sees each pattern centred on ``centres`` (its view, as in training);
+        the proposals are checked, measured and referenced on the pattern from ``beams`` (default ``centres``:
+        where the direct beam is, ``ModelInput.beam_centres``)."""
         cp, dk = self.center_px, self.dk_invA
         pr, cb = self.inputs(patterns, centres)
-        electron = one_electron(patterns.float()) if self.measured.check_evidence else None
+        electron = self.inputs.electron(patterns) if self.measured.check_evidence else None
         ramp = self.measured.thresholds(patterns, self.threshold, electron)
         with torch.inference_mode(), torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.use_bf16):
             vg, qz = self.model(pr, cb)
@@ -532,10 +536,13 @@ class NetworkDetector:
         qx, qy = (pk["qx_px"] - cp) * dk, (pk["qy_px"] - cp) * dk
         b = pk["pattern"]
         c = centres.cpu().numpy().astype(np.float64)
-        out = _on_detector({"pattern": b, "qx": qx, "qy": qy, "qx_px": c[b, 0] + qx / self.dq_invA,
-                            "qy_px": c[b, 1] + qy / self.dq_invA, "intensity": pk["intensity"], "qz": pk["qz"],
+        beams = centres if beams is None else beams
+        bm = beams.cpu().numpy().astype(np.float64)
+        x, y = c[b, 0] + qx / self.dq_invA, c[b, 1] + qy / self.dq_invA  # detector px
+        out = _on_detector({"pattern": b, "qx": (x - bm[b, 0]) * self.dq_invA, "qy": (y - bm[b, 1]) * self.dq_invA,
+                            "qx_px": x, "qy_px": y, "intensity": pk["intensity"], "qz": pk["qz"],
                             **self.measured.flags(pk, vg, cp, self.threshold, ramp)}, patterns.shape[-2:])
-        kept = self.measured(patterns, centres, out, electron, maps=(vg.float(), qz.float(), cp, dk))
+        kept = self.measured(patterns, beams, out, electron, maps=(vg.float(), qz.float(), cp, dk))
         if self.dq_invA != self.true_dq_invA:
             f = self.true_dq_invA / self.dq_invA
             kept["qx"], kept["qy"] = kept["qx"] * f, kept["qy"] * f
@@ -565,11 +572,13 @@ class ClassicalDetector:
         self.kernel = classical.make_kernel(probe, classical.settings_from(settings))
         self.dq_invA = float(q_pixel_size_invA)
 
-    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> dict[str, np.ndarray]:
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, beams: torch.Tensor | None = None
+                 ) -> dict[str, np.ndarray]:
+        """py4DSTEM's vectors of a batch, referenced to ``beams`` (default ``centres``)."""
         df = classical.find_disks(patterns.cpu().numpy(), self.probe, self.settings, kernel=self.kernel)
         b = df["pattern"].to_numpy(dtype=int)
         px, py = df["qx_px"].to_numpy(np.float64), df["qy_px"].to_numpy(np.float64)
-        c = centres.cpu().numpy().astype(np.float64)
+        c = (centres if beams is None else beams).cpu().numpy().astype(np.float64)
         return {"pattern": b, "qx": (px - c[b, 0]) * self.dq_invA, "qy": (py - c[b, 1]) * self.dq_invA,
                 "qx_px": px, "qy_px": py, "intensity": df["intensity"].to_numpy(np.float64),
                 "vg": np.full(len(df), np.nan), "qz": np.full(len(df), np.nan), "snr": np.full(len(df), np.nan)}

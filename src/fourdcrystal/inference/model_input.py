@@ -3,7 +3,8 @@
 One owner for inference, training (learning.dataset) and evaluation: the direct beam of each pattern
 is found by cross-correlation with the vacuum probe (``BeamFinder``), the pattern is resampled
 bilinearly onto the model grid with that beam on the centre pixel (``resample``), and intensities are
-put on the training data's scale (``ModelInput``).
+put on the training data's scale (``ModelInput``). The vectors are then referenced to the beam placed by
+its edge (``ModelInput.beam_centres``).
 """
 from __future__ import annotations
 
@@ -13,7 +14,22 @@ import numpy as np
 import torch
 
 from fourdcrystal.errors import UserError
-from fourdcrystal.inference.refine import hybrid_xcorr
+from fourdcrystal.inference.evidence import one_electron
+from fourdcrystal.inference.refine import EDGE_SIGMA_RADII, SubpixelTemplate, hybrid_xcorr
+
+# The direct beam's disk placed by its edge (``refine.SubpixelTemplate``, edge-weighted as the diffracted disks
+# are) where it is at least BEAM_EDGE_MIN_RADIUS_PX (detector px) and holds at least BEAM_EDGE_MIN_ELECTRONS: off the
+# zone axis the transmitted disk is brighter on one side, and the plain correlation's maximum follows that slope.
+# SrTiO3, Si, MgO [001] 35 mrad off the axis, 200 kV, 2 mrad, 30 nm (3.5–4 px disks), noise-free: the plain
+# correlation's beam 0.24–0.27 px off, the edge's 0.005–0.008 px; with 400–600 electrons in the beam 0.07 px against
+# 0.26–0.29. The edge's few pixels carry more of the shot noise: on the axis (no slope), 64 draws, plain vs edge
+# RMS 0.107 vs 0.160 px with ~170 electrons in the beam, 0.055 vs 0.065 with ~800, alike from ~2,000
+# (benchmarks/RESULTS.md, "Off the zone axis"). A disk of a pixel or two has no edge to place it by.
+BEAM_EDGE_MIN_RADIUS_PX = 2.0
+BEAM_EDGE_MIN_ELECTRONS = 300.0
+# ... and only within this distance (px) of the plain correlation's centre: the slope's pull measured ≤ 0.3 px; a
+# larger move is a beam the template does not fit (a beam blooming at the detector's ceiling moved ~1 px)
+BEAM_EDGE_MAX_MOVE_PX = 0.5
 
 
 def probe_center(probe: np.ndarray) -> tuple[float, float]:
@@ -97,6 +113,19 @@ class BeamFinder:
         return torch.stack([self.c[0] + sx[i] + di, self.c[1] + sy[j] + dj], dim=1)
 
 
+def _disk_sums(patterns: torch.Tensor, centres: torch.Tensor, radius_px: float) -> torch.Tensor:
+    """(B,) float64: each pattern's sum over the disk of ``radius_px`` about its centre (nearest pixel)."""
+    B, Qx, Qy = patterns.shape
+    h = int(math.ceil(radius_px))
+    ax = torch.arange(-h, h + 1, device=patterns.device)
+    di, dj = torch.meshgrid(ax, ax, indexing="ij")
+    inside = di ** 2 + dj ** 2 <= radius_px ** 2
+    ci, cj = centres.round().long().unbind(dim=1)
+    i = (ci[:, None] + di[inside][None]).clamp(0, Qx - 1)
+    j = (cj[:, None] + dj[inside][None]).clamp(0, Qy - 1)
+    return patterns[torch.arange(B, device=patterns.device)[:, None], i, j].double().sum(dim=1)
+
+
 def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, center_px: int) -> torch.Tensor:
     """Bilinear resampling of (B, Qx, Qy) onto a (B, P, P) grid whose pixel ``center_px`` sits on
     ``centers`` (B, 2) and whose pitch is ``scale`` input pixels.
@@ -167,11 +196,16 @@ class ModelInput:
     equals the probe's (removing beam-current drift) on the same max-1 scale.
     """
 
-    def __init__(self, probe: np.ndarray, scale: float, P: int, center_px: int, device: str = "cpu"):
+    def __init__(self, probe: np.ndarray, scale: float, P: int, center_px: int, device: str = "cpu",
+                 beam_by_edge: bool = True):
         self.finder = BeamFinder(probe, device)
         self.detector_probe = probe  # as recorded, in the detector's pixels (sub-pixel refinement's template)
         self.probe_radius_px = probe_radius_px(probe)  # the disk's radius in the detector's pixels
         self.radius_px = max(3.0, 2.0 * self.probe_radius_px)  # beam search radius around a guess
+        self.beam_by_edge = beam_by_edge and self.probe_radius_px >= BEAM_EDGE_MIN_RADIUS_PX
+        self._beam_edge: SubpixelTemplate | None = None  # made at the first ``beam_centres`` (training never asks)
+        self.device = device
+        self._electron: tuple[torch.Tensor, tuple] | None = None  # (batch, its ``one_electron``)
         self.scale, self.P, self.cp = float(scale), int(P), int(center_px)
         pt = torch.from_numpy(probe[None].astype(np.float32)).to(device)
         pr = resample(pt, torch.tensor([self.finder.c], device=device), self.scale, self.P, self.cp)
@@ -181,8 +215,31 @@ class ModelInput:
     def centres(self, patterns: torch.Tensor, guess: tuple[float, float] | None = None,
                 radius_px: float | None = None) -> torch.Tensor:
         """Direct-beam position (input pixels) of each pattern, searched within ``radius_px`` (default:
-        twice the probe radius) of ``guess`` (else of the probe's position)."""
+        twice the probe radius) of ``guess`` (else of the probe's position): where the network's view is centred."""
         return self.finder.find(patterns, guess, self.radius_px if radius_px is None else radius_px)
+
+    def beam_centres(self, patterns: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Where each pattern's direct beam is, to reference its vectors to: ``centres`` placed by the beam's edge
+        where it holds enough electrons (``BEAM_EDGE_MIN_RADIUS_PX``; not with ``beam_by_edge`` False: a beam at
+        the detector's ceiling has no edge of the probe's size), else ``centres`` as they are. The network's view
+        and the checks keep ``centres``, as in training: only the reference moves, so what is detected does not."""
+        if not self.beam_by_edge:
+            return centres
+        if self._beam_edge is None:
+            self._beam_edge = SubpixelTemplate(self.detector_probe, self.finder.c, self.probe_radius_px, self.device,
+                                               EDGE_SIGMA_RADII)
+        edge = torch.stack(self._beam_edge.refine(patterns, torch.arange(len(centres), device=centres.device),
+                                                 centres[:, 0], centres[:, 1]), dim=1).to(centres.dtype)
+        one_e, _ = self.electron(patterns)
+        use = (_disk_sums(patterns, centres, self.probe_radius_px) >= BEAM_EDGE_MIN_ELECTRONS * one_e.double()) \
+            & (torch.hypot(*(edge - centres).unbind(dim=1)) <= BEAM_EDGE_MAX_MOVE_PX)
+        return torch.where(use[:, None], edge, centres)
+
+    def electron(self, patterns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``evidence.one_electron`` of this batch, computed once for the evidence check and ``beam_centres``."""
+        if self._electron is None or self._electron[0] is not patterns:
+            self._electron = (patterns, one_electron(patterns.float()))
+        return self._electron[1]
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(probe, cbed) batches (B, P, P) for ``model(probe, cbed)``."""

@@ -172,7 +172,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     disk_px = probe_radius_px(probe)
     dq_view = dq if baseline == "classical" else view_pixel_invA(disk_px, dq, geometry)
     _check_size(cube, dq_view, geometry)
-    inputs = ModelInput(probe, geometry.dk_invA / dq_view, geometry.detector_px, geometry.center_px, device)
+    inputs = ModelInput(probe, geometry.dk_invA / dq_view, geometry.detector_px, geometry.center_px, device,
+                        beam_by_edge=saturation is None)
     guess = mean_beam(cube, inputs, device)
     if baseline == "classical":
         detector = ClassicalDetector(probe, classical_settings, dq)
@@ -343,11 +344,19 @@ def detection_workers(requested: int | None, n_batches: int, device: str) -> tup
 
 
 def _detect(x: np.ndarray) -> tuple[np.ndarray, dict]:
-    """One batch of patterns -> (their direct beams (B, 2) input px, ``detector``'s vectors), by ``_JOB``."""
+    """One batch of patterns -> (their direct beams (B, 2) input px, ``detector``'s vectors referenced to them),
+    by ``_JOB``. The detector sees each pattern centred on its beam as the correlation finds it (the network's
+    view, as in training) and measures it from the beam placed by its edge (``ModelInput.beam_centres``): off the
+    zone axis the correlation's centre lies up to ~0.3 px toward the transmitted disk's bright side, and every
+    vector's reference and the lattice placement's origin with it."""
     detector, inputs, guess, center, device = _JOB
     x = torch.from_numpy(x).to(device)
-    cen = torch.tensor([guess] * len(x), device=device) if center == "mean" else inputs.centres(x, guess)
-    return cen.cpu().numpy().astype(np.float64), detector(x, cen)
+    if center == "mean":
+        cen = torch.tensor([guess] * len(x), device=device)
+        return cen.cpu().numpy().astype(np.float64), detector(x, cen)
+    cen = inputs.centres(x, guess)
+    beam = inputs.beam_centres(x, cen)
+    return beam.cpu().numpy().astype(np.float64), detector(x, cen, beam)
 
 
 _THREAD_LIMITS = None  # a worker's limits on the threads of its native libraries (kept for its lifetime)
