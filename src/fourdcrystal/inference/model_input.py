@@ -222,7 +222,7 @@ class ModelInput:
         """Where each pattern's direct beam is, to reference its vectors to: ``centres`` placed by the beam's edge
         where it holds enough electrons (``BEAM_EDGE_MIN_RADIUS_PX``; not with ``beam_by_edge`` False: a beam at
         the detector's ceiling has no edge of the probe's size), else ``centres`` as they are. The network's view
-        and the checks keep ``centres``, as in training: only the reference moves, so what is detected does not."""
+        keeps ``centres``, as in training; the checks, the sub-pixel fit and the lattice placement use these."""
         if not self.beam_by_edge:
             return centres
         if self._beam_edge is None:
