@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from fourdcrystal.errors import UserError
-from fourdcrystal.inference.evidence import one_electron
+from fourdcrystal.inference.evidence import disk_intensity, one_electron
 from fourdcrystal.inference.refine import EDGE_SIGMA_RADII, SubpixelTemplate, hybrid_xcorr
 
 # The direct beam's disk placed by its edge (``refine.SubpixelTemplate``, edge-weighted as the diffracted disks
@@ -111,19 +111,6 @@ class BeamFinder:
         di = _parabolic(xc[b, (i - 1) % Qx, j], f0, xc[b, (i + 1) % Qx, j])
         dj = _parabolic(xc[b, i, (j - 1) % Qy], f0, xc[b, i, (j + 1) % Qy])
         return torch.stack([self.c[0] + sx[i] + di, self.c[1] + sy[j] + dj], dim=1)
-
-
-def _disk_sums(patterns: torch.Tensor, centres: torch.Tensor, radius_px: float) -> torch.Tensor:
-    """(B,) float64: each pattern's sum over the disk of ``radius_px`` about its centre (nearest pixel)."""
-    B, Qx, Qy = patterns.shape
-    h = int(math.ceil(radius_px))
-    ax = torch.arange(-h, h + 1, device=patterns.device)
-    di, dj = torch.meshgrid(ax, ax, indexing="ij")
-    inside = di ** 2 + dj ** 2 <= radius_px ** 2
-    ci, cj = centres.round().long().unbind(dim=1)
-    i = (ci[:, None] + di[inside][None]).clamp(0, Qx - 1)
-    j = (cj[:, None] + dj[inside][None]).clamp(0, Qy - 1)
-    return patterns[torch.arange(B, device=patterns.device)[:, None], i, j].double().sum(dim=1)
 
 
 def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, center_px: int) -> torch.Tensor:
@@ -228,10 +215,11 @@ class ModelInput:
         if self._beam_edge is None:
             self._beam_edge = SubpixelTemplate(self.detector_probe, self.finder.c, self.probe_radius_px, self.device,
                                                EDGE_SIGMA_RADII)
-        edge = torch.stack(self._beam_edge.refine(patterns, torch.arange(len(centres), device=centres.device),
-                                                 centres[:, 0], centres[:, 1]), dim=1).to(centres.dtype)
+        b = torch.arange(len(centres), device=centres.device)
+        edge = torch.stack(self._beam_edge.refine(patterns, b, centres[:, 0], centres[:, 1]), dim=1).to(centres.dtype)
         one_e, _ = self.electron(patterns)
-        use = (_disk_sums(patterns, centres, self.probe_radius_px) >= BEAM_EDGE_MIN_ELECTRONS * one_e.double()) \
+        beam_sum = disk_intensity(patterns, centres, b, centres[:, 0], centres[:, 1], self.probe_radius_px, 0.0)
+        use = (beam_sum >= BEAM_EDGE_MIN_ELECTRONS * one_e) \
             & (torch.hypot(*(edge - centres).unbind(dim=1)) <= BEAM_EDGE_MAX_MOVE_PX)
         return torch.where(use[:, None], edge, centres)
 
