@@ -25,8 +25,12 @@ is taken and averaged, with its standard error (positions both fit).
 ``predict --bin-scan N``, so every binned position sums N² patterns of one state (a low-dose strain map as
 microscopists make it); ``--thickness-A`` and ``--dose`` pick rows of the table (tilts are left out then).
 ``--crystal gan``: GaN [0001] instead (a hexagonal lattice, its box of whole cells: ``crystal_on``).
+``--tilt MRAD AZIMUTH_DEG``: every state, the reference too, tilted off the zone axis by MRAD toward the
+azimuth (``supercells.tilt_rotation``, applied after the deformation, as a specimen a little off its zone
+axis is recorded; the projected deformation differs from F by ~tilt², 1e-3 of it at 2°; the tilt rows are
+left out then).
 Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--model model.pt] [--precision P] [--json out.json]
-       [--bin-scan N] [--thickness-A 60 ...] [--dose 1e3 ...] [--crystal gan]
+       [--bin-scan N] [--thickness-A 60 ...] [--dose 1e3 ...] [--crystal gan] [--tilt MRAD AZIMUTH_DEG]
 """
 from __future__ import annotations
 
@@ -81,9 +85,10 @@ def crystal_on(name: str, model_geo):
                                      model_geo.slice_thickness_A)
 
 
-def simulate(states, thickness_A, geo, structure):
+def simulate(states, thickness_A, geo, structure, tilt=None):
     return [zone_axis_cbed(structure, (0, 0, 1), geo, thickness_A=thickness_A, energy_eV=ENERGY_EV,
-                           semiangle_mrad=SEMIANGLE_MRAD, deformation=deformation(*s[1:])) for s in states]
+                           semiangle_mrad=SEMIANGLE_MRAD, deformation=deformation(*s[1:]), tilt=tilt)
+            for s in states]
 
 
 def write_scan(d: Path, sims, draws, dose, seed, bin_scan: int = 1):
@@ -194,6 +199,8 @@ def main():
     ap.add_argument("--dose", nargs="+", default=None, help="only these doses (noiseless, 1e5, 1e3)")
     ap.add_argument("--crystal", choices=("srtio3", "gan"), default="srtio3",
                     help="SrTiO3 [001] (default) or GaN [0001], a hexagonal lattice (tilts: SrTiO3 only)")
+    ap.add_argument("--tilt", type=float, nargs=2, default=None, metavar=("MRAD", "AZIMUTH_DEG"),
+                    help="every state off the zone axis by MRAD toward AZIMUTH_DEG (default: on the axis)")
     args = ap.parse_args()
     model_args = (["--model", args.model] if args.model else []) + ["--precision", args.precision]
     states = [STATES[0], STATES[-1]] if args.quick else STATES
@@ -209,7 +216,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for thick in thicknesses:
-            sims = simulate(states, thick, geo, structure)
+            sims = simulate(states, thick, geo, structure, args.tilt)
             kin = tmp / f"kin-{thick:.0f}.parquet"
             kinematic_vectors(sims, draws).to_parquet(kin)
             run_strain(kin, tmp / f"kin-{thick:.0f}", draws)
@@ -234,11 +241,12 @@ def main():
                     print(rows[-1], flush=True)
                 pairs.append({"thickness_A": thick, "dose": rows[-1]["dose"],
                               **paired(per_position["network"], per_position["py4DSTEM"])})
-        tilt = [] if (args.bin_scan > 1 or args.dose or args.thickness_A or args.crystal != "srtio3") else \
+        tilt = [] if (args.bin_scan > 1 or args.dose or args.thickness_A or args.crystal != "srtio3" or args.tilt) else \
             tilt_rows(geo, tmp, args.quick, model_args)
     df = pd.DataFrame(rows)
     binned = f" (each the sum of {args.bin_scan}x{args.bin_scan} recorded patterns)" if args.bin_scan > 1 else ""
-    print(f"\n{args.crystal}: {len(states) - 1} deformed states x {draws} positions{binned}, "
+    tilted = f", every state tilted {args.tilt[0]:g} mrad toward {args.tilt[1]:g}°" if args.tilt else ""
+    print(f"\n{args.crystal}: {len(states) - 1} deformed states x {draws} positions{binned}{tilted}, "
           f"{time.perf_counter() - t0:.0f} s\n")
     print("| method | thickness (Å) | dose (e⁻/pattern) | positions fit | e_xx | e_yy | e_xy | rotation (°) |")
     print("|---|---|---|---|---|---|---|---|")

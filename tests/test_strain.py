@@ -377,3 +377,38 @@ def test_the_batched_fit_is_each_positions_least_squares_fit():
         assert np.allclose(fit.q0, ref[0], rtol=0, atol=1e-12) and np.allclose(fit.G, ref[1], rtol=0, atol=1e-12)
         assert abs(fit.residual_invA - ref[4]) < 1e-12
     assert fits[-1] is None and fits[-2] is None and sum(f is not None for f in fits) == 12
+
+
+def test_a_scan_with_few_positions_fit_says_why_and_how_to_fit_more(tmp_path, capsys):
+    """Most positions with a single vector beside the beam (a low-dose scan): the summary and the command
+    name the median count and the remedy (`predict --bin-scan`); a scan whose positions fit says nothing."""
+    few = {(0, j): rotated(SQUARE, 4.0) for j in range(4)}
+    sparse = pd.concat([scan(few).query("ry == 0"),
+                        *[position_vectors(rotated(SQUARE, 4.0), 0, j).nlargest(2, "intensity") for j in (1, 2, 3)]],
+                       ignore_index=True)
+    assert cli.main(["strain", str(_write(tmp_path, sparse)), "--out", str(tmp_path / "few")]) == 0
+    out = capsys.readouterr().out
+    s = json.loads((tmp_path / "few" / "summary.json").read_text())
+    assert s["n_fit"] == 1 and len(s["advice"]) == 1 and "--bin-scan 2" in s["advice"][0]
+    assert "hold 1 (median)" in s["advice"][0] and "note: only 1 of 4 positions fit" in out
+    assert s["advice"][0] in (tmp_path / "few" / "index.html").read_text()
+    assert cli.main(["strain", str(_write(tmp_path, scan(few))), "--out", str(tmp_path / "all")]) == 0
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["advice"] == [] and "note:" not in capsys.readouterr().out
+
+
+def test_vectors_within_the_tolerance_count_against_chance_though_the_clip_keeps_them_out_of_the_fit():
+    """A measured (not lattice-placed) position: seven vectors within 0.002 Å⁻¹ of their lattice points and four
+    at 0.02 Å⁻¹ (a thick crystal's disks, within the 0.038 Å⁻¹ tolerance but beyond 2.5 × the median
+    residual). The clip leaves the four out of the least squares; the chance test still counts all eleven
+    (the first version counted the seven: binomial chance 3e-6 > 1e-6, and the position went unfit)."""
+    rng = np.random.default_rng(5)
+    hk = np.array([(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, 1), (1, -1), (2, 0), (0, 2), (-2, 0), (0, -2)])
+    q = hk @ SQUARE
+    off = np.r_[rng.uniform(-1, 1, (7, 2)) * 0.0014, 0.02 * np.ones((4, 2)) / np.sqrt(2) * [[1, 1], [-1, 1], [1, -1], [-1, -1]]]
+    pos = lambda j: pd.DataFrame({"rx": 0, "ry": j, "qx": np.r_[0.0, q[:, 0] + off[:, 0]], "qy": np.r_[0.0, q[:, 1] + off[:, 1]],
+                                  "intensity": np.r_[10.0, np.ones(11)]})
+    fit = lattice.fit_position(pos(0)[["qx", "qy"]].to_numpy(), np.ones(12), SQUARE, 0.15, 3)
+    assert (fit.n_indexed, fit.n_within) == (7, 11)
+    assert lattice.chance_p(7, 11, SQUARE, 0.15) > lattice.MAX_CHANCE_P > lattice.chance_p(11, 11, SQUARE, 0.15)
+    t = measure(pd.concat([pos(0), pos(1)], ignore_index=True), Settings(reference=(slice(0, 1), slice(0, 1)))).table
+    assert (t["grain"] == 0).all() and np.allclose(t[["exx_pct", "eyy_pct", "exy_pct"]].to_numpy(), 0, atol=1e-9)

@@ -42,6 +42,26 @@ def parse_region(text: str | None):
     return slice(x0, x1), slice(y0, y1)
 
 
+# Below this fraction of positions fit, the summary says why and how to fit more (``few_vectors_hint``).
+FEW_FIT_FRACTION = 0.5
+
+
+def few_vectors_hint(table, n_positions: int, n_fit: int, min_indexed: int) -> list[str]:
+    """A note when fewer than FEW_FIT_FRACTION of the positions fit: the median vectors per position beside the
+    beam and the remedy for a low-dose scan (bench_strain at 1e3 e⁻: 11–74 % of positions fit off the zone axis;
+    summing 2 × 2 positions halved the strain error, benchmarks/RESULTS.md, "Scan binning"). Empty otherwise."""
+    import numpy as np
+
+    if n_fit >= FEW_FIT_FRACTION * n_positions:
+        return []
+    # positions without any vector are absent from the table: they count as none
+    per = np.zeros(n_positions)
+    per[:len(table)] = np.maximum(table["n_vectors"].to_numpy(float) - 1, 0)
+    return [f"only {n_fit} of {n_positions} positions fit: a position needs {min_indexed} vectors beside the beam on "
+            f"one lattice and these hold {np.median(per):g} (median); for a low-dose scan sum neighbouring positions "
+            "before detection (`fourdcrystal predict … --bin-scan 2`: 4× the electrons per pattern)"]
+
+
 def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dict:
     """Measure and publish everything in ``out_dir``; returns the summary (also summary.json)."""
     from fourdcrystal.analysis import maps, page
@@ -57,15 +77,18 @@ def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dic
                  "median lattice of each grain (positions whose lattices agree up to a change of basis); strain and "
                  "rotation are relative to the grain's own median, so they are not compared across grains")
     n_pos = result.scan_shape[0] * result.scan_shape[1]
+    advice = few_vectors_hint(t, n_pos, n_fit, settings.min_indexed)
     notes = [f"{n_pos - n_fit} positions could not be indexed to any lattice better than chance (NaN, grey)"
              if n_fit < n_pos else "every position was indexed",
+             *advice,
              f"grains: lattices that explain at least {100 * settings.min_grain_fraction:g} % of the positions"
              + ("" if result.grains else " — none found: these vectors show no lattice"),
              "e_xy is the tensor shear (engineering shear = 2 e_xy); rotation is positive from +q_x toward +q_y",
              "tilt: from the network's q_z of the indexed vectors (q_z ≈ −θ g·n̂); none for the classical baseline"]
     summary = {"input": str(vectors_path), "scan_shape": list(result.scan_shape), "n_positions": n_pos,
                "n_fit": n_fit, "fit_fraction": n_fit / n_pos, "reference": reference,
-               "grains": result.grains, "settings": result.settings, "notes": notes, **(meta or {})}
+               "grains": result.grains, "settings": result.settings, "notes": notes, "advice": advice,
+               **(meta or {})}
     m = maps.to_maps(t, result.scan_shape)
     figs = [("strain_maps.png", "strain (Biot, %) relative to the reference"),
             ("orientation.png", "in-plane rotation and out-of-plane tilt (arrows: direction the zone axis leans to)"),
@@ -113,4 +136,6 @@ def run(args: argparse.Namespace) -> int:
                         reference=parse_region(args.reference))
     s = run_strain(args.vectors, args.out, settings)
     print(f"strain: {s['n_fit']} of {s['n_positions']} positions fit, {len(s['grains'])} lattice(s) -> {args.out}")
+    for note in s["advice"]:
+        print(f"note: {note}")
     return 0

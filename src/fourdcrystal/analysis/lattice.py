@@ -40,8 +40,10 @@ CLIP_MEDIAN = 2.5
 @dataclass
 class Fit:
     """Least-squares lattice of one position: origin q0 (Å⁻¹), basis G (rows g1, g2, Å⁻¹), the (h, k)
-    of each input vector (-1e9 where not indexed), how many non-beam vectors were indexed, and the
-    RMS residual (Å⁻¹) of the indexed vectors."""
+    of each input vector (-1e9 where not indexed), how many non-beam vectors were indexed (and fitted), the
+    RMS residual (Å⁻¹) of the indexed vectors, and how many non-beam vectors lie within the indexing
+    tolerance of the fitted lattice before the outlier clip (``n_within`` ≥ ``n_indexed``: what the chance
+    test counts, since it models landing within the tolerance; the clip only keeps outliers out of the fit)."""
 
     q0: np.ndarray
     G: np.ndarray
@@ -49,6 +51,7 @@ class Fit:
     indexed: np.ndarray
     n_indexed: int
     residual_invA: float
+    n_within: int
 
 
 def non_beam(q: np.ndarray) -> np.ndarray:
@@ -158,12 +161,13 @@ def fit_positions(Q: np.ndarray, W: np.ndarray, valid: np.ndarray, G_ref: np.nda
     q0, G = np.zeros((P, 2)), np.broadcast_to(G_ref, (P, 2, 2)).copy()
     live, has_fit = np.ones(P, bool), np.zeros(P, bool)
     last = {"q0": np.zeros((P, 2)), "G": G.copy(), "hk": np.zeros(Q.shape), "on": np.zeros(valid.shape, bool),
-            "n": np.zeros(P, int), "res": np.zeros(P)}
+            "n": np.zeros(P, int), "res": np.zeros(P), "within": np.zeros(P, int)}
     for k in range(passes + (clip is not None)):
         frac = np.einsum("pvi,pij->pvj", Q - q0[:, None], np.linalg.inv(G))
         hk = np.round(frac)
         dist = np.hypot(*np.moveaxis(np.einsum("pvi,pij->pvj", frac - hk, G), -1, 0))
         keep = valid
+        n_within = ((dist < tol * scale) & valid & off_beam).sum(axis=1)
         if k == passes:  # the clipping pass: the last fit's residuals decide
             # floor: 1e-4 of the basis length, so exact (round-off) residuals clip nothing
             keep = valid & (dist <= clip * np.maximum(median_where(dist, last["on"]), 1e-4 * scale)[:, None])
@@ -179,13 +183,14 @@ def fit_positions(Q: np.ndarray, W: np.ndarray, valid: np.ndarray, G_ref: np.nda
         res = (Q[live] - X[live] @ beta) * on[live][..., None]
         q0[live], G[live] = beta[:, 0], beta[:, 1:]
         for key, value in (("q0", beta[:, 0]), ("G", beta[:, 1:]), ("hk", hk[live]), ("on", on[live]),
-                           ("n", n_on[live]), ("res", np.sqrt((res ** 2).sum(axis=(1, 2)) / on[live].sum(axis=1)))):
+                           ("n", n_on[live]), ("res", np.sqrt((res ** 2).sum(axis=(1, 2)) / on[live].sum(axis=1))),
+                           ("within", n_within[live])):
             last[key][live] = value
         has_fit |= live
     n = valid.sum(axis=1)
     return [Fit(last["q0"][i].copy(), last["G"][i].copy(),
                 np.where(last["on"][i, :n[i], None], last["hk"][i, :n[i]], -1e9), last["on"][i, :n[i]].copy(),
-                int(last["n"][i]), float(last["res"][i])) if has_fit[i] else None
+                int(last["n"][i]), float(last["res"][i]), int(last["within"][i])) if has_fit[i] else None
             for i in range(P)]
 
 

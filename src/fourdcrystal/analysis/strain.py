@@ -139,8 +139,9 @@ def _weights(inten: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _fit_all(positions, refs, settings: Settings) -> list:
-    """Per position: (best Fit or None, its grain index or -1, weights); best = most vectors indexed, then the
-    smaller residual. Every position is fitted to each reference at once (``lattice.fit_positions``)."""
+    """Per position: (best Fit or None, its grain index or -1, weights); best = most vectors within the indexing
+    tolerance, then the smaller residual; a fit whose count chance could give is none (``lattice.significant_many``).
+    Every position is fitted to each reference at once (``lattice.fit_positions``)."""
     weights = [_weights(p[3], settings.weights) for p in positions]
     n_nb = np.array([int(lattice.non_beam(p[2]).sum()) for p in positions])
     best, grain = [None] * len(positions), np.full(len(positions), -1)
@@ -150,13 +151,13 @@ def _fit_all(positions, refs, settings: Settings) -> list:
             settings.tolerance, settings.min_indexed)]
         i = np.array([k for k, f in enumerate(fits) if f is not None], dtype=int)
         if len(i):  # no better than chance: this lattice does not explain the position
-            ok = lattice.significant_many([fits[k].n_indexed for k in i], n_nb[i], np.stack([fits[k].G for k in i]),
+            ok = lattice.significant_many([fits[k].n_within for k in i], n_nb[i], np.stack([fits[k].G for k in i]),
                                           settings.tolerance)
             for k in i[~ok]:
                 fits[k] = None
         for k, fit in enumerate(fits):
-            if fit is not None and (best[k] is None or (fit.n_indexed, -fit.residual_invA) >
-                                    (best[k].n_indexed, -best[k].residual_invA)):
+            if fit is not None and (best[k] is None or (fit.n_within, -fit.residual_invA) >
+                                    (best[k].n_within, -best[k].residual_invA)):
                 best[k], grain[k] = fit, g
     return [(f, int(gr), w) for f, gr, w in zip(best, grain, weights)]
 
