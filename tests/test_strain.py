@@ -393,7 +393,8 @@ def test_a_scan_with_few_positions_fit_says_why_and_how_to_fit_more(tmp_path, ca
     assert "hold 1 (median)" in s["advice"][0] and "note: only 1 of 4 positions fit" in out
     assert s["advice"][0] in (tmp_path / "few" / "index.html").read_text()
     assert cli.main(["strain", str(_write(tmp_path, scan(few))), "--out", str(tmp_path / "all")]) == 0
-    assert json.loads((tmp_path / "all" / "summary.json").read_text())["advice"] == [] and "note:" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["advice"] == []
+    assert "note:" not in capsys.readouterr().out
 
 
 def test_vectors_within_the_tolerance_count_against_chance_though_the_clip_keeps_them_out_of_the_fit():
@@ -404,9 +405,12 @@ def test_vectors_within_the_tolerance_count_against_chance_though_the_clip_keeps
     rng = np.random.default_rng(5)
     hk = np.array([(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, 1), (1, -1), (2, 0), (0, 2), (-2, 0), (0, -2)])
     q = hk @ SQUARE
-    off = np.r_[rng.uniform(-1, 1, (7, 2)) * 0.0014, 0.02 * np.ones((4, 2)) / np.sqrt(2) * [[1, 1], [-1, 1], [1, -1], [-1, -1]]]
-    pos = lambda j: pd.DataFrame({"rx": 0, "ry": j, "qx": np.r_[0.0, q[:, 0] + off[:, 0]], "qy": np.r_[0.0, q[:, 1] + off[:, 1]],
-                                  "intensity": np.r_[10.0, np.ones(11)]})
+    off = np.r_[rng.uniform(-1, 1, (7, 2)) * 0.0014, 0.02 / np.sqrt(2) * np.array([[1, 1], [-1, 1], [1, -1], [-1, -1]])]
+
+    def pos(j):
+        return pd.DataFrame({"rx": 0, "ry": j, "qx": np.r_[0.0, q[:, 0] + off[:, 0]], "qy": np.r_[0.0, q[:, 1] + off[:, 1]],
+                             "intensity": np.r_[10.0, np.ones(11)]})
+
     fit = lattice.fit_position(pos(0)[["qx", "qy"]].to_numpy(), np.ones(12), SQUARE, 0.15, 3)
     assert (fit.n_indexed, fit.n_within) == (7, 11)
     assert lattice.chance_p(7, 11, SQUARE, 0.15) > lattice.MAX_CHANCE_P > lattice.chance_p(11, 11, SQUARE, 0.15)
