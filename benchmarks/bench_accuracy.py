@@ -26,9 +26,10 @@ matches no truth but lies on a real zero-layer reflection in the field fainter t
 false: the issue's truth is every zero-layer reflection in the field, so a detector that reports one
 below the floor has not hallucinated); ``precision`` and ``f1`` are strict (a vector on one is false).
 The chance row is a floor, not a detector: py4DSTEM's number of vectors per pattern placed at random on the
-disk that holds the truth (``chance_records``); where overlapping disks crowd the field, F1 up to a few hundredths
-is what a detector's vector count earns alone. The countable row is a ceiling, not a detector: the truth reflections whose disks hold ≥ 3 Poisson σ of
-electrons at the dose (``countable_vectors``), scored like the others; its recall is what the counted
+disk that holds the truth (``chance_records``), what that many vectors earn without finding anything (0.00–0.04
+at the overlapping corners where py4DSTEM scores 0.02–0.14: its finds there are real; benchmarks/RESULTS.md,
+"A chance floor"). The countable row is a ceiling, not a detector: the truth reflections whose disks hold ≥ 3
+Poisson σ of electrons at the dose (``countable_vectors``), scored like the others; its recall is what the counted
 pattern shows. The last table counts the corner-doses where the network's F1 is at least py4DSTEM's, under both.
 
 The truth of a noisy position is where that position's detector records it: its elliptical distortion
@@ -314,8 +315,8 @@ def run_test(sims: dict, cfg: dict, model, mgeo, ps: dict, settings: dict, tmp: 
 def chance_records(recs: list[dict]) -> list[dict]:
     """A floor for reading F1: per py4DSTEM record, as many vectors per pattern as py4DSTEM reported, placed
     uniformly at random on the disk about the beam that holds the truth (out to the farthest truth reflection
-    + 1 px), scored like a detector. Where overlapping disks crowd the field, a vector lands within 1 px of some
-    reflection by chance often enough that a detector's F1 there is mostly its vector count."""
+    + 1 px), scored like a detector: how much of a detector's F1 its vector count alone would earn where
+    overlapping disks crowd the field with reflections."""
     c, out = DETECTOR.center_px, []
     for i, r in enumerate(recs):
         if r["detector"] != "py4DSTEM":
