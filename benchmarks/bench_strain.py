@@ -28,9 +28,13 @@ microscopists make it); ``--thickness-A`` and ``--dose`` pick rows of the table 
 ``--tilt MRAD AZIMUTH_DEG``: every state, the reference too, tilted off the zone axis by MRAD toward the
 azimuth (``supercells.tilt_rotation``, applied after the deformation, as a specimen a little off its zone
 axis is recorded; the projected deformation differs from F by ~tilt², 1e-3 of it at 2°; the tilt rows are
-left out then).
+left out then). ``--detector PX DQ``, ``--energy-kV``, ``--semiangle-mrad``: the same series recorded on another
+camera (PX pixels at ≈ DQ Å⁻¹/px, the box whole cells: ``crystal_on``; a camera whose box would be under
+``MIN_BOX_A`` simulated finer and binned to its pixels: ``simulate``) or with another beam, which `predict`
+resamples to the model's grid (the tilt rows are left out then).
 Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--model model.pt] [--precision P] [--json out.json]
        [--bin-scan N] [--thickness-A 60 ...] [--dose 1e3 ...] [--crystal gan] [--tilt MRAD AZIMUTH_DEG]
+       [--detector PX DQ] [--energy-kV KV] [--semiangle-mrad MRAD]
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from fourdcrystal import cli  # noqa: E402
+from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference.predict import DEFAULT_MODEL  # noqa: E402
 from fourdcrystal.learning.augment import DEFAULTS, Augmenter  # noqa: E402
 from fourdcrystal.learning.model import load_checkpoint  # noqa: E402
@@ -61,6 +66,12 @@ SEMIANGLE_MRAD, ENERGY_EV = 2.5, 300e3
 DRAWS = 16  # scan positions per state: 80 deformed positions per (thickness, dose), enough to resolve
 # differences of ~0.05 % between the detectors (6 per state left the comparison to the noise draw)
 TILTS = [(0.0, 0.0), (10.0, 0.0), (10.0, 120.0), (10.0, 250.0)]  # (mrad, azimuth °)
+# The least simulation box (Å) for a deformed crystal: the deformed cells do not fill the periodic box, and
+# where the probe reaches the seam every disk moves. In SrTiO3's 23 Å box (128 px at 0.043 Å⁻¹/px, 200 kV,
+# 2 mrad) both detectors measured 0.25–0.35 % and 0.3° noise-free; simulated in a 47 Å box and binned 2 × 2
+# to the same camera, the network's error was 0.07–0.10 % (benchmarks/RESULTS.md, "Strain on other cameras").
+# 32 Å: the shipped model's own box, where the noise-free errors are ≤ 0.07 %.
+MIN_BOX_A = 32.0
 
 
 def deformation(exx, eyy, exy, rot_deg):
@@ -73,22 +84,52 @@ def truth_row(state) -> dict:
     return {"exx_pct": 100 * exx, "eyy_pct": 100 * eyy, "exy_pct": 100 * exy, "rotation_deg": rot}
 
 
-def crystal_on(name: str, model_geo):
+def crystal_on(name: str, model_geo, detector: tuple[int, float] | None = None):
     """(Structure with the zone axis along c, Geometry) of ``--crystal``: SrTiO3 [001] on the model's own grid,
     or GaN [0001] (a hexagonal lattice) re-cut into its orthogonal cell, in the box of whole cells nearest
     the model's (``examples.rectangular_cell``: 12 × 7 cells, 38.3 Å, so 1/38.3 Å⁻¹ per px on 128 px, which
-    `predict` resamples to the model's 1/32)."""
+    `predict` resamples to the model's 1/32).
+
+    ``detector`` (pixels per edge, ≈ Å⁻¹ per px): another camera instead of the model's grid, as
+    bench_accuracy's ``--detector``: the box (1 / pixel size) a whole number of cells nearest 1 / ≈ Å⁻¹ per px,
+    with a whole number of the multislice grid's points per cell, the grid 1.5 × the detector (abTEM's 2/3
+    antialiasing aperture)."""
+    if detector is None:
+        px, box_A, gpts = model_geo.detector_px, model_geo.box_A, model_geo.gpts
+    else:
+        px, box_A, gpts = int(detector[0]), 1.0 / float(detector[1]), int(1.5 * detector[0])
     if name == "srtio3":
-        return srtio3(), model_geo
-    cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], model_geo.box_A)
-    return cut, rectangular_geometry(cut, cells, model_geo.gpts, model_geo.detector_px, model_geo.thicknesses_A,
-                                     model_geo.slice_thickness_A)
+        if detector is None:
+            return srtio3(), model_geo
+        a = srtio3().lattice.a
+        n = min((k for k in range(1, gpts + 1) if gpts % k == 0), key=lambda k: abs(np.log(k * a / box_A)))
+        return srtio3(), Geometry(box_A=n * a, gpts=gpts, detector_px=px, thicknesses_A=model_geo.thicknesses_A,
+                                  slice_thickness_A=model_geo.slice_thickness_A)
+    cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A)
+    return cut, rectangular_geometry(cut, cells, gpts, px, model_geo.thicknesses_A, model_geo.slice_thickness_A)
 
 
-def simulate(states, thickness_A, geo, structure, tilt=None):
-    return [zone_axis_cbed(structure, (0, 0, 1), geo, thickness_A=thickness_A, energy_eV=ENERGY_EV,
-                           semiangle_mrad=SEMIANGLE_MRAD, deformation=deformation(*s[1:]), tilt=tilt)
+def camera_binning(geo) -> int:
+    """Detector pixels simulated per recorded pixel (each way): enough for a box of at least ``MIN_BOX_A``."""
+    return int(np.ceil(MIN_BOX_A / geo.box_A - 1e-9))
+
+
+def simulate(states, thickness_A, geo, structure, tilt=None, energy_eV=ENERGY_EV, semiangle_mrad=SEMIANGLE_MRAD):
+    """One noise-free pattern per state on ``geo``'s detector; a camera whose box is under ``MIN_BOX_A`` is
+    simulated on a box ``camera_binning`` times larger (finer pixels, the same field) and binned to its pixels."""
+    b = camera_binning(geo)
+    fine = geo if b == 1 else Geometry(box_A=b * geo.box_A, gpts=b * geo.gpts, detector_px=b * geo.detector_px,
+                                       thicknesses_A=geo.thicknesses_A, slice_thickness_A=geo.slice_thickness_A)
+    sims = [zone_axis_cbed(structure, (0, 0, 1), fine, thickness_A=thickness_A, energy_eV=energy_eV,
+                           semiangle_mrad=semiangle_mrad, deformation=deformation(*s[1:]), tilt=tilt)
             for s in states]
+    if b > 1:
+        P = geo.detector_px
+        for ex in sims:
+            for k in ("cbed", "probe"):
+                ex[k] = ex[k].reshape(P, b, P, b).sum(axis=(1, 3))
+            ex["geometry"] = geo
+    return sims
 
 
 def write_scan(d: Path, sims, draws, dose, seed, bin_scan: int = 1):
@@ -201,6 +242,11 @@ def main():
                     help="SrTiO3 [001] (default) or GaN [0001], a hexagonal lattice (tilts: SrTiO3 only)")
     ap.add_argument("--tilt", type=float, nargs=2, default=None, metavar=("MRAD", "AZIMUTH_DEG"),
                     help="every state off the zone axis by MRAD toward AZIMUTH_DEG (default: on the axis)")
+    ap.add_argument("--detector", type=float, nargs=2, default=None, metavar=("PX", "DQ"),
+                    help="another camera: PX pixels per edge at ≈ DQ Å⁻¹/px (default: the model's own grid)")
+    ap.add_argument("--energy-kV", type=float, default=ENERGY_EV / 1e3, help=f"beam energy (default {ENERGY_EV / 1e3:g})")
+    ap.add_argument("--semiangle-mrad", type=float, default=SEMIANGLE_MRAD,
+                    help=f"probe convergence semi-angle (default {SEMIANGLE_MRAD:g})")
     args = ap.parse_args()
     model_args = (["--model", args.model] if args.model else []) + ["--precision", args.precision]
     states = [STATES[0], STATES[-1]] if args.quick else STATES
@@ -211,12 +257,13 @@ def main():
     bin_args = ["--bin-scan", str(args.bin_scan)] if args.bin_scan > 1 else []
     draws = 2 if args.quick else args.draws
     _, model_geo, _ = load_checkpoint(args.model or DEFAULT_MODEL)
-    structure, geo = crystal_on(args.crystal, model_geo)
+    structure, geo = crystal_on(args.crystal, model_geo, args.detector)
+    beam = dict(energy_eV=1e3 * args.energy_kV, semiangle_mrad=args.semiangle_mrad)
     rows, pairs, t0 = [], [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for thick in thicknesses:
-            sims = simulate(states, thick, geo, structure, args.tilt)
+            sims = simulate(states, thick, geo, structure, args.tilt, **beam)
             kin = tmp / f"kin-{thick:.0f}.parquet"
             kinematic_vectors(sims, draws).to_parquet(kin)
             run_strain(kin, tmp / f"kin-{thick:.0f}", draws)
@@ -241,12 +288,16 @@ def main():
                     print(rows[-1], flush=True)
                 pairs.append({"thickness_A": thick, "dose": rows[-1]["dose"],
                               **paired(per_position["network"], per_position["py4DSTEM"])})
-        tilt = [] if (args.bin_scan > 1 or args.dose or args.thickness_A or args.crystal != "srtio3" or args.tilt) else \
+        other_beam = args.detector or beam != dict(energy_eV=ENERGY_EV, semiangle_mrad=SEMIANGLE_MRAD)
+        tilt = [] if (args.bin_scan > 1 or args.dose or args.thickness_A or args.crystal != "srtio3" or args.tilt
+                      or other_beam) else \
             tilt_rows(geo, tmp, args.quick, model_args)
     df = pd.DataFrame(rows)
     binned = f" (each the sum of {args.bin_scan}x{args.bin_scan} recorded patterns)" if args.bin_scan > 1 else ""
     tilted = f", every state tilted {args.tilt[0]:g} mrad toward {args.tilt[1]:g}°" if args.tilt else ""
+    camera = f", {geo.detector_px} px at {geo.dk_invA:.4f} Å⁻¹/px" if args.detector else ""
     print(f"\n{args.crystal}: {len(states) - 1} deformed states x {draws} positions{binned}{tilted}, "
+          f"{args.energy_kV:g} kV, {args.semiangle_mrad:g} mrad{camera}, "
           f"{time.perf_counter() - t0:.0f} s\n")
     print("| method | thickness (Å) | dose (e⁻/pattern) | positions fit | e_xx | e_yy | e_xy | rotation (°) |")
     print("|---|---|---|---|---|---|---|---|")

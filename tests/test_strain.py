@@ -416,3 +416,28 @@ def test_vectors_within_the_tolerance_count_against_chance_though_the_clip_keeps
     assert lattice.chance_p(7, 11, SQUARE, 0.15) > lattice.MAX_CHANCE_P > lattice.chance_p(11, 11, SQUARE, 0.15)
     t = measure(pd.concat([pos(0), pos(1)], ignore_index=True), Settings(reference=(slice(0, 1), slice(0, 1)))).table
     assert (t["grain"] == 0).all() and np.allclose(t[["exx_pct", "eyy_pct", "exy_pct"]].to_numpy(), 0, atol=1e-9)
+
+
+def test_bench_strain_records_the_series_on_another_camera_in_a_box_of_whole_cells():
+    """bench_strain --detector PX DQ: the box (1 / pixel size) holds whole cells near 1 / DQ and whole grid points
+    per cell, so the pattern's disks sit where the kinematic truth puts them (a cut cell leaves a seam); the pixel
+    size is the nearest such box's (GaN's rectangular cell: within −25 … +35 % of 1 / DQ)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_strain.py"
+    spec = importlib.util.spec_from_file_location("bench_strain", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, model_geo, _ = bench.load_checkpoint(bench.DEFAULT_MODEL)
+    assert bench.crystal_on("srtio3", model_geo)[1] is model_geo
+    for name in ("srtio3", "gan"):
+        structure, geo = bench.crystal_on(name, model_geo, (256, 0.02))
+        cells = geo.box_A / structure.lattice.a
+        assert geo.detector_px == 256 and 0.74 < geo.dk_invA / 0.02 < 1.34
+        assert abs(cells - round(cells)) < 1e-9 and geo.gpts % round(cells) == 0 and geo.gpts >= 384
+        assert bench.camera_binning(geo) == 1
+    # a camera whose box is too small for a deformed crystal's seam to stay out of the probe's reach is simulated
+    # on a box twice as large and binned 2 × 2 to its pixels
+    small = bench.crystal_on("srtio3", model_geo, (128, 0.04))[1]
+    assert small.box_A < bench.MIN_BOX_A <= 2 * small.box_A and bench.camera_binning(small) == 2
