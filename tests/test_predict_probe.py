@@ -373,6 +373,23 @@ def test_the_scans_beam_is_at_its_centre_of_symmetry_not_on_a_brighter_disk_or_a
         assert inputs.finder.climb and (np.hypot(each[:, 0] - c[0], each[:, 1] - c[1]) < 1.0).all(), each
 
 
+def test_a_beam_search_that_ends_on_its_rim_follows_the_beam_uphill_instead():
+    # A dim 8 px beam where the mean pattern's beam was found, and beyond the search (twice the disk's radius) a disk
+    # 8 × as bright (SrTiO3 [001] at 300 kV / 2.5 mrad / 30 nm on 256 px: a {110} disk's bright crescent beside a dim
+    # beam): the best match within the search is on its rim, on the slope up to the bright disk. The beam is its
+    # local maximum.
+    import torch
+    from fourdcrystal.inference.model_input import ModelInput
+    n, c, r = 128, (64.0, 64.0), 8.0
+    pattern = _disks((n, n), [(c, 1.0), ((c[0] + 2.4 * r, c[1] + 2.4 * r), 8.0)], r) + 1e-3
+    probe = _disks((n, n), [((64.0, 64.0), 1.0)], r)
+    inputs = ModelInput(probe, 1.0, 64, 32)
+    assert not inputs.finder.climb  # the mean pattern's beam was the best match: no climb asked for
+    x = torch.from_numpy(np.stack([pattern, np.roll(pattern, (2, -1), axis=(0, 1))]).astype(np.float32))
+    each = inputs.centres(x, c).numpy()  # searched within 2 r = 16 px; the bright disk's centre is 27 px away
+    assert np.abs(each - [[64.0, 64.0], [66.0, 63.0]]).max() < 0.5, each
+
+
 def test_a_crystal_whose_transmitted_beam_is_nearly_extinct_keeps_its_vectors_and_noise_keeps_none():
     # Small disks (1.5 px at 0.02 Å⁻¹/px): a pattern counts only where its beam stands out (``_lit``), or, where the
     # transmitted beam is nearly extinct (Si [110] at 80 kV, 10 nm: 0.3 % of the electrons), where the proposals
