@@ -331,3 +331,21 @@ def test_a_films_speckle_on_a_ring_of_single_counts_is_judged_by_the_lattice_rul
     as pairs (``evidence.friedel_folded``) 0.38."""
     per_pattern = _film_vectors_under_shot_noise(tmp_path, shipped, 100.0, 200e3, 2.0, (4, 4), seed=9)
     assert per_pattern <= 0.5, f"{per_pattern} vectors per pattern"
+
+
+def test_two_network_peaks_on_one_large_disk_become_one_vector():
+    # A thick crystal's 18 px disk shown to the network at a coarser pitch drew two peaks ~10 px apart on it: they are
+    # one disk, at their V_g-weighted mean; proposals a disk's radius or more apart, of other patterns, and the beam
+    # stay as they are
+    from fourdcrystal.inference.detectors import _one_per_disk
+    x = np.array([128.0, 80.0, 82.0, 80.0, 128.0, 176.0, 128.5])
+    y = np.array([128.0, 123.0, 133.0, 128.0, 80.0, 128.0, 128.0])
+    out = {"pattern": np.array([0, 0, 0, 1, 0, 0, 0]), "qx_px": x, "qy_px": y, "qx": (x - 128) * 0.01,
+           "qy": (y - 128) * 0.01, "intensity": np.array([9.0, 2.0, 1.0, 2.0, 3.0, 3.0, 1.0]), "qz": np.zeros(7)}
+    beam = np.hypot(out["qx"], out["qy"]) < 0.015
+    got = _one_per_disk(out, 18.0, beam)
+    assert got["pattern"].tolist() == [0, 0, 1, 0, 0, 0]
+    assert np.allclose([got["qx_px"][1], got["qy_px"][1]], [(2 * 80 + 82) / 3, (2 * 123 + 133) / 3])
+    assert np.allclose(got["qx"][1], (got["qx_px"][1] - 128) * 0.01)
+    assert got["qx_px"][[0, 5]].tolist() == [128.0, 128.5]  # the beam, and a proposal on it, untouched
+    assert got["qx_px"][[2, 3, 4]].tolist() == [80.0, 128.0, 176.0]
