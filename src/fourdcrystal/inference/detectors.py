@@ -560,19 +560,28 @@ def _one_per_disk(out: dict, radius_px: float, beam: np.ndarray) -> dict:
     network's positions, fit no lattice and was dropped (benchmarks/RESULTS.md, "Two peaks on one large disk").
     The direct beam is left as it is."""
     n = len(out["pattern"])
-    if n < 2:
-        return out
-    order = np.lexsort((-np.asarray(out["intensity"], float), out["pattern"]))
     merged_into = np.arange(n)
-    for p in np.unique(out["pattern"]):
-        idx = order[out["pattern"][order] == p]
-        idx = idx[~beam[idx]]
-        xy = np.column_stack([out["qx_px"][idx], out["qy_px"][idx]])
-        for a in range(len(idx)):  # strongest first: each takes the weaker ones within a radius not yet taken
-            if merged_into[idx[a]] != idx[a]:
-                continue
-            near = (np.hypot(*(xy[a + 1:] - xy[a]).T) < radius_px) & (merged_into[idx[a + 1:]] == idx[a + 1:])
-            merged_into[idx[a + 1:][near]] = idx[a]
+    idx = np.flatnonzero(~beam)
+    idx = idx[np.lexsort((-np.asarray(out["intensity"], float)[idx], out["pattern"][idx]))]  # strongest first
+    if len(idx) < 2:
+        return out
+    # every pattern's proposals at once, padded to the most of any (NaN: no pair), strongest first in each row
+    starts = np.r_[True, np.diff(out["pattern"][idx]) != 0]
+    first, row = np.flatnonzero(starts), np.cumsum(starts) - 1
+    rank = np.arange(len(idx)) - first[row]
+    slot = np.full((len(first), rank.max() + 1), -1)
+    slot[row, rank] = idx
+    d2 = np.zeros(slot.shape + slot.shape[1:])
+    for col in ("qx_px", "qy_px"):
+        c = np.full(slot.shape, np.nan)
+        c[row, rank] = out[col][idx]
+        d = c[:, :, None] - c[:, None, :]
+        d2 += d * d
+    close = np.triu(d2 < radius_px ** 2, k=1)
+    for g, a in zip(*np.nonzero(close.any(axis=2))):  # in order: each takes the weaker ones not yet taken
+        if merged_into[slot[g, a]] == slot[g, a]:
+            near = slot[g][close[g, a]]
+            merged_into[near[merged_into[near] == near]] = slot[g, a]
     if (merged_into == np.arange(n)).all():
         return out
     out = {k: np.array(v, copy=True) for k, v in out.items()}
