@@ -56,7 +56,7 @@ from fourdcrystal.inference.predict import DEFAULT_MODEL  # noqa: E402
 from fourdcrystal.learning.augment import DEFAULTS, Augmenter  # noqa: E402
 from fourdcrystal.learning.model import load_checkpoint  # noqa: E402
 from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, gan, rectangular_cell,  # noqa: E402
-                                              rectangular_geometry, srtio3, zone_axis_cbed)
+                                              rectangular_geometry, square_geometry, srtio3, zone_axis_cbed)
 
 # name, e_xx, e_yy, e_xy (fractions), rotation (degrees); the first is the reference
 STATES = [("reference", 0, 0, 0, 0), ("e_xx +1%", 0.01, 0, 0, 0), ("e_yy -1%", 0, -0.01, 0, 0),
@@ -101,10 +101,8 @@ def crystal_on(name: str, model_geo, detector: tuple[int, float] | None = None):
     if name == "srtio3":
         if detector is None:
             return srtio3(), model_geo
-        a = srtio3().lattice.a
-        n = min((k for k in range(1, gpts + 1) if gpts % k == 0), key=lambda k: abs(np.log(k * a / box_A)))
-        return srtio3(), Geometry(box_A=n * a, gpts=gpts, detector_px=px, thicknesses_A=model_geo.thicknesses_A,
-                                  slice_thickness_A=model_geo.slice_thickness_A)
+        return srtio3(), square_geometry(srtio3().lattice.a, box_A, gpts, px, model_geo.thicknesses_A,
+                                         model_geo.slice_thickness_A)
     cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A)
     return cut, rectangular_geometry(cut, cells, gpts, px, model_geo.thicknesses_A, model_geo.slice_thickness_A)
 

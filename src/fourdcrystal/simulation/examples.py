@@ -137,6 +137,16 @@ def rectangular_cell(structure, rows, box_A: float, max_stretch: float = 0.012):
     return Structure(Lattice.orthorhombic(px, py * stretch, pz), cut.species, cut.frac_coords), (n_x, n_y)
 
 
+def square_geometry(period_A: float, box_A: float, gpts: int, detector_px: int, thicknesses_A,
+                    slice_thickness_A: float = 2.0) -> Geometry:
+    """The square box of whole in-plane periods (``period_A``) nearest ``box_A`` whose cell count divides ``gpts``:
+    a whole number of grid points per period (a fractional number aliases the sampled potential onto non-lattice
+    positions) and no seam where the periodic box cuts the crystal."""
+    n = min((k for k in range(1, gpts + 1) if gpts % k == 0), key=lambda k: abs(np.log(k * period_A / box_A)))
+    return Geometry(box_A=n * period_A, gpts=gpts, detector_px=detector_px, thicknesses_A=tuple(thicknesses_A),
+                    slice_thickness_A=slice_thickness_A)
+
+
 def rectangular_geometry(structure, cells: tuple[int, int], gpts_at_least: int, detector_px: int,
                          thicknesses_A, slice_thickness_A: float = 2.0) -> Geometry:
     """The square box of ``cells`` = (n_x, n_y) cells of ``rectangular_cell``'s structure, with a whole number
