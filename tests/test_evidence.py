@@ -681,6 +681,40 @@ def test_a_low_dose_patterns_lattice_is_completed_where_its_disks_show():
             assert on.sum() <= 2
 
 
+def test_a_low_dose_lattice_point_is_completed_from_completion_min_snr(monkeypatch):
+    """MeasuredPattern._lattice_completed keeps a low-dose pattern's lattice point whose disk stands out by
+    evidence.COMPLETION_MIN_SNR, though less than the second chance's LATTICE_MIN_SNR (the crystal's lattice
+    puts a disk there; the pattern has only to show one), and drops one below it. The contrast is given here:
+    the counting itself is tested above."""
+    from fourdcrystal.inference import detectors
+    from fourdcrystal.inference.evidence import COMPLETION_MIN_SNR, LATTICE_MIN_SNR, DiskContrast
+    from fourdcrystal.inference.model_input import ModelInput
+    assert COMPLETION_MIN_SNR < LATTICE_MIN_SNR
+    n, r, dq, a = 128, 3.0, 0.02, 14.0
+    trial = {(1, -1): 0.5 * (COMPLETION_MIN_SNR + LATTICE_MIN_SNR), (-1, 1): 0.9 * COMPLETION_MIN_SNR}
+
+    def contrast(patterns, centres, b, x, y, radius, overlapping=False, electron=None):
+        hk = [(int(round((i - 64) / a)), int(round((j - 64) / a))) for i, j in zip(np.asarray(x), np.asarray(y))]
+        snr = torch.tensor([trial.get(k, 10.0) for k in hk], dtype=torch.float64)
+        m = len(snr)
+        return DiskContrast(snr, torch.ones(m), torch.zeros(m, dtype=torch.bool), torch.zeros(m))
+    monkeypatch.setattr(detectors, "disk_contrast", contrast)
+    ii, jj = np.indices((n, n), dtype=np.float64)
+    probe = (np.hypot(ii - 64, jj - 64) <= r).astype(np.float64)
+    given = np.array([(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)], float) * a
+    pattern = probe + sum(0.1 * (np.hypot(ii - 64 - x, jj - 64 - y) <= r) for x, y in given[1:])
+    counts = np.random.default_rng(0).poisson(pattern * 2500 / pattern.sum() + 0.01).astype(np.float32)  # 2,500 e⁻
+    out = {"pattern": np.zeros(len(given), int), "qx": given[:, 0] * dq, "qy": given[:, 1] * dq,
+           "qx_px": 64 + given[:, 0], "qy_px": 64 + given[:, 1], "intensity": np.ones(len(given), np.float32),
+           "qz": np.zeros(len(given), np.float32)}
+    maps = (torch.zeros(1, 64, 64), torch.zeros(1, 64, 64), 32, 1 / 32)
+    got = detectors.MeasuredPattern(ModelInput(probe, 1.0, n, 64), dq, 1 / 32)(
+        torch.from_numpy(counts[None]), torch.tensor([[64.0, 64.0]]), out, maps=maps)
+    q = np.column_stack([got["qx"], got["qy"]]) / dq
+    found = {(int(round(x / a)), int(round(y / a))) for x, y in q}
+    assert len(q) == len(given) + 1 and (1, -1) in found and (-1, 1) not in found
+
+
 def test_the_numpy_medians_give_torchs_values():
     """evidence._row_median / _row_nanmedian (numpy's selection on the CPU) return exactly torch's median and
     nanmedian per row (the lower middle value), on counts with ties, on sparse rows, on rows without numbers."""

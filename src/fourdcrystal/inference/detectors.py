@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import classical, peaks
-from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_REACH, HOT_PIXEL_MIN_RADIUS_PX,
-                                             LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E, LOW_DOSE_THRESHOLD_FACTOR,
+from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_MIN_SNR, COMPLETION_REACH,
+                                             HOT_PIXEL_MIN_RADIUS_PX, LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E,
+                                             LOW_DOSE_THRESHOLD_FACTOR,
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              between_disks, bright_enough, disk_contrast, disk_intensity,
                                              friedel_folded, incident_beam, lattice_members, lattice_support_many,
@@ -241,7 +242,7 @@ class MeasuredPattern:
     def _lattice_completed(self, patterns, centres, out: dict, electron, maps, measured_patterns,
                            incident: np.ndarray) -> dict:
         """``out`` and a vector at each other point of a pattern's lattice where its pattern shows a disk: on a
-        low-dose pattern at ``evidence.LATTICE_MIN_SNR``, on another pattern of large disks at
+        low-dose pattern at ``evidence.COMPLETION_MIN_SNR``, on another pattern of large disks at
         ``evidence.BRIGHT_COMPLETION_MIN_SNR``, measured there on ``measured_patterns`` (``_refine``: the pattern the
         proposals were measured on, less its diffuse background where they fix a lattice); both at least
         ``MIN_BRIGHTNESS``. The lattice is fitted to the pattern's kept vectors (``refine.fitted_lattices``, at
@@ -271,7 +272,7 @@ class MeasuredPattern:
                                  electron=electron)
         snr, level = contrast.snr.cpu().numpy(), contrast.level.cpu().numpy()
         brightness = _disk_brightness(contrast)
-        keep = (snr >= np.where(low[cb], LATTICE_MIN_SNR, BRIGHT_COMPLETION_MIN_SNR)) & \
+        keep = (snr >= np.where(low[cb], COMPLETION_MIN_SNR, BRIGHT_COMPLETION_MIN_SNR)) & \
             bright_enough(brightness, snr, incident[cb])
         if not keep.any():
             return out
