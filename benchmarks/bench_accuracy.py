@@ -84,7 +84,8 @@ from fourdcrystal.inference import peaks, predict  # noqa: E402
 from fourdcrystal.inference.datacube_io import Cube  # noqa: E402
 from fourdcrystal.learning.augment import Augmenter, electrons_per_unit  # noqa: E402
 from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_film_cbed, gan,  # noqa: E402
-                                              rectangular_cell, rectangular_geometry, square_geometry)
+                                              lattice_grid_steps, rectangular_cell, rectangular_geometry,
+                                              square_geometry)
 from fourdcrystal.simulation.kinematic import mean_inner_potential_V  # noqa: E402
 from fourdcrystal.simulation.labels import counted, disk_radius_px, disk_sums, orientation_truth  # noqa: E402
 from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation  # noqa: E402
@@ -156,12 +157,13 @@ def detector_of(structure, period_A, thicknesses=DETECTOR.thicknesses_A) -> Geom
     kinematic truth would not be what the pattern shows. A period of a fractional number of grid points
     aliases the sampled potential onto non-lattice positions: Si [001] in 9 cells on 384 points (42.67
     per cell) lit 1/3-order spots and the forbidden {100} at 4e-3 of the beam at 60 nm, 1e-11 with 8 or
-    12 cells (benchmarks/RESULTS.md)."""
+    12 cells (benchmarks/RESULTS.md); and an odd number per centred cell lights the reflections the centring
+    forbids (``simulation.examples.lattice_grid_steps``)."""
     if not np.isscalar(period_A):  # (n_x, n_y) cells of a rectangular cell (``rectangular_crystals``)
         return rectangular_geometry(structure, period_A, DETECTOR.gpts, DETECTOR.detector_px, thicknesses,
                                     DETECTOR.slice_thickness_A)
     return square_geometry(period_A, DETECTOR.box_A, DETECTOR.gpts, DETECTOR.detector_px, thicknesses,
-                           DETECTOR.slice_thickness_A)
+                           DETECTOR.slice_thickness_A, grid_step=max(lattice_grid_steps(structure)))
 
 
 def simulate(structure, zone, period_A, energy_eV, thicknesses=DETECTOR.thicknesses_A):

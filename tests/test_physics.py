@@ -269,3 +269,25 @@ def test_one_and_two_slice_slabs_give_finite_labels():
     # Si [001], box = 2a: the 220 reflection sits exactly on pixel centre + 2*2 = 4 px along x
     c = geo.center_px
     assert arrays["vg"][1][c + 4, c + 4] > 4 * arrays["vg"][1][c + 3, c + 4]
+
+
+def test_a_centred_cell_on_the_multislice_grid_lights_no_reflection_its_centring_forbids():
+    """examples.lattice_grid_steps / rectangular_geometry: GaN [0001] re-cut into its centred orthogonal cell (7 × 4
+    cells, 22 Å), 80 kV, 1 mrad, 60 nm. The grid carries the half-cell translation in whole steps (an even number
+    of points per cell both ways), so the orthogonal cell's (1 0) and (0 1), which the centring forbids, stay
+    dark while the allowed (1 1) is lit. With the grid of a whole but odd number of points per cell (140: 35
+    along b, as before) the same pattern lit (1 0) and (0 1) (benchmarks/RESULTS.md, "A centred cell on an odd grid")."""
+    from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, gan, lattice_grid_steps, rectangular_cell,
+                                                  rectangular_geometry, zone_axis_cbed)
+    cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A=22.0)
+    assert cells == (7, 4) and lattice_grid_steps(cut) == (2, 2)
+    geo = rectangular_geometry(cut, cells, 128, 64, (600.0,))
+    assert geo.gpts % (2 * cells[0]) == 0 and geo.gpts % (2 * cells[1]) == 0
+    ex = zone_axis_cbed(cut, (0, 0, 1), geo, thickness_A=600.0, energy_eV=80e3, semiangle_mrad=1.0)
+    cb, c = ex["cbed"], geo.center_px
+
+    def spot(h, k):  # the orthogonal cell's (h k): h along a (n_x px per index), k along b (n_y px)
+        i, j = c + h * cells[0], c + k * cells[1]
+        return cb[i - 1:i + 2, j - 1:j + 2].sum() / cb[c - 1:c + 2, c - 1:c + 2].sum()
+    assert max(spot(1, 0), spot(0, 1), spot(-1, 0), spot(0, -1)) < 1e-6
+    assert spot(1, 1) > 1e-3

@@ -137,12 +137,32 @@ def rectangular_cell(structure, rows, box_A: float, max_stretch: float = 0.012):
     return Structure(Lattice.orthorhombic(px, py * stretch, pz), cut.species, cut.frac_coords), (n_x, n_y)
 
 
+def lattice_grid_steps(structure) -> tuple[int, int]:
+    """(d_a, d_b): every lattice translation of ``structure`` moves it by whole multiples of 1 / d_a of its cell's a
+    and 1 / d_b of its b (the primitive translations' fractional components): 2 and 2 for a centred cell (the
+    orthogonal cell of hexagonal [0001]; cubic F along [001]), 2 and 4 for cubic F re-cut along [110], 1 and 1 for
+    a primitive one. A multislice grid must carry these translations as whole steps (``square_geometry``,
+    ``rectangular_geometry``): a grid of an odd number of points per centred cell samples the potential of each
+    half-cell differently, and its pattern shows the reflections the centring forbids (GaN [0001] at 15 points
+    per 3.19 Å cell: (1 0) of the orthogonal cell at 5.6 % of the direct beam, 80 kV, 60 nm; 1e-11 at 30;
+    benchmarks/RESULTS.md, "A centred cell on an odd grid")."""
+    from fractions import Fraction
+
+    frac = structure.lattice.get_fractional_coords(structure.get_primitive_structure().lattice.matrix)
+
+    def step(column) -> int:
+        return int(np.lcm.reduce([Fraction(float(v)).limit_denominator(24).denominator for v in column]))
+    return step(frac[:, 0]), step(frac[:, 1])
+
+
 def square_geometry(period_A: float, box_A: float, gpts: int, detector_px: int, thicknesses_A,
-                    slice_thickness_A: float = 2.0) -> Geometry:
+                    slice_thickness_A: float = 2.0, grid_step: int = 1) -> Geometry:
     """The square box of whole in-plane periods (``period_A``) nearest ``box_A`` whose cell count divides ``gpts``:
     a whole number of grid points per period (a fractional number aliases the sampled potential onto non-lattice
-    positions) and no seam where the periodic box cuts the crystal."""
-    n = min((k for k in range(1, gpts + 1) if gpts % k == 0), key=lambda k: abs(np.log(k * period_A / box_A)))
+    positions) and no seam where the periodic box cuts the crystal; that number a multiple of ``grid_step``
+    (``lattice_grid_steps``: 2 for a centred cell)."""
+    n = min((k for k in range(1, gpts + 1) if gpts % (k * grid_step) == 0),
+            key=lambda k: abs(np.log(k * period_A / box_A)))
     return Geometry(box_A=n * period_A, gpts=gpts, detector_px=detector_px, thicknesses_A=tuple(thicknesses_A),
                     slice_thickness_A=slice_thickness_A)
 
@@ -151,8 +171,10 @@ def rectangular_geometry(structure, cells: tuple[int, int], gpts_at_least: int, 
                          thicknesses_A, slice_thickness_A: float = 2.0) -> Geometry:
     """The square box of ``cells`` = (n_x, n_y) cells of ``rectangular_cell``'s structure, with a whole number
     of grid points per cell both ways (a fractional number aliases the sampled potential onto non-lattice
-    positions): the least multiple of lcm(n_x, n_y) ≥ ``gpts_at_least``."""
-    step = int(np.lcm(*cells))
+    positions), a multiple of ``lattice_grid_steps`` (an odd number per centred cell lights the reflections the
+    centring forbids): the least multiple of lcm(n_x d_a, n_y d_b) ≥ ``gpts_at_least``."""
+    d_a, d_b = lattice_grid_steps(structure)
+    step = int(np.lcm(cells[0] * d_a, cells[1] * d_b))
     return Geometry(box_A=cells[0] * structure.lattice.a, gpts=step * int(np.ceil(gpts_at_least / step)),
                     detector_px=detector_px, thicknesses_A=tuple(thicknesses_A),
                     slice_thickness_A=slice_thickness_A)
