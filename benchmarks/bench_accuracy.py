@@ -51,6 +51,9 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--tilt MRAD AZIMUTH_DEG]   (every crystal tilted off its zone axis by MRAD toward the azimuth, as
             `simulation.supercells.tilt_rotation` tilts the training crystals; the truth is what the tilted
             pattern shows: its Laue circle lights the reflections on one side of the beam)
+        [--oversample N]   (the multislice grid N × finer, the same boxes and pixels: converged dynamical
+            intensities need ~0.06 Å, the detector's field alone 0.13 Å here; benchmarks/RESULTS.md, "The
+            multislice grid's sampling")
         [--frozen-phonons N]   (thermal diffuse scattering: each pattern the mean of N frozen-phonon
             configurations, as real crystals scatter; the training data has none. The truth's brightness
             rule then counts the diffuse background under a disk too)
@@ -137,13 +140,18 @@ def rectangular_crystals() -> dict:
     return out
 
 
-def set_detector(detector_px: int, dq_invA: float) -> None:
+def set_detector(detector_px: int, dq_invA: float, oversample: int = 1) -> None:
     """Another detector for this run: ``detector_px`` pixels at ≈ ``dq_invA`` Å⁻¹/px (``detector_of`` makes
-    the box whole cells); real-space grid 1.5 × the detector (abTEM's 2/3 antialiasing aperture)."""
+    the box whole cells); real-space grid 1.5 × the detector (abTEM's 2/3 antialiasing aperture), times
+    ``oversample``. The detector's field alone sets 1.5 × (0.13 Å on 256 px at 0.02 Å⁻¹/px, 0.24 Å at 0.0107),
+    coarser than the multislice needs for converged intensities (~0.06 Å: its transmission function, not its
+    potential, is under-sampled; benchmarks/RESULTS.md, "The multislice grid's sampling"). An integer factor
+    keeps every box: the grid's divisors below ~30, the cell counts ``detector_of`` chooses from, are the same."""
     global DETECTOR, DQ_INVA
     DQ_INVA = float(dq_invA)
-    DETECTOR = Geometry(box_A=1 / DQ_INVA, gpts=int(1.5 * detector_px), detector_px=int(detector_px),
-                        thicknesses_A=DETECTOR.thicknesses_A, slice_thickness_A=DETECTOR.slice_thickness_A)
+    DETECTOR = Geometry(box_A=1 / DQ_INVA, gpts=int(oversample) * int(1.5 * detector_px),
+                        detector_px=int(detector_px), thicknesses_A=DETECTOR.thicknesses_A,
+                        slice_thickness_A=DETECTOR.slice_thickness_A)
 
 
 def detector_of(structure, period_A, thicknesses=DETECTOR.thicknesses_A) -> Geometry:
@@ -433,13 +441,17 @@ def main() -> int:
                     help="each pattern the mean of N frozen-phonon configurations (default 0: a static lattice)")
     ap.add_argument("--tilt", nargs=2, type=float, metavar=("MRAD", "AZIMUTH_DEG"), default=None,
                     help="every crystal tilted off its zone axis by MRAD toward AZIMUTH_DEG (default: on the zone axis)")
+    ap.add_argument("--oversample", type=int, default=1, metavar="N",
+                    help="the multislice grid N × finer than the detector's field needs, same boxes and pixels "
+                         "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
     global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM
     PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT = a.precision, a.quad_cross, a.bad_pixels, a.probe, a.tilt
     if a.frozen_phonons:
         SIM = {**SIM, "frozen_phonons": a.frozen_phonons}
-    if a.detector:
-        set_detector(int(a.detector[0]), a.detector[1])
+    if a.detector or a.oversample != 1:
+        px, dq = a.detector if a.detector else (DETECTOR.detector_px, DQ_INVA)
+        set_detector(int(px), dq, a.oversample)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     if a.noise == "poisson":
         cfg["augment"] = {**cfg["augment"], **POISSON_ONLY}
@@ -470,6 +482,7 @@ def main() -> int:
         negs = negatives(test, cfg, model, mgeo, ps, settings, tmp)
     by_dose = pooled(recs, ["dose", "detector"])
     corners = pooled(recs, ["energy_kV", "semiangle_mrad", "thickness_nm", "dose", "detector"])
+    by_crystal = pooled([r for r in recs if r["detector"] in ("network", "py4DSTEM")], ["crystal", "dose", "detector"])
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].max()
     print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}, crystals: {', '.join(names[1:])}"
           f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}, "
@@ -484,13 +497,16 @@ def main() -> int:
     print(markdown(corners, ["energy_kV", "semiangle_mrad", "thickness_nm", "dose", "detector"],
                    ["f1", "f1_real", "f1_2px", "precision", "precision_real", "recall", "rms_px"]) + "\n")
     print(head_to_head(corners) + "\n")
+    print(markdown(by_crystal, ["crystal", "dose", "detector"], ["f1", "precision", "precision_real", "recall", "rms_px"])
+          + "\n")
     if a.probe == "synthesized":
         print(synthesized_radii(recs) + "\n")
     print("False vectors per pattern on negatives (worst illumination):\n")
     print(markdown(neg.reset_index(), ["kind", "dose", "detector"], ["false_vectors_per_pattern"]))
     if a.out:
         Path(a.out).write_text(json.dumps(jsonable({"by_dose": by_dose.to_dict("records"),
-                                                    "corners": corners.to_dict("records"), "negatives": negs,
+                                                    "corners": corners.to_dict("records"),
+                                                    "crystals": by_crystal.to_dict("records"), "negatives": negs,
                                                     "py4dstem_settings": settings}), indent=1))
     return 0
 

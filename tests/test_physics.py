@@ -291,3 +291,44 @@ def test_a_centred_cell_on_the_multislice_grid_lights_no_reflection_its_centring
         return cb[i - 1:i + 2, j - 1:j + 2].sum() / cb[c - 1:c + 2, c - 1:c + 2].sum()
     assert max(spot(1, 0), spot(0, 1), spot(-1, 0), spot(0, -1)) < 1e-6
     assert spot(1, 1) > 1e-3
+
+
+def test_dynamical_intensities_converge_only_on_a_grid_near_0_06_A():
+    """SrTiO3 [001], 6 cells (23.4 Å), 200 kV, 1 mrad, 10 nm: the (110) disk against the direct beam converges as
+    the grid is refined (0.041 Å the reference): within 10 % at 0.061 Å, but 1.4 × too bright at 0.122 Å, the
+    training data's and the default benchmark camera's sampling — the transmission function exp(iσV) of a 2 Å
+    slice, not the potential, is under-sampled (benchmarks/RESULTS.md, "The multislice grid's sampling")."""
+    from fourdcrystal.simulation.examples import srtio3, zone_axis_cbed
+
+    s, n = srtio3(), 6
+
+    def ratio_110(points_per_cell: int) -> float:
+        geo = Geometry(box_A=n * s.lattice.a, gpts=n * points_per_cell, detector_px=40, thicknesses_A=(100.0,),
+                       slice_thickness_A=2.0)
+        cb, c = zone_axis_cbed(s, (0, 0, 1), geo, thickness_A=100.0, energy_eV=200e3, semiangle_mrad=1.0)["cbed"], 20
+        return cb[c + n - 1:c + n + 2, c + n - 1:c + n + 2].sum() / cb[c - 1:c + 2, c - 1:c + 2].sum()
+
+    converged = ratio_110(96)
+    assert abs(ratio_110(64) / converged - 1) < 0.10
+    assert ratio_110(32) / converged > 1.25
+
+
+def test_bench_accuracy_oversample_refines_the_grid_in_the_same_boxes():
+    """bench_accuracy --oversample 2: every crystal's box (and so the detector's pixel size) as with the detector's
+    field alone, on a grid at least twice as fine: ≤ 0.075 Å on the default camera, where the field alone gives
+    0.09–0.15 Å."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_accuracy.py"
+    spec = importlib.util.spec_from_file_location("bench_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sets = list(bench.crystals().values()) + list(bench.rectangular_crystals().values())[1:]
+    geos = {}
+    for k in (1, 2):
+        bench.set_detector(256, 0.02, k)
+        geos[k] = [bench.detector_of(structure, period) for structure, _, period in sets]
+    for coarse, fine in zip(geos[1], geos[2]):
+        assert fine.box_A == coarse.box_A and fine.detector_px == coarse.detector_px == 256
+        assert fine.gpts >= 2 * 384 and fine.box_A / fine.gpts <= 0.075 < coarse.box_A / coarse.gpts
