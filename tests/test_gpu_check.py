@@ -86,3 +86,6 @@ def test_pretrained_gpu_recipe_builds_its_workflow(tmp_path):
     assert '"num_workers": 8' in proc.stdout and '"batch_size": 32' in proc.stdout
     gpu = yaml.safe_load((ROOT / "config" / "pretrained_gpu.yaml").read_text())
     assert gpu["simulation"]["device"] == "gpu"
+    # converged dynamical intensities need a grid near 0.06 Å (benchmarks/RESULTS.md, "The multislice grid's sampling")
+    base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["geometry"]
+    assert base["box_A"] / gpu["geometry"]["gpts"] <= 0.065
