@@ -145,8 +145,9 @@ def set_detector(detector_px: int, dq_invA: float, oversample: int = 1) -> None:
     the box whole cells); real-space grid 1.5 × the detector (abTEM's 2/3 antialiasing aperture), times
     ``oversample``. The detector's field alone sets 1.5 × (0.13 Å on 256 px at 0.02 Å⁻¹/px, 0.24 Å at 0.0107),
     coarser than the multislice needs for converged intensities (~0.06 Å: its transmission function, not its
-    potential, is under-sampled; benchmarks/RESULTS.md, "The multislice grid's sampling"). An integer factor
-    keeps every box: the grid's divisors below ~30, the cell counts ``detector_of`` chooses from, are the same."""
+    potential, is under-sampled; benchmarks/RESULTS.md, "The multislice grid's sampling"). A power of two
+    keeps every box: the grid's divisors below 30, the cell counts ``detector_of`` chooses from, stay those of
+    2^k · 3 (another factor may add a divisor and move a box)."""
     global DETECTOR, DQ_INVA
     DQ_INVA = float(dq_invA)
     DETECTOR = Geometry(box_A=1 / DQ_INVA, gpts=int(oversample) * int(1.5 * detector_px),
