@@ -87,8 +87,7 @@ from fourdcrystal.inference import peaks, predict  # noqa: E402
 from fourdcrystal.inference.datacube_io import Cube  # noqa: E402
 from fourdcrystal.learning.augment import Augmenter, electrons_per_unit  # noqa: E402
 from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_film_cbed, gan,  # noqa: E402
-                                              lattice_grid_steps, rectangular_cell, rectangular_geometry,
-                                              square_geometry)
+                                              rectangular_cell, rectangular_geometry, square_geometry)
 from fourdcrystal.simulation.kinematic import mean_inner_potential_V  # noqa: E402
 from fourdcrystal.simulation.labels import counted, disk_radius_px, disk_sums, orientation_truth  # noqa: E402
 from fourdcrystal.simulation.multislice import ProbeSetting, simulate_orientation  # noqa: E402
@@ -171,8 +170,8 @@ def detector_of(structure, period_A, thicknesses=DETECTOR.thicknesses_A) -> Geom
     if not np.isscalar(period_A):  # (n_x, n_y) cells of a rectangular cell (``rectangular_crystals``)
         return rectangular_geometry(structure, period_A, DETECTOR.gpts, DETECTOR.detector_px, thicknesses,
                                     DETECTOR.slice_thickness_A)
-    return square_geometry(period_A, DETECTOR.box_A, DETECTOR.gpts, DETECTOR.detector_px, thicknesses,
-                           DETECTOR.slice_thickness_A, grid_step=max(lattice_grid_steps(structure)))
+    return square_geometry(structure, period_A, DETECTOR.box_A, DETECTOR.gpts, DETECTOR.detector_px, thicknesses,
+                           DETECTOR.slice_thickness_A)
 
 
 def simulate(structure, zone, period_A, energy_eV, thicknesses=DETECTOR.thicknesses_A):

@@ -55,9 +55,8 @@ from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference.predict import DEFAULT_MODEL  # noqa: E402
 from fourdcrystal.learning.augment import DEFAULTS, Augmenter  # noqa: E402
 from fourdcrystal.learning.model import load_checkpoint  # noqa: E402
-from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, gan, lattice_grid_steps,  # noqa: E402
-                                              rectangular_cell, rectangular_geometry, square_geometry, srtio3,
-                                              zone_axis_cbed)
+from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, gan, rectangular_cell,  # noqa: E402
+                                              rectangular_geometry, square_geometry, srtio3, zone_axis_cbed)
 
 # name, e_xx, e_yy, e_xy (fractions), rotation (degrees); the first is the reference
 STATES = [("reference", 0, 0, 0, 0), ("e_xx +1%", 0.01, 0, 0, 0), ("e_yy -1%", 0, -0.01, 0, 0),
@@ -102,8 +101,9 @@ def crystal_on(name: str, model_geo, detector: tuple[int, float] | None = None):
     if name == "srtio3":
         if detector is None:
             return srtio3(), model_geo
-        return srtio3(), square_geometry(srtio3().lattice.a, box_A, gpts, px, model_geo.thicknesses_A,
-                                         model_geo.slice_thickness_A, grid_step=max(lattice_grid_steps(srtio3())))
+        s = srtio3()
+        return s, square_geometry(s, s.lattice.a, box_A, gpts, px, model_geo.thicknesses_A,
+                                  model_geo.slice_thickness_A)
     cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A)
     return cut, rectangular_geometry(cut, cells, gpts, px, model_geo.thicknesses_A, model_geo.slice_thickness_A)
 

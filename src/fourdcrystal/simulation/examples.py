@@ -155,12 +155,13 @@ def lattice_grid_steps(structure) -> tuple[int, int]:
     return step(frac[:, 0]), step(frac[:, 1])
 
 
-def square_geometry(period_A: float, box_A: float, gpts: int, detector_px: int, thicknesses_A,
-                    slice_thickness_A: float = 2.0, grid_step: int = 1) -> Geometry:
-    """The square box of whole in-plane periods (``period_A``) nearest ``box_A`` whose cell count divides ``gpts``:
-    a whole number of grid points per period (a fractional number aliases the sampled potential onto non-lattice
-    positions) and no seam where the periodic box cuts the crystal; that number a multiple of ``grid_step``
-    (``lattice_grid_steps``: 2 for a centred cell)."""
+def square_geometry(structure, period_A: float, box_A: float, gpts: int, detector_px: int, thicknesses_A,
+                    slice_thickness_A: float = 2.0) -> Geometry:
+    """The square box of whole in-plane periods (``period_A``) of ``structure`` nearest ``box_A`` whose cell count
+    divides ``gpts``: a whole number of grid points per period (a fractional number aliases the sampled potential
+    onto non-lattice positions) and no seam where the periodic box cuts the crystal; that number a multiple of the
+    structure's ``lattice_grid_steps`` (2 for a centred cell), as ``rectangular_geometry``'s."""
+    grid_step = max(lattice_grid_steps(structure))
     n = min((k for k in range(1, gpts + 1) if gpts % (k * grid_step) == 0),
             key=lambda k: abs(np.log(k * period_A / box_A)))
     return Geometry(box_A=n * period_A, gpts=gpts, detector_px=detector_px, thicknesses_A=tuple(thicknesses_A),
