@@ -26,7 +26,7 @@ from fourdcrystal.inference.model_input import ModelInput
 from fourdcrystal.inference.probe_synth import SATURATED_MIN_PX
 from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RADII, CLIP_MIN_SNR, DEFAULT_CORR_POWER,
                                            DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
-                                           MIN_SPACING_RADII, PLAIN_BELOW_SNR,
+                                           LOW_DOSE_EDGE_CLIMB_MIN_SNR, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
                                            SubpixelTemplate, fitted_lattices, hybrid_xcorr, lattice_placed,
                                            on_lattice_of, refine_positions, without_diffuse_background)
@@ -169,7 +169,7 @@ class MeasuredPattern:
             q_px = np.column_stack([out["qx_px"] - cc[out["pattern"], 0], out["qy_px"] - cc[out["pattern"], 1]])
             measured = without_diffuse_background(patterns, centres, out["pattern"][off_beam], q_px[off_beam], r,
                                                   self.search_px, MIN_LATTICE_VECTORS)
-            self._refine(measured, cc, out, apart, clear=clear[apart])
+            self._refine(measured, cc, out, apart, clear=clear[apart], low_dose=self._low_dose(patterns, electron))
         # a film's speckle (evidence.MIN_LATTICE_VECTORS), judged on the positions measured on the pattern:
         # a pattern's vectors stand on one lattice as measured or as the network proposed them (within its own
         # uncertainty): the sub-pixel fit pulls large disks that touch on both sides off their lattice (the
@@ -291,7 +291,7 @@ class MeasuredPattern:
         if measured.any():
             spacing = np.concatenate([np.zeros(len(out["pattern"])), spacing[keep]])[measured]
             clear = spacing >= CLEAR_SPACING_RADII * r if self.may_be_clear else np.zeros(len(spacing), bool)
-            self._refine(measured_patterns, c, both, measured, clear=clear)
+            self._refine(measured_patterns, c, both, measured, clear=clear, low_dose=low)
             if "qz" in both:  # where the network showed no peak its q_z map measures nothing (bench_strain's
                 both["qz"][measured] = np.nan  # tilts, noise-free: 1.06 -> 1.20 mrad off with the map's value)
         order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
@@ -451,10 +451,19 @@ class MeasuredPattern:
             x[climb], y[climb], _ = self.edge_template.climb(patterns, b[climb], x[climb], y[climb], EDGE_CLIMB_PX)
         return x, y, moved
 
-    def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray, clear: np.ndarray) -> None:
+    def _low_dose(self, patterns: torch.Tensor, electron) -> np.ndarray:
+        """(B,) bool: patterns of fewer than ``evidence.LOW_DOSE_E[1]`` counted electrons (none where the
+        evidence is not checked: their disks' SNR is unknown)."""
+        if not self.check_evidence:
+            return np.zeros(len(patterns), bool)
+        return pattern_electrons(patterns.float(), electron).cpu().numpy() < LOW_DOSE_E[1]
+
+    def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray, clear: np.ndarray,
+                low_dose: np.ndarray) -> None:
         """Move the vectors ``which`` onto their disks' correlation maxima in the measured pattern (in place);
         ``clear`` (one per vector of ``which``): large disks clear of their neighbours, searched for and
-        placed on the edge-weighted correlation (``refine``)."""
+        placed on the edge-weighted correlation (``refine``); ``low_dose`` (one per pattern): where a small disk
+        climbs to its edge only from ``refine.LOW_DOSE_EDGE_CLIMB_MIN_SNR``."""
         dev = patterns.device
         b = torch.as_tensor(out["pattern"][which], device=dev)
         x = torch.as_tensor(out["qx_px"][which], device=dev, dtype=torch.float32)
@@ -478,7 +487,9 @@ class MeasuredPattern:
                 snr = out["snr"][which][rest.cpu().numpy()]
                 faint = torch.as_tensor(snr < PLAIN_BELOW_SNR, device=dev)
                 # the bright ones first up to their edge's nearest maximum (refine.EDGE_CLIMB_PX); NaN: unchecked
-                climb = moved & torch.as_tensor(~(snr < EDGE_CLIMB_MIN_SNR), device=dev)
+                climb_snr = np.where(low_dose[out["pattern"][which][rest.cpu().numpy()]], LOW_DOSE_EDGE_CLIMB_MIN_SNR,
+                                     EDGE_CLIMB_MIN_SNR)
+                climb = moved & torch.as_tensor(~(snr < climb_snr), device=dev)
                 if bool(climb.any()):
                     xp[climb], yp[climb], _ = self.edge_template.climb(patterns, b[rest][climb], xp[climb], yp[climb],
                                                                         EDGE_CLIMB_PX)
