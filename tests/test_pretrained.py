@@ -89,3 +89,16 @@ def test_predict_repeats_exactly_in_fresh_processes(srtio3_scan, precision):
         runs.append(pd.read_parquet(out / "bragg_vectors.parquet"))
     assert len(runs[0]) > 4
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
+
+
+
+def test_the_shipped_model_was_trained_on_its_recipes_grid():
+    # `make pretrained` must reproduce the shipped model: the recipe's simulation grid is the model's
+    import yaml
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    recipe = yaml.safe_load((root / "config" / "config.yaml").read_text())["geometry"]
+    recipe.update(yaml.safe_load((root / "config" / "pretrained.yaml").read_text())["geometry"])
+    _, model_geo, _ = load_checkpoint(DEFAULT_MODEL)
+    assert (model_geo.box_A, model_geo.gpts, model_geo.detector_px) == \
+        (recipe["box_A"], recipe["gpts"], recipe["detector_px"])
