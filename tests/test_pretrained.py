@@ -91,7 +91,6 @@ def test_predict_repeats_exactly_in_fresh_processes(srtio3_scan, precision):
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
 
 
-
 def test_the_shipped_model_was_trained_on_its_recipes_grid():
     # `make pretrained` must reproduce the shipped model: the recipe's simulation grid is the model's
     import yaml

@@ -88,7 +88,7 @@ EDGE_SIGMA_RADII = 0.2
 # a thick crystal's bright inner side puts the plain maximum up to a pixel inward, beyond the fit's ±1/2 px
 # (bench_accuracy 1e5 e⁻: radial bias −0.18 px, RMS 0.31 px; 512 px detector −0.35 px). The nearest maximum,
 # not the best within reach (``locate``): 2 px away an inner fringe's edge can win (80 kV, 3.5 mrad, 60 nm
-# noise-free: 0.20 px outward). On a pattern of more than ``evidence.LOW_DOSE_E[1]`` electrons a disk standing
+# noise-free: 0.20 px outward). On a pattern of at least ``evidence.LOW_DOSE_E[1]`` electrons a disk standing
 # out by EDGE_CLIMB_MIN_SNR climbs: converged 60 nm GaN disks under a diffuse background's shot noise stand
 # out by 10–30σ and stayed ~0.7 px inward (bench_accuracy --oversample 2, 1e5 e⁻: RMS 0.339 → 0.315 px on the
 # rectangular set). On a low-dose pattern only from LOW_DOSE_EDGE_CLIMB_MIN_SNR: a faint disk's few edge
