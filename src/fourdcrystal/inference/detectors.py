@@ -156,6 +156,7 @@ class MeasuredPattern:
         apart = spacing >= MIN_SPACING_RADII * r
         measured = patterns  # what the sub-pixel fit measures on
         refined = self.corr_power is not None
+        low_dose = self._low_dose(patterns, electron)
         proposed = out["qx"].copy(), out["qy"].copy()  # the network's positions, for the speckle rule below
         if refined and apart.any():
             # the direct beam stays where the beam finder put it, within a model pixel: a wide search on a
@@ -169,7 +170,7 @@ class MeasuredPattern:
             q_px = np.column_stack([out["qx_px"] - cc[out["pattern"], 0], out["qy_px"] - cc[out["pattern"], 1]])
             measured = without_diffuse_background(patterns, centres, out["pattern"][off_beam], q_px[off_beam], r,
                                                   self.search_px, MIN_LATTICE_VECTORS)
-            self._refine(measured, cc, out, apart, clear=clear[apart], low_dose=self._low_dose(patterns, electron))
+            self._refine(measured, cc, out, apart, clear=clear[apart], low_dose=low_dose)
         # a film's speckle (evidence.MIN_LATTICE_VECTORS), judged on the positions measured on the pattern:
         # a pattern's vectors stand on one lattice as measured or as the network proposed them (within its own
         # uncertainty): the sub-pixel fit pulls large disks that touch on both sides off their lattice (the
@@ -209,7 +210,7 @@ class MeasuredPattern:
             out = {k: v[keep] for k, v in out.items()}
         # (not for vectors asked for as measured: a pattern that is no single crystal has no one lattice)
         if maps is not None and refined and self.check_evidence and self.lattice_positions and len(out["pattern"]):
-            out = self._lattice_completed(patterns, centres, out, electron, maps, measured, incident)
+            out = self._lattice_completed(patterns, centres, out, electron, maps, measured, incident, low_dose)
         del out["weak"], out["unsure"]
         if refined and self.lattice_positions and len(out["pattern"]):
             self._place_on_lattice(centres, out)  # weighted by the network's V_g, which ``intensity`` holds here
@@ -240,7 +241,7 @@ class MeasuredPattern:
         return ok
 
     def _lattice_completed(self, patterns, centres, out: dict, electron, maps, measured_patterns,
-                           incident: np.ndarray) -> dict:
+                           incident: np.ndarray, low: np.ndarray) -> dict:
         """``out`` and a vector at each other point of a pattern's lattice where its pattern shows a disk: on a
         low-dose pattern at ``evidence.COMPLETION_MIN_SNR``, on another pattern of large disks at
         ``evidence.BRIGHT_COMPLETION_MIN_SNR``, measured there on ``measured_patterns`` (``_refine``: the pattern the
@@ -250,10 +251,8 @@ class MeasuredPattern:
         of them, on the detector, clear of every vector by a disk radius, where the disks do not overlap. Such a
         vector's intensity is measured on its disk, as every checked vector's (``disk_intensity``), its weight in the
         lattice placement is the network's V_g map's there, and so is its q_z on a low-dose pattern; on a bright
-        one its q_z is NaN (not measured)."""
-        electrons = pattern_electrons(patterns.float(), electron).cpu().numpy()
+        one its q_z is NaN (not measured). ``low``: the low-dose patterns (``_low_dose``)."""
         b = out["pattern"]
-        low = electrons < LOW_DOSE_E[1]
         fit = ~self._beam(out) & (low[b] | (not self.small_disks))
         if fit.sum() < MIN_LATTICE_VECTORS:
             return out
