@@ -171,9 +171,17 @@ class MeasuredPattern:
             measured = without_diffuse_background(patterns, centres, out["pattern"][off_beam], q_px[off_beam], r,
                                                   self.search_px, MIN_LATTICE_VECTORS)
             self._refine(measured, cc, out, apart, clear=clear[apart], low_dose=low_dose)
+        if out["unsure"].any():
+            # first the unsure proposals off the lattice of their pattern's other vectors: the speckle rule below
+            # judges what is reported, and a film's faint speckles could lend its bright ones a chance lattice
+            # that is gone once they are (128 px at 0.04 Å⁻¹/px, 80 kV / 3.5 mrad: 12 speckles on a lattice, then
+            # 6 left that were on none; benchmarks/RESULTS.md, "Film negatives over many films")
+            keep = ~out["unsure"] | self._on_lattice(out, LATTICE_TOL_PX if refined else self.search_px)
+            out, dense, apart = {k: v[keep] for k, v in out.items()}, dense[keep], apart[keep]
+            proposed = proposed[0][keep], proposed[1][keep]
         # a film's speckle (evidence.MIN_LATTICE_VECTORS), judged on the positions measured on the pattern:
-        # a pattern's vectors stand on one lattice as measured or as the network proposed them (within its own
-        # uncertainty): the sub-pixel fit pulls large disks that touch on both sides off their lattice (the
+        # a pattern's vectors stand on one lattice as measured or, large disks, as the network proposed them
+        # (within its own uncertainty): the sub-pixel fit pulls large disks that touch on both sides off their lattice (the
         # demo's Ti5Te4 [111], 5 px disks 11 px apart: 0.77 px from the truth, the network's 0.58), while a
         # film's speckle fits no lattice either way (benchmarks/RESULTS.md, "The demo scan with one probe").
         # Within the network's looser uncertainty chance lattices are likelier: more vectors must share one
@@ -189,7 +197,10 @@ class MeasuredPattern:
             if refined:
                 off_proposed = self._no_lattice(dict(out, qx=proposed[0], qy=proposed[1]), ~beam, self.search_px,
                                                 proposed_lattice_vectors, folded=True)
-                off = off_proposed & self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
+                off_measured = self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
+                # small disks leave their ring free in any lattice (``evidence.small_disks``): the fit measures
+                # them where they are, and their lattice is judged as measured alone
+                off = off_measured if self.small_disks else off_proposed & off_measured
             else:
                 off = self._no_lattice(out, ~beam, self.search_px, proposed_lattice_vectors)
             if touching.any():
@@ -198,9 +209,6 @@ class MeasuredPattern:
                 lone[~beam] &= ~row_partners(out["pattern"][~beam], q_px[~beam], self.search_px)
                 off = np.where(touching, lone, off)
             keep = ~((judged | touching) & off)
-            out = {k: v[keep] for k, v in out.items()}
-        if out["unsure"].any():
-            keep = ~out["unsure"] | self._on_lattice(out, LATTICE_TOL_PX if refined else self.search_px)
             out = {k: v[keep] for k, v in out.items()}
         if self.check_evidence and r < HOT_PIXEL_MIN_RADIUS_PX and len(out["pattern"]):
             # a disk smaller than a pixel is one bright pixel, as a hot pixel is (evidence.

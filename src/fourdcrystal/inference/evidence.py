@@ -35,8 +35,8 @@ On a flat background (vacuum, a detector without beam) a vector survives with pr
   are real bright blobs of a disk's size and pass both tests (80 kV, 3.5 mrad, 20 nm carbon: 5 per
   noise-free pattern, 3.75 at 1e5 e⁻), so there a vector placed on the pattern stands only when at least
   ``MIN_LATTICE_VECTORS`` of its pattern's vectors lie on one lattice through the beam (``lattice_support``),
-  as measured or as the network proposed them (within its looser uncertainty most of them,
-  ``proposed_lattice_vectors``): a crystal's reflections do, speckles do not. A disk touching a neighbour
+  as measured or, for disks larger than ``small_disks``, as the network proposed them (within its looser
+  uncertainty most of them, ``proposed_lattice_vectors``): a crystal's reflections do, speckles do not. A disk touching a neighbour
   (not refined) is judged on the network's positions, where it may also stand on a row through the beam with
   another vector (``row_partners``). On the network's positions each ±g pair counts once (``friedel_folded``):
   a film's speckle is centrosymmetric too. A counted background is dense by its ring's mean, not its median,
