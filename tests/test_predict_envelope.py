@@ -126,6 +126,19 @@ def test_a_films_speckle_on_a_coarse_camera_finds_no_chance_lattice(tmp_path, sh
     assert len(beyond_beam) == 0, f"{len(beyond_beam)} vectors on the film"
 
 
+def test_a_noise_free_films_far_grain_is_judged_by_the_lattice_rule(tmp_path, shipped):
+    """20 nm of carbon at 80 kV under 3.5 mrad disks on a 128 px camera at 0.02 Å⁻¹/px, noise-free, the film drawn
+    with seed 2: a speckle grain 37 px from the beam at 8σ stood alone in every pattern. The pattern was taken for
+    isolated electrons of 0.0017 × the beam's peak, under which the grain's faint ring held 5 "electrons", too few
+    to be dense, so the lattice rule did not judge it. A pattern whose maxima spread over decades is noise-free, and
+    dense (evidence.NOISE_FREE_MIN_SPREAD; benchmarks/RESULTS.md, "Film negatives over many films")."""
+    geo = Geometry(box_A=50.0, gpts=192, detector_px=128, thicknesses_A=(100.0,), slice_thickness_A=2.0)
+    film = amorphous_film_cbed(geo, 80e3, 3.5, thickness_A=200.0, seed=2)
+    df = _vectors(film["cbed"][None, None], film["probe"], shipped, geo.dk_invA, tmp_path / "film")
+    beyond_beam = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
+    assert len(beyond_beam) == 0, f"{len(beyond_beam)} vectors on the film"
+
+
 def test_a_films_speckle_under_shot_noise_alone_finds_no_chance_lattice(tmp_path, shipped):
     """The same film under a counting detector's shot noise alone (1e5 e⁻, six 2×2 scans): its 7–13 proposed
     speckle grains put four on one lattice within the network's uncertainty (a model pixel) often enough to

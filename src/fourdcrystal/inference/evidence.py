@@ -88,6 +88,12 @@ BRIGHTNESS_TOLERANCE = 3.0
 # a pattern of isolated electrons (``_isolated_electrons``): fewer than this many per background pixel, ...
 LOW_COUNT_E_PER_PX = 1 / 9  # under one background electron per 3×3 window: blobs are isolated
 MIN_MAXIMA_FRACTION = 0.01  # ... and local maxima on at least this share of its pixels
+# A pattern taken for isolated electrons whose maxima are no single electrons — the 90th percentile of their 3×3
+# excesses above this many of the median's — is a noise-free one (a film's speckle, a crystal's ringing: 12–28;
+# the detector augmentation's electrons at 1e3 e⁻ on 128–256 px: 1.5–3.3). It stays counted for the contrast test
+# (judged as Gaussian instead, its crystals' figures moved: benchmarks/RESULTS.md, "Film negatives over many films"),
+# but is dense for the lattice rule, as a noise-free pattern is: a film's far grain on its faint ring stood alone
+NOISE_FREE_MIN_SPREAD = 6.0
 MAX_COUNT_PER_PX = 2**20  # more electrons in one pixel of one pattern than any detector records
 PTC_BLOCK_PX = 4  # photon transfer (``photon_transfer``) on block sums larger than a detector's blur
 # the ring (radii r + 1 … 2r + 1) is free of a neighbour's disk when the neighbour is ≥ 3 r away; a median
@@ -628,7 +634,7 @@ def is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Te
     return whole.sum(dim=1) >= 0.99 * nonzero.sum(dim=1).clamp_min(1)
 
 
-def one_electron(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def one_electron(img: torch.Tensor) -> "Electron":
     """(B,) the value one electron adds to a pattern's sum, and (B,) whether the pattern is judged as
     counts (Poisson's exact test applies).
 
@@ -639,19 +645,31 @@ def one_electron(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     maximum over the background (the median pixel). Such a pattern (``_isolated_electrons``) is judged as
     counts of that electron. Elsewhere (a dense or noise-free pattern) one electron is the Gaussian floor's
     scale: the smallest positive value or the background's photon transfer (``photon_transfer``),
-    whichever is larger."""
+    whichever is larger. ``.noise_free`` of the result: the patterns taken for isolated electrons whose maxima
+    spread over decades (``NOISE_FREE_MIN_SPREAD``), which ``disk_contrast`` takes as dense."""
     positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
     one_e = torch.where(torch.isfinite(positive), positive, torch.ones_like(positive))
     counting = is_counts(img, one_e)
     test = ~counting & torch.isfinite(positive)
+    noise_free = torch.zeros_like(counting)
     if bool(test.any()):
-        blob, isolated = _isolated_electrons(img[test])
+        blob, isolated, spread = _isolated_electrons(img[test])
         idx = torch.nonzero(test).flatten()[isolated]
-        one_e[idx], counting[idx] = blob[isolated], True
+        one_e[idx], counting[idx], noise_free[idx] = blob[isolated], True, spread[isolated]
     dense = ~counting & torch.isfinite(positive)
     if bool(dense.any()):
         one_e[dense] = torch.maximum(one_e[dense], photon_transfer(img[dense]))
-    return one_e, counting
+    return Electron(one_e, counting, noise_free)
+
+
+class Electron(tuple):
+    """``one_electron``'s (one_e, counting), and ``.noise_free``: (B,) the patterns taken for isolated electrons
+    whose maxima spread over decades (``NOISE_FREE_MIN_SPREAD``), dense for the lattice rule."""
+
+    def __new__(cls, one_e: torch.Tensor, counting: torch.Tensor, noise_free: torch.Tensor):
+        t = super().__new__(cls, (one_e, counting))
+        t.noise_free = noise_free
+        return t
 
 
 def peak_thresholds(img: torch.Tensor, threshold: float, electron=None) -> torch.Tensor:
@@ -700,7 +718,7 @@ def photon_transfer(s: torch.Tensor, block_px: int = PTC_BLOCK_PX) -> torch.Tens
     return g.to(s.dtype)
 
 
-def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B,) the median 3×3 excess over the median pixel about the local maxima above it (one electron's
     blob, where the pattern is one of electrons), and (B,) whether the pattern is one of isolated
     electrons: its background holds less than ``LOW_COUNT_E_PER_PX`` of them per pixel, and it is sparse
@@ -708,14 +726,29 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     noise on a background speckles the whole detector; the flat interiors of a noise-free pattern's
     disks, whose excess is large, are a small share of it). A
     noise-free pattern's faint ringing can pass too, with an "electron" of that ringing's size, far below
-    any disk: its disks stay as significant as before (tested)."""
+    any disk: its disks stay as significant as before (tested). Also (B,) whether the pattern's background holds
+    maxima and they spread over decades (``NOISE_FREE_MIN_SPREAD``): a noise-free one."""
     level = _row_median(s.flatten(1))[:, None, None]
     peak = (s > level) & (s >= window3(s, torch.maximum))
     excess = torch.where(peak, window3(s, torch.add) - 9.0 * level, torch.full_like(s, float("nan"))).flatten(1)
     blob = _row_nanmedian(excess)
     many = peak.flatten(1).float().mean(dim=1) >= MIN_MAXIMA_FRACTION
     isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | (level[:, 0, 0] <= 0))
-    return blob, isolated
+    noise_free = (level[:, 0, 0] > 0) & (_row_nanquantile(excess, 0.9) > NOISE_FREE_MIN_SPREAD * blob)
+    return blob, isolated, noise_free
+
+
+def _row_nanquantile(t: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q`` quantile of each row of a 2-D tensor, NaNs left out (NaN where a row has none); by numpy on the
+    CPU (``torch.nanquantile`` refuses inputs beyond 16M elements)."""
+    if t.device.type != "cpu":
+        return torch.nanquantile(t, q, dim=1)
+    a = t.detach().numpy()
+    out = np.full(len(a), np.nan, dtype=a.dtype)
+    some = (~np.isnan(a)).any(axis=1)
+    if some.any():
+        out[some] = np.nanquantile(a[some], q, axis=1)
+    return torch.from_numpy(out)
 
 
 def poisson_z(counts: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
@@ -926,6 +959,9 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
             for k, v in part(m).items():
                 bg[k][m] = v
     snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk, own_px.shape[1] - 1)
+    noise_free = getattr(electron, "noise_free", None)
+    if noise_free is not None:
+        dense = dense | noise_free[b]
     cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
     # on a low-dose pattern a faint disk's few electrons fall anywhere in it, and its core (a quarter of it) often
