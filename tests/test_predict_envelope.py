@@ -112,6 +112,15 @@ def test_a_films_grain_on_the_beams_edge_gives_no_vector(tmp_path, shipped):
     assert len(beyond_beam) == 0, f"{len(beyond_beam) / 4} vectors per pattern"
 
 
+def _noise_free_film_vectors(tmp_path, shipped, box_A, seed):
+    """Vectors beyond the beam that `predict` finds on one noise-free pattern of 20 nm of carbon at 80 kV under
+    3.5 mrad disks, on a 128 px camera at 1 / ``box_A`` Å⁻¹/px, the film drawn with ``seed``."""
+    geo = Geometry(box_A=box_A, gpts=192, detector_px=128, thicknesses_A=(100.0,), slice_thickness_A=2.0)
+    film = amorphous_film_cbed(geo, 80e3, 3.5, thickness_A=200.0, seed=seed)
+    df = _vectors(film["cbed"][None, None], film["probe"], shipped, geo.dk_invA, tmp_path / "film")
+    return int((np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA).sum())
+
+
 def test_a_films_speckle_on_a_coarse_camera_finds_no_chance_lattice(tmp_path, shipped):
     """20 nm of carbon at 80 kV under 3.5 mrad disks on a 128 px camera at 0.04 Å⁻¹/px (1.7 px disks), noise-free,
     the film drawn with seed 3 (bench_accuracy's negatives draw several films). Its speckle lies within ~16 px of
@@ -119,11 +128,7 @@ def test_a_films_speckle_on_a_coarse_camera_finds_no_chance_lattice(tmp_path, sh
     them, and the 6 bright ones kept after the faint ones went were on none (6 false vectors per pattern). Small
     disks are now judged on their measured positions alone, on what is reported (benchmarks/RESULTS.md, "Film
     negatives over many films")."""
-    geo = Geometry(box_A=25.0, gpts=192, detector_px=128, thicknesses_A=(100.0,), slice_thickness_A=2.0)
-    film = amorphous_film_cbed(geo, 80e3, 3.5, thickness_A=200.0, seed=3)
-    df = _vectors(film["cbed"][None, None], film["probe"], shipped, geo.dk_invA, tmp_path / "film")
-    beyond_beam = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
-    assert len(beyond_beam) == 0, f"{len(beyond_beam)} vectors on the film"
+    assert _noise_free_film_vectors(tmp_path, shipped, box_A=25.0, seed=3) == 0
 
 
 def test_a_noise_free_films_far_grain_is_judged_by_the_lattice_rule(tmp_path, shipped):
@@ -132,11 +137,7 @@ def test_a_noise_free_films_far_grain_is_judged_by_the_lattice_rule(tmp_path, sh
     isolated electrons of 0.0017 × the beam's peak, under which the grain's faint ring held 5 "electrons", too few
     to be dense, so the lattice rule did not judge it. A pattern whose maxima spread over decades is noise-free, and
     dense (evidence.NOISE_FREE_MIN_SPREAD; benchmarks/RESULTS.md, "Film negatives over many films")."""
-    geo = Geometry(box_A=50.0, gpts=192, detector_px=128, thicknesses_A=(100.0,), slice_thickness_A=2.0)
-    film = amorphous_film_cbed(geo, 80e3, 3.5, thickness_A=200.0, seed=2)
-    df = _vectors(film["cbed"][None, None], film["probe"], shipped, geo.dk_invA, tmp_path / "film")
-    beyond_beam = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
-    assert len(beyond_beam) == 0, f"{len(beyond_beam)} vectors on the film"
+    assert _noise_free_film_vectors(tmp_path, shipped, box_A=50.0, seed=2) == 0
 
 
 def test_a_films_speckle_under_shot_noise_alone_finds_no_chance_lattice(tmp_path, shipped):
