@@ -195,12 +195,13 @@ class MeasuredPattern:
         touching = dense & ~beam & ~apart if refined else np.zeros(len(beam), bool)
         if judged.any() or touching.any():
             if refined:
-                off_proposed = self._no_lattice(dict(out, qx=proposed[0], qy=proposed[1]), ~beam, self.search_px,
-                                                proposed_lattice_vectors, folded=True)
-                off_measured = self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
-                # small disks leave their ring free in any lattice (``evidence.small_disks``): the fit measures
-                # them where they are, and their lattice is judged as measured alone
-                off = off_measured if self.small_disks else off_proposed & off_measured
+                off = self._no_lattice(out, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)  # as measured
+                # small disks leave their ring free in any lattice (``evidence.small_disks``) and touch none: the fit
+                # measures them where they are, and their lattice is judged as measured alone
+                if not self.small_disks:
+                    off_proposed = self._no_lattice(dict(out, qx=proposed[0], qy=proposed[1]), ~beam,
+                                                    self.search_px, proposed_lattice_vectors, folded=True)
+                    off = off & off_proposed
             else:
                 off = self._no_lattice(out, ~beam, self.search_px, proposed_lattice_vectors)
             if touching.any():
