@@ -181,9 +181,9 @@ class MeasuredPattern:
             proposed = proposed[0][keep], proposed[1][keep]
         # a film's speckle (evidence.MIN_LATTICE_VECTORS), judged on the positions measured on the pattern:
         # a pattern's vectors stand on one lattice as measured or, large disks, as the network proposed them
-        # (within its own uncertainty): the sub-pixel fit pulls large disks that touch on both sides off their lattice (the
-        # demo's Ti5Te4 [111], 5 px disks 11 px apart: 0.77 px from the truth, the network's 0.58), while a
-        # film's speckle fits no lattice either way (benchmarks/RESULTS.md, "The demo scan with one probe").
+        # (within its own uncertainty): the sub-pixel fit pulls large disks that touch on both sides off their
+        # lattice (the demo's Ti5Te4 [111], 5 px disks 11 px apart: 0.77 px from the truth, the network's 0.58),
+        # while a film's speckle fits no lattice either way (benchmarks/RESULTS.md, "The demo scan with one probe").
         # Within the network's looser uncertainty chance lattices are likelier: more vectors must share one
         # there, the more so the more vectors a pattern has (evidence.proposed_lattice_vectors).
         # A disk touching a neighbour keeps the network's position (not refined) and is judged on those alone;

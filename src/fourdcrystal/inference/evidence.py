@@ -36,11 +36,11 @@ On a flat background (vacuum, a detector without beam) a vector survives with pr
   noise-free pattern, 3.75 at 1e5 e⁻), so there a vector placed on the pattern stands only when at least
   ``MIN_LATTICE_VECTORS`` of its pattern's vectors lie on one lattice through the beam (``lattice_support``),
   as measured or, for disks larger than ``small_disks``, as the network proposed them (within its looser
-  uncertainty most of them, ``proposed_lattice_vectors``): a crystal's reflections do, speckles do not. A disk touching a neighbour
-  (not refined) is judged on the network's positions, where it may also stand on a row through the beam with
-  another vector (``row_partners``). On the network's positions each ±g pair counts once (``friedel_folded``):
-  a film's speckle is centrosymmetric too. A counted background is dense by its ring's mean, not its median,
-  which is zero for single counts. A disk smaller than a pixel (``HOT_PIXEL_MIN_RADIUS_PX``) must itself
+  uncertainty most of them, ``proposed_lattice_vectors``): a crystal's reflections do, speckles do not. A disk
+  touching a neighbour (not refined) is judged on the network's positions, where it may also stand on a row
+  through the beam with another vector (``row_partners``). On the network's positions each ±g pair counts once
+  (``friedel_folded``): a film's speckle is centrosymmetric too. A counted background is dense by its ring's
+  mean, not its median, which is zero for single counts. A disk smaller than a pixel (``HOT_PIXEL_MIN_RADIUS_PX``) must itself
   lie on its pattern's lattice, whatever its background: it looks like a hot pixel.
 * faint disks: the network's V_g peaks of faint small disks fall below the stamped threshold, under ~2e4
   electrons per pattern and, at any dose, for a thick crystal's weak orders; so it proposes small disks down
@@ -734,7 +734,12 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     blob = _row_nanmedian(excess)
     many = peak.flatten(1).float().mean(dim=1) >= MIN_MAXIMA_FRACTION
     isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | (level[:, 0, 0] <= 0))
-    noise_free = (level[:, 0, 0] > 0) & (_row_nanquantile(excess, 0.9) > NOISE_FREE_MIN_SPREAD * blob)
+    # the spread only where it can matter (an isolated pattern whose background holds maxima): a bright pattern's
+    # batch skips the quantile (4 ms of 32 patterns at 128 px)
+    noise_free = isolated & (level[:, 0, 0] > 0)
+    if bool(noise_free.any()):
+        maybe = noise_free.clone()
+        noise_free[maybe] = _row_nanquantile(excess[maybe], 0.9) > NOISE_FREE_MIN_SPREAD * blob[maybe]
     return blob, isolated, noise_free
 
 
