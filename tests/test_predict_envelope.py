@@ -140,6 +140,19 @@ def test_a_noise_free_films_far_grain_is_judged_by_the_lattice_rule(tmp_path, sh
     assert _noise_free_film_vectors(tmp_path, shipped, box_A=50.0, seed=2) == 0
 
 
+def test_the_direct_beam_is_reported_at_the_reference_it_defines(tmp_path, shipped):
+    """20 nm of carbon at 200 kV under 2 mrad disks on a 512 px camera at 0.015 Å⁻¹/px, noise-free, the film drawn
+    with seed 2 (bench_accuracy's fourth film there). Measured again as a disk, the beam's correlation maximum
+    climbed to an edge of the film's speckle inside it, 2.4 px from the beam placed by its edge, and so came out
+    as a vector 2.4 px off the origin in every pattern (the 0.083 Å model). The direct beam is the reference every
+    vector is measured from: it is reported there, at (0, 0) (benchmarks/RESULTS.md, "The direct beam at its
+    reference")."""
+    geo = Geometry(box_A=1 / 0.015, gpts=768, detector_px=512, thicknesses_A=(100.0,), slice_thickness_A=2.0)
+    film = amorphous_film_cbed(geo, 200e3, 2.0, thickness_A=200.0, seed=2)
+    df = _vectors(film["cbed"][None, None], film["probe"], shipped, geo.dk_invA, tmp_path / "film")
+    assert len(df) == 1 and df["qx"].iloc[0] == 0.0 and df["qy"].iloc[0] == 0.0, df[["qx", "qy", "snr"]]
+
+
 def test_a_films_speckle_under_shot_noise_alone_finds_no_chance_lattice(tmp_path, shipped):
     """The same film under a counting detector's shot noise alone (1e5 e⁻, six 2×2 scans): its 7–13 proposed
     speckle grains put four on one lattice within the network's uncertainty (a model pixel) often enough to

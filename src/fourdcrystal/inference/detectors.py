@@ -158,19 +158,24 @@ class MeasuredPattern:
         refined = self.corr_power is not None
         low_dose = self._low_dose(patterns, electron)
         proposed = out["qx"].copy(), out["qy"].copy()  # the network's positions, for the speckle rule below
-        if refined and apart.any():
-            # the direct beam stays where the beam finder put it, within a model pixel: a wide search on a
-            # pattern without one (noise only) would move it onto noise, away from the origin
-            clear = (spacing >= CLEAR_SPACING_RADII * r) & ~self._beam(out) if self.may_be_clear else \
+        beam = self._beam(out)
+        if refined:
+            # the direct beam is the reference itself (``ModelInput.beam_centres``, placed by its edge), not
+            # measured again: its correlation's maximum, climbing to an edge, moved a noise-free film's beam 2.4 px
+            # onto its speckle, and a search on a pattern without one (noise only) would move it onto noise
+            cc = centres.cpu().numpy().astype(np.float64)
+            out["qx_px"], out["qy_px"] = (np.where(beam, cc[out["pattern"], i], out[col]) for i, col in
+                                          enumerate(("qx_px", "qy_px")))
+            out["qx"], out["qy"] = np.where(beam, 0.0, out["qx"]), np.where(beam, 0.0, out["qy"])
+        if refined and (apart & ~beam).any():
+            clear = (spacing >= CLEAR_SPACING_RADII * r) & ~beam if self.may_be_clear else \
                 np.zeros(len(spacing), bool)
             # measured on the pattern less its diffuse background, where its vectors fix a lattice
             # (``refine.without_diffuse_background``): the background's slope moves a disk's edge
-            cc = centres.cpu().numpy().astype(np.float64)
-            off_beam = ~self._beam(out)
             q_px = np.column_stack([out["qx_px"] - cc[out["pattern"], 0], out["qy_px"] - cc[out["pattern"], 1]])
-            measured = without_diffuse_background(patterns, centres, out["pattern"][off_beam], q_px[off_beam], r,
+            measured = without_diffuse_background(patterns, centres, out["pattern"][~beam], q_px[~beam], r,
                                                   self.search_px, MIN_LATTICE_VECTORS)
-            self._refine(measured, cc, out, apart, clear=clear[apart], low_dose=low_dose)
+            self._refine(measured, cc, out, apart & ~beam, clear=clear[apart & ~beam], low_dose=low_dose)
         if out["unsure"].any():
             # first the unsure proposals off the lattice of their pattern's other vectors: the speckle rule below
             # judges what is reported, and a film's faint speckles could lend its bright ones a chance lattice
@@ -486,10 +491,7 @@ class MeasuredPattern:
             finder = self.inputs.finder
             xc = finder.xcorr(patterns) if self.corr_power == 1.0 else \
                 hybrid_xcorr(patterns, finder.kernel, self.corr_power)
-            search = self.search_px
-            if self.small_disks:  # each within its radius, the direct beam within a model pixel
-                beam = torch.as_tensor(self._beam(out)[which], device=dev)[rest]
-                search = torch.where(beam, self.search_px, self.small_search_px)
+            search = self.small_search_px if self.small_disks else self.search_px  # small disks within their radius
             xp, yp, moved = refine_positions(xc, finder.c, b[rest], x[rest], y[rest], search)
             if self.small_disks:  # by their edges, the faint ones by the whole disk (refine.PLAIN_BELOW_SNR)
                 snr = out["snr"][which][rest.cpu().numpy()]
