@@ -142,11 +142,11 @@ def test_a_noise_free_films_far_grain_is_judged_by_the_lattice_rule(tmp_path, sh
 
 def test_the_direct_beam_is_reported_at_the_reference_it_defines(tmp_path, shipped):
     """20 nm of carbon at 200 kV under 2 mrad disks on a 512 px camera at 0.015 Å⁻¹/px, noise-free, the film drawn
-    with seed 2 (bench_accuracy's fourth film there). Measured again as a disk, the beam's correlation maximum
+    with seed 2 (film 2 of bench_accuracy's four there). Measured again as a disk, the beam's correlation maximum
     climbed to an edge of the film's speckle inside it, 2.4 px from the beam placed by its edge, and so came out
     as a vector 2.4 px off the origin in every pattern (the 0.083 Å model). The direct beam is the reference every
-    vector is measured from: it is reported there, at (0, 0) (benchmarks/RESULTS.md, "The direct beam at its
-    reference")."""
+    vector is measured from: it is reported there, at (0, 0) (benchmarks/RESULTS.md, "The 0.083 Å model shipped;
+    the direct beam reported at its reference")."""
     geo = Geometry(box_A=1 / 0.015, gpts=768, detector_px=512, thicknesses_A=(100.0,), slice_thickness_A=2.0)
     film = amorphous_film_cbed(geo, 200e3, 2.0, thickness_A=200.0, seed=2)
     df = _vectors(film["cbed"][None, None], film["probe"], shipped, geo.dk_invA, tmp_path / "film")
