@@ -55,7 +55,8 @@ DEFAULT_SEARCH_PX = 1.5  # how far (detector px) from the network's position the
 DEFAULT_CORR_POWER = 1.0
 # A small disk (``evidence.small_disks``) has no neighbour within 3 radii: it is searched for within its own
 # radius, where the network misplaces a faint one by more than a model pixel (80 kV / 3.5 mrad, MgO at 1e5:
-# 1.5–2.6 px; benchmarks/RESULTS.md, "Low-dose proposals"); the direct beam stays within a model pixel
+# 1.5–2.6 px; benchmarks/RESULTS.md, "Low-dose proposals"); the direct beam is not searched for: it is the
+# reference itself (``detectors.MeasuredPattern``)
 SMALL_SEARCH_RADII = 1.0
 MIN_SPACING_RADII = 2.0  # refine disks whose nearest neighbour is at least a diameter away (touching or apart)
 # A large disk (not ``evidence.small_disks``) of at least CLEAR_MIN_RADIUS_PX is clear of its neighbours
