@@ -164,10 +164,11 @@ class MeasuredPattern:
             # measured again: its correlation's maximum, climbing to an edge, moved a noise-free film's beam 2.4 px
             # onto its speckle, and a search on a pattern without one (noise only) would move it onto noise
             cc = centres.cpu().numpy().astype(np.float64)
-            out["qx_px"], out["qy_px"] = (np.where(beam, cc[out["pattern"], i], out[col]) for i, col in
-                                          enumerate(("qx_px", "qy_px")))
-            out["qx"], out["qy"] = np.where(beam, 0.0, out["qx"]), np.where(beam, 0.0, out["qy"])
-        if refined and (apart & ~beam).any():
+            for axis, col in enumerate(("qx", "qy")):
+                out[col + "_px"] = np.where(beam, cc[out["pattern"], axis], out[col + "_px"])
+                out[col] = np.where(beam, 0.0, out[col])
+        fitted = apart & ~beam  # the disks the sub-pixel fit measures on the pattern
+        if refined and fitted.any():
             clear = (spacing >= CLEAR_SPACING_RADII * r) & ~beam if self.may_be_clear else \
                 np.zeros(len(spacing), bool)
             # measured on the pattern less its diffuse background, where its vectors fix a lattice
@@ -175,7 +176,7 @@ class MeasuredPattern:
             q_px = np.column_stack([out["qx_px"] - cc[out["pattern"], 0], out["qy_px"] - cc[out["pattern"], 1]])
             measured = without_diffuse_background(patterns, centres, out["pattern"][~beam], q_px[~beam], r,
                                                   self.search_px, MIN_LATTICE_VECTORS)
-            self._refine(measured, cc, out, apart & ~beam, clear=clear[apart & ~beam], low_dose=low_dose)
+            self._refine(measured, cc, out, fitted, clear=clear[fitted], low_dose=low_dose)
         if out["unsure"].any():
             # first the unsure proposals off the lattice of their pattern's other vectors: the speckle rule below
             # judges what is reported, and a film's faint speckles could lend its bright ones a chance lattice
