@@ -565,6 +565,42 @@ def test_a_pattern_without_a_direct_beam_gives_no_vectors():
     assert got["pattern"].tolist() == [1, 1]
 
 
+def test_the_batched_lattice_search_finds_what_the_per_pattern_search_finds():
+    """evidence.lattice_members_many (MeasuredPattern's lattice rules, every pattern of a batch at once) gives
+    lattice_members' answer pattern by pattern: noisy lattices, systematic rows, random speckle, too few strong
+    vectors, patterns without a query, at both tolerances `predict` uses."""
+    from fourdcrystal.inference.evidence import lattice_members, lattice_members_many
+    rng = np.random.default_rng(3)
+    n_queries = n_on = 0
+    for _ in range(60):
+        bs, ss, bq, qq = [], [], [], []
+        for p in range(int(rng.integers(1, 20))):
+            kind, g1, g2 = rng.integers(0, 3), rng.normal(0, 12, 2), rng.normal(0, 12, 2)
+            if kind == 0:  # a lattice, its positions off by up to 0.6 px
+                hk = rng.integers(-3, 4, (int(rng.integers(2, 25)), 2))
+                pts = hk @ np.stack([g1, g2]) + rng.normal(0, rng.choice([0.05, 0.3, 0.6]), (len(hk), 2))
+            elif kind == 1:  # a systematic row
+                n = rng.integers(-5, 6, int(rng.integers(2, 10)))
+                pts = n[:, None] * g1 + rng.normal(0, 0.3, (len(n), 2))
+            else:  # speckle
+                pts = rng.uniform(-60, 60, (int(rng.integers(0, 15)), 2))
+            pts = np.vstack([pts[np.hypot(*pts.T) > 2], rng.uniform(-60, 60, (int(rng.integers(0, 5)), 2))])
+            strong = rng.random(len(pts)) < 0.7
+            bs += [p] * int(strong.sum())
+            bq += [p] * int((~strong).sum())
+            ss.append(pts[strong])
+            qq.append(pts[~strong])
+        bs, bq, ss, qq = np.array(bs, int), np.array(bq, int), np.vstack(ss), np.vstack(qq)
+        for tol in (0.75, 1.5):
+            want = np.zeros(len(qq), bool)
+            for k in np.unique(bq):
+                want[bq == k] = lattice_members(ss[bs == k], qq[bq == k], tol)
+            assert np.array_equal(lattice_members_many(bs, ss, bq, qq, tol), want)
+            n_queries, n_on = n_queries + len(qq), n_on + int(want.sum())
+    assert n_on > 300 and n_queries - n_on > 300  # both answers were asked for, many times
+    assert not lattice_members_many(np.zeros(0, int), np.zeros((0, 2)), [0], [[12.0, 0.0]], 0.75).any()
+
+
 def test_faint_vectors_above_the_low_dose_ramp_stand_only_on_their_patterns_lattice():
     """evidence.lattice_members: a faint proposal (below the stamped threshold, above the low-dose ramp)
     stands where it lies on the lattice of its pattern's stronger vectors; a film's speckle, with no strong
@@ -744,6 +780,30 @@ def test_the_numpy_medians_give_torchs_values():
     assert torch.equal(_row_nanmedian(half), half.nanmedian(dim=1).values)
     with_nan = torch.tensor([[1.0, float("nan"), 3.0], [2.0, 1.0, 0.0]])
     assert torch.allclose(_row_median(with_nan), with_nan.median(dim=1).values, equal_nan=True, rtol=0, atol=0)
+
+
+def test_the_numpy_quantiles_give_torchs_values_bit_for_bit():
+    """evidence._row_nanquantiles (one numpy sort for several quantiles) returns exactly torch.nanquantile's
+    values per row — its linear interpolation rounded as torch's lerp rounds it —, on counts with ties, on
+    continuous values over decades, on sparse rows, on rows of one number and rows without numbers."""
+    from fourdcrystal.inference.evidence import _row_nanquantiles
+    rng = np.random.default_rng(11)
+    n_values = 0
+    for trial in range(120):
+        shape = (int(rng.integers(1, 400)), int(rng.integers(1, 200)))
+        a = rng.gamma(1.0, 3.0, shape) * rng.choice([1e-3, 1.0, 1e4])
+        a = np.round(a) if trial % 2 else a
+        a[rng.random(shape) < rng.uniform(0.0, 0.95)] = np.nan
+        a[0] = np.nan  # a row without numbers: NaN, as torch gives
+        t = torch.from_numpy(a.astype(np.float32))
+        for q, got in zip((0.84, 0.2, 0.5), _row_nanquantiles(t, (0.84, 0.2, 0.5))):
+            want = torch.nanquantile(t, q, dim=1)
+            assert torch.equal(torch.isnan(got), torch.isnan(want))
+            assert torch.equal(got[~torch.isnan(got)], want[~torch.isnan(want)])
+            n_values += int((~torch.isnan(want)).sum())
+    assert n_values > 10000
+    wide = torch.rand(3, 5).double()  # other dtypes by torch itself
+    assert torch.equal(_row_nanquantiles(wide, (0.3,))[0], torch.nanquantile(wide, 0.3, dim=1))
 
 
 @pytest.mark.parametrize("radius_px", [5.0, RADIUS])

@@ -18,7 +18,7 @@ from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETI
                                              LOW_DOSE_THRESHOLD_FACTOR,
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              between_disks, bright_enough, disk_contrast, disk_intensity,
-                                             friedel_folded, incident_beam, lattice_members, lattice_support_many,
+                                             friedel_folded, incident_beam, lattice_members_many, lattice_support_many,
                                              neighbour_spacing_px,
                                              pattern_electrons, peak_thresholds, proposed_lattice_vectors,
                                              row_partners, small_disks)
@@ -424,26 +424,23 @@ class MeasuredPattern:
 
     def _on_lattice(self, out: dict, tol_px: float) -> np.ndarray:
         """Per vector: whether it lies on the lattice of its pattern's vectors that are neither unsure nor the
-        beam (``evidence.lattice_members``)."""
+        beam (``evidence.lattice_members_many``)."""
         b = out["pattern"]
         q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
         strong = ~out["unsure"] & ~self._beam(out)
         ok = np.zeros(len(b), bool)
-        for k in np.unique(b[out["unsure"]]):
-            unsure = np.flatnonzero((b == k) & out["unsure"])
-            ok[unsure] = lattice_members(q_px[(b == k) & strong], q_px[unsure], tol_px)
+        unsure = out["unsure"]
+        ok[unsure] = lattice_members_many(b[strong], q_px[strong], b[unsure], q_px[unsure], tol_px)
         return ok
 
     def _lattice_members(self, out: dict, tol_px: float) -> np.ndarray:
         """Per vector: whether it lies within ``tol_px`` on the best lattice of its pattern's non-beam vectors
-        (``evidence.lattice_members``, at least ``MIN_LATTICE_VECTORS`` of them on it)."""
+        (``evidence.lattice_members_many``, at least ``MIN_LATTICE_VECTORS`` of them on it)."""
         b = out["pattern"]
         q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
         mine = ~self._beam(out)
         ok = np.zeros(len(b), bool)
-        for k in np.unique(b[mine]):
-            these = np.flatnonzero((b == k) & mine)
-            ok[these] = lattice_members(q_px[these], q_px[these], tol_px)
+        ok[mine] = lattice_members_many(b[mine], q_px[mine], b[mine], q_px[mine], tol_px)
         return ok
 
     def _beam(self, out: dict) -> np.ndarray:

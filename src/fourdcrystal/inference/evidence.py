@@ -475,6 +475,147 @@ def lattice_members(strong_px: np.ndarray, q_px: np.ndarray, tol_px: float, enou
     return (np.hypot(*(q - hk @ best).T) < tol_px) & hk.any(axis=1)
 
 
+def lattice_members_many(b_strong, strong_px: np.ndarray, b, q_px: np.ndarray, tol_px: float,
+                         enough: int = MIN_LATTICE_VECTORS, candidates: int = LATTICE_CANDIDATES) -> np.ndarray:
+    """``lattice_members`` of every pattern of a batch at once: per vector ``q_px`` of pattern ``b``, whether it lies
+    within ``tol_px`` of a nonzero point of the lattice of its pattern's strong vectors (``strong_px`` of patterns
+    ``b_strong``). The same search — each pattern's rows and lattices of its ``candidates`` shortest strong vectors
+    counted, the ``LATTICE_REFITS`` that index the most refit (``_fit``), the first to index the most (at least
+    ``enough``) refit on the strong vectors near its points — on padded arrays, the 2 × 2 algebra in closed form:
+    one pattern at a time it took 18 % of `predict`'s time on bench_predict's 2 mrad scan (37 vectors per pattern,
+    benchmarks/RESULTS.md). Equal to the per-pattern search up to the rounding of its least squares (tested)."""
+    bs, b = np.asarray(b_strong), np.asarray(b)
+    s = np.asarray(strong_px, np.float64).reshape(-1, 2)
+    q = np.asarray(q_px, np.float64).reshape(-1, 2)
+    out = np.zeros(len(q), bool)
+    ids, n_strong = np.unique(bs, return_counts=True)
+    ids = ids[(n_strong >= enough) & np.isin(ids, b)]
+    if not len(ids) or not len(q):
+        return out
+    mine = np.isin(bs, ids)
+    where, S = _strong_by_pattern(np.searchsorted(ids, bs[mine]), s[mine], len(ids))
+    valid = where >= 0
+    G, is_row, found = _best_of_refits(S, valid, tol_px, enough, candidates)
+    G = _refit_near(S, valid, G, is_row, found)
+    row = np.searchsorted(ids, b)
+    known = row < len(ids)
+    known[known] = ids[row[known]] == b[known]
+    k = np.flatnonzero(known)
+    on = _indexed_by(q[k][:, None], G[row[k]], is_row[row[k]], tol_px)[1][:, 0]
+    out[k] = on & found[row[k]]
+    return out
+
+
+def _strong_by_pattern(p: np.ndarray, s: np.ndarray, n_patterns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors ``s`` of patterns ``p`` (0 … n_patterns - 1) padded per pattern, shortest first (ties in their given
+    order, as a stable sort): (where (P, V): index into ``s`` or -1, S (P, V, 2), zeros where padded)."""
+    counts = np.bincount(p, minlength=n_patterns)
+    order = np.lexsort((np.arange(len(s)), np.hypot(s[:, 0], s[:, 1]), p))
+    slot = np.arange(len(s)) - np.repeat(np.cumsum(counts) - counts, counts)
+    where = np.full((n_patterns, int(counts.max())), -1)
+    where[p[order], slot] = order
+    return where, np.where((where >= 0)[..., None], s[np.maximum(where, 0)], 0.0)
+
+
+def _indexed_by(Q: np.ndarray, G: np.ndarray, is_row: np.ndarray, tol_px: float):
+    """Vectors ``Q`` (M, V, 2) indexed by bases ``G`` (M, 2, 2): a row (``is_row``) by its first basis vector a,
+    n = round(q·a / a·a), a lattice by both, (h, k) = round(q G⁻¹): ((M, V, 2) indices, (M, V) within ``tol_px`` of
+    a nonzero point). Component by component: numpy's einsum took most of the time on these 2-vectors."""
+    qx, qy = Q[..., 0], Q[..., 1]
+    g = [[G[:, r, c, None] for c in (0, 1)] for r in (0, 1)]  # (M, 1) each
+    inv = _pinv_2x2(np.where(is_row[:, None, None], np.eye(2), G))
+    i = [[inv[:, r, c, None] for c in (0, 1)] for r in (0, 1)]
+    row = is_row[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.round((qx * g[0][0] + qy * g[0][1]) / (g[0][0] * g[0][0] + g[0][1] * g[0][1]))
+        h = np.where(row, n, np.round(qx * i[0][0] + qy * i[1][0]))
+        k = np.where(row, 0.0, np.round(qx * i[0][1] + qy * i[1][1]))
+    on = (np.hypot(qx - h * g[0][0] - k * g[1][0], qy - h * g[0][1] - k * g[1][1]) < tol_px) & ((h != 0) | (k != 0))
+    return np.stack([h, k], axis=-1), on
+
+
+def _least_squares(Q: np.ndarray, hk: np.ndarray, use: np.ndarray, G: np.ndarray, is_row: np.ndarray) -> np.ndarray:
+    """``G`` refit by least squares to the vectors ``use`` (M, V) of ``Q`` at indices ``hk`` where they are at least
+    one more than its basis vectors (a row a = Σ n q / Σ n²; a lattice its 2 × 2 normal equations, ``_fit``'s
+    ``np.linalg.lstsq`` where the (h, k) are collinear, whose minimum-norm solution it gives)."""
+    G = G.copy()
+    h, k = hk[..., 0] * use, hk[..., 1] * use
+    qx, qy = Q[..., 0], Q[..., 1]
+    enough = use.sum(axis=1) >= np.where(is_row, 2, 3)
+    hh, hx, hy = (h * h).sum(axis=1), (h * qx).sum(axis=1), (h * qy).sum(axis=1)
+    rows = enough & is_row
+    G[rows, 0, 0], G[rows, 0, 1] = hx[rows] / hh[rows], hy[rows] / hh[rows]
+    lat = enough & ~is_row
+    hk_, kk, kx, ky = (h * k).sum(axis=1), (k * k).sum(axis=1), (k * qx).sum(axis=1), (k * qy).sum(axis=1)
+    det = hh * kk - hk_ * hk_  # integer (h, k): exact, zero only where they are collinear
+    solved = lat & (det != 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # [[hh, hk], [hk, kk]] G = [[hx, hy], [kx, ky]]
+        G[solved, 0, 0] = ((kk * hx - hk_ * kx) / det)[solved]
+        G[solved, 0, 1] = ((kk * hy - hk_ * ky) / det)[solved]
+        G[solved, 1, 0] = ((hh * kx - hk_ * hx) / det)[solved]
+        G[solved, 1, 1] = ((hh * ky - hk_ * hy) / det)[solved]
+    for m in np.flatnonzero(lat & (det == 0)):
+        G[m] = np.linalg.lstsq(hk[m][use[m]], Q[m][use[m]], rcond=None)[0]
+    return G
+
+
+def _best_of_refits(S: np.ndarray, valid: np.ndarray, tol_px: float, enough: int, candidates: int):
+    """Per pattern (``lattice_members``' search): of its rows and lattices of the ``candidates`` shortest vectors,
+    the ``LATTICE_REFITS`` that index the most (ties to the first, rows first), each refit twice (``_fit``), and of
+    them the first to index the most, at least ``enough``: (G (P, 2, 2), is_row (P,), found (P,))."""
+    P = len(S)
+    cand = S[:, :candidates]
+    C = cand.shape[1]
+    i, j = np.triu_indices(C, 1)
+    A, B = cand[:, i], cand[:, j]
+    pair_ok = valid[:, i] & valid[:, j] & (np.abs(A[..., 0] * B[..., 1] - A[..., 1] * B[..., 0]) >
+                                           0.25 * np.hypot(A[..., 0], A[..., 1]) * np.hypot(B[..., 0], B[..., 1]))
+    bases = np.concatenate([np.stack([cand, np.zeros_like(cand)], axis=2), np.stack([A, B], axis=2)], axis=1)
+    is_row = np.r_[np.ones(C, bool), np.zeros(len(i), bool)]
+    ok = np.concatenate([valid[:, :C], pair_ok], axis=1)  # (P, C + K)
+    safe = np.where(ok[..., None, None], bases, np.eye(2))
+    K = safe.shape[1]
+    flat_rows = np.broadcast_to(is_row, (P, K)).reshape(-1)
+    Qk = np.broadcast_to(S[:, None], (P, K) + S.shape[1:]).reshape(P * K, *S.shape[1:])
+    Vk = np.broadcast_to(valid[:, None], (P, K, S.shape[1])).reshape(P * K, -1)
+    raw = _indexed_by(Qk, safe.reshape(-1, 2, 2), flat_rows, tol_px)[1] & Vk
+    raw = np.where(ok, raw.sum(axis=1).reshape(P, K), -1)
+    top = np.sort(np.argsort(-raw, axis=1, kind="stable")[:, :LATTICE_REFITS], axis=1)  # (P, T), in bases' order
+    top_ok = np.take_along_axis(raw, top, axis=1) >= 0
+    p = np.repeat(np.arange(P), top.shape[1])
+    G = safe[p, top.reshape(-1)]
+    rows_t = is_row[top.reshape(-1)]
+    for _ in range(2):  # ``_fit``
+        hk, on = _indexed_by(S[p], G, rows_t, tol_px)
+        on &= valid[p]
+        G = _least_squares(S[p], hk, on, G, rows_t)
+    n_on = np.where(top_ok.reshape(-1), on.sum(axis=1), -1).reshape(P, -1)
+    pick = np.argmax(n_on, axis=1)  # the first of the most
+    found = n_on[np.arange(P), pick] >= enough
+    chosen = np.arange(P) * top.shape[1] + pick
+    return G[chosen], rows_t[chosen], found
+
+
+def _refit_near(S: np.ndarray, valid: np.ndarray, G: np.ndarray, is_row: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """``lattice_members``' last step: up to three least-squares refits of each pattern's basis on its strong vectors
+    within ``LATTICE_REFIT_FRACTION`` of its shortest basis vector of a lattice point; a pattern stops at the first
+    pass with too few."""
+    active = found.copy()
+    for _ in range(3):
+        if not active.any():
+            break
+        idx = np.flatnonzero(active)
+        g = G[idx]
+        short = np.where(is_row[idx], np.hypot(g[:, 0, 0], g[:, 0, 1]), np.hypot(g[..., 0], g[..., 1]).min(axis=1))
+        hk, near = _indexed_by(S[idx], g, is_row[idx], LATTICE_REFIT_FRACTION * short[:, None])
+        near &= valid[idx]
+        go = near.sum(axis=1) >= np.where(is_row[idx], 2, 3)
+        G[idx[go]] = _least_squares(S[idx[go]], hk[go], near[go], g[go], is_row[idx[go]])
+        active[idx[~go]] = False
+    return G
+
+
 def row_partners(b, q_px: np.ndarray, tol_px: float) -> np.ndarray:
     """Per vector (pattern ``b``, ``q_px`` (N, 2) px from the beam): whether another vector of its pattern lies
     within ``tol_px`` of a nonzero integer multiple of it, or it of the other's: the two on one systematic
@@ -756,6 +897,30 @@ def _row_nanquantile(t: torch.Tensor, q: float) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _row_nanquantiles(t: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
+    """``torch.nanquantile(t, q, dim=1)`` of a 2-D float32 CPU tensor for each of ``qs``, the same values (linear
+    interpolation, NaN where a row has none), from one numpy sort of the rows (NaN sort last): torch sorted the
+    rings and circles of a batch's disks once per quantile, 4 % of `predict`'s time on bench_predict's 2 mrad scan.
+    Its interpolation as torch's lerp computes it, with one rounding (tested bit for bit). Other tensors by torch."""
+    if t.device.type != "cpu" or t.dtype != torch.float32 or t.dim() != 2 or t.shape[1] == 0:
+        return [torch.nanquantile(t, q, dim=1) for q in qs]
+    a = t.detach().numpy()
+    srt = np.sort(a, axis=1)
+    n = (~np.isnan(a)).sum(axis=1)
+    rows = np.arange(len(a))
+    out = []
+    for q in qs:
+        rank = np.float32(q) * (n - 1).astype(np.float32)
+        below = np.floor(rank)
+        w = rank - below  # float32, as torch's weight
+        lo = srt[rows, np.maximum(below, 0).astype(np.int64)]
+        hi = srt[rows, np.maximum(np.ceil(rank), 0).astype(np.int64)]
+        d = (hi - lo).astype(np.float64)  # the difference in float32, then one multiply-add (torch's lerp)
+        v = np.where(w < 0.5, lo + w.astype(np.float64) * d, hi - d * (np.float32(1) - w).astype(np.float64))
+        out.append(torch.from_numpy(np.where(n > 0, v, np.nan).astype(np.float32)))
+    return out
+
+
 def poisson_z(counts: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
     """The significance of ``counts`` electrons where ``expected`` come from the background, as a normal
     z-score: P(Poisson(expected) ≥ counts) = Φ(−z). Exact for the few counts of a low-dose pattern, where
@@ -820,7 +985,7 @@ def _ring_background(img, b, x, y, r: float, n_core: int, one_e, neighbours) -> 
     # robust pixel noise: the MAD, or the distance from the median to the 84th percentile (one σ of
     # Gaussian noise; for a ring of mostly zeros, whose MAD is zero, and for a skewed speckle)
     mad = _MAD_TO_SIGMA * _row_nanmedian((background - med[:, None]).abs())
-    spread = torch.maximum(mad, torch.nanquantile(background, 0.84, dim=1) - med)
+    spread = torch.maximum(mad, _row_nanquantiles(background, (0.84,))[0] - med)
     # speckle needs a background that fills the ring; a ring of mostly zeros (sparse counts) is shot
     # noise, which the other terms judge (measured: the sector term there dropped the few-electron disks
     # of a 1e3 e⁻ scan, benchmarks/RESULTS.md); counted, that is Poisson's exact test. The beam's pixels
@@ -854,10 +1019,11 @@ def _circle_background(img, centres, b, x, y, one_e, neighbours, own, r: float, 
     clear = _clear(torch.cat([neighbours, own], dim=1), pts, r, 0.25)
     means = torch.where(clear, means, torch.full_like(means, torch.nan))
     pixels = torch.where(clear, pixels, torch.full_like(pixels, torch.nan))
-    low = torch.nanquantile(means, 0.2, dim=1)
+    low = _row_nanquantiles(means, (0.2,))[0]
     # the 20th percentile of a shot-noise background lies 0.84 σ below its mean: add that σ of a 3×3 mean
     level = low + 0.84 * torch.sqrt(low.clamp_min(0) * one_e / 9.0)
-    spread = (torch.nanquantile(pixels, 0.5, dim=1) - torch.nanquantile(pixels, 0.2, dim=1)) / 0.84
+    p50, p20 = _row_nanquantiles(pixels, (0.5, 0.2))
+    spread = (p50 - p20) / 0.84
     return {"level": level, "spread": spread, "spread_counts": spread, "patch": torch.zeros_like(level),
             "rate": torch.maximum((level / one_e).clamp_min(1.0 / CIRCLE_POINTS), mean_rate),
             "ring_rate": torch.zeros_like(level)}
