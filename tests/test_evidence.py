@@ -601,6 +601,30 @@ def test_the_batched_lattice_search_finds_what_the_per_pattern_search_finds():
     assert not lattice_members_many(np.zeros(0, int), np.zeros((0, 2)), [0], [[12.0, 0.0]], 0.75).any()
 
 
+def test_a_low_dose_patterns_lone_faint_vector_is_refused():
+    """MeasuredPattern._lone_and_faint (evidence.LONE_MIN_SNR): on a low-dose pattern the only vector beside the
+    beam must stand out by LONE_MIN_SNR — shot noise's chance blobs come one at a time —, while a vector with a
+    partner, a bright one, one on a high-dose pattern, the beam itself and an unchecked vector (NaN) stay."""
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.evidence import LONE_MIN_SNR
+    from fourdcrystal.inference.model_input import ModelInput
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    mp = MeasuredPattern(ModelInput((np.hypot(ii - 64, jj - 64) <= RADIUS).astype(np.float64), 1.0, 128, 64),
+                         1 / 32, 1 / 32)
+    faint, bright = LONE_MIN_SNR - 1.5, LONE_MIN_SNR + 0.5
+    # (pattern, q in model px from the beam, snr): 0 lone and faint; 1 two faint; 2 lone and bright;
+    # 3 lone and faint on a bright pattern; 4 lone, unchecked
+    rows = [(0, (0, 0), 40.0), (0, (12, 0), faint),
+            (1, (0, 0), 40.0), (1, (12, 0), faint), (1, (-12, 0), faint),
+            (2, (0, 0), 40.0), (2, (0, 12), bright),
+            (3, (0, 0), 40.0), (3, (12, 12), faint),
+            (4, (0, 0), np.nan), (4, (12, 0), np.nan)]
+    out = {"pattern": np.array([r[0] for r in rows]), "qx": np.array([r[1][0] for r in rows]) / 32.0,
+           "qy": np.array([r[1][1] for r in rows]) / 32.0, "snr": np.array([r[2] for r in rows])}
+    low = np.array([True, True, True, False, True])
+    assert mp._lone_and_faint(out, low).tolist() == [False, True] + [False] * 9
+
+
 def test_faint_vectors_above_the_low_dose_ramp_stand_only_on_their_patterns_lattice():
     """evidence.lattice_members: a faint proposal (below the stamped threshold, above the low-dose ramp)
     stands where it lies on the lattice of its pattern's stronger vectors; a film's speckle, with no strong

@@ -15,7 +15,7 @@ import torch
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_MIN_SNR, COMPLETION_REACH,
                                              HOT_PIXEL_MIN_RADIUS_PX, LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E,
-                                             LOW_DOSE_THRESHOLD_FACTOR,
+                                             LONE_MIN_SNR, LOW_DOSE_THRESHOLD_FACTOR,
                                              MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
                                              between_disks, bright_enough, disk_contrast, disk_intensity,
                                              friedel_folded, incident_beam, lattice_members_many, lattice_support_many,
@@ -69,7 +69,8 @@ class MeasuredPattern:
     and a disk that overlaps a neighbour keeps the network's position (``refine.MIN_SPACING_RADII``: the
     correlation would pull it toward that neighbour). On a low-dose pattern the other points of its kept
     vectors' lattice where the pattern shows a disk are added (``_lattice_completed``). A disk smaller than a
-    pixel stands only on its pattern's lattice (``_lattice_members``: it looks like a hot pixel). Last, each
+    pixel stands only on its pattern's lattice (``_lattice_members``: it looks like a hot pixel). A low-dose
+    pattern's only vector beside the beam needs ``evidence.LONE_MIN_SNR`` (``_lone_and_faint``). Last, each
     pattern's vectors are placed on the least-squares lattice of those on it (``refine.lattice_placed``;
     ``lattice_positions=False``: neither)."""
 
@@ -227,6 +228,9 @@ class MeasuredPattern:
         if maps is not None and refined and self.check_evidence and self.lattice_positions and len(out["pattern"]):
             out = self._lattice_completed(patterns, centres, out, electron, maps, measured, incident, low_dose)
         del out["weak"], out["unsure"]
+        if self.check_evidence and len(out["pattern"]):
+            keep = ~self._lone_and_faint(out, low_dose)
+            out = {k: v[keep] for k, v in out.items()}
         if refined and self.lattice_positions and len(out["pattern"]):
             self._place_on_lattice(centres, out)  # weighted by the network's V_g, which ``intensity`` holds here
         if "intensity" in out:
@@ -238,6 +242,13 @@ class MeasuredPattern:
             out["intensity"] = disk_intensity(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
                                               out.pop("level")).cpu().numpy().astype(np.float64)
         return out
+
+    def _lone_and_faint(self, out: dict, low: np.ndarray) -> np.ndarray:
+        """Per vector: the only non-beam vector of a low-dose pattern (``low``, ``_low_dose``) that stands out by
+        less than ``evidence.LONE_MIN_SNR``: a chance blob is alone, a crystal's faint reflections are not."""
+        b, beam = out["pattern"], self._beam(out)
+        alone = np.bincount(b[~beam], minlength=len(low))[b] == 1
+        return ~beam & alone & low[b] & (np.nan_to_num(out["snr"], nan=np.inf) < LONE_MIN_SNR)
 
     def _second_chance(self, out: dict, keep: np.ndarray, snr: np.ndarray, bright: np.ndarray) -> np.ndarray:
         """Per vector: whether a proposal at the stamped threshold that missed ``evidence.MIN_SNR`` (or its core's

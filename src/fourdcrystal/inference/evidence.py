@@ -49,6 +49,8 @@ On a flat background (vacuum, a detector without beam) a vector survives with pr
   lie on the lattice of its pattern's stronger vectors (``lattice_members``): an amorphous film's speckle
   passes the contrast test there (200 kV / 2 mrad at 1e5 e⁻: 6.25 false vectors per pattern without it),
   while below the ramp shot noise drowns the speckle and a crystal shows too few disks for a lattice.
+* a lone vector: below ``LOW_DOSE_E[1]`` electrons a pattern's only vector beside the beam must stand out by
+  ``LONE_MIN_SNR``: shot noise's chance blobs come one at a time, a crystal's reflections do not.
 
 The ring is only background where the neighbouring disks leave it free. Disks of radius α/λ ≤
 ``MAX_SMALL_DISK_INVA`` (0.1 Å⁻¹, e.g. 2 mrad at 300 kV) leave it free in any lattice of a few Å
@@ -136,6 +138,12 @@ def proposed_lattice_vectors(n_vectors):
 # "Low-dose proposals")
 LOW_DOSE_E = (2e3, 2e4)
 LOW_DOSE_THRESHOLD_FACTOR = 0.25
+# A low-dose pattern's only non-beam vector stands out by this much: a chance blob of shot noise (or a film's
+# speckle grain) is alone, while a crystal shows its reflections as ±g pairs and lattices, so at 1e3 e⁻ on the
+# fine camera (256 px at 0.0107 Å⁻¹/px) 14 of 21 false vectors on 288 negative patterns were their pattern's only
+# vector, at 3.0–12σ (median 3.4), against 27 of 2,830 true ones on [001], rectangular and 2°-tilted crystals —
+# the faint ones among them 3.3–3.8σ (three), the others ≥ 5.3σ (benchmarks/RESULTS.md, "A lone faint vector")
+LONE_MIN_SNR = 5.0
 # a vector proposed only under the lowered threshold is a weaker claim and needs stronger evidence: at 3σ a
 # vacuum and a film at 80 kV / 3.5 mrad, 1e3 e⁻, kept 0.75 false vectors per pattern, at 4σ 0 and 0.25
 WEAK_MIN_SNR = 4.0
