@@ -457,30 +457,11 @@ def lattice_members(strong_px: np.ndarray, q_px: np.ndarray, tol_px: float, enou
     within ``tol_px``, at least ``enough`` (else none qualifies), then refit on every strong vector within
     ``LATTICE_REFIT_FRACTION`` of its shortest basis vector of a lattice point: first orders measured 0.5 px
     short would put the fourth 2 px off. (Its half-index points too admitted a thick crystal's dynamical and
-    HOLZ disks, which the kinematic truth leaves out: benchmarks/RESULTS.md, "Faint disks".)"""
+    HOLZ disks, which the kinematic truth leaves out: benchmarks/RESULTS.md, "Faint disks".) One pattern of
+    ``lattice_members_many``."""
     s = np.asarray(strong_px, np.float64).reshape(-1, 2)
     q = np.asarray(q_px, np.float64).reshape(-1, 2)
-    if len(s) < enough or not len(q):
-        return np.zeros(len(q), bool)
-    # refit (``_fit``) only the few that index the most as measured: a refit of every basis cost a sixth of
-    # `predict`'s time (benchmarks/RESULTS.md, "Faint disks")
-    bases, raw = _bases_and_counts(s, tol_px, candidates)
-    best, best_n = None, enough - 1
-    # in the bases' order, rows first: on a tie the row, with fewer points, is the stricter
-    for k in sorted(np.argsort(-raw, kind="stable")[:LATTICE_REFITS]):
-        count, G = _fit(s, bases[k], tol_px)
-        if count > best_n:
-            best, best_n = G, count
-    if best is None:
-        return np.zeros(len(q), bool)
-    for _ in range(3):
-        hk = np.round(s @ np.linalg.pinv(best))
-        near = (np.hypot(*(s - hk @ best).T) < LATTICE_REFIT_FRACTION * np.hypot(*best.T).min()) & hk.any(axis=1)
-        if near.sum() < len(best) + 1:
-            break
-        best = np.linalg.lstsq(hk[near], s[near], rcond=None)[0]
-    hk = np.round(q @ np.linalg.pinv(best))
-    return (np.hypot(*(q - hk @ best).T) < tol_px) & hk.any(axis=1)
+    return lattice_members_many(np.zeros(len(s), int), s, np.zeros(len(q), int), q, tol_px, enough, candidates)
 
 
 def lattice_members_many(b_strong, strong_px: np.ndarray, b, q_px: np.ndarray, tol_px: float,
@@ -491,7 +472,9 @@ def lattice_members_many(b_strong, strong_px: np.ndarray, b, q_px: np.ndarray, t
     counted, the ``LATTICE_REFITS`` that index the most refit (``_fit``), the first to index the most (at least
     ``enough``) refit on the strong vectors near its points — on padded arrays, the 2 × 2 algebra in closed form:
     one pattern at a time it took 18 % of `predict`'s time on bench_predict's 2 mrad scan (37 vectors per pattern,
-    benchmarks/RESULTS.md). Equal to the per-pattern search up to the rounding of its least squares (tested)."""
+    benchmarks/RESULTS.md). Only the few bases that index the most are refit: a refit of every basis cost a sixth
+    of `predict`'s time (benchmarks/RESULTS.md, "Faint disks"); on a tie the row, with fewer points, is the
+    stricter. Equal to that search written pattern by pattern up to the rounding of its least squares (tested)."""
     bs, b = np.asarray(b_strong), np.asarray(b)
     s = np.asarray(strong_px, np.float64).reshape(-1, 2)
     q = np.asarray(q_px, np.float64).reshape(-1, 2)
