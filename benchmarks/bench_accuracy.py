@@ -4,7 +4,8 @@ against crystallographic truth, plus false vectors on patterns without a crystal
 Set (simulated with the workflow's own multislice, `fourdcrystal.simulation`): zone-axis patterns of
 crystals given here by their structures (zone axes with square in-plane cells, each simulated in a box of
 whole cells with whole grid points per cell: `detector_of`; ``--crystals rectangular``: rectangular and
-hexagonal patterns instead, Si [110], GaN and MoS2 [0001], each cell stretched ≤ 1.2 % to fit the box), at
+hexagonal patterns instead, Si [110], GaN and MoS2 [0001], each cell stretched ≤ 1.2 % to fit the box;
+``--crystals other``: Au and TiO2 [001], GaAs [110], Al2O3 [0001]), at
 the corners {80, 300 kV} × {1.0, 3.5 mrad} × {10, 60 nm}, on a 256² detector at 0.020–0.023 Å⁻¹/px (the
 model's grid is 128² at 1/32 Å⁻¹: `predict` resamples), each as a 2×2 scan through the detector
 augmentation (fresh shot noise, descan, background, blur) at 1e5 and 1e3 e⁻ per pattern, and noiseless.
@@ -41,7 +42,8 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--noise poisson]   (shot noise only: no background, blur, descan or defective pixels)
         [--py4dstem-settings run.json]   (py4DSTEM with another run's settings instead of tuning them)
         [--precision fp32|bf16|auto]   (the network's arithmetic; default fp32)
-        [--crystals rectangular]   (Si [110], GaN and MoS2 [0001] instead of the [001] set)
+        [--crystals rectangular|other]   (Si [110], GaN and MoS2 [0001]; or Au and TiO2 [001], GaAs [110],
+            Al2O3 [0001]: heavy, oxide and large-cell crystals; instead of the [001] set)
         [--quad-cross GAIN] [--bad-pixels auto|none]   (a quad detector's cross through the beam: the two
             central rows and columns of every pattern and of the probe count GAIN × — 2.5 for its wide pixels,
             0 for a gap written as 0 — and `predict` finds and fills it, or not)
@@ -138,6 +140,27 @@ def rectangular_crystals() -> dict:
     out = {"Cu [001] (val)": crystals()["Cu [001] (val)"]}
     for name, s, kind in (("Si [110]", si, "cubic [110]"), ("GaN [0001]", gan(), "hexagonal [0001]"),
                           ("MoS2 [0001]", mos2, "hexagonal [0001]")):
+        cut, cells = rectangular_cell(s, RECTANGULAR_CELL_ROWS[kind], DETECTOR.box_A)
+        out[name] = (cut, (0, 0, 1), cells)
+    return out
+
+
+def other_crystals() -> dict:
+    """name -> (Structure, zone, period or cells) for ``--crystals other``: crystals unlike the other sets' —
+    Au [001] (heavy: strong dynamical scattering), TiO2 rutile [001] (a tetragonal oxide), GaAs [110] (a
+    zinc-blende rectangular pattern whose {200} are allowed but weak) and Al2O3 [0001] (corundum: a large
+    hexagonal cell, 13 Å along the beam, many faint reflections); the validation crystal stays Cu [001]."""
+    from pymatgen.core import Lattice, Structure
+
+    au = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.078), ["Au"], [[0, 0, 0]])
+    tio2 = Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"],
+                                     [[0, 0, 0], [0.3053, 0.3053, 0]])
+    gaas = Structure.from_spacegroup("F-43m", Lattice.cubic(5.653), ["Ga", "As"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    al2o3 = Structure.from_spacegroup("R-3c", Lattice.hexagonal(4.759, 12.991), ["Al", "O"],
+                                      [[0, 0, 0.3522], [0.3064, 0, 0.25]])
+    out = {"Cu [001] (val)": crystals()["Cu [001] (val)"], "Au [001]": (au, (0, 0, 1), 4.078),
+           "TiO2 [001]": (tio2, (0, 0, 1), 4.594)}
+    for name, s, kind in (("GaAs [110]", gaas, "cubic [110]"), ("Al2O3 [0001]", al2o3, "hexagonal [0001]")):
         cut, cells = rectangular_cell(s, RECTANGULAR_CELL_ROWS[kind], DETECTOR.box_A)
         out[name] = (cut, (0, 0, 1), cells)
     return out
@@ -433,9 +456,10 @@ def main() -> int:
                          "py4dstem_settings, to compare two runs with the same baseline)")
     ap.add_argument("--noise", choices=("detector", "poisson"), default="detector",
                     help="detector: the config's augment artifacts (default); poisson: shot noise only")
-    ap.add_argument("--crystals", choices=("square", "rectangular"), default="square",
+    ap.add_argument("--crystals", choices=("square", "rectangular", "other"), default="square",
                     help="square: SrTiO3, Si, MgO [001] (default); rectangular: Si [110], GaN and MoS2 [0001] "
-                         "(rectangular and hexagonal patterns; validation crystal Cu [001] in both)")
+                         "(rectangular and hexagonal patterns); other: Au [001], TiO2 [001], GaAs [110], "
+                         "Al2O3 [0001] (heavy, oxide and large-cell crystals); validation crystal Cu [001] in all")
     ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                     help="the network's arithmetic (default fp32; auto: as `predict` runs by default here)")
     ap.add_argument("--quad-cross", type=float, default=None, metavar="GAIN",
@@ -465,7 +489,7 @@ def main() -> int:
         cfg["augment"] = {**cfg["augment"], **POISSON_ONLY}
     model, mgeo, meta = predict.load_model(a.model, "cpu")
     ps = predict.peak_settings(meta)
-    xs = crystals() if a.crystals == "square" else rectangular_crystals()
+    xs = {"square": crystals, "rectangular": rectangular_crystals, "other": other_crystals}[a.crystals]()
     names = list(xs)[:2] if a.quick else list(xs)
     energies, thick = ((300e3,), (100.0,)) if a.quick else (ENERGIES_EV, DETECTOR.thicknesses_A)
     global SEMIANGLES_MRAD
