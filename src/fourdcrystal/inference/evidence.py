@@ -40,8 +40,9 @@ On a flat background (vacuum, a detector without beam) a vector survives with pr
   touching a neighbour (not refined) is judged on the network's positions, where it may also stand on a row
   through the beam with another vector (``row_partners``). On the network's positions each ±g pair counts once
   (``friedel_folded``): a film's speckle is centrosymmetric too. A counted background is dense by its ring's
-  mean, not its median, which is zero for single counts. A disk smaller than a pixel (``HOT_PIXEL_MIN_RADIUS_PX``) must itself
-  lie on its pattern's lattice, whatever its background: it looks like a hot pixel.
+  mean, not its median, which is zero for single counts, and from fewer electrons (``DENSE_COUNTED_E_PER_DISK``).
+  A disk smaller than a pixel (``HOT_PIXEL_MIN_RADIUS_PX``) must itself lie on its pattern's lattice, whatever its
+  background: it looks like a hot pixel.
 * faint disks: the network's V_g peaks of faint small disks fall below the stamped threshold, under ~2e4
   electrons per pattern and, at any dose, for a thick crystal's weak orders; so it proposes small disks down
   to ``LOW_DOSE_THRESHOLD_FACTOR`` × the stamped threshold, and what only that lower threshold proposes
@@ -112,6 +113,19 @@ RING_CLEAR_RADII = 3.0
 # a film at 300 kV / 1 mrad and 1e5 e⁻ kept 0.17 such grains per pattern at 30, none at 10, at no cost to
 # bench_accuracy (benchmarks/RESULTS.md, "The counting test beside the beam")
 DENSE_E_PER_DISK = 10.0
+# Counted, a speckle grain passes Poisson's exact test from far fewer background electrons: it is no Poisson
+# variable but k times its mean with an exponential chance (fully developed speckle, grains of a disk's size), and
+# from μ electrons under a disk a grain of 1 + 3/√μ times the mean stands 3σ out: e⁻³·¹ = 4.5 % of grains at μ = 2,
+# 10 % at μ = 5. 20 nm of carbon at 200 kV / 2 mrad on a counting detector at 1e4 e⁻ (2–9 electrons under a disk:
+# neither dense at 10 nor sparse) kept 2.5 false vectors per pattern at 3–6σ (256 px at 0.02 Å⁻¹/px; 2.75 at 0.03),
+# where 1e3 (too few) and 1e5 (dense) kept none. So a counted background of DENSE_COUNTED_E_PER_DISK is dense where
+# the direct beam's disk holds at least LOW_DOSE_E[0] electrons; the crystals of bench_accuracy's 200 kV / 2 mrad set
+# (rings empty: 0.27 electrons, the ring's prior of one) were found as before at five doses. Under that a crystal's
+# pattern shows too few disks for the lattice rule: gated on the pattern's electrons instead, the augmented
+# detector's smooth background (up to 2.6e3 electrons beside 1e3 in the beam) let it drop the [001] set's 1e3 crystals
+# (80 kV / 3.5 mrad / 60 nm F1 0.36 -> 0.28), where the lone rule and the counting test hold the film (benchmarks/
+# RESULTS.md, "A film's speckle at 1e4 e⁻")
+DENSE_COUNTED_E_PER_DISK = 2.0
 LATTICE_TOL_PX = 0.75
 LATTICE_CANDIDATES = 8
 MIN_LATTICE_VECTORS = 4
@@ -1020,11 +1034,12 @@ def _circle_background(img, centres, b, x, y, one_e, neighbours, own, r: float, 
             "ring_rate": torch.zeros_like(level)}
 
 
-def _snr(core, bg: dict, n_core: int, one_e, counting, disk_sum, n_disk, n_area: int):
+def _snr(core, bg: dict, n_core: int, one_e, counting, disk_sum, n_disk, n_area: int, many):
     """Contrast of the core mean in standard errors: Gaussian, at least the speckle's; for counts also
     Poisson's exact test of the whole disk's electrons (``disk_sum`` over ``n_disk`` pixels, per vector:
     a sparse disk's few electrons fall anywhere in it, and the core holds a quarter of them), whichever
-    is less. Also whether the background is dense (``DENSE_E_PER_DISK`` under a disk's ``n_area`` pixels)."""
+    is less. Also whether the background is dense (``DENSE_E_PER_DISK`` under a disk's ``n_area`` pixels;
+    counted, where the direct beam holds ``many`` electrons, ``DENSE_COUNTED_E_PER_DISK``)."""
     excess = core - bg["level"]
     shot = torch.sqrt(bg["level"].clamp_min(one_e) * one_e) / n_core ** 0.5
     gauss = torch.maximum(bg["spread"] / n_core ** 0.5, shot)
@@ -1037,7 +1052,7 @@ def _snr(core, bg: dict, n_core: int, one_e, counting, disk_sum, n_disk, n_area:
     # of overlapping disks, whose mean holds the disks nobody proposed (300 kV / 3.5 mrad / 60 nm at 1e3 e⁻:
     # F1 0.09 -> 0.06; benchmarks/RESULTS.md, "A film's speckle on a ring of single counts")
     dense = bg["level"] * n_area >= DENSE_E_PER_DISK * one_e
-    dense |= counting & (bg["ring_rate"] * n_area >= DENSE_E_PER_DISK)
+    dense |= counting & (bg["ring_rate"] * n_area >= torch.where(many, DENSE_COUNTED_E_PER_DISK, DENSE_E_PER_DISK))
     if bool(counting.any()):
         # the Gaussian floor of one electron per pixel would ask a disk on an empty background for ~40
         # electrons where 10 are certain
@@ -1120,11 +1135,13 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
         if bool(m.any()):
             for k, v in part(m).items():
                 bg[k][m] = v
-    snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk, own_px.shape[1] - 1)
+    cb = torch.arange(len(img), device=dev)
+    beam_disk = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), _offsets(-1.0, r, dev)).sum(dim=1)
+    snr, dense = _snr(core, bg, n_core, one_e, counting, disk_sum, n_disk, own_px.shape[1] - 1,
+                      (beam_disk / electron[0]).double()[b] >= LOW_DOSE_E[0])
     noise_free = getattr(electron, "noise_free", None)
     if noise_free is not None:
         dense = dense | noise_free[b]
-    cb = torch.arange(len(img), device=dev)
     beam = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), core_off).mean(dim=1)[b]
     # on a low-dose pattern a faint disk's few electrons fall anywhere in it, and its core (a quarter of it) often
     # holds none but the one left out as a hot pixel (8 electrons: in 37 % of draws); its counting test sees the
