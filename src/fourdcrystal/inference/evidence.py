@@ -66,9 +66,11 @@ circle through it about the direct beam instead (``disk_contrast(..., overlappin
 background where a disk lies on it: the direct beam's disk is left out of every ring it reaches (SrTiO3's
 {110} disks at 300 kV / 2.5 mrad have the beam's edge in their ring, and at 1e3 e⁻ its ~12 electrons per
 pixel there made 18-electron disks look like background), and the circle leaves out the disk's own and its
-neighbours' disks (``_clear``). The ring keeps the other vectors' pixels: where those are a film's speckle
-grains, the gaps between them are darker than the film. A disk that overlaps the beam's keeps its whole
-ring and circle: its core holds the beam's edge. (Small
+neighbours' disks (``_clear``). The ring's level keeps the other vectors' pixels: where those are a film's speckle
+grains, the gaps between them are darker than the film. Its counting rate leaves them out where the beam holds
+``LOW_DOSE_E[1]`` electrons, so that a bright neighbour's edge does not raise it (a film's speckle there is dense
+and judged by the lattice rule). A disk that overlaps the beam's keeps its whole ring and circle: its core holds
+the beam's edge. (Small
 disks keep the absolute rule: the network's proposals, 3 model px apart at the least, are a poor
 measure of a fine lattice; judging them by the spacing too measured neutral, benchmarks/RESULTS.md.)
 """
@@ -1143,14 +1145,14 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     else:
         every = nb = beam
     nb = torch.where(apart, nb, torch.full_like(nb, torch.inf))
-    # the ring's counting rate leaves out the disks of the pattern's other vectors that reach into it
-    reach = _neighbours(centres, b, x, y, 3.0 * r + 2.0) if bool((~over).any()) else beam
-    reach = torch.where(apart, reach, torch.full_like(reach, torch.inf))
     own = torch.where(apart, torch.stack([x, y], dim=1)[:, None], torch.full_like(beam, torch.inf))
     cb = torch.arange(len(img), device=dev)
     beam_disk = _gather(img, cb, centres[:, 0].float(), centres[:, 1].float(), _offsets(-1.0, r, dev)).sum(dim=1)
     beam_e = (beam_disk / electron[0]).double()[b]  # the electrons the beam's disk holds
     many, bright = beam_e >= LOW_DOSE_E[0], beam_e >= LOW_DOSE_E[1]
+    # on a bright pattern the ring's counting rate leaves out the disks of its other vectors that reach into it
+    reach = _neighbours(centres, b, x, y, 3.0 * r + 2.0) if bool((~over & bright).any()) else beam
+    reach = torch.where(apart, reach, torch.full_like(reach, torch.inf))
     bg = {k: torch.empty_like(core) for k in _BACKGROUND}
     for m, part in ((over, lambda m: _circle_background(img, centres, b[m], x[m], y[m], one_e[m], nb[m], own[m], r,
                                                         every[m], many[m])),
