@@ -265,9 +265,10 @@ def test_touching_disks_among_neighbours_the_network_missed_are_found(tmp_path, 
     its six {11-20} disks; the two disks left were too few for the film's lattice rule, and `predict` kept the
     direct beam alone. Each such disk brighter than its level by the floor now stands on its pattern's lattice
     as measured (``MeasuredPattern._crowded``): at least six vectors per pattern, every one within 0.5 px of a
-    kinematic reflection (measured 2026-12-05: the six {11-20} disks, 0.11–0.14 px). (Simulated on a 0.13 Å
-    multislice grid, as bench_accuracy's sets are; on converged patterns of this crystal the network proposes
-    almost none of these disks: benchmarks/RESULTS.md, "Touching disks among neighbours the network missed".)"""
+    kinematic reflection (measured 2026-12-05: the six {11-20} disks, 0.11–0.14 px). (Simulated on a 0.145 Å
+    multislice grid, as bench_accuracy's rectangular set is; on better-converged patterns of this crystal the
+    network proposes almost none of these disks: benchmarks/RESULTS.md, "Touching disks among neighbours the
+    network missed".)"""
     from fourdcrystal.simulation.examples import RECTANGULAR_CELL_ROWS, gan, rectangular_cell, rectangular_geometry
 
     cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A=50.0)

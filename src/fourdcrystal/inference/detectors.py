@@ -282,9 +282,9 @@ class MeasuredPattern:
         level by the brightness floor (``MIN_BRIGHTNESS``, of the direct and the incident beam), on a dense
         background of a pattern that is not low-dose (``low``). Large disks that touch fill each other's rings:
         where the network proposes a disk but not its neighbours, its ring holds their disks, whose spread, not
-        shot noise, sets the contrast's standard error (GaN [0001] at 300 kV / 3.5 mrad / 60 nm noise-free: five of
-        the network's six {11-20} proposals, within 0.3–0.9 px of their disks, stood −1.5 to 1.9 σ out, and only the
-        direct beam was kept; benchmarks/RESULTS.md, "Touching disks among neighbours the network missed"). Such a
+        shot noise, sets the contrast's standard error (GaN [0001] at 300 kV / 3.5 mrad / 60 nm noise-free: five
+        of the network's six {11-20} proposals, within 0.3–0.9 px of their disks, stood −1.5 to 1.9 σ out, and only
+        the direct beam was kept; benchmarks/RESULTS.md, "Touching disks among neighbours the network missed"). Such a
         vector stands only where at least ``MIN_LATTICE_VECTORS`` of its pattern's vectors, as measured on the
         pattern and each ±g pair counted once, lie on one lattice through the beam. A film's speckle is dense too,
         but fits no lattice; under ``LOW_DOSE_E[1]`` electrons the counting test holds and decides alone."""
