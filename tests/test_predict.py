@@ -244,9 +244,9 @@ def _bad(tmp_path, argv, capsys, needle):
     assert not list(tmp_path.glob(".bad_out.tmp-*"))
 
 
-def test_bad_2d_array_and_stack_without_scan_shape(tmp_path, model_file, capsys):
-    np.save(tmp_path / "image.npy", np.zeros((16, 16), np.float32))
-    _bad(tmp_path, ["predict", tmp_path / "image.npy", "--model", model_file, "--q-pixel-size", DQ], capsys,
+def test_bad_1d_array_and_stack_without_scan_shape(tmp_path, model_file, capsys):
+    np.save(tmp_path / "line.npy", np.zeros(256, np.float32))
+    _bad(tmp_path, ["predict", tmp_path / "line.npy", "--model", model_file, "--q-pixel-size", DQ], capsys,
          "not a datacube")
     np.save(tmp_path / "stack.npy", np.zeros((5, 16, 16), np.float32))
     np.save(tmp_path / "probe.npy", np.ones((16, 16), np.float32))

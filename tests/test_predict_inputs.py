@@ -78,6 +78,47 @@ def test_pattern_stack_with_scan_shape_big_endian_integers(tmp_path, scan, refer
     _same(df, ref_int)
 
 
+@pytest.mark.parametrize("layout", ["image", "stack of one"])
+def test_a_single_pattern_is_a_scan_of_one_position(tmp_path, scan, model_file, layout):
+    """One diffraction pattern (a 2-D image, as a detector's single frame or a camera's image is written, or a
+    stack holding one) gives the vectors of the same pattern as a 1 × 1 datacube; before, it was refused."""
+    cube, probe = scan
+    np.save(tmp_path / "probe.npy", probe)
+    one = cube[1, 2]
+    ref, _ = _vectors(tmp_path, "ref1", _npy(tmp_path / "one4d.npy", one[None, None]), model_file,
+                      "--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ)
+    data = one if layout == "image" else one[None]
+    df, out = _vectors(tmp_path, "one", _npy(tmp_path / "one.npy", data), model_file, "--probe",
+                       tmp_path / "probe.npy", "--q-pixel-size", DQ)
+    assert len(ref) > 1
+    _same(df, ref)
+    assert json.loads((out / "summary.json").read_text())["scan_shape"] == [1, 1]
+
+
+def test_empad_raw_frames_with_their_metadata_rows(tmp_path, scan, model_file, capsys):
+    """An EMPAD scan's .raw (130 × 128 float32 frames, the last two rows metadata) named as EMPAD names it
+    (scan_x3_y2.raw: 2 rows of 3 positions) gives the vectors of its 128 × 128 patterns as a .npy datacube; the
+    metadata rows (large values here) are not read. A .raw that is not whole frames is one line, exit 2."""
+    cube, probe = scan
+    Q = cube.shape[-1]
+    padded = np.zeros(cube.shape[:2] + (128, 128), np.float32)
+    padded[:, :, 28:28 + Q, 28:28 + Q] = cube
+    frames = np.full((cube.shape[0] * cube.shape[1], 130, 128), 1e6, np.float32)
+    frames[:, :128] = padded.reshape(-1, 128, 128)
+    frames.astype("<f4").tofile(tmp_path / "scan_x3_y2.raw")
+    probe128 = np.zeros((128, 128), np.float32)
+    probe128[28:28 + Q, 28:28 + Q] = probe
+    np.save(tmp_path / "probe128.npy", probe128)
+    args = ("--probe", tmp_path / "probe128.npy", "--q-pixel-size", DQ)
+    ref, _ = _vectors(tmp_path, "ref128", _npy(tmp_path / "padded.npy", padded), model_file, *args)
+    df, _ = _vectors(tmp_path, "empad", tmp_path / "scan_x3_y2.raw", model_file, *args)
+    assert len(ref) > 6
+    _same(df, ref)
+    (tmp_path / "cut.raw").write_bytes((tmp_path / "scan_x3_y2.raw").read_bytes()[:-4])
+    _bad(tmp_path, ["predict", tmp_path / "cut.raw", "--model", model_file, "--q-pixel-size", DQ], capsys,
+         "not EMPAD frames")
+
+
 def _npy(path, a):
     np.save(path, a)
     return path
@@ -250,12 +291,14 @@ def test_bad_model_scale_too_coarse(tmp_path, scan, model_file, capsys):
          "too small for the model")
 
 
-@pytest.mark.parametrize("shape_arg,needle", [("2x2", "does not hold the 6 patterns"), ("2by3", "not of the form")])
+@pytest.mark.parametrize("shape_arg,needle", [("2x2", "does not hold the 6 patterns"), ("2by3", "not of the form"),
+                                              (None, "RX·RY = 6")])
 def test_bad_scan_shape(tmp_path, scan, model_file, capsys, shape_arg, needle):
     cube, _ = scan
     np.save(tmp_path / "stack.npy", cube.reshape(-1, *cube.shape[2:]))
-    _bad(tmp_path, ["predict", tmp_path / "stack.npy", "--scan-shape", shape_arg, "--q-pixel-size", DQ,
-                    "--model", model_file], capsys, needle)
+    shape = ["--scan-shape", shape_arg] if shape_arg else []
+    _bad(tmp_path, ["predict", tmp_path / "stack.npy", *shape, "--q-pixel-size", DQ, "--model", model_file], capsys,
+         needle)
 
 
 def test_bad_mrad_without_energy(tmp_path, scan, model_file, capsys):

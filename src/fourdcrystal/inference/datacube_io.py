@@ -4,7 +4,8 @@ Nothing here loads a whole datacube: ``.npy`` is read by plain file reads per ba
 are sliced on demand, and other formats go through rosettasciio with ``lazy=True`` (dask).
 Layouts: the detector axes are the last two axes longer than 1; singleton axes are dropped
 (a Merlin (Rx, Ry, 1, Qx, Qy) scan is 4-D); a 3-D stack of patterns (N, Qx, Qy) takes its scan shape
-from the caller (``--scan-shape``). Any dtype (integer, big-endian) is read as native float32.
+from the caller (``--scan-shape``) or, for an EMPAD ``.raw``, from its file name; a single pattern is a scan
+of one position. Any dtype (integer, big-endian) is read as native float32.
 Files holding several arrays: the one array shaped like a datacube (≥ 3 axes, the last two
 detector-sized) is chosen, and the choice is said (``Cube.source``); several candidates are an error.
 HDF5 external links are followed: a DECTRIS (ARINA, QUADRO, EIGER) NeXus master file links its frames
@@ -147,6 +148,8 @@ class Cube:
             raw = np.fromfile(self.path, dtype=a.dtype, count=(stop - start) * per,
                               offset=a.offset + start * per * a.dtype.itemsize)
             return raw.reshape((stop - start,) + det).astype(np.float32, copy=False)
+        if not self.lead_axes:  # a single pattern
+            return np.asarray(a[self._key(None)], dtype=np.float32).reshape((-1,) + det)[start:stop]
         if len(self.lead_axes) == 1:
             return np.asarray(a[self._key(slice(start, stop))], dtype=np.float32).reshape((-1,) + det)
         Ry = int(a.shape[self.lead_axes[1]])
@@ -253,6 +256,52 @@ class FrameFiles:
         out = [p[(slice(max(start, a) - a, min(stop, b) - a),) + rest]
                for p, a, b in zip(self.parts, self.starts[:-1], self.starts[1:]) if max(start, a) < min(stop, b)]
         return np.concatenate(out) if out else np.zeros((0,) + self.shape[1:], self.dtype)
+
+
+class EmpadFrames:
+    """An EMPAD scan's ``.raw`` file as an (N, 128, 128) array: each frame is 130 rows of 128 float32 (little-endian)
+    counts, its last two rows metadata (as py4DSTEM's and rosettasciio's EMPAD readers take it). Frames are read
+    by plain file reads of their runs, so memory stays flat as a scan is read (as for ``.npy``)."""
+
+    ROWS, COLS, KEPT_ROWS = 130, 128, 128
+
+    def __init__(self, path: Path):
+        self.path = path
+        per = self.ROWS * self.COLS * 4
+        size = path.stat().st_size
+        if size == 0 or size % per:
+            raise UserError(f"{path}: {size} bytes are not EMPAD frames (130 × 128 float32 each)",
+                            "open the EMPAD .xml beside it, or convert the scan to .npy (Rx, Ry, Qx, Qy)")
+        self.shape = (size // per, self.KEPT_ROWS, self.COLS)
+        self.dtype, self.ndim = np.dtype("<f4"), 3
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            return self[(slice(int(first), int(first) + 1),) + rest][0]
+        start, stop, step = first.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("EmpadFrames reads contiguous runs of frames")
+        n = max(stop - start, 0)
+        raw = np.fromfile(self.path, dtype=self.dtype, count=n * self.ROWS * self.COLS,
+                          offset=start * self.ROWS * self.COLS * 4).reshape(n, self.ROWS, self.COLS)
+        return raw[:, :self.KEPT_ROWS][(slice(None),) + rest]
+
+
+_EMPAD_SCAN = re.compile(r"_x(\d+)_y(\d+)")  # EMPAD's own file names: scan_x256_y256.raw (x the fast axis)
+
+
+def _open_empad_raw(path: Path) -> Cube:
+    """An EMPAD ``.raw``: its scan shape from EMPAD's file name where it holds that many frames (rows y of x
+    positions, as rosettasciio lays them out), else ``--scan-shape``; no calibration (the .xml beside it holds
+    that: open the .xml to use it)."""
+    frames = EmpadFrames(path)
+    cube = Cube(frames, str(path), source="EMPAD .raw (130 × 128 px frames, the last two rows metadata)")
+    m = _EMPAD_SCAN.search(path.name)
+    if m and int(m[1]) * int(m[2]) == frames.shape[0]:
+        cube.scan_shape = (int(m[2]), int(m[1]))
+    return cube
 
 
 _DECTRIS_FRAMES = re.compile(r"(.*/)?data/data_\d{6}")  # a DECTRIS master's links to its data files
@@ -394,6 +443,8 @@ def open_array(path: str | Path, dataset: str | None = None, ndim: int = 4) -> C
         cube = _open_npy(path)
     elif suffix == ".zarr" or (path.is_dir() and (path / "zarr.json").exists()):
         cube = _open_zarr(path, dataset, ndim)
+    elif suffix == ".raw":
+        cube = _open_empad_raw(path)
     elif suffix in HDF5_SUFFIXES:
         cube = _open_hdf5(path, dataset, ndim)
         if cube is None and suffix == ".emd":
@@ -402,19 +453,26 @@ def open_array(path: str | Path, dataset: str | None = None, ndim: int = 4) -> C
         cube = _open_rsciio(path, ndim)
     if cube is None:
         raise UserError(f"{path}: unknown data format '{suffix or path.name}'",
-                        "use .npy, .zarr, .h5/.hdf5/.emd or a 4D-STEM format rosettasciio reads (.blo, .mib, .dm4)")
+                        "use .npy, .zarr, .h5/.hdf5/.emd, EMPAD .raw or a 4D-STEM format rosettasciio reads "
+                        "(.blo, .mib, .dm4)")
     return cube
 
 
 def open_datacube(path: str | Path, dataset: str | None = None, scan_shape: tuple[int, int] | None = None) -> Cube:
-    """A datacube (Rx, Ry, Qx, Qy), or a 3-D stack of patterns laid out on ``scan_shape``."""
+    """A datacube (Rx, Ry, Qx, Qy), or a 3-D stack of patterns laid out on ``scan_shape``; a single pattern
+    (a 2-D image, or a stack of one) is a scan of one position: a microscopist's first try is often one
+    pattern (a detector's single frame, a camera's diffraction image)."""
     cube = open_array(path, dataset, ndim=4)
     raw = tuple(int(s) for s in cube.array.shape)
     det = tuple(raw[a] for a in cube.det_axes)
-    if len(cube.lead_axes) not in (1, 2):
+    if not cube.lead_axes and len(det) == 2:
+        cube.n_patterns = 1
+    if cube.n_patterns == 1 and len(cube.lead_axes) < 2 and scan_shape is None:
+        scan_shape = (1, 1)
+    if len(cube.lead_axes) not in (0, 1, 2) or len(det) != 2:
         cube.close()
-        raise UserError(f"{path} holds a {len(raw)}-D array {raw}, not a datacube (Rx, Ry, Qx, Qy) or a stack of "
-                        "patterns (N, Qx, Qy)", "pass a 4D-STEM scan (or --dataset naming one)")
+        raise UserError(f"{path} holds a {len(raw)}-D array {raw}, not a datacube (Rx, Ry, Qx, Qy), a stack of "
+                        "patterns (N, Qx, Qy) or one pattern (Qx, Qy)", "pass a 4D-STEM scan (or --dataset naming one)")
     if min(det) < MIN_PATTERN_PX:
         cube.close()
         raise UserError(f"the patterns of {path} ({cube.source or 'array'} {raw}) are {det[0]}×{det[1]} px, too small "
@@ -426,10 +484,12 @@ def open_datacube(path: str | Path, dataset: str | None = None, scan_shape: tupl
             raise UserError(f"--scan-shape {scan_shape[0]}x{scan_shape[1]} does not hold the {cube.n_patterns} "
                             f"patterns of {path}", f"pass RXxRY with RX·RY = {cube.n_patterns}")
         cube.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
-    elif len(cube.lead_axes) == 1:
+    elif len(cube.lead_axes) == 1 and cube.scan_shape is None:
         cube.close()
+        side = int(round(cube.n_patterns ** 0.5))
+        example = f"{side}x{side}" if side * side == cube.n_patterns else f"{cube.n_patterns}x1"
         raise UserError(f"{path} holds a stack of {cube.n_patterns} patterns {raw} without its scan shape",
-                        "pass --scan-shape RXxRY (e.g. --scan-shape 64x64)")
+                        f"pass --scan-shape RXxRY with RX·RY = {cube.n_patterns} (e.g. --scan-shape {example})")
     return cube
 
 

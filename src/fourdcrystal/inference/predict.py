@@ -569,6 +569,7 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
     if isinstance(summary["bad_pixels"], dict) and summary["bad_pixels"]["n"]:
         print(f"note: {_bad_pixel_text(summary['bad_pixels'])} bad detector pixels were read as their neighbours' "
               "mean (--bad-pixels)")
-    print(f"{summary['n_vectors']} Bragg vectors from {summary['n_patterns']} patterns "
+    nv, n = summary["n_vectors"], summary["n_patterns"]
+    print(f"{nv} Bragg vector{'s' * (nv != 1)} from {n} pattern{'s' * (n != 1)} "
           f"({summary['patterns_per_s']:.1f} patterns/s) -> {args.out} (open {args.out}/index.html)")
     return 0
