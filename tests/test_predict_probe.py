@@ -110,6 +110,66 @@ def test_recentring_a_beam_cut_by_the_detector_edge_does_not_wrap_it():
     assert med[48, :3].min() > 50.0  # the beam's own edge stays bright
 
 
+def _merlin_like_scan(rows: int, beam_px: tuple[float, float], seed: int) -> np.ndarray:
+    """2 × 4 patterns of 6-bit counts (ceiling 63) on ``rows`` × 256 px as a real Merlin scan without a crystal
+    shows them (rosettasciio's test data, benchmarks/RESULTS.md "A beam the network did not propose"): a
+    saturated beam of 25 px radius at ``beam_px``, cut by the detector's left edge, a halo and three flare
+    streaks beside it, shot noise."""
+    rng = np.random.default_rng(seed)
+    i, j = np.indices((rows, 256)).astype(float)
+    pats = []
+    for _ in range(8):
+        c = (beam_px[0] + rng.normal(0, 0.3), beam_px[1] + rng.normal(0, 0.3))
+        r = np.hypot(i - c[0], j - c[1])
+        beam = 400.0 / (1 + np.exp((r - 25.0) / 0.8))
+        halo = 25.0 * np.exp(-np.clip(r - 25.0, 0, None) / 30.0) * (r > 20)
+        ang = np.arctan2(i - c[0], j - c[1])
+        flare = sum(30.0 * np.exp(-((ang - a) * r / 1.5) ** 2) * np.exp(-np.clip(r - 25, 0, None) / 40.0) * (r > 25)
+                    for a in (-0.35, -0.25, -0.15))
+        pats.append(np.minimum(rng.poisson(beam + halo + flare + 0.5), 63))
+    return np.stack(pats).astype(np.uint8).reshape(2, 4, rows, 256)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_beam_the_network_does_not_propose_is_still_reported(tmp_path, seed):
+    """A crystal-free scan on a 128 × 256 px detector whose saturated beam, cut by the detector's edge, draws the
+    network's peaks onto its rim and none at its centre: every pattern still gives its direct beam, and nothing
+    else (``MeasuredPattern.with_missed_beams``). Before, `predict` returned no vector at all for these scans
+    (both seeds), as for the same real Merlin scan cropped to 128 rows."""
+    from fourdcrystal.inference.datacube_io import Cube
+    from fourdcrystal.inference.predict import peak_settings
+
+    model, geo, meta = predict.load_model(None, "cpu")
+    ps = peak_settings(meta)
+    predict.predict_cube(Cube(_merlin_like_scan(128, (43.0, 23.0), seed), "merlin"), None, model, geo, 0.02,
+                         tmp_path / "o", progress=False, threshold=ps["peak_threshold"],
+                         min_spacing_px=ps["min_spacing_px"])
+    df = pd.read_parquet(tmp_path / "o" / "bragg_vectors.parquet")
+    assert len(df) == 8 and df.groupby(["rx", "ry"]).ngroups == 8, df
+    assert (df["qx"] == 0).all() and (df["qy"] == 0).all()
+    assert np.hypot(df["qx_px"] - 43.0, df["qy_px"] - 23.0).max() < 3.0
+
+
+def test_flare_blobs_beside_a_saturated_beam_do_not_set_the_disk_size():
+    """A saturated beam's size is taken from its diffracted disks only where they are disks of one aperture: eight
+    disks of 2 px give 2 px, eight flare blobs of 3–20 px (a real Merlin scan's: 3.2–19.9 px) give none, and the
+    beam's own size stands. Before, the blobs' median (12.7 px against the beam's 25) made the probe, and the beam
+    was found 7 px off its centre in some patterns, with two false vectors on the flare."""
+    i, j = np.indices((256, 256)).astype(float)
+    beam = 63.0 * (np.hypot(i - 128, j - 128) <= 20)
+    spots = [(128 + 80 * np.cos(a), 128 + 80 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+
+    def pattern(radii):
+        img = beam + 1.0
+        for (a, b), rad in zip(spots, radii):
+            img = img + 30.0 / (1 + np.exp((np.hypot(i - a, j - b) - rad) / 0.5))
+        return img
+
+    disk = probe_synth.measure_disk(beam + 1.0)
+    assert probe_synth.diffracted_disk_radius(pattern([2.0] * 8), disk) == pytest.approx(2.0, abs=0.3)
+    assert probe_synth.diffracted_disk_radius(pattern([3, 5, 7, 9, 12, 14, 17, 20]), disk) is None
+
+
 def test_a_saturated_blooming_beam_gives_the_diffracted_disks_size(tmp_path):
     """Spot patterns whose beam is recorded at the detector's ceiling with a bright halo (as precession and
     nanobeam scans are taken to show weak spots): the beam measures far larger than the disks, so the probe's

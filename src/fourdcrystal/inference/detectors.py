@@ -73,7 +73,8 @@ class MeasuredPattern:
     pixel stands only on its pattern's lattice (``_lattice_members``: it looks like a hot pixel). A low-dose
     pattern's only vector beside the beam needs ``evidence.LONE_MIN_SNR`` (``_lone_and_faint``). Last, each
     pattern's vectors are placed on the least-squares lattice of those on it (``refine.lattice_placed``;
-    ``lattice_positions=False``: neither)."""
+    ``lattice_positions=False``: neither). The direct beam is always a vector where the pattern shows one, proposed
+    by the network or not (``with_missed_beams``)."""
 
     def __init__(self, inputs: ModelInput, q_pixel_size_invA: float, model_pixel_invA: float, *,
                  check_evidence: bool = True, corr_power: float | None = DEFAULT_CORR_POWER, device: str = "cpu",
@@ -401,6 +402,34 @@ class MeasuredPattern:
             lit |= (at_top >= SATURATED_MIN_PX).cpu().numpy()
         return lit
 
+    def with_missed_beams(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, electron, vg: torch.Tensor,
+                          qz: torch.Tensor, center_px: int) -> dict:
+        """``out`` with the direct beam added, at ``centres``, to each pattern whose beam the network did not propose
+        but the pattern shows (``_lit``): the beam is always a vector (``__call__``). A large beam, saturated and
+        cut by the detector's edge, drew the network's peaks onto its rim, 3.4–4.3 model px from its centre, and
+        none at it: `predict` lost the beam of 5 of 8 patterns of a real Merlin scan without a crystal, and of
+        all 8 of the same scan cropped to 128 rows (benchmarks/RESULTS.md, "A beam the network did not propose").
+        Its V_g and q_z are the network's at the model grid's centre. Unchecked vectors (``check_evidence`` False)
+        stay the network's own."""
+        if not self.check_evidence:
+            return out
+        missed = np.ones(len(patterns), bool)
+        missed[out["pattern"][self._beam(out)]] = False
+        if not missed.any():
+            return out
+        k = np.flatnonzero(missed & self._lit(patterns, centres, electron))
+        if not len(k):
+            return out
+        c = centres[k].cpu().numpy().astype(np.float64)
+        add = {"pattern": k, "qx": np.zeros(len(k)), "qy": np.zeros(len(k)), "qx_px": c[:, 0], "qy_px": c[:, 1],
+               "intensity": peaks.direct_beam_vg(vg[k], center_px).cpu().numpy(),
+               "qz": qz[k, center_px, center_px].cpu().numpy()}
+        both = {key: np.concatenate([np.asarray(v), np.asarray(add.get(key, np.zeros(len(k), np.asarray(v).dtype)),
+                                                               dtype=np.asarray(v).dtype)])
+                for key, v in out.items()}
+        order = np.argsort(both["pattern"], kind="stable")
+        return {key: v[order] for key, v in both.items()}
+
     def _friedel_pairs(self, out: dict, keep: np.ndarray, n_patterns: int) -> np.ndarray:
         """(n_patterns,) whether at least ``FRIEDEL_LIT_PAIRS`` pairs of a pattern's ``keep`` vectors lie at ±g about
         its beam within the network's uncertainty: a crystal's pattern whose transmitted beam is nearly extinct
@@ -602,6 +631,7 @@ class NetworkDetector:
                             "qx_px": x, "qy_px": y, "intensity": pk["intensity"], "qz": pk["qz"],
                             **self.measured.flags(pk, vg, cp, self.threshold, ramp)}, patterns.shape[-2:])
         out = _one_per_disk(out, self.measured.disk_radius_px, self.measured._beam(out))
+        out = self.measured.with_missed_beams(patterns, beams, out, electron, vg.float(), qz.float(), cp)
         kept = self.measured(patterns, beams, out, electron, maps=(vg.float(), qz.float(), cp, dk))
         if self.dq_invA != self.true_dq_invA:
             f = self.true_dq_invA / self.dq_invA
