@@ -301,6 +301,36 @@ def test_bad_scan_shape(tmp_path, scan, model_file, capsys, shape_arg, needle):
          needle)
 
 
+def test_the_semiangle_calibrates_a_detector_without_calibration(tmp_path, scan, reference, model_file, capsys):
+    """No calibration anywhere, but the probe's convergence semi-angle and the beam energy: the bright-field disk's
+    radius (3 px here) spans α / λ, which gives Å⁻¹ per px within 2 % and the vectors of the calibrated run, in
+    the input's pixels within 0.01 px. A stated calibration 10 × off (1/nm given as 1/Å) is named in a note;
+    --semiangle-mrad without the energy, or over a disk too small to measure, is one line, exit 2."""
+    from fourdcrystal.geometry import electron_wavelength_A
+    from test_predict import R_DISK
+
+    cube, _ = scan
+    alpha_mrad = R_DISK * DQ * electron_wavelength_A(300e3) * 1e3
+    np.save(tmp_path / "plain.npy", cube)
+    df, out = _vectors(tmp_path, "alpha", tmp_path / "plain.npy", model_file, "--probe", tmp_path / "probe.npy",
+                       "--semiangle-mrad", alpha_mrad, "--energy", 300e3)
+    q = json.loads((out / "summary.json").read_text())["q_pixel_size_invA"]
+    assert q == pytest.approx(DQ, rel=0.02)
+    assert len(df) == len(reference)
+    assert np.abs(df[["qx_px", "qy_px"]].to_numpy() - reference[["qx_px", "qy_px"]].to_numpy()).max() < 0.01
+    capsys.readouterr()
+    _vectors(tmp_path, "off", tmp_path / "plain.npy", model_file, "--probe", tmp_path / "probe.npy",
+             "--q-pixel-size", DQ * 10, "--semiangle-mrad", alpha_mrad, "--energy", 300e3)
+    assert "× the calibration used" in capsys.readouterr().out
+    _bad(tmp_path, ["predict", tmp_path / "plain.npy", "--semiangle-mrad", alpha_mrad, "--model", model_file],
+         capsys, "pass --energy")
+    i, j = np.indices(cube.shape[2:])
+    tiny = 100.0 / (1 + np.exp((np.hypot(i - 36.3, j - 35.6) - 1.0) / 0.3))  # a beam of 1 px: too small to measure
+    np.save(tmp_path / "tiny.npy", np.broadcast_to(tiny, (2, 2) + tiny.shape).astype(np.float32))
+    _bad(tmp_path, ["predict", tmp_path / "tiny.npy", "--semiangle-mrad", 0.5, "--energy", 300e3, "--model",
+                    model_file], capsys, "too small to calibrate from")
+
+
 def test_bad_mrad_without_energy(tmp_path, scan, model_file, capsys):
     cube, _ = scan
     with h5py.File(tmp_path / "c.h5", "w") as f:  # a py4DSTEM-style calibration in mrad, no energy

@@ -170,6 +170,20 @@ def test_flare_blobs_beside_a_saturated_beam_do_not_set_the_disk_size():
     assert probe_synth.diffracted_disk_radius(pattern([3, 5, 7, 9, 12, 14, 17, 20]), disk) is None
 
 
+def test_dark_frames_with_a_hot_pixel_are_refused(tmp_path, capsys):
+    """A scan of dark frames (a blanked beam) whose only bright feature is a hot pixel, as in two real Merlin
+    files (4–10 counts in one pixel, nothing around it, a few stray counts elsewhere): without a probe `predict`
+    stops with one line naming the hot pixel, where it had reported that pixel as every pattern's beam."""
+    from test_predict import _bad
+
+    rng = np.random.default_rng(0)
+    frames = rng.poisson(1e-4, (2, 4, 128, 256)).astype(np.uint16)
+    frames[:, :, 88, 52] += rng.poisson(7.5, (2, 4)).astype(np.uint16)
+    frames[:, :, 21, 111] += rng.poisson(1.2, (2, 4)).astype(np.uint16)  # a weaker one
+    np.save(tmp_path / "dark.npy", frames)
+    _bad(tmp_path, ["predict", tmp_path / "dark.npy", "--q-pixel-size", 0.02], capsys, "hot pixel")
+
+
 def test_a_saturated_blooming_beam_gives_the_diffracted_disks_size(tmp_path):
     """Spot patterns whose beam is recorded at the detector's ceiling with a bright halo (as precession and
     nanobeam scans are taken to show weak spots): the beam measures far larger than the disks, so the probe's

@@ -233,15 +233,10 @@ def _open_zarr(path: Path, dataset: str | None, ndim: int) -> Cube:
                 energy_eV=attrs.get("energy_eV"), source=how)
 
 
-class FrameFiles:
-    """Frames split over several HDF5 datasets (a DECTRIS master's ``entry/data/data_000001``, …), sliced as
-    one (N, Qx, Qy) array along its first axis."""
-
-    def __init__(self, parts: list):
-        self.parts = parts
-        self.starts = np.cumsum([0] + [int(p.shape[0]) for p in parts])
-        self.shape = (int(self.starts[-1]),) + tuple(int(n) for n in parts[0].shape[1:])
-        self.dtype, self.ndim = parts[0].dtype, len(self.shape)
+class _Frames:
+    """An (N, Qx, Qy) array-like read in contiguous runs of frames along its first axis: a subclass gives
+    ``shape``, ``dtype``, ``ndim`` and ``_run(start, stop, rest)`` (frames [start, stop), ``rest`` indexing the
+    detector axes)."""
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
@@ -252,13 +247,27 @@ class FrameFiles:
             return self[(slice(int(first), int(first) + 1),) + rest][0]
         start, stop, step = first.indices(self.shape[0])
         if step != 1:
-            raise IndexError("FrameFiles reads contiguous runs of frames")
+            raise IndexError(f"{type(self).__name__} reads contiguous runs of frames")
+        return self._run(start, stop, rest)
+
+
+class FrameFiles(_Frames):
+    """Frames split over several HDF5 datasets (a DECTRIS master's ``entry/data/data_000001``, …), sliced as
+    one (N, Qx, Qy) array along its first axis."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [int(p.shape[0]) for p in parts])
+        self.shape = (int(self.starts[-1]),) + tuple(int(n) for n in parts[0].shape[1:])
+        self.dtype, self.ndim = parts[0].dtype, len(self.shape)
+
+    def _run(self, start: int, stop: int, rest: tuple) -> np.ndarray:
         out = [p[(slice(max(start, a) - a, min(stop, b) - a),) + rest]
                for p, a, b in zip(self.parts, self.starts[:-1], self.starts[1:]) if max(start, a) < min(stop, b)]
         return np.concatenate(out) if out else np.zeros((0,) + self.shape[1:], self.dtype)
 
 
-class EmpadFrames:
+class EmpadFrames(_Frames):
     """An EMPAD scan's ``.raw`` file as an (N, 128, 128) array: each frame is 130 rows of 128 float32 (little-endian)
     counts, its last two rows metadata (as py4DSTEM's and rosettasciio's EMPAD readers take it). Frames are read
     by plain file reads of their runs, so memory stays flat as a scan is read (as for ``.npy``)."""
@@ -275,14 +284,7 @@ class EmpadFrames:
         self.shape = (size // per, self.KEPT_ROWS, self.COLS)
         self.dtype, self.ndim = np.dtype("<f4"), 3
 
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        first, rest = key[0], key[1:]
-        if isinstance(first, (int, np.integer)):
-            return self[(slice(int(first), int(first) + 1),) + rest][0]
-        start, stop, step = first.indices(self.shape[0])
-        if step != 1:
-            raise IndexError("EmpadFrames reads contiguous runs of frames")
+    def _run(self, start: int, stop: int, rest: tuple) -> np.ndarray:
         n = max(stop - start, 0)
         raw = np.fromfile(self.path, dtype=self.dtype, count=n * self.ROWS * self.COLS,
                           offset=start * self.ROWS * self.COLS * 4).reshape(n, self.ROWS, self.COLS)

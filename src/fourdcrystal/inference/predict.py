@@ -49,7 +49,8 @@ from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacu
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
 from fourdcrystal.inference.model_input import ModelInput, largest_shown_disk_px, probe_radius_px, view_pixel_invA
-from fourdcrystal.inference.probe_synth import (check_given_probe, given_probe_size_note, probe_from_scan,
+from fourdcrystal.inference.calibration import DISK_CALIBRATION_TOLERANCE, invA_per_px_from_disk
+from fourdcrystal.inference.probe_synth import (check_given_probe, given_probe_size_note, measure_disk, probe_from_scan,
                                                  sample_patterns, saturation_level, symmetry_centre)
 from fourdcrystal.inference.writers import VectorWriter, write_index
 
@@ -114,8 +115,9 @@ def parse_scan_shape(text: str) -> tuple[int, int]:
 
 
 # --- the prediction loop -------------------------------------------------------------------------
-def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_size_invA: float, out_dir,
-                 *, batch: int | None = None, device: str = "cpu", center: str = "per-pattern",
+def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_size_invA: float | None, out_dir,
+                 *, semiangle_mrad: float | None = None, energy_eV: float | None = None,
+                 batch: int | None = None, device: str = "cpu", center: str = "per-pattern",
                  threshold: float | None = None, min_spacing_px: float | None = None, baseline: str | None = None,
                  classical_settings: dict | None = None, precision: str = "auto",
                  meta: dict | None = None, probe_info: dict | None = None, progress: bool = True,
@@ -128,6 +130,9 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     ``model(probe, cbed) -> (vg, qz)`` on the model grid (``geometry``); any callable with that
     signature works (tests use an oracle; one that keeps state between calls needs ``workers=1``: each worker
     process calls its own copy). Returns a summary dict (also written as summary.json).
+    ``semiangle_mrad`` (with ``energy_eV``): the probe's convergence semi-angle, which with the bright-field disk's
+    measured radius gives the calibration where ``q_pixel_size_invA`` is None, and else checks it
+    (``calibration.invA_per_px_from_disk``; the summary's ``calibration_from_disk``).
     ``threshold`` / ``min_spacing_px``: peaks.find_peaks settings (the direct beam is kept as a vector;
     None: peaks.DEFAULT_THRESHOLD / DEFAULT_MIN_SPACING_PX).
     ``baseline="classical"``: py4DSTEM's disk detection instead of the network (same outputs, no q_z).
@@ -145,7 +150,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     process, round otherwise (fp32: ≤ 1e-5 px; bf16 may move a marginal vector across the threshold), as on a
     machine with other cores.
     """
-    _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry)
+    _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry, semiangle_mrad, energy_eV)
     threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
     min_spacing_px = peaks.DEFAULT_MIN_SPACING_PX if min_spacing_px is None else min_spacing_px
     cube.bad_pixels, samples = None, None
@@ -167,7 +172,10 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
             probe_info = {**(probe_info or {"path": "given by the caller"}), "size_note": size_note}
     dev_type = "cuda" if str(device).startswith("cuda") else "cpu"
     use_bf16 = precision == "bf16" or (precision == "auto" and auto_bf16(dev_type))
-    dq = float(q_pixel_size_invA)
+    from_disk = None
+    if semiangle_mrad is not None:
+        from_disk = _calibration_from_disk(probe, probe_info, semiangle_mrad, energy_eV, q_pixel_size_invA)
+    dq = float(q_pixel_size_invA if q_pixel_size_invA is not None else from_disk["q_pixel_size_invA"])
     # the network sees no disk larger than it finds reliably: a larger one is shown at a coarser pitch
     disk_px = probe_radius_px(probe)
     dq_view = dq if baseline == "classical" else view_pixel_invA(disk_px, dq, geometry)
@@ -182,6 +190,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                                    device=device, use_bf16=use_bf16, lattice_positions=lattice_positions,
                                    view_pixel_invA=dq_view, saturation=saturation)
     run = {"probe": probe_info or {"path": "given by the caller"}, "center": center, "saturation": saturation,
+           "calibration_from_disk": from_disk,
            "bad_pixels": (
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
            "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32",
@@ -246,15 +255,45 @@ def _bad_pixel_text(b) -> str:
     return f"{b['n']}" + (f" ({kinds})" if kinds else "")
 
 
-def _check_inputs(cube: Cube, probe: np.ndarray | None, q_pixel_size_invA: float, precision: str, geometry) -> None:
+def _check_inputs(cube: Cube, probe: np.ndarray | None, q_pixel_size_invA: float | None, precision: str, geometry,
+                  semiangle_mrad: float | None = None, energy_eV: float | None = None) -> None:
     if probe is not None and probe.shape != tuple(cube.shape[2:]):
         raise UserError(f"probe shape {probe.shape} differs from the pattern shape {tuple(cube.shape[2:])}",
                         "pass a vacuum probe recorded on the same detector (same binning / crop), or none")
-    if not (q_pixel_size_invA and q_pixel_size_invA > 0):
+    if semiangle_mrad is not None and not (semiangle_mrad > 0 and energy_eV and energy_eV > 0):
+        raise UserError(f"--semiangle-mrad {semiangle_mrad} needs a positive semi-angle and the beam energy to "
+                        "calibrate the detector", "pass --semiangle-mrad (mrad) with --energy (eV)")
+    if q_pixel_size_invA is None and semiangle_mrad is None:
+        raise UserError("no reciprocal pixel size", "pass --q-pixel-size in 1/Å per pixel, or --semiangle-mrad "
+                                                    "with --energy")
+    if q_pixel_size_invA is not None and not q_pixel_size_invA > 0:
         raise UserError("reciprocal pixel size must be > 0", "pass --q-pixel-size in 1/Å per pixel")
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"precision '{precision}' is not auto, fp32 or bf16", "pass --precision auto")
-    _check_size(cube, q_pixel_size_invA, geometry)
+    if q_pixel_size_invA is not None:
+        _check_size(cube, q_pixel_size_invA, geometry)
+
+
+def _calibration_from_disk(probe: np.ndarray, probe_info: dict | None, semiangle_mrad: float, energy_eV: float,
+                           stated_invA: float | None) -> dict:
+    """The calibration the bright-field disk gives for the probe's semi-angle: the synthesized probe's radius as
+    measured on the scan, or a given probe's (``probe_synth.measure_disk``), spans α / λ. Where a calibration is
+    also stated, a ``note`` says where the two disagree beyond ``calibration.DISK_CALIBRATION_TOLERANCE``."""
+    synthesized = probe_info is not None and "radius_px" in probe_info
+    radius = float(probe_info["radius_px"] if synthesized else measure_disk(probe)["radius_px"])
+    out = {"semiangle_mrad": float(semiangle_mrad), "energy_eV": float(energy_eV), "disk_radius_px": radius}
+    try:
+        q = out["q_pixel_size_invA"] = invA_per_px_from_disk(semiangle_mrad, energy_eV, radius)
+    except UserError as exc:  # a disk too small to measure: it cannot check a stated calibration either
+        if stated_invA is None:
+            raise
+        return dict(out, q_pixel_size_invA=None, note=f"the calibration was not checked: {exc.problem}")
+    if stated_invA is not None and not (1 / DISK_CALIBRATION_TOLERANCE <= stated_invA / q
+                                        <= DISK_CALIBRATION_TOLERANCE):
+        out["note"] = (f"the bright-field disk ({radius:.2f} px) at {semiangle_mrad:g} mrad and {energy_eV:.0f} eV "
+                       f"gives {q:.4g} 1/Å per px, {stated_invA / q:.2f} × the calibration used ({stated_invA:.4g}): "
+                       "check the calibration's units and the semi-angle")
+    return out
 
 
 def _check_size(cube: Cube, q_pixel_size_invA: float, geometry) -> None:
@@ -472,6 +511,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help=f"model checkpoint (default: {DEFAULT_MODEL})")
     p.add_argument("--q-pixel-size", type=float, default=None, help="reciprocal pixel size (1/Å per pixel)")
     p.add_argument("--energy", type=float, default=None, help="beam energy (eV); needed for mrad calibrations")
+    p.add_argument("--semiangle-mrad", type=float, default=None, metavar="ALPHA",
+                   help="the probe's convergence semi-angle (mrad; with --energy): calibrates a detector that has no "
+                        "calibration from the bright-field disk's radius (α / λ), or checks a stated one")
     p.add_argument("--dataset", default=None,
                    help="array inside an HDF5/Zarr file (default: the one array shaped like a datacube)")
     p.add_argument("--batch", type=int, default=None,
@@ -538,18 +580,29 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
     if args.bin_scan != 1:
         cube.bin_scan(args.bin_scan)
     energy = args.energy or cube.energy_eV
-    q = args.q_pixel_size or cube.q_pixel_size(energy)
-    if q is None:
+    try:
+        q = args.q_pixel_size or cube.q_pixel_size(energy)
+    except UserError:  # units that cannot be converted (a .blo's camera-plane cm): the semi-angle calibrates
+        if args.semiangle_mrad is None:
+            raise
+        q = None
+    if q is None and args.semiangle_mrad is None:
         raise UserError(f"{args.data} carries no reciprocal-space calibration",
-                        "pass --q-pixel-size (1/Å per pixel; with an mrad calibration also --energy)")
+                        "pass --q-pixel-size (1/Å per pixel; with an mrad calibration also --energy), or the probe's "
+                        "--semiangle-mrad with --energy")
+    if args.semiangle_mrad is not None and not energy:
+        raise UserError(f"--semiangle-mrad {args.semiangle_mrad} needs the beam energy, which {args.data} does not "
+                        "state", "pass --energy (eV)")
     calibration = "--q-pixel-size" if args.q_pixel_size else (
-        f"file metadata: {cube.q_scale:.6g} {cube.q_units} per px" + (f" at {energy:.0f} eV" if energy else ""))
+        f"file metadata: {cube.q_scale:.6g} {cube.q_units} per px" + (f" at {energy:.0f} eV" if energy else "")
+        if q is not None else f"the bright-field disk at {args.semiangle_mrad:g} mrad, --semiangle-mrad")
     model, geometry, meta = load_model(args.model, args.device)
     if energy and geometry.energies_eV and not (0.5 * min(geometry.energies_eV) <= energy <= 2 * max(geometry.energies_eV)):
         log.warning("beam energy %.0f eV is far from the training energies %s", energy, geometry.energies_eV)
     ps = peak_settings(meta, args.threshold, args.min_spacing)
     bad = args.bad_pixels if args.bad_pixels in ("auto", "none") else read_mask(args.bad_pixels, cube.shape[2:])
-    summary = predict_cube(cube, probe, model, geometry, float(q), args.out, batch=args.batch, device=args.device,
+    summary = predict_cube(cube, probe, model, geometry, None if q is None else float(q), args.out,
+                           semiangle_mrad=args.semiangle_mrad, energy_eV=energy, batch=args.batch, device=args.device,
                            center=args.center, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
                            baseline=args.baseline, precision=args.precision,
                            classical_settings=meta.get("classical_settings"), probe_info=probe_info,
@@ -562,6 +615,13 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
     if summary["nonfinite_pixels_read_as_0"]:
         print(f"note: {summary['nonfinite_pixels_read_as_0']} pixels of the scan were NaN or ±Inf and were read as 0 "
               "(masked or defective detector pixels)")
+    from_disk = summary["calibration_from_disk"] or {}
+    if q is None:
+        print(f"note: calibration from the bright-field disk: {from_disk['disk_radius_px']:.2f} px spans "
+              f"{from_disk['semiangle_mrad']:g} mrad at {from_disk['energy_eV']:.0f} eV (good to about ±15 %, as "
+              "the disk's radius is measured; relative strain does not depend on it)")
+    if from_disk.get("note"):
+        print(f"note: {from_disk['note']}")
     if summary["probe"].get("size_note"):
         print(f"note: {summary['probe']['size_note']}")
     if isinstance(summary["network_view"], dict):
