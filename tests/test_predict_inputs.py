@@ -119,6 +119,31 @@ def test_empad_raw_frames_with_their_metadata_rows(tmp_path, scan, model_file, c
          "not EMPAD frames")
 
 
+def test_a_pattern_saved_as_a_picture(tmp_path, scan, model_file, capsys):
+    """A pattern saved as an 8-bit grey PNG (read whole: rosettasciio's lazy image reader fails on it) gives the
+    vectors of the same 8-bit counts as a .npy; a PNG in a colour map's colours is one line, exit 2 (it was a
+    raw traceback); a colour image whose channels are equal is read as grey."""
+    from PIL import Image
+
+    from fourdcrystal.inference.datacube_io import _grey
+
+    cube, probe = scan
+    np.save(tmp_path / "probe.npy", probe)
+    grey = np.clip(cube[0, 1] / cube[0, 1].max() * 255, 0, 255).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "pattern.png")
+    args = ("--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ)
+    ref, _ = _vectors(tmp_path, "grey_npy", _npy(tmp_path / "grey.npy", grey), model_file, *args)
+    df, _ = _vectors(tmp_path, "png", tmp_path / "pattern.png", model_file, *args)
+    assert len(ref) > 1
+    _same(df, ref)
+    Image.fromarray(np.stack([grey, 255 - grey, grey // 2], axis=-1)).save(tmp_path / "colours.png")
+    _bad(tmp_path, ["predict", tmp_path / "colours.png", *args, "--model", model_file], capsys, "colour image")
+    rgb = np.zeros(grey.shape, [("R", "u1"), ("G", "u1"), ("B", "u1")])
+    for c in "RGB":
+        rgb[c] = grey
+    np.testing.assert_array_equal(_grey(rgb, "x.png"), grey)
+
+
 def _npy(path, a):
     np.save(path, a)
     return path

@@ -412,11 +412,15 @@ def _open_rsciio(path: Path, ndim: int) -> Cube | None:
     plugins = [p for p in rsciio.IO_PLUGINS if ext in [e.lower() for e in p["file_extensions"]]]
     errors = []
     for p in plugins:
+        reader = importlib.import_module(p["api"]).file_reader
         try:
-            sigs = importlib.import_module(p["api"]).file_reader(str(path), lazy=True)
-        except Exception as exc:  # noqa: BLE001 — try the next plugin claiming this extension
-            errors.append(f"{p['name']}: {exc}")
-            continue
+            sigs = reader(str(path), lazy=True)
+        except Exception:  # noqa: BLE001 — some readers cannot read lazily (a .png: "Delayed objects of
+            try:  # unspecified length"), and an image is small: read it whole, or try the next plugin
+                sigs = reader(str(path), lazy=False)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{p['name']}: {exc}")
+                continue
         shapes = {str(k): s["data"].shape for k, s in enumerate(sigs)}
         sig = sigs[int(_choose(path, shapes, None, ndim)[0])] if len(sigs) > 1 else sigs[0]
         axes = sig.get("axes", [])
@@ -427,11 +431,25 @@ def _open_rsciio(path: Path, ndim: int) -> Cube | None:
         except (KeyError, TypeError, ValueError):
             pass
         ax = axes[-1] if len(axes) >= 3 else {}  # a detector axis (the signal axes come last)
-        return Cube(sig["data"], str(path), q_scale=ax.get("scale"), q_units=ax.get("units"), energy_eV=energy,
-                    source=f"rsciio:{p['name']}")
+        return Cube(_grey(sig["data"], path), str(path), q_scale=ax.get("scale"), q_units=ax.get("units"),
+                    energy_eV=energy, source=f"rsciio:{p['name']}")
     if errors:
         raise UserError(f"{path} could not be read ({errors[0][:120]})", "check the file or convert it to .npy/.h5")
     return None
+
+
+def _grey(data, path: Path):
+    """``data`` as read, or one channel of a colour image (rosettasciio gives RGB(A) as a structured dtype) whose
+    colour channels are equal: a grey picture. A picture in colours is a colour map's rendering, not the counts."""
+    names = getattr(getattr(data, "dtype", None), "names", None)
+    if not names:
+        return data
+    a = np.asarray(data)
+    colours = [a[n] for n in names if n in ("R", "G", "B")]
+    if colours and all(np.array_equal(colours[0], c) for c in colours[1:]):
+        return colours[0]
+    raise UserError(f"{path} is a colour image: its colours render a colour map, not the detector's counts",
+                    "save the pattern's counts as a grey image, a TIFF or a .npy")
 
 
 def open_array(path: str | Path, dataset: str | None = None, ndim: int = 4) -> Cube:
