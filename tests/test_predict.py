@@ -8,6 +8,7 @@ the real network class (untrained or the shipped pretrained weights) through the
 """
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -192,7 +193,6 @@ def _run(argv):
 def test_cli_end_to_end_with_network(tmp_path, model_file, capsys):
     """The real network class through the CLI (untrained here: checks plumbing, not accuracy)."""
     cube, probe, _ = make_scan(2, 2)
-    import h5py
     with h5py.File(tmp_path / "scan.h5", "w") as f:
         f["group/cube"] = cube
         f["group/cube"].attrs["q_pixel_size_invA"] = DQ
@@ -268,6 +268,20 @@ def test_bad_workers_or_batch(tmp_path, model_file, capsys, flag, value):
     np.save(tmp_path / "scan.npy", cube)
     _bad(tmp_path, ["predict", tmp_path / "scan.npy", "--model", model_file, "--q-pixel-size", DQ, flag, value], capsys,
          f"{flag} {value} must be >= 1")
+
+
+def test_bad_damaged_hdf5_and_complex_values(tmp_path, model_file, capsys):
+    """An HDF5 file cut short (it said "unknown data format '.h5'") and a complex datacube (its imaginary part was
+    dropped without a word) are each one line naming the fix."""
+    cube, _, _ = make_scan(1, 2)
+    with h5py.File(tmp_path / "whole.h5", "w") as f:
+        f["cube"] = cube
+    (tmp_path / "cut.h5").write_bytes((tmp_path / "whole.h5").read_bytes()[:3000])
+    _bad(tmp_path, ["predict", tmp_path / "cut.h5", "--model", model_file, "--q-pixel-size", DQ], capsys,
+         "not a readable HDF5 file")
+    np.save(tmp_path / "wave.npy", cube.astype(np.complex64))
+    _bad(tmp_path, ["predict", tmp_path / "wave.npy", "--model", model_file, "--q-pixel-size", DQ], capsys,
+         "complex values")
 
 
 def test_bad_unknown_format(tmp_path, model_file, capsys):

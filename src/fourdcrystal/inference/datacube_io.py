@@ -375,8 +375,11 @@ def _open_hdf5(path: Path, dataset: str | None, ndim: int) -> Cube | None:
         pass
     try:
         f = h5py.File(path, "r")
-    except OSError:
-        return None  # not HDF5 (e.g. a non-HDF5 .emd): the caller tries rosettasciio
+    except OSError as exc:
+        if path.suffix.lower() == ".emd":
+            return None  # not HDF5 (e.g. a non-HDF5 .emd): the caller tries rosettasciio
+        raise UserError(f"{path} is not a readable HDF5 file ({exc})",
+                        "check the file (a copy cut short, or another format under an HDF5 name)") from None
     try:
         arrays = _hdf5_arrays(f, path)
         dectris = _dectris(f, arrays) if dataset is None else None
@@ -485,6 +488,10 @@ def open_datacube(path: str | Path, dataset: str | None = None, scan_shape: tupl
     cube = open_array(path, dataset, ndim=4)
     raw = tuple(int(s) for s in cube.array.shape)
     det = tuple(raw[a] for a in cube.det_axes)
+    if np.dtype(getattr(cube.array, "dtype", np.float32)).kind == "c":
+        cube.close()
+        raise UserError(f"{path} holds complex values ({cube.array.dtype}): a wave, not the intensities a detector "
+                        "records", "save the intensities |ψ|² (np.abs(a) ** 2)")
     if not cube.lead_axes and len(det) == 2:
         cube.n_patterns = 1
     if cube.n_patterns == 1 and len(cube.lead_axes) < 2 and scan_shape is None:
