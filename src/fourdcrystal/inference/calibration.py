@@ -19,7 +19,8 @@ _LENGTH_A = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "um":
              "mm": 1e7, "m": 1e10}
 _ANGLE_RAD = {"mrad": 1e-3, "rad": 1.0, "urad": 1e-6, "µrad": 1e-6, "μrad": 1e-6}
 _UNCALIBRATED = {"", "px", "pixel", "pixels", "<undefined>", "undefined", "none", "au", "a.u."}
-_NEEDS = "pass --q-pixel-size (1/Å per pixel), or the probe's --semiangle-mrad with --energy"
+_Q_NEEDED = "pass --q-pixel-size (1/Å per pixel)"
+_NEEDS = f"{_Q_NEEDED}, or the probe's --semiangle-mrad with --energy"
 
 
 def _reciprocal_length(u: str) -> float | None:
@@ -73,9 +74,9 @@ def invA_per_px_from_disk(semiangle_mrad: float, energy_eV: float, disk_radius_p
 
     if not semiangle_mrad > 0:
         raise UserError(f"a convergence semi-angle of {semiangle_mrad} mrad gives no calibration",
-                        "pass --semiangle-mrad > 0, or " + _NEEDS.removeprefix("pass "))
+                        "pass --semiangle-mrad > 0, or --q-pixel-size (1/Å per pixel)")
     if not disk_radius_px >= DISK_CALIBRATION_MIN_RADIUS_PX:
         raise UserError(f"the bright-field disk measures {disk_radius_px:.2f} px, too small to calibrate from (its "
                         f"radius is uncertain by tens of per cent under {DISK_CALIBRATION_MIN_RADIUS_PX:g} px)",
-                        _NEEDS.split(", or")[0])
+                        _Q_NEEDED)
     return semiangle_mrad * 1e-3 / electron_wavelength_A(float(energy_eV)) / float(disk_radius_px)

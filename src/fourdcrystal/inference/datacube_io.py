@@ -76,7 +76,7 @@ class Cube:
         while len(scan_axes) > 2 and any(raw[a] == 1 for a in scan_axes):  # squeeze singletons, keep 2 scan axes
             scan_axes.remove(next(a for a in scan_axes if raw[a] == 1))
         self.lead_axes = tuple(scan_axes)
-        self.n_patterns = int(np.prod([raw[a] for a in scan_axes])) if scan_axes else 0
+        self.n_patterns = int(np.prod([raw[a] for a in scan_axes]))  # 1 for a single pattern (no scan axes)
 
     @property
     def recorded_shape(self) -> tuple[int, ...]:
@@ -492,8 +492,6 @@ def open_datacube(path: str | Path, dataset: str | None = None, scan_shape: tupl
         cube.close()
         raise UserError(f"{path} holds complex values ({cube.array.dtype}): a wave, not the intensities a detector "
                         "records", "save the intensities |ψ|² (np.abs(a) ** 2)")
-    if not cube.lead_axes and len(det) == 2:
-        cube.n_patterns = 1
     if cube.n_patterns == 1 and len(cube.lead_axes) < 2 and scan_shape is None:
         scan_shape = (1, 1)
     if len(cube.lead_axes) not in (0, 1, 2) or len(det) != 2:

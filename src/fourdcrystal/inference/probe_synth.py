@@ -401,10 +401,11 @@ def diffuse_glow(mean: np.ndarray, disk: dict) -> dict | None:
 # is a hot pixel in dark frames, not a beam: a real beam under a pixel spills into its neighbours (an aperture's
 # disk of 0.64 px radius centred on a pixel puts ~5 % into each neighbour's mean; a detector's charge sharing and
 # descan more; judged on whole counts only, as a detector records them), and a crystal's diffracted disks or a
-# film's scattering lie beside it (a noise-free pattern of one-pixel disks: 0.8 of its beam), counted in the pixels that stand out by HOT_PIXEL_FEATURE of it. Two real
-# Merlin scans of dark frames (rosettasciio's test data) hold one hot pixel of 4–10 counts with nothing around it
-# and 0.18 and 0 of its counts in such pixels (a weaker hot pixel; stray single counts are under 0.02); the
-# first was read as the beam of every pattern (benchmarks/RESULTS.md, "A hot pixel in dark frames").
+# film's scattering lie beside it (a noise-free pattern of one-pixel disks: 0.8 of its beam), counted in the
+# pixels that stand out by HOT_PIXEL_FEATURE of it. Two real Merlin scans of dark frames (rosettasciio's test
+# data) hold one hot pixel of 4–10 counts with nothing around it and 0.18 and 0 of its counts in such pixels (a
+# weaker hot pixel; stray single counts are under 0.02); the first was read as the beam of every pattern
+# (benchmarks/RESULTS.md, "A hot pixel in dark frames").
 HOT_PIXEL_MAX_SPILL = 0.01
 HOT_PIXEL_MAX_REST, HOT_PIXEL_FEATURE = 0.5, 0.05
 HOT_PIXEL_BEAM_MAX_RADIUS_PX = 1.5  # judged only where the disk measures this small
@@ -424,13 +425,12 @@ def hot_pixel_beam(mean: np.ndarray, disk: dict) -> tuple[int, int] | None:
         return None
     excess = img - float(np.median(img))
     peak = excess[i, j]
-    near = excess[i - 1:i + 2, j - 1:j + 2].sum()
-    spill = (near - peak) / 8.0
-    # the rest: the pixels that stand out by HOT_PIXEL_FEATURE of it (a detector's stray single counts do not)
-    rest = np.where(excess >= HOT_PIXEL_FEATURE * peak, excess, 0.0).sum() - \
-        np.where(excess[i - 1:i + 2, j - 1:j + 2] >= HOT_PIXEL_FEATURE * peak, excess[i - 1:i + 2, j - 1:j + 2], 0).sum()
-    return (int(i), int(j)) if 0 < peak and spill <= HOT_PIXEL_MAX_SPILL * peak and rest <= HOT_PIXEL_MAX_REST * peak \
-        else None
+    spill = (excess[i - 1:i + 2, j - 1:j + 2].sum() - peak) / 8.0
+    # the rest: the pixels beyond its neighbours that stand out by HOT_PIXEL_FEATURE of it (stray counts do not)
+    elsewhere = excess >= HOT_PIXEL_FEATURE * peak
+    elsewhere[i - 1:i + 2, j - 1:j + 2] = False
+    hot = 0 < peak and spill <= HOT_PIXEL_MAX_SPILL * peak and excess[elsewhere].sum() <= HOT_PIXEL_MAX_REST * peak
+    return (int(i), int(j)) if hot else None
 
 
 # Re-centring the sampled patterns on their beams removes descan's blur: it sharpens the disk and cannot halve
@@ -485,7 +485,8 @@ def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = 
     if hot is not None:
         raise UserError(f"no bright-field disk in the scan: its only bright feature is the single pixel {hot} with "
                         "nothing around it (under 1 % of its counts in its neighbours), a hot pixel (a scan of dark "
-                        "frames, or a blanked beam)", "check that the scan holds a beam, or pass a vacuum probe with --probe")
+                        "frames, or a blanked beam)",
+                        "check that the scan holds a beam, or pass a vacuum probe with --probe")
     spots = diffracted_disk_radius(median, disk) if saturated else None
     if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
         disk = dict(disk, radius_px=spots)
