@@ -160,28 +160,34 @@ def test_integer_and_big_endian_hdf5(tmp_path, scan, model_file, dtype):
     _same(df, ref)
 
 
-@pytest.mark.parametrize("units,scale,energy_keV", [("1 / nm", DQ * 10, None), ("1/Å", DQ, None),
-                                                    ("mrad", None, 300.0)])
-def test_rosettasciio_calibration_units(tmp_path, scan, reference, model_file, units, scale, energy_keV):
-    """A HyperSpy file whose detector axes are in 1/nm, 1/Å or mrad (+ beam energy) needs no --q-pixel-size."""
+def _hspy(path, cube, scale, units, tem: dict | None):
+    """``cube`` as a HyperSpy file whose detector axes have ``scale`` ``units`` and metadata ``tem``
+    (Acquisition_instrument.TEM: beam_energy in keV, convergence_angle in mrad)."""
     from rsciio.hspy import file_writer
 
-    from fourdcrystal.geometry import electron_wavelength_A
-
-    cube, _ = scan
-    if units == "mrad":
-        scale = DQ * electron_wavelength_A(energy_keV * 1e3) * 1e3
     axes = [{"name": n, "size": s, "scale": 1.0, "offset": 0.0, "units": "nm", "navigate": True}
             for n, s in zip("xy", cube.shape[:2])]
     axes += [{"name": n, "size": s, "scale": scale, "offset": 0.0, "units": units, "navigate": False}
              for n, s in zip(("kx", "ky"), cube.shape[2:])]
     md = {"General": {"title": "scan"}, "Signal": {"signal_type": "electron_diffraction"}}
-    if energy_keV:
-        md["Acquisition_instrument"] = {"TEM": {"beam_energy": energy_keV}}
-    file_writer(str(tmp_path / "scan.hspy"), {"data": cube, "axes": axes, "metadata": md, "original_metadata": {},
-                                              "attributes": {"_lazy": False}, "tmp_parameters": {},
-                                              "package_info": {"name": "fourdcrystal", "version": "0"},
-                                              "learning_results": {}, "models": {}})
+    if tem:
+        md["Acquisition_instrument"] = {"TEM": tem}
+    file_writer(str(path), {"data": cube, "axes": axes, "metadata": md, "original_metadata": {},
+                            "attributes": {"_lazy": False}, "tmp_parameters": {},
+                            "package_info": {"name": "fourdcrystal", "version": "0"},
+                            "learning_results": {}, "models": {}})
+
+
+@pytest.mark.parametrize("units,scale,energy_keV", [("1 / nm", DQ * 10, None), ("1/Å", DQ, None),
+                                                    ("mrad", None, 300.0)])
+def test_rosettasciio_calibration_units(tmp_path, scan, reference, model_file, units, scale, energy_keV):
+    """A HyperSpy file whose detector axes are in 1/nm, 1/Å or mrad (+ beam energy) needs no --q-pixel-size."""
+    from fourdcrystal.geometry import electron_wavelength_A
+
+    cube, _ = scan
+    if units == "mrad":
+        scale = DQ * electron_wavelength_A(energy_keV * 1e3) * 1e3
+    _hspy(tmp_path / "scan.hspy", cube, scale, units, {"beam_energy": energy_keV} if energy_keV else None)
     df, out = _vectors(tmp_path, "hs", tmp_path / "scan.hspy", model_file, "--probe", tmp_path / "probe.npy")
     _same(df, reference)
     assert "file metadata" in (out / "index.html").read_text()
@@ -354,6 +360,25 @@ def test_the_semiangle_calibrates_a_detector_without_calibration(tmp_path, scan,
     np.save(tmp_path / "tiny.npy", np.broadcast_to(tiny, (2, 2) + tiny.shape).astype(np.float32))
     _bad(tmp_path, ["predict", tmp_path / "tiny.npy", "--semiangle-mrad", 0.5, "--energy", 300e3, "--model",
                     model_file], capsys, "too small to calibrate from")
+
+
+def test_a_files_convergence_angle_calibrates_or_checks(tmp_path, scan, reference, model_file, capsys):
+    """A HyperSpy file stating the beam energy and the convergence angle (Acquisition_instrument.TEM) but no detector
+    calibration is calibrated from its bright-field disk, as with --semiangle-mrad; one whose detector axes say
+    1/Å where they mean 1/nm (10 × off) is run as stated, with a note naming the disagreement."""
+    from fourdcrystal.geometry import electron_wavelength_A
+    from test_predict import R_DISK
+
+    cube, _ = scan
+    tem = {"beam_energy": 300.0, "convergence_angle": R_DISK * DQ * electron_wavelength_A(300e3) * 1e3}
+    _hspy(tmp_path / "uncal.hspy", cube, 1.0, "px", tem)
+    df, out = _vectors(tmp_path, "uncal", tmp_path / "uncal.hspy", model_file, "--probe", tmp_path / "probe.npy")
+    assert json.loads((out / "summary.json").read_text())["q_pixel_size_invA"] == pytest.approx(DQ, rel=0.02)
+    assert np.abs(df[["qx_px", "qy_px"]].to_numpy() - reference[["qx_px", "qy_px"]].to_numpy()).max() < 0.01
+    capsys.readouterr()
+    _hspy(tmp_path / "wrong.hspy", cube, DQ * 10, "1/Å", tem)
+    _vectors(tmp_path, "wrong", tmp_path / "wrong.hspy", model_file, "--probe", tmp_path / "probe.npy")
+    assert "× the calibration used" in capsys.readouterr().out
 
 
 def test_bad_mrad_without_energy(tmp_path, scan, model_file, capsys):

@@ -61,6 +61,7 @@ class Cube:
     q_scale: float | None = None  # detector pixel size as the file states it, in q_units
     q_units: str | None = None
     energy_eV: float | None = None
+    semiangle_mrad: float | None = None  # the probe's convergence semi-angle, where the file states it
     source: str = ""
     _keep: list = field(default_factory=list, repr=False)  # open file handles
     scan_shape: tuple[int, int] | None = None  # set for 3-D stacks (or to re-shape a scan)
@@ -427,18 +428,23 @@ def _open_rsciio(path: Path, ndim: int) -> Cube | None:
         shapes = {str(k): s["data"].shape for k, s in enumerate(sigs)}
         sig = sigs[int(_choose(path, shapes, None, ndim)[0])] if len(sigs) > 1 else sigs[0]
         axes = sig.get("axes", [])
-        md = sig.get("metadata", {}) or {}
-        energy = None
-        try:
-            energy = float(md["Acquisition_instrument"]["TEM"]["beam_energy"]) * 1e3  # keV -> eV
-        except (KeyError, TypeError, ValueError):
-            pass
+        tem = ((sig.get("metadata") or {}).get("Acquisition_instrument") or {}).get("TEM") or {}
+        energy, alpha = _positive(tem.get("beam_energy"), 1e3), _positive(tem.get("convergence_angle"))  # keV, mrad
         ax = axes[-1] if len(axes) >= 3 else {}  # a detector axis (the signal axes come last)
         return Cube(_grey(sig["data"], path), str(path), q_scale=ax.get("scale"), q_units=ax.get("units"),
-                    energy_eV=energy, source=f"rsciio:{p['name']}")
+                    energy_eV=energy, semiangle_mrad=alpha, source=f"rsciio:{p['name']}")
     if errors:
         raise UserError(f"{path} could not be read ({errors[0][:120]})", "check the file or convert it to .npy/.h5")
     return None
+
+
+def _positive(value, scale: float = 1.0) -> float | None:
+    """A metadata number × ``scale`` where it is one and positive, else None."""
+    try:
+        v = float(value) * scale
+    except (TypeError, ValueError):
+        return None
+    return v if v > 0 else None
 
 
 def _grey(data, path: Path):

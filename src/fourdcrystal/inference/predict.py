@@ -287,7 +287,7 @@ def _calibration_from_disk(probe: np.ndarray, probe_info: dict | None, semiangle
     except UserError as exc:  # a disk too small to measure: it cannot check a stated calibration either
         if stated_invA is None:
             raise
-        return dict(out, q_pixel_size_invA=None, note=f"the calibration was not checked: {exc.problem}")
+        return dict(out, q_pixel_size_invA=None, unchecked=exc.problem)
     if stated_invA is not None and not (1 / DISK_CALIBRATION_TOLERANCE <= stated_invA / q
                                         <= DISK_CALIBRATION_TOLERANCE):
         out["note"] = (f"the bright-field disk ({radius:.2f} px) at {semiangle_mrad:g} mrad and {energy_eV:.0f} eV "
@@ -580,29 +580,32 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
     if args.bin_scan != 1:
         cube.bin_scan(args.bin_scan)
     energy = args.energy or cube.energy_eV
-    try:
-        q = args.q_pixel_size or cube.q_pixel_size(energy)
-    except UserError:  # units that cannot be converted (a .blo's camera-plane cm): the semi-angle calibrates
-        if args.semiangle_mrad is None:
-            raise
-        q = None
-    if q is None and args.semiangle_mrad is None:
-        raise UserError(f"{args.data} carries no reciprocal-space calibration",
-                        "pass --q-pixel-size (1/Å per pixel; with an mrad calibration also --energy), or the probe's "
-                        "--semiangle-mrad with --energy")
     if args.semiangle_mrad is not None and not energy:
         raise UserError(f"--semiangle-mrad {args.semiangle_mrad} needs the beam energy, which {args.data} does not "
                         "state", "pass --energy (eV)")
+    # the semi-angle given, or the file's own (with its energy): it calibrates, or checks the calibration
+    semiangle = args.semiangle_mrad or (cube.semiangle_mrad if energy else None)
+    try:
+        q = args.q_pixel_size or cube.q_pixel_size(energy)
+    except UserError:  # units that cannot be converted (a .blo's camera-plane cm): the semi-angle calibrates
+        if semiangle is None:
+            raise
+        q = None
+    if q is None and semiangle is None:
+        raise UserError(f"{args.data} carries no reciprocal-space calibration",
+                        "pass --q-pixel-size (1/Å per pixel; with an mrad calibration also --energy), or the probe's "
+                        "--semiangle-mrad with --energy")
     calibration = "--q-pixel-size" if args.q_pixel_size else (
         f"file metadata: {cube.q_scale:.6g} {cube.q_units} per px" + (f" at {energy:.0f} eV" if energy else "")
-        if q is not None else f"the bright-field disk at {args.semiangle_mrad:g} mrad, --semiangle-mrad")
+        if q is not None else f"the bright-field disk at {semiangle:g} mrad, " + (
+            "--semiangle-mrad" if args.semiangle_mrad else "the file's convergence angle"))
     model, geometry, meta = load_model(args.model, args.device)
     if energy and geometry.energies_eV and not (0.5 * min(geometry.energies_eV) <= energy <= 2 * max(geometry.energies_eV)):
         log.warning("beam energy %.0f eV is far from the training energies %s", energy, geometry.energies_eV)
     ps = peak_settings(meta, args.threshold, args.min_spacing)
     bad = args.bad_pixels if args.bad_pixels in ("auto", "none") else read_mask(args.bad_pixels, cube.shape[2:])
     summary = predict_cube(cube, probe, model, geometry, None if q is None else float(q), args.out,
-                           semiangle_mrad=args.semiangle_mrad, energy_eV=energy, batch=args.batch, device=args.device,
+                           semiangle_mrad=semiangle, energy_eV=energy, batch=args.batch, device=args.device,
                            center=args.center, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
                            baseline=args.baseline, precision=args.precision,
                            classical_settings=meta.get("classical_settings"), probe_info=probe_info,
@@ -622,6 +625,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
               "the disk's radius is measured; relative strain does not depend on it)")
     if from_disk.get("note"):
         print(f"note: {from_disk['note']}")
+    if from_disk.get("unchecked") and args.semiangle_mrad:
+        print(f"note: the calibration was not checked: {from_disk['unchecked']}")
     if summary["probe"].get("size_note"):
         print(f"note: {summary['probe']['size_note']}")
     if isinstance(summary["network_view"], dict):
