@@ -144,6 +144,39 @@ def test_a_pattern_saved_as_a_picture(tmp_path, scan, model_file, capsys):
     np.testing.assert_array_equal(_grey(rgb, "x.png"), grey)
 
 
+def _velox(path, frames, dq):
+    """A minimal Thermo Fisher Velox .emd as rosettasciio reads it: one image stack stored (height, width, frames),
+    each frame's metadata a JSON document (pixel size ``dq`` in 1/Å)."""
+    md = {"Core": {"MetadataDefinitionVersion": "7.9", "guid": "0"}, "Scan": {}, "Acquisition": {},
+          "CustomProperties": {},
+          "BinaryResult": {"AcquisitionUnit": "CameraImage", "Detector": "Camera", "DetectorIndex": "0",
+                           "ImageSize": {"width": str(frames.shape[2]), "height": str(frames.shape[1])},
+                           "PixelSize": {"width": str(dq), "height": str(dq)}, "PixelUnitX": "1/Å",
+                           "PixelUnitY": "1/Å", "Offset": {"x": "0", "y": "0"}, "Encoding": "Float",
+                           "BitsPerPixel": "32"},
+          "Detectors": {"Detector-0": {"DetectorName": "Camera", "DetectorType": "ImagingDetector",
+                                       "ExposureTime": "0.01"}}}
+    text = np.frombuffer(json.dumps(md).encode(), np.uint8)
+    with h5py.File(path, "w") as f:
+        f["Version"] = np.array([json.dumps({"version": "8", "format": "Velox"}).encode()], dtype=object)
+        g = f.create_group("Data/Image/0")
+        g["Data"] = np.moveaxis(frames, 0, -1).astype(np.float32)
+        g["Metadata"] = np.zeros((len(text) + 8, len(frames)), np.uint8)
+        g["Metadata"][:len(text)] = text[:, None]
+        g["FrameLookupTable"] = np.arange(len(frames), dtype=np.uint32)
+
+
+def test_velox_frames_stored_height_width_frames(tmp_path, scan, reference, model_file):
+    """A Velox .emd stores a stack of camera frames as (height, width, frames); read as an HDF5 file its rows
+    were taken for patterns (and a stack of fewer than 16 frames was "no datacube"). It goes to rosettasciio,
+    which reads the frames and their calibration: the vectors of the same patterns as a .npy."""
+    cube, _ = scan
+    _velox(tmp_path / "frames.emd", cube.reshape(-1, *cube.shape[2:]), DQ)
+    df, _ = _vectors(tmp_path, "velox", tmp_path / "frames.emd", model_file, "--probe", tmp_path / "probe.npy",
+                     "--scan-shape", "2x3")
+    _same(df, reference)
+
+
 def _npy(path, a):
     np.save(path, a)
     return path

@@ -367,6 +367,14 @@ def _readable(array, path: Path) -> None:
                         "install the HDF5 compression filters: pip install hdf5plugin") from None
 
 
+def _velox(f) -> bool:
+    """Whether the open HDF5 file ``f`` is a Thermo Fisher Velox .emd (its ``Version`` says format Velox)."""
+    try:
+        return "Data" in f and b"Velox" in bytes(f["Version"][0] if f["Version"].shape else f["Version"][()])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def _open_hdf5(path: Path, dataset: str | None, ndim: int) -> Cube | None:
     import h5py
 
@@ -381,6 +389,9 @@ def _open_hdf5(path: Path, dataset: str | None, ndim: int) -> Cube | None:
             return None  # not HDF5 (e.g. a non-HDF5 .emd): the caller tries rosettasciio
         raise UserError(f"{path} is not a readable HDF5 file ({exc})",
                         "check the file (a copy cut short, or another format under an HDF5 name)") from None
+    if _velox(f):  # Thermo Fisher Velox stores an image stack as (height, width, frames): rosettasciio reads it
+        f.close()  # as frames, with its calibration, where this reader would take its rows for patterns
+        return None
     try:
         arrays = _hdf5_arrays(f, path)
         dectris = _dectris(f, arrays) if dataset is None else None
