@@ -278,7 +278,8 @@ def _calibration_from_disk(probe: np.ndarray, probe_info: dict | None, semiangle
                            stated_invA: float | None) -> dict:
     """The calibration the bright-field disk gives for the probe's semi-angle: the synthesized probe's radius as
     measured on the scan, or a given probe's (``probe_synth.measure_disk``), spans α / λ. Where a calibration is
-    also stated, a ``note`` says where the two disagree beyond ``calibration.DISK_CALIBRATION_TOLERANCE``."""
+    also stated, a ``note`` says where the two disagree beyond ``calibration.DISK_CALIBRATION_TOLERANCE``, and
+    ``unchecked`` why they were not compared (a disk too small to measure)."""
     synthesized = probe_info is not None and "radius_px" in probe_info
     radius = float(probe_info["radius_px"] if synthesized else measure_disk(probe)["radius_px"])
     out = {"semiangle_mrad": float(semiangle_mrad), "energy_eV": float(energy_eV), "disk_radius_px": radius}
