@@ -154,7 +154,7 @@ def test_flare_blobs_beside_a_saturated_beam_do_not_set_the_disk_size():
     """A saturated beam's size is taken from its diffracted disks only where they are disks of one aperture: eight
     disks of 2 px give 2 px, eight flare blobs of 3–20 px (a real Merlin scan's: 3.2–19.9 px) give none, and the
     beam's own size stands. Before, the blobs' median (12.7 px against the beam's 25) made the probe, and the beam
-    was found 7 px off its centre in some patterns, with two false vectors on the flare."""
+    was found up to 10 px off its centre, with two false vectors on the flare."""
     i, j = np.indices((256, 256)).astype(float)
     beam = 63.0 * (np.hypot(i - 128, j - 128) <= 20)
     spots = [(128 + 80 * np.cos(a), 128 + 80 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
