@@ -424,9 +424,10 @@ class MeasuredPattern:
         add = {"pattern": k, "qx": np.zeros(len(k)), "qy": np.zeros(len(k)), "qx_px": c[:, 0], "qy_px": c[:, 1],
                "intensity": peaks.direct_beam_vg(vg[k], center_px).cpu().numpy(),
                "qz": qz[k, center_px, center_px].cpu().numpy()}
-        both = {key: np.concatenate([np.asarray(v), np.asarray(add.get(key, np.zeros(len(k), np.asarray(v).dtype)),
-                                                               dtype=np.asarray(v).dtype)])
-                for key, v in out.items()}
+        both = {}
+        for key, v in out.items():  # flags (weak, unsure) False for the beams added
+            v = np.asarray(v)
+            both[key] = np.concatenate([v, np.asarray(add[key], v.dtype) if key in add else np.zeros(len(k), v.dtype)])
         order = np.argsort(both["pattern"], kind="stable")
         return {key: v[order] for key, v in both.items()}
 
