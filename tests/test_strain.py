@@ -12,7 +12,7 @@ import pytest
 
 from fourdcrystal import cli
 from fourdcrystal.analysis import lattice, orientation
-from fourdcrystal.analysis.strain import Settings, deformation, measure, strain_rotation
+from fourdcrystal.analysis.strain import Settings, axes, deformation, measure, strain_rotation
 
 SQUARE = np.array([[0.256, 0.0], [0.0, 0.256]])  # SrTiO3 [001], Å⁻¹
 HEX = 0.3 * np.array([[1.0, 0.0], [0.5, np.sqrt(3) / 2]])
@@ -125,6 +125,41 @@ def test_grains_each_get_their_own_median_reference():
     assert lengths == [0.256, 0.3]
 
 
+@pytest.mark.parametrize("x_axis_deg, flip_y", [(30.0, False), (-115.0, False), (0.0, True), (62.0, True)])
+def test_strain_rotation_and_tilt_in_the_axes_asked_for(x_axis_deg, flip_y):
+    """`--x-axis-deg` / `--flip-y`: each position's strain is the detector frame's tensor in the turned (mirrored)
+    axes, e' = M e Mᵀ; rotation keeps its angle, reversed by a mirror; the tilt vector is M t. The components also
+    match py4DSTEM's ``get_rotated_strain_map`` for its ``coordinate_rotation`` (right-handed axes, small strain)."""
+    G0 = rotated(SQUARE, 17.0)
+    Gs = {(0, j): G0 @ np.linalg.inv(F_of(*STATES[j])) for j in range(len(STATES))}
+    df = scan(Gs, tilt=(0.004, -0.003))
+    ref = (slice(0, 1), slice(0, 1))
+    plain = measure(df, Settings(reference=ref)).table
+    settings = Settings(reference=ref, x_axis_deg=x_axis_deg, flip_y=flip_y)
+    turned = measure(df, settings).table
+    M = axes(settings)
+    assert np.isclose(np.linalg.det(M), -1.0 if flip_y else 1.0)
+    for a, b in zip(plain.itertuples(), turned.itertuples()):
+        e = np.array([[a.exx_pct, a.exy_pct], [a.exy_pct, a.eyy_pct]])
+        want = M @ e @ M.T
+        assert np.allclose([b.exx_pct, b.eyy_pct, b.exy_pct], [want[0, 0], want[1, 1], want[0, 1]], atol=1e-6)
+        assert b.rotation_deg == pytest.approx(-a.rotation_deg if flip_y else a.rotation_deg, abs=1e-6)
+        assert np.allclose([b.tilt_x_mrad, b.tilt_y_mrad], M @ [a.tilt_x_mrad, a.tilt_y_mrad], atol=1e-6)
+        assert b.tilt_mrad == pytest.approx(a.tilt_mrad, abs=1e-4)  # arctan per component: not exactly covariant
+    if not flip_y:  # py4DSTEM's rotated strain map of the same small strain
+        np.float_ = np.float64  # py4DSTEM 0.14 under numpy 2
+        from py4DSTEM.process.strain.latticevectors import get_rotated_strain_map, get_strain_from_reference_g1g2
+
+        G = G0 @ np.linalg.inv(F_of(0.001, -0.002, 0.0005, 0.0))
+        small = measure(scan({(0, 0): G0, (0, 1): G}), Settings(reference=ref, x_axis_deg=x_axis_deg))
+        t = np.radians(x_axis_deg)
+        s = get_rotated_strain_map(get_strain_from_reference_g1g2(_g1g2_map(G), tuple(G0[0]), tuple(G0[1])),
+                                   np.cos(t), np.sin(t), False)
+        theirs = [100 * s.get_slice(k).data[0, 0] for k in ("e_xx", "e_yy", "e_xy")]
+        ours = small.table.loc[1, ["exx_pct", "eyy_pct", "exy_pct"]].to_numpy(float)
+        assert np.allclose(ours, theirs, atol=1e-3), (ours, theirs)
+
+
 def test_tilt_from_qz_recovers_direction_and_magnitude():
     tilt = (0.004, -0.003)  # rad: the zone axis leans toward (+x, -y)
     t = measure(scan({(0, 0): SQUARE, (0, 1): rotated(SQUARE, 20.0)}, tilt=tilt)).table
@@ -230,6 +265,24 @@ def test_bad_unknown_columns(tmp_path, capsys):
 def test_bad_reference_region(tmp_path, capsys, region):
     p = _write(tmp_path, scan({(0, 0): SQUARE, (0, 1): SQUARE}))
     _bad(tmp_path, capsys, [str(p), "--reference", region], "--reference" if region == "a:b" else "not inside the scan")
+
+
+def test_bad_axes_angle(tmp_path, capsys):
+    p = _write(tmp_path, scan({(0, 0): SQUARE, (0, 1): SQUARE}))
+    _bad(tmp_path, capsys, [str(p), "--x-axis-deg", "nan"], "--x-axis-deg")
+
+
+def test_the_cli_reports_in_the_axes_asked_for(tmp_path):
+    """`strain --x-axis-deg 90`: x along +q_y, so a stretch along q_x is e_yy there; the page and summary say so."""
+    Gs = {(0, j): rotated(SQUARE, 3.0) @ np.linalg.inv(F_of(0.004 * j, 0, 0, 0)) for j in range(3)}
+    p = _write(tmp_path, scan(Gs))
+    assert cli.main(["strain", str(p), "--out", str(tmp_path / "o"), "--reference", "0:1,0:1",
+                     "--x-axis-deg", "90"]) == 0
+    t = pd.read_parquet(tmp_path / "o" / "strain.parquet")
+    assert np.allclose(t["eyy_pct"], [0.0, 0.4, 0.8], atol=1e-6) and np.allclose(t["exx_pct"], 0, atol=1e-6)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["settings"]["x_axis_deg"] == 90 and summary["axes"].startswith("x at 90° from +q_x")
+    assert "x at 90° from +q_x" in (tmp_path / "o" / "index.html").read_text()
 
 
 def test_bad_not_a_table(tmp_path, capsys):

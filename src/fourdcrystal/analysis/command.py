@@ -83,10 +83,11 @@ def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dic
              *advice,
              f"grains: lattices that explain at least {100 * settings.min_grain_fraction:g} % of the positions"
              + ("" if result.grains else " — none found: these vectors show no lattice"),
-             "e_xy is the tensor shear (engineering shear = 2 e_xy); rotation is positive from +q_x toward +q_y",
+             f"axes: {settings.axes_text()}",
+             "e_xy is the tensor shear (engineering shear = 2 e_xy); rotation is positive from +x toward +y",
              "tilt: from the network's q_z of the indexed vectors (q_z ≈ −θ g·n̂); none for the classical baseline"]
     summary = {"input": str(vectors_path), "scan_shape": list(result.scan_shape), "n_positions": n_pos,
-               "n_fit": n_fit, "fit_fraction": n_fit / n_pos, "reference": reference,
+               "n_fit": n_fit, "fit_fraction": n_fit / n_pos, "reference": reference, "axes": settings.axes_text(),
                "grains": result.grains, "settings": result.settings, "notes": notes, "advice": advice,
                **(meta or {})}
     m = maps.to_maps(t, result.scan_shape)
@@ -123,17 +124,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="indexing tolerance as a fraction of the shorter basis vector (default %(default)s)")
     p.add_argument("--min-indexed", type=int, default=d.min_indexed,
                    help="non-beam vectors that must index for a position to be fit (default %(default)s)")
+    p.add_argument("--x-axis-deg", type=float, default=d.x_axis_deg, metavar="DEG",
+                   help="report strain, rotation, tilt and lattice in axes whose x lies DEG degrees from +q_x toward "
+                        "+q_y on the detector, e.g. the scan's fast axis or a device's channel as it falls there "
+                        "(default 0: the detector's axes)")
+    p.add_argument("--flip-y", action="store_true",
+                   help="the axes' y 90° from x toward −q_y instead of +q_y: a camera mirrored relative to the scan "
+                        "(py4DSTEM's QR flip)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from fourdcrystal.analysis.strain import Settings
 
     if not 0 < args.tolerance < 0.5:
         raise UserError(f"--tolerance {args.tolerance} is not in (0, 0.5)", "pass e.g. --tolerance 0.15")
     if args.min_indexed < 2:
         raise UserError(f"--min-indexed {args.min_indexed} is below 2", "pass --min-indexed 3 or more")
+    if not np.isfinite(args.x_axis_deg):
+        raise UserError(f"--x-axis-deg {args.x_axis_deg} is not a number of degrees", "pass e.g. --x-axis-deg 30")
     settings = Settings(tolerance=args.tolerance, min_indexed=args.min_indexed, weights=args.weights,
-                        reference=parse_region(args.reference))
+                        reference=parse_region(args.reference), x_axis_deg=args.x_axis_deg, flip_y=args.flip_y)
     s = run_strain(args.vectors, args.out, settings)
     print(f"strain: {s['n_fit']} of {s['n_positions']} positions fit, {len(s['grains'])} lattice(s) -> {args.out}")
     for note in s["advice"]:

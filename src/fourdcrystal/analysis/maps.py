@@ -15,8 +15,8 @@ from fourdcrystal.plotting import save_figure
 # map name -> (unit, title); the one list of what goes into strain_maps.zarr and the figures
 MAPS = {
     "exx_pct": ("%", "e_xx"), "eyy_pct": ("%", "e_yy"), "exy_pct": ("%", "e_xy (tensor shear)"),
-    "rotation_deg": ("°", "in-plane rotation"), "tilt_x_mrad": ("mrad", "tilt toward +q_x"),
-    "tilt_y_mrad": ("mrad", "tilt toward +q_y"), "tilt_mrad": ("mrad", "out-of-plane tilt"),
+    "rotation_deg": ("°", "in-plane rotation"), "tilt_x_mrad": ("mrad", "tilt toward +x"),
+    "tilt_y_mrad": ("mrad", "tilt toward +y"), "tilt_mrad": ("mrad", "out-of-plane tilt"),
     "tilt_azimuth_deg": ("°", "tilt direction"), "indexed_fraction": ("", "indexed fraction"),
     "grain": ("", "grain (-1: not fit)"), "residual_invA": ("Å⁻¹", "fit RMS residual"),
 }
@@ -108,7 +108,8 @@ def tilt_figure(maps, path, suptitle) -> None:
     tx, ty = maps["tilt_x_mrad"], maps["tilt_y_mrad"]
     if np.isfinite(tx).any():
         rx, ry = np.indices(tx.shape)
-        # arrows in (ry across, rx down) axes: the q_y component across, the q_x component down
+        # arrows in (ry across, rx down) axes: the y component across, the x component down (the scan's own
+        # directions where the axes are the scan's: `strain --x-axis-deg`)
         axes[0, 1].quiver(ry, rx, ty, -tx, color="w", angles="xy", pivot="middle")
     else:
         axes[0, 1].text(0.5, 0.5, "no q_z in these vectors\n(classical baseline)", ha="center", va="center",

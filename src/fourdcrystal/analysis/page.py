@@ -32,7 +32,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #aaa;padding:2px 6px}}<
 ({summary['scan_shape'][0]} × {summary['scan_shape'][1]}), {summary['n_fit']} fit
 ({100 * summary['fit_fraction']:.1f} %).</p>
 <h2>Reference</h2><p>{html.escape(summary['reference'])}</p>
-<h2>Lattice found (reference basis per grain, Å⁻¹, detector frame q_x, q_y)</h2>
+<h2>Lattice found (reference basis per grain, Å⁻¹, in the axes: {html.escape(summary.get('axes', 'q_x, q_y'))})</h2>
 <table><tr><th>grain</th><th>g1</th><th>g2</th><th>|g1| / |g2| (Å⁻¹)</th><th>angle (°)</th><th>positions</th>
 <th>median indexed fraction</th></tr>{rows}</table>
 <ul>{notes}</ul>

@@ -1,11 +1,18 @@
 """Strain and in-plane rotation of every scan position relative to a reference lattice.
 
-Definitions (detector frame of ``predict``: x = q_x, y = q_y; see ``lattice``): with reciprocal bases
+Axes: by default the detector frame of ``predict`` (x = q_x, y = q_y; see ``lattice``); ``Settings.x_axis_deg``
+turns them (x at that angle from +q_x toward +q_y) and ``Settings.flip_y`` mirrors y (90° clockwise of x), so
+that e_xx can lie along a direction of the specimen — the scan's fast axis as it falls on the detector, a
+device's channel — whatever the camera's rotation and handedness relative to the scan (py4DSTEM's
+``coordinate_rotation`` and QR flip). The vectors are expressed in those axes first (``axes``), so the lattice,
+strain, rotation and tilt all are; a mirror reverses the sense of rotation.
+
+Definitions: with reciprocal bases
 G (measured) and G_ref (reference) as rows, the real-space deformation gradient that takes the
 reference crystal into the measured one is F = G⁻¹ G_ref (real lattice rows transform as A = A_ref Fᵀ,
 reciprocal rows as G = G_ref F⁻¹). F is split by the polar decomposition F = R U: the strain is the
 Biot strain U − I (e_xx, e_yy and the tensor shear e_xy, not the engineering γ = 2 e_xy) and the
-rotation the angle of R, positive from +q_x towards +q_y. The decomposition is exact, so a rigid
+rotation the angle of R, positive from +x towards +y. The decomposition is exact, so a rigid
 rotation of 1° shows no strain (py4DSTEM's infinitesimal formulas would report ≈ θ²/2 = 1.5e-4 of
 spurious strain). For small strains both agree with py4DSTEM's ``get_strain_from_reference_g1g2``.
 
@@ -43,11 +50,30 @@ class Settings:
     reference: tuple[slice, slice] | None = None  # scan region (rx, ry slices) of the reference lattice
     min_grain_fraction: float = 0.02  # smaller groups of lattices are not grains
     require_lattice: bool = True  # False: no lattice anywhere gives an all-NaN result, not an error
+    x_axis_deg: float = 0.0  # the axes' x, degrees from +q_x toward +q_y (``axes``)
+    flip_y: bool = False  # the axes' y 90° clockwise of x (a camera mirrored relative to the scan)
 
     def to_dict(self) -> dict:
         ref = None if self.reference is None else [[s.start, s.stop] for s in self.reference]
         return {"tolerance": self.tolerance, "min_indexed": self.min_indexed, "weights": self.weights,
-                "reference": ref, "min_grain_fraction": self.min_grain_fraction}
+                "reference": ref, "min_grain_fraction": self.min_grain_fraction, "x_axis_deg": self.x_axis_deg,
+                "flip_y": self.flip_y}
+
+    def axes_text(self) -> str:
+        """The axes in words, for the page and the summary."""
+        if self.x_axis_deg == 0 and not self.flip_y:
+            return "x = +q_x, y = +q_y (the detector's axes)"
+        y = "y 90° from x toward −q_y (mirrored)" if self.flip_y else "y 90° from x toward +q_y"
+        return f"x at {self.x_axis_deg:g}° from +q_x toward +q_y, {y}"
+
+
+def axes(settings: Settings) -> np.ndarray:
+    """Rows: the unit x and y axes of ``settings`` in detector (q_x, q_y) components; a vector's components in
+    those axes are ``q @ axes(settings).T``."""
+    t = np.radians(settings.x_axis_deg)
+    x = np.array([np.cos(t), np.sin(t)])
+    y = np.array([-x[1], x[0]])
+    return np.stack([x, -y if settings.flip_y else y])
 
 
 @dataclass
@@ -87,15 +113,15 @@ def check_vectors(df: pd.DataFrame) -> None:
         raise UserError("the vector table holds no Bragg vectors", "run `fourdcrystal predict` on a scan with diffraction")
 
 
-def _positions(df: pd.DataFrame):
-    """Per position: (rx, ry, q (n, 2), weight, qz), in scan order. The weight (``--weights intensity``) is the
+def _positions(df: pd.DataFrame, frame: np.ndarray):
+    """Per position: (rx, ry, q (n, 2) in the axes ``frame`` (``axes``), weight, qz), in scan order. The weight (``--weights intensity``) is the
     network's V_g at each vector (the ``vg`` column), where none the table's intensity (py4DSTEM's correlation): the
     intensity `predict` measures on each disk ranks the disks like |F| better, but as the weight of the fit and
     of the q_z tilt it did worse on bench_strain (GaN 60 Å at 1e3 e_yy 1.016 → 1.149 %, positions fit 86 %; the
     10 mrad tilt at 1e5 0.96 → 1.27 mrad off; benchmarks/RESULTS.md, "Intensities measured on the disks")."""
     df = df.sort_values(["rx", "ry"], kind="stable")
     rx, ry = df["rx"].to_numpy(int), df["ry"].to_numpy(int)
-    q = df[["qx", "qy"]].to_numpy(float)
+    q = df[["qx", "qy"]].to_numpy(float) @ frame.T
     inten = df["intensity"].to_numpy(float) if "intensity" in df else np.ones(len(df))
     vg = df["vg"].to_numpy(float) if "vg" in df else np.full(len(df), np.nan)
     weight = np.where(np.isfinite(vg), vg, inten)
@@ -168,7 +194,7 @@ def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:
     check_vectors(df)
     scan_shape = (int(df["rx"].max()) + 1, int(df["ry"].max()) + 1)
     _check_region(settings.reference, scan_shape)
-    positions = _positions(df)
+    positions = _positions(df, axes(settings))
     refs = [G for G, _ in _find_references(positions, settings)]
     fits = _fit_all(positions, refs, settings)
     # without a reference region, a lattice that wins fewer positions than a grain needs is no grain:
