@@ -473,11 +473,16 @@ def main() -> int:
                     help="each pattern the mean of N frozen-phonon configurations (default 0: a static lattice)")
     ap.add_argument("--tilt", nargs=2, type=float, metavar=("MRAD", "AZIMUTH_DEG"), default=None,
                     help="every crystal tilted off its zone axis by MRAD toward AZIMUTH_DEG (default: on the zone axis)")
+    ap.add_argument("--doses", nargs="+", default=None, metavar="DOSE",
+                    help="electrons per pattern, 'noiseless' for none (default: noiseless 1e5 1e3; users record "
+                         "1e2–1e6)")
     ap.add_argument("--oversample", type=int, default=1, metavar="N",
                     help="the multislice grid N × finer than the detector's field needs, same boxes and pixels "
                          "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
-    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM
+    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES
+    if a.doses:
+        DOSES = tuple(None if d == "noiseless" else float(d) for d in a.doses)
     PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT = a.precision, a.quad_cross, a.bad_pixels, a.probe, a.tilt
     if a.frozen_phonons:
         SIM = {**SIM, "frozen_phonons": a.frozen_phonons}
