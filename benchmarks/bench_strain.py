@@ -176,6 +176,25 @@ def errors(strain_dir: Path, states) -> dict:
     for c in COMPONENTS:
         v = e[c].to_numpy(float)
         out[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    return out | noise_check(strain_dir)
+
+
+def noise_check(strain_dir: Path) -> dict:
+    """`strain`'s noise per position (its summary: neighbouring positions' differences) beside the spread it
+    estimates: the standard deviation of each state's positions about their own mean, pooled over the rows
+    (each row one homogeneous state)."""
+    t = pd.read_parquet(strain_dir / "strain.parquet")
+    estimate = json.loads((strain_dir / "summary.json").read_text())["noise_per_position"]
+    out = {}
+    for c in COMPONENTS:
+        fit = t[np.isfinite(t[c])]
+        dev = fit[c] - fit.groupby("rx")[c].transform("mean")
+        dof = len(fit) - fit["rx"].nunique()
+        out[f"noise_estimate_{c}"] = float("nan") if estimate[c] is None else estimate[c]
+        out[f"noise_sd_{c}"] = float(np.sqrt((dev ** 2).sum() / dof)) if dof > 0 else float("nan")
+        # the same spread robustly (1.4826 × the median absolute deviation from each state's median), as the estimate
+        mad = (fit[c] - fit.groupby("rx")[c].transform("median")).abs()
+        out[f"noise_robust_sd_{c}"] = 1.4826 * float(mad.median()) if len(mad) else float("nan")
     return out
 
 
@@ -303,6 +322,15 @@ def main():
     for r in df.itertuples():
         e = " | ".join("—" if not np.isfinite(v) else f"{v:.3f}" for v in (r.exx_pct, r.eyy_pct, r.exy_pct, r.rotation_deg))
         print(f"| {r.method} | {r.thickness_A:.0f} | {r.dose} | {100 * r.fit_fraction:.0f} % | {e} |")
+    print("\nNoise per position: `strain`'s estimate from neighbouring positions (robust) / the standard deviation "
+          "of each state's positions about their mean / the same robustly (1.4826 × median absolute deviation):\n")
+    print("| method | thickness (Å) | dose (e⁻/pattern) | e_xx | e_yy | e_xy | rotation (°) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["method"] != "kinematic" and f"noise_sd_{COMPONENTS[0]}" in r:
+            e = " | ".join(f"{r[f'noise_estimate_{c}']:.3f} / {r[f'noise_sd_{c}']:.3f} / {r[f'noise_robust_sd_{c}']:.3f}"
+                           for c in COMPONENTS)
+            print(f"| {r['method']} | {r['thickness_A']:.0f} | {r['dose']} | {e} |")
     print("\nNetwork minus py4DSTEM, mean |error| difference over the positions both fit ± 2 standard errors "
           "(negative: the network is closer to the truth):\n")
     print("| thickness (Å) | dose (e⁻/pattern) | positions | e_xx | e_yy | e_xy | rotation (°) |")

@@ -267,6 +267,41 @@ def test_bad_reference_region(tmp_path, capsys, region):
     _bad(tmp_path, capsys, [str(p), "--reference", region], "--reference" if region == "a:b" else "not inside the scan")
 
 
+def test_noise_per_position_from_neighbours_is_the_noise_and_ignores_steps_and_other_grains():
+    """``maps.noise_per_position``: Gaussian noise of σ on a smooth field with a step along rx (layers) and a second
+    grain is estimated within 10 %; without noise it is 0; too few fit neighbours give NaN."""
+    from fourdcrystal.analysis import maps
+
+    rng = np.random.default_rng(3)
+    rx, ry = np.indices((40, 60))
+    field = 0.002 * ry + np.where(rx < 20, 0.0, 1.5)  # a gentle gradient and a 1.5 step between layers
+    grain = np.where(ry < 45, 0, 1)
+    other = np.where(grain == 1, 7.0, 0.0)  # another grain, its values relative to its own reference
+    for sigma in (0.05, 0.3):
+        m = field + other + rng.normal(0.0, sigma, field.shape)
+        assert maps.noise_per_position(m, grain) == pytest.approx(sigma, rel=0.1)
+    assert maps.noise_per_position(field + other, grain) < 0.01
+    sparse = np.full((4, 4), np.nan)
+    sparse[0, :3] = [0.1, 0.2, 0.3]
+    assert np.isnan(maps.noise_per_position(sparse, np.zeros((4, 4), int)))
+
+
+def test_the_cli_states_the_noise_per_position(tmp_path, capsys):
+    """`strain` prints and records the noise per position: positions jittered by a known strain noise give it back."""
+    rng = np.random.default_rng(5)
+    sigma = 0.002  # 0.2 % per position in e_xx and e_yy
+    Gs = {(i, j): rotated(SQUARE, 3.0) @ np.linalg.inv(F_of(*rng.normal(0.0, sigma, 2), 0.0, 0.0))
+          for i in range(12) for j in range(12)}
+    p = _write(tmp_path, scan(Gs))
+    assert cli.main(["strain", str(p), "--out", str(tmp_path / "o")]) == 0
+    noise = json.loads((tmp_path / "o" / "summary.json").read_text())["noise_per_position"]
+    assert noise["exx_pct"] == pytest.approx(100 * sigma, rel=0.25) and noise["eyy_pct"] == pytest.approx(
+        100 * sigma, rel=0.25)
+    assert noise["rotation_deg"] < 1e-6
+    assert "noise per position: e_xx" in capsys.readouterr().out
+    assert "noise per position (from neighbouring" in (tmp_path / "o" / "index.html").read_text()
+
+
 def test_bad_axes_angle(tmp_path, capsys):
     p = _write(tmp_path, scan({(0, 0): SQUARE, (0, 1): SQUARE}))
     _bad(tmp_path, capsys, [str(p), "--x-axis-deg", "nan"], "--x-axis-deg")

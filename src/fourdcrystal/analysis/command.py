@@ -64,6 +64,8 @@ def few_vectors_hint(table, n_positions: int, n_fit: int, min_indexed: int) -> l
 
 def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dict:
     """Measure and publish everything in ``out_dir``; returns the summary (also summary.json)."""
+    import numpy as np
+
     from fourdcrystal.analysis import maps, page
     from fourdcrystal.analysis.strain import measure
     from fourdcrystal.atomic import atomic_path
@@ -91,6 +93,12 @@ def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dic
                "grains": result.grains, "settings": result.settings, "notes": notes, "advice": advice,
                **(meta or {})}
     m = maps.to_maps(t, result.scan_shape)
+    noise = {k: maps.noise_per_position(m[k], m["grain"]) for k in maps.NOISE_MAPS}
+    noise = {k: (v if np.isfinite(v) else None) for k, v in noise.items()}  # None: too few neighbours fit
+    if any(v is not None for v in noise.values()):
+        notes.insert(1, "noise per position (from neighbouring positions' differences, robust): " + ", ".join(
+            f"{maps.MAPS[k][1].split(' (')[0]} {v:.3g} {maps.MAPS[k][0]}" for k, v in noise.items() if v is not None))
+    summary["noise_per_position"] = noise
     figs = [("strain_maps.png", "strain (Biot, %) relative to the reference"),
             ("orientation.png", "in-plane rotation and out-of-plane tilt (arrows: direction the zone axis leans to)"),
             ("grains.png", "grains (lattices found) and the fraction of each position's vectors indexed")]
@@ -148,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
                         reference=parse_region(args.reference), x_axis_deg=args.x_axis_deg, flip_y=args.flip_y)
     s = run_strain(args.vectors, args.out, settings)
     print(f"strain: {s['n_fit']} of {s['n_positions']} positions fit, {len(s['grains'])} lattice(s) -> {args.out}")
+    noise = s["noise_per_position"]
+    if all(v is not None for v in noise.values()):
+        print("noise per position: e_xx {:.3g} %, e_yy {:.3g} %, e_xy {:.3g} %, rotation {:.3g}°".format(
+            *(noise[k] for k in ("exx_pct", "eyy_pct", "exy_pct", "rotation_deg"))))
     for note in s["advice"]:
         print(f"note: {note}")
     return 0

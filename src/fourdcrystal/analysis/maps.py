@@ -22,6 +22,31 @@ MAPS = {
 }
 
 
+# the maps whose noise per position the summary states (``noise_per_position``)
+NOISE_MAPS = ("exx_pct", "eyy_pct", "exy_pct", "rotation_deg")
+MAD_TO_SIGMA = 1.4826  # σ of a Gaussian over the median of its absolute deviations
+MIN_NOISE_PAIRS = 8  # neighbour pairs an estimate needs
+
+
+def noise_per_position(m: np.ndarray, grain: np.ndarray) -> float:
+    """One position's noise in map ``m`` (the standard deviation of its value about the smooth field), from the
+    differences of scan neighbours fit in the same grain: a field that varies slowly over a step cancels in a
+    difference while each position's noise adds, Var(a − b) = 2σ², so σ = 1.4826 · median |a − b| / √2, robust to the
+    few pairs across an interface. Along each scan axis, the smaller of the two: a field that steps along one axis
+    (layers, bench_strain's rows of states) raises only that axis' median. NaN with fewer than
+    ``MIN_NOISE_PAIRS`` pairs along either axis. The strain maps' precision as papers quote it (the spread in an
+    unstrained area), without asking for one."""
+    best = np.inf
+    for axis in (0, 1):
+        n = m.shape[axis]
+        a, b = np.take(m, np.arange(n - 1), axis), np.take(m, np.arange(1, n), axis)
+        ga, gb = np.take(grain, np.arange(n - 1), axis), np.take(grain, np.arange(1, n), axis)
+        d = np.abs(a - b)[(ga == gb) & (ga >= 0) & np.isfinite(a) & np.isfinite(b)]
+        if len(d) >= MIN_NOISE_PAIRS:
+            best = min(best, MAD_TO_SIGMA * float(np.median(d)) / np.sqrt(2.0))
+    return float(best) if np.isfinite(best) else float("nan")
+
+
 def to_maps(table, scan_shape) -> dict[str, np.ndarray]:
     """Per-position columns -> (Rx, Ry) float arrays (NaN where a position has no row or no fit)."""
     out = {}
