@@ -431,10 +431,12 @@ def synthesized_radii(recs: list[dict]) -> str:
     df = pd.DataFrame([{k: r[k] for k in keys + ["dose"]} | {"ratio": np.nan if r["probe_radius_px"] is None else
                        r["probe_radius_px"] / r["true_radius_px"], "true": r["true_radius_px"]}
                        for r in recs if r["detector"] == "network"])
-    lines = ["| kV | mrad | nm | true radius (px) | synthesized / true: noiseless | 1e5 | 1e3 |", "|---|---|---|---|---|---|---|"]
+    doses = ["noiseless" if d is None else f"{d:.0e}" for d in DOSES]
+    lines = ["| kV | mrad | nm | true radius (px) | synthesized / true: " + " | ".join(doses) + " |",
+             "|---|---|---|---|" + "---|" * len(doses)]
     for key, g in df.groupby(keys, sort=False):
         cells = []
-        for dose in ("noiseless", "1e+05", "1e+03"):
+        for dose in doses:
             r = g[g["dose"] == dose]["ratio"]
             cells.append("–" if r.empty else (f"{r.min():.2f}–{r.max():.2f}" if r.notna().all() else
                                               f"{r.min():.2f}–{r.max():.2f}, {r.isna().sum()} refused"))
