@@ -618,3 +618,159 @@ def test_a_bad_pixel_mask_file_fills_those_pixels(tmp_path, scan, reference, mod
     np.save(tmp_path / "small_mask.npy", mask[:-1])
     _bad(tmp_path, ["predict", tmp_path / "dead.npy", "--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ,
                     "--bad-pixels", tmp_path / "small_mask.npy"], capsys, "bad-pixel mask")
+
+
+# --- outputs that must not be replaced, values argparse took, files that are not arrays (2026-12-05) ---------------
+def test_an_output_folder_that_holds_the_data_or_other_files_is_refused_and_kept(tmp_path, scan, capsys):
+    """`--out` naming the data's own folder, a folder of other files, a file or the current folder stops before
+    anything is read, and every file stays (the output folder is replaced whole: it deleted the data once)."""
+    cube, _ = scan
+    data = tmp_path / "session"
+    data.mkdir()
+    np.save(data / "scan.npy", cube)
+    (data / "notes.txt").write_text("keep me")
+    for out, needle in ((data, "holds the input"), (tmp_path / "session" / "scan.npy", "is a file")):
+        rc = _run(["predict", data / "scan.npy", "--q-pixel-size", DQ, "--out", out, "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and needle in err and "fix:" in err, err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("keep me too")
+    rc = _run(["predict", data / "scan.npy", "--q-pixel-size", DQ, "--out", other, "--quiet"])
+    assert rc == 2 and "already holds 1 other file(s) (e.g. thesis.tex)" in capsys.readouterr().err
+    assert (data / "scan.npy").is_file() and (data / "notes.txt").read_text() == "keep me"
+    assert (other / "thesis.tex").read_text() == "keep me too"
+
+
+def test_an_earlier_output_is_replaced_and_strain_keeps_its_input_folder(tmp_path, scan, capsys):
+    """Running `predict` again into its own earlier output replaces it; `strain --out` naming `predict`'s folder (its
+    input) is refused."""
+    from fourdcrystal import cli
+
+    cube, probe = scan
+    np.save(tmp_path / "scan.npy", cube)
+    np.save(tmp_path / "probe.npy", probe)
+    args = ["predict", tmp_path / "scan.npy", "--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ, "--out",
+            tmp_path / "v", "--quiet"]
+    assert _run(args) == 0 and _run(args) == 0
+    capsys.readouterr()
+    assert cli.main(["strain", str(tmp_path / "v"), "--out", str(tmp_path / "v")]) == 2
+    assert "holds the input" in capsys.readouterr().err and (tmp_path / "v" / "bragg_vectors.parquet").is_file()
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--q-pixel-size", "inf", "not a finite number > 0"), ("--q-pixel-size", "1e6", "<= 1"),
+    ("--q-pixel-size", "abc", "is not a number"), ("--energy", "200", ">= 1000"), ("--energy", "-5", ">= 1000"),
+    ("--min-spacing", "nan", "not a finite number"), ("--bin-scan", "1.5", "invalid int value")])
+def test_values_argparse_refuses_are_one_line(tmp_path, scan, capsys, flag, value, needle):
+    cube, _ = scan
+    np.save(tmp_path / "scan.npy", cube)
+    extra = [] if flag == "--q-pixel-size" else ["--q-pixel-size", DQ]
+    _bad(tmp_path, ["predict", tmp_path / "scan.npy", *extra, flag, value], capsys, needle)
+
+
+def test_empty_and_headerless_npy_files_are_named(tmp_path, capsys):
+    (tmp_path / "empty.npy").write_bytes(b"")
+    _bad(tmp_path, ["predict", tmp_path / "empty.npy", "--q-pixel-size", DQ], capsys, "is empty")
+    (tmp_path / "text.npy").write_text("rx ry qx qy\n0 0 1 1\n")
+    _bad(tmp_path, ["predict", tmp_path / "text.npy", "--q-pixel-size", DQ], capsys, "no NumPy header")
+
+
+def test_a_scan_shape_other_than_the_stored_one_is_refused(tmp_path, scan, capsys):
+    cube, _ = scan  # 2 × 3 positions
+    np.save(tmp_path / "scan.npy", cube)
+    _bad(tmp_path, ["predict", tmp_path / "scan.npy", "--q-pixel-size", DQ, "--scan-shape", "3x2"], capsys,
+         "differs from the 2x3 scan")
+
+
+@pytest.mark.parametrize("region", ["0:5,0:1", "-1:2,0:1", "1:1,0:2"])
+def test_a_probe_region_outside_the_scan_is_refused(tmp_path, scan, capsys, region):
+    cube, _ = scan
+    np.save(tmp_path / "scan.npy", cube)
+    _bad(tmp_path, ["predict", tmp_path / "scan.npy", "--q-pixel-size", DQ, f"--probe-from-region={region}"],
+         capsys, "is not inside the scan (0:2,0:3)")
+
+
+def test_a_stuck_hot_pixel_brighter_than_the_beam_is_left_out_of_the_probe(tmp_path, scan):
+    """A pixel at the detector's ceiling in every frame outshines the beam's pixels: the probe is made from the beam
+    found without it (the scan was refused as dark frames), the pixel is read as its neighbours, and the vectors
+    are those of the scan without it."""
+    cube, _ = scan
+    counts = np.round(cube / cube.max() * 3000).astype(np.uint16)  # whole counts, the beam's core at 3,000
+    np.save(tmp_path / "plain.npy", counts)
+    stuck = counts.copy()
+    stuck[:, :, 20, 60] = 65535
+    np.save(tmp_path / "stuck.npy", stuck)
+    runs = {}
+    for name in ("plain", "stuck"):
+        assert _run(["predict", tmp_path / f"{name}.npy", "--q-pixel-size", DQ, "--out", tmp_path / name,
+                     "--quiet"]) == 0
+        runs[name] = pd.read_parquet(tmp_path / name / "bragg_vectors.parquet")
+    summary = json.loads((tmp_path / "stuck" / "summary.json").read_text())
+    assert "hot pixel (20, 60) left out" in summary["probe"]["path"] and summary["bad_pixels"]["hot"] == 1
+    pd.testing.assert_frame_equal(runs["plain"][["rx", "ry", "qx", "qy"]], runs["stuck"][["rx", "ry", "qx", "qy"]],
+                                  atol=0.01 * DQ)
+
+
+def test_a_terminated_run_leaves_no_half_written_folder(tmp_path):
+    """SIGTERM to the run's process group (as `timeout` and SLURM at its time limit send it) while the vectors are
+    being written, its two worker processes included: the run ends with one line and exit 143 and removes its
+    temporary folder (it had left `.out.tmp-*` behind)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cube, probe, _ = make_scan(2, 3)
+    big = np.tile(cube, (12, 8, 1, 1))  # 24 × 24 positions: seconds of detection
+    np.save(tmp_path / "scan.npy", big)
+    np.save(tmp_path / "probe.npy", probe)
+    proc = subprocess.Popen([sys.executable, "-m", "fourdcrystal.cli", "predict", str(tmp_path / "scan.npy"), "--probe",
+                             str(tmp_path / "probe.npy"), "--q-pixel-size", str(DQ), "--out", str(tmp_path / "out"),
+                             "--quiet", "--workers", "2"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before its output folder was begun: make the scan larger"
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "fourdcrystal: terminated; nothing was written"
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_no_disk_is_reported_twice(tmp_path):
+    """Spot patterns (a 5 × 5 square lattice of 4 px disks 20 px apart, Poisson counts, 37,000 e⁻) read as int16
+    with the dark level over-subtracted by 3 counts: two proposals of one disk had climbed to one correlation
+    maximum and been written twice (70 of 972 rows); each pattern's vectors now stand at distinct positions."""
+    rng = np.random.default_rng(0)
+    x, y = np.indices((128, 128))
+    cube = np.zeros((3, 3, 128, 128))
+    for rx, ry in np.ndindex(3, 3):
+        img = np.zeros((128, 128))
+        for i, j in np.ndindex(5, 5):
+            amp = 1.0 if (i, j) == (2, 2) else 0.15 / ((i - 2) ** 2 + (j - 2) ** 2)
+            d = np.hypot(x - 64 - 20 * (i - 2) * (1 + 0.005 * rx), y - 64 - 20 * (j - 2))
+            img += amp * np.clip(4.5 - d, 0, 1)
+        cube[rx, ry] = rng.poisson(img / img.sum() * 1e5)
+    np.save(tmp_path / "scan.npy", (cube - 3).astype(np.int16))
+    assert _run(["predict", tmp_path / "scan.npy", "--q-pixel-size", 0.02, "--out", tmp_path / "o", "--quiet"]) == 0
+    v = pd.read_parquet(tmp_path / "o" / "bragg_vectors.parquet")
+    assert len(v) >= 9 * 25 * 0.9 and not v.duplicated(["rx", "ry", "qx", "qy"]).any()
+
+
+def test_the_page_says_what_ran_and_what_was_read_as_zero(tmp_path, scan):
+    """index.html of `--baseline classical` lists no network settings (it listed the model's threshold and
+    precision), and a scan's NaN pixels are on the page as in summary.json."""
+    cube, probe = scan
+    holed = cube.copy()
+    holed[:, :, 3, :5] = np.nan
+    np.save(tmp_path / "scan.npy", holed)
+    np.save(tmp_path / "probe.npy", probe)
+    base = ["predict", tmp_path / "scan.npy", "--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ, "--quiet"]
+    assert _run(base + ["--out", tmp_path / "c", "--baseline", "classical"]) == 0
+    page = (tmp_path / "c" / "index.html").read_text()
+    assert "not run (--baseline classical" in page and "peak threshold" not in page
+    assert "NaN or ±Inf pixels (read as 0)" in page
+    assert _run(base + ["--out", tmp_path / "n"]) == 0
+    assert "peak threshold" in (tmp_path / "n" / "index.html").read_text()

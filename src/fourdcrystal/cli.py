@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
 
 from fourdcrystal.errors import UserError, print_error
@@ -37,8 +38,31 @@ def run(args: argparse.Namespace) -> int:  # for check-config
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line and exit 2, as every other bad input's are
+    (argparse prints the whole usage block first)."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # `timeout` and SLURM's time limit; Ctrl-C
+
+
+def _stopped(signum, frame):
+    """SIGTERM or SIGINT: the half-written output folder is removed (``atomic.remove_unfinished``) and the process
+    ends at once with 128 + the signal, as one ended by it does. Not by unwinding: the same signal reaches
+    ``predict``'s worker processes (their process group's), and a pool whose workers died can block its teardown."""
+    from fourdcrystal.atomic import remove_unfinished
+
+    remove_unfinished()
+    word = "terminated" if signum == signal.SIGTERM else "interrupted"
+    print(f"fourdcrystal: {word}; nothing was written", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fourdcrystal", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="fourdcrystal", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)  # the subcommand (no top-level options)
@@ -46,12 +70,23 @@ def main(argv: list[str] | None = None) -> int:
         sp = sub.add_parser(name, help=helptext, description=helptext)
         if name == chosen:
             importlib.import_module(modname).add_arguments(sp)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UserError as err:
+        print_error(err)
+        return 2
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+    previous = {s: signal.signal(s, _stopped) for s in STOP_SIGNALS} if main_thread else {}
     try:
         return int(importlib.import_module(SUBCOMMANDS[args.command][0]).run(args) or 0)
     except UserError as err:
         print_error(err)
         return 2
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def entry() -> None:

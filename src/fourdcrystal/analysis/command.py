@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from fourdcrystal.errors import UserError
+from fourdcrystal.scan_region import parse_region
 
 
 def read_vectors(path):
@@ -28,18 +29,6 @@ def read_vectors(path):
     except Exception as err:  # pyarrow raises several types for a non-parquet file
         raise UserError(f"{p} is not a readable parquet table ({type(err).__name__})",
                         "pass the bragg_vectors.parquet written by `fourdcrystal predict`") from None
-
-
-def parse_region(text: str | None):
-    if text is None:
-        return None
-    try:
-        a, b = text.split(",")
-        (x0, x1), (y0, y1) = (tuple(int(v) for v in part.split(":")) for part in (a, b))
-    except ValueError:
-        raise UserError(f"--reference '{text}' is not of the form RX0:RX1,RY0:RY1",
-                        "give scan ranges of an unstrained area, e.g. 0:8,0:8") from None
-    return slice(x0, x1), slice(y0, y1)
 
 
 # Below this fraction of positions fit, the summary says why and how to fit more (``few_vectors_hint``).
@@ -152,8 +141,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--min-indexed {args.min_indexed} is below 2", "pass --min-indexed 3 or more")
     if not np.isfinite(args.x_axis_deg):
         raise UserError(f"--x-axis-deg {args.x_axis_deg} is not a number of degrees", "pass e.g. --x-axis-deg 30")
+    from fourdcrystal.atomic import check_output_folder
+
+    check_output_folder(args.out, "strain.parquet", (args.vectors,))
     settings = Settings(tolerance=args.tolerance, min_indexed=args.min_indexed, weights=args.weights,
-                        reference=parse_region(args.reference), x_axis_deg=args.x_axis_deg, flip_y=args.flip_y)
+                        reference=None if args.reference is None else parse_region(
+                            args.reference, "--reference", "of an unstrained area, e.g. 0:8,0:8"), x_axis_deg=args.x_axis_deg, flip_y=args.flip_y)
     s = run_strain(args.vectors, args.out, settings)
     print(f"strain: {s['n_fit']} of {s['n_positions']} positions fit, {len(s['grains'])} lattice(s) -> {args.out}")
     noise = s["noise_per_position"]

@@ -31,6 +31,7 @@ import pandas as pd
 
 from fourdcrystal.analysis import lattice, orientation
 from fourdcrystal.errors import UserError
+from fourdcrystal.scan_region import check_region
 
 REQUIRED_COLUMNS = ("rx", "ry", "qx", "qy")
 # Lattice finding runs on at most this many positions (evenly spread); every position is then fit.
@@ -193,7 +194,8 @@ def measure(df: pd.DataFrame, settings: Settings | None = None) -> Result:
     settings = settings or Settings()
     check_vectors(df)
     scan_shape = (int(df["rx"].max()) + 1, int(df["ry"].max()) + 1)
-    _check_region(settings.reference, scan_shape)
+    if settings.reference is not None:
+        check_region(settings.reference, scan_shape, "--reference")
     positions = _positions(df, axes(settings))
     refs = [G for G, _ in _find_references(positions, settings)]
     fits = _fit_all(positions, refs, settings)
@@ -228,17 +230,6 @@ def _row(rx, ry, q, qz, w, fit, grain, refs) -> list:
     tilt = orientation.tilt_from_qz(q[fit.indexed] - fit.q0, qz[fit.indexed], w[fit.indexed])
     return [rx, ry, grain, len(q), fit.n_indexed, fit.n_indexed / max(n_nb, 1), fit.residual_invA,
             *fit.G.ravel(), 100 * exx, 100 * eyy, 100 * exy, np.degrees(rot), *tilt]
-
-
-def _check_region(region, scan_shape) -> None:
-    if region is None:
-        return
-    sx, sy = region
-    Rx, Ry = scan_shape
-    if not (0 <= sx.start < sx.stop <= Rx and 0 <= sy.start < sy.stop <= Ry):
-        raise UserError(f"reference region {sx.start}:{sx.stop},{sy.start}:{sy.stop} is not inside the scan "
-                        f"(0:{Rx},0:{Ry})", "give --reference RX0:RX1,RY0:RY1 with 0 <= RX0 < RX1 <= "
-                        f"{Rx} and 0 <= RY0 < RY1 <= {Ry}")
 
 
 def _grain_info(g: int, G_ref: np.ndarray, table: pd.DataFrame) -> dict:

@@ -79,6 +79,14 @@ class BadPixels:
     def n(self) -> int:
         return int(self.mask.sum())
 
+    def with_pixels(self, pixels, kind: str) -> "BadPixels":
+        """These bad pixels and ``pixels`` ((row, column) each), counted as ``kind`` in ``found``."""
+        mask = self.mask.copy()
+        for i, j in pixels:
+            mask[i, j] = True
+        return BadPixels(mask, {**self.found, kind: self.found.get(kind, 0) + int(mask.sum() - self.mask.sum())},
+                         self.electron)
+
     def repair(self, patterns: np.ndarray) -> np.ndarray:
         """``patterns`` (…, Qx, Qy) with every bad pixel replaced by its good neighbours' weighted mean (in place
         where ``patterns`` is a writable float array, returned either way)."""

@@ -64,7 +64,7 @@ class Cube:
     semiangle_mrad: float | None = None  # the probe's convergence semi-angle, where the file states it
     source: str = ""
     _keep: list = field(default_factory=list, repr=False)  # open file handles
-    scan_shape: tuple[int, int] | None = None  # set for 3-D stacks (or to re-shape a scan)
+    scan_shape: tuple[int, int] | None = None  # set for 3-D stacks (and a scan stored as one row of positions)
     scan_bin: int = 1  # each pattern read sums scan_bin × scan_bin recorded scan positions (bin_scan)
     nonfinite_px: int = 0  # NaN / ±Inf pixels read so far, each read as 0
     bad_pixels: object = None  # a bad_pixels.BadPixels: its pixels are read as their neighbours' mean
@@ -201,7 +201,7 @@ def _choose(path: Path, shapes: dict[str, tuple], dataset: str | None, ndim: int
         return cands[0], f"the only array shaped like a {what}"
     if not cands:
         raise UserError(f"{path} holds no array shaped like a {what} (≥ {MIN_PATTERN_PX} px detector axes; "
-                        f"arrays: {_listing(shapes)})", "name the array with --dataset")
+                        f"arrays of two axes or more: {_listing(shapes)})", "name the array with --dataset")
     raise UserError(f"{path} holds {len(cands)} arrays shaped like a {what}: "
                     f"{_listing({n: shapes[n] for n in cands})}", "name one with --dataset")
 
@@ -211,11 +211,20 @@ def _listing(shapes: dict[str, tuple], at_most: int = 8) -> str:
     return ", ".join(items) + (f" and {len(shapes) - at_most} more" if len(shapes) > at_most else "") or "none"
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _open_npy(path: Path) -> Cube:
+    with open(path, "rb") as f:  # numpy reads any file without its header as a pickle, and an empty one as EOFError
+        head = f.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        what = "is empty" if not head else "has no NumPy header (not a .npy file)"
+        raise UserError(f"{path} {what}", "save the array with numpy.save, or check the file was copied whole")
     try:
         arr = np.load(path, mmap_mode="r")
-    except ValueError as exc:
-        raise UserError(f"{path} is not a readable .npy array ({exc})", "save it with numpy.save") from None
+    except (ValueError, EOFError, OSError) as exc:
+        raise UserError(f"{path} is not a readable .npy array ({exc or type(exc).__name__})",
+                        "save it with numpy.save, or check the file was copied whole") from None
     return Cube(arr, str(path), source="npy")
 
 
@@ -520,6 +529,11 @@ def open_datacube(path: str | Path, dataset: str | None = None, scan_shape: tupl
         raise UserError(f"the patterns of {path} ({cube.source or 'array'} {raw}) are {det[0]}×{det[1]} px, too small "
                         f"for diffraction patterns (≥ {MIN_PATTERN_PX} px per axis)",
                         "point --dataset at the datacube (the array whose last two axes are the detector)")
+    stored = tuple(raw[a] for a in cube.lead_axes)
+    if scan_shape is not None and len(stored) == 2 and min(stored) > 1 and tuple(scan_shape) != stored:
+        cube.close()  # a scan laid out again would be scrambled without a word
+        raise UserError(f"--scan-shape {scan_shape[0]}x{scan_shape[1]} differs from the {stored[0]}x{stored[1]} scan "
+                        f"that {path} stores", "drop --scan-shape (it lays out a 3-D stack of patterns)")
     if scan_shape is not None:
         if int(np.prod(scan_shape)) != cube.n_patterns or min(scan_shape) < 1:
             cube.close()

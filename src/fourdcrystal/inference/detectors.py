@@ -244,6 +244,8 @@ class MeasuredPattern:
             out = {k: v[keep] for k, v in out.items()}
         if refined and self.lattice_positions and len(out["pattern"]):
             self._place_on_lattice(centres, out)  # weighted by the network's V_g, which ``intensity`` holds here
+        if refined and len(out["pattern"]):
+            out = _one_per_position(out)
         if "intensity" in out:
             out["vg"] = out["intensity"]  # the network's V_g at each vector: the weight of its q_z (analysis.strain)
         if "level" in out:
@@ -682,6 +684,26 @@ def _one_per_disk(out: dict, radius_px: float, beam: np.ndarray) -> dict:
             out[col][k] = np.average(out[col][group], weights=w[group])
     keep = merged_into == np.arange(n)
     return {k: v[keep] for k, v in out.items()}
+
+
+# Two vectors of one pattern closer than this (detector px) after the sub-pixel fit are one disk measured twice.
+SAME_POSITION_PX = 0.05
+
+
+def _one_per_position(out: dict) -> dict:
+    """``out`` with each pattern's vectors that ended on one position (``SAME_POSITION_PX``) reported once, the one of
+    the highest V_g (``intensity`` here): two proposals more than a disk's radius apart (``_one_per_disk``) can climb
+    to one correlation maximum, and were then written twice (a scan whose dark level was over-subtracted: 70 of
+    972 rows)."""
+    order = np.lexsort((-np.asarray(out["intensity"], float), out["qy_px"], out["qx_px"], out["pattern"]))
+    b, x, y = out["pattern"][order], out["qx_px"][order], out["qy_px"][order]
+    same = np.zeros(len(order), bool)
+    same[1:] = (b[1:] == b[:-1]) & (np.hypot(x[1:] - x[:-1], y[1:] - y[:-1]) < SAME_POSITION_PX)
+    if not same.any():
+        return out
+    drop = np.zeros(len(order), bool)
+    drop[order[same]] = True  # (sorted by position, the stronger first: a vector is compared with the one before)
+    return {k: v[~drop] for k, v in out.items()}
 
 
 def _disk_brightness(contrast) -> np.ndarray:

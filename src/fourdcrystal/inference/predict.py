@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 from fourdcrystal.inference import peaks
-from fourdcrystal.atomic import atomic_path
+from fourdcrystal.atomic import atomic_path, check_output_folder
+from fourdcrystal.scan_region import check_region, parse_region
 from fourdcrystal.inference.bad_pixels import find_bad_pixels, read_mask
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
@@ -88,20 +89,6 @@ def peak_settings(meta: dict | None, threshold: float | None = None, min_spacing
     if float(sp) < 0:
         raise UserError(f"minimum peak spacing {sp} px is negative", "pass --min-spacing >= 0 (pixels of the model grid)")
     return {"peak_threshold": float(thr), "min_spacing_px": float(sp)}
-
-
-def parse_region(text: str) -> tuple[slice, slice]:
-    """'rx0:rx1,ry0:ry1' -> slices."""
-    try:
-        a, b = text.split(",")
-        sl = []
-        for part in (a, b):
-            lo, hi = part.split(":")
-            sl.append(slice(int(lo), int(hi)))
-        return sl[0], sl[1]
-    except ValueError:
-        raise UserError(f"--probe-from-region '{text}' is not of the form rx0:rx1,ry0:ry1",
-                        "give scan ranges of vacuum positions, e.g. 0:4,0:8") from None
 
 
 def parse_scan_shape(text: str) -> tuple[int, int]:
@@ -165,6 +152,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     saturation = saturation_level(samples)  # a beam at the detector's ceiling (evidence: it is there)
     if probe is None:
         probe, probe_info = probe_from_scan(cube, samples, saturated=saturation is not None)
+        if probe_info.get("hot_pixels") and cube.bad_pixels is not None:  # read as their neighbours, as found ones
+            cube.bad_pixels = cube.bad_pixels.with_pixels(probe_info["hot_pixels"], "hot")
     else:
         check_given_probe(probe)
         size_note = given_probe_size_note(probe, cube, samples, saturated=saturation is not None)
@@ -225,13 +214,18 @@ def page_settings(s: dict) -> dict:
            "calibration": f"{s['q_pixel_size_invA']:.6g} 1/Å per px ({s.get('calibration', 'given by the caller')})",
            "beam energy (eV)": s.get("energy_eV") or "not given", "detector": s["detector"],
            "bad detector pixels (read as their neighbours' mean)": _bad_pixel_text(s.get("bad_pixels")),
-           "model": s.get("model", "given by the caller"),
-           "model grid": f"{s['model_detector_px']} px at {s['model_dk_invA']:.6g} 1/Å per px",
-           "peak threshold (fraction of the direct beam's V_g)": s["threshold"],
-           "minimum peak spacing (model px)": s["min_spacing_px"], "direct beam": s["center"],
-           "vector positions": s.get("positions", "measured"),
-           "network view": _view_text(s.get("network_view", "as calibrated")),
-           "device / precision": f"{s['device']} / {s['precision']}",
+           **({"NaN or ±Inf pixels (read as 0)": s["nonfinite_pixels_read_as_0"]}
+              if s.get("nonfinite_pixels_read_as_0") else {}),
+           **({"network": "not run (--baseline classical: py4DSTEM's find_Bragg_disks, with the settings tuned "
+                          "on validation data that the model file carries, else the config's)"}
+              if s["detector"] == "classical" else {
+               "model": s.get("model", "given by the caller"),
+               "model grid": f"{s['model_detector_px']} px at {s['model_dk_invA']:.6g} 1/Å per px",
+               "peak threshold (fraction of the direct beam's V_g)": s["threshold"],
+               "minimum peak spacing (model px)": s["min_spacing_px"],
+               "network view": _view_text(s.get("network_view", "as calibrated")),
+               "device / precision": f"{s['device']} / {s['precision']}"}),
+           "direct beam": s["center"], "vector positions": s.get("positions", "measured"),
            "patterns / vectors": f"{s['n_patterns']} / {s['n_vectors']} "
                                  f"({s['n_vectors'] / max(1, s['n_patterns']):.1f} per pattern)",
            "speed": f"{s['patterns_per_s']:.1f} patterns/s" + (
@@ -266,8 +260,12 @@ def _check_inputs(cube: Cube, probe: np.ndarray | None, q_pixel_size_invA: float
     if q_pixel_size_invA is None and semiangle_mrad is None:
         raise UserError("no reciprocal pixel size", "pass --q-pixel-size in 1/Å per pixel, or --semiangle-mrad "
                                                     "with --energy")
-    if q_pixel_size_invA is not None and not q_pixel_size_invA > 0:
-        raise UserError("reciprocal pixel size must be > 0", "pass --q-pixel-size in 1/Å per pixel")
+    if q_pixel_size_invA is not None and not 0 < q_pixel_size_invA <= MAX_Q_PIXEL_INVA:
+        raise UserError(f"reciprocal pixel size {q_pixel_size_invA:g} 1/Å per px is not in (0, {MAX_Q_PIXEL_INVA:g}]",
+                        "pass --q-pixel-size in 1/Å per pixel (a file's calibration in other units: pass it yourself)")
+    if semiangle_mrad is not None and not ENERGY_RANGE_EV[0] <= energy_eV <= ENERGY_RANGE_EV[1]:
+        raise UserError(f"beam energy {energy_eV:g} eV is outside {ENERGY_RANGE_EV[0]:g}–{ENERGY_RANGE_EV[1]:g} eV",
+                        "pass --energy in eV, e.g. 200e3 for 200 kV")
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"precision '{precision}' is not auto, fp32 or bf16", "pass --precision auto")
     if q_pixel_size_invA is not None:
@@ -407,8 +405,14 @@ def _one_worker(threads: int) -> None:
     products), which after the fork would still start the parent's many: each worker's BLAS on two threads
     beside the other's (2 cores) made `predict --baseline classical` slower with two workers than with one."""
     global _THREAD_LIMITS
+    import signal
+
     from threadpoolctl import threadpool_limits
 
+    # SIGTERM (as the pool ends its workers) and Ctrl-C end a worker at once, silently: the CLI's handler
+    # (``cli._stopped``) is the parent's, which removes the unfinished output
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     torch.set_num_threads(threads)
     _THREAD_LIMITS = threadpool_limits(limits=threads, user_api="blas")
 
@@ -491,6 +495,28 @@ def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: floa
 
 
 # --- CLI -------------------------------------------------------------------------------------------
+# Beam energies a microscope records 4D-STEM at: from an SEM's 1 keV to a high-voltage TEM's 3 MeV. Outside it the
+# number is in other units (200 for 200 kV) or mistyped.
+ENERGY_RANGE_EV = (1e3, 3e6)
+# No detector samples reciprocal space coarser than this (a 128 px detector at 1 1/Å per px spans 128 1/Å, an
+# atomic spacing of 0.008 Å): a larger calibration is in other units.
+MAX_Q_PIXEL_INVA = 1.0
+
+
+def _number(lo: float = 0.0, hi: float = np.inf, *, above: bool = True, unit: str = ""):
+    """An argparse type: a finite number in (lo, hi] (``above``) or [lo, hi]; the error a one-line usage error."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not np.isfinite(v) or not ((v > lo) if above else (v >= lo)) or v > hi:
+            bound = f"{'>' if above else '>='} {lo:g}" + (f" and <= {hi:g}" if np.isfinite(hi) else "")
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number {bound}{unit}")
+        return v
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="4D-STEM scan (Rx, Ry, Qx, Qy; singleton axes are dropped) or a pattern stack "
                                 "(N, Qx, Qy) with --scan-shape: .npy, .zarr, .h5/.emd (py4DSTEM), .blo, .mib, .dm4 ...")
@@ -510,9 +536,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the detector's shape, nonzero where bad, plus what auto finds; none = read every pixel as is")
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--model", default=None, help=f"model checkpoint (default: {DEFAULT_MODEL})")
-    p.add_argument("--q-pixel-size", type=float, default=None, help="reciprocal pixel size (1/Å per pixel)")
-    p.add_argument("--energy", type=float, default=None, help="beam energy (eV); needed for mrad calibrations")
-    p.add_argument("--semiangle-mrad", type=float, default=None, metavar="ALPHA",
+    p.add_argument("--q-pixel-size", type=_number(0.0, MAX_Q_PIXEL_INVA, unit=" (1/Å per pixel)"), default=None,
+                   help="reciprocal pixel size (1/Å per pixel)")
+    p.add_argument("--energy", type=_number(*ENERGY_RANGE_EV, above=False, unit=" eV (e.g. 200e3 for 200 kV)"),
+                   default=None, help="beam energy (eV); needed for mrad calibrations")
+    p.add_argument("--semiangle-mrad", type=_number(0.0, 1e3, unit=" mrad"), default=None, metavar="ALPHA",
                    help="the probe's convergence semi-angle (mrad; with --energy): calibrates a detector that has no "
                         "calibration from the bright-field disk's radius (α / λ), or checks a stated one")
     p.add_argument("--dataset", default=None,
@@ -530,7 +558,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="V_g peaks above this fraction of the direct beam (default: the model file's tuned value "
                         "if stamped, else config evaluate.peak_threshold's default; the workflow's tuned value is "
                         "network_peak_settings in results/evaluation/metrics.json)")
-    p.add_argument("--min-spacing", type=float, default=None,
+    p.add_argument("--min-spacing", type=_number(0.0), default=None,
                    help="non-maximum suppression: no two vectors within this many model-grid px "
                         "(default: model file's value, else config evaluate.network_min_spacing_px's default)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
@@ -551,6 +579,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers {args.workers} must be >= 1", "pass a positive number of processes")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible", "use --device cpu")
+    check_output_folder(args.out, "bragg_vectors.parquet", (args.data, args.probe, args.model, args.bad_pixels
+                                                             if args.bad_pixels not in ("auto", "none") else None))
     scan_shape = parse_scan_shape(args.scan_shape) if args.scan_shape else None
     cube = open_datacube(args.data, args.dataset, scan_shape)
     try:
@@ -567,11 +597,9 @@ def _probe(args: argparse.Namespace, cube: Cube) -> tuple[np.ndarray | None, dic
         return probe, {"path": f"vacuum probe {args.probe}"}
     if args.probe_from_region is None:
         return None, None
-    sx, sy = parse_region(args.probe_from_region)
-    block = cube.region(sx, sy)
-    if len(block) == 0:
-        raise UserError(f"--probe-from-region {args.probe_from_region} selects no scan positions",
-                        f"choose ranges inside the scan {cube.shape[:2]}")
+    region = parse_region(args.probe_from_region, "--probe-from-region", "of vacuum positions, e.g. 0:4,0:8")
+    check_region(region, cube.recorded_shape[:2], "--probe-from-region")  # recorded positions, before --bin-scan
+    block = cube.region(*region)
     return block.mean(axis=0, dtype=np.float64).astype(np.float32), {
         "path": f"mean of the {len(block)} patterns of scan region {args.probe_from_region} (--probe-from-region)"}
 

@@ -336,7 +336,8 @@ def probe_from_scan(cube, samples: np.ndarray | None = None, saturated: bool | N
     disk, path = scan_disk(cube, samples, saturated)
     probe = synthetic_probe(tuple(cube.shape[2:]), disk["center_px"], disk["radius_px"], TEMPLATE_EDGE_PX)
     return probe, {"path": path, "center_px": disk["center_px"], "radius_px": disk["radius_px"],
-                   "edge_px": TEMPLATE_EDGE_PX, "measured_edge_px": disk["edge_px"]}
+                   "edge_px": TEMPLATE_EDGE_PX, "measured_edge_px": disk["edge_px"],
+                   **({"hot_pixels": disk["hot_pixels"]} if disk.get("hot_pixels") else {})}
 
 
 # A disk of the scan's mean pattern is a diffuse glow with no aperture's image in it, as a detector read
@@ -440,10 +441,12 @@ def hot_pixel_beam(mean: np.ndarray, disk: dict) -> tuple[int, int] | None:
 RECENTRED_MIN_FRACTION = 0.5
 
 
-def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = None) -> tuple[dict, str]:
+def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = None,
+              _hot_pixels: tuple = ()) -> tuple[dict, str]:
     """(disk, how it was measured): the centre, radius and edge (px) of the scan's bright-field disk;
     ``samples``: the scan's ``sample_patterns`` if already read; ``saturated``: whether its beams reach the
-    detector's ceiling (``saturation_level``), if already known.
+    detector's ceiling (``saturation_level``), if already known. A hot pixel that hid the beam is left out of the
+    search (``_without_hot_pixel``), and listed in the disk's ``hot_pixels``.
 
     Two passes: a first template from the plain median pattern finds each sampled pattern's beam
     (``model_input.BeamFinder``), the disk is then measured on the median of the re-centred patterns."""
@@ -483,6 +486,12 @@ def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = 
     hot = hot_pixel_beam(pats.mean(axis=0), disk) \
         if recorded and disk["radius_px"] < HOT_PIXEL_BEAM_MAX_RADIUS_PX else None
     if hot is not None:
+        # a hot pixel brighter than the beam hides it from the search: the beam is looked for again without it
+        # (a detector's stuck pixel at its ceiling in every frame of a 37,000 e⁻ scan), and only a scan that
+        # shows nothing else is refused (dark frames)
+        found = _without_hot_pixel(cube, pats, hot, saturated, _hot_pixels)
+        if found is not None:
+            return found
         raise UserError(f"no bright-field disk in the scan: its only bright feature is the single pixel {hot} with "
                         "nothing around it (under 1 % of its counts in its neighbours), a hot pixel (a scan of dark "
                         "frames, or a blanked beam)",
@@ -491,7 +500,31 @@ def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = 
     if spots is not None and spots < SPOT_SMALLER * disk["radius_px"]:
         disk = dict(disk, radius_px=spots)
         path += ", its radius measured on the diffracted disks (the beam is saturated)"
+    if _hot_pixels:
+        disk = dict(disk, hot_pixels=list(_hot_pixels))
+        path += f" (hot pixel{'s' * (len(_hot_pixels) > 1)} {', '.join(map(str, _hot_pixels))} left out)"
     return disk, path
+
+
+MAX_HOT_PIXELS = 8  # hot pixels left out of the beam's search, one after the other, before a scan is refused
+
+
+def _without_hot_pixel(cube, pats: np.ndarray, hot: tuple[int, int], saturated, before: tuple):
+    """``scan_disk`` of ``pats`` with pixel ``hot`` read as the median of its 8 neighbours in every pattern, or None
+    where that finds no beam either — nothing, or a disk under ``HOT_PIXEL_BEAM_MAX_RADIUS_PX`` (dark frames' stray
+    counts, another hot pixel: a beam hidden by a hot pixel is an aperture's disk) — or ``MAX_HOT_PIXELS`` were
+    left out already."""
+    if len(before) >= MAX_HOT_PIXELS:
+        return None
+    i, j = hot
+    filled = np.array(pats, dtype=np.float32, copy=True)
+    ring = np.delete(filled[:, i - 1:i + 2, j - 1:j + 2].reshape(len(filled), 9), 4, axis=1)
+    filled[:, i, j] = np.median(ring, axis=1)
+    try:
+        found = scan_disk(cube, filled, saturated, _hot_pixels=before + (hot,))
+    except UserError:
+        return None
+    return found if found[0]["radius_px"] >= HOT_PIXEL_BEAM_MAX_RADIUS_PX else None
 
 
 # A given vacuum probe is compared with the scan's own bright-field disk where that measure is sound: a disk
