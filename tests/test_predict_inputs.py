@@ -708,6 +708,7 @@ def test_a_stuck_hot_pixel_brighter_than_the_beam_is_left_out_of_the_probe(tmp_p
         runs[name] = pd.read_parquet(tmp_path / name / "bragg_vectors.parquet")
     summary = json.loads((tmp_path / "stuck" / "summary.json").read_text())
     assert "hot pixel (20, 60) left out" in summary["probe"]["path"] and summary["bad_pixels"]["hot"] == 1
+    assert summary["saturation"] is None  # the stuck pixel at the ceiling is no saturated beam
     pd.testing.assert_frame_equal(runs["plain"][["rx", "ry", "qx", "qy"]], runs["stuck"][["rx", "ry", "qx", "qy"]],
                                   atol=0.01 * DQ)
 

@@ -154,6 +154,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
         probe, probe_info = probe_from_scan(cube, samples, saturated=saturation is not None)
         if probe_info.get("hot_pixels") and cube.bad_pixels is not None:  # read as their neighbours, as found ones
             cube.bad_pixels = cube.bad_pixels.with_pixels(probe_info["hot_pixels"], "hot")
+            saturation = saturation_level(cube.bad_pixels.repair(samples))  # a stuck pixel at the ceiling is no beam
     else:
         check_given_probe(probe)
         size_note = given_probe_size_note(probe, cube, samples, saturated=saturation is not None)

@@ -489,7 +489,7 @@ def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = 
         # a hot pixel brighter than the beam hides it from the search: the beam is looked for again without it
         # (a detector's stuck pixel at its ceiling in every frame of a 37,000 e⁻ scan), and only a scan that
         # shows nothing else is refused (dark frames)
-        found = _without_hot_pixel(cube, pats, hot, saturated, _hot_pixels)
+        found = _without_hot_pixel(cube, pats, hot, _hot_pixels)
         if found is not None:
             return found
         raise UserError(f"no bright-field disk in the scan: its only bright feature is the single pixel {hot} with "
@@ -509,7 +509,7 @@ def scan_disk(cube, samples: np.ndarray | None = None, saturated: bool | None = 
 MAX_HOT_PIXELS = 8  # hot pixels left out of the beam's search, one after the other, before a scan is refused
 
 
-def _without_hot_pixel(cube, pats: np.ndarray, hot: tuple[int, int], saturated, before: tuple):
+def _without_hot_pixel(cube, pats: np.ndarray, hot: tuple[int, int], before: tuple):
     """``scan_disk`` of ``pats`` with pixel ``hot`` read as the median of its 8 neighbours in every pattern, or None
     where that finds no beam either — nothing, or a disk under ``HOT_PIXEL_BEAM_MAX_RADIUS_PX`` (dark frames' stray
     counts, another hot pixel: a beam hidden by a hot pixel is an aperture's disk) — or ``MAX_HOT_PIXELS`` were
@@ -521,7 +521,7 @@ def _without_hot_pixel(cube, pats: np.ndarray, hot: tuple[int, int], saturated, 
     ring = np.delete(filled[:, i - 1:i + 2, j - 1:j + 2].reshape(len(filled), 9), 4, axis=1)
     filled[:, i, j] = np.median(ring, axis=1)
     try:
-        found = scan_disk(cube, filled, saturated, _hot_pixels=before + (hot,))
+        found = scan_disk(cube, filled, None, _hot_pixels=before + (hot,))  # saturated: the pixel may have read so
     except UserError:
         return None
     return found if found[0]["radius_px"] >= HOT_PIXEL_BEAM_MAX_RADIUS_PX else None
