@@ -71,7 +71,8 @@ def check_output_folder(path: str | os.PathLike, marker: str, inputs=(), flag: s
         raise UserError(f"{flag} '{path}' is the current folder or one above it, which would be replaced",
                         f"name a new folder, e.g. {flag} results")
     if out.exists() and not out.is_dir():
-        raise UserError(f"{flag} {out} is a file", f"name a folder for the outputs, e.g. {flag} {out.with_suffix('')}_out")
+        raise UserError(f"{flag} {out} is a file",
+                        f"name a folder for the outputs, e.g. {flag} {out.with_suffix('')}_out")
     for given in inputs:
         if given and (where == Path(given).resolve() or where in Path(given).resolve().parents):
             raise UserError(f"{flag} {out} holds the input {given}, which replacing the folder would delete",

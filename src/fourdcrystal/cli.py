@@ -46,6 +46,24 @@ class OneLineParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
 
 
+def number(lo: float = 0.0, hi: float = float("inf"), *, above: bool = True, unit: str = ""):
+    """An argparse type: a finite number in (lo, hi] (``above``) or [lo, hi]; a wrong one is a one-line usage error
+    (``OneLineParser``)."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not math.isfinite(v) or not ((v > lo) if above else (v >= lo)) or v > hi:
+            bound = " and ".join(b for b in (f"{'>' if above else '>='} {lo:g}" if math.isfinite(lo) else "",
+                                             f"<= {hi:g}" if math.isfinite(hi) else "") if b)
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number {bound}{unit}".replace("  ", " "))
+        return v
+    return parse
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # `timeout` and SLURM's time limit; Ctrl-C
 
 

@@ -108,6 +108,7 @@ def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dic
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from fourdcrystal.analysis.strain import Settings
+    from fourdcrystal.cli import number
 
     d = Settings()
     p.add_argument("vectors", help="bragg_vectors.parquet of `fourdcrystal predict`, or its --out folder")
@@ -121,7 +122,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="indexing tolerance as a fraction of the shorter basis vector (default %(default)s)")
     p.add_argument("--min-indexed", type=int, default=d.min_indexed,
                    help="non-beam vectors that must index for a position to be fit (default %(default)s)")
-    p.add_argument("--x-axis-deg", type=float, default=d.x_axis_deg, metavar="DEG",
+    p.add_argument("--x-axis-deg", type=number(-float("inf"), above=False, unit=" (degrees)"), default=d.x_axis_deg,
+                   metavar="DEG",
                    help="report strain, rotation, tilt and lattice in axes whose x lies DEG degrees from +q_x toward "
                         "+q_y on the detector, e.g. the scan's fast axis or a device's channel as it falls there "
                         "(default 0: the detector's axes)")
@@ -131,22 +133,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from fourdcrystal.analysis.strain import Settings
+    from fourdcrystal.atomic import check_output_folder
 
     if not 0 < args.tolerance < 0.5:
         raise UserError(f"--tolerance {args.tolerance} is not in (0, 0.5)", "pass e.g. --tolerance 0.15")
     if args.min_indexed < 2:
         raise UserError(f"--min-indexed {args.min_indexed} is below 2", "pass --min-indexed 3 or more")
-    if not np.isfinite(args.x_axis_deg):
-        raise UserError(f"--x-axis-deg {args.x_axis_deg} is not a number of degrees", "pass e.g. --x-axis-deg 30")
-    from fourdcrystal.atomic import check_output_folder
-
     check_output_folder(args.out, "strain.parquet", (args.vectors,))
+    reference = None if args.reference is None else parse_region(args.reference, "--reference",
+                                                                 "of an unstrained area, e.g. 0:8,0:8")
     settings = Settings(tolerance=args.tolerance, min_indexed=args.min_indexed, weights=args.weights,
-                        reference=None if args.reference is None else parse_region(
-                            args.reference, "--reference", "of an unstrained area, e.g. 0:8,0:8"), x_axis_deg=args.x_axis_deg, flip_y=args.flip_y)
+                        reference=reference, x_axis_deg=args.x_axis_deg, flip_y=args.flip_y)
     s = run_strain(args.vectors, args.out, settings)
     print(f"strain: {s['n_fit']} of {s['n_positions']} positions fit, {len(s['grains'])} lattice(s) -> {args.out}")
     noise = s["noise_per_position"]

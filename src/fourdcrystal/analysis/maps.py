@@ -31,8 +31,8 @@ MIN_NOISE_PAIRS = 8  # neighbour pairs an estimate needs
 def noise_per_position(m: np.ndarray, grain: np.ndarray) -> float:
     """One position's noise in map ``m`` (the standard deviation of its value about the smooth field), from the
     differences of scan neighbours fit in the same grain: a field that varies slowly over a step cancels in a
-    difference while each position's noise adds, Var(a − b) = 2σ², so σ = 1.4826 · median |a − b| / √2, robust to the
-    few pairs across an interface. Along each scan axis, the smaller of the two: a field that steps along one axis
+    difference while each position's noise adds, Var(a − b) = 2σ², so σ = 1.4826 · median |a − b| / √2, robust to
+    the few pairs across an interface. Along each scan axis, the smaller of the two: a field that steps along one axis
     (layers, bench_strain's rows of states) raises only that axis' median. NaN with fewer than
     ``MIN_NOISE_PAIRS`` pairs along either axis. The strain maps' precision as papers quote it (the spread in an
     unstrained area), without asking for one."""

@@ -6,8 +6,8 @@ of ``simulation.supercells.tilt_rotation`` and of the kinematic truth; tests/tes
 q_z = −tan θ · q_x for a lean towards +x). A least-squares plane through the origin,
 q_z ≈ a q_x + b q_y, over the indexed vectors therefore gives the tilt vector (tilt_x, tilt_y) =
 (−a, −b) rad: its length is the tilt magnitude and its direction the azimuth the zone axis leans to
-(measured from +x towards +y: the axes of the vectors given, `strain.axes`). The plane goes through the origin because the direct beam has
-q_z = 0 by definition.
+(measured from +x towards +y: the axes of the vectors given, `strain.axes`). The plane goes through the
+origin because the direct beam has q_z = 0 by definition.
 """
 from __future__ import annotations
 

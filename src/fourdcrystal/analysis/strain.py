@@ -115,11 +115,12 @@ def check_vectors(df: pd.DataFrame) -> None:
 
 
 def _positions(df: pd.DataFrame, frame: np.ndarray):
-    """Per position: (rx, ry, q (n, 2) in the axes ``frame`` (``axes``), weight, qz), in scan order. The weight (``--weights intensity``) is the
-    network's V_g at each vector (the ``vg`` column), where none the table's intensity (py4DSTEM's correlation): the
-    intensity `predict` measures on each disk ranks the disks like |F| better, but as the weight of the fit and
-    of the q_z tilt it did worse on bench_strain (GaN 60 Å at 1e3 e_yy 1.016 → 1.149 %, positions fit 86 %; the
-    10 mrad tilt at 1e5 0.96 → 1.27 mrad off; benchmarks/RESULTS.md, "Intensities measured on the disks")."""
+    """Per position: (rx, ry, q (n, 2) in the axes ``frame`` (``axes``), weight, qz), in scan order. The weight
+    (``--weights intensity``) is the network's V_g at each vector (the ``vg`` column), where none the table's
+    intensity (py4DSTEM's correlation): the intensity `predict` measures on each disk ranks the disks like |F|
+    better, but as the weight of the fit and of the q_z tilt it did worse on bench_strain (GaN 60 Å at 1e3 e_yy
+    1.016 → 1.149 %, positions fit 86 %; the 10 mrad tilt at 1e5 0.96 → 1.27 mrad off; benchmarks/RESULTS.md,
+    "Intensities measured on the disks")."""
     df = df.sort_values(["rx", "ry"], kind="stable")
     rx, ry = df["rx"].to_numpy(int), df["ry"].to_numpy(int)
     q = df[["qx", "qy"]].to_numpy(float) @ frame.T

@@ -692,9 +692,9 @@ SAME_POSITION_PX = 0.05
 
 def _one_per_position(out: dict) -> dict:
     """``out`` with each pattern's vectors that ended on one position (``SAME_POSITION_PX``) reported once, the one of
-    the highest V_g (``intensity`` here, where given): two proposals more than a disk's radius apart (``_one_per_disk``) can climb
-    to one correlation maximum, and were then written twice (a scan whose dark level was over-subtracted: 70 of
-    972 rows)."""
+    the highest V_g (``intensity`` here, where given): two proposals more than a disk's radius apart
+    (``_one_per_disk``) can climb to one correlation maximum, and were then written twice (a scan whose dark level
+    was over-subtracted: 70 of 972 rows)."""
     strength = np.asarray(out["intensity"], float) if "intensity" in out else np.zeros(len(out["pattern"]))
     order = np.lexsort((-strength, out["qy_px"], out["qx_px"], out["pattern"]))
     b, x, y = out["pattern"][order], out["qx_px"][order], out["qy_px"][order]

@@ -44,6 +44,7 @@ import torch
 
 from fourdcrystal.inference import peaks
 from fourdcrystal.atomic import atomic_path, check_output_folder
+from fourdcrystal.cli import number
 from fourdcrystal.scan_region import check_region, parse_region
 from fourdcrystal.inference.bad_pixels import find_bad_pixels, read_mask
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
@@ -504,20 +505,6 @@ ENERGY_RANGE_EV = (1e3, 3e6)
 MAX_Q_PIXEL_INVA = 1.0
 
 
-def _number(lo: float = 0.0, hi: float = np.inf, *, above: bool = True, unit: str = ""):
-    """An argparse type: a finite number in (lo, hi] (``above``) or [lo, hi]; the error a one-line usage error."""
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-        if not np.isfinite(v) or not ((v > lo) if above else (v >= lo)) or v > hi:
-            bound = f"{'>' if above else '>='} {lo:g}" + (f" and <= {hi:g}" if np.isfinite(hi) else "")
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number {bound}{unit}")
-        return v
-    return parse
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="4D-STEM scan (Rx, Ry, Qx, Qy; singleton axes are dropped) or a pattern stack "
                                 "(N, Qx, Qy) with --scan-shape: .npy, .zarr, .h5/.emd (py4DSTEM), .blo, .mib, .dm4 ...")
@@ -537,11 +524,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the detector's shape, nonzero where bad, plus what auto finds; none = read every pixel as is")
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--model", default=None, help=f"model checkpoint (default: {DEFAULT_MODEL})")
-    p.add_argument("--q-pixel-size", type=_number(0.0, MAX_Q_PIXEL_INVA, unit=" (1/Å per pixel)"), default=None,
+    p.add_argument("--q-pixel-size", type=number(0.0, MAX_Q_PIXEL_INVA, unit=" (1/Å per pixel)"), default=None,
                    help="reciprocal pixel size (1/Å per pixel)")
-    p.add_argument("--energy", type=_number(*ENERGY_RANGE_EV, above=False, unit=" eV (e.g. 200e3 for 200 kV)"),
+    p.add_argument("--energy", type=number(*ENERGY_RANGE_EV, above=False, unit=" eV (e.g. 200e3 for 200 kV)"),
                    default=None, help="beam energy (eV); needed for mrad calibrations")
-    p.add_argument("--semiangle-mrad", type=_number(0.0, 1e3, unit=" mrad"), default=None, metavar="ALPHA",
+    p.add_argument("--semiangle-mrad", type=number(0.0, 1e3, unit=" mrad"), default=None, metavar="ALPHA",
                    help="the probe's convergence semi-angle (mrad; with --energy): calibrates a detector that has no "
                         "calibration from the bright-field disk's radius (α / λ), or checks a stated one")
     p.add_argument("--dataset", default=None,
@@ -559,7 +546,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="V_g peaks above this fraction of the direct beam (default: the model file's tuned value "
                         "if stamped, else config evaluate.peak_threshold's default; the workflow's tuned value is "
                         "network_peak_settings in results/evaluation/metrics.json)")
-    p.add_argument("--min-spacing", type=_number(0.0), default=None,
+    p.add_argument("--min-spacing", type=number(0.0), default=None,
                    help="non-maximum suppression: no two vectors within this many model-grid px "
                         "(default: model file's value, else config evaluate.network_min_spacing_px's default)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
