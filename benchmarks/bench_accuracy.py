@@ -5,7 +5,8 @@ Set (simulated with the workflow's own multislice, `fourdcrystal.simulation`): z
 crystals given here by their structures (zone axes with square in-plane cells, each simulated in a box of
 whole cells with whole grid points per cell: `detector_of`; ``--crystals rectangular``: rectangular and
 hexagonal patterns instead, Si [110], GaN and MoS2 [0001], each cell stretched ≤ 1.2 % to fit the box;
-``--crystals other``: Au and TiO2 [001], GaAs [110], Al2O3 [0001]), at
+``--crystals other``: Au and TiO2 [001], GaAs [110], Al2O3 [0001]; ``--crystals zones``: Si and Al [111],
+SrTiO3 [110], ZnO [11-20]), at
 the corners {80, 300 kV} × {1.0, 3.5 mrad} × {10, 60 nm}, on a 256² detector at 0.020–0.023 Å⁻¹/px (the
 model's grid is 128² at 1/32 Å⁻¹: `predict` resamples), each as a 2×2 scan through the detector
 augmentation (fresh shot noise, descan, background, blur) at 1e5 and 1e3 e⁻ per pattern, and noiseless.
@@ -42,8 +43,9 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--noise poisson]   (shot noise only: no background, blur, descan or defective pixels)
         [--py4dstem-settings run.json]   (py4DSTEM with another run's settings instead of tuning them)
         [--precision fp32|bf16|auto]   (the network's arithmetic; default fp32)
-        [--crystals rectangular|other]   (Si [110], GaN and MoS2 [0001]; or Au and TiO2 [001], GaAs [110],
-            Al2O3 [0001]: heavy, oxide and large-cell crystals; instead of the [001] set)
+        [--crystals rectangular|other|zones]   (Si [110], GaN and MoS2 [0001]; or Au and TiO2 [001], GaAs [110],
+            Al2O3 [0001]: heavy, oxide and large-cell crystals; or Si and Al [111], SrTiO3 [110], ZnO [11-20]: zone
+            axes the other sets lack; instead of the [001] set)
         [--quad-cross GAIN] [--bad-pixels auto|none]   (a quad detector's cross through the beam: the two
             central rows and columns of every pattern and of the probe count GAIN × — 2.5 for its wide pixels,
             0 for a gap written as 0 — and `predict` finds and fills it, or not)
@@ -161,6 +163,28 @@ def other_crystals() -> dict:
     out = {"Cu [001] (val)": crystals()["Cu [001] (val)"], "Au [001]": (au, (0, 0, 1), 4.078),
            "TiO2 [001]": (tio2, (0, 0, 1), 4.594)}
     for name, s, kind in (("GaAs [110]", gaas, "cubic [110]"), ("Al2O3 [0001]", al2o3, "hexagonal [0001]")):
+        cut, cells = rectangular_cell(s, RECTANGULAR_CELL_ROWS[kind], DETECTOR.box_A)
+        out[name] = (cut, (0, 0, 1), cells)
+    return out
+
+
+def zone_crystals() -> dict:
+    """name -> (Structure, zone, cells) for ``--crystals zones``: zone axes the other sets lack — Si and Al [111]
+    (a cubic crystal's hexagonal pattern: {220} rows, a 9.4 and 7.0 Å period along the beam), SrTiO3 [110] (a
+    perovskite substrate's rectangular a × a√2 pattern) and ZnO [11-20] (a wurtzite nanowire's side view: c × a√3,
+    its (0001) allowed only dynamically), each in its orthogonal cell stretched ≤ 1.2 % to fill the box
+    (``simulation.examples.rectangular_cell``); the validation crystal stays Cu [001]."""
+    from pymatgen.core import Lattice, Structure
+
+    from fourdcrystal.simulation.examples import srtio3
+
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    al = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.050), ["Al"], [[0, 0, 0]])
+    zno = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.250, 5.207), ["Zn", "O"],
+                                    [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.382]])
+    out = {"Cu [001] (val)": crystals()["Cu [001] (val)"]}
+    for name, s, kind in (("Si [111]", si, "cubic [111]"), ("Al [111]", al, "cubic [111]"),
+                          ("SrTiO3 [110]", srtio3(), "cubic [110]"), ("ZnO [11-20]", zno, "hexagonal [11-20]")):
         cut, cells = rectangular_cell(s, RECTANGULAR_CELL_ROWS[kind], DETECTOR.box_A)
         out[name] = (cut, (0, 0, 1), cells)
     return out
@@ -458,10 +482,11 @@ def main() -> int:
                          "py4dstem_settings, to compare two runs with the same baseline)")
     ap.add_argument("--noise", choices=("detector", "poisson"), default="detector",
                     help="detector: the config's augment artifacts (default); poisson: shot noise only")
-    ap.add_argument("--crystals", choices=("square", "rectangular", "other"), default="square",
+    ap.add_argument("--crystals", choices=("square", "rectangular", "other", "zones"), default="square",
                     help="square: SrTiO3, Si, MgO [001] (default); rectangular: Si [110], GaN and MoS2 [0001] "
                          "(rectangular and hexagonal patterns); other: Au [001], TiO2 [001], GaAs [110], "
-                         "Al2O3 [0001] (heavy, oxide and large-cell crystals); validation crystal Cu [001] in all")
+                         "Al2O3 [0001] (heavy, oxide and large-cell crystals); zones: Si and Al [111], SrTiO3 [110], "
+                         "ZnO [11-20] (zone axes the others lack); validation crystal Cu [001] in all")
     ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                     help="the network's arithmetic (default fp32; auto: as `predict` runs by default here)")
     ap.add_argument("--quad-cross", type=float, default=None, metavar="GAIN",
@@ -496,7 +521,8 @@ def main() -> int:
         cfg["augment"] = {**cfg["augment"], **POISSON_ONLY}
     model, mgeo, meta = predict.load_model(a.model, "cpu")
     ps = predict.peak_settings(meta)
-    xs = {"square": crystals, "rectangular": rectangular_crystals, "other": other_crystals}[a.crystals]()
+    xs = {"square": crystals, "rectangular": rectangular_crystals, "other": other_crystals,
+          "zones": zone_crystals}[a.crystals]()
     names = list(xs)[:2] if a.quick else list(xs)
     energies, thick = ((300e3,), (100.0,)) if a.quick else (ENERGIES_EV, DETECTOR.thicknesses_A)
     global SEMIANGLES_MRAD

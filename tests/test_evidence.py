@@ -702,7 +702,7 @@ def test_a_proposal_between_2_and_3_sigma_stands_only_on_its_patterns_lattice(mo
     between = 0.5 * (LATTICE_MIN_SNR + MIN_SNR)
     trial = {(100.0, 64.0): between, (81.0, 69.0): between, (64.0, 100.0): 0.9 * LATTICE_MIN_SNR}
 
-    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
+    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None, crowded=False):
         snr = [trial.get((float(i), float(j)), 10.0) for i, j in zip(x, y)]
         n = len(snr)
         return DiskContrast(torch.tensor(snr), torch.ones(n), torch.zeros(n, dtype=torch.bool), torch.zeros(n))
@@ -792,7 +792,7 @@ def test_a_low_dose_lattice_point_is_completed_from_completion_min_snr(monkeypat
     n, r, dq, a = 128, 3.0, 0.02, 14.0
     trial = {(1, -1): 0.5 * (COMPLETION_MIN_SNR + LATTICE_MIN_SNR), (-1, 1): 0.9 * COMPLETION_MIN_SNR}
 
-    def contrast(patterns, centres, b, x, y, radius, overlapping=False, electron=None):
+    def contrast(patterns, centres, b, x, y, radius, overlapping=False, electron=None, crowded=False):
         hk = [(int(round((i - 64) / a)), int(round((j - 64) / a))) for i, j in zip(np.asarray(x), np.asarray(y))]
         snr = torch.tensor([trial.get(k, 10.0) for k in hk], dtype=torch.float64)
         m = len(snr)
@@ -873,7 +873,7 @@ def test_on_a_dense_background_a_lattice_counts_as_proposed_or_as_measured(monke
     lattice = 64 + 12.0 * hk  # a pattern's first ring, as few as the demo's touching disks give
     rng = np.random.default_rng(5)
 
-    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None):
+    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None, crowded=False):
         n = len(b)  # every disk stands out, on a dense background
         return DiskContrast(torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool), torch.zeros(n))
 
@@ -1129,3 +1129,33 @@ def test_a_faint_disks_counting_test_leaves_out_its_bright_neighbours_slivers():
         got = disk_contrast(pats, torch.full((n, 2), 64.0), np.repeat(np.arange(n), 3), x, y, R, overlapping=False)
         snr[share] = got.snr.numpy()[0::3]
     assert (snr[0.01] >= 10 * MIN_SNR).all() and (snr[0.0] < MIN_SNR).all(), snr
+
+
+def test_a_faint_small_disk_between_bright_neighbours_is_judged_without_them():
+    """Small disks (α/λ ≤ evidence.MAX_SMALL_DISK_INVA) in a lattice of over 5 Å: ZnO [11-20] at 200 kV / 2 mrad
+    puts a disk of 5 px radius 12 px from its neighbours, whose disks then fill a third of its background ring. A
+    faint disk between two five times brighter ones stood 0.7 σ out against that ring and was dropped (the noise-free
+    pattern's recall 0.65; benchmarks/RESULTS.md, "Zone axes not measured before"); with a neighbour proposed within
+    evidence.RING_CLEAR_RADII radii it is judged against its ring without the neighbours' disks, and kept."""
+    from fourdcrystal.inference.detectors import MeasuredPattern
+    from fourdcrystal.inference.model_input import ModelInput
+    n, r, c = 128, 3.0, 64.0
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    a, b = 2.4 * r, 4.4 * r  # the rectangular lattice of ZnO [11-20]'s (0 0 0 2) and (1 -1 0 0), in radii
+    bright = {(0, 0): 1.0, (1, 1): 0.1, (-1, 1): 0.1, (1, -1): 0.12, (-1, -1): 0.12, (2, 0): 0.08, (-2, 0): 0.08}
+    faint = {(0, 1): 0.02, (0, -1): 0.02}
+    img = np.zeros((n, n))
+    for (h, k), v in {**bright, **faint}.items():
+        img += v * (np.hypot(ii - c - h * a, jj - c - k * b) <= r)
+    rng = np.random.default_rng(2)
+    pattern = rng.poisson(2e4 * img / img.sum() * 50 + 0.5).astype(np.float32)  # ~1e6 e⁻, a diffuse background
+    mp = MeasuredPattern(ModelInput((np.hypot(ii - c, jj - c) <= r).astype(np.float64), 1.0, n, n // 2), 1 / 32,
+                         1 / 32, corr_power=None)
+    assert mp.small_disks
+    hk = np.array(list(bright) + list(faint), float)
+    xy = c + hk * [a, b]
+    out = {"pattern": np.zeros(len(xy), int), "qx_px": xy[:, 0], "qy_px": xy[:, 1],
+           "qx": (xy[:, 0] - c) / 32, "qy": (xy[:, 1] - c) / 32}
+    got = mp(torch.from_numpy(pattern[None]), torch.tensor([[c, c]]), out)
+    kept = {(round((x - c) / a), round((y - c) / b)) for x, y in zip(got["qx_px"], got["qy_px"])}
+    assert set(faint) <= kept and set(bright) <= kept

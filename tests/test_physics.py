@@ -332,3 +332,44 @@ def test_bench_accuracy_oversample_refines_the_grid_in_the_same_boxes():
     for coarse, fine in zip(geos[1], geos[2]):
         assert fine.box_A == coarse.box_A and fine.detector_px == coarse.detector_px == 256
         assert fine.gpts >= 2 * 384 and fine.box_A / fine.gpts <= 0.075 < coarse.box_A / coarse.gpts
+
+
+def test_cubic_111_and_wurtzite_11_20_cells_cut_whole_and_keep_their_zero_layer():
+    """examples.RECTANGULAR_CELL_ROWS "cubic [111]" and "hexagonal [11-20]" (bench_accuracy ``--crystals zones``): the
+    re-cut cells are orthogonal, hold every atom of the crystal at its density, and along the new c their zero-order
+    Laue zone is the crystal's own: Si [111] shows the six {220} at 60° (|g| = √8 / a) and no {111}; ZnO [11-20] shows
+    (1-100) (the centred cell's (0 2)) and (0002), and its (0001) has |V_g| 0 (forbidden by the 6_3 screw axis)."""
+    from pymatgen.core import Lattice, Structure
+
+    from fourdcrystal.simulation.examples import RECTANGULAR_CELL_ROWS, rectangular_cell
+    from fourdcrystal.simulation.kinematic import kinematic_reflections
+
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    zno = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.250, 5.207), ["Zn", "O"],
+                                    [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.382]])
+    geo = Geometry(box_A=48.0, gpts=96, detector_px=64, thicknesses_A=(100.0,), slice_thickness_A=2.0)
+
+    def zero_layer(cut) -> np.ndarray:  # in-plane |g| (Å⁻¹) and azimuth (°) of the ZOLZ, by |V_g|
+        r = kinematic_reflections(cut, np.eye(3), geo, 200e3, 1.2, zone_uvw=(0, 0, 1))
+        r = r[r["laue_zone"] == 0]
+        return r
+
+    cut, cells = rectangular_cell(si, RECTANGULAR_CELL_ROWS["cubic [111]"], box_A=48.0)
+    assert max(abs(a - 90) for a in cut.lattice.angles) < 1e-6 and len(cut) == 6 * len(si)
+    assert abs(cut.lattice.c - 5.431 * np.sqrt(3)) < 1e-6 and cells == (7, 4)
+    z = zero_layer(cut)
+    g = np.hypot(z["qx_invA"], z["qy_invA"])
+    first = z[np.isclose(g, np.sqrt(8) / 5.431, rtol=0.012)]  # the cell stretched ≤ 1.2 % along y
+    assert np.isclose(g.min(), np.sqrt(8) / 5.431, rtol=0.012) and len(first) == 6
+    az = np.sort(np.degrees(np.arctan2(first["qy_invA"], first["qx_invA"])) % 360)
+    assert np.allclose(np.diff(az), 60, atol=1.0)  # the stretch turns them by ≤ 0.6°
+    assert g.min() > 1 / (5.431 / np.sqrt(3)) + 0.1  # no {111} (|g| 0.32 Å⁻¹) in the [111] zone
+
+    cut, cells = rectangular_cell(zno, RECTANGULAR_CELL_ROWS["hexagonal [11-20]"], box_A=48.0)
+    assert max(abs(a - 90) for a in cut.lattice.angles) < 1e-6 and len(cut) == 2 * len(zno)
+    assert np.isclose(cut.lattice.a, 5.207) and np.isclose(cut.lattice.c, 3.250)
+    z = zero_layer(cut)
+    hk = {(int(h), int(k)): v for h, k, v in zip(z["h"], z["k"], z["vg_abs"])}
+    assert hk.get((2, 0), 0) > 0.5 and hk.get((0, 2), 0) > 0.5  # (0002) along x = c; (1-100) along y
+    assert hk.get((1, 0), 0.0) < 1e-6  # (0001): forbidden by the screw axis
+    assert hk.get((0, 1), 0.0) < 1e-6  # the orthogonal cell's (0 1): forbidden by its centring

@@ -64,11 +64,12 @@ class MeasuredPattern:
     on a lattice with others, ``evidence.MIN_LATTICE_VECTORS``; a large disk among touching neighbours that the
     network did not propose, on that lattice alone, ``_crowded``; ``check_evidence=False``: all) and placed on
     that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position).
-    Small disks (``evidence.small_disks``) are separate in any lattice of a few Å. Larger ones are judged
-    per vector, from the nearest neighbour in the same pattern: a disk with a neighbour in its background
-    ring is judged against the circle about the beam through it instead (``evidence.RING_CLEAR_RADII``),
-    and a disk that overlaps a neighbour keeps the network's position (``refine.MIN_SPACING_RADII``: the
-    correlation would pull it toward that neighbour). On a low-dose pattern the other points of its kept
+    Every disk is judged from the nearest proposal in the same pattern, whose disk may lie in its background
+    ring (``evidence.RING_CLEAR_RADII``): a larger disk is then judged against the circle about the beam through
+    it instead, a small one (``evidence.small_disks``) against its ring without the neighbours' disks. Small
+    disks are apart in any lattice of a few Å and each is placed on its own; a larger disk that overlaps a
+    neighbour keeps the network's position (``refine.MIN_SPACING_RADII``: the correlation would pull it toward
+    that neighbour). On a low-dose pattern the other points of its kept
     vectors' lattice where the pattern shows a disk are added (``_lattice_completed``). A disk smaller than a
     pixel stands only on its pattern's lattice (``_lattice_members``: it looks like a hot pixel). A low-dose
     pattern's only vector beside the beam needs ``evidence.LONE_MIN_SNR`` (``_lone_and_faint``). Last, each
@@ -130,16 +131,19 @@ class MeasuredPattern:
             gap = between_disks(patterns, out["pattern"], out["qx_px"], out["qy_px"], r, electron).cpu().numpy()
             out = {k: v[~(gap & ~self._beam(out))] for k, v in out.items()}
         out["snr"] = np.full(len(out["pattern"]), np.nan)
-        if self.small_disks:  # separate for any lattice of a few Å, whatever the network's proposals
-            spacing = np.full(len(out["pattern"]), np.inf)
-        else:  # among the network's proposals: the beam and its neighbours count, whatever the check keeps
-            spacing = neighbour_spacing_px(out["pattern"], out["qx_px"], out["qy_px"])
+        # the nearest other proposal (the beam's too, whatever the check keeps): within ``RING_CLEAR_RADII`` radii its
+        # disk lies in this one's background ring, small disks' too where the lattice is coarser than ~4 Å (ZnO
+        # [11-20] at 200 kV / 2 mrad: 5 px disks 12 px apart; benchmarks/RESULTS.md, "Zone axes not measured before")
+        near = neighbour_spacing_px(out["pattern"], out["qx_px"], out["qy_px"])
+        # small disks are otherwise apart, each judged on its own ring and refined on its own disk
+        spacing = np.full(len(near), np.inf) if self.small_disks else near
         dense = np.zeros(len(out["pattern"]), bool)
         incident = np.ones(len(patterns))
         low_dose = self._low_dose(patterns, electron)
         if self.check_evidence and len(out["pattern"]):
             contrast = disk_contrast(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
-                                     overlapping=spacing < RING_CLEAR_RADII * r, electron=electron)
+                                     overlapping=spacing < RING_CLEAR_RADII * r, electron=electron,
+                                     crowded=self.small_disks & (near < RING_CLEAR_RADII * r))
             snr, brightness, dense = (t.cpu().numpy() for t in contrast[:3])
             out["snr"] = snr.astype(np.float64)
             out["level"] = contrast.level.cpu().numpy().astype(np.float64)  # for the intensity, measured last

@@ -109,7 +109,9 @@ def _deformed(structure, R, F2):
 # zone axes whose in-plane cell is a rectangle: the rows (integer combinations of a, b, c) of the orthogonal
 # cell along x, y and the zone axis
 RECTANGULAR_CELL_ROWS = {"cubic [110]": ((0, 0, 1), (1, -1, 0), (1, 1, 0)),
-                         "hexagonal [0001]": ((1, 0, 0), (1, 2, 0), (0, 0, 1))}
+                         "cubic [111]": ((1, -1, 0), (1, 1, -2), (1, 1, 1)),
+                         "hexagonal [0001]": ((1, 0, 0), (1, 2, 0), (0, 0, 1)),
+                         "hexagonal [11-20]": ((0, 0, 1), (1, -1, 0), (1, 1, 0))}
 
 
 def rectangular_cell(structure, rows, box_A: float, max_stretch: float = 0.012):
