@@ -63,16 +63,17 @@ circle through it about the direct beam instead (``disk_contrast(..., overlappin
 2.5 mrad disk at 300 kV is thus ring-checked in Si [001] and circle-checked in SrTiO3 [001]. Disks of radius
 α/λ ≤ ``MAX_SMALL_DISK_INVA`` (0.1 Å⁻¹, e.g. 2 mrad at 300 kV: ``small_disks``) keep the ring: they leave it
 free in a lattice of up to ~4 Å, and in a coarser one the neighbours' disks within the ring are left out of
-its level and spread where the beam holds ``LOW_DOSE_E[1]`` electrons (``crowded``; below, as for the counting
-rate below, the other proposals are the background's chance clusters). ZnO [11-20] at 200 kV / 2 mrad puts 5 px
-disks 12 px apart, and a faint disk between two bright ones stood under 1σ out against its whole ring; judged
-against the circle instead, as a larger disk is, low-dose and film patterns lost (benchmarks/RESULTS.md, "Zone
-axes not measured before"). Neither is
+its level and spread where the beam holds ``LOW_DOSE_E[1]`` electrons (``crowded``; on a dimmer pattern the other
+proposals may be the background's own chance clusters, as for the counting rate below). ZnO [11-20] at 200 kV /
+2 mrad puts 5 px disks 12 px apart, and a faint disk between two bright ones stood under 1σ out against its whole
+ring; judged against the circle instead, as a larger disk is, low-dose and film patterns lost (benchmarks/RESULTS.md,
+"Zone axes not measured before"). Neither is
 background where a disk lies on it: the direct beam's disk is left out of every ring it reaches (SrTiO3's
 {110} disks at 300 kV / 2.5 mrad have the beam's edge in their ring, and at 1e3 e⁻ its ~12 electrons per
 pixel there made 18-electron disks look like background), and the circle leaves out the disk's own and its
-neighbours' disks (``_clear``). The ring's level keeps the other vectors' pixels: where those are a film's speckle
-grains, the gaps between them are darker than the film. Its counting rate leaves them out where the beam holds
+neighbours' disks (``_clear``). The ring's level otherwise keeps the other vectors' pixels: where those are a film's
+speckle grains, the gaps between them are darker than the film (a crowded small disk's on a bright pattern leaves
+them out: a film there is dense and judged by the lattice rule). Its counting rate leaves them out where the beam holds
 ``LOW_DOSE_E[1]`` electrons, so that a bright neighbour's edge does not raise it (a film's speckle there is dense
 and judged by the lattice rule). A disk that overlaps the beam's keeps its whole ring and circle: its core holds
 the beam's edge.
