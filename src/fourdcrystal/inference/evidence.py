@@ -991,13 +991,14 @@ def _ring_background(img, b, x, y, r: float, n_core: int, one_e, neighbours, oth
     the noise of a core-sized mean of a speckle (``patch``), the background electrons per pixel for the
     counting test (``rate``: on a ``bright`` pattern, V, the ring's mean outside the ``others``' disks too, V,
     k', 2: the pattern's other vectors and beam whose disks reach the ring) and for the dense rule (``ring_rate``:
-    the whole ring's)."""
+    the whole ring's, the beam's disk left out, whatever the level leaves out: a film's speckle grains are its
+    background)."""
     ring_off = _offsets(r + 1.0, 2.0 * r + 1.0, img.device)
     ring = _gather(img, b, x, y, ring_off)
     pts = torch.stack([x.round()[:, None] + ring_off[:, 0], y.round()[:, None] + ring_off[:, 1]], dim=-1)
-    clear = _clear(neighbours, pts, r, 0.25)
+    whole = _clear(neighbours, pts, r, 0.25)
     off_disks = _clear(torch.cat([neighbours, others], dim=1), pts, r, 0.25)
-    clear = torch.where((crowded & bright)[:, None], off_disks, clear)
+    clear = torch.where((crowded & bright)[:, None], off_disks, whole)  # the level's pixels
     background = torch.where(clear, ring, torch.full_like(ring, torch.nan))
     med = _row_nanmedian(background)
     # robust pixel noise: the MAD, or the distance from the median to the 84th percentile (one σ of
@@ -1012,7 +1013,7 @@ def _ring_background(img, b, x, y, r: float, n_core: int, one_e, neighbours, oth
     patch = torch.where(filled, _sector_noise(torch.where(clear, ring, med[:, None]), ring_off),
                         torch.zeros_like(med)) * math.sqrt(len(ring_off) / SECTORS / n_core)
     # the ring's mean with one electron added: a ring of zeros is no proof of a zero background
-    rate = ((ring * clear).sum(dim=1) / one_e + 1.0) / clear.sum(dim=1)
+    rate = ((ring * whole).sum(dim=1) / one_e + 1.0) / whole.sum(dim=1)
     # a mean holds the slivers of bright neighbours reaching into the ring, which a median shrugs off: the
     # counting test's rate leaves them out, as the circle's does (TiO2 [001] 1° off the axis at 200 kV / 2 mrad:
     # three {2 1 0} disks at 0.02 of the beam refused at 1.3–1.8σ). Only where the beam holds LOW_DOSE_E[1]
