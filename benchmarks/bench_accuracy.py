@@ -114,6 +114,13 @@ POISSON_ONLY = {"background_const": [0.0, 0.0], "background_diffuse": [0.0, 0.0]
                 "origin_shift_px": 0.0, "ellipticity": 0.0, "hot_pixel_fraction": 0.0, "dead_pixel_fraction": 0.0}
 
 
+def silicon():
+    """Diamond-cubic Si (a = 5.431 Å), the crystal of three of the sets."""
+    from pymatgen.core import Lattice, Structure
+
+    return Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+
+
 def crystals() -> dict:
     """name -> (pymatgen Structure, zone axis, square in-plane period in Å). Validation: Cu; test: the others.
     Zone axes with a square in-plane cell, so that the periodic simulation box holds whole cells
@@ -122,7 +129,7 @@ def crystals() -> dict:
 
     from fourdcrystal.simulation.examples import srtio3
 
-    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    si = silicon()
     mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.212), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     cu = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.615), ["Cu"], [[0, 0, 0]])
     return {"Cu [001] (val)": (cu, (0, 0, 1), 3.615), "SrTiO3 [001]": (srtio3(), (0, 0, 1), 3.905),
@@ -136,7 +143,7 @@ def rectangular_crystals() -> dict:
     whole cells (``simulation.examples.rectangular_cell``); the validation crystal stays Cu [001]."""
     from pymatgen.core import Lattice, Structure
 
-    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    si = silicon()
     mos2 = Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(3.160, 12.294), ["Mo", "S"],
                                      [[1 / 3, 2 / 3, 0.25], [1 / 3, 2 / 3, 0.621]])
     out = {"Cu [001] (val)": crystals()["Cu [001] (val)"]}
@@ -178,7 +185,7 @@ def zone_crystals() -> dict:
 
     from fourdcrystal.simulation.examples import srtio3
 
-    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    si = silicon()
     al = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.050), ["Al"], [[0, 0, 0]])
     zno = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.250, 5.207), ["Zn", "O"],
                                     [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.382]])
