@@ -16,7 +16,8 @@ from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_MIN_SNR, COMPLETION_REACH,
                                              HOT_PIXEL_MIN_RADIUS_PX, LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E,
                                              LONE_MIN_SNR, LOW_DOSE_THRESHOLD_FACTOR,
-                                             MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, WEAK_MIN_SNR,
+                                             MIN_LATTICE_VECTORS, MIN_SNR, RING_CLEAR_RADII, SEED_COMPLETION_REACH,
+                                             SEED_LATTICE_VECTORS, WEAK_MIN_SNR,
                                              between_disks, bright_enough, disk_contrast, disk_intensity,
                                              friedel_folded, incident_beam, lattice_members_many, lattice_support_many,
                                              neighbour_spacing_px,
@@ -61,9 +62,11 @@ class MeasuredPattern:
     kept only where the pattern shows a disk (large disks: not at a gap between them, ``evidence.between_disks``;
     ``evidence.disk_contrast``; by ``evidence.LATTICE_MIN_SNR`` only
     where it lies on the lattice of its pattern's kept vectors, ``_second_chance``; on a dense background also
-    on a lattice with others, ``evidence.MIN_LATTICE_VECTORS``; a large disk among touching neighbours that the
-    network did not propose, on that lattice alone, ``_crowded``; ``check_evidence=False``: all) and placed on
-    that disk (``refine``: sub-pixel; ``corr_power`` None: the network's position).
+    on a lattice with others, ``evidence.MIN_LATTICE_VECTORS``, or, where that leaves a bright pattern of large
+    disks nothing beyond the beam, on its bright vectors' completed lattice, ``_seed_lattices``; a large disk among
+    touching neighbours that the network did not propose, on that lattice alone, ``_crowded``;
+    ``check_evidence=False``: all) and placed on that disk (``refine``: sub-pixel; ``corr_power`` None: the
+    network's position).
     Every disk is judged from the nearest proposal in the same pattern, whose disk may lie in its background
     ring (``evidence.RING_CLEAR_RADII``): a larger disk is then judged against the circle about the beam through
     it instead, a small one (``evidence.small_disks``) against its ring without the neighbours' disks. Small
@@ -232,7 +235,11 @@ class MeasuredPattern:
                 lone[~beam] &= ~row_partners(out["pattern"][~beam], q_px[~beam], self.search_px)
                 off = np.where(touching, lone, off)
             keep = ~((judged | touching) & off)
+            emptied = self._emptied(out, keep, low_dose) if refined and maps is not None and self.lattice_positions \
+                else None
             out = {k: v[keep] for k, v in out.items()}
+            if emptied is not None:
+                out = self._seed_lattices(patterns, centres, out, emptied, electron, maps, measured, incident, low_dose)
         if self.check_evidence and r < HOT_PIXEL_MIN_RADIUS_PX and len(out["pattern"]):
             # a disk smaller than a pixel is one bright pixel, as a hot pixel is (evidence.
             # HOT_PIXEL_MIN_RADIUS_PX): each stands only on the lattice of its pattern's vectors, whatever its
@@ -301,8 +308,38 @@ class MeasuredPattern:
         floor = bright_enough(brightness, np.full(len(keep), np.inf), incident[b])  # no slack for noise
         return ~keep & dense & floor & ~low[b] & ~out["weak"] & ~self._beam(out)
 
+    def _emptied(self, out: dict, keep: np.ndarray, low: np.ndarray) -> dict | None:
+        """The vectors that the film's lattice rule refused (``~keep``) standing ``evidence.BRIGHT_COMPLETION_MIN_SNR``
+        out, of bright patterns of large disks it left with no vector beyond the beam, with those patterns' beams
+        (None where there are none): the seeds of ``_seed_lattices``."""
+        if self.small_disks:
+            return None
+        b, beam = out["pattern"], self._beam(out)
+        left = np.bincount(b[keep & ~beam], minlength=len(low))[b]
+        seed = ~keep & (np.nan_to_num(out["snr"]) >= BRIGHT_COMPLETION_MIN_SNR) & (left == 0) & ~low[b]
+        if not seed.any():
+            return None
+        return {k: v[seed | (beam & np.isin(b, b[seed]))] for k, v in out.items()}
+
+    def _seed_lattices(self, patterns, centres, out: dict, seeds: dict, electron, maps, measured_patterns,
+                       incident: np.ndarray, low: np.ndarray) -> dict:
+        """``out`` and, for each pattern of ``seeds`` (``_emptied``), the lattice of its seed vectors completed
+        (``_lattice_completed`` from ``evidence.SEED_LATTICE_VECTORS`` of them, out to
+        ``evidence.SEED_COMPLETION_REACH`` × the farthest) where at least ``MIN_LATTICE_VECTORS`` ±g pairs of the
+        seeds and the completed points, each pair counted once, lie on one lattice as measured: those vectors."""
+        got = self._lattice_completed(patterns, centres, seeds, electron, maps, measured_patterns, incident, low,
+                                      enough=SEED_LATTICE_VECTORS, reach=SEED_COMPLETION_REACH)
+        beam = self._beam(got)
+        on = ~beam & ~self._no_lattice(got, ~beam, LATTICE_TOL_PX, MIN_LATTICE_VECTORS, folded=True)
+        if not on.any():
+            return out
+        both = {k: np.concatenate([v, got[k][on].astype(v.dtype)]) for k, v in out.items()}
+        order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
+        return {k: v[order] for k, v in both.items()}
+
     def _lattice_completed(self, patterns, centres, out: dict, electron, maps, measured_patterns,
-                           incident: np.ndarray, low: np.ndarray) -> dict:
+                           incident: np.ndarray, low: np.ndarray, enough: int = MIN_LATTICE_VECTORS,
+                           reach: float = COMPLETION_REACH) -> dict:
         """``out`` and a vector at each other point of a pattern's lattice where its pattern shows a disk: on a
         low-dose pattern at ``evidence.COMPLETION_MIN_SNR``, on another pattern of large disks at
         ``evidence.BRIGHT_COMPLETION_MIN_SNR``, measured there on ``measured_patterns`` (``_refine``: the pattern the
@@ -315,13 +352,13 @@ class MeasuredPattern:
         one its q_z is NaN (not measured). ``low``: the low-dose patterns (``_low_dose``)."""
         b = out["pattern"]
         fit = ~self._beam(out) & (low[b] | (not self.small_disks))
-        if fit.sum() < MIN_LATTICE_VECTORS:
+        if fit.sum() < enough:
             return out
         q_px = np.column_stack([out["qx"], out["qy"]]) / self.dq_invA
-        pats, G, good = fitted_lattices(b[fit], q_px[fit], LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
+        pats, G, good = fitted_lattices(b[fit], q_px[fit], LATTICE_TOL_PX, enough)
         c = centres.cpu().numpy().astype(np.float64)
-        found = [self._lattice_points(p, G[i], q_px[b == p], c[p], patterns.shape[-2:]) for i, p in enumerate(pats)
-                 if good[i]]
+        found = [self._lattice_points(p, G[i], q_px[b == p], c[p], patterns.shape[-2:], reach)
+                 for i, p in enumerate(pats) if good[i]]
         found = [f for f in found if len(f[0])]
         if not found:
             return out
@@ -357,16 +394,18 @@ class MeasuredPattern:
         order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
         return {k: v[order] for k, v in both.items()}
 
-    def _lattice_points(self, p: int, g: np.ndarray, mine: np.ndarray, centre: np.ndarray, shape) -> tuple:
+    def _lattice_points(self, p: int, g: np.ndarray, mine: np.ndarray, centre: np.ndarray, shape,
+                        reach: float = COMPLETION_REACH) -> tuple:
         """(pattern, points (N, 2) px from the beam, the lattice's shortest spacing per point) of lattice ``g``
-        (rows g1, g2) that ``_lattice_completed`` tests on pattern ``p`` with vectors ``mine``."""
+        (rows g1, g2) that ``_lattice_completed`` tests on pattern ``p`` with vectors ``mine``, out to ``reach`` × the
+        farthest of them."""
         r = self.disk_radius_px
         none = (np.zeros(0, int), np.zeros((0, 2)), np.zeros(0))
         spacing = min(np.hypot(*v) for v in (g[0], g[1], g[0] + g[1], g[0] - g[1]))
         if spacing < MIN_SPACING_RADII * r:  # overlapping disks: a lattice point's test would see its neighbours
             return none
         edge = min(centre[0], centre[1], shape[0] - 1 - centre[0], shape[1] - 1 - centre[1]) - r - 1
-        reach = min(COMPLETION_REACH * np.hypot(mine[:, 0], mine[:, 1]).max(), edge)
+        reach = min(reach * np.hypot(mine[:, 0], mine[:, 1]).max(), edge)
         # enough orders that every point within reach is on the grid: reach over the rows' spacing
         n = min(int(np.ceil(reach * np.hypot(g[:, 0], g[:, 1]).max() / abs(np.linalg.det(g)))), 20)
         ax = np.arange(-n, n + 1)

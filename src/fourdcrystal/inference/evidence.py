@@ -192,6 +192,16 @@ COMPLETION_REACH = 1.25
 # reflections that double diffraction lights but the kinematic truth has not, and faint ones below its floor
 # (200 kV / 2 mrad with shot noise at 1e5: 0.889 -> 0.870; 60 kV / 0.5 mrad / 100 nm noise-free 0.773 -> 0.684).
 BRIGHT_COMPLETION_MIN_SNR = 5.0
+# A bright pattern of large disks that the film's lattice rule (``MIN_LATTICE_VECTORS`` on one lattice) left with no
+# vector beyond the beam, though some of its vectors stood out by BRIGHT_COMPLETION_MIN_SNR: the network proposed
+# too few of its disks (Si [001] at 300 kV / 4 mrad / 100 nm, noise-free: three of the eight {220} and {400}, 24–37σ,
+# none reported). Their lattice through the beam (at least SEED_LATTICE_VECTORS of them within ``LATTICE_TOL_PX``)
+# is completed as a bright pattern's is, out to SEED_COMPLETION_REACH × the farthest of them (the {400} of three
+# {220}), and the pattern keeps its vectors where ``MIN_LATTICE_VECTORS`` ±g pairs, each counted once, lie on one
+# lattice as measured: a film's grains and their Friedel mates make two pairs, a crystal's lattice has its sums too
+# (``MeasuredPattern._seed_lattices``; benchmarks/RESULTS.md, "A few bright disks that the film rule emptied")
+SEED_LATTICE_VECTORS = 3
+SEED_COMPLETION_REACH = 2.0
 # A faint vector above the ramp stands on the lattice of its pattern's stronger vectors (``lattice_members``),
 # refit on the strong vectors within this share of its shortest basis vector of a lattice point
 LATTICE_REFIT_FRACTION = 0.2
