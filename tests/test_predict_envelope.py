@@ -257,6 +257,17 @@ def test_a_hexagonal_zone_axis_is_found_without_painting_a_lattice(tmp_path, shi
     assert missed <= 2, f"{missed} of {4 * len(inner)} first- and second-order reflections missed"
 
 
+def _beyond_beam_on_truth(ex, geo, shipped, out):
+    """`predict` on a 1 × 2 scan of the noise-free pattern ``ex`` (``zone_axis_cbed``): (its vectors beyond the
+    beam, how many of them lie within 0.5 px of a kinematic reflection)."""
+    px = geo.detector_px
+    df = _vectors(np.broadcast_to(ex["cbed"], (1, 2, px, px)), ex["probe"], shipped, geo.dk_invA, out)
+    found = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
+    t_px = np.column_stack([ex["truth"]["qx_px"], ex["truth"]["qy_px"]]) - geo.center_px
+    on = sum(len(match(v[["qx", "qy"]].to_numpy() / geo.dk_invA, t_px, 0.5)[0]) for _, v in found.groupby("ry"))
+    return found, on
+
+
 def test_touching_disks_among_neighbours_the_network_missed_are_found(tmp_path, shipped):
     """GaN [0001] at 300 kV, 3.5 mrad, 60 nm on a 256 px detector at 1/60.6 Å⁻¹, noise-free: disks of 10.8 px,
     2.04 radii apart, that touch their neighbours. The network proposes few of them (its V_g map lights the gaps
@@ -274,10 +285,7 @@ def test_touching_disks_among_neighbours_the_network_missed_are_found(tmp_path, 
     cut, cells = rectangular_cell(gan(), RECTANGULAR_CELL_ROWS["hexagonal [0001]"], box_A=50.0)
     geo = rectangular_geometry(cut, cells, 384, 256, (600.0,))
     ex = zone_axis_cbed(cut, (0, 0, 1), geo, thickness_A=600.0, energy_eV=300e3, semiangle_mrad=3.5)
-    df = _vectors(np.broadcast_to(ex["cbed"], (1, 2, 256, 256)), ex["probe"], shipped, geo.dk_invA, tmp_path / "gan")
-    found = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
-    t_px = np.column_stack([ex["truth"]["qx_px"], ex["truth"]["qy_px"]]) - geo.center_px
-    on = sum(len(match(v[["qx", "qy"]].to_numpy() / geo.dk_invA, t_px, 0.5)[0]) for _, v in found.groupby("ry"))
+    found, on = _beyond_beam_on_truth(ex, geo, shipped, tmp_path / "gan")
     assert len(found) >= 2 * 6, f"{len(found) / 2} vectors per pattern beyond the beam"
     assert on == len(found), f"{len(found) - on} of {len(found)} vectors on no kinematic reflection"
 
@@ -296,10 +304,7 @@ def test_a_few_bright_disks_that_the_film_rule_emptied_stand_on_their_completed_
     si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
     geo = square_geometry(si, 5.431, 8 * 5.431, 384, 256, (1000.0,), 2.0)
     ex = zone_axis_cbed(si, (0, 0, 1), geo, thickness_A=1000.0, energy_eV=300e3, semiangle_mrad=4.0)
-    df = _vectors(np.broadcast_to(ex["cbed"], (1, 2, 256, 256)), ex["probe"], shipped, geo.dk_invA, tmp_path / "si")
-    found = df[np.hypot(df["qx"], df["qy"]) > 2 * geo.dk_invA]
-    t_px = np.column_stack([ex["truth"]["qx_px"], ex["truth"]["qy_px"]]) - geo.center_px
-    on = sum(len(match(v[["qx", "qy"]].to_numpy() / geo.dk_invA, t_px, 0.5)[0]) for _, v in found.groupby("ry"))
+    found, on = _beyond_beam_on_truth(ex, geo, shipped, tmp_path / "si")
     assert len(found) >= 2 * 8, f"{len(found) / 2} vectors per pattern beyond the beam"
     assert on == len(found), f"{len(found) - on} of {len(found)} vectors on no kinematic reflection"
 
