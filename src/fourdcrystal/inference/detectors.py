@@ -345,8 +345,8 @@ class MeasuredPattern:
         ``evidence.BRIGHT_COMPLETION_MIN_SNR``, measured there on ``measured_patterns`` (``_refine``: the pattern the
         proposals were measured on, less its diffuse background where they fix a lattice); both at least
         ``MIN_BRIGHTNESS``. The lattice is fitted to the pattern's kept vectors (``refine.fitted_lattices``, at
-        least ``MIN_LATTICE_VECTORS``); its points are tested out to ``evidence.COMPLETION_REACH`` × the farthest
-        of them, on the detector, clear of every vector by a disk radius, where the disks do not overlap. Such a
+        least ``enough``, by default ``MIN_LATTICE_VECTORS``); its points are tested out to ``reach`` (by default
+        ``evidence.COMPLETION_REACH``) × the farthest of them, on the detector, clear of every vector by a disk radius, where the disks do not overlap. Such a
         vector's intensity is measured on its disk, as every checked vector's (``disk_intensity``), its weight in the
         lattice placement is the network's V_g map's there, and so is its q_z on a low-dose pattern; on a bright
         one its q_z is NaN (not measured). ``low``: the low-dose patterns (``_low_dose``)."""
