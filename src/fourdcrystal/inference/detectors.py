@@ -346,7 +346,8 @@ class MeasuredPattern:
         proposals were measured on, less its diffuse background where they fix a lattice); both at least
         ``MIN_BRIGHTNESS``. The lattice is fitted to the pattern's kept vectors (``refine.fitted_lattices``, at
         least ``enough``, by default ``MIN_LATTICE_VECTORS``); its points are tested out to ``reach`` (by default
-        ``evidence.COMPLETION_REACH``) × the farthest of them, on the detector, clear of every vector by a disk radius, where the disks do not overlap. Such a
+        ``evidence.COMPLETION_REACH``) × the farthest of them, on the detector, clear of every vector by a disk
+        radius, where the disks do not overlap. Such a
         vector's intensity is measured on its disk, as every checked vector's (``disk_intensity``), its weight in the
         lattice placement is the network's V_g map's there, and so is its q_z on a low-dose pattern; on a bright
         one its q_z is NaN (not measured). ``low``: the low-dose patterns (``_low_dose``)."""
@@ -395,17 +396,17 @@ class MeasuredPattern:
         return {k: v[order] for k, v in both.items()}
 
     def _lattice_points(self, p: int, g: np.ndarray, mine: np.ndarray, centre: np.ndarray, shape,
-                        reach: float = COMPLETION_REACH) -> tuple:
+                        reach_factor: float = COMPLETION_REACH) -> tuple:
         """(pattern, points (N, 2) px from the beam, the lattice's shortest spacing per point) of lattice ``g``
-        (rows g1, g2) that ``_lattice_completed`` tests on pattern ``p`` with vectors ``mine``, out to ``reach`` × the
-        farthest of them."""
+        (rows g1, g2) that ``_lattice_completed`` tests on pattern ``p`` with vectors ``mine``, out to
+        ``reach_factor`` × the farthest of them."""
         r = self.disk_radius_px
         none = (np.zeros(0, int), np.zeros((0, 2)), np.zeros(0))
         spacing = min(np.hypot(*v) for v in (g[0], g[1], g[0] + g[1], g[0] - g[1]))
         if spacing < MIN_SPACING_RADII * r:  # overlapping disks: a lattice point's test would see its neighbours
             return none
         edge = min(centre[0], centre[1], shape[0] - 1 - centre[0], shape[1] - 1 - centre[1]) - r - 1
-        reach = min(reach * np.hypot(mine[:, 0], mine[:, 1]).max(), edge)
+        reach = min(reach_factor * np.hypot(mine[:, 0], mine[:, 1]).max(), edge)
         # enough orders that every point within reach is on the grid: reach over the rows' spacing
         n = min(int(np.ceil(reach * np.hypot(g[:, 0], g[:, 1]).max() / abs(np.linalg.det(g)))), 20)
         ax = np.arange(-n, n + 1)
