@@ -61,6 +61,8 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--frozen-phonons N]   (thermal diffuse scattering: each pattern the mean of N frozen-phonon
             configurations, as real crystals scatter; the training data has none. The truth's brightness
             rule then counts the diffuse background under a disk too)
+        [--read-noise E]   (an integrating detector: Gaussian read noise of E electrons per pixel on every noisy
+            pattern and negative, its dark level subtracted, so that empty pixels read below zero)
 """
 from __future__ import annotations
 
@@ -254,7 +256,17 @@ def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -
     draws = [(pattern, np.eye(2)) if dose is None else aug.apply_recorded(pattern, probe, rng, dose=dose)
              for _ in range(SCAN * SCAN)]
     cube = np.stack([d[0] for d in draws]).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32)
-    return cube, [d[1] for d in draws]
+    return with_read_noise(cube, probe, dose), [d[1] for d in draws]
+
+
+def with_read_noise(cube: np.ndarray, probe: np.ndarray, dose) -> np.ndarray:
+    """``cube`` as an integrating detector with Gaussian read noise of READ_NOISE_E electrons per pixel records it,
+    its dark level subtracted (the noise reads below zero where no electron arrived); as it is without read noise or
+    dose. The noise has its own generator (``READ_NOISE_RNG``): every other draw is that of a run without it."""
+    if not READ_NOISE_E or dose is None:
+        return cube
+    sigma = READ_NOISE_E * float(np.sum(probe, dtype=np.float64)) / float(dose)  # electrons -> the patterns' units
+    return (cube + READ_NOISE_RNG.normal(0.0, sigma, cube.shape)).astype(np.float32)
 
 
 def recorded(frame: pd.DataFrame, distortions: list) -> list:
@@ -272,6 +284,8 @@ QUAD_GAIN, BAD_PIXELS = None, "auto"
 PROBE, SYNTH_RADIUS = "vacuum", []
 # --tilt: (tilt_mrad, azimuth_deg) of every crystal off its zone axis (None: on the zone axis)
 TILT = None
+# --read-noise: Gaussian read noise (electrons per pixel) of a dark-subtracted integrating detector (0: none)
+READ_NOISE_E, READ_NOISE_RNG = 0.0, np.random.default_rng(20261206)
 
 
 def quad_cross(a: np.ndarray) -> np.ndarray:
@@ -507,6 +521,9 @@ def main() -> int:
                     help="each pattern the mean of N frozen-phonon configurations (default 0: a static lattice)")
     ap.add_argument("--tilt", nargs=2, type=float, metavar=("MRAD", "AZIMUTH_DEG"), default=None,
                     help="every crystal tilted off its zone axis by MRAD toward AZIMUTH_DEG (default: on the zone axis)")
+    ap.add_argument("--read-noise", type=float, default=0.0, metavar="E",
+                    help="Gaussian read noise of E electrons per pixel on every noisy pattern, dark-subtracted (an "
+                         "integrating detector such as an EMPAD or a CMOS camera; default 0: counts)")
     ap.add_argument("--doses", nargs="+", default=None, metavar="DOSE",
                     help="electrons per pattern, 'noiseless' for none (default: noiseless 1e5 1e3; users record "
                          "1e2–1e6)")
@@ -514,7 +531,8 @@ def main() -> int:
                     help="the multislice grid N × finer than the detector's field needs, same boxes and pixels "
                          "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
-    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES
+    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E
+    READ_NOISE_E = a.read_noise
     if a.doses:
         DOSES = tuple(None if d == "noiseless" else float(d) for d in a.doses)
     PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT = a.precision, a.quad_cross, a.bad_pixels, a.probe, a.tilt
@@ -557,7 +575,8 @@ def main() -> int:
     by_crystal = pooled([r for r in recs if r["detector"] in ("network", "py4DSTEM")], ["crystal", "dose", "detector"])
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].agg(
         worst="max", mean="mean")
-    print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}, crystals: {', '.join(names[1:])}"
+    print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}"
+          f"{f' + read noise {a.read_noise:g} e⁻' if a.read_noise else ''}, crystals: {', '.join(names[1:])}"
           f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}, "
           f"probe: {a.probe}{'' if a.tilt is None else f', tilt {a.tilt[0]:g} mrad toward {a.tilt[1]:g}°'}"
           f"{f', {a.frozen_phonons} frozen phonons' if a.frozen_phonons else ''}): "

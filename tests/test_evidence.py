@@ -234,6 +234,37 @@ def test_blurred_few_electron_patterns_are_judged_by_their_electrons():
     assert _check(blurred, stray.astype(float)).mean() <= 0.05
 
 
+def test_a_dark_subtracted_detectors_read_noise_is_no_electron():
+    """An integrating detector's low-dose frame, its dark level subtracted: Gaussian read noise of 0.15 electron on
+    every pixel (negative where no electron arrived). Its noise has local maxima everywhere; taken for electrons
+    they made one electron 0.1–0.5 of its size (every speck a disk). The noise is measured from the pixels under
+    zero (evidence.read_noise) and an electron's blob must stand above it: one electron is found as without the
+    noise, the disk of 12 electrons is a disk and the stray electrons are not."""
+    from scipy import ndimage
+
+    from fourdcrystal.inference.evidence import one_electron, read_noise
+    rng = np.random.default_rng(5)
+    e = 37.0  # counts per electron
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    img = np.zeros((128, 128))
+    img[np.hypot(ii - 64, jj - 64) <= RADIUS] = 20 * e  # the direct beam
+    stray = rng.integers(8, 120, size=(60, 2))
+    stray = stray[np.hypot(stray[:, 0] - 64, stray[:, 1] - 64) > 3 * RADIUS]
+    for i, j in stray:
+        img[i, j] += e
+    disk = np.argwhere(np.hypot(ii - 30, jj - 90) <= RADIUS / 2)
+    for i, j in disk[rng.choice(len(disk), 12)]:
+        img[i, j] += e
+    frame = ndimage.gaussian_filter(img, 0.4) + rng.normal(0.0, 0.15 * e, img.shape)
+    t = torch.from_numpy(frame.astype(np.float32))[None]
+    assert 0.13 * e < float(read_noise(t)[0]) < 0.17 * e
+    one_e, counting = one_electron(t)
+    assert bool(counting[0]) and 0.7 * e < float(one_e[0]) < 1.3 * e
+    assert _check(frame, np.array([[30.0, 90.0]])).all()
+    assert _check(frame, stray.astype(float)).mean() <= 0.05
+    assert float(read_noise(torch.from_numpy(img.astype(np.float32))[None])[0]) == 0.0  # counts: no read noise
+
+
 def test_low_count_patterns_on_a_background_are_counts_and_dense_ones_are_not():
     """A blurred 1e3-e⁻-like pattern on a background of 0.09 electron per pixel (most pixels lit) is isolated electrons too
     (evidence.one_electron); a dense one (100 e⁻ per pixel) and a noise-free one with flat disks are not,

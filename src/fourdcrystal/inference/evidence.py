@@ -99,6 +99,10 @@ BRIGHTNESS_TOLERANCE = 3.0
 # a pattern of isolated electrons (``_isolated_electrons``): fewer than this many per background pixel, ...
 LOW_COUNT_E_PER_PX = 1 / 9  # under one background electron per 3×3 window: blobs are isolated
 MIN_MAXIMA_FRACTION = 0.01  # ... and local maxima on at least this share of its pixels
+# An electron's blob is a local maximum standing this many read-noise σ above the median pixel (``read_noise``): on a
+# dark-subtracted integrating detector every pixel's noise has maxima, which are no electrons
+READ_NOISE_PEAK_SIGMA = 3.5
+READ_NOISE_MIN_NEGATIVE = 0.01  # ... measured where at least this share of a pattern's pixels read below zero
 # A pattern taken for isolated electrons whose maxima are no single electrons — the 90th percentile of their 3×3
 # excesses above this many of the median's — is a noise-free one (a film's speckle, a crystal's ringing: 12–28;
 # the detector augmentation's electrons at 1e3 e⁻ on 128–256 px: 1.5–3.3). It stays counted for the contrast test
@@ -886,25 +890,41 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     """(B,) the median 3×3 excess over the median pixel about the local maxima above it (one electron's
     blob, where the pattern is one of electrons), and (B,) whether the pattern is one of isolated
     electrons: its background holds less than ``LOW_COUNT_E_PER_PX`` of them per pixel, and it is sparse
-    (its median pixel is zero) or at least ``MIN_MAXIMA_FRACTION`` of its pixels are such maxima (shot
+    (its median pixel is zero, or within the read noise of it) or at least ``MIN_MAXIMA_FRACTION`` of its pixels are
+    such maxima (shot
     noise on a background speckles the whole detector; the flat interiors of a noise-free pattern's
     disks, whose excess is large, are a small share of it). A
     noise-free pattern's faint ringing can pass too, with an "electron" of that ringing's size, far below
     any disk: its disks stay as significant as before (tested). Also (B,) whether the pattern's background holds
-    maxima and they spread over decades (``NOISE_FREE_MIN_SPREAD``): a noise-free one."""
+    maxima and they spread over decades (``NOISE_FREE_MIN_SPREAD``): a noise-free one.
+    On a dark-subtracted integrating detector (``read_noise`` > 0) a maximum is an electron's only where it stands
+    ``READ_NOISE_PEAK_SIGMA`` σ of that noise above the median pixel; a pattern without negative pixels is judged as
+    before."""
     level = _row_median(s.flatten(1))[:, None, None]
-    peak = (s > level) & (s >= window3(s, torch.maximum))
+    noise = read_noise(s)
+    peak = (s > level + READ_NOISE_PEAK_SIGMA * noise[:, None, None]) & (s >= window3(s, torch.maximum))
     excess = torch.where(peak, window3(s, torch.add) - 9.0 * level, torch.full_like(s, float("nan"))).flatten(1)
     blob = _row_nanmedian(excess)
     many = peak.flatten(1).float().mean(dim=1) >= MIN_MAXIMA_FRACTION
-    isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | (level[:, 0, 0] <= 0))
+    isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | (level[:, 0, 0] <= noise))
     # the spread only where it can matter (an isolated pattern whose background holds maxima): a bright pattern's
     # batch skips the quantile (4 ms of 32 patterns at 128 px)
-    noise_free = isolated & (level[:, 0, 0] > 0)
+    noise_free = isolated & (level[:, 0, 0] > noise)
     if bool(noise_free.any()):
         maybe = noise_free.clone()
         noise_free[maybe] = _row_nanquantile(excess[maybe], 0.9) > NOISE_FREE_MIN_SPREAD * blob[maybe]
     return blob, isolated, noise_free
+
+
+def read_noise(s: torch.Tensor) -> torch.Tensor:
+    """(B,) each pattern's Gaussian read noise, from its negative pixels: an integrating detector's dark-subtracted
+    frame reads N(0, σ²) where no electron arrived, and no electron reads below zero, so the pixels under zero are
+    that noise's lower half (E[x² | x < 0] = σ²). 0 for a pattern with fewer than ``READ_NOISE_MIN_NEGATIVE`` of its
+    pixels negative (counts and simulations have none; a few are a defect, not a noise floor)."""
+    neg = s.flatten(1).clamp_max(0.0).double()
+    n = (neg < 0).sum(dim=1)
+    sigma = (neg.square().sum(dim=1) / n.clamp_min(1)).sqrt()
+    return torch.where(n >= READ_NOISE_MIN_NEGATIVE * neg.shape[1], sigma, torch.zeros_like(sigma)).to(s.dtype)
 
 
 def _row_nanquantile(t: torch.Tensor, q: float) -> torch.Tensor:
