@@ -290,6 +290,26 @@ def test_low_count_patterns_on_a_background_are_counts_and_dense_ones_are_not():
     assert _check(low, np.array([[30.0, 90.0]])).all()
 
 
+def test_a_dense_patterns_electron_is_its_photon_transfer_not_its_darkest_pixel():
+    """A bright pattern through a detector's blur with no empty pixel (~100 background electrons on each): its
+    smallest value is its darkest pixel's ~60 electrons, not one. Taken for one electron (the larger of it and the
+    photon transfer, as before 2026-12-06) it made every disk ~8 × less significant than it is, and a disk of ~15
+    electrons per pixel over the background's 100 (~6σ) was refused; the photon transfer finds the electron."""
+    from scipy import ndimage
+
+    from fourdcrystal.inference.evidence import one_electron
+    rng = np.random.default_rng(8)
+    e = 0.01
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    beam = (np.hypot(ii - 64, jj - 64) <= RADIUS) * 3000.0
+    disk = (np.hypot(ii - 30, jj - 90) <= RADIUS) * 15.0
+    dense = ndimage.gaussian_filter(rng.poisson(100.0 + beam + disk) * e, 0.6)
+    one_e, counting = one_electron(torch.from_numpy(dense.astype(np.float32))[None])
+    assert not bool(counting[0]) and 0.6 * e < float(one_e[0]) < 1.4 * e
+    assert float(dense.min()) > 30 * e  # no empty pixel
+    assert _check(dense, np.array([[30.0, 90.0]])).all()
+
+
 def test_blurred_shot_noise_on_a_lit_background_is_measured_by_photon_transfer():
     """A low-dose pattern through a detector's blur on ~1.5 background electrons per pixel (a 128 px
     detector at 1e3 e⁻): neither counts nor isolated electrons, and the blur hides its shot noise from the

@@ -812,9 +812,12 @@ def one_electron(img: torch.Tensor) -> "Electron":
     few-electron speck a disk at SNR 1e4–1e8), and one electron is the typical 3×3 excess about a local
     maximum over the background (the median pixel). Such a pattern (``_isolated_electrons``) is judged as
     counts of that electron. Elsewhere (a dense or noise-free pattern) one electron is the Gaussian floor's
-    scale: the smallest positive value or the background's photon transfer (``photon_transfer``),
-    whichever is larger. ``.noise_free`` of the result: the patterns taken for isolated electrons whose maxima
-    spread over decades (``NOISE_FREE_MIN_SPREAD``), which ``disk_contrast`` takes as dense."""
+    scale: the background's photon transfer (``photon_transfer``), or where that cannot be measured the smallest
+    positive value. Not the larger of the two: a bright pattern with no empty pixel has its darkest pixel's many
+    electrons as its smallest value (bench_accuracy's 80 kV / 1 mrad patterns at 1e5: 10–30 electrons), which made
+    every disk ~3–5 × less significant than it was (benchmarks/RESULTS.md, "A bright pattern's electron").
+    ``.noise_free`` of the result: the patterns taken for isolated electrons whose maxima spread over decades
+    (``NOISE_FREE_MIN_SPREAD``), which ``disk_contrast`` takes as dense."""
     positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
     one_e = torch.where(torch.isfinite(positive), positive, torch.ones_like(positive))
     counting = is_counts(img, one_e)
@@ -826,7 +829,8 @@ def one_electron(img: torch.Tensor) -> "Electron":
         one_e[idx], counting[idx], noise_free[idx] = blob[isolated], True, spread[isolated]
     dense = ~counting & torch.isfinite(positive)
     if bool(dense.any()):
-        one_e[dense] = torch.maximum(one_e[dense], photon_transfer(img[dense]))
+        ptc = photon_transfer(img[dense])
+        one_e[dense] = torch.where(ptc > 0, ptc, one_e[dense])
     return Electron(one_e, counting, noise_free)
 
 
