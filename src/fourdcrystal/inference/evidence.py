@@ -814,8 +814,8 @@ def one_electron(img: torch.Tensor) -> "Electron":
     counts of that electron. Elsewhere (a dense or noise-free pattern) one electron is the Gaussian floor's
     scale: the background's photon transfer (``photon_transfer``), or where that cannot be measured the smallest
     positive value. Not the larger of the two: a bright pattern with no empty pixel has its darkest pixel's many
-    electrons as its smallest value (bench_accuracy's 80 kV / 1 mrad patterns at 1e5: 10–30 electrons), which made
-    every disk ~3–5 × less significant than it was (benchmarks/RESULTS.md, "A bright pattern's electron").
+    electrons as its smallest value (bench_accuracy's 80 kV / 1 mrad patterns at 1e5: 10–60 electrons), which made
+    every disk ~3–8 × less significant than it was (benchmarks/RESULTS.md, "A bright pattern's electron").
     ``.noise_free`` of the result: the patterns taken for isolated electrons whose maxima spread over decades
     (``NOISE_FREE_MIN_SPREAD``), which ``disk_contrast`` takes as dense."""
     positive = torch.where(img > 0, img, torch.full_like(img, torch.inf)).flatten(1).amin(dim=1)
