@@ -208,15 +208,9 @@ def test_a_few_counted_electrons_on_an_empty_background_are_a_disk():
     assert not _check(img, stray).any()
 
 
-def test_blurred_few_electron_patterns_are_judged_by_their_electrons():
-    """A low-dose pattern through a detector's blur is not counts, and its smallest positive value is a
-    blur tail: one electron is the 3×3 sum about an isolated maximum (evidence.one_electron). Then a few
-    stray electrons are no disk, and a disk of 12 electrons on an empty background still is."""
-    from scipy import ndimage
-
-    from fourdcrystal.inference.evidence import one_electron
-    rng = np.random.default_rng(5)
-    e = 0.01
+def _few_electrons(rng, e: float):
+    """A 128² low-dose frame of single electrons of value ``e`` — a direct beam of 20 per pixel, ~60 stray electrons
+    and 12 in a small disk about (30, 90) — and the stray electrons' (row, column)."""
     ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
     img = np.zeros((128, 128))
     img[np.hypot(ii - 64, jj - 64) <= RADIUS] = 20 * e  # the direct beam
@@ -227,6 +221,19 @@ def test_blurred_few_electron_patterns_are_judged_by_their_electrons():
     disk = np.argwhere(np.hypot(ii - 30, jj - 90) <= RADIUS / 2)
     for i, j in disk[rng.choice(len(disk), 12)]:
         img[i, j] += e
+    return img, stray
+
+
+def test_blurred_few_electron_patterns_are_judged_by_their_electrons():
+    """A low-dose pattern through a detector's blur is not counts, and its smallest positive value is a
+    blur tail: one electron is the 3×3 sum about an isolated maximum (evidence.one_electron). Then a few
+    stray electrons are no disk, and a disk of 12 electrons on an empty background still is."""
+    from scipy import ndimage
+
+    from fourdcrystal.inference.evidence import one_electron
+    rng = np.random.default_rng(5)
+    e = 0.01
+    img, stray = _few_electrons(rng, e)
     blurred = ndimage.gaussian_filter(img, 0.6)
     one_e, counting = one_electron(torch.from_numpy(blurred.astype(np.float32))[None])
     assert bool(counting[0]) and 0.7 * e < float(one_e[0]) < 1.1 * e
@@ -245,16 +252,7 @@ def test_a_dark_subtracted_detectors_read_noise_is_no_electron():
     from fourdcrystal.inference.evidence import one_electron, read_noise
     rng = np.random.default_rng(5)
     e = 37.0  # counts per electron
-    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
-    img = np.zeros((128, 128))
-    img[np.hypot(ii - 64, jj - 64) <= RADIUS] = 20 * e  # the direct beam
-    stray = rng.integers(8, 120, size=(60, 2))
-    stray = stray[np.hypot(stray[:, 0] - 64, stray[:, 1] - 64) > 3 * RADIUS]
-    for i, j in stray:
-        img[i, j] += e
-    disk = np.argwhere(np.hypot(ii - 30, jj - 90) <= RADIUS / 2)
-    for i, j in disk[rng.choice(len(disk), 12)]:
-        img[i, j] += e
+    img, stray = _few_electrons(rng, e)
     frame = ndimage.gaussian_filter(img, 0.4) + rng.normal(0.0, 0.15 * e, img.shape)
     t = torch.from_numpy(frame.astype(np.float32))[None]
     assert 0.13 * e < float(read_noise(t)[0]) < 0.17 * e
