@@ -894,12 +894,11 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     """(B,) the median 3×3 excess over the median pixel about the local maxima above it (one electron's
     blob, where the pattern is one of electrons), and (B,) whether the pattern is one of isolated
     electrons: its background holds less than ``LOW_COUNT_E_PER_PX`` of them per pixel, and it is sparse
-    (its median pixel is zero, or within the read noise of it) or at least ``MIN_MAXIMA_FRACTION`` of its pixels are
-    such maxima (shot
-    noise on a background speckles the whole detector; the flat interiors of a noise-free pattern's
-    disks, whose excess is large, are a small share of it). A
-    noise-free pattern's faint ringing can pass too, with an "electron" of that ringing's size, far below
-    any disk: its disks stay as significant as before (tested). Also (B,) whether the pattern's background holds
+    (its median pixel is zero, or within the read noise of it) or at least ``MIN_MAXIMA_FRACTION`` of its pixels
+    are such maxima (shot noise on a background speckles the whole detector; the flat interiors of a noise-free
+    pattern's disks, whose excess is large, are a small share of it). A noise-free pattern's faint ringing can
+    pass too, with an "electron" of that ringing's size, far below any disk: its disks stay as significant as
+    before (tested). Also (B,) whether the pattern's background holds
     maxima and they spread over decades (``NOISE_FREE_MIN_SPREAD``): a noise-free one.
     On a dark-subtracted integrating detector (``read_noise`` > 0) a maximum is an electron's only where it stands
     ``READ_NOISE_PEAK_SIGMA`` σ of that noise above the median pixel; a pattern without negative pixels is judged as
