@@ -898,11 +898,10 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     are such maxima (shot noise on a background speckles the whole detector; the flat interiors of a noise-free
     pattern's disks, whose excess is large, are a small share of it). A noise-free pattern's faint ringing can
     pass too, with an "electron" of that ringing's size, far below any disk: its disks stay as significant as
-    before (tested). Also (B,) whether the pattern's background holds
-    maxima and they spread over decades (``NOISE_FREE_MIN_SPREAD``): a noise-free one.
-    On a dark-subtracted integrating detector (``read_noise`` > 0) a maximum is an electron's only where it stands
-    ``READ_NOISE_PEAK_SIGMA`` σ of that noise above the median pixel; a pattern without negative pixels is judged as
-    before."""
+    before (tested). Also (B,) whether the pattern's background holds maxima and they spread over decades
+    (``NOISE_FREE_MIN_SPREAD``): a noise-free one. On a dark-subtracted integrating detector (``read_noise`` > 0)
+    a maximum is an electron's only where it stands ``READ_NOISE_PEAK_SIGMA`` σ of that noise above the median
+    pixel; a pattern without negative pixels is judged as before."""
     level = _row_median(s.flatten(1))[:, None, None]
     noise = read_noise(s)
     peak = (s > level + READ_NOISE_PEAK_SIGMA * noise[:, None, None]) & (s >= window3(s, torch.maximum))
