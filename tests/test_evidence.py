@@ -263,6 +263,31 @@ def test_a_dark_subtracted_detectors_read_noise_is_no_electron():
     assert float(read_noise(torch.from_numpy(img.astype(np.float32))[None])[0]) == 0.0  # counts: no read noise
 
 
+def test_the_network_sees_a_dark_subtracted_frame_without_its_read_noise_floor():
+    """The network was trained on counted patterns, whose empty pixels are zero; an integrating detector's dark-
+    subtracted frame reads its read noise there, which the network's log-compressed input takes for faint electrons
+    everywhere. It sees the frame with the pixels under 2σ of that noise read as zero
+    (model_input.without_read_noise_floor), every electron's pixel as recorded; a counted frame beside it in the
+    batch, and a batch of counted frames, as they are."""
+    from fourdcrystal.inference.model_input import ModelInput, without_read_noise_floor
+    rng = np.random.default_rng(5)
+    e = 37.0  # counts per electron
+    img, _ = _few_electrons(rng, e)
+    frame = img + rng.normal(0.0, 0.15 * e, img.shape)
+    batch = torch.from_numpy(np.stack([frame, img]).astype(np.float32))
+    seen = without_read_noise_floor(batch)
+    empty = torch.from_numpy(img == 0)
+    assert 0.0 < float((seen[0][empty] != 0).float().mean()) < 0.05  # a 2σ floor: ~2 % of the noise stays
+    assert torch.equal(seen[0][~empty], batch[0][~empty])
+    assert torch.equal(seen[1], batch[1])
+    counted = batch[1:]
+    assert without_read_noise_floor(counted) is counted
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    inputs = ModelInput((np.hypot(ii - 64, jj - 64) <= RADIUS).astype(np.float64), 1.0, 128, 64)
+    centres = torch.tensor([[64.0, 64.0], [64.0, 64.0]])
+    assert torch.equal(inputs(batch, centres)[1], inputs(seen, centres)[1])  # what the network is given
+
+
 def test_low_count_patterns_on_a_background_are_counts_and_dense_ones_are_not():
     """A blurred 1e3-e⁻-like pattern on a background of 0.09 electron per pixel (most pixels lit) is isolated electrons too
     (evidence.one_electron); a dense one (100 e⁻ per pixel) and a noise-free one with flat disks are not,
