@@ -36,9 +36,9 @@ RIM_PX = 1.0  # a beam search's best match this close to its rim is followed uph
 # empty pixels are zero, and its log-compressed input takes that noise floor for faint electrons everywhere. So the
 # network sees such a pattern with its pixels under READ_NOISE_FLOOR_SIGMA σ read as zero; the checks and the
 # sub-pixel fit measure the pattern as recorded. A pattern without negative pixels (σ = 0) is seen as it is. On
-# bench_accuracy's 200 kV / 2 mrad set with 0.3 e⁻ of read noise, 1e3 e⁻ F1 0.365 -> 0.40 (1σ, 1.5σ, 2σ alike; 3σ
-# 0.38; subtracting the floor instead of zeroing under it 0.39; benchmarks/RESULTS.md, "The read noise floor out of
-# the network's view")
+# bench_accuracy's 200 kV / 2 mrad set with 0.3 e⁻ of read noise, 1e3 e⁻ F1 0.365 -> 0.40 (1σ to 2σ alike; 3σ 0.38;
+# the floor subtracted instead of zeroed under 0.38–0.39); with 0.1 e⁻ 0.499 -> 0.491, within the draws
+# (benchmarks/RESULTS.md, "The read-noise floor out of the network's view")
 READ_NOISE_FLOOR_SIGMA = 2.0
 
 
