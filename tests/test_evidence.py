@@ -263,6 +263,21 @@ def test_a_dark_subtracted_detectors_read_noise_is_no_electron():
     assert float(read_noise(torch.from_numpy(img.astype(np.float32))[None])[0]) == 0.0  # counts: no read noise
 
 
+def test_a_background_subtracted_by_hand_is_told_from_read_noise():
+    """evidence.subtracted_floor: a low-dose frame whose diffuse background (a halo about the beam, its electrons
+    counted) was subtracted by hand reads the same −b(x) on neighbouring empty pixels, and on most of them; a dark-
+    subtracted detector's read noise is white and reads below zero on at most half of them; counts never do."""
+    from fourdcrystal.inference.evidence import subtracted_floor
+    rng = np.random.default_rng(5)
+    e = 37.0  # counts per electron
+    img, _ = _few_electrons(rng, e)
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    halo = 0.2 * np.exp(-np.hypot(ii - 64, jj - 64) / 30.0)  # background electrons per pixel
+    counted = img + e * rng.poisson(halo)
+    frames = np.stack([counted - e * halo, img + rng.normal(0.0, 0.15 * e, img.shape), counted])
+    assert subtracted_floor(torch.from_numpy(frames.astype(np.float32))).tolist() == [True, False, False]
+
+
 def test_the_network_sees_a_dark_subtracted_frame_without_its_read_noise_floor():
     """The network was trained on counted patterns, whose empty pixels are zero; an integrating detector's dark-
     subtracted frame reads its read noise there, which the network's log-compressed input takes for faint electrons

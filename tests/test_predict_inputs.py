@@ -775,3 +775,28 @@ def test_the_page_says_what_ran_and_what_was_read_as_zero(tmp_path, scan):
     assert "NaN or ±Inf pixels (read as 0)" in page
     assert _run(base + ["--out", tmp_path / "n"]) == 0
     assert "peak threshold" in (tmp_path / "n" / "index.html").read_text()
+
+
+def test_a_scan_with_its_background_subtracted_is_told_so(tmp_path, scan, model_file, capsys):
+    """A user who subtracted a smooth background from the scan learns that the checks count electrons against the
+    background the patterns no longer show (evidence.subtracted_floor; summary.json, the note, index.html); the scan
+    as recorded gets no such note."""
+    cube, probe = scan
+    i, j = np.indices(cube.shape[2:])
+    halo = 20.0 * np.exp(-np.hypot(i - cube.shape[2] / 2, j - cube.shape[3] / 2) / 20.0)
+    np.save(tmp_path / "subtracted.npy", (cube - halo).astype(np.float32))
+    np.save(tmp_path / "recorded.npy", cube)
+    np.save(tmp_path / "probe.npy", probe)
+    said = {}
+    for name in ("subtracted", "recorded"):
+        capsys.readouterr()
+        assert _run(["predict", tmp_path / f"{name}.npy", "--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ,
+                     "--out", tmp_path / name, "--model", model_file, "--quiet"]) == 0
+        said[name] = (json.loads((tmp_path / name / "summary.json").read_text())["subtracted_floor"],
+                      capsys.readouterr().out, (tmp_path / name / "index.html").read_text())
+    floor, out, page = said["subtracted"]
+    assert floor["patterns"] == floor["of_sampled"] == 6
+    assert "a background seems subtracted" in out and "a background seems subtracted" in page
+    floor, out, page = said["recorded"]
+    assert floor["patterns"] == 0 and "background seems" not in out + page
+

@@ -103,6 +103,13 @@ MIN_MAXIMA_FRACTION = 0.01  # ... and local maxima on at least this share of its
 # dark-subtracted integrating detector every pixel's noise has maxima, which are no electrons
 READ_NOISE_PEAK_SIGMA = 3.5
 READ_NOISE_MIN_NEGATIVE = 0.01  # ... measured where at least this share of a pattern's pixels read below zero
+# Negative pixels that are no read noise: a smooth background subtracted by hand (``subtracted_floor``). Read noise is
+# white: two neighbouring negative pixels differ by E(a - b)² = 2 (1 - 2/π) σ², 0.36 of 2 E x² (measured 0.36–0.42
+# with 0.1–0.3 e⁻ at 1e3–1e5 e⁻), and it reads below zero on at most the half of the pixels where no electron
+# arrived; a subtracted background reads the same −b(x) on neighbouring empty pixels (0.00–0.22) and on up to all of
+# them (47–98 % of the pixels; benchmarks/RESULTS.md, "A background subtracted by hand")
+WHITE_NOISE_MIN_RATIO = 0.25
+READ_NOISE_MAX_NEGATIVE = 0.6
 # A pattern taken for isolated electrons whose maxima are no single electrons — the 90th percentile of their 3×3
 # excesses above this many of the median's — is a noise-free one (a film's speckle, a crystal's ringing: 12–28;
 # the detector augmentation's electrons at 1e3 e⁻ on 128–256 px: 1.5–3.3). It stays counted for the contrast test
@@ -927,6 +934,26 @@ def read_noise(s: torch.Tensor) -> torch.Tensor:
     n = (neg < 0).sum(dim=1)
     sigma = (neg.square().sum(dim=1) / n.clamp_min(1)).sqrt()
     return torch.where(n >= READ_NOISE_MIN_NEGATIVE * neg.shape[1], sigma, torch.zeros_like(sigma)).to(s.dtype)
+
+
+def subtracted_floor(s: torch.Tensor) -> torch.Tensor:
+    """(B,) whether each pattern's negative pixels (at least ``READ_NOISE_MIN_NEGATIVE`` of them) are a smooth floor
+    subtracted from it — a background removed by hand — rather than a detector's white read noise: neighbouring
+    negative pixels alike (their squared difference under ``WHITE_NOISE_MIN_RATIO`` of 2 E x², module constants), or
+    more than ``READ_NOISE_MAX_NEGATIVE`` of the pixels below zero. The checks count a pattern's electrons against
+    its background, which such a pattern no longer shows."""
+    if not bool(s.amin() < 0):  # counts and simulations: one pass (64 patterns of 256² in 86 ms otherwise)
+        return torch.zeros(len(s), dtype=torch.bool, device=s.device)
+    x = s.double()
+    a, b = x[:, :, :-1], x[:, :, 1:]
+    both = (a < 0) & (b < 0)
+    neg = x.clamp_max(0.0).flatten(1)
+    n = (neg < 0).sum(dim=1)
+    some = n >= READ_NOISE_MIN_NEGATIVE * neg.shape[1]
+    diff = torch.where(both, (a - b).square(), torch.zeros_like(a)).flatten(1).sum(dim=1) / both.flatten(1).sum(
+        dim=1).clamp_min(1)
+    alike = diff < WHITE_NOISE_MIN_RATIO * 2.0 * neg.square().sum(dim=1) / n.clamp_min(1)
+    return some & (alike | (n > READ_NOISE_MAX_NEGATIVE * neg.shape[1]))
 
 
 def _row_nanquantile(t: torch.Tensor, q: float) -> torch.Tensor:

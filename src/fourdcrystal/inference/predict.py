@@ -50,6 +50,7 @@ from fourdcrystal.inference.bad_pixels import find_bad_pixels, read_mask
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
+from fourdcrystal.inference.evidence import subtracted_floor
 from fourdcrystal.inference.model_input import ModelInput, largest_shown_disk_px, probe_radius_px, view_pixel_invA
 from fourdcrystal.inference.calibration import DISK_CALIBRATION_TOLERANCE, invA_per_px_from_disk
 from fourdcrystal.inference.probe_synth import (check_given_probe, given_probe_size_note, measure_disk, probe_from_scan,
@@ -151,6 +152,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     if samples is None:
         samples = sample_patterns(cube)
     saturation = saturation_level(samples)  # a beam at the detector's ceiling (evidence: it is there)
+    floors = int(subtracted_floor(torch.from_numpy(np.asarray(samples, dtype=np.float32))).sum())
     if probe is None:
         probe, probe_info = probe_from_scan(cube, samples, saturated=saturation is not None)
         if probe_info.get("hot_pixels") and cube.bad_pixels is not None:  # read as their neighbours, as found ones
@@ -184,6 +186,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "calibration_from_disk": from_disk,
            "bad_pixels": (
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
+           "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)},
            "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32",
            "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network",
            "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice",
@@ -204,6 +207,14 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     return summary
 
 
+def _floor_text(floor: dict) -> str:
+    """What a run's ``subtracted_floor`` (``evidence.subtracted_floor`` of the sampled patterns) tells the user."""
+    return (f"{floor['patterns']} of {floor['of_sampled']} sampled patterns read below zero as a smooth floor, not "
+            "as a detector's read noise: a background seems subtracted. The checks count a disk's electrons against "
+            "the background about it, so chance clusters of background electrons may pass as disks at low dose; "
+            "give the patterns as recorded (only the detector's dark level subtracted)")
+
+
 def page_settings(s: dict) -> dict:
     """What index.html lists about a run (from its summary)."""
     p = s["probe"]
@@ -218,6 +229,8 @@ def page_settings(s: dict) -> dict:
            "bad detector pixels (read as their neighbours' mean)": _bad_pixel_text(s.get("bad_pixels")),
            **({"NaN or ±Inf pixels (read as 0)": s["nonfinite_pixels_read_as_0"]}
               if s.get("nonfinite_pixels_read_as_0") else {}),
+           **({"below zero": _floor_text(s["subtracted_floor"])}
+              if (s.get("subtracted_floor") or {}).get("patterns") else {}),
            **({"network": "not run (--baseline classical: py4DSTEM's find_Bragg_disks, with the settings tuned "
                           "on validation data that the model file carries, else the config's)"}
               if s["detector"] == "classical" else {
@@ -646,6 +659,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
         print(f"note: the calibration was not checked: {from_disk['unchecked']}")
     if summary["probe"].get("size_note"):
         print(f"note: {summary['probe']['size_note']}")
+    if summary["subtracted_floor"]["patterns"]:
+        print(f"note: {_floor_text(summary['subtracted_floor'])}")
     if isinstance(summary["network_view"], dict):
         print(f"note: {_view_text(summary['network_view'])}")
     if isinstance(summary["bad_pixels"], dict) and summary["bad_pixels"]["n"]:
