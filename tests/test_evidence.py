@@ -266,16 +266,23 @@ def test_a_dark_subtracted_detectors_read_noise_is_no_electron():
 def test_a_background_subtracted_by_hand_is_told_from_read_noise():
     """evidence.subtracted_floor: a low-dose frame whose diffuse background (a halo about the beam, its electrons
     counted) was subtracted by hand reads the same −b(x) on neighbouring empty pixels, and on most of them; a dark-
-    subtracted detector's read noise is white and reads below zero on at most half of them; counts never do."""
-    from fourdcrystal.inference.evidence import subtracted_floor
+    subtracted detector's read noise is white and reads below zero on at most half of them; counts never do. The
+    floor is added back as those pixels show it; the other frames stay as they are."""
+    from fourdcrystal.inference.evidence import subtracted_floor, with_floor_restored
     rng = np.random.default_rng(5)
     e = 37.0  # counts per electron
     img, _ = _few_electrons(rng, e)
     ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
     halo = 0.2 * np.exp(-np.hypot(ii - 64, jj - 64) / 30.0)  # background electrons per pixel
     counted = img + e * rng.poisson(halo)
-    frames = np.stack([counted - e * halo, img + rng.normal(0.0, 0.15 * e, img.shape), counted])
-    assert subtracted_floor(torch.from_numpy(frames.astype(np.float32))).tolist() == [True, False, False]
+    frames = torch.from_numpy(np.stack([counted - e * halo, img + rng.normal(0.0, 0.15 * e, img.shape), counted])
+                              .astype(np.float32))
+    assert subtracted_floor(frames).tolist() == [True, False, False]
+    # added back as its empty pixels show it (evidence.with_floor_restored): the halo's electrons within a few per cent
+    restored = with_floor_restored(frames)
+    assert torch.equal(restored[1:], frames[1:])
+    assert abs(float((restored[0] - frames[0]).mean()) / (e * halo.mean()) - 1.0) < 0.05
+    assert with_floor_restored(frames[1:]) is not None and torch.equal(with_floor_restored(frames[1:]), frames[1:])
 
 
 def test_the_network_sees_a_dark_subtracted_frame_without_its_read_noise_floor():

@@ -779,8 +779,8 @@ def test_the_page_says_what_ran_and_what_was_read_as_zero(tmp_path, scan):
 
 def test_a_scan_with_its_background_subtracted_is_told_so(tmp_path, scan, model_file, capsys):
     """A user who subtracted a smooth background from the scan learns that the checks count electrons against the
-    background the patterns no longer show (evidence.subtracted_floor; summary.json, the note, index.html); the scan
-    as recorded gets no such note."""
+    background the patterns no longer show (evidence.subtracted_floor; summary.json, the note, index.html), and the
+    floor is added back before detection: the vectors of the scan as recorded, which gets no such note."""
     cube, probe = scan
     i, j = np.indices(cube.shape[2:])
     halo = 20.0 * np.exp(-np.hypot(i - cube.shape[2] / 2, j - cube.shape[3] / 2) / 20.0)
@@ -799,4 +799,7 @@ def test_a_scan_with_its_background_subtracted_is_told_so(tmp_path, scan, model_
     assert "a background seems subtracted" in out and "a background seems subtracted" in page
     floor, out, page = said["recorded"]
     assert floor["patterns"] == 0 and "background seems" not in out + page
+    subtracted, recorded = (pd.read_parquet(tmp_path / name / "bragg_vectors.parquet") for name in said)
+    assert len(subtracted) == len(recorded) > 6
+    assert np.abs(subtracted[["qx", "qy"]].to_numpy() - recorded[["qx", "qy"]].to_numpy()).max() < 0.1 * DQ
 

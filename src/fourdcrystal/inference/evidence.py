@@ -85,6 +85,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fourdcrystal.inference.peaks import window3
 
@@ -110,6 +111,11 @@ READ_NOISE_MIN_NEGATIVE = 0.01  # ... measured where at least this share of a pa
 # them (47–98 % of the pixels; benchmarks/RESULTS.md, "A background subtracted by hand")
 WHITE_NOISE_MIN_RATIO = 0.25
 READ_NOISE_MAX_NEGATIVE = 0.6
+# ... and added back (``with_floor_restored``): on a low-dose pattern the empty pixels read −b(x), so b is minus the mean
+# of the negative pixels within FLOOR_WINDOWS_PX[0] px, or within the next window where fewer than FLOOR_MIN_PIXELS of
+# them are negative there (beside electrons, inside a disk)
+FLOOR_WINDOWS_PX = (3, 9, 33)
+FLOOR_MIN_PIXELS = 3
 # A pattern taken for isolated electrons whose maxima are no single electrons — the 90th percentile of their 3×3
 # excesses above this many of the median's — is a noise-free one (a film's speckle, a crystal's ringing: 12–28;
 # the detector augmentation's electrons at 1e3 e⁻ on 128–256 px: 1.5–3.3). It stays counted for the contrast test
@@ -942,9 +948,9 @@ def subtracted_floor(s: torch.Tensor) -> torch.Tensor:
     negative pixels alike (their squared difference under ``WHITE_NOISE_MIN_RATIO`` of 2 E x², module constants), or
     more than ``READ_NOISE_MAX_NEGATIVE`` of the pixels below zero. The checks count a pattern's electrons against
     its background, which such a pattern no longer shows."""
-    if not bool(s.amin() < 0):  # counts and simulations: one pass (64 patterns of 256² in 86 ms otherwise)
+    if not bool(s.amin() < 0):  # counts and simulations: one pass
         return torch.zeros(len(s), dtype=torch.bool, device=s.device)
-    x = s.double()
+    x = s.float()
     a, b = x[:, :, :-1], x[:, :, 1:]
     both = (a < 0) & (b < 0)
     neg = x.clamp_max(0.0).flatten(1)
@@ -954,6 +960,28 @@ def subtracted_floor(s: torch.Tensor) -> torch.Tensor:
         dim=1).clamp_min(1)
     alike = diff < WHITE_NOISE_MIN_RATIO * 2.0 * neg.square().sum(dim=1) / n.clamp_min(1)
     return some & (alike | (n > READ_NOISE_MAX_NEGATIVE * neg.shape[1]))
+
+
+def with_floor_restored(s: torch.Tensor) -> torch.Tensor:
+    """``s`` (B, Qx, Qy) with the floor of each pattern that has one subtracted (``subtracted_floor``) added back, as its
+    negative pixels show it (``FLOOR_WINDOWS_PX``), so that the checks count its electrons against its background
+    again, and nothing left below zero; ``s`` itself where no pattern has one."""
+    flagged = subtracted_floor(s)
+    if not bool(flagged.any()):
+        return s
+    x = s[flagged].float()[:, None]
+    neg = x.clamp_max(0.0)
+    floor, found = torch.zeros_like(x), torch.zeros_like(x, dtype=torch.bool)
+    for w in FLOOR_WINDOWS_PX:
+        total = F.avg_pool2d(neg, w, 1, w // 2, count_include_pad=False)
+        share = F.avg_pool2d((neg < 0).float(), w, 1, w // 2, count_include_pad=False)
+        here = (share * w * w >= FLOOR_MIN_PIXELS) & ~found
+        floor = torch.where(here, -total / share.clamp_min(1e-12), floor)
+        found |= here
+    out = s.clone()
+    # what stays below zero is the estimate's error, no read noise (``read_noise`` would take it for one)
+    out[flagged] = (x + floor)[:, 0].clamp_min(0.0).to(s.dtype)
+    return out
 
 
 def _row_nanquantile(t: torch.Tensor, q: float) -> torch.Tensor:

@@ -50,7 +50,7 @@ from fourdcrystal.inference.bad_pixels import find_bad_pixels, read_mask
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
-from fourdcrystal.inference.evidence import subtracted_floor
+from fourdcrystal.inference.evidence import subtracted_floor, with_floor_restored
 from fourdcrystal.inference.model_input import ModelInput, largest_shown_disk_px, probe_radius_px, view_pixel_invA
 from fourdcrystal.inference.calibration import DISK_CALIBRATION_TOLERANCE, invA_per_px_from_disk
 from fourdcrystal.inference.probe_synth import (check_given_probe, given_probe_size_note, measure_disk, probe_from_scan,
@@ -211,8 +211,8 @@ def _floor_text(floor: dict) -> str:
     """What a run's ``subtracted_floor`` (``evidence.subtracted_floor`` of the sampled patterns) tells the user."""
     return (f"{floor['patterns']} of {floor['of_sampled']} sampled patterns read below zero as a smooth floor, not "
             "as a detector's read noise: a background seems subtracted. The checks count a disk's electrons against "
-            "the background about it, so chance clusters of background electrons may pass as disks at low dose; "
-            "give the patterns as recorded (only the detector's dark level subtracted)")
+            "the background about it, so it was added back as the empty pixels show it; better, give the patterns as "
+            "recorded (only the detector's dark level subtracted)")
 
 
 def page_settings(s: dict) -> dict:
@@ -403,7 +403,7 @@ def _detect(x: np.ndarray) -> tuple[np.ndarray, dict]:
     zone axis the correlation's centre lies up to ~0.3 px toward the transmitted disk's bright side, and every
     vector's reference and the lattice placement's origin with it."""
     detector, inputs, guess, center, device = _JOB
-    x = torch.from_numpy(x).to(device)
+    x = with_floor_restored(torch.from_numpy(x).to(device))  # a background subtracted by hand, added back
     if center == "mean":
         cen = torch.tensor([guess] * len(x), device=device)
         return cen.cpu().numpy().astype(np.float64), detector(x, cen)
