@@ -63,6 +63,8 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
             rule then counts the diffuse background under a disk too)
         [--read-noise E]   (an integrating detector: Gaussian read noise of E electrons per pixel on every noisy
             pattern and negative, its dark level subtracted, so that empty pixels read below zero)
+        [--subtract-background]   (every noisy pattern and negative with the smooth background the augmentation drew
+            subtracted after recording, as a user's preprocessing might: its empty pixels read below zero)
 """
 from __future__ import annotations
 
@@ -91,7 +93,8 @@ from fourdcrystal.evaluation.tuning import tune_classical  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference import peaks, predict  # noqa: E402
 from fourdcrystal.inference.datacube_io import Cube  # noqa: E402
-from fourdcrystal.learning.augment import Augmenter, electrons_per_unit  # noqa: E402
+from fourdcrystal.learning.augment import (Augmenter, background_image, distortion_matrix,  # noqa: E402
+                                           electrons_per_unit)
 from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_film_cbed, gan,  # noqa: E402
                                               rectangular_cell, rectangular_geometry, square_geometry)
 from fourdcrystal.simulation.kinematic import mean_inner_potential_V  # noqa: E402
@@ -252,11 +255,20 @@ def simulate(structure, zone, period_A, energy_eV, thicknesses=DETECTOR.thicknes
 
 def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -> tuple[np.ndarray, list]:
     """A SCAN × SCAN scan of one noise-free pattern (noiseless: the pattern itself at every position), and
-    each position's detector distortion (``Augmenter.apply_recorded``; the truth follows it: ``recorded``)."""
-    draws = [(pattern, np.eye(2)) if dose is None else aug.apply_recorded(pattern, probe, rng, dose=dose)
+    each position's detector distortion (``recorded_pattern``; the truth follows it: ``recorded``)."""
+    draws = [(pattern, np.eye(2)) if dose is None else recorded_pattern(aug, pattern, probe, rng, dose)
              for _ in range(SCAN * SCAN)]
     cube = np.stack([d[0] for d in draws]).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32)
     return with_read_noise(cube, probe, dose), [d[1] for d in draws]
+
+
+def recorded_pattern(aug: Augmenter, pattern: np.ndarray, probe: np.ndarray, rng, dose) -> tuple[np.ndarray, np.ndarray]:
+    """One position as the detector records it (``Augmenter.apply_recorded``'s draws) and its distortion; with
+    SUBTRACT_BACKGROUND the background the augmentation drew subtracted afterwards, as a user's preprocessing might."""
+    img, drawn = aug.apply_drawn(pattern, probe, rng, dose)
+    if SUBTRACT_BACKGROUND:
+        img = (img - background_image(img.shape, drawn)).astype(np.float32)
+    return img, distortion_matrix(drawn.ellipticity, drawn.ellipse_angle_rad)
 
 
 def with_read_noise(cube: np.ndarray, probe: np.ndarray, dose) -> np.ndarray:
@@ -286,6 +298,8 @@ PROBE, SYNTH_RADIUS = "vacuum", []
 TILT = None
 # --read-noise: Gaussian read noise (electrons per pixel) of a dark-subtracted integrating detector (0: none)
 READ_NOISE_E, READ_NOISE_RNG = 0.0, np.random.default_rng(20261206)
+# --subtract-background: each noisy pattern with its drawn smooth background subtracted after recording
+SUBTRACT_BACKGROUND = False
 
 
 def quad_cross(a: np.ndarray) -> np.ndarray:
@@ -524,6 +538,9 @@ def main() -> int:
     ap.add_argument("--read-noise", type=float, default=0.0, metavar="E",
                     help="Gaussian read noise of E electrons per pixel on every noisy pattern, dark-subtracted (an "
                          "integrating detector such as an EMPAD or a CMOS camera; default 0: counts)")
+    ap.add_argument("--subtract-background", action="store_true",
+                    help="subtract from every noisy pattern the smooth background the augmentation drew, after the "
+                         "detector recorded it (a user's preprocessing; `predict` adds it back: evidence.with_floor_restored)")
     ap.add_argument("--doses", nargs="+", default=None, metavar="DOSE",
                     help="electrons per pattern, 'noiseless' for none (default: noiseless 1e5 1e3; users record "
                          "1e2–1e6)")
@@ -531,8 +548,8 @@ def main() -> int:
                     help="the multislice grid N × finer than the detector's field needs, same boxes and pixels "
                          "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
-    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E
-    READ_NOISE_E = a.read_noise
+    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E, SUBTRACT_BACKGROUND
+    READ_NOISE_E, SUBTRACT_BACKGROUND = a.read_noise, a.subtract_background
     if a.doses:
         DOSES = tuple(None if d == "noiseless" else float(d) for d in a.doses)
     PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT = a.precision, a.quad_cross, a.bad_pixels, a.probe, a.tilt
@@ -576,7 +593,8 @@ def main() -> int:
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].agg(
         worst="max", mean="mean")
     print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}"
-          f"{f' + read noise {a.read_noise:g} e⁻' if a.read_noise else ''}, crystals: {', '.join(names[1:])}"
+          f"{f' + read noise {a.read_noise:g} e⁻' if a.read_noise else ''}"
+          f"{', background subtracted' if a.subtract_background else ''}, crystals: {', '.join(names[1:])}"
           f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}, "
           f"probe: {a.probe}{'' if a.tilt is None else f', tilt {a.tilt[0]:g} mrad toward {a.tilt[1]:g}°'}"
           f"{f', {a.frozen_phonons} frozen phonons' if a.frozen_phonons else ''}): "
