@@ -151,8 +151,10 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
             probe = cube.bad_pixels.repair(np.array(probe, dtype=np.float32))
     if samples is None:
         samples = sample_patterns(cube)
+    sampled = torch.from_numpy(np.asarray(samples, dtype=np.float32))
+    floors = int(subtracted_floor(sampled).sum())
+    samples = with_floor_restored(sampled).numpy()  # the probe's synthesis sees the patterns as ``_detect`` does
     saturation = saturation_level(samples)  # a beam at the detector's ceiling (evidence: it is there)
-    floors = int(subtracted_floor(torch.from_numpy(np.asarray(samples, dtype=np.float32))).sum())
     if probe is None:
         probe, probe_info = probe_from_scan(cube, samples, saturated=saturation is not None)
         if probe_info.get("hot_pixels") and cube.bad_pixels is not None:  # read as their neighbours, as found ones
