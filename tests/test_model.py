@@ -102,6 +102,36 @@ def test_channels_last_stem_moves_the_same_values_as_pixel_shuffle():
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_inference_norms_relus_and_xcorr_are_torchs_own():
+    """The forward's CPU fast paths give torch's own results: the ReLU as integers of the same bits zeroes exactly
+    the negative floats (bf16 and fp32, −0 and ±inf too), a block's GroupNorm of small bf16 maps in fp32 is the bf16
+    kernel's values bit for bit after the next conv's cast; with autograd the block is torch's. The correlation channels
+    are the fftshifted inverse of each normalised spectrum (the module docstring's three formulas)."""
+    from fourdcrystal.learning.model import ConvBlock, _relu_
+
+    torch.manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.cat([torch.randn(1000), torch.tensor([-0.0, 0.0, float("inf"), -float("inf")])]).to(dtype)
+        assert torch.equal(_relu_(x.clone()), torch.relu(x))
+    block = ConvBlock(8, 64, "group", 0.0).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = block(x)
+        plain = torch.nn.Sequential.forward(block, x)
+    assert torch.equal(fast.bfloat16(), plain)
+    x.requires_grad_(True)
+    y = block.train()(x)
+    y.sum().backward()
+    assert x.grad is not None and torch.equal(y, torch.nn.Sequential.forward(block, x))
+    probe, cbed = torch.rand(1, 32, 32) ** 8, torch.rand(3, 32, 32) ** 4
+    fp, fc = torch.fft.rfft2(probe), torch.fft.rfft2(cbed)
+    X, p2 = fc * fp.conj(), fp.abs().square()
+    ref = [X / (p2 + 1e-2 * p2.amax() + 1e-30), X / (X.abs() + 1e-3 * X.abs().amax(dim=(-2, -1), keepdim=True) + 1e-30),
+           X / (probe.square().sum() + 1e-30)]
+    ref = torch.stack([torch.fft.fftshift(torch.fft.irfft2(r, s=(32, 32)), dim=(-2, -1)) for r in ref], dim=1)
+    torch.testing.assert_close(XCorrFFT(True, 1e-2, 1e-3)(probe.expand(3, 32, 32), cbed), ref, rtol=0, atol=1e-6)
+
+
 def test_features_are_the_logs_coordinates_and_correlations_in_order():
     """``features`` writes into one buffer what the stacked maps were: log probe, log CBED, k_x, k_y and the
     log-compressed cross-correlation channels, bit for bit."""

@@ -156,6 +156,35 @@ def _norm(kind: str, ch: int) -> nn.Module:
     return nn.Identity()
 
 
+# GroupNorm of bf16 channels_last maps smaller than this (H·W) with under this many channels per group runs
+# in fp32: torch's bf16 kernel for them is 5–7× slower than a cast and the fp32 kernel (benchmarks/RESULTS.md,
+# "The forward's norms and ReLUs"); the next conv casts back to bf16 as autocast would, so only rounding differs.
+_BF16_GROUP_NORM_MIN_PIXELS = 1024
+_BF16_GROUP_NORM_MIN_GROUP = 16
+
+
+def _group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)``; small bf16 maps with few channels per group in fp32 (the constants above)."""
+    c = x.shape[1]
+    if x.dtype == torch.bfloat16 and x.shape[-1] * x.shape[-2] < _BF16_GROUP_NORM_MIN_PIXELS \
+            and c // norm.num_groups < _BF16_GROUP_NORM_MIN_GROUP:
+        return F.group_norm(x.float(), norm.num_groups, norm.weight.float(), norm.bias.float(), norm.eps)
+    return norm(x)
+
+
+_SAME_SIZE_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+
+
+def _relu_(x: torch.Tensor) -> torch.Tensor:
+    """ReLU in place. Without autograd, as the integers of the same bits: a float's sign bit is its integer's, so
+    max(int, 0) zeroes exactly the negative floats (and −0) — one vectorised integer pass, where torch's bf16
+    ReLU converts every element to fp32 and back (4.5× slower at 16 × 64², batch 32, one thread)."""
+    if x.requires_grad or x.dtype not in _SAME_SIZE_INT:
+        return F.relu(x, inplace=True)
+    x.view(_SAME_SIZE_INT[x.dtype]).clamp_min_(0)
+    return x
+
+
 class ConvBlock(nn.Sequential):
     """Two 3×3 conv → norm → ReLU layers (ReLU as in the seed design), optional dropout."""
 
@@ -165,6 +194,16 @@ class ConvBlock(nn.Sequential):
         if dropout > 0:
             layers.append(nn.Dropout2d(dropout))
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, nn.ReLU):
+                x = _relu_(x)
+            elif isinstance(layer, nn.GroupNorm):
+                x = _group_norm(layer, x)
+            else:
+                x = layer(x)
+        return x
 
 
 class BraggUNet(nn.Module):
@@ -223,8 +262,9 @@ class BraggUNet(nn.Module):
         """``pixel_unshuffle`` by ``stem_stride``. For a stride of 2 into channels_last weights (predict's
         CPU layout) the same values are written straight in channels_last order, each horizontal pixel
         pair moved as one 8-byte word, the even rows and the odd rows by one copy each (a 32 × 7 × 128²
-        batch, 1 / 2 threads: 3.5 / 1.7 ms, against 11.4 / 4.8 for one copy of all pairs and 14.3 / 11.2
-        for pixel_unshuffle plus oneDNN's layout conversion, which were a tenth of the CPU forward)."""
+        batch, 1 / 2 threads: 3.5 / 1.7 ms — on one thread 1.9 ms pattern by pattern —, against 11.4 / 4.8
+        for one copy of all pairs and 14.3 / 11.2 for pixel_unshuffle plus oneDNN's layout conversion, which
+        were a tenth of the CPU forward)."""
         s = self.stem
         if s == 1:
             return x
@@ -235,8 +275,11 @@ class BraggUNet(nn.Module):
         # x as (b, c, p/2, i, q/2) pairs -> (b, p/2, q/2, c, i): channel 4c + 2i + j, as pixel_unshuffle
         pairs = x.contiguous().view(torch.int64).view(b, c, p // 2, 2, q // 2)
         y = torch.empty(b, p // 2, q // 2, c, 2, dtype=torch.int64, device=x.device)
-        for i in range(2):  # per row parity the copy's innermost step is whole channels, not pairs
-            y[..., i].copy_(pairs[:, :, :, i].permute(0, 2, 3, 1))
+        # per row parity (the copy's innermost step is whole channels, not pairs); on a CPU per pattern too, so that
+        # its source and destination fit a core's L2 cache (1.9 against 3.4 ms for the batch at once)
+        for k in (range(b) if x.is_cpu else (slice(None),)):
+            for i in range(2):
+                y[k, ..., i].copy_(pairs[k, :, :, i].movedim(-3, -1))
         return y.view(b, p // 2, q // 2, 2 * c).view(torch.float32).permute(0, 3, 1, 2)
 
     def _unstem(self, out: torch.Tensor) -> torch.Tensor:
