@@ -936,6 +936,8 @@ def read_noise(s: torch.Tensor) -> torch.Tensor:
     frame reads N(0, σ²) where no electron arrived, and no electron reads below zero, so the pixels under zero are
     that noise's lower half (E[x² | x < 0] = σ²). 0 for a pattern with fewer than ``READ_NOISE_MIN_NEGATIVE`` of its
     pixels negative (counts and simulations have none; a few are a defect, not a noise floor)."""
+    if not bool(s.amin() < 0):  # counts and simulations: one pass (0.1 ms for 32 patterns at 128², the sums 3.3)
+        return torch.zeros(len(s), dtype=s.dtype, device=s.device)
     neg = s.flatten(1).clamp_max(0.0).double()
     n = (neg < 0).sum(dim=1)
     sigma = (neg.square().sum(dim=1) / n.clamp_min(1)).sqrt()
