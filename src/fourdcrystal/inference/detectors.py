@@ -9,6 +9,8 @@ Both return one batch of vectors as arrays of equal length: ``pattern`` (index i
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -29,8 +31,9 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
                                            DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
                                            LOW_DOSE_EDGE_CLIMB_MIN_SNR, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
-                                           SubpixelTemplate, fitted_lattices, hybrid_xcorr, lattice_placed,
-                                           on_lattice_of, refine_positions, without_diffuse_background)
+                                           SubpixelTemplate, fitted_lattices, hybrid_xcorr, lattice_on_pattern,
+                                           lattice_placed, on_lattice_of, probe_template_fft, refine_positions,
+                                           without_diffuse_background)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -102,6 +105,7 @@ class MeasuredPattern:
         # by the plain probe: the neighbour's edge would weigh as much as its own (measured: bench_strain,
         # 2.5 mrad at 300 kV)
         self.edge_template = self.plain_template = None
+        self._whole_pattern_template: np.ndarray | None = None  # ``_probe_template_fft``
         if self.corr_power is not None:
             def template(sigma):
                 return SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device,
@@ -254,7 +258,8 @@ class MeasuredPattern:
             keep = ~self._lone_and_faint(out, low_dose)
             out = {k: v[keep] for k, v in out.items()}
         if refined and self.lattice_positions and len(out["pattern"]):
-            self._place_on_lattice(centres, out)  # weighted by the network's V_g, which ``intensity`` holds here
+            # weighted by the network's V_g, which ``intensity`` holds here
+            self._place_on_lattice(measured, centres, out, self._few_electrons(patterns, electron))
         if refined and len(out["pattern"]):
             out = _one_per_position(out)
         if "intensity" in out:
@@ -416,18 +421,57 @@ class MeasuredPattern:
         pts = pts[apart]
         return np.full(len(pts), p), pts, np.full(len(pts), spacing)
 
-    def _place_on_lattice(self, centres: torch.Tensor, out: dict) -> None:
+    def _place_on_lattice(self, measured: torch.Tensor, centres: torch.Tensor, out: dict, few: np.ndarray) -> None:
         """Move every non-beam vector onto its pattern's least-squares lattice through the beam
-        (``refine.lattice_placed``; in place), the fit weighted by the vectors' intensities."""
+        (``refine.lattice_placed``; in place), the fit weighted by the vectors' intensities. On a pattern of ``few``
+        electrons (``_few_electrons``) that lattice's shape and orientation are then refitted to the whole pattern
+        (``refine.lattice_on_pattern`` on ``measured``, the pattern less its diffuse background), its size (the
+        basis' determinant) kept: the probe's correlation peaks inward of a thick crystal's disk, brighter on its
+        inner side, by an amount that changes with the thickness (noise-free, SrTiO3 [001] at 2–20 nm: −0.3 to
+        −1.6 % in scale, against −0.2 to −1.0 % for the vectors' lattice; benchmarks/RESULTS.md, "A low-dose
+        lattice on its whole pattern"), where a square or hexagonal lattice's shape is unbiased by symmetry (a
+        rectangular one's is not: Si [110] ≤ 0.15 % to 15 nm, 0.8–2 % at 20–80 nm, the vectors' 0.1–1 %)."""
         c = centres.cpu().numpy().astype(np.float64)
         b, beam = out["pattern"], self._beam(out)
         q = np.column_stack([out["qx_px"] - c[b, 0], out["qy_px"] - c[b, 1]])
         # weighted by intensity, as `fourdcrystal strain` weighs its per-position fit (analysis.strain):
         # unweighted, the faint high orders had raised bench_strain's errors at 1e5 e⁻ (RESULTS.md)
         w = np.clip(np.nan_to_num(out["intensity"]), 1e-12, None)[~beam] if "intensity" in out else None
-        q[~beam] = lattice_placed(b[~beam], q[~beam], LATTICE_TOL_SEARCHES * self.search_px, weights=w)[0]
+        placed, on, hk, basis = lattice_placed(b[~beam], q[~beam], LATTICE_TOL_SEARCHES * self.search_px, weights=w,
+                                               lattices=True)
+        q[~beam] = placed
+        rows, tol = np.flatnonzero(~beam), LATTICE_TOL_SEARCHES * self.search_px
+        for k in np.unique(b[rows[on]]):
+            if not few[k]:
+                continue
+            mine = on & (b[rows] == k)
+            G_vectors = basis[mine][0]
+            G_whole = lattice_on_pattern(measured[k].cpu().numpy(), self._probe_template_fft(), c[k], G_vectors,
+                                         self.disk_radius_px)[1]
+            G_whole = G_whole * math.sqrt(abs(np.linalg.det(G_vectors) / np.linalg.det(G_whole)))
+            # a refit that moves a vector beyond the tolerance that put it on the lattice has left it (noise)
+            if np.abs(hk[mine] @ (G_whole - G_vectors)).max() <= tol:
+                q[rows[mine]] = hk[mine] @ G_whole
+        self._set_positions(out, c, q)
+
+    def _set_positions(self, out: dict, c: np.ndarray, q: np.ndarray) -> None:
+        """``out``'s positions (detector px and Å⁻¹) set from ``q`` (N, 2), px from each pattern's beam ``c``."""
+        b = out["pattern"]
         out["qx_px"], out["qy_px"] = c[b, 0] + q[:, 0], c[b, 1] + q[:, 1]
         out["qx"], out["qy"] = q[:, 0] * self.dq_invA, q[:, 1] * self.dq_invA
+
+    def _probe_template_fft(self) -> np.ndarray:
+        """The probe's ``refine.probe_template_fft`` (made once)."""
+        if self._whole_pattern_template is None:
+            self._whole_pattern_template = probe_template_fft(self.inputs.detector_probe, self.inputs.finder.c)
+        return self._whole_pattern_template
+
+    def _few_electrons(self, patterns: torch.Tensor, electron) -> np.ndarray:
+        """(B,) bool: patterns of fewer than ``evidence.LOW_DOSE_E[0]`` counted electrons, where each disk's few
+        electrons place it to a pixel or so: their lattice is refitted to the whole pattern (``_place_on_lattice``)."""
+        if not (self.check_evidence and self.lattice_positions and self.corr_power is not None):
+            return np.zeros(len(patterns), bool)
+        return pattern_electrons(patterns.float(), electron).cpu().numpy() < LOW_DOSE_E[0]
 
     def _lit(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> np.ndarray:
         """(B,) whether each pattern's direct beam, where the beam finder put it, passes the contrast test of

@@ -281,18 +281,20 @@ def _paired_rays(img: np.ndarray, centre, r: np.ndarray, n_rays: int) -> np.ndar
     """(n_rays / 2, len(r)) profiles of ``img`` along ``n_rays`` rays from ``centre`` at radii ``r`` (px),
     neighbouring rays averaged in pairs."""
     theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)[:, None]
-    rays = _bilinear(np.asarray(img, dtype=np.float64), centre[0] + np.cos(theta) * r, centre[1] + np.sin(theta) * r)
+    rays = bilinear(np.asarray(img, dtype=np.float64), centre[0] + np.cos(theta) * r, centre[1] + np.sin(theta) * r)
     return rays.reshape(n_rays // 2, 2, -1).mean(axis=1)
 
 
-def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``img`` interpolated linearly at (x, y) px, coordinates beyond the edge clipped onto it (numpy only:
-    scipy.ndimage's import alone costs `predict` 0.15–0.2 s of start-up)."""
+def bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``img`` (Qx, Qy, or Qx, Qy, K for K maps at once) interpolated linearly at (x, y) px, coordinates beyond the
+    edge clipped onto it (numpy only: scipy.ndimage's import alone costs `predict` 0.15–0.2 s of start-up)."""
     x = np.clip(x, 0, img.shape[0] - 1)
     y = np.clip(y, 0, img.shape[1] - 1)
     x0 = np.minimum(np.floor(x).astype(int), img.shape[0] - 2)
     y0 = np.minimum(np.floor(y).astype(int), img.shape[1] - 2)
     fx, fy = x - x0, y - y0
+    if img.ndim == 3:
+        fx, fy = fx[..., None], fy[..., None]
     return ((1 - fx) * (1 - fy) * img[x0, y0] + fx * (1 - fy) * img[x0 + 1, y0]
             + (1 - fx) * fy * img[x0, y0 + 1] + fx * fy * img[x0 + 1, y0 + 1])
 

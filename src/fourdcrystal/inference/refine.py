@@ -18,6 +18,12 @@ the probe's bright-field disk shifted by g. So each vector the network reports i
    network put them (``predict --measured-positions`` stops after step 2). Vectors off that lattice (a
    second grain, HOLZ disks) and two on one lattice point (satellites) stay where they were measured, and
    so does every vector of a pattern whose lattice random vectors would index as well (``LATTICE_CHANCE_P``).
+   On a pattern of very few electrons that lattice's shape and orientation are then refitted to the whole
+   pattern (``lattice_on_pattern``): its every point within the detector, found by the network or not, pulls it
+   toward the disk the pattern shows there, weighted by that disk's electrons — the few electrons of many far
+   disks fix a lattice better than the network's few near vectors. Its size stays the vectors' (``detectors.
+   MeasuredPattern._place_on_lattice``): the probe's correlation peaks inward of a thick crystal's disk, which is
+   brighter on its inner side, by an amount that changes with the thickness.
 
 A large disk of many pixels clear of its neighbours (``CLEAR_MIN_RADIUS_PX``, ``CLEAR_SPACING_RADII``)
 is searched for further, half its radius, and on the edge-weighted correlation in both steps
@@ -50,6 +56,7 @@ import torch
 from fourdcrystal.analysis.lattice import binomial_tail, median_where
 from fourdcrystal.inference.evidence import LATTICE_REFIT_FRACTION
 from fourdcrystal.inference.peaks import log_parabola_vertex
+from fourdcrystal.inference.probe_synth import bilinear
 
 DEFAULT_SEARCH_PX = 1.5  # how far (detector px) from the network's position the pattern's disk may be
 DEFAULT_CORR_POWER = 1.0
@@ -332,7 +339,7 @@ def _crop(img: torch.Tensor, ci: int, cj: int, half: int) -> torch.Tensor:
 
 
 def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_PLACE_MIN_VECTORS,
-                   candidates: int = LATTICE_PLACE_CANDIDATES):
+                   candidates: int = LATTICE_PLACE_CANDIDATES, lattices: bool = False):
     """Non-beam vectors of a batch (pattern ``b``, ``q_px`` (N, 2): detector px from the direct beam) placed
     on their pattern's least-squares lattice through the beam; returns (positions (N, 2), placed (N,)).
 
@@ -343,11 +350,13 @@ def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_P
     on one point — a satellite, a second grain — are both left as measured). A pattern with fewer than
     ``enough`` indexed vectors, or as many as random vectors would reach with a chance of
     ``LATTICE_CHANCE_P`` or more, is left as measured. One vectorised pass over the batch (a loop of
-    per-pattern fits cost ~1 ms per pattern)."""
+    per-pattern fits cost ~1 ms per pattern). ``lattices``: also (N, 2) each placed vector's (h, k) and (N, 2, 2) its
+    pattern's basis (NaN where not placed)."""
     q = np.asarray(q_px, np.float64).reshape(-1, 2)
     out, placed = q.copy(), np.zeros(len(q), bool)
     if len(q) < enough:
-        return out, placed
+        return (out, placed, np.full((len(q), 2), np.nan), np.full((len(q), 2, 2), np.nan)) if lattices else \
+            (out, placed)
     w = np.ones(len(q)) if weights is None else np.asarray(weights, np.float64)
     where, Q = _by_pattern(np.asarray(b), q)
     valid = where >= 0
@@ -378,7 +387,78 @@ def lattice_placed(b, q_px, tol_px: float, weights=None, enough: int = LATTICE_P
     fitted = hk @ G
     out[where[on]] = fitted[on]
     placed[where[on]] = True
-    return out, placed
+    if not lattices:
+        return out, placed
+    index, basis = np.full((len(q), 2), np.nan), np.full((len(q), 2, 2), np.nan)
+    index[where[on]] = hk[on]
+    basis[where[on]] = np.broadcast_to(G[:, None], hk.shape[:2] + (2, 2))[on]
+    return out, placed, index, basis
+
+
+# ``lattice_on_pattern``: Newton steps of the whole lattice (a point's own step at most this far), and the margin
+# (disk radii + px) a lattice point keeps from the detector's edge to count
+WHOLE_PATTERN_STEPS, WHOLE_PATTERN_MAX_STEP_PX = 8, 1.5
+WHOLE_PATTERN_EDGE_RADII, WHOLE_PATTERN_EDGE_PX = 1.0, 3.0
+# a lattice point pulls only where the pattern's correlation stands this many of its robust σ above its median (a
+# disk at 1σ, as a low-dose lattice point is completed; at 0 a pattern of noise alone pulled a lattice 0.4 px away)
+WHOLE_PATTERN_MIN_SIGMA = 1.0
+
+
+def probe_template_fft(probe: np.ndarray, centre_px) -> np.ndarray:
+    """conj(rfft2) of the probe image moved so that ``centre_px`` (its disk's centre, rounded) sits on pixel (0, 0),
+    unit sum: the pattern's correlation with it is the electrons within a disk about each pixel."""
+    t = np.roll(np.asarray(probe, np.float64), (-int(round(centre_px[0])), -int(round(centre_px[1]))), axis=(0, 1))
+    return np.conj(np.fft.rfft2(t / max(t.sum(), 1e-300)))
+
+
+def lattice_on_pattern(image: np.ndarray, template_fft_conj: np.ndarray, origin_px, basis_px, radius_px: float,
+                       steps: int = WHOLE_PATTERN_STEPS) -> tuple[np.ndarray, np.ndarray]:
+    """(origin (2,), basis (2, 2), rows g1 g2), detector px: the lattice ``origin + h g1 + k g2`` that puts its points
+    on the disks of one pattern (``image``, (Qx, Qy)), started from ``origin_px``, ``basis_px``.
+
+    The pattern is correlated with the probe (``probe_template_fft``); at every lattice point within the detector
+    (``WHOLE_PATTERN_EDGE_*``) where that correlation stands ``WHOLE_PATTERN_MIN_SIGMA`` above its median and curves
+    down — a disk is there — a Newton step on it (its gradient and curvature, bilinear) says where that disk's
+    centre lies; the lattice is then the least-squares fit to those centres, each weighted by its disk's electrons
+    above the median (a centre measured on N electrons has variance ∝ 1/N), ``steps`` times. Why: at ~1e3 e⁻ a
+    pattern's few near vectors place its lattice to ~1 %, where the few electrons of each of its many far disks
+    together fix it better (bench_strain at 1e3). Its scale is biased: the probe's correlation peaks inward of a thick crystal's
+    disk, brighter on its inner side (noise-free at 300 kV / 2.5 mrad, 2–20 nm: SrTiO3 [001] −0.3 to −1.6 %, GaN
+    [0001] −0.2 to −3.7 %); its shape is not, on square and hexagonal lattices, by their symmetry (benchmarks/
+    RESULTS.md, "A low-dose lattice on its whole pattern")."""
+    img = np.asarray(image, np.float64)
+    P, Q = img.shape
+    corr = np.fft.irfft2(np.fft.rfft2(img) * template_fft_conj, s=img.shape)
+    base = float(np.median(corr))
+    spread = 1.4826 * float(np.median(np.abs(corr - base)))  # the correlation's noise where no disk is
+    gx, gy = np.gradient(corr)
+    gxx, gxy = np.gradient(gx)
+    # the correlation, its gradient and its Hessian as one (P, Q, 6) stack: one interpolation per step
+    fields = np.stack([corr - base, gx, gy, gxx, gxy, np.gradient(gy, axis=1)], axis=-1)
+    o, G = np.asarray(origin_px, np.float64).copy(), np.asarray(basis_px, np.float64).copy()
+    n = int(min(30, np.ceil(max(P, Q) / max(np.hypot(G[:, 0], G[:, 1]).min(), 1.0)) + 1))
+    orders = np.arange(-n, n + 1)
+    hk = np.stack(np.meshgrid(orders, orders, indexing="ij"), -1).reshape(-1, 2).astype(float)
+    m = WHOLE_PATTERN_EDGE_RADII * radius_px + WHOLE_PATTERN_EDGE_PX
+    for _ in range(steps):
+        p = o + hk @ G
+        inside = (p[:, 0] >= m) & (p[:, 0] < P - 1 - m) & (p[:, 1] >= m) & (p[:, 1] < Q - 1 - m)
+        p, h = p[inside], hk[inside]
+        w, gx_p, gy_p, hxx, hxy, hyy = bilinear(fields, *p.T).T
+        det = hxx * hyy - hxy ** 2
+        disk = (w > WHOLE_PATTERN_MIN_SIGMA * spread) & (w > 0) & (hxx < 0) & (det > 0)
+        if disk.sum() < 4:
+            break
+        p, h, w, gx_p, gy_p, hxx, hxy, hyy, det = (a[disk] for a in (p, h, w, gx_p, gy_p, hxx, hxy, hyy, det))
+        step = -np.stack([hyy * gx_p - hxy * gy_p, hxx * gy_p - hxy * gx_p], axis=1) / det[:, None]
+        target = p + np.clip(step, -WHOLE_PATTERN_MAX_STEP_PX, WHOLE_PATTERN_MAX_STEP_PX)
+        X = np.column_stack([np.ones(len(h)), h])  # target = o + h g1 + k g2, per axis
+        sw = np.sqrt(w)[:, None]
+        sol, _, rank, _ = np.linalg.lstsq(X * sw, target * sw, rcond=None)
+        if rank < 3:  # the disks found span no 2-D lattice
+            break
+        o, G = sol[0], sol[1:]
+    return o, G
 
 
 def without_diffuse_background(patterns: torch.Tensor, centres: torch.Tensor, b, q_px, radius_px: float, tol_px: float,
