@@ -109,6 +109,35 @@ def test_reference_region_sets_the_zero():
     assert np.allclose(on_b.loc[on_b.ry < 2, "rotation_deg"], -0.5, atol=1e-6)
 
 
+def _faint_first_orders(G, rx, ry, first, rng):
+    """A hexagonal crystal's position (``G`` its lattice) whose first orders are faint: its √3 sublattice's points
+    ({11-20}-type, g1 + g2 and 2 g2 − g1) within 1.9 Å⁻¹, and only ``first`` of its six first-order vectors."""
+    sub = np.array([G[0] + G[1], 2 * G[1] - G[0]])
+    hk = np.array([(h, k) for h in range(-8, 9) for k in range(-8, 9) if (h, k) != (0, 0)])
+    q = hk @ sub
+    q = q[np.hypot(*q.T) < 1.9]
+    ones = np.array([(1, 0), (0, 1), (-1, 1), (-1, 0), (0, -1), (1, -1)]) @ G
+    q = np.vstack([[0.0, 0.0], q, ones[rng.permutation(6)[:first]]])
+    return pd.DataFrame({"rx": rx, "ry": ry, "qx": q[:, 0], "qy": q[:, 1], "qx_px": 0.0, "qy_px": 0.0,
+                         "intensity": 1.0 / (1.0 + np.hypot(*q.T)), "qz": np.nan})
+
+
+def test_a_crystal_with_faint_first_orders_is_indexed_on_its_own_lattice():
+    # GaN [0001] at 1e3 e⁻ (bench_strain): most positions show the strong {11-20} disks and no {10-10} disk, so the
+    # basis indexing the most of each is the √3 sublattice's; the positions that show a first-order disk find the
+    # crystal's own. Its sublattice's group is the same crystal (``lattice.merge_sublattices``): the reference is the
+    # crystal's lattice, every position is fit and its first-order vector indexed (before: 8 positions of sublattice
+    # against 4, and the reference the sublattice, on which the first orders index nothing).
+    rng = np.random.default_rng(3)
+    G = rotated(HEX, 17.0)
+    df = pd.concat([_faint_first_orders(G, 0, j, int(j % 3 == 0), rng) for j in range(12)], ignore_index=True)
+    res = measure(df, Settings(reference=(slice(0, 1), slice(0, 12))))
+    ref = np.array([res.grains[0]["g1_invA"], res.grains[0]["g2_invA"]])
+    assert np.allclose(np.sort(np.hypot(*ref.T)), 0.3, atol=1e-6), ref
+    t = res.table
+    assert (t["grain"] == 0).all() and (t["n_indexed"] == t["n_vectors"] - 1).all(), t[["n_vectors", "n_indexed"]]
+
+
 def test_grains_each_get_their_own_median_reference():
     """Two crystals side by side (square and hexagonal); no reference region -> two grains."""
     Gs = {(i, j): rotated(SQUARE, 12.0) if j < 3 else rotated(HEX, 31.0) for i in range(3) for j in range(6)}
@@ -254,7 +283,8 @@ def test_bad_no_vectors(tmp_path, capsys):
 
 def test_bad_too_few_indexed(tmp_path, capsys):
     two = pd.concat([position_vectors(SQUARE, 0, j).nsmallest(3, "intensity") for j in range(3)])
-    _bad(tmp_path, capsys, [str(_write(tmp_path, two))], "no lattice indexes")
+    _bad(tmp_path, capsys, [str(_write(tmp_path, two))], "(median 3 vectors per position beside the beam)")
+    _bad(tmp_path, capsys, [str(_write(tmp_path, two))], "predict --bin-scan 2")
 
 
 def test_bad_unknown_columns(tmp_path, capsys):
