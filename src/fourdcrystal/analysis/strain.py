@@ -154,11 +154,12 @@ def _find_references(positions, settings: Settings) -> list[tuple[np.ndarray, np
         where = "in the reference region" if settings.reference is not None else "at any scan position"
         per_position = float(np.median([lattice.non_beam(p[2]).sum() for p in pool])) if pool else 0.0
         # a low-dose scan's patterns show a few disks each, too few for a lattice (bench_strain's 2 nm SrTiO3 at 1e3
-        # e⁻: a median of 0.5 beside the beam in its reference row); summed 2 × 2 they show more
+        # e⁻: a median of 0.5 beside the beam in its reference row); summed 2 × 2 they show more (11 % of its
+        # positions fit; benchmarks/RESULTS.md, "Strain's reference where a crystal's first orders are faint")
         raise UserError(f"no lattice indexes {settings.min_indexed} or more vectors, better than chance, {where} "
                         f"(median {per_position:g} vectors per position beside the beam)",
-                        "a low-dose scan: sum neighbouring positions (`predict --bin-scan 2`); else check the vectors "
-                        "(mostly noise per pattern?) or lower --min-indexed")
+                        "a low-dose scan: sum neighbouring positions (`predict --bin-scan 2`, or 3); else check the "
+                        "vectors (mostly noise per pattern?) or lower --min-indexed")
     return groups[:1] if settings.reference is not None else groups
 
 
