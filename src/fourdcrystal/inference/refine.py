@@ -422,10 +422,10 @@ def lattice_on_pattern(image: np.ndarray, template_fft_conj: np.ndarray, origin_
     centre lies; the lattice is then the least-squares fit to those centres, each weighted by its disk's electrons
     above the median (a centre measured on N electrons has variance ∝ 1/N), ``steps`` times. Why: at ~1e3 e⁻ a
     pattern's few near vectors place its lattice to ~1 %, where the few electrons of each of its many far disks
-    together fix it better (bench_strain at 1e3). Its scale is biased: the probe's correlation peaks inward of a thick crystal's
-    disk, brighter on its inner side (noise-free at 300 kV / 2.5 mrad, 2–20 nm: SrTiO3 [001] −0.3 to −1.6 %, GaN
-    [0001] −0.2 to −3.7 %); its shape is not, on square and hexagonal lattices, by their symmetry (benchmarks/
-    RESULTS.md, "A low-dose lattice on its whole pattern")."""
+    together fix it better (bench_strain at 1e3). Its scale is biased: the probe's correlation peaks inward of a
+    thick crystal's disk, brighter on its inner side (noise-free at 300 kV / 2.5 mrad, 2–20 nm: SrTiO3 [001] −0.3 to
+    −1.6 %, GaN [0001] −0.2 to −3.7 %); its shape is not, on square and hexagonal lattices, by their symmetry
+    (benchmarks/RESULTS.md, "A low-dose lattice on its whole pattern")."""
     img = np.asarray(image, np.float64)
     P, Q = img.shape
     corr = np.fft.irfft2(np.fft.rfft2(img) * template_fft_conj, s=img.shape)
