@@ -282,7 +282,7 @@ def test_a_low_dose_lattice_is_placed_on_its_whole_pattern(tmp_path, shipped, ga
         return np.sqrt(np.mean(np.square(err))), len(err)
 
     rms_whole, n_whole = rms_to_truth("whole")
-    monkeypatch.setattr(MeasuredPattern, "_few_electrons", lambda self, pats, electron: np.zeros(len(pats), bool))
+    monkeypatch.setattr(MeasuredPattern, "_few_electrons", lambda self, counted, n: np.zeros(n, bool))
     rms_vectors, n_vectors = rms_to_truth("vectors")
     assert n_whole == n_vectors and rms_whole < 0.8 * rms_vectors, (rms_whole, rms_vectors, n_whole, n_vectors)
 

@@ -146,7 +146,8 @@ class MeasuredPattern:
         spacing = np.full(len(near), np.inf) if self.small_disks else near
         dense = np.zeros(len(out["pattern"]), bool)
         incident = np.ones(len(patterns))
-        low_dose = self._low_dose(patterns, electron)
+        counted = self._counted(patterns, electron)
+        low_dose = self._low_dose(counted, len(patterns))
         if self.check_evidence and len(out["pattern"]):
             contrast = disk_contrast(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
                                      overlapping=spacing < RING_CLEAR_RADII * r, electron=electron,
@@ -259,7 +260,7 @@ class MeasuredPattern:
             out = {k: v[keep] for k, v in out.items()}
         if refined and self.lattice_positions and len(out["pattern"]):
             # weighted by the network's V_g, which ``intensity`` holds here
-            self._place_on_lattice(measured, centres, out, self._few_electrons(patterns, electron))
+            self._place_on_lattice(measured, centres, out, self._few_electrons(counted, len(patterns)))
         if refined and len(out["pattern"]):
             out = _one_per_position(out)
         if "intensity" in out:
@@ -466,12 +467,13 @@ class MeasuredPattern:
             self._whole_pattern_template = probe_template_fft(self.inputs.detector_probe, self.inputs.finder.c)
         return self._whole_pattern_template
 
-    def _few_electrons(self, patterns: torch.Tensor, electron) -> np.ndarray:
-        """(B,) bool: patterns of fewer than ``evidence.LOW_DOSE_E[0]`` counted electrons, where each disk's few
-        electrons place it to a pixel or so: their lattice is refitted to the whole pattern (``_place_on_lattice``)."""
-        if not (self.check_evidence and self.lattice_positions and self.corr_power is not None):
-            return np.zeros(len(patterns), bool)
-        return pattern_electrons(patterns.float(), electron).cpu().numpy() < LOW_DOSE_E[0]
+    def _few_electrons(self, counted: np.ndarray | None, n: int) -> np.ndarray:
+        """(n,) bool: patterns of fewer than ``evidence.LOW_DOSE_E[0]`` ``counted`` electrons (``_counted``), where
+        each disk's few electrons place it to a pixel or so: their lattice is refitted to the whole pattern
+        (``_place_on_lattice``)."""
+        if counted is None or not (self.lattice_positions and self.corr_power is not None):
+            return np.zeros(n, bool)
+        return counted < LOW_DOSE_E[0]
 
     def _lit(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> np.ndarray:
         """(B,) whether each pattern's direct beam, where the beam finder put it, passes the contrast test of
@@ -621,12 +623,15 @@ class MeasuredPattern:
             x[climb], y[climb], _ = self.edge_template.climb(patterns, b[climb], x[climb], y[climb], EDGE_CLIMB_PX)
         return x, y, moved
 
-    def _low_dose(self, patterns: torch.Tensor, electron) -> np.ndarray:
-        """(B,) bool: patterns of fewer than ``evidence.LOW_DOSE_E[1]`` counted electrons (none where the
-        evidence is not checked: their disks' SNR is unknown)."""
-        if not self.check_evidence:
-            return np.zeros(len(patterns), bool)
-        return pattern_electrons(patterns.float(), electron).cpu().numpy() < LOW_DOSE_E[1]
+    def _counted(self, patterns: torch.Tensor, electron) -> np.ndarray | None:
+        """(B,) the electrons each pattern holds (``evidence.pattern_electrons``); None where the evidence is not
+        checked (their disks' SNR is unknown)."""
+        return pattern_electrons(patterns.float(), electron).cpu().numpy() if self.check_evidence else None
+
+    def _low_dose(self, counted: np.ndarray | None, n: int) -> np.ndarray:
+        """(n,) bool: patterns of fewer than ``evidence.LOW_DOSE_E[1]`` ``counted`` electrons (``_counted``; none
+        where not counted)."""
+        return np.zeros(n, bool) if counted is None else counted < LOW_DOSE_E[1]
 
     def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray, clear: np.ndarray,
                 low_dose: np.ndarray) -> None:
