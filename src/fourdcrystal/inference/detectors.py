@@ -438,10 +438,13 @@ class MeasuredPattern:
         # weighted by intensity, as `fourdcrystal strain` weighs its per-position fit (analysis.strain):
         # unweighted, the faint high orders had raised bench_strain's errors at 1e5 e⁻ (RESULTS.md)
         w = np.clip(np.nan_to_num(out["intensity"]), 1e-12, None)[~beam] if "intensity" in out else None
-        placed, on, hk, basis = lattice_placed(b[~beam], q[~beam], LATTICE_TOL_SEARCHES * self.search_px, weights=w,
-                                               lattices=True)
+        tol = LATTICE_TOL_SEARCHES * self.search_px
+        if not few.any():  # no pattern to refit (every bright one): the placement alone
+            q[~beam] = lattice_placed(b[~beam], q[~beam], tol, weights=w)[0]
+            return self._set_positions(out, c, q)
+        placed, on, hk, basis = lattice_placed(b[~beam], q[~beam], tol, weights=w, lattices=True)
         q[~beam] = placed
-        rows, tol = np.flatnonzero(~beam), LATTICE_TOL_SEARCHES * self.search_px
+        rows = np.flatnonzero(~beam)
         for k in np.unique(b[rows[on]]):
             if not few[k]:
                 continue
