@@ -19,6 +19,8 @@ the positions of the deformed states; positions that could not be fit are counte
 Tilt (the network's q_z, `strain`'s out-of-plane tilt map): the undeformed crystal at 40 Å tilted by
 0 or 10 mrad toward three azimuths, noiseless and 1e5 e⁻; error = |measured − true tilt vector| (mrad)
 per position, mean over the tilted states (and the spurious tilt found on the untilted one).
+Bound (Cramér–Rao), at each dose with noise: the least mean |error| per component that any unbiased detector of one
+pattern can reach on the reference state's pattern, its every disk's content known (``strain_bound``).
 Paired comparison: both detectors see the same patterns, so per position the difference of their |error|
 is taken and averaged, with its standard error (positions both fit).
 ``--bin-scan N``: each state is recorded on N scan rows of N·draws positions and both detectors run with
@@ -53,7 +55,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from fourdcrystal import cli  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference.predict import DEFAULT_MODEL  # noqa: E402
-from fourdcrystal.learning.augment import DEFAULTS, Augmenter  # noqa: E402
+from fourdcrystal.learning.augment import DEFAULTS, Augmenter, background_image, distort, electrons_per_unit  # noqa: E402
+from fourdcrystal.inference.model_input import probe_radius_px  # noqa: E402
 from fourdcrystal.learning.model import load_checkpoint  # noqa: E402
 from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, gan, rectangular_cell,  # noqa: E402
                                               rectangular_geometry, square_geometry, srtio3, zone_axis_cbed)
@@ -212,6 +215,97 @@ def paired(net: pd.DataFrame, ref: pd.DataFrame) -> dict:
     return out
 
 
+# --- the precision a pattern allows --------------------------------------------------------------------------
+# Which strain precision a recorded pattern allows at its dose, whatever finds its disks: the Cramér–Rao bound of
+# the lattice (origin and basis) measured on one pattern, from the Poisson Fisher information of its expected
+# counts (the noise-free pattern as the detector augmentation records it before its shot noise: moved by the
+# descan, on its background), every disk's content known, carried to e_xx, e_yy, e_xy and rotation: the least mean
+# |error| any unbiased detector of one pattern can reach. Left out: the blur after counting (an invertible filter of
+# the counts keeps their information) and bad pixels. With each disk's brightness and a linear ramp across it
+# unknown too (``lattice_covariance(..., interiors_known=False)``) it is ~1.5 × higher, but both detectors here
+# place the disks as flat probe disks, which that model does not bound: their rotation at 1e3 e⁻ measured below it
+# (benchmarks/RESULTS.md, "Strain at 1e3 e⁻ against the precision its patterns allow").
+BOUND_DISK_MARGIN_PX = 1.5  # a disk's pixels: within its radius and this of its centre (its blurred edge)
+
+
+def truth_lattice_px(ex, geo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(beam centre (2,), reflection centres (N, 2), their (h, k) (N, 2)), px of ``geo``'s detector, of the kinematic
+    truth's zero layer, the beam first with (0, 0). The truth's own px are the simulated detector's, which
+    ``simulate`` bins ``camera_binning`` times."""
+    t = ex["truth"]
+    t = t[t["l"] == 0]
+    b = camera_binning(geo)
+    q = t[["qx_invA", "qy_invA"]].to_numpy(float) / geo.dk_invA
+    beam = ((t[["qx_px", "qy_px"]].to_numpy(float) - q * b).mean(axis=0) + 0.5) / b - 0.5
+    return beam, np.vstack([beam, beam + q]), np.vstack([[0.0, 0.0], t[["h", "k"]].to_numpy(float)])
+
+
+def lattice_covariance(counts: np.ndarray, moving: np.ndarray, centres: np.ndarray, hk: np.ndarray,
+                       radius_px: float, interiors_known: bool) -> np.ndarray:
+    """(6, 6) Cramér–Rao covariance of (origin x, y; g1 x, y; g2 x, y), px, for a pattern of expected ``counts``
+    (Poisson means per pixel) whose disks — ``moving``, the part of ``counts`` that moves with the lattice, each
+    disk the pixels nearest its centre within its radius + ``BOUND_DISK_MARGIN_PX`` — sit at ``centres`` =
+    origin + h g1 + k g2. ``interiors_known`` False: each disk's brightness and a linear ramp across it are
+    unknown parameters too, removed by their Schur complement."""
+    ii, jj = np.indices(counts.shape, dtype=float)
+    gx, gy = np.gradient(moving)
+    d = np.hypot(ii[..., None] - centres[:, 0], jj[..., None] - centres[:, 1])
+    nearest, inside = d.argmin(axis=-1), d.min(axis=-1) <= radius_px + BOUND_DISK_MARGIN_PX
+    w = 1.0 / np.maximum(counts, 1e-12)
+    info = np.zeros((6, 6))
+    for m, (h, k) in enumerate(hk):
+        sel = inside & (nearest == m)
+        if not sel.any():
+            continue
+        a, b, wt = gx[sel], gy[sel], w[sel]
+        J = -np.stack([a, b, a * h, b * h, a * k, b * k], axis=1)  # d counts / d lattice, this disk's pixels
+        info += J.T @ (J * wt[:, None])
+        if not interiors_known:
+            c = moving[sel]
+            N = np.stack([c, c * (ii[sel] - centres[m, 0]) / radius_px, c * (jj[sel] - centres[m, 1]) / radius_px], 1)
+            JN, NN = J.T @ (N * wt[:, None]), N.T @ (N * wt[:, None])
+            info -= JN @ np.linalg.pinv(NN) @ JN.T
+    return np.linalg.pinv(info)
+
+
+def strain_of(G: np.ndarray, G_ref: np.ndarray) -> np.ndarray:
+    """(e_xx, e_yy, e_xy in %, rotation °) of the lattice ``G`` (rows g1, g2) against ``G_ref``: the real-space
+    deformation F = G⁻¹ G_ref = R (I + ε), polar decomposition."""
+    W, S, Vt = np.linalg.svd(np.linalg.solve(G, G_ref))
+    e, R = Vt.T @ np.diag(S) @ Vt - np.eye(2), W @ Vt
+    return np.array([100 * e[0, 0], 100 * e[1, 1], 100 * e[0, 1], np.degrees(np.arctan2(R[1, 0], R[0, 0]))])
+
+
+def strain_bound(ex, geo, dose: float, draws: int, seed: int, interiors_known: bool = True) -> dict:
+    """Mean |error| (e_xx, e_yy, e_xy %, rotation °) that a position's strain cannot beat on ``ex``'s pattern at
+    ``dose``, over ``draws`` draws of the detector augmentation (as ``write_scan``: ellipticity 0): each draw's
+    Cramér–Rao standard deviations, the reference row's median (``draws`` positions, variance π/2 σ² / draws)
+    added, as E|N(0, σ²)| = σ √(2/π)."""
+    aug = Augmenter({**DEFAULTS, "ellipticity": 0.0})
+    rng = np.random.default_rng(seed)
+    beam, centres0, hk = truth_lattice_px(ex, geo)
+    G = np.linalg.lstsq(hk[1:], centres0[1:] - beam, rcond=None)[0]
+    radius = probe_radius_px(ex["probe"])
+    theta = np.r_[beam, G.ravel()]
+
+    def comps(t):
+        return strain_of(t[2:].reshape(2, 2), G)
+
+    step = 1e-6  # the strain's derivatives by the lattice parameters (px), numerically
+    jac = np.array([(comps(theta + step * e) - comps(theta)) / step for e in np.eye(6)]).T
+    var = []
+    for _ in range(draws):
+        prm = aug.draw(rng, ex["cbed"].shape, dose)
+        e_per = electrons_per_unit(ex["probe"], prm.dose_e)
+        moving = distort(np.asarray(ex["cbed"], np.float64), tuple(prm.shift_px), 0.0, 0.0) * e_per
+        counts = np.clip(background_image(moving.shape, prm, onto=moving / e_per), 0.0, None) * e_per
+        cov = lattice_covariance(counts, moving, centres0 + np.asarray(prm.shift_px), hk, radius, interiors_known)
+        var.append(np.diag(jac @ cov @ jac.T))
+    var = np.array(var)
+    sd = np.sqrt(var + np.pi / 2 * var.mean(axis=0) / draws)
+    return {c: float(np.sqrt(2 / np.pi) * v) for c, v in zip(COMPONENTS, sd.mean(axis=0))} | {"fit_fraction": 1.0}
+
+
 def run_strain(src, out, draws):
     """`fourdcrystal strain` with the unstrained row as reference; exit 2 (no lattice better than chance
     in the reference row) leaves no output folder, which ``errors`` reports as nothing fit."""
@@ -306,6 +400,10 @@ def main():
                     print(rows[-1], flush=True)
                 pairs.append({"thickness_A": thick, "dose": rows[-1]["dose"],
                               **paired(per_position["network"], per_position["py4DSTEM"])})
+                if dose is not None and args.bin_scan == 1:
+                    rows.append({"method": "bound (Cramér–Rao)", "thickness_A": thick, "dose": f"{dose:.0e}",
+                                 **strain_bound(sims[0], geo, dose, draws, 1000 + k)})
+                    print(rows[-1], flush=True)
         other_beam = args.detector or beam != dict(energy_eV=ENERGY_EV, semiangle_mrad=SEMIANGLE_MRAD)
         tilt = [] if (args.bin_scan > 1 or args.dose or args.thickness_A or args.crystal != "srtio3" or args.tilt
                       or other_beam) else \

@@ -426,7 +426,8 @@ def test_bench_strain_quick(tmp_path):
     result = json.loads(out.read_text())
     rows = {(r["method"], r["dose"]): r for r in result["strain"]}
     assert set(rows) == {("kinematic", "noiseless"), ("network", "noiseless"), ("py4DSTEM", "noiseless"),
-                         ("network", "1e+03"), ("py4DSTEM", "1e+03")}
+                         ("network", "1e+03"), ("py4DSTEM", "1e+03"), ("bound (Cramér–Rao)", "1e+03")}
+    assert all(0 < rows[("bound (Cramér–Rao)", "1e+03")][c] < 5 for c in ("exx_pct", "eyy_pct", "exy_pct", "rotation_deg"))
     kin = rows[("kinematic", "noiseless")]
     assert kin["fit_fraction"] == 1 and max(kin[c] for c in ("exx_pct", "eyy_pct", "exy_pct", "rotation_deg")) < 1e-6
     assert rows[("network", "noiseless")]["fit_fraction"] == 1 and rows[("py4DSTEM", "noiseless")]["fit_fraction"] == 1
@@ -559,3 +560,31 @@ def test_bench_strain_records_the_series_on_another_camera_in_a_box_of_whole_cel
     # on a box twice as large and binned 2 × 2 to its pixels
     small = bench.crystal_on("srtio3", model_geo, (128, 0.04))[1]
     assert small.box_A < bench.MIN_BOX_A <= 2 * small.box_A and bench.camera_binning(small) == 2
+
+
+def test_the_strain_bound_is_the_cramer_rao_bound_of_a_lattice_of_spots():
+    """bench_strain's precision bound (``lattice_covariance``): for Gaussian spots of σ px holding N electrons each,
+    every spot's centre is known to σ² / N per axis, so the lattice's least-squares origin and basis have
+    covariance σ² / N (XᵀX)⁻¹ per axis (X: rows 1, h, k) — the Fisher information of the counts gives it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_strain.py"
+    spec = importlib.util.spec_from_file_location("bench_strain", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sigma, electrons, origin = 1.3, 50.0, np.array([64.2, 63.7])
+    G = np.array([[12.1, 0.4], [-0.3, 11.8]])
+    hk = np.array([(h, k) for h in range(-4, 5) for k in range(-4, 5)], float)
+    centres = origin + hk @ G
+    ii, jj = np.indices((128, 128), dtype=float)
+    spots = sum(electrons / (2 * np.pi * sigma ** 2) * np.exp(-((ii - x) ** 2 + (jj - y) ** 2) / (2 * sigma ** 2))
+                for x, y in centres)
+    cov = bench.lattice_covariance(spots + 1e-3, spots, centres, hk, 3 * sigma, interiors_known=True)
+    X = np.column_stack([np.ones(len(hk)), hk])
+    per_axis = sigma ** 2 / electrons * np.linalg.inv(X.T @ X)  # (origin, g1, g2) along one axis
+    expected = np.diag(per_axis)[[0, 0, 1, 1, 2, 2]]
+    assert np.allclose(np.diag(cov), expected, rtol=0.05)
+    # a disk's brightness and a ramp across it unknown as well: less is known, never more
+    loose = bench.lattice_covariance(spots + 1e-3, spots, centres, hk, 3 * sigma, interiors_known=False)
+    assert (np.diag(loose) >= np.diag(cov) * (1 - 1e-9)).all()

@@ -134,8 +134,9 @@ def distortion_matrix(ellipticity: float, angle_rad: float) -> np.ndarray:
     return rot @ np.diag([1 + ellipticity / 2, 1 - ellipticity / 2]) @ rot.T
 
 
-def _distort(img: np.ndarray, shift, ellipticity: float, angle: float) -> np.ndarray:
-    """Resample so the content moves by ``shift`` px and stretches elliptically about the centre."""
+def distort(img: np.ndarray, shift, ellipticity: float, angle: float) -> np.ndarray:
+    """Resample so the content moves by ``shift`` px and stretches elliptically about the centre (step 1 of the
+    module docstring; bench_strain's precision bound takes the recorded pattern's mean from it too)."""
     if shift == (0.0, 0.0) and ellipticity == 0.0:
         return img
     c = np.array([img.shape[0] // 2, img.shape[1] // 2], float)
@@ -164,7 +165,7 @@ def electrons_per_unit(probe: np.ndarray, dose_e: float) -> float:
 def transform(cbed: np.ndarray, probe: np.ndarray, params: AugmentParams, rng: np.random.Generator) -> np.ndarray:
     """Apply one drawn set of artifacts (see the module docstring for order and units)."""
     img = np.array(cbed, dtype=np.float64)  # a copy: the caller's pattern is never modified
-    img = _distort(img, tuple(params.shift_px), params.ellipticity, params.ellipse_angle_rad)
+    img = distort(img, tuple(params.shift_px), params.ellipticity, params.ellipse_angle_rad)
     if params.background_const or params.background_diffuse:
         img = background_image(img.shape, params, onto=img)
     if params.dose_e is not None:
