@@ -53,6 +53,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from fourdcrystal import cli  # noqa: E402
+from fourdcrystal.analysis import strain as measured_strain  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference.predict import DEFAULT_MODEL  # noqa: E402
 from fourdcrystal.learning.augment import DEFAULTS, Augmenter, background_image, distort, electrons_per_unit  # noqa: E402
@@ -268,14 +269,6 @@ def lattice_covariance(counts: np.ndarray, moving: np.ndarray, centres: np.ndarr
     return np.linalg.pinv(info)
 
 
-def strain_of(G: np.ndarray, G_ref: np.ndarray) -> np.ndarray:
-    """(e_xx, e_yy, e_xy in %, rotation °) of the lattice ``G`` (rows g1, g2) against ``G_ref``: the real-space
-    deformation F = G⁻¹ G_ref = R (I + ε), polar decomposition."""
-    W, S, Vt = np.linalg.svd(np.linalg.solve(G, G_ref))
-    e, R = Vt.T @ np.diag(S) @ Vt - np.eye(2), W @ Vt
-    return np.array([100 * e[0, 0], 100 * e[1, 1], 100 * e[0, 1], np.degrees(np.arctan2(R[1, 0], R[0, 0]))])
-
-
 def strain_bound(ex, geo, dose: float, draws: int, seed: int, interiors_known: bool = True) -> dict:
     """Mean |error| (e_xx, e_yy, e_xy %, rotation °) that a position's strain cannot beat on ``ex``'s pattern at
     ``dose``, over ``draws`` draws of the detector augmentation (as ``write_scan``: ellipticity 0): each draw's
@@ -288,8 +281,9 @@ def strain_bound(ex, geo, dose: float, draws: int, seed: int, interiors_known: b
     radius = probe_radius_px(ex["probe"])
     theta = np.r_[beam, G.ravel()]
 
-    def comps(t):
-        return strain_of(t[2:].reshape(2, 2), G)
+    def comps(t):  # as `fourdcrystal strain` reports them: %, °
+        exx, eyy, exy, rot = measured_strain.strain_rotation(measured_strain.deformation(t[2:].reshape(2, 2), G))
+        return np.array([100 * exx, 100 * eyy, 100 * exy, np.degrees(rot)])
 
     step = 1e-6  # the strain's derivatives by the lattice parameters (px), numerically
     jac = np.array([(comps(theta + step * e) - comps(theta)) / step for e in np.eye(6)]).T
