@@ -56,7 +56,7 @@ from fourdcrystal import cli  # noqa: E402
 from fourdcrystal.analysis import strain as measured_strain  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference.predict import DEFAULT_MODEL  # noqa: E402
-from fourdcrystal.learning.augment import DEFAULTS, Augmenter, background_image, distort, electrons_per_unit  # noqa: E402
+from fourdcrystal.learning.augment import DEFAULTS, Augmenter, distort, electrons_per_unit, mean_electrons  # noqa: E402
 from fourdcrystal.inference.model_input import probe_radius_px  # noqa: E402
 from fourdcrystal.learning.model import load_checkpoint  # noqa: E402
 from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, gan, rectangular_cell,  # noqa: E402
@@ -290,9 +290,10 @@ def strain_bound(ex, geo, dose: float, draws: int, seed: int, interiors_known: b
     var = []
     for _ in range(draws):
         prm = aug.draw(rng, ex["cbed"].shape, dose)
-        e_per = electrons_per_unit(ex["probe"], prm.dose_e)
-        moving = distort(np.asarray(ex["cbed"], np.float64), tuple(prm.shift_px), 0.0, 0.0) * e_per
-        counts = np.clip(background_image(moving.shape, prm, onto=moving / e_per), 0.0, None) * e_per
+        counts = mean_electrons(ex["cbed"], ex["probe"], prm)
+        moving = distort(  # the part of them that moves with the lattice: the disks, not the background
+            np.asarray(ex["cbed"], np.float64), tuple(prm.shift_px), prm.ellipticity, prm.ellipse_angle_rad) \
+            * electrons_per_unit(ex["probe"], prm.dose_e)
         cov = lattice_covariance(counts, moving, centres0 + np.asarray(prm.shift_px), hk, radius, interiors_known)
         var.append(np.diag(jac @ cov @ jac.T))
     var = np.array(var)

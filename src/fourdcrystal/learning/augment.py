@@ -136,7 +136,7 @@ def distortion_matrix(ellipticity: float, angle_rad: float) -> np.ndarray:
 
 def distort(img: np.ndarray, shift, ellipticity: float, angle: float) -> np.ndarray:
     """Resample so the content moves by ``shift`` px and stretches elliptically about the centre (step 1 of the
-    module docstring; bench_strain's precision bound takes the recorded pattern's mean from it too)."""
+    module docstring; bench_strain's precision bound moves the disks with it)."""
     if shift == (0.0, 0.0) and ellipticity == 0.0:
         return img
     c = np.array([img.shape[0] // 2, img.shape[1] // 2], float)
@@ -162,12 +162,23 @@ def electrons_per_unit(probe: np.ndarray, dose_e: float) -> float:
     return float(dose_e) / probe_total
 
 
-def transform(cbed: np.ndarray, probe: np.ndarray, params: AugmentParams, rng: np.random.Generator) -> np.ndarray:
-    """Apply one drawn set of artifacts (see the module docstring for order and units)."""
-    img = np.array(cbed, dtype=np.float64)  # a copy: the caller's pattern is never modified
-    img = distort(img, tuple(params.shift_px), params.ellipticity, params.ellipse_angle_rad)
+def _before_counting(cbed: np.ndarray, params: AugmentParams) -> np.ndarray:
+    """Steps 1–2 (module docstring): ``cbed`` moved and distorted, on its background; a float64 copy."""
+    img = distort(np.array(cbed, dtype=np.float64), tuple(params.shift_px), params.ellipticity, params.ellipse_angle_rad)
     if params.background_const or params.background_diffuse:
         img = background_image(img.shape, params, onto=img)
+    return img
+
+
+def mean_electrons(cbed: np.ndarray, probe: np.ndarray, params: AugmentParams) -> np.ndarray:
+    """The electrons per pixel ``transform`` counts on average before its shot noise (steps 1–2 at the drawn dose):
+    the Poisson means of the recorded pattern (bench_strain's precision bound)."""
+    return np.clip(_before_counting(cbed, params), 0.0, None) * electrons_per_unit(probe, params.dose_e)
+
+
+def transform(cbed: np.ndarray, probe: np.ndarray, params: AugmentParams, rng: np.random.Generator) -> np.ndarray:
+    """Apply one drawn set of artifacts (see the module docstring for order and units)."""
+    img = _before_counting(cbed, params)  # a copy: the caller's pattern is never modified
     if params.dose_e is not None:
         e_per_unit = electrons_per_unit(probe, params.dose_e)
         img = rng.poisson(np.clip(img, 0.0, None) * e_per_unit) / e_per_unit
