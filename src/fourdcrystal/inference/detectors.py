@@ -428,12 +428,25 @@ class MeasuredPattern:
                           few: np.ndarray, electron=None) -> None:
         """Move every non-beam vector onto its pattern's least-squares lattice through the beam
         (``refine.lattice_placed``; in place), the fit weighted by the vectors' intensities. On a pattern of ``few``
-        electrons (``_few_electrons``) that lattice is then refitted to the whole pattern: its shape and orientation
-        to every disk's correlation maximum (``refine.lattice_on_pattern`` on ``measured``, the pattern less its
-        diffuse background), then all of it, size included, to the likelihood of the pattern's electrons
-        (``refine.lattice_likelihood``), each lattice point weighed by its disk's brightness in the batch's
-        ``few`` patterns (``_batch_levels``): the few electrons of many far disks fix a lattice better than the
-        network's few near vectors, pooled before they are maximised better than disk by disk."""
+        electrons (``_few_electrons``) that lattice is then refitted to the whole pattern — the few electrons of many
+        far disks fix a lattice better than the network's few near vectors: its shape and orientation to every
+        disk's correlation maximum (``refine.lattice_on_pattern`` on ``measured``, the pattern less its diffuse
+        background), then
+
+        * disks that touch a neighbour, which the sub-pixel fit places by the plain probe (``_refine``): all of it,
+          size included, to the likelihood of the pattern's electrons (``refine.lattice_likelihood``), each lattice
+          point weighed by its disk's brightness in the batch's ``few`` patterns (``_batch_levels``): pooled before
+          they are maximised, the electrons place the lattice better than disk by disk (bench_strain at 1e3 e⁻,
+          SrTiO3 and GaN at 60 Å: mean |error| e_xx 1.55 → 0.80 %, 0.73 → 0.52 %; benchmarks/RESULTS.md, "A
+          low-dose lattice by its likelihood");
+        * small disks and large clear ones, which it places by their edges: the vectors' size kept (the basis'
+          determinant). The plain probe's likelihood follows a thick crystal's disk, brighter on its inner side,
+          inward (bench_accuracy's 200 kV / 2 mrad / 30 nm at 1e3 e⁻: F1 0.35 → 0.19), and with the edge-weighted
+          template it was noisier than the vectors' own size (bench_strain at 200 kV / 2 mrad, 60 Å, 1e3 e⁻: e_xx
+          0.73 → 0.93 %). The plain correlation's inward pull changes with the thickness (noise-free, SrTiO3 [001]
+          at 2–20 nm: −0.3 to −1.6 % in scale, against −0.2 to −1.0 % for the vectors' lattice), where a square or
+          hexagonal lattice's shape is unbiased by symmetry (a rectangular one's is not: Si [110] ≤ 0.15 % to 15 nm,
+          0.8–2 % at 20–80 nm, the vectors' 0.1–1 %)."""
         c = centres.cpu().numpy().astype(np.float64)
         b, beam = out["pattern"], self._beam(out)
         q = np.column_stack([out["qx_px"] - c[b, 0], out["qy_px"] - c[b, 1]])
@@ -458,9 +471,12 @@ class MeasuredPattern:
             G_vectors = basis[mine][0]
             o_whole, G_whole = lattice_on_pattern(measured[k].cpu().numpy(), self._probe_template_fft(), c[k],
                                                   G_vectors, self.disk_radius_px)
-            G_whole = lattice_likelihood(without_spikes(patterns[k].cpu().numpy(), one_e[k]),
-                                         self._probe_template_fft(), o_whole, G_whole, self.disk_radius_px, levels,
-                                         shift[k], one_e[k])[1]
+            if self.small_disks or self.may_be_clear:  # placed by their edges: the vectors' size (docstring)
+                G_whole = G_whole * math.sqrt(abs(np.linalg.det(G_vectors) / np.linalg.det(G_whole)))
+            else:
+                G_whole = lattice_likelihood(without_spikes(patterns[k].cpu().numpy(), one_e[k]),
+                                             self._probe_template_fft(), o_whole, G_whole, self.disk_radius_px,
+                                             levels, shift[k], one_e[k])[1]
             # a refit that moves a vector beyond the tolerance that put it on the lattice has left it (noise)
             if np.abs(hk[mine] @ (G_whole - G_vectors)).max() <= tol:
                 q[rows[mine]] = hk[mine] @ G_whole
@@ -493,15 +509,16 @@ class MeasuredPattern:
         return self._whole_pattern_template
 
     def _few_electrons(self, counted: np.ndarray | None, n: int) -> np.ndarray:
-        """(n,) bool: patterns of fewer than ``evidence.LOW_DOSE_E[1]`` ``counted`` electrons (``_counted``), where
-        each disk's few electrons place it to a fraction of a pixel at best: their lattice is refitted to the whole
-        pattern (``_place_on_lattice``). Measured on bench_strain's SrTiO3 [001] 60 Å draws: at 3e3 and 1e4 e⁻ (~5e3
-        and ~2e4 electrons with the background) the refit took mean |error| e_xx from 0.69 / 0.43 % to 0.53 / 0.34 %;
-        at 1e5 e⁻ it doubled it (0.19 → 0.36 %): there each disk's own edge is sharper than the likelihood's flat
-        disk on a background common to the lattice (benchmarks/RESULTS.md, "A low-dose lattice by its likelihood")."""
+        """(n,) bool: patterns of so few ``counted`` electrons (``_counted``) that each disk's few place it to a pixel
+        or so: their lattice is refitted to the whole pattern (``_place_on_lattice``). Under ``evidence.LOW_DOSE_E[1]``
+        where the disks touch (fitted to the likelihood of all the pattern's electrons): on bench_strain's SrTiO3 [001]
+        60 Å draws at 3e3 and 1e4 e⁻ (~5e3 and ~2e4 electrons with the background) that fit took mean |error| e_xx
+        from 0.69 / 0.43 % to 0.53 / 0.34 %, while at 1e5 e⁻ it doubled it (0.19 → 0.36 %): there each disk's own
+        edge is sharper than the likelihood's flat disk (benchmarks/RESULTS.md, "A low-dose lattice by its
+        likelihood"). Under ``LOW_DOSE_E[0]`` for small disks and large clear ones, which keep their vectors' size."""
         if counted is None or not (self.lattice_positions and self.corr_power is not None):
             return np.zeros(n, bool)
-        return counted < LOW_DOSE_E[1]
+        return counted < LOW_DOSE_E[0 if (self.small_disks or self.may_be_clear) else 1]
 
     def _lit(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> np.ndarray:
         """(B,) whether each pattern's direct beam, where the beam finder put it, passes the contrast test of

@@ -21,10 +21,10 @@ the probe's bright-field disk shifted by g. So each vector the network reports i
    On a pattern of few electrons (under ~2e4) that lattice is then refitted to the whole pattern: its every point
    within the detector, found by the network or not, pulls it toward the disk the pattern shows there — the few
    electrons of many far disks fix a lattice better than the network's few near vectors —, first each disk's
-   own correlation maximum (``lattice_on_pattern``), then the likelihood of all the pattern's electrons at once
-   (``lattice_likelihood``; ``detectors.MeasuredPattern._place_on_lattice``). Its size is biased as every probe
-   correlation's is: the probe's correlation peaks inward of a thick crystal's disk, which is brighter on its
-   inner side, by an amount that changes with the thickness.
+   own correlation maximum (``lattice_on_pattern``), then, where disks touch their neighbours, the likelihood of
+   all the pattern's electrons at once (``lattice_likelihood``); small disks keep their vectors' size
+   (``detectors.MeasuredPattern._place_on_lattice``). The probe's correlation peaks inward of a thick crystal's
+   disk, which is brighter on its inner side, by an amount that changes with the thickness.
 
 A large disk of many pixels clear of its neighbours (``CLEAR_MIN_RADIUS_PX``, ``CLEAR_SPACING_RADII``)
 is searched for further, half its radius, and on the edge-weighted correlation in both steps
