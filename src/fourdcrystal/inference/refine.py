@@ -485,7 +485,11 @@ def without_spikes(image: np.ndarray, electron: float) -> np.ndarray:
     around = np.stack([padded[1 + di:1 + di + H, 1 + dj:1 + dj + W]
                        for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj])
     spike = img > SPIKE_TIMES * around.max(axis=0) + SPIKE_MIN_E * electron
-    return np.where(spike, np.median(around, axis=0), img) if spike.any() else img
+    if not spike.any():
+        return img
+    out = img.copy()
+    out[spike] = np.median(around[:, spike], axis=0)
+    return out
 
 
 def disk_and_ring_levels(image: np.ndarray, radius_px: float) -> np.ndarray:
@@ -514,6 +518,16 @@ def _upsampled(corr: np.ndarray, up: int) -> np.ndarray:
     return np.fft.ifft2(np.fft.ifftshift(padded)).real * up * up
 
 
+def _derivatives(fine: np.ndarray, at: np.ndarray, up: int) -> tuple[np.ndarray, ...]:
+    """(∂x, ∂y, ∂xx, ∂xy, ∂yy) per detector px of ``fine`` (a map ``up`` times finer than the detector, bilinear) at
+    the points ``at`` (its px), by central differences one fine pixel wide: only where the lattice's points are."""
+    d = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)], float)
+    v = bilinear(fine, (at[:, None, 0] + d[:, 0]).ravel(), (at[:, None, 1] + d[:, 1]).ravel()).reshape(len(at), 3, 3)
+    return ((v[:, 2, 1] - v[:, 0, 1]) * up / 2, (v[:, 1, 2] - v[:, 1, 0]) * up / 2,
+            (v[:, 2, 1] - 2 * v[:, 1, 1] + v[:, 0, 1]) * up ** 2, (v[:, 2, 2] - v[:, 2, 0] - v[:, 0, 2] + v[:, 0, 0]) * up ** 2 / 4,
+            (v[:, 1, 2] - 2 * v[:, 1, 1] + v[:, 1, 0]) * up ** 2)
+
+
 def lattice_likelihood(image: np.ndarray, template_fft_conj: np.ndarray, origin_px, basis_px, radius_px: float,
                        levels: np.ndarray, levels_shift_px, electron: float) -> tuple[np.ndarray, np.ndarray]:
     """(origin (2,), basis (2, 2), rows g1 g2), detector px: the lattice ``origin + h g1 + k g2`` most likely to have
@@ -537,10 +551,7 @@ def lattice_likelihood(image: np.ndarray, template_fft_conj: np.ndarray, origin_
     P, Q = img.shape
     up = LIKELIHOOD_UPSAMPLE if max(P, Q) <= LIKELIHOOD_UPSAMPLE_MAX_PX else 1
     corr = np.fft.irfft2(np.fft.rfft2(img) * template_fft_conj, s=img.shape)
-    fine = _upsampled(corr - np.median(corr), up)
-    gx, gy = np.gradient(fine)
-    gxx, gxy = np.gradient(gx)
-    fields = np.stack([gx * up, gy * up, gxx * up ** 2, gxy * up ** 2, np.gradient(gy, axis=1) * up ** 2], axis=-1)
+    fine = _upsampled(corr, up)
     o, G = np.asarray(origin_px, np.float64).copy(), np.asarray(basis_px, np.float64).copy()
     n = int(min(30, np.ceil(max(P, Q) / max(np.hypot(G[:, 0], G[:, 1]).min(), 1.0)) + 1))
     orders = np.arange(-n, n + 1)
@@ -558,8 +569,7 @@ def lattice_likelihood(image: np.ndarray, template_fft_conj: np.ndarray, origin_
         return o, G
     theta = np.vstack([o, G])
     for _ in range(LIKELIHOOD_STEPS):
-        q = X @ theta
-        dx, dy, hxx, hxy, hyy = bilinear(fields, q[:, 0] * up, q[:, 1] * up).T
+        dx, dy, hxx, hxy, hyy = _derivatives(fine, (X @ theta) * up, up)
         grad = np.concatenate([(w * dx) @ X, (w * dy) @ X])
         curv = -np.block([[(X.T * (w * hxx)) @ X, (X.T * (w * hxy)) @ X],
                           [(X.T * (w * hxy)) @ X, (X.T * (w * hyy)) @ X]])
