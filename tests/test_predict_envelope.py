@@ -350,7 +350,8 @@ def test_a_low_dose_lattice_of_touching_disks_is_fitted_to_its_electrons(tmp_pat
     def spread(name):
         df = _vectors(cube, ex["probe"], shipped, geo.dk_invA, tmp_path / name)
         t = strain.measure(df).table.dropna(subset=["exx_pct"])
-        return float(np.mean([np.mean(np.abs(t[c] - t[c].median())) for c in ("exx_pct", "eyy_pct", "exy_pct")])), len(t)
+        deviation = [np.mean(np.abs(t[c] - t[c].median())) for c in ("exx_pct", "eyy_pct", "exy_pct")]
+        return float(np.mean(deviation)), len(t)
 
     with_likelihood, n_with = spread("likelihood")
     monkeypatch.setattr(detectors, "lattice_likelihood", lambda image, template, origin, basis, *a: (origin, basis))

@@ -740,6 +740,29 @@ def test_a_terminated_run_leaves_no_half_written_folder(tmp_path):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
+def test_a_worker_stopped_before_its_own_handler_ends_silently():
+    """A worker forked with the CLI's SIGTERM handler still installed (a pool's process before its initializer ran):
+    the signal ends it with 143 and prints nothing — the line and the removal of the output are the main
+    process's (two workers' lines had run into the main one's: "…nothing was writtenfourdcrystal: …")."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys\n"
+        "from fourdcrystal import cli\n"
+        "cli._HANDLER_PID = os.getpid()\n"
+        "signal.signal(signal.SIGTERM, cli._stopped)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    os._exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "143" and run.stderr == "", (run.stdout, run.stderr)
+
+
 def test_no_disk_is_reported_twice(tmp_path):
     """Spot patterns (a 5 × 5 square lattice of 4 px disks 20 px apart, Poisson counts, 37,000 e⁻) read as int16
     with the dark level over-subtracted by 3 counts: two proposals of one disk had climbed to one correlation

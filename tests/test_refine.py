@@ -406,9 +406,9 @@ def test_a_low_dose_lattice_by_its_likelihood_beats_each_disks_own_maximum():
     # Started from a lattice 1 % too large and 0.5° turned: noise-free it lands on the truth (measured 0.002 px
     # per basis vector); at 1e3 electrons (the beam ~150, each first-order disk ~20, the far ones 1–3) its basis
     # errs less than the fit to each disk's own correlation maximum (``lattice_on_pattern``): measured mean 0.048
-    # against 0.071 px over 24 draws; each lattice point's brightness is read on the mean of the draws, as `predict` reads it on the
-    # batch's. A hot pixel on a first-order disk's edge moves it by no more than 0.01 px once removed
-    # (``without_spikes``; measured 0.000; kept, it moved it 0.064 px).
+    # against 0.071 px over 24 draws; each lattice point's brightness is read on the mean of the draws, as
+    # `predict` reads it on the batch's. A hot pixel on a first-order disk's edge moves it by no more than 0.01 px
+    # once removed (``without_spikes``; measured 0.000; kept, it moved it 0.064 px).
     from fourdcrystal.inference.refine import (disk_and_ring_levels, lattice_likelihood, lattice_on_pattern,
                                                probe_template_fft, without_spikes)
     r = 4.0

@@ -65,12 +65,17 @@ def number(lo: float = 0.0, hi: float = float("inf"), *, above: bool = True, uni
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # `timeout` and SLURM's time limit; Ctrl-C
+_HANDLER_PID = None  # the process that installed ``_stopped`` (``main``)
 
 
 def _stopped(signum, frame):
     """SIGTERM or SIGINT: the half-written output folder is removed (``atomic.remove_unfinished``) and the process
     ends at once with 128 + the signal, as one ended by it does. Not by unwinding: the same signal reaches
-    ``predict``'s worker processes (their process group's), and a pool whose workers died can block its teardown."""
+    ``predict``'s worker processes (their process group's), and a pool whose workers died can block its teardown.
+    A worker forked with this handler, whose signal came before it reset its own (``predict._one_worker``), ends
+    silently: the line and the removal are the main process's (two lines had run into one)."""
+    if os.getpid() != _HANDLER_PID:
+        os._exit(128 + signum)
     from fourdcrystal.atomic import remove_unfinished
 
     remove_unfinished()
@@ -96,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+    global _HANDLER_PID
+    _HANDLER_PID = os.getpid()
     previous = {s: signal.signal(s, _stopped) for s in STOP_SIGNALS} if main_thread else {}
     try:
         return int(importlib.import_module(SUBCOMMANDS[args.command][0]).run(args) or 0)

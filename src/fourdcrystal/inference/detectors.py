@@ -101,6 +101,8 @@ class MeasuredPattern:
         self.small_search_px = max(self.search_px, SMALL_SEARCH_RADII * self.disk_radius_px)
         # large disks of many pixels may be clear of their neighbours (``refine.CLEAR_MIN_RADIUS_PX``)
         self.may_be_clear = not self.small_disks and self.disk_radius_px >= CLEAR_MIN_RADIUS_PX
+        # placed by their edges (below): a low-dose lattice keeps their vectors' size (``_place_on_lattice``)
+        self.edge_placed = self.small_disks or self.may_be_clear
         # small disks and large clear ones are placed by their edges (``refine.SubpixelTemplate``), faint
         # small ones by the plain probe (``refine.PLAIN_BELOW_SNR``); a large disk that touches a neighbour
         # by the plain probe: the neighbour's edge would weigh as much as its own (measured: bench_strain,
@@ -463,7 +465,8 @@ class MeasuredPattern:
         placed, on, hk, basis = lattice_placed(b[~beam], q[~beam], tol, weights=w, lattices=True)
         q[~beam] = placed
         rows = np.flatnonzero(~beam)
-        levels, shift, one_e = self._batch_levels(patterns, c, few, electron)
+        if not self.edge_placed:
+            levels, shift, one_e = self._batch_levels(patterns, c, few, electron)
         for k in np.unique(b[rows[on]]):
             if not few[k]:
                 continue
@@ -471,7 +474,7 @@ class MeasuredPattern:
             G_vectors = basis[mine][0]
             o_whole, G_whole = lattice_on_pattern(measured[k].cpu().numpy(), self._probe_template_fft(), c[k],
                                                   G_vectors, self.disk_radius_px)
-            if self.small_disks or self.may_be_clear:  # placed by their edges: the vectors' size (docstring)
+            if self.edge_placed:  # the vectors' size (docstring)
                 G_whole = G_whole * math.sqrt(abs(np.linalg.det(G_vectors) / np.linalg.det(G_whole)))
             else:
                 G_whole = lattice_likelihood(without_spikes(patterns[k].cpu().numpy(), one_e[k]),
@@ -487,8 +490,9 @@ class MeasuredPattern:
         patterns, each moved so that its beam (``c``) sits on the detector's middle pixel; (B, 2) the shift from each
         pattern's px to that mean's; (B,) one electron of each pattern, ``evidence.one_electron``). Neighbouring scan
         positions show the same reflections: their mean tells which lattice points hold a disk, and how bright,
-        where one pattern's few electrons do not (SrTiO3 [001] 60 Å at 1e3 e⁻: the pattern's own brightness gave
-        mean |error| 1.13 / 1.06 / 0.76 % / 0.49° against 0.79 / 0.77 / 0.55 % / 0.28° from a batch of 32)."""
+        where one pattern's few electrons do not (bench_strain's SrTiO3 [001] 60 Å at 1e3 e⁻, fitted from the true
+        lattice: the pattern's own brightness gave mean |error| 1.13 / 1.06 / 0.76 % / 0.49° against 0.79 / 0.77 /
+        0.55 % / 0.28° from a batch of 32)."""
         one_e = electron[0].cpu().numpy()
         middle = np.array([patterns.shape[1] // 2, patterns.shape[2] // 2])
         shift = middle - np.round(c).astype(int)
@@ -518,7 +522,7 @@ class MeasuredPattern:
         likelihood"). Under ``LOW_DOSE_E[0]`` for small disks and large clear ones, which keep their vectors' size."""
         if counted is None or not (self.lattice_positions and self.corr_power is not None):
             return np.zeros(n, bool)
-        return counted < LOW_DOSE_E[0 if (self.small_disks or self.may_be_clear) else 1]
+        return counted < LOW_DOSE_E[0 if self.edge_placed else 1]
 
     def _lit(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> np.ndarray:
         """(B,) whether each pattern's direct beam, where the beam finder put it, passes the contrast test of

@@ -523,8 +523,10 @@ def _derivatives(fine: np.ndarray, at: np.ndarray, up: int) -> tuple[np.ndarray,
     the points ``at`` (its px), by central differences one fine pixel wide: only where the lattice's points are."""
     d = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)], float)
     v = bilinear(fine, (at[:, None, 0] + d[:, 0]).ravel(), (at[:, None, 1] + d[:, 1]).ravel()).reshape(len(at), 3, 3)
-    return ((v[:, 2, 1] - v[:, 0, 1]) * up / 2, (v[:, 1, 2] - v[:, 1, 0]) * up / 2,
-            (v[:, 2, 1] - 2 * v[:, 1, 1] + v[:, 0, 1]) * up ** 2, (v[:, 2, 2] - v[:, 2, 0] - v[:, 0, 2] + v[:, 0, 0]) * up ** 2 / 4,
+    return ((v[:, 2, 1] - v[:, 0, 1]) * up / 2,
+            (v[:, 1, 2] - v[:, 1, 0]) * up / 2,
+            (v[:, 2, 1] - 2 * v[:, 1, 1] + v[:, 0, 1]) * up ** 2,
+            (v[:, 2, 2] - v[:, 2, 0] - v[:, 0, 2] + v[:, 0, 0]) * up ** 2 / 4,
             (v[:, 1, 2] - 2 * v[:, 1, 1] + v[:, 1, 0]) * up ** 2)
 
 
