@@ -234,17 +234,20 @@ def test_patterns_of_one_vector_each_have_no_lattice():
 
 # --- the diffuse background left out of the sub-pixel fit (``refine.without_diffuse_background``) -------------
 def _lattice_pattern(n, centre, G, r, amplitude, background, rng, electrons):
-    """Disks of radius ``r`` (soft edges) at the beam ``centre`` + hk G, a diffuse background ``background`` ·
-    exp(−ρ / 8 px) about the beam (inelastic scattering), counted at ``electrons`` (None: noise-free)."""
+    """Disks of radius ``r`` (soft edges) at the beam ``centre`` + hk G, each ``amplitude`` of the beam's (or
+    ``amplitude(|g| px)``), a diffuse background ``background`` · exp(−ρ / 8 px) about the beam (inelastic
+    scattering), counted at ``electrons`` (None: noise-free)."""
     sub = 4
     ax = (np.arange(n * sub) + 0.5) / sub - 0.5
     x, y = np.meshgrid(ax, ax, indexing="ij")
     img = np.zeros_like(x)
     for h in range(-8, 9):
         for k in range(-8, 9):
-            px, py = np.asarray(centre) + h * G[0] + k * G[1]
+            g = h * np.asarray(G[0]) + k * np.asarray(G[1])
+            px, py = np.asarray(centre) + g
             if -r < px < n + r and -r < py < n + r:
-                img += (np.hypot(x - px, y - py) <= r) * (1.0 if (h, k) == (0, 0) else amplitude)
+                a = amplitude(np.hypot(*g)) if callable(amplitude) else amplitude
+                img += (np.hypot(x - px, y - py) <= r) * (1.0 if (h, k) == (0, 0) else a)
     img = img.reshape(n, sub, n, sub).mean(axis=(1, 3))
     img += background * np.exp(-np.hypot(*(np.indices((n, n)) - np.asarray(centre)[:, None, None])) / 8.0)
     return (img if electrons is None else rng.poisson(img * electrons / img.sum())).astype(np.float32)
@@ -384,17 +387,7 @@ def _faint_lattice_draws(seeds, electrons):
     beam centre, the beam's disk alone as probe, the draws)."""
     n, r, c = 128, 4.0, (64.3, 63.6)
     truth = np.array([[11.3, 0.4], [-0.6, 10.8]])
-    sub = 4
-    ax = (np.arange(n * sub) + 0.5) / sub - 0.5
-    x, y = np.meshgrid(ax, ax, indexing="ij")
-    img = np.zeros_like(x)
-    for h in range(-8, 9):
-        for k in range(-8, 9):
-            px, py = np.asarray(c) + h * truth[0] + k * truth[1]
-            if -r < px < n + r and -r < py < n + r:
-                g = np.hypot(*(h * truth[0] + k * truth[1]))
-                img += (np.hypot(x - px, y - py) <= r) * (1.0 if (h, k) == (0, 0) else 0.3 * np.exp(-g / 15.0))
-    img = img.reshape(n, sub, n, sub).mean(axis=(1, 3))
+    img = _lattice_pattern(n, c, truth, r, lambda g: 0.3 * np.exp(-g / 15.0), 0.0, None, None).astype(np.float64)
     img += 0.4 * img.sum() / 0.6 / img.size
     probe = _lattice_pattern(n, (64.0, 64.0), 100 * truth, r, 0.0, 0.0, None, None)
     draws = [np.random.default_rng(s).poisson(img * electrons / img.sum()).astype(np.float64) if electrons else img
