@@ -335,7 +335,7 @@ def test_a_low_dose_lattice_of_touching_disks_is_fitted_to_its_electrons(tmp_pat
     descan, bad pixels). Every position holds the same lattice, so the spread of `strain`'s e_xx, e_yy, e_xy about
     their medians is the measurement's noise: with each pattern's lattice fitted to the likelihood of its electrons
     (``refine.lattice_likelihood``) it is below 0.9 of the spread without that step (measured mean |deviation| over
-    the three components 0.646 % against 0.812 %; seeds 5 and 6: 0.691 / 0.807, 0.716 / 0.850; without any refit
+    the three components 0.646 % against 0.812 %; seeds 5 and 6: 0.690 / 0.807, 0.717 / 0.850; without any refit
     0.808, 1.045, 0.976)."""
     from fourdcrystal.analysis import strain
     from fourdcrystal.inference import detectors
