@@ -499,11 +499,9 @@ def disk_and_ring_levels(image: np.ndarray, radius_px: float) -> np.ndarray:
     i = np.fft.fftfreq(img.shape[0]) * img.shape[0]
     j = np.fft.fftfreq(img.shape[1]) * img.shape[1]
     r = np.hypot(i[:, None], j[None, :])
-    out = []
-    for kernel in (r <= radius_px, (r > radius_px + 1) & (r <= radius_px + 3)):
-        k = kernel / kernel.sum()
-        out.append(np.fft.irfft2(np.fft.rfft2(img) * np.conj(np.fft.rfft2(k)), s=img.shape))
-    return np.stack(out, axis=-1)
+    spectrum = np.fft.rfft2(img)
+    return np.stack([np.fft.irfft2(spectrum * np.conj(np.fft.rfft2(kernel / kernel.sum())), s=img.shape)
+                     for kernel in (r <= radius_px, (r > radius_px + 1) & (r <= radius_px + 3))], axis=-1)
 
 
 def _upsampled(corr: np.ndarray, up: int) -> np.ndarray:
