@@ -24,8 +24,9 @@ inverse-distance-weighted mean of the nearest good pixels in the 8 directions (`
 every pattern and in a probe recorded on the same detector.
 
 Single dead or hot pixels are not searched for: a zero pixel beside a disk's edge looks like a dead one
-in a noise-free or low-dose pattern, the network was trained with both kinds (``learning.augment``), and
-the evidence check leaves hot pixels out (``evidence.disk_contrast``); a mask given by the user covers them.
+in a noise-free or low-dose pattern, the network was trained with both kinds (``learning.augment``), the
+evidence check leaves hot pixels out (``evidence.disk_contrast``), and the low-dose lattice fit sets single-pixel
+spikes aside (``refine.without_spikes``); a mask given by the user covers them.
 """
 from __future__ import annotations
 
