@@ -32,7 +32,8 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
                                            LOW_DOSE_EDGE_CLIMB_MIN_SNR, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
                                            SubpixelTemplate, disk_and_ring_levels, fitted_lattices, hybrid_xcorr,
-                                           lattice_likelihood, lattice_on_pattern, lattice_placed, on_lattice_of,
+                                           lattice_evidence, lattice_likelihood, lattice_on_pattern, lattice_placed,
+                                           on_lattice_of, weighed_lattice_points,
                                            probe_template_fft, refine_positions, without_diffuse_background,
                                            without_spikes)
 
@@ -40,6 +41,13 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 FRIEDEL_LIT_PAIRS = 2  # ±g pairs that show a crystal's pattern where its beam is nearly extinct (``_friedel_pairs``)
+# ``MeasuredPattern._batch_lattice``: the batch's low-dose patterns without a lattice of their own are summed where
+# they hold at least LOW_DOSE_E[1] electrons together (a bright pattern, whose lattice the network finds), and each
+# is fitted to that lattice from BATCH_LATTICE_STARTS starts; it shows it where its electrons stand
+# BATCH_LATTICE_MIN_Z standard deviations above their rings (``refine.lattice_evidence``: without disks at most 3.5
+# of 96 patterns, with a 2 nm crystal's at 1e3 e⁻ 4.2–28, median 9.7; benchmarks/RESULTS.md, "A thin crystal's
+# lattice from its batch")
+BATCH_LATTICE_STARTS, BATCH_LATTICE_MIN_Z = 16, 5.0
 
 
 def auto_bf16(device_type: str) -> bool:
@@ -108,6 +116,9 @@ class MeasuredPattern:
         # by the plain probe: the neighbour's edge would weigh as much as its own (measured: bench_strain,
         # 2.5 mrad at 300 kV)
         self.edge_template = self.plain_template = None
+        # the vectors of one pattern, (pattern (1, P, Q), centre (1, 2)) -> vectors, or None: set by
+        # ``NetworkDetector`` for the sum of a batch's faint patterns (``_batch_lattice``)
+        self.vectors_of_sum = None
         self._whole_pattern_template: np.ndarray | None = None  # ``_probe_template_fft``
         if self.corr_power is not None:
             def template(sigma):
@@ -261,10 +272,14 @@ class MeasuredPattern:
         if self.check_evidence and len(out["pattern"]):
             keep = ~self._lone_and_faint(out, low_dose)
             out = {k: v[keep] for k, v in out.items()}
+        few = self._few_electrons(counted, len(patterns))
+        on_batch_lattice = np.zeros(len(patterns), bool)
+        if refined and self.lattice_positions and self.check_evidence and maps is not None and few.any():
+            out, on_batch_lattice = self._batch_lattice(patterns, centres, out, few, electron, maps)
         if refined and self.lattice_positions and len(out["pattern"]):
             # weighted by the network's V_g, which ``intensity`` holds here
-            self._place_on_lattice(patterns, measured, centres, out, self._few_electrons(counted, len(patterns)),
-                                   electron)
+            self._place_on_lattice(patterns, measured, centres, out, few & ~on_batch_lattice, electron,
+                                   fixed=on_batch_lattice)
         if refined and len(out["pattern"]):
             out = _one_per_position(out)
         if "intensity" in out:
@@ -427,9 +442,10 @@ class MeasuredPattern:
         return np.full(len(pts), p), pts, np.full(len(pts), spacing)
 
     def _place_on_lattice(self, patterns: torch.Tensor, measured: torch.Tensor, centres: torch.Tensor, out: dict,
-                          few: np.ndarray, electron=None) -> None:
+                          few: np.ndarray, electron=None, fixed: np.ndarray | None = None) -> None:
         """Move every non-beam vector onto its pattern's least-squares lattice through the beam
-        (``refine.lattice_placed``; in place), the fit weighted by the vectors' intensities. On a pattern of ``few``
+        (``refine.lattice_placed``; in place), the fit weighted by the vectors' intensities; those of the ``fixed``
+        patterns, on a lattice already (``_batch_lattice``), stay. On a pattern of ``few``
         electrons (``_few_electrons``) that lattice is then refitted to the whole pattern — the few electrons of many
         far disks fix a lattice better than the network's few near vectors: its shape and orientation to every
         disk's correlation maximum (``refine.lattice_on_pattern`` on ``measured``, the pattern less its diffuse
@@ -450,6 +466,14 @@ class MeasuredPattern:
           hexagonal lattice's shape is unbiased by symmetry (a rectangular one's is not: Si [110] ≤ 0.15 % to 15 nm,
           0.8–2 % at 20–80 nm, the vectors' 0.1–1 %)."""
         c = centres.cpu().numpy().astype(np.float64)
+        if fixed is not None and fixed.any():
+            stay = fixed[out["pattern"]]
+            if (~stay).any():
+                moved = {k: v[~stay] for k, v in out.items()}
+                self._place_on_lattice(patterns, measured, centres, moved, few, electron)
+                for k in ("qx_px", "qy_px", "qx", "qy"):
+                    out[k][~stay] = moved[k]
+            return
         b, beam = out["pattern"], self._beam(out)
         q = np.column_stack([out["qx_px"] - c[b, 0], out["qy_px"] - c[b, 1]])
         # weighted by intensity, as `fourdcrystal strain` weighs its per-position fit (analysis.strain):
@@ -484,6 +508,87 @@ class MeasuredPattern:
             if np.abs(hk[mine] @ (G_whole - G_vectors)).max() <= tol:
                 q[rows[mine]] = hk[mine] @ G_whole
         self._set_positions(out, c, q)
+
+    def _batch_lattice(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, few: np.ndarray, electron,
+                       maps) -> tuple[dict, np.ndarray]:
+        """(``out``, (B,) bool: the patterns now on the batch's lattice). A thin crystal at ~1e3 e⁻ sends ~100
+        electrons beyond the beam: the network proposes one or two disks per pattern, no lattice (bench_strain's
+        2 nm rows fitted no position). Where touching disks are placed by the plain probe (``edge_placed`` False),
+        the batch's ``few``-electron patterns with a beam and fewer than ``MIN_LATTICE_VECTORS`` vectors beside it
+        are summed on their beams; where the sum holds ``LOW_DOSE_E[1]`` electrons its vectors (``vectors_of_sum``:
+        the network's) fix a lattice, and each such pattern's own is the likeliest near it
+        (``refine.lattice_likelihood`` from ``BATCH_LATTICE_STARTS`` starts), kept where its electrons show it
+        (``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``): its vectors are then the points where the batch
+        shows a disk (``refine.weighed_lattice_points``), the beam kept, the few it had before dropped. A pattern
+        of another grain, of film or of vacuum in the same batch shows no such lattice and keeps what it had."""
+        B = len(patterns)
+        none = np.zeros(B, bool)
+        if self.vectors_of_sum is None or self.edge_placed:
+            return out, none
+        electron = one_electron(patterns.float()) if electron is None else electron
+        b, beam = out["pattern"], self._beam(out)
+        lit_beam = np.bincount(b[beam], minlength=B) > 0
+        faint = few & lit_beam & ~electron.noise_free.cpu().numpy() & \
+            (np.bincount(b[~beam], minlength=B) < MIN_LATTICE_VECTORS)
+        c = centres.cpu().numpy().astype(np.float64)
+        one_e = electron[0].cpu().numpy().astype(np.float64)
+        idx = np.flatnonzero(faint)
+        if len(idx) < 2 or (patterns[idx].double().sum() / one_e[idx].mean()) < LOW_DOSE_E[1]:
+            return out, none
+        middle = np.array([patterns.shape[1] // 2, patterns.shape[2] // 2])
+        shift = middle - np.round(c).astype(int)
+        total = sum(np.roll(patterns[k].cpu().numpy().astype(np.float64), tuple(shift[k]), axis=(0, 1)) for k in idx)
+        centre = c[idx] + shift[idx]
+        got = self.vectors_of_sum(torch.from_numpy(total).to(patterns.dtype)[None],
+                                  torch.from_numpy(centre.mean(axis=0)[None]).to(centres.dtype))
+        g_beam = self._beam(got)
+        q_sum = np.column_stack([got["qx_px"][~g_beam], got["qy_px"][~g_beam]]) - centre.mean(axis=0)
+        if len(q_sum) < MIN_LATTICE_VECTORS:
+            return out, none
+        _, G, good = fitted_lattices(np.zeros(len(q_sum), int), q_sum, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
+        if not len(G) or not good[0]:
+            return out, none
+        levels, r = disk_and_ring_levels(total / len(idx), self.disk_radius_px), self.disk_radius_px
+        # placed on the sum's disks: a bright pattern (the network's positions were fitted within LATTICE_TOL_PX)
+        G0 = lattice_on_pattern(total, self._probe_template_fft(), centre.mean(axis=0), G[0], r)[1]
+        found, cb, cq = none.copy(), [], []
+        for k in idx:
+            image = without_spikes(patterns[k].cpu().numpy(), one_e[k])
+            o, Gk = lattice_likelihood(image, self._probe_template_fft(), c[k], G0, r, levels, shift[k], one_e[k],
+                                       starts=BATCH_LATTICE_STARTS)
+            if lattice_evidence(image, o, Gk, r, levels, shift[k], one_e[k]) < BATCH_LATTICE_MIN_Z:
+                continue
+            hk = weighed_lattice_points(o, Gk, image.shape, r, levels, shift[k], one_e[k])[0]
+            hk = hk[np.abs(hk).sum(axis=1) > 0]  # the beam is a vector already
+            found[k] = True
+            cb.append(np.full(len(hk), k))
+            cq.append(hk @ Gk)  # through the beam: its reference, placed by its edge (``ModelInput.beam_centres``)
+        if not found.any():
+            return out, none
+        cb, cq = np.concatenate(cb), np.concatenate(cq)
+        spacing = min(np.hypot(*v) for v in (G0[0], G0[1], G0[0] + G0[1], G0[0] - G0[1]))
+        new = self._vectors_at(patterns, centres, cb, cq, electron, maps, spacing < RING_CLEAR_RADII * r)
+        kept = ~(found[b] & ~beam)
+        both = {k: np.concatenate([v[kept], new[k].astype(v.dtype) if k in new else np.zeros(len(cb), v.dtype)])
+                for k, v in out.items()}
+        order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
+        return {k: v[order] for k, v in both.items()}, found
+
+    def _vectors_at(self, patterns, centres, cb: np.ndarray, cq: np.ndarray, electron, maps,
+                    overlapping: bool) -> dict:
+        """Vectors at ``cq`` (N, 2) px from the beams of patterns ``cb``: their disks' contrast on the pattern
+        (``snr``, ``level`` for the intensity measured last), the network's V_g and q_z maps there."""
+        c = centres.cpu().numpy().astype(np.float64)
+        x, y = c[cb, 0] + cq[:, 0], c[cb, 1] + cq[:, 1]
+        contrast = disk_contrast(patterns, centres, cb, x, y, self.disk_radius_px,
+                                 overlapping=np.full(len(cb), overlapping), electron=electron)
+        vg, qz, cp, dk = maps
+        qx, qy = cq[:, 0] * self.dq_invA, cq[:, 1] * self.dq_invA
+        mi = np.clip(np.round(cp + qx / dk).astype(int), 0, vg.shape[-2] - 1)
+        mj = np.clip(np.round(cp + qy / dk).astype(int), 0, vg.shape[-1] - 1)
+        return {"pattern": cb, "qx": qx, "qy": qy, "qx_px": x, "qy_px": y,
+                "snr": contrast.snr.cpu().numpy().astype(np.float64), "intensity": vg[cb, mi, mj].cpu().numpy(),
+                "qz": qz[cb, mi, mj].cpu().numpy(), "level": contrast.level.cpu().numpy().astype(np.float64)}
 
     def _batch_levels(self, patterns: torch.Tensor, c: np.ndarray, few: np.ndarray, electron) -> tuple:
         """For ``refine.lattice_likelihood``: (``refine.disk_and_ring_levels`` of the mean of the batch's ``few``
@@ -751,6 +856,7 @@ class NetworkDetector:
         self.measured = MeasuredPattern(inputs, self.dq_invA, self.dk_invA, check_evidence=check_evidence,
                                         corr_power=corr_power, device=device, lattice_positions=lattice_positions,
                                         saturation=saturation)
+        self.measured.vectors_of_sum = self  # the sum of a batch's faint patterns (``MeasuredPattern._batch_lattice``)
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, beams: torch.Tensor | None = None
                  ) -> dict[str, np.ndarray]:
