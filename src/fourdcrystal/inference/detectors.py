@@ -87,7 +87,9 @@ class MeasuredPattern:
     that neighbour). On a low-dose pattern the other points of its kept
     vectors' lattice where the pattern shows a disk are added (``_lattice_completed``). A disk smaller than a
     pixel stands only on its pattern's lattice (``_lattice_members``: it looks like a hot pixel). A low-dose
-    pattern's only vector beside the beam needs ``evidence.LONE_MIN_SNR`` (``_lone_and_faint``). Last, each
+    pattern's only vector beside the beam needs ``evidence.LONE_MIN_SNR`` (``_lone_and_faint``). A faint pattern
+    of touching disks with no lattice of its own takes its batch's where its electrons show it (``_batch_lattice``).
+    Last, each
     pattern's vectors are placed on the least-squares lattice of those on it (``refine.lattice_placed``;
     ``lattice_positions=False``: neither). The direct beam is always a vector where the pattern shows one, proposed
     by the network or not (``with_missed_beams``)."""
