@@ -277,7 +277,7 @@ class MeasuredPattern:
         few = self._few_electrons(counted, len(patterns))
         on_batch_lattice = np.zeros(len(patterns), bool)
         if refined and self.lattice_positions and self.check_evidence and maps is not None and few.any():
-            out, on_batch_lattice = self._batch_lattice(patterns, centres, out, few, electron, maps)
+            out, on_batch_lattice = self._batch_lattice(patterns, centres, out, few, counted, electron, maps)
         if refined and self.lattice_positions and len(out["pattern"]):
             # weighted by the network's V_g, which ``intensity`` holds here
             self._place_on_lattice(patterns, measured, centres, out, few & ~on_batch_lattice, electron,
@@ -401,14 +401,8 @@ class MeasuredPattern:
             bright_enough(brightness, snr, incident[cb])
         if not keep.any():
             return out
-        cb, cq, x, y, snr, level = cb[keep], cq[keep], x[keep], y[keep], snr[keep], level[keep]
-        vg, qz, cp, dk = maps
-        qx, qy = cq[:, 0] * self.dq_invA, cq[:, 1] * self.dq_invA
-        mi = np.clip(np.round(cp + qx / dk).astype(int), 0, vg.shape[-2] - 1)
-        mj = np.clip(np.round(cp + qy / dk).astype(int), 0, vg.shape[-1] - 1)
-        new = {"pattern": cb, "qx": qx, "qy": qy, "qx_px": x, "qy_px": y, "snr": snr.astype(np.float64),
-               "intensity": vg[cb, mi, mj].cpu().numpy(), "qz": qz[cb, mi, mj].cpu().numpy(),
-               "level": level.astype(np.float64)}
+        cb, cq = cb[keep], cq[keep]
+        new = self._new_vectors(c, cb, cq, snr[keep], level[keep], maps)
         both = {k: np.concatenate([v, new[k].astype(v.dtype) if k in new else np.zeros(len(cb), v.dtype)])
                 for k, v in out.items()}
         # on a bright pattern each is measured on its disk: its lattice point is extrapolated from a few vectors
@@ -511,13 +505,13 @@ class MeasuredPattern:
                 q[rows[mine]] = hk[mine] @ G_whole
         self._set_positions(out, c, q)
 
-    def _batch_lattice(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, few: np.ndarray, electron,
-                       maps) -> tuple[dict, np.ndarray]:
+    def _batch_lattice(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, few: np.ndarray,
+                       counted: np.ndarray, electron, maps) -> tuple[dict, np.ndarray]:
         """(``out``, (B,) bool: the patterns now on the batch's lattice). A thin crystal at ~1e3 e⁻ sends ~100
         electrons beyond the beam: the network proposes one or two disks per pattern, no lattice (bench_strain's
         2 nm rows fitted no position). Where touching disks are placed by the plain probe (``edge_placed`` False),
         the batch's ``few``-electron patterns with a beam and fewer than ``MIN_LATTICE_VECTORS`` vectors beside it
-        are summed on their beams; where the sum holds ``LOW_DOSE_E[1]`` electrons its vectors (``vectors_of_sum``:
+        are summed on their beams; where they hold ``LOW_DOSE_E[1]`` electrons together (``counted``, ``_counted``) its vectors (``vectors_of_sum``:
         the network's) fix a lattice, and each such pattern's own is the likeliest near it
         (``refine.lattice_likelihood`` from ``BATCH_LATTICE_STARTS`` starts), kept where its electrons show it
         (``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``): its vectors are then the points where the batch
@@ -535,7 +529,7 @@ class MeasuredPattern:
         c = centres.cpu().numpy().astype(np.float64)
         one_e = electron[0].cpu().numpy().astype(np.float64)
         idx = np.flatnonzero(faint)
-        if len(idx) < 2 or (patterns[idx].double().sum() / one_e[idx].mean()) < LOW_DOSE_E[1]:
+        if len(idx) < 2 or counted[idx].sum() < LOW_DOSE_E[1]:
             return out, none
         middle = np.array([patterns.shape[1] // 2, patterns.shape[2] // 2])
         shift = middle - np.round(c).astype(int)
@@ -569,28 +563,25 @@ class MeasuredPattern:
             return out, none
         cb, cq = np.concatenate(cb), np.concatenate(cq)
         spacing = min(np.hypot(*v) for v in (G0[0], G0[1], G0[0] + G0[1], G0[0] - G0[1]))
-        new = self._vectors_at(patterns, centres, cb, cq, electron, maps, spacing < RING_CLEAR_RADII * r)
+        contrast = disk_contrast(patterns, centres, cb, c[cb, 0] + cq[:, 0], c[cb, 1] + cq[:, 1], r,
+                                 overlapping=np.full(len(cb), spacing < RING_CLEAR_RADII * r), electron=electron)
+        new = self._new_vectors(c, cb, cq, contrast.snr.cpu().numpy(), contrast.level.cpu().numpy(), maps)
         kept = ~(found[b] & ~beam)
         both = {k: np.concatenate([v[kept], new[k].astype(v.dtype) if k in new else np.zeros(len(cb), v.dtype)])
                 for k, v in out.items()}
         order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
         return {k: v[order] for k, v in both.items()}, found
 
-    def _vectors_at(self, patterns, centres, cb: np.ndarray, cq: np.ndarray, electron, maps,
-                    overlapping: bool) -> dict:
-        """Vectors at ``cq`` (N, 2) px from the beams of patterns ``cb``: their disks' contrast on the pattern
-        (``snr``, ``level`` for the intensity measured last), the network's V_g and q_z maps there."""
-        c = centres.cpu().numpy().astype(np.float64)
-        x, y = c[cb, 0] + cq[:, 0], c[cb, 1] + cq[:, 1]
-        contrast = disk_contrast(patterns, centres, cb, x, y, self.disk_radius_px,
-                                 overlapping=np.full(len(cb), overlapping), electron=electron)
+    def _new_vectors(self, c: np.ndarray, cb: np.ndarray, cq: np.ndarray, snr, level, maps) -> dict:
+        """Vectors at ``cq`` (N, 2) px from the beams ``c`` of patterns ``cb``, their disks' ``snr`` and ``level``
+        (for the intensity measured last), the network's V_g and q_z maps (``maps``) there."""
         vg, qz, cp, dk = maps
         qx, qy = cq[:, 0] * self.dq_invA, cq[:, 1] * self.dq_invA
         mi = np.clip(np.round(cp + qx / dk).astype(int), 0, vg.shape[-2] - 1)
         mj = np.clip(np.round(cp + qy / dk).astype(int), 0, vg.shape[-1] - 1)
-        return {"pattern": cb, "qx": qx, "qy": qy, "qx_px": x, "qy_px": y,
-                "snr": contrast.snr.cpu().numpy().astype(np.float64), "intensity": vg[cb, mi, mj].cpu().numpy(),
-                "qz": qz[cb, mi, mj].cpu().numpy(), "level": contrast.level.cpu().numpy().astype(np.float64)}
+        return {"pattern": cb, "qx": qx, "qy": qy, "qx_px": c[cb, 0] + cq[:, 0], "qy_px": c[cb, 1] + cq[:, 1],
+                "snr": np.asarray(snr, np.float64), "intensity": vg[cb, mi, mj].cpu().numpy(),
+                "qz": qz[cb, mi, mj].cpu().numpy(), "level": np.asarray(level, np.float64)}
 
     def _batch_levels(self, patterns: torch.Tensor, c: np.ndarray, few: np.ndarray, electron) -> tuple:
         """For ``refine.lattice_likelihood``: (``refine.disk_and_ring_levels`` of the mean of the batch's ``few``
