@@ -454,3 +454,26 @@ def test_a_lattice_is_evidenced_by_its_disks_electrons_not_by_chance():
     stray[int(round(p[0])), int(round(p[1]))] = 1.0
     alone = lattice_evidence(stray, c, truth, r, levels, (0.0, 0.0), 1.0)
     assert min(crystal) >= 5.0 and max(chance) < 5.0 and alone < 5.0, (crystal, chance, alone)
+
+
+def test_many_starts_ascended_together_reach_what_each_reaches_alone():
+    """``refine._newton`` ascends every start of ``lattice_likelihood(starts=...)`` at once, their point sets
+    padded to one length: each start must end where it ends ascended alone (the padding pulls nothing, and a start
+    that has converged stops while the others go on), and the starts must reach more than one maximum here (else the
+    comparison would not see a start mixed up with another's points)."""
+    from fourdcrystal.inference.refine import (_newton, _starts, _upsampled, disk_and_ring_levels, probe_template_fft,
+                                               weighed_lattice_points, without_spikes)
+    r = 4.0
+    truth, c, probe, (img,) = _faint_lattice_draws([3], 3e2)
+    levels = disk_and_ring_levels(_faint_lattice_draws([0], None)[3][0], r)
+    img = without_spikes(img, 1.0)
+    fine = _upsampled(np.fft.irfft2(np.fft.rfft2(img) * probe_template_fft(probe, (64.0, 64.0)), s=img.shape), 2)
+    Xs, ws, thetas = [], [], []
+    for o, G in _starts(np.asarray(c), truth, 16):
+        hk, w = weighed_lattice_points(o, G, img.shape, r, levels, (0.0, 0.0), 1.0)
+        Xs.append(np.column_stack([np.ones(len(hk)), hk])), ws.append(w), thetas.append(np.vstack([o, G]))
+    assert len({len(X) for X in Xs}) > 1  # ragged point sets: the padding is exercised
+    together = _newton(fine, 2, Xs, ws, np.stack(thetas))
+    alone = np.stack([_newton(fine, 2, [X], [w], t[None])[0] for X, w, t in zip(Xs, ws, thetas)])
+    assert np.abs(together - alone).max() < 1e-9, np.abs(together - alone).max()
+    assert len(np.unique(np.round(alone[:, 1:], 3), axis=0)) > 1, alone[:, 1:]

@@ -552,27 +552,32 @@ def lattice_likelihood(image: np.ndarray, template_fft_conj: np.ndarray, origin_
     0.77 / 0.76 / 0.53 % / 0.28° against 1.27 / 1.05 / 0.69 % / 0.44° (benchmarks/RESULTS.md, "A low-dose lattice by
     its likelihood"). Its size is biased as the plain probe's correlation is (a thick crystal's disk is brighter
     on its inner side): −1.9 % at 60 Å, as the vectors' lattice (−1.7 %) and py4DSTEM's (−1.7 %) at that dose.
-    ``starts`` > 1: also from ``starts`` − 1 lattices about the given one (``_starts``), the likeliest result kept,
-    each compared over the points it lights: with ~100 electrons beyond the beam (a 2 nm crystal at 1e3 e⁻) the
-    likelihood has many maxima a few electrons' disks apart (bench_strain's SrTiO3 [001] 20 Å at 1e3 e⁻ from the
-    batch's lattice: mean |error| e_xx 1.57 % from one start, 1.05 % from 16)."""
+    ``starts`` > 1: also from ``starts`` − 1 lattices about the given one (``_starts``; all ascended at once), the
+    likeliest result kept, each compared over the points it lights: with ~100 electrons beyond the beam (a 2 nm
+    crystal at 1e3 e⁻) the likelihood has many maxima a few electrons' disks apart (bench_strain's SrTiO3 [001] 20 Å
+    at 1e3 e⁻ from the batch's lattice: mean |error| e_xx 1.57 % from one start, 1.05 % from 16)."""
     img = np.asarray(image, np.float64)
     P, Q = img.shape
     up = LIKELIHOOD_UPSAMPLE if max(P, Q) <= LIKELIHOOD_UPSAMPLE_MAX_PX else 1
     corr = np.fft.irfft2(np.fft.rfft2(img) * template_fft_conj, s=img.shape)
     fine = _upsampled(corr, up)
     o, G = np.asarray(origin_px, np.float64).copy(), np.asarray(basis_px, np.float64).copy()
+    start = np.stack([np.vstack(t) for t in _starts(o, G, starts)])  # (S, 3, 2): rows origin, g1, g2
+    Xs, ws, thetas = [], [], []
+    # the points that take part where each start puts them
+    for theta, (hk, w) in zip(start, _weighed_points_many(start[:, 0], start[:, 1:], img.shape, radius_px, levels,
+                                                           levels_shift_px, electron)):
+        X = np.column_stack([np.ones(len(hk)), hk])  # point = X @ theta
+        if len(hk) >= 4 and np.linalg.matrix_rank(X) >= 3:
+            Xs.append(X), ws.append(w), thetas.append(theta)
+    if not Xs:
+        return o, G
+    ascended = _newton(fine, up, Xs, ws, np.stack(thetas))
+    if starts == 1:
+        return ascended[0][0], ascended[0][1:]
     best, best_value = (o, G), -np.inf
-    for o_start, G_start in _starts(o, G, starts):
-        # the points that take part where this start puts them
-        hk, w = weighed_lattice_points(o_start, G_start, img.shape, radius_px, levels, levels_shift_px, electron)
-        X = np.column_stack([np.ones(len(hk)), hk])  # point = X @ theta, theta rows (origin, g1, g2)
-        if len(hk) < 4 or np.linalg.matrix_rank(X) < 3:
-            continue
-        theta = _newton(fine, up, X, w, np.vstack([o_start, G_start]))
-        if starts == 1:
-            return theta[0], theta[1:]
-        hk, w = weighed_lattice_points(theta[0], theta[1:], img.shape, radius_px, levels, levels_shift_px, electron)
+    for theta, (hk, w) in zip(ascended, _weighed_points_many(ascended[:, 0], ascended[:, 1:], img.shape, radius_px,
+                                                              levels, levels_shift_px, electron)):
         value = w @ bilinear(fine, *(theta[0] + hk @ theta[1:]).T * up) if len(hk) else -np.inf
         if value > best_value:
             best, best_value = (theta[0], theta[1:]), value
@@ -583,18 +588,29 @@ def weighed_lattice_points(o, G, shape, radius_px: float, levels, levels_shift_p
     """(hk (N, 2), weights log(1 + a_g/b_g) (N,)): the points of lattice ``o``, ``G`` on a detector of ``shape``
     clear of its edge whose disk in ``levels`` holds ``LIKELIHOOD_MIN_DISK_E`` electrons above its ring
     (``lattice_likelihood``)."""
+    return _weighed_points_many(np.asarray(o, float)[None], np.asarray(G, float)[None], shape, radius_px, levels,
+                                levels_shift_px, electron)[0]
+
+
+def _weighed_points_many(os, Gs, shape, radius_px: float, levels, levels_shift_px, electron: float) -> list:
+    """``weighed_lattice_points`` of lattices ``os`` (S, 2), ``Gs`` (S, 2, 2) at once: [(hk, weights)] per lattice."""
     P, Q = shape
-    n = int(min(30, np.ceil(max(P, Q) / max(np.hypot(G[:, 0], G[:, 1]).min(), 1.0)) + 1))
-    orders = np.arange(-n, n + 1)
+    n = np.minimum(30, np.ceil(max(P, Q) / np.maximum(np.hypot(Gs[..., 0], Gs[..., 1]).min(axis=1), 1.0)) + 1)
+    orders = np.arange(-int(n.max()), int(n.max()) + 1)
     hk = np.stack(np.meshgrid(orders, orders, indexing="ij"), -1).reshape(-1, 2).astype(float)
     m = WHOLE_PATTERN_EDGE_RADII * radius_px + WHOLE_PATTERN_EDGE_PX
-    p = o + hk @ G
-    hk = hk[(p[:, 0] >= m) & (p[:, 0] < P - 1 - m) & (p[:, 1] >= m) & (p[:, 1] < Q - 1 - m)]
-    disk, ring = bilinear(levels, *(o + hk @ G + np.asarray(levels_shift_px, float)).T).T
+    p = os[:, None, :] + hk @ Gs  # (S, M, 2)
+    inside = (np.abs(hk).max(axis=1)[None] <= n[:, None]) & (p[..., 0] >= m) & (p[..., 0] < P - 1 - m) \
+        & (p[..., 1] >= m) & (p[..., 1] < Q - 1 - m)
+    s_of, h_of = np.nonzero(inside)
+    disk, ring = bilinear(levels, *(p[s_of, h_of] + np.asarray(levels_shift_px, float)).T).T
     excess = disk - ring
     area = np.pi * max(radius_px, 1.0) ** 2
     lit = excess * area >= LIKELIHOOD_MIN_DISK_E * electron
-    return hk[lit], np.log1p(excess[lit] / np.maximum(ring[lit], 1e-3 * electron))
+    weight = np.log1p(excess[lit] / np.maximum(ring[lit], 1e-3 * electron))
+    s_of, h_of = s_of[lit], h_of[lit]
+    cut = np.searchsorted(s_of, np.arange(len(os) + 1))
+    return [(hk[h_of[a:b]], weight[a:b]) for a, b in zip(cut[:-1], cut[1:])]
 
 
 def _starts(o: np.ndarray, G: np.ndarray, starts: int):
@@ -608,24 +624,44 @@ def _starts(o: np.ndarray, G: np.ndarray, starts: int):
                G + rng.normal(0.0, LIKELIHOOD_START_SPREAD[0], (2, 2)) * np.abs(G).max())
 
 
-def _newton(fine: np.ndarray, up: int, X: np.ndarray, w: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """Damped Newton steps of ``theta`` (rows origin, g1, g2) to the nearest maximum of Σ w · fine(X @ theta)."""
+def _newton(fine: np.ndarray, up: int, Xs: list, ws: list, thetas: np.ndarray) -> np.ndarray:
+    """Damped Newton steps of each start's ``thetas[s]`` (rows origin, g1, g2) to the nearest maximum of
+    Σ ws[s] · fine(Xs[s] @ theta): (S, 3, 2). Every start at once, their points padded with rows X = 0, w = 0 (no
+    pull, no move); each stops on its own once it moves under ``LIKELIHOOD_TOL_PX`` (16 starts one by one had cost
+    `predict` 60 % of its time on a thin crystal's low-dose scan)."""
+    S, N = len(Xs), max(len(X) for X in Xs)
+    X, w = np.zeros((S, N, 3)), np.zeros((S, N))
+    for s, (Xk, wk) in enumerate(zip(Xs, ws)):
+        X[s, :len(Xk)], w[s, :len(wk)] = Xk, wk
+    theta, active = np.array(thetas, np.float64), np.ones(S, bool)
     for _ in range(LIKELIHOOD_STEPS):
-        dx, dy, hxx, hxy, hyy = _derivatives(fine, (X @ theta) * up, up)
-        grad = np.concatenate([(w * dx) @ X, (w * dy) @ X])
-        curv = -np.block([[(X.T * (w * hxx)) @ X, (X.T * (w * hxy)) @ X],
-                          [(X.T * (w * hxy)) @ X, (X.T * (w * hyy)) @ X]])
+        a = np.flatnonzero(active)
+        Xa, wa = X[a], w[a]
+        at = (Xa @ theta[a]).reshape(-1, 2) * up
+        dx, dy, hxx, hxy, hyy = (d.reshape(len(a), N) for d in _derivatives(fine, at, up))
+        grad = np.concatenate([np.matmul((wa * dx)[:, None], Xa), np.matmul((wa * dy)[:, None], Xa)], axis=2)[:, 0]
+        curv = -_weighed_gram(Xa, wa, hxx, hxy, hyy)
         ev = np.linalg.eigvalsh(curv)
         # damped toward gradient ascent where the likelihood is not concave about the lattice
-        damp = max(0.0, -1.1 * ev[0]) + 1e-9 * np.abs(ev).max()
-        step = np.linalg.solve(curv + damp * np.eye(6), grad).reshape(2, 3).T
-        move = np.abs(X @ step).max()
-        if move > LIKELIHOOD_MAX_STEP_PX:
-            step *= LIKELIHOOD_MAX_STEP_PX / move
-        theta = theta + step
-        if move < LIKELIHOOD_TOL_PX:
+        damp = np.maximum(0.0, -1.1 * ev[:, 0]) + 1e-9 * np.abs(ev).max(axis=1)
+        step = np.linalg.solve(curv + damp[:, None, None] * np.eye(6), grad[..., None])[..., 0]
+        step = step.reshape(len(a), 2, 3).transpose(0, 2, 1)
+        move = np.abs(Xa @ step).max(axis=(1, 2))  # the largest move of any point
+        step *= np.minimum(1.0, LIKELIHOOD_MAX_STEP_PX / np.maximum(move, 1e-300))[:, None, None]
+        theta[a] += step
+        active[a[move < LIKELIHOOD_TOL_PX]] = False
+        if not active.any():
             break
     return theta
+
+
+def _weighed_gram(X: np.ndarray, w: np.ndarray, hxx: np.ndarray, hxy: np.ndarray, hyy: np.ndarray) -> np.ndarray:
+    """(S, 6, 6) Σ_n w h Xᵀ X per start with h the (xx, xy; xy, yy) second derivatives at its points: the Hessian
+    of Σ w · f(X @ theta) in theta's x column then its y column."""
+    def block(h):
+        return np.matmul(X.transpose(0, 2, 1) * (w * h)[:, None], X)
+    xy = block(hxy)
+    return np.concatenate([np.concatenate([block(hxx), xy], axis=2), np.concatenate([xy, block(hyy)], axis=2)], axis=1)
 
 
 def lattice_evidence(image: np.ndarray, origin_px, basis_px, radius_px: float, levels: np.ndarray, levels_shift_px,
