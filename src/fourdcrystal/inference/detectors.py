@@ -88,8 +88,7 @@ class MeasuredPattern:
     vectors' lattice where the pattern shows a disk are added (``_lattice_completed``). A disk smaller than a
     pixel stands only on its pattern's lattice (``_lattice_members``: it looks like a hot pixel). A low-dose
     pattern's only vector beside the beam needs ``evidence.LONE_MIN_SNR`` (``_lone_and_faint``). A faint pattern
-    of touching disks with no lattice of its own takes its batch's where its electrons show it (``_batch_lattice``).
-    Last, each
+    with no lattice of its own takes its batch's where its electrons show it (``_batch_lattice``). Last, each
     pattern's vectors are placed on the least-squares lattice of those on it (``refine.lattice_placed``;
     ``lattice_positions=False``: neither). The direct beam is always a vector where the pattern shows one, proposed
     by the network or not (``with_missed_beams``)."""
@@ -276,8 +275,8 @@ class MeasuredPattern:
             out = {k: v[keep] for k, v in out.items()}
         few = self._few_electrons(counted, len(patterns))
         on_batch_lattice = np.zeros(len(patterns), bool)
-        if refined and self.lattice_positions and self.check_evidence and maps is not None and few.any():
-            out, on_batch_lattice = self._batch_lattice(patterns, centres, out, few, counted, electron, maps)
+        if refined and self.lattice_positions and self.check_evidence and maps is not None and low_dose.any():
+            out, on_batch_lattice = self._batch_lattice(patterns, centres, out, low_dose, counted, electron, maps)
         if refined and self.lattice_positions and len(out["pattern"]):
             # weighted by the network's V_g, which ``intensity`` holds here
             self._place_on_lattice(patterns, measured, centres, out, few & ~on_batch_lattice, electron,
@@ -509,17 +508,20 @@ class MeasuredPattern:
                        counted: np.ndarray, electron, maps) -> tuple[dict, np.ndarray]:
         """(``out``, (B,) bool: the patterns now on the batch's lattice). A thin crystal at ~1e3 e⁻ sends ~100
         electrons beyond the beam: the network proposes one or two disks per pattern, no lattice (bench_strain's
-        2 nm rows fitted no position). Where touching disks are placed by the plain probe (``edge_placed`` False),
-        the batch's ``few``-electron patterns with a beam and fewer than ``MIN_LATTICE_VECTORS`` vectors beside it
-        are summed on their beams; where they hold ``LOW_DOSE_E[1]`` electrons together (``counted``, ``_counted``) its vectors (``vectors_of_sum``:
-        the network's) fix a lattice, and each such pattern's own is the likeliest near it
-        (``refine.lattice_likelihood`` from ``BATCH_LATTICE_STARTS`` starts), kept where its electrons show it
-        (``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``): its vectors are then the points where the batch
-        shows a disk (``refine.weighed_lattice_points``), the beam kept, the few it had before dropped. A pattern
+        2 nm rows fitted no position). The batch's ``few``-electron patterns (under ``LOW_DOSE_E[1]``) with a beam and
+        fewer than ``MIN_LATTICE_VECTORS`` vectors beside it are summed on their beams; where they hold ``LOW_DOSE_E[1]``
+        electrons together (``counted``, ``_counted``) its vectors (``vectors_of_sum``: the network's) fix a lattice
+        (``_sum_lattice``), and each such pattern's own is the likeliest near it (``refine.lattice_likelihood`` from
+        ``BATCH_LATTICE_STARTS`` starts), kept where its electrons show it (``refine.lattice_evidence`` ≥
+        ``BATCH_LATTICE_MIN_Z``): its vectors are then the points where the batch shows a disk
+        (``refine.weighed_lattice_points``), the beam kept, the few it had before dropped. Small disks too, though the
+        likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat, and its patterns had no
+        lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 78 % of SrTiO3's positions
+        fitted, 28 → 84 % of GaN's, within the paired noise of py4DSTEM's errors; benchmarks/RESULTS.md). A pattern
         of another grain, of film or of vacuum in the same batch shows no such lattice and keeps what it had."""
         B = len(patterns)
         none = np.zeros(B, bool)
-        if self.vectors_of_sum is None or self.edge_placed:
+        if self.vectors_of_sum is None:
             return out, none
         electron = one_electron(patterns.float()) if electron is None else electron
         b, beam = out["pattern"], self._beam(out)
