@@ -572,32 +572,36 @@ class MeasuredPattern:
         more vectors kept): where a batch crosses a crystal's edge its vacuum dilutes the whole sum's disks under the
         network's threshold, while the half on the crystal shows them. (A half's lattice where the whole shows one
         too weighs its points by fewer patterns: bench_strain's SrTiO3 20 Å at 1e3 e⁻, e_xx 1.05 → 1.16 %.)"""
-        aligned = np.stack([np.roll(patterns[k].cpu().numpy().astype(np.float64), tuple(shift[k]), axis=(0, 1))
-                            for k in idx])
+        def summed(members):
+            return sum(np.roll(patterns[k].cpu().numpy().astype(np.float64), tuple(shift[k]), axis=(0, 1))
+                       for k in members)
+
         centre = (c[idx] + shift[idx]).mean(axis=0)
         half = len(idx) // 2
-        for tried in ([slice(None)], [slice(None, half), slice(half, None)]):
-            groups = [g for g in tried if len(idx[g]) >= 2 and counted[idx[g]].sum() >= LOW_DOSE_E[1]]
-            if not groups:
+        first, second = summed(idx[:half]), summed(idx[half:])  # running sums: one pattern's memory each
+        for tried in ([(idx, first + second)], [(idx[:half], first), (idx[half:], second)]):
+            tried = [(members, total) for members, total in tried
+                     if len(members) >= 2 and counted[members].sum() >= LOW_DOSE_E[1]]
+            if not tried:
                 continue
-            sums = np.stack([aligned[g].sum(axis=0) for g in groups])
+            sums = np.stack([total for _, total in tried])
             got = self.vectors_of_sum(torch.from_numpy(sums).to(patterns.dtype),
-                                      torch.from_numpy(np.repeat(centre[None], len(groups), axis=0)).to(dtype))
+                                      torch.from_numpy(np.repeat(centre[None], len(tried), axis=0)).to(dtype))
             beside = ~self._beam(got)
             best, most = None, MIN_LATTICE_VECTORS - 1
-            for n, g in enumerate(groups):
+            for n, (members, total) in enumerate(tried):
                 q = np.column_stack([got["qx_px"], got["qy_px"]])[beside & (got["pattern"] == n)] - centre
                 if len(q) <= most:
                     continue
                 _, G, good = fitted_lattices(np.zeros(len(q), int), q, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
                 if len(G) and good[0]:
-                    best, most = (n, g, G[0]), len(q)
+                    best, most = (members, total, G[0]), len(q)
             if best is not None:
-                n, g, G = best
+                members, total, G = best
                 # placed on the sum's disks: a bright pattern (the network's positions were fitted within
                 # LATTICE_TOL_PX)
-                return sums[n] / len(idx[g]), lattice_on_pattern(sums[n], self._probe_template_fft(), centre, G,
-                                                                 self.disk_radius_px)[1]
+                return total / len(members), lattice_on_pattern(total, self._probe_template_fft(), centre, G,
+                                                                self.disk_radius_px)[1]
         return None, None
 
     def _new_vectors(self, c: np.ndarray, cb: np.ndarray, cq: np.ndarray, snr, level, maps) -> dict:
