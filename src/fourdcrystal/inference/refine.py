@@ -569,7 +569,9 @@ def lattice_likelihood(image: np.ndarray, template_fft_conj: np.ndarray, origin_
                                                            levels_shift_px, electron)):
         X = np.column_stack([np.ones(len(hk)), hk])  # point = X @ theta
         if len(hk) >= 4 and np.linalg.matrix_rank(X) >= 3:
-            Xs.append(X), ws.append(w), thetas.append(theta)
+            Xs.append(X)
+            ws.append(w)
+            thetas.append(theta)
     if not Xs:
         return o, G
     ascended = _newton(fine, up, Xs, ws, np.stack(thetas))
@@ -592,14 +594,14 @@ def weighed_lattice_points(o, G, shape, radius_px: float, levels, levels_shift_p
                                 levels_shift_px, electron)[0]
 
 
-def _weighed_points_many(os, Gs, shape, radius_px: float, levels, levels_shift_px, electron: float) -> list:
-    """``weighed_lattice_points`` of lattices ``os`` (S, 2), ``Gs`` (S, 2, 2) at once: [(hk, weights)] per lattice."""
+def _weighed_points_many(origins, Gs, shape, radius_px: float, levels, levels_shift_px, electron: float) -> list:
+    """``weighed_lattice_points`` of lattices ``origins`` (S, 2), ``Gs`` (S, 2, 2) at once: [(hk, weights)] per lattice."""
     P, Q = shape
     n = np.minimum(30, np.ceil(max(P, Q) / np.maximum(np.hypot(Gs[..., 0], Gs[..., 1]).min(axis=1), 1.0)) + 1)
     orders = np.arange(-int(n.max()), int(n.max()) + 1)
     hk = np.stack(np.meshgrid(orders, orders, indexing="ij"), -1).reshape(-1, 2).astype(float)
     m = WHOLE_PATTERN_EDGE_RADII * radius_px + WHOLE_PATTERN_EDGE_PX
-    p = os[:, None, :] + hk @ Gs  # (S, M, 2)
+    p = origins[:, None, :] + hk @ Gs  # (S, M, 2)
     inside = (np.abs(hk).max(axis=1)[None] <= n[:, None]) & (p[..., 0] >= m) & (p[..., 0] < P - 1 - m) \
         & (p[..., 1] >= m) & (p[..., 1] < Q - 1 - m)
     s_of, h_of = np.nonzero(inside)
@@ -609,7 +611,7 @@ def _weighed_points_many(os, Gs, shape, radius_px: float, levels, levels_shift_p
     lit = excess * area >= LIKELIHOOD_MIN_DISK_E * electron
     weight = np.log1p(excess[lit] / np.maximum(ring[lit], 1e-3 * electron))
     s_of, h_of = s_of[lit], h_of[lit]
-    cut = np.searchsorted(s_of, np.arange(len(os) + 1))
+    cut = np.searchsorted(s_of, np.arange(len(origins) + 1))
     return [(hk[h_of[a:b]], weight[a:b]) for a, b in zip(cut[:-1], cut[1:])]
 
 
