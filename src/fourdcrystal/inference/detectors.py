@@ -533,8 +533,7 @@ class MeasuredPattern:
         idx = np.flatnonzero(faint)
         if len(idx) < 2 or counted[idx].sum() < LOW_DOSE_E[1]:
             return out, none
-        middle = np.array([patterns.shape[1] // 2, patterns.shape[2] // 2])
-        shift = middle - np.round(c).astype(int)
+        shift = _beams_to_middle(patterns, c)
         mean, G0 = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
         if G0 is None:
             return out, none
@@ -572,13 +571,9 @@ class MeasuredPattern:
         more vectors kept): where a batch crosses a crystal's edge its vacuum dilutes the whole sum's disks under the
         network's threshold, while the half on the crystal shows them. (A half's lattice where the whole shows one
         too weighs its points by fewer patterns: bench_strain's SrTiO3 20 Å at 1e3 e⁻, e_xx 1.05 → 1.16 %.)"""
-        def summed(members):
-            return sum(np.roll(patterns[k].cpu().numpy().astype(np.float64), tuple(shift[k]), axis=(0, 1))
-                       for k in members)
-
         centre = (c[idx] + shift[idx]).mean(axis=0)
         half = len(idx) // 2
-        first, second = summed(idx[:half]), summed(idx[half:])  # running sums: one pattern's memory each
+        first, second = _summed_on_beams(patterns, shift, idx[:half]), _summed_on_beams(patterns, shift, idx[half:])
         for tried in ([(idx, first + second)], [(idx[:half], first), (idx[half:], second)]):
             tried = [(members, total) for members, total in tried
                      if len(members) >= 2 and counted[members].sum() >= LOW_DOSE_E[1]]
@@ -624,11 +619,10 @@ class MeasuredPattern:
         lattice: the pattern's own brightness gave mean |error| 1.13 / 1.06 / 0.76 % / 0.49° against 0.79 / 0.77 /
         0.55 % / 0.28° from a batch of 32)."""
         one_e = electron[0].cpu().numpy()
-        middle = np.array([patterns.shape[1] // 2, patterns.shape[2] // 2])
-        shift = middle - np.round(c).astype(int)
+        shift = _beams_to_middle(patterns, c)
         idx = np.flatnonzero(few)
-        mean = sum(np.roll(patterns[k].cpu().numpy().astype(np.float64), tuple(shift[k]), axis=(0, 1)) for k in idx)
-        return disk_and_ring_levels(mean / len(idx), self.disk_radius_px), shift.astype(float), one_e
+        mean = _summed_on_beams(patterns, shift, idx) / len(idx)
+        return disk_and_ring_levels(mean, self.disk_radius_px), shift.astype(float), one_e
 
     def _set_positions(self, out: dict, c: np.ndarray, q: np.ndarray) -> None:
         """``out``'s positions (detector px and Å⁻¹) set from ``q`` (N, 2), px from each pattern's beam ``c``."""
@@ -914,6 +908,18 @@ class NetworkDetector:
             kept["qx"], kept["qy"] = kept["qx"] * f, kept["qy"] * f
             kept["qz"] = np.full(len(kept["qx"]), np.nan)
         return kept
+
+
+def _beams_to_middle(patterns: torch.Tensor, c: np.ndarray) -> np.ndarray:
+    """(B, 2) int: the whole-pixel shift that moves each pattern's beam (``c``, px) onto the detector's middle pixel."""
+    middle = np.array([patterns.shape[1] // 2, patterns.shape[2] // 2])
+    return middle - np.round(c).astype(int)
+
+
+def _summed_on_beams(patterns: torch.Tensor, shift: np.ndarray, members) -> np.ndarray:
+    """The sum (float64, a running one: one pattern's memory) of the patterns ``members``, each moved by ``shift``
+    (``_beams_to_middle``): neighbouring scan positions' disks on one another."""
+    return sum(np.roll(patterns[k].cpu().numpy().astype(np.float64), tuple(shift[k]), axis=(0, 1)) for k in members)
 
 
 def _one_per_disk(out: dict, radius_px: float, beam: np.ndarray) -> dict:
