@@ -450,6 +450,25 @@ def test_positions_of_pure_noise_are_not_fit():
     assert lattice.chance_p(40, 80, SQUARE, 0.15) < 1e-20 < 1e-2 < lattice.chance_p(6, 80, SQUARE, 0.15)
 
 
+@pytest.mark.parametrize("G", [SQUARE, HEX], ids=["square", "hexagonal"])
+def test_the_fewest_vectors_beyond_chance_are_the_fewest_a_position_is_fit_on(G):
+    """``lattice.fewest_beyond_chance`` (which `predict` uses to send a faint pattern to its batch's lattice,
+    ``detectors.BATCH_LATTICE_OWN_VECTORS``) is what `strain` fits: a position of one fewer vectors beside the
+    beam, every one on the lattice, stays unfit; a position of that many is fit."""
+    n = lattice.fewest_beyond_chance()
+    assert n == 6
+    full = scan({(0, j): G for j in range(4)})
+    some = [position_vectors(G, 1, j) for j in range(2)]
+    some = [p[np.hypot(p["qx"], p["qy"]) < 1e-9] for p in some]  # the beam alone
+    hk = [(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1)]
+    rows = [pd.DataFrame({"rx": 1, "ry": j, "qx": [q[0] for q in (np.array(hk[:m]) @ G)],
+                          "qy": [q[1] for q in (np.array(hk[:m]) @ G)], "intensity": 1.0})
+            for j, m in enumerate((n - 1, n))]
+    t = measure(pd.concat([full, *some, *rows], ignore_index=True),
+                Settings(reference=(slice(0, 1), slice(0, 4)))).table.set_index(["rx", "ry"])
+    assert np.isnan(t.loc[(1, 0), "exx_pct"]) and abs(t.loc[(1, 1), "exx_pct"]) < 1e-9
+
+
 def _fit_one_by_lstsq(q, w, G_ref, tol, min_indexed, passes=2, clip=lattice.CLIP_MEDIAN):
     """The per-position fit written plainly (one ``np.linalg.lstsq`` and ``matrix_rank`` per pass)."""
     q0, G, beam = np.zeros(2), np.asarray(G_ref, float), ~lattice.non_beam(q)

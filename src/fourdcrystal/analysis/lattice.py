@@ -32,6 +32,8 @@ BEAM_FRACTION = 0.3
 # fits in a 256 × 256 scan. (On SrTiO3 at 1e3 e⁻ and 20 Å the best lattices index 3–8 % of the
 # vectors, i.e. chance; at 1e5 e⁻ they index ~50 %, p ~ 1e-24.)
 MAX_CHANCE_P = 1e-6
+# Indexing tolerance, a fraction of the shorter basis vector's length (`fourdcrystal strain --tolerance`).
+INDEX_TOLERANCE = 0.15
 # Outlier clipping: for 2-D Gaussian position errors of width σ the residual distance is Rayleigh
 # distributed with median 1.18 σ, so 2.5 × the median (2.9 σ) keeps 98.6 % of true detections.
 CLIP_MEDIAN = 2.5
@@ -234,6 +236,17 @@ def _chance_many(n_indexed, n_vectors, G: np.ndarray, tol: float) -> np.ndarray:
     G = np.asarray(G, dtype=float).reshape(-1, 2, 2)
     scale = np.min(np.hypot(G[..., 0], G[..., 1]), axis=1)
     return binomial_tail(n_indexed, n_vectors, np.minimum(1.0, np.pi * (tol * scale) ** 2 / np.abs(np.linalg.det(G))))
+
+
+def fewest_beyond_chance(tol: float = INDEX_TOLERANCE) -> int:
+    """The fewest vectors that, all indexed, show a lattice beyond chance (``significant``) on any lattice: on the
+    hexagonal one, whose cell is the smallest for its shortest vector (p0 = 0.082 at tol 0.15, so six: 3e-7; five:
+    4e-6). A position with fewer vectors beside the beam cannot be fit however they lie."""
+    hexagonal = np.array([[1.0, 0.0], [0.5, np.sqrt(3) / 2]])
+    n = 1
+    while not significant(n, n, hexagonal, tol):
+        n += 1
+    return n
 
 
 def binomial_tail(k, n, p) -> np.ndarray:

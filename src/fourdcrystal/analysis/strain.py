@@ -45,7 +45,7 @@ FIT_CHUNK = 4096
 class Settings:
     """The knobs of ``measure`` (CLI flags of ``fourdcrystal strain``)."""
 
-    tolerance: float = 0.15  # indexing tolerance, fraction of the shorter basis vector's length
+    tolerance: float = lattice.INDEX_TOLERANCE  # indexing tolerance, fraction of the shorter basis vector's length
     min_indexed: int = 3  # non-beam vectors that must index at a position for a fit
     weights: str = "intensity"  # "intensity" (weights ∝ intensity, ∝ 1/σ² of a counted peak) or "none"
     reference: tuple[slice, slice] | None = None  # scan region (rx, ry slices) of the reference lattice

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 
+from fourdcrystal.analysis.lattice import fewest_beyond_chance
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_MIN_SNR, COMPLETION_REACH,
                                              HOT_PIXEL_MIN_RADIUS_PX, LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E,
@@ -48,6 +49,11 @@ FRIEDEL_LIT_PAIRS = 2  # ±g pairs that show a crystal's pattern where its beam 
 # of 96 patterns, with a 2 nm crystal's at 1e3 e⁻ 4.2–28, median 9.7; benchmarks/RESULTS.md, "A thin crystal's
 # lattice from its batch")
 BATCH_LATTICE_STARTS, BATCH_LATTICE_MIN_Z = 16, 5.0
+# "Without a lattice of their own": fewer vectors beside the beam than show a lattice beyond chance in `strain`'s fit
+# (six; ``analysis.lattice.fewest_beyond_chance``): a pattern with four or five kept its own and no position was
+# fit (bench_strain's 2 nm SrTiO3 at 1e3 e⁻ on 256 px at 0.0107 Å⁻¹/px: 54 → 96 % of positions fitted;
+# benchmarks/RESULTS.md, "Faint patterns of four or five vectors on their batch's lattice")
+BATCH_LATTICE_OWN_VECTORS = fewest_beyond_chance()
 
 
 def auto_bf16(device_type: str) -> bool:
@@ -509,15 +515,15 @@ class MeasuredPattern:
         """(``out``, (B,) bool: the patterns now on the batch's lattice). A thin crystal at ~1e3 e⁻ sends ~100
         electrons beyond the beam: the network proposes one or two disks per pattern, no lattice (bench_strain's
         2 nm rows fitted no position). The batch's ``few``-electron patterns (under ``LOW_DOSE_E[1]``) with a beam and
-        fewer than ``MIN_LATTICE_VECTORS`` vectors beside it are summed on their beams; where they hold ``LOW_DOSE_E[1]``
-        electrons together (``counted``, ``_counted``) its vectors (``vectors_of_sum``: the network's) fix a lattice
-        (``_sum_lattice``), and each such pattern's own is the likeliest near it (``refine.lattice_likelihood`` from
-        ``BATCH_LATTICE_STARTS`` starts), kept where its electrons show it (``refine.lattice_evidence`` ≥
-        ``BATCH_LATTICE_MIN_Z``): its vectors are then the points where the batch shows a disk
-        (``refine.weighed_lattice_points``), the beam kept, the few it had before dropped. Small disks too, though the
-        likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat, and its patterns had no
-        lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 78 % of SrTiO3's positions
-        fitted, 28 → 84 % of GaN's, within the paired noise of py4DSTEM's errors; benchmarks/RESULTS.md). A pattern
+        fewer than ``BATCH_LATTICE_OWN_VECTORS`` vectors beside it (too few to show a lattice by themselves) are summed
+        on their beams; where they hold ``LOW_DOSE_E[1]`` electrons together (``counted``, ``_counted``) its vectors
+        (``vectors_of_sum``: the network's) fix a lattice (``_sum_lattice``), and each such pattern's own is the
+        likeliest near it (``refine.lattice_likelihood`` from ``BATCH_LATTICE_STARTS`` starts), kept where its
+        electrons show it (``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``): its vectors are then the points
+        where the batch shows a disk (``refine.weighed_lattice_points``), the beam kept, the few it had before dropped.
+        Small disks too, though the likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat,
+        and its patterns had no lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 100 %
+        of SrTiO3's positions fitted, 28 → 99 % of GaN's; benchmarks/RESULTS.md). A pattern
         of another grain, of film or of vacuum in the same batch shows no such lattice and keeps what it had."""
         B = len(patterns)
         none = np.zeros(B, bool)
@@ -527,7 +533,7 @@ class MeasuredPattern:
         b, beam = out["pattern"], self._beam(out)
         lit_beam = np.bincount(b[beam], minlength=B) > 0
         faint = few & lit_beam & ~electron.noise_free.cpu().numpy() & \
-            (np.bincount(b[~beam], minlength=B) < MIN_LATTICE_VECTORS)
+            (np.bincount(b[~beam], minlength=B) < BATCH_LATTICE_OWN_VECTORS)
         c = centres.cpu().numpy().astype(np.float64)
         one_e = electron[0].cpu().numpy().astype(np.float64)
         idx = np.flatnonzero(faint)
