@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from fourdcrystal.analysis.lattice import fewest_beyond_chance
+from fourdcrystal.analysis.lattice import INDEX_TOLERANCE, fewest_beyond_chance, find_basis, significant
 from fourdcrystal.inference import classical, peaks
 from fourdcrystal.inference.evidence import (BRIGHT_COMPLETION_MIN_SNR, COMPLETION_MIN_SNR, COMPLETION_REACH,
                                              HOT_PIXEL_MIN_RADIUS_PX, LATTICE_MIN_SNR, LATTICE_TOL_PX, LOW_DOSE_E,
@@ -42,7 +42,8 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 FRIEDEL_LIT_PAIRS = 2  # ±g pairs that show a crystal's pattern where its beam is nearly extinct (``_friedel_pairs``)
-# ``MeasuredPattern._batch_lattice``: the batch's low-dose patterns without a lattice of their own are summed where
+# ``MeasuredPattern._batch_lattice``: the batch's low-dose patterns without a lattice of their own, or of so few electrons
+# that their own disks place it to a pixel or two (``_few_electrons``), are summed where
 # they hold at least LOW_DOSE_E[1] electrons together (a bright pattern, whose lattice the network finds), and each
 # is fitted to that lattice from BATCH_LATTICE_STARTS starts; it shows it where its electrons stand
 # BATCH_LATTICE_MIN_Z standard deviations above their rings (``refine.lattice_evidence``: without disks at most 3.5
@@ -52,7 +53,8 @@ BATCH_LATTICE_STARTS, BATCH_LATTICE_MIN_Z = 16, 5.0
 # "Without a lattice of their own": fewer vectors beside the beam than show a lattice beyond chance in `strain`'s fit
 # (six; ``analysis.lattice.fewest_beyond_chance``): a pattern with four or five kept its own and no position was
 # fit (bench_strain's 2 nm SrTiO3 at 1e3 e⁻ on 256 px at 0.0107 Å⁻¹/px: 54 → 96 % of positions fitted;
-# benchmarks/RESULTS.md, "Faint patterns of four or five vectors on their batch's lattice")
+# benchmarks/RESULTS.md, "Faint patterns of four or five vectors on their batch's lattice", and with the patterns
+# of few electrons that have a lattice of their own, 100 %: "A few-electron pattern's own lattice replaced by its batch's")
 BATCH_LATTICE_OWN_VECTORS = fewest_beyond_chance()
 
 
@@ -94,7 +96,8 @@ class MeasuredPattern:
     vectors' lattice where the pattern shows a disk are added (``_lattice_completed``). A disk smaller than a
     pixel stands only on its pattern's lattice (``_lattice_members``: it looks like a hot pixel). A low-dose
     pattern's only vector beside the beam needs ``evidence.LONE_MIN_SNR`` (``_lone_and_faint``). A faint pattern
-    with no lattice of its own takes its batch's where its electrons show it (``_batch_lattice``). Last, each
+    with no lattice of its own, or too few electrons to place its own, takes its batch's where its electrons show it
+    (``_batch_lattice``). Last, each
     pattern's vectors are placed on the least-squares lattice of those on it (``refine.lattice_placed``;
     ``lattice_positions=False``: neither). The direct beam is always a vector where the pattern shows one, proposed
     by the network or not (``with_missed_beams``)."""
@@ -282,7 +285,8 @@ class MeasuredPattern:
         few = self._few_electrons(counted, len(patterns))
         on_batch_lattice = np.zeros(len(patterns), bool)
         if refined and self.lattice_positions and self.check_evidence and maps is not None and low_dose.any():
-            out, on_batch_lattice = self._batch_lattice(patterns, centres, out, low_dose, counted, electron, maps)
+            out, on_batch_lattice = self._batch_lattice(patterns, centres, out, low_dose, counted, electron, maps,
+                                                        few)
         if refined and self.lattice_positions and len(out["pattern"]):
             # weighted by the network's V_g, which ``intensity`` holds here
             self._place_on_lattice(patterns, measured, centres, out, few & ~on_batch_lattice, electron,
@@ -510,21 +514,25 @@ class MeasuredPattern:
                 q[rows[mine]] = hk[mine] @ G_whole
         self._set_positions(out, c, q)
 
-    def _batch_lattice(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, few: np.ndarray,
-                       counted: np.ndarray, electron, maps) -> tuple[dict, np.ndarray]:
+    def _batch_lattice(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, low_dose: np.ndarray,
+                       counted: np.ndarray, electron, maps, fewest: np.ndarray) -> tuple[dict, np.ndarray]:
         """(``out``, (B,) bool: the patterns now on the batch's lattice). A thin crystal at ~1e3 e⁻ sends ~100
         electrons beyond the beam: the network proposes one or two disks per pattern, no lattice (bench_strain's
-        2 nm rows fitted no position). The batch's ``few``-electron patterns (under ``LOW_DOSE_E[1]``) with a beam and
-        fewer than ``BATCH_LATTICE_OWN_VECTORS`` vectors beside it (too few to show a lattice by themselves) are summed
-        on their beams; where they hold ``LOW_DOSE_E[1]`` electrons together (``counted``, ``_counted``) its vectors
+        2 nm rows fitted no position). The batch's ``low_dose`` patterns (under ``LOW_DOSE_E[1]``) with a beam and
+        either fewer than ``BATCH_LATTICE_OWN_VECTORS`` vectors beside it (too few to show a lattice by themselves) or
+        ``fewest`` electrons (``_few_electrons``: too few for its disks to place its own) are summed on their beams;
+        where they hold ``LOW_DOSE_E[1]`` electrons together (``counted``, ``_counted``) its vectors
         (``vectors_of_sum``: the network's) fix a lattice (``_sum_lattice``), and each such pattern's own is the
         likeliest near it (``refine.lattice_likelihood`` from ``BATCH_LATTICE_STARTS`` starts), kept where its
-        electrons show it (``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``): its vectors are then the points
-        where the batch shows a disk (``refine.weighed_lattice_points``), the beam kept, the few it had before dropped.
-        Small disks too, though the likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat,
-        and its patterns had no lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 100 %
-        of SrTiO3's positions fitted, 28 → 99 % of GaN's; benchmarks/RESULTS.md). A pattern
-        of another grain, of film or of vacuum in the same batch shows no such lattice and keeps what it had."""
+        electrons show it (``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``) and its own vectors show no other
+        lattice (``_another_lattice``): its vectors are then the points where the batch shows a disk
+        (``refine.weighed_lattice_points``), the beam kept, the ones it had before dropped. Small disks too, though
+        the likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat, and its patterns had no
+        lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 100 % of SrTiO3's positions
+        fitted, 28 → 99 % of GaN's). A thick crystal's few-electron patterns, which have a lattice of their own, too
+        (SrTiO3 100 Å at 300 kV / 2.5 mrad on 256 px at 0.0107 Å⁻¹/px, 1e3 e⁻: 41 → 100 % of positions fitted,
+        mean |error| e_xx / e_yy 1.35 / 1.39 → 0.80 / 0.57 %; benchmarks/RESULTS.md). A pattern of another grain, of
+        film or of vacuum in the same batch shows no such lattice and keeps what it had."""
         B = len(patterns)
         none = np.zeros(B, bool)
         if self.vectors_of_sum is None:
@@ -532,11 +540,10 @@ class MeasuredPattern:
         electron = one_electron(patterns.float()) if electron is None else electron
         b, beam = out["pattern"], self._beam(out)
         lit_beam = np.bincount(b[beam], minlength=B) > 0
-        faint = few & lit_beam & ~electron.noise_free.cpu().numpy() & \
-            (np.bincount(b[~beam], minlength=B) < BATCH_LATTICE_OWN_VECTORS)
+        own = np.bincount(b[~beam], minlength=B) >= BATCH_LATTICE_OWN_VECTORS
+        idx = np.flatnonzero(low_dose & lit_beam & ~electron.noise_free.cpu().numpy() & (~own | fewest))
         c = centres.cpu().numpy().astype(np.float64)
         one_e = electron[0].cpu().numpy().astype(np.float64)
-        idx = np.flatnonzero(faint)
         if len(idx) < 2 or counted[idx].sum() < LOW_DOSE_E[1]:
             return out, none
         shift = _beams_to_middle(patterns, c)
@@ -551,6 +558,10 @@ class MeasuredPattern:
                                        starts=BATCH_LATTICE_STARTS)
             if lattice_evidence(image, o, Gk, r, levels, shift[k], one_e[k]) < BATCH_LATTICE_MIN_Z:
                 continue
+            mine = (b == k) & ~beam
+            if own[k] and _another_lattice(np.column_stack([out["qx_px"][mine], out["qy_px"][mine]]) - c[k],
+                                           out["intensity"][mine], Gk):
+                continue  # its own vectors show another grain's lattice: kept
             hk = weighed_lattice_points(o, Gk, image.shape, r, levels, shift[k], one_e[k])[0]
             hk = hk[np.abs(hk).sum(axis=1) > 0]  # the beam is a vector already
             found[k] = True
@@ -914,6 +925,19 @@ class NetworkDetector:
             kept["qx"], kept["qy"] = kept["qx"] * f, kept["qy"] * f
             kept["qz"] = np.full(len(kept["qx"]), np.nan)
         return kept
+
+
+def _another_lattice(q_px: np.ndarray, intensity: np.ndarray, G: np.ndarray) -> bool:
+    """Whether a pattern's vectors beside its beam (``q_px`` (N, 2), px from the beam) show a lattice of their own
+    beyond chance (`strain`'s test: ``analysis.lattice.find_basis``, ``significant``, at ``INDEX_TOLERANCE``) on which
+    lattice ``G`` (2, 2) px through the beam does not index most of them: another grain's pattern (a random vector
+    indexes with p0 ≈ 0.07–0.08, a crystal's placed to a pixel or two nearly always)."""
+    own, n = find_basis(q_px, intensity, INDEX_TOLERANCE)
+    if own is None or not significant(n, len(q_px), own, INDEX_TOLERANCE):
+        return False
+    frac = q_px @ np.linalg.inv(G)
+    on = np.hypot(*((frac - np.round(frac)) @ G).T) < INDEX_TOLERANCE * np.hypot(*G).min()
+    return 2 * int(on.sum()) <= len(q_px)
 
 
 def _beams_to_middle(patterns: torch.Tensor, c: np.ndarray) -> np.ndarray:
