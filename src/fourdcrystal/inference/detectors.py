@@ -42,9 +42,9 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 FRIEDEL_LIT_PAIRS = 2  # ±g pairs that show a crystal's pattern where its beam is nearly extinct (``_friedel_pairs``)
-# ``MeasuredPattern._batch_lattice``: the batch's low-dose patterns without a lattice of their own, or of so few electrons
-# that their own disks place it to a pixel or two (``_few_electrons``), are summed where
-# they hold at least LOW_DOSE_E[1] electrons together (a bright pattern, whose lattice the network finds), and each
+# ``MeasuredPattern._batch_lattice``: the batch's low-dose patterns without a lattice of their own, or of so few
+# electrons that their own disks place it to a pixel or two (``_few_electrons``), are summed where they hold at least
+# LOW_DOSE_E[1] electrons together (a bright pattern, whose lattice the network finds), and each
 # is fitted to that lattice from BATCH_LATTICE_STARTS starts; it shows it where its electrons stand
 # BATCH_LATTICE_MIN_Z standard deviations above their rings (``refine.lattice_evidence``: without disks at most 3.5
 # of 96 patterns, with a 2 nm crystal's at 1e3 e⁻ 4.2–28, median 9.7; benchmarks/RESULTS.md, "A thin crystal's
@@ -53,8 +53,8 @@ BATCH_LATTICE_STARTS, BATCH_LATTICE_MIN_Z = 16, 5.0
 # "Without a lattice of their own": fewer vectors beside the beam than show a lattice beyond chance in `strain`'s fit
 # (six; ``analysis.lattice.fewest_beyond_chance``): a pattern with four or five kept its own and no position was
 # fit (bench_strain's 2 nm SrTiO3 at 1e3 e⁻ on 256 px at 0.0107 Å⁻¹/px: 54 → 96 % of positions fitted;
-# benchmarks/RESULTS.md, "Faint patterns of four or five vectors on their batch's lattice", and with the patterns
-# of few electrons that have a lattice of their own, 100 %: "A few-electron pattern's own lattice replaced by its batch's")
+# benchmarks/RESULTS.md, "Faint patterns of four or five vectors on their batch's lattice"; with the patterns of few
+# electrons that have a lattice of their own, 100 %: "A few-electron pattern's own lattice replaced by its batch's")
 BATCH_LATTICE_OWN_VECTORS = fewest_beyond_chance()
 
 
@@ -97,9 +97,8 @@ class MeasuredPattern:
     pixel stands only on its pattern's lattice (``_lattice_members``: it looks like a hot pixel). A low-dose
     pattern's only vector beside the beam needs ``evidence.LONE_MIN_SNR`` (``_lone_and_faint``). A faint pattern
     with no lattice of its own, or too few electrons to place its own, takes its batch's where its electrons show it
-    (``_batch_lattice``). Last, each
-    pattern's vectors are placed on the least-squares lattice of those on it (``refine.lattice_placed``;
-    ``lattice_positions=False``: neither). The direct beam is always a vector where the pattern shows one, proposed
+    (``_batch_lattice``). Last, each pattern's vectors are placed on the least-squares lattice of those on it
+    (``refine.lattice_placed``; ``lattice_positions=False``: neither). The direct beam is always a vector where the pattern shows one, proposed
     by the network or not (``with_missed_beams``)."""
 
     def __init__(self, inputs: ModelInput, q_pixel_size_invA: float, model_pixel_invA: float, *,
@@ -527,9 +526,9 @@ class MeasuredPattern:
         electrons show it (``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``) and its own vectors show no other
         lattice (``_another_lattice``): its vectors are then the points where the batch shows a disk
         (``refine.weighed_lattice_points``), the beam kept, the ones it had before dropped. Small disks too, though
-        the likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat, and its patterns had no
-        lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 100 % of SrTiO3's positions
-        fitted, 28 → 99 % of GaN's). A thick crystal's few-electron patterns, which have a lattice of their own, too
+        the likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat, and its patterns had
+        no lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 100 % of SrTiO3's
+        positions fitted, 28 → 99 % of GaN's). A thick crystal's few-electron patterns, which have a lattice of their own, too
         (SrTiO3 100 Å at 300 kV / 2.5 mrad on 256 px at 0.0107 Å⁻¹/px, 1e3 e⁻: 41 → 100 % of positions fitted,
         mean |error| e_xx / e_yy 1.35 / 1.39 → 0.80 / 0.57 %; benchmarks/RESULTS.md). A pattern of another grain, of
         film or of vacuum in the same batch shows no such lattice and keeps what it had."""
