@@ -98,8 +98,8 @@ class MeasuredPattern:
     pattern's only vector beside the beam needs ``evidence.LONE_MIN_SNR`` (``_lone_and_faint``). A faint pattern
     with no lattice of its own, or too few electrons to place its own, takes its batch's where its electrons show it
     (``_batch_lattice``). Last, each pattern's vectors are placed on the least-squares lattice of those on it
-    (``refine.lattice_placed``; ``lattice_positions=False``: neither). The direct beam is always a vector where the pattern shows one, proposed
-    by the network or not (``with_missed_beams``)."""
+    (``refine.lattice_placed``; ``lattice_positions=False``: neither). The direct beam is always a vector where the
+    pattern shows one, proposed by the network or not (``with_missed_beams``)."""
 
     def __init__(self, inputs: ModelInput, q_pixel_size_invA: float, model_pixel_invA: float, *,
                  check_evidence: bool = True, corr_power: float | None = DEFAULT_CORR_POWER, device: str = "cpu",
@@ -528,10 +528,10 @@ class MeasuredPattern:
         (``refine.weighed_lattice_points``), the beam kept, the ones it had before dropped. Small disks too, though
         the likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat, and its patterns had
         no lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 100 % of SrTiO3's
-        positions fitted, 28 → 99 % of GaN's). A thick crystal's few-electron patterns, which have a lattice of their own, too
-        (SrTiO3 100 Å at 300 kV / 2.5 mrad on 256 px at 0.0107 Å⁻¹/px, 1e3 e⁻: 41 → 100 % of positions fitted,
-        mean |error| e_xx / e_yy 1.35 / 1.39 → 0.80 / 0.57 %; benchmarks/RESULTS.md). A pattern of another grain, of
-        film or of vacuum in the same batch shows no such lattice and keeps what it had."""
+        positions fitted, 28 → 99 % of GaN's). A thick crystal's few-electron patterns, which have a lattice of their
+        own, too (SrTiO3 100 Å at 300 kV / 2.5 mrad on 256 px at 0.0107 Å⁻¹/px, 1e3 e⁻: 41 → 100 % of positions
+        fitted, mean |error| e_xx / e_yy 1.35 / 1.39 → 0.80 / 0.57 %; benchmarks/RESULTS.md). A pattern of another
+        grain, of film or of vacuum in the same batch shows no such lattice and keeps what it had."""
         B = len(patterns)
         none = np.zeros(B, bool)
         if self.vectors_of_sum is None:
