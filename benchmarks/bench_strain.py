@@ -26,6 +26,10 @@ is taken and averaged, with its standard error (positions both fit).
 ``--bin-scan N``: each state is recorded on N scan rows of N·draws positions and both detectors run with
 ``predict --bin-scan N``, so every binned position sums N² patterns of one state (a low-dose strain map as
 microscopists make it); ``--thickness-A`` and ``--dose`` pick rows of the table (tilts are left out then).
+``--gradient``: instead of the table, a strain gradient: one scan row of ``GRADIENT_POSITIONS`` positions whose e_xx
+rises linearly over ``GRADIENT_RANGE`` (each position its own simulation; one batch of `predict`), at each dose
+``GRADIENT_DRAWS`` noise draws, both detectors, `strain` with the median as reference: the slope of measured on true
+e_xx (1 if unbiased; noise alone scatters about the line, a bias toward a common lattice flattens it).
 ``--crystal gan``: GaN [0001] instead (a hexagonal lattice, its box of whole cells: ``crystal_on``).
 ``--tilt MRAD AZIMUTH_DEG``: every state, the reference too, tilted off the zone axis by MRAD toward the
 azimuth (``supercells.tilt_rotation``, applied after the deformation, as a specimen a little off its zone
@@ -38,7 +42,7 @@ resamples to the model's grid (the tilt rows are left out then). ``--min-box-A``
 pixels' integration), so a noise-free comparison between detectors is read over several boxes.
 Usage: python benchmarks/bench_strain.py [--quick] [--draws N] [--model model.pt] [--precision P] [--json out.json]
        [--bin-scan N] [--thickness-A 60 ...] [--dose 1e3 ...] [--crystal gan] [--tilt MRAD AZIMUTH_DEG]
-       [--detector PX DQ] [--energy-kV KV] [--semiangle-mrad MRAD] [--min-box-A BOX]
+       [--detector PX DQ] [--energy-kV KV] [--semiangle-mrad MRAD] [--min-box-A BOX] [--gradient]
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from fourdcrystal import cli  # noqa: E402
 from fourdcrystal.analysis import strain as measured_strain  # noqa: E402
+from fourdcrystal.errors import UserError  # noqa: E402
 from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference.predict import DEFAULT_MODEL  # noqa: E402
 from fourdcrystal.learning.augment import DEFAULTS, Augmenter, distort, electrons_per_unit, mean_electrons  # noqa: E402
@@ -78,6 +83,8 @@ TILTS = [(0.0, 0.0), (10.0, 0.0), (10.0, 120.0), (10.0, 250.0)]  # (mrad, azimut
 # to the same camera, the network's error was 0.07–0.10 % (benchmarks/RESULTS.md, "Strain on other cameras").
 # 32 Å: the shipped model's own box, where the noise-free errors are ≤ 0.07 %.
 MIN_BOX_A = 32.0
+# --gradient: positions of the row (one CPU batch of `predict`), the e_xx they span, noise draws per dose
+GRADIENT_POSITIONS, GRADIENT_RANGE, GRADIENT_DRAWS = 32, (0.0, 0.02), 3
 
 
 def deformation(exx, eyy, exy, rot_deg):
@@ -336,6 +343,38 @@ def tilt_rows(geo, tmp: Path, quick: bool, model_args=()) -> list[dict]:
     return rows
 
 
+def gradient_rows(geo, structure, thickness_A, doses, tmp: Path, model_args=(), beam=None) -> list[dict]:
+    """``--gradient``: per dose and detector the slope of measured on true e_xx along a row whose e_xx rises over
+    ``GRADIENT_RANGE`` (``strain`` with each grain's median as reference), its scatter about the line, positions fit."""
+    exx = np.linspace(*GRADIENT_RANGE, GRADIENT_POSITIONS)
+    sims = simulate([("", e, 0, 0, 0) for e in exx], thickness_A, geo, structure, **(beam or {}))
+    rows = []
+    for k, dose in enumerate(doses):
+        for draw in range(1 if dose is None else GRADIENT_DRAWS):
+            d = tmp / f"gradient-{k}-{draw}"
+            d.mkdir()
+            aug, rng = Augmenter({**DEFAULTS, "ellipticity": 0.0}), np.random.default_rng(500 + 10 * k + draw)
+            cube = np.stack([ex["cbed"] if dose is None else aug.apply(ex["cbed"], ex["probe"], rng, dose=dose)
+                             for ex in sims])
+            np.save(d / "cube.npy", cube[None].astype(np.float32))
+            np.save(d / "probe.npy", sims[0]["probe"].astype(np.float32))
+            for method, extra in (("network", list(model_args)), ("py4DSTEM", ["--baseline", "classical"])):
+                assert cli.main(["predict", str(d / "cube.npy"), "--probe", str(d / "probe.npy"), "--out",
+                                 str(d / method), "--q-pixel-size", str(geo.dk_invA), "--quiet", *extra]) == 0
+                try:
+                    t = measured_strain.measure(pd.read_parquet(d / method / "bragg_vectors.parquet")).table
+                except UserError:  # no lattice better than chance anywhere: nothing fit
+                    t = pd.DataFrame({"ry": np.zeros(0, int), "exx_pct": np.zeros(0)})
+                ok = t["exx_pct"].notna().to_numpy()
+                x, y = 100 * exx[t["ry"].to_numpy()][ok], t["exx_pct"].to_numpy()[ok]
+                line = np.polyfit(x, y, 1) if ok.sum() >= 3 else np.full(2, np.nan)
+                rows.append({"method": method, "dose": "noiseless" if dose is None else f"{dose:.0e}", "draw": draw,
+                             "slope": float(line[0]), "fit_fraction": float(ok.mean()),
+                             "scatter_pct": float(np.std(y - np.polyval(line, x))) if ok.sum() >= 3 else np.nan})
+                print(rows[-1], flush=True)
+    return rows
+
+
 def main():
     global MIN_BOX_A
     ap = argparse.ArgumentParser()
@@ -359,6 +398,8 @@ def main():
                     help=f"probe convergence semi-angle (default {SEMIANGLE_MRAD:g})")
     ap.add_argument("--min-box-A", type=float, default=MIN_BOX_A,
                     help=f"least simulation box, Å (default {MIN_BOX_A:g}): a larger one is simulated finer and binned")
+    ap.add_argument("--gradient", action="store_true",
+                    help="instead of the table: the slope of measured on true e_xx along a row of rising strain")
     args = ap.parse_args()
     MIN_BOX_A = args.min_box_A  # read by camera_binning, for the simulation and its truth alike
     model_args = (["--model", args.model] if args.model else []) + ["--precision", args.precision]
@@ -372,6 +413,8 @@ def main():
     _, model_geo, _ = load_checkpoint(args.model or DEFAULT_MODEL)
     structure, geo = crystal_on(args.crystal, model_geo, args.detector)
     beam = dict(energy_eV=1e3 * args.energy_kV, semiangle_mrad=args.semiangle_mrad)
+    if args.gradient:
+        return gradient_main(args, geo, structure, model_args, beam)
     rows, pairs, t0 = [], [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -446,6 +489,26 @@ def main():
                   f"{r['spurious_tilt_mrad']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"strain": rows, "paired": pairs, "tilt": tilt}, indent=2))
+    return df
+
+
+def gradient_main(args, geo, structure, model_args, beam) -> pd.DataFrame:
+    """``--gradient``: the rows of ``gradient_rows`` at the first of ``--thickness-A`` (default 60 Å), printed as a table
+    of mean slopes per dose and detector."""
+    thickness = (args.thickness_A or [60.0])[0]
+    doses = (None, 1e5, 1e4, 1e3) if not args.dose else [None if d == "noiseless" else float(d) for d in args.dose]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = gradient_rows(geo, structure, thickness, doses, Path(tmp), model_args, beam)
+    df = pd.DataFrame(rows)
+    print(f"\n{args.crystal} {thickness:g} Å: e_xx rising {100 * GRADIENT_RANGE[0]:g} → {100 * GRADIENT_RANGE[1]:g} % over "
+          f"{GRADIENT_POSITIONS} positions, {args.energy_kV:g} kV, {args.semiangle_mrad:g} mrad\n")
+    print("| method | dose (e⁻/pattern) | slope, each draw | mean slope | scatter about the line (%) | positions fit |")
+    print("|---|---|---|---|---|---|")
+    for (method, dose), g in df.groupby(["method", "dose"], sort=False):
+        print(f"| {method} | {dose} | {' / '.join(f'{v:.2f}' for v in g['slope'])} | {g['slope'].mean():.2f} | "
+              f"{g['scatter_pct'].mean():.2f} | {100 * g['fit_fraction'].mean():.0f} % |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"gradient": rows}, indent=2))
     return df
 
 
