@@ -26,7 +26,7 @@ is taken and averaged, with its standard error (positions both fit).
 ``--bin-scan N``: each state is recorded on N scan rows of N·draws positions and both detectors run with
 ``predict --bin-scan N``, so every binned position sums N² patterns of one state (a low-dose strain map as
 microscopists make it); ``--thickness-A`` and ``--dose`` pick rows of the table (tilts are left out then).
-``--gradient``: instead of the table, a strain gradient: one scan row of ``GRADIENT_POSITIONS`` positions whose e_xx
+``--gradient``: instead of the table, a strain gradient: a scan line of ``GRADIENT_POSITIONS`` positions whose e_xx
 rises linearly over ``GRADIENT_RANGE`` (each position its own simulation; one batch of `predict`), at each dose
 ``GRADIENT_DRAWS`` noise draws, both detectors, `strain` with the median as reference: the slope of measured on true
 e_xx (1 if unbiased; noise alone scatters about the line, a bias toward a common lattice flattens it).
@@ -353,20 +353,16 @@ def gradient_rows(geo, structure, thickness_A, doses, tmp: Path, model_args=(), 
         for draw in range(1 if dose is None else GRADIENT_DRAWS):
             d = tmp / f"gradient-{k}-{draw}"
             d.mkdir()
-            aug, rng = Augmenter({**DEFAULTS, "ellipticity": 0.0}), np.random.default_rng(500 + 10 * k + draw)
-            cube = np.stack([ex["cbed"] if dose is None else aug.apply(ex["cbed"], ex["probe"], rng, dose=dose)
-                             for ex in sims])
-            np.save(d / "cube.npy", cube[None].astype(np.float32))
-            np.save(d / "probe.npy", sims[0]["probe"].astype(np.float32))
+            write_scan(d, sims, 1, dose, seed=500 + 10 * k + draw)  # one column: position rx holds exx[rx]
             for method, extra in (("network", list(model_args)), ("py4DSTEM", ["--baseline", "classical"])):
                 assert cli.main(["predict", str(d / "cube.npy"), "--probe", str(d / "probe.npy"), "--out",
                                  str(d / method), "--q-pixel-size", str(geo.dk_invA), "--quiet", *extra]) == 0
                 try:
                     t = measured_strain.measure(pd.read_parquet(d / method / "bragg_vectors.parquet")).table
                 except UserError:  # no lattice better than chance anywhere: nothing fit
-                    t = pd.DataFrame({"ry": np.zeros(0, int), "exx_pct": np.zeros(0)})
+                    t = pd.DataFrame({"rx": np.zeros(0, int), "exx_pct": np.zeros(0)})
                 ok = t["exx_pct"].notna().to_numpy()
-                x, y = 100 * exx[t["ry"].to_numpy()][ok], t["exx_pct"].to_numpy()[ok]
+                x, y = 100 * exx[t["rx"].to_numpy()][ok], t["exx_pct"].to_numpy()[ok]
                 line = np.polyfit(x, y, 1) if ok.sum() >= 3 else np.full(2, np.nan)
                 rows.append({"method": method, "dose": "noiseless" if dose is None else f"{dose:.0e}", "draw": draw,
                              "slope": float(line[0]), "fit_fraction": float(ok.mean()),
