@@ -458,13 +458,10 @@ def test_the_fewest_vectors_beyond_chance_are_the_fewest_a_position_is_fit_on(G)
     n = lattice.fewest_beyond_chance()
     assert n == 6
     full = scan({(0, j): G for j in range(4)})
-    some = [position_vectors(G, 1, j) for j in range(2)]
-    some = [p[np.hypot(p["qx"], p["qy"]) < 1e-9] for p in some]  # the beam alone
-    hk = [(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1)]
-    rows = [pd.DataFrame({"rx": 1, "ry": j, "qx": [q[0] for q in (np.array(hk[:m]) @ G)],
-                          "qy": [q[1] for q in (np.array(hk[:m]) @ G)], "intensity": 1.0})
-            for j, m in enumerate((n - 1, n))]
-    t = measure(pd.concat([full, *some, *rows], ignore_index=True),
+    hk = np.array([(0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1)])  # the beam, then n vectors
+    rows = [pd.DataFrame({"rx": 1, "ry": j, "qx": (hk[:m + 1] @ G)[:, 0], "qy": (hk[:m + 1] @ G)[:, 1],
+                          "intensity": 1.0}) for j, m in enumerate((n - 1, n))]
+    t = measure(pd.concat([full, *rows], ignore_index=True),
                 Settings(reference=(slice(0, 1), slice(0, 4)))).table.set_index(["rx", "ry"])
     assert np.isnan(t.loc[(1, 0), "exx_pct"]) and abs(t.loc[(1, 1), "exx_pct"]) < 1e-9
 
