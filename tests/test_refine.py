@@ -473,7 +473,43 @@ def test_many_starts_ascended_together_reach_what_each_reaches_alone():
         hk, w = weighed_lattice_points(o, G, img.shape, r, levels, (0.0, 0.0), 1.0)
         Xs.append(np.column_stack([np.ones(len(hk)), hk])), ws.append(w), thetas.append(np.vstack([o, G]))
     assert len({len(X) for X in Xs}) > 1  # ragged point sets: the padding is exercised
-    together = _newton(fine, 2, Xs, ws, np.stack(thetas))
-    alone = np.stack([_newton(fine, 2, [X], [w], t[None])[0] for X, w, t in zip(Xs, ws, thetas)])
+    together = _newton(fine[None], np.zeros(len(Xs), int), 2, Xs, ws, np.stack(thetas))
+    alone = np.stack([_newton(fine[None], np.zeros(1, int), 2, [X], [w], t[None])[0] for X, w, t in zip(Xs, ws, thetas)])
     assert np.abs(together - alone).max() < 1e-9, np.abs(together - alone).max()
     assert len(np.unique(np.round(alone[:, 1:], 3), axis=0)) > 1, alone[:, 1:]
+
+
+def test_a_batchs_likelihoods_at_once_are_each_patterns_alone():
+    """``refine.lattice_likelihoods`` ascends the starts of several patterns together, on one stack of their
+    correlations upsampled from the half-spectrum (``_upsampled_from_half``): each pattern's lattice must be the one
+    ``lattice_likelihood`` finds for it alone, from 16 starts and from one, and each pattern's
+    ``lattice_evidences`` its ``lattice_evidence``. The patterns differ in dose, start and shift, so a start read on
+    another pattern's map, points or electron would show; the half-spectrum upsampling must equal the complex one on
+    even and odd grids."""
+    from fourdcrystal.inference.refine import (_upsampled, _upsampled_from_half, disk_and_ring_levels,
+                                               lattice_evidence, lattice_evidences, lattice_likelihood,
+                                               lattice_likelihoods, probe_template_fft, without_spikes)
+    r = 4.0
+    truth, c, probe, _ = _faint_lattice_draws([0], None)
+    levels = disk_and_ring_levels(_faint_lattice_draws([0], None)[3][0], r)
+    template = probe_template_fft(probe, (64.0, 64.0))
+    images = np.stack([without_spikes(_faint_lattice_draws([s], dose)[3][0], 1.0)
+                       for s, dose in ((1, 3e2), (2, 1e3), (3, 3e3))])
+    origins = np.asarray(c) + np.array([[0.0, 0.0], [0.4, -0.3], [-0.2, 0.5]])
+    bases = np.stack([truth, 1.01 * truth, 0.99 * truth])
+    shifts = np.array([[0.0, 0.0], [0.4, -0.3], [-0.2, 0.5]])
+    electrons = np.array([1.0, 1.0, 2.0])
+    for starts in (16, 1):
+        o, G = lattice_likelihoods(images, template, origins, bases, r, levels, shifts, electrons, starts=starts)
+        for k in range(len(images)):
+            ok, Gk = lattice_likelihood(images[k], template, origins[k], bases[k], r, levels, shifts[k], electrons[k],
+                                        starts=starts)
+            assert np.abs(o[k] - ok).max() < 1e-9 and np.abs(G[k] - Gk).max() < 1e-9, (starts, k, o[k] - ok, G[k] - Gk)
+    z = lattice_evidences(images, o, G, r, levels, shifts, electrons)
+    alone = [lattice_evidence(images[k], o[k], G[k], r, levels, shifts[k], electrons[k]) for k in range(len(images))]
+    assert np.abs(z - alone).max() < 1e-9, (z, alone)
+    rng = np.random.default_rng(0)
+    for shape in ((64, 96), (65, 64), (64, 63)):
+        half = np.fft.rfft2(rng.random((2,) + shape))
+        complex_way = _upsampled(np.fft.irfft2(half, s=shape), 2)
+        assert np.abs(_upsampled_from_half(half, shape, 2) - complex_way).max() < 1e-12 * np.abs(complex_way).max()

@@ -33,8 +33,8 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
                                            LOW_DOSE_EDGE_CLIMB_MIN_SNR, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
                                            SubpixelTemplate, disk_and_ring_levels, fitted_lattices, hybrid_xcorr,
-                                           lattice_evidence, lattice_likelihood, lattice_on_pattern, lattice_placed,
-                                           on_lattice_of, weighed_lattice_points,
+                                           lattice_evidences, lattice_likelihood, lattice_likelihoods,
+                                           lattice_on_pattern, lattice_placed, on_lattice_of, weighed_lattice_points,
                                            probe_template_fft, refine_positions, without_diffuse_background,
                                            without_spikes)
 
@@ -551,17 +551,16 @@ class MeasuredPattern:
             return out, none
         levels, r = disk_and_ring_levels(mean, self.disk_radius_px), self.disk_radius_px
         found, cb, cq = none.copy(), [], []
-        for k in idx:
-            image = without_spikes(patterns[k].cpu().numpy(), one_e[k])
-            o, Gk = lattice_likelihood(image, self._probe_template_fft(), c[k], G0, r, levels, shift[k], one_e[k],
-                                       starts=BATCH_LATTICE_STARTS)
-            if lattice_evidence(image, o, Gk, r, levels, shift[k], one_e[k]) < BATCH_LATTICE_MIN_Z:
-                continue
+        images = np.stack([without_spikes(patterns[k].cpu().numpy(), one_e[k]) for k in idx])
+        origins, bases = lattice_likelihoods(images, self._probe_template_fft(), c[idx], np.repeat(G0[None], len(idx), 0),
+                                             r, levels, shift[idx], one_e[idx], starts=BATCH_LATTICE_STARTS)
+        shown = lattice_evidences(images, origins, bases, r, levels, shift[idx], one_e[idx]) >= BATCH_LATTICE_MIN_Z
+        for k, o, Gk in zip(idx[shown], origins[shown], bases[shown]):
             mine = (b == k) & ~beam
             if own[k] and _another_lattice(np.column_stack([out["qx_px"][mine], out["qy_px"][mine]]) - c[k],
                                            out["intensity"][mine], Gk):
                 continue  # its own vectors show another grain's lattice: kept
-            hk = weighed_lattice_points(o, Gk, image.shape, r, levels, shift[k], one_e[k])[0]
+            hk = weighed_lattice_points(o, Gk, images.shape[1:], r, levels, shift[k], one_e[k])[0]
             hk = hk[np.abs(hk).sum(axis=1) > 0]  # the beam is a vector already
             found[k] = True
             cb.append(np.full(len(hk), k))

@@ -476,6 +476,9 @@ SPIKE_TIMES, SPIKE_MIN_E = 2.0, 2.0
 # ``lattice_likelihood(starts=...)``: the other starts' spread (a fraction of the basis' largest component, origin px)
 # and their one seed (every pattern the same starts: identical outputs for identical input)
 LIKELIHOOD_START_SPREAD, LIKELIHOOD_START_SEED = (0.01, 0.3), 0
+# ``lattice_likelihoods``: patterns ascended together, their correlations upsampled at once (on a 256 px detector
+# each pattern's fine map and its spectrum hold ~4 MB)
+LIKELIHOOD_CHUNK = 8
 EVIDENCE_MIN_E = 1.0  # ``lattice_evidence``: the least count a disk's chance is taken to vary by
 
 
@@ -498,33 +501,68 @@ def without_spikes(image: np.ndarray, electron: float) -> np.ndarray:
 
 def disk_and_ring_levels(image: np.ndarray, radius_px: float) -> np.ndarray:
     """(P, Q, 2): about every pixel of ``image``, its mean within ``radius_px`` (a disk there) and in the ring
-    1–3 px beyond (the background about it); ``lattice_likelihood``'s brightness of each lattice point."""
+    1–3 px beyond (the background about it); ``lattice_likelihood``'s brightness of each lattice point. ``image``
+    (K, P, Q), a stack: (K, P, Q, 2), each the same as alone."""
     img = np.asarray(image, np.float64)
-    i = np.fft.fftfreq(img.shape[0]) * img.shape[0]
-    j = np.fft.fftfreq(img.shape[1]) * img.shape[1]
+    P, Q = img.shape[-2:]
+    i = np.fft.fftfreq(P) * P
+    j = np.fft.fftfreq(Q) * Q
     r = np.hypot(i[:, None], j[None, :])
     spectrum = np.fft.rfft2(img)
-    return np.stack([np.fft.irfft2(spectrum * np.conj(np.fft.rfft2(kernel / kernel.sum())), s=img.shape)
+    return np.stack([np.fft.irfft2(spectrum * np.conj(np.fft.rfft2(kernel / kernel.sum())), s=(P, Q))
                      for kernel in (r <= radius_px, (r > radius_px + 1) & (r <= radius_px + 3))], axis=-1)
 
 
 def _upsampled(corr: np.ndarray, up: int) -> np.ndarray:
-    """``corr`` (periodic, band-limited) on a grid ``up`` times finer, by zero-padding its spectrum."""
+    """``corr`` ((..., P, Q), periodic, band-limited) on a grid ``up`` times finer, by zero-padding its spectrum."""
     if up == 1:
         return corr
-    P, Q = corr.shape
-    spec = np.fft.fftshift(np.fft.fft2(corr))
-    padded = np.zeros((up * P, up * Q), complex)
+    P, Q = corr.shape[-2:]
+    spec = np.fft.fftshift(np.fft.fft2(corr), axes=(-2, -1))
+    padded = np.zeros(corr.shape[:-2] + (up * P, up * Q), complex)
     i0, j0 = (up * P - P) // 2, (up * Q - Q) // 2
-    padded[i0:i0 + P, j0:j0 + Q] = spec
-    return np.fft.ifft2(np.fft.ifftshift(padded)).real * up * up
+    padded[..., i0:i0 + P, j0:j0 + Q] = spec
+    return np.fft.ifft2(np.fft.ifftshift(padded, axes=(-2, -1))).real * up * up
 
 
-def _derivatives(fine: np.ndarray, at: np.ndarray, up: int) -> tuple[np.ndarray, ...]:
-    """(∂x, ∂y, ∂xx, ∂xy, ∂yy) per detector px of ``fine`` (a map ``up`` times finer than the detector, bilinear) at
-    the points ``at`` (its px), by central differences one fine pixel wide: only where the lattice's points are."""
+def _upsampled_from_half(half: np.ndarray, shape: tuple[int, int], up: int) -> np.ndarray:
+    """``_upsampled`` of the real maps whose ``np.fft.rfft2`` is ``half`` ((..., P, Q // 2 + 1); ``shape`` (P, Q)),
+    from that half-spectrum by one real inverse transform (a third of the complex pair's time on a batch's
+    few-electron patterns). On even grids ``_upsampled`` keeps each Nyquist frequency at its negative end and the
+    real part then halves it between both ends: so does this. Odd grids go through ``_upsampled``."""
+    P, Q = shape
+    if up == 1 or P % 2 or Q % 2:
+        return _upsampled(np.fft.irfft2(half, s=shape), up)
+    h, q = P // 2, Q // 2
+    fine = np.zeros(half.shape[:-2] + (up * P, up * Q // 2 + 1), complex)
+    for col, scale in ((slice(0, q), 1.0), (q, 0.5)):  # the Nyquist column halved
+        fine[..., :h, col] = half[..., :h, col] * scale
+        fine[..., up * P - h + 1:, col] = half[..., h + 1:, col] * scale
+    fine[..., h, :q] = fine[..., up * P - h, :q] = half[..., h, :q] / 2  # the Nyquist row halved onto ± P/2
+    fine[..., h, q] = half[..., h, q] / 2
+    return np.fft.irfft2(fine, s=(up * P, up * Q)) * up * up
+
+
+def _bilinear_of(maps: np.ndarray, which: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``probe_synth.bilinear`` of the maps ``maps[which]`` ((K, P, Q); ``which`` one per point) at (x, y) px."""
+    _, P, Q = maps.shape
+    x = np.clip(x, 0, P - 1)
+    y = np.clip(y, 0, Q - 1)
+    x0 = np.minimum(np.floor(x).astype(int), P - 2)
+    y0 = np.minimum(np.floor(y).astype(int), Q - 2)
+    fx, fy = x - x0, y - y0
+    flat, at = maps.reshape(-1), (which * P + x0) * Q + y0
+    return ((1 - fx) * (1 - fy) * flat.take(at) + fx * (1 - fy) * flat.take(at + Q)
+            + (1 - fx) * fy * flat.take(at + 1) + fx * fy * flat.take(at + Q + 1))
+
+
+def _derivatives(fine: np.ndarray, which: np.ndarray, at: np.ndarray, up: int) -> tuple[np.ndarray, ...]:
+    """(∂x, ∂y, ∂xx, ∂xy, ∂yy) per detector px of the maps ``fine[which]`` (each ``up`` times finer than the
+    detector, bilinear) at the points ``at`` (their px), by central differences one fine pixel wide: only where the
+    lattice's points are."""
     d = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)], float)
-    v = bilinear(fine, (at[:, None, 0] + d[:, 0]).ravel(), (at[:, None, 1] + d[:, 1]).ravel()).reshape(len(at), 3, 3)
+    v = _bilinear_of(fine, np.repeat(which, 9), (at[:, None, 0] + d[:, 0]).ravel(),
+                     (at[:, None, 1] + d[:, 1]).ravel()).reshape(len(at), 3, 3)
     return ((v[:, 2, 1] - v[:, 0, 1]) * up / 2,
             (v[:, 1, 2] - v[:, 1, 0]) * up / 2,
             (v[:, 2, 1] - 2 * v[:, 1, 1] + v[:, 0, 1]) * up ** 2,
@@ -537,7 +575,7 @@ def lattice_likelihood(image: np.ndarray, template_fft_conj: np.ndarray, origin_
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(origin (2,), basis (2, 2), rows g1 g2), detector px: the lattice ``origin + h g1 + k g2`` most likely to have
     given the electrons of one pattern (``image``, its hot pixels removed: ``without_spikes``), started from
-    ``origin_px``, ``basis_px``; its size included.
+    ``origin_px``, ``basis_px``; its size included (``lattice_likelihoods`` of one pattern).
 
     Model: about lattice point g the pattern's electrons fall as b_g + a_g·probe(x − g), Poisson. With a flat disk
     the log-likelihood of the lattice is, up to terms that do not move, Σ_g log(1 + a_g/b_g) · C(g), C the pattern's
@@ -556,34 +594,72 @@ def lattice_likelihood(image: np.ndarray, template_fft_conj: np.ndarray, origin_
     likeliest result kept, each compared over the points it lights: with ~100 electrons beyond the beam (a 2 nm
     crystal at 1e3 e⁻) the likelihood has many maxima a few electrons' disks apart (bench_strain's SrTiO3 [001] 20 Å
     at 1e3 e⁻ from the batch's lattice: mean |error| e_xx 1.57 % from one start, 1.05 % from 16)."""
-    img = np.asarray(image, np.float64)
-    P, Q = img.shape
+    o, G = lattice_likelihoods(np.asarray(image)[None], template_fft_conj, np.asarray(origin_px)[None],
+                               np.asarray(basis_px)[None], radius_px, levels, np.asarray(levels_shift_px)[None],
+                               np.array([electron]), starts)
+    return o[0], G[0]
+
+
+def lattice_likelihoods(images: np.ndarray, template_fft_conj: np.ndarray, origins_px, bases_px, radius_px: float,
+                        levels: np.ndarray, levels_shifts_px, electrons, starts: int = 1
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``lattice_likelihood`` of the patterns ``images`` (K, P, Q) at once, each from its own ``origins_px`` (K, 2)
+    and ``bases_px`` (K, 2, 2), shifted onto ``levels`` by its ``levels_shifts_px`` (K, 2), of one electron
+    ``electrons`` (K,): (origins (K, 2), bases (K, 2, 2)). Every pattern's starts are ascended together: one by one,
+    a batch's few-electron patterns had cost `predict` 40 % of its time on a thick crystal's 1e3 e⁻ scan
+    (benchmarks/RESULTS.md, "The batch's likelihoods at once"), ``LIKELIHOOD_CHUNK`` patterns at a time."""
+    imgs = np.asarray(images, np.float64)
+    K, P, Q = imgs.shape
+    if K > LIKELIHOOD_CHUNK:
+        parts = [lattice_likelihoods(imgs[a:a + LIKELIHOOD_CHUNK], template_fft_conj,
+                                     np.asarray(origins_px)[a:a + LIKELIHOOD_CHUNK],
+                                     np.asarray(bases_px)[a:a + LIKELIHOOD_CHUNK], radius_px, levels,
+                                     np.asarray(levels_shifts_px)[a:a + LIKELIHOOD_CHUNK],
+                                     np.asarray(electrons)[a:a + LIKELIHOOD_CHUNK], starts)
+                 for a in range(0, K, LIKELIHOOD_CHUNK)]
+        return np.concatenate([o for o, _ in parts]), np.concatenate([G for _, G in parts])
     up = LIKELIHOOD_UPSAMPLE if max(P, Q) <= LIKELIHOOD_UPSAMPLE_MAX_PX else 1
-    corr = np.fft.irfft2(np.fft.rfft2(img) * template_fft_conj, s=img.shape)
-    fine = _upsampled(corr, up)
-    o, G = np.asarray(origin_px, np.float64).copy(), np.asarray(basis_px, np.float64).copy()
-    start = np.stack([np.vstack(t) for t in _starts(o, G, starts)])  # (S, 3, 2): rows origin, g1, g2
-    Xs, ws, thetas = [], [], []
+    fine = _upsampled_from_half(np.fft.rfft2(imgs) * template_fft_conj, (P, Q), up)
+    o = np.asarray(origins_px, np.float64).reshape(K, 2).copy()
+    G = np.asarray(bases_px, np.float64).reshape(K, 2, 2).copy()
+    start = np.stack([np.vstack(t) for k in range(K) for t in _starts(o[k], G[k], starts)])  # (K·S, 3, 2)
+    of = np.repeat(np.arange(K), starts)  # each start's pattern
+    shifts, e = np.asarray(levels_shifts_px, np.float64).reshape(K, 2), np.asarray(electrons, np.float64)
+    Xs, ws, tried = [], [], []
     # the points that take part where each start puts them
-    for theta, (hk, w) in zip(start, _weighed_points_many(start[:, 0], start[:, 1:], img.shape, radius_px, levels,
-                                                           levels_shift_px, electron)):
-        X = np.column_stack([np.ones(len(hk)), hk])  # point = X @ theta
-        if len(hk) >= 4 and np.linalg.matrix_rank(X) >= 3:
-            Xs.append(X)
+    for s, (hk, w) in enumerate(_weighed_points_many(start[:, 0], start[:, 1:], (P, Q), radius_px, levels, shifts[of],
+                                                     e[of])):
+        if len(hk) >= 4 and _spans_a_plane(hk):
+            Xs.append(np.column_stack([np.ones(len(hk)), hk]))  # point = X @ theta
             ws.append(w)
-            thetas.append(theta)
-    if not Xs:
+            tried.append(s)
+    if not tried:
         return o, G
-    ascended = _newton(fine, up, Xs, ws, np.stack(thetas))
+    tried = np.array(tried)
+    ascended = _newton(fine, of[tried], up, Xs, ws, start[tried])
     if starts == 1:
-        return ascended[0][0], ascended[0][1:]
-    best, best_value = (o, G), -np.inf
-    for theta, (hk, w) in zip(ascended, _weighed_points_many(ascended[:, 0], ascended[:, 1:], img.shape, radius_px,
-                                                              levels, levels_shift_px, electron)):
-        value = w @ bilinear(fine, *(theta[0] + hk @ theta[1:]).T * up) if len(hk) else -np.inf
-        if value > best_value:
-            best, best_value = (theta[0], theta[1:]), value
-    return best
+        o[of[tried]], G[of[tried]] = ascended[:, 0], ascended[:, 1:]
+        return o, G
+    points = _weighed_points_many(ascended[:, 0], ascended[:, 1:], (P, Q), radius_px, levels, shifts[of[tried]],
+                                  e[of[tried]])
+    at = np.concatenate([theta[0] + hk @ theta[1:] for theta, (hk, _) in zip(ascended, points)]) * up
+    n_points = [len(hk) for hk, _ in points]
+    value_at = np.split(_bilinear_of(fine, np.repeat(of[tried], n_points), at[:, 0], at[:, 1]),
+                        np.cumsum(n_points)[:-1])
+    best_value = np.full(K, -np.inf)
+    for theta, k, (hk, w), v in zip(ascended, of[tried], points, value_at):
+        value = w @ v if len(hk) else -np.inf
+        if value > best_value[k]:  # each pattern's likeliest start, the first of equals
+            o[k], G[k], best_value[k] = theta[0], theta[1:], value
+    return o, G
+
+
+def _spans_a_plane(hk: np.ndarray) -> bool:
+    """Whether the lattice points ``hk`` (N, 2; whole numbers) are not all on one line: their Gram determinant about
+    the first, exact in whole numbers, is positive (``np.linalg.matrix_rank`` of [1 h k] ≥ 3, without its SVD)."""
+    d = hk - hk[0]
+    g = d.T @ d
+    return bool(g[0, 0] * g[1, 1] - g[0, 1] * g[1, 0] > 0)
 
 
 def weighed_lattice_points(o, G, shape, radius_px: float, levels, levels_shift_px, electron: float):
@@ -591,11 +667,12 @@ def weighed_lattice_points(o, G, shape, radius_px: float, levels, levels_shift_p
     clear of its edge whose disk in ``levels`` holds ``LIKELIHOOD_MIN_DISK_E`` electrons above its ring
     (``lattice_likelihood``)."""
     return _weighed_points_many(np.asarray(o, float)[None], np.asarray(G, float)[None], shape, radius_px, levels,
-                                levels_shift_px, electron)[0]
+                                np.asarray(levels_shift_px, float)[None], np.array([electron], float))[0]
 
 
-def _weighed_points_many(origins, Gs, shape, radius_px: float, levels, levels_shift_px, electron: float) -> list:
-    """``weighed_lattice_points`` of lattices ``origins`` (S, 2), ``Gs`` (S, 2, 2) at once: [(hk, weights)] per lattice."""
+def _weighed_points_many(origins, Gs, shape, radius_px: float, levels, levels_shifts_px, electrons) -> list:
+    """``weighed_lattice_points`` of lattices ``origins`` (S, 2), ``Gs`` (S, 2, 2) at once, each shifted onto
+    ``levels`` by its ``levels_shifts_px`` (S, 2), of one electron ``electrons`` (S,): [(hk, weights)] per lattice."""
     P, Q = shape
     n = np.minimum(30, np.ceil(max(P, Q) / np.maximum(np.hypot(Gs[..., 0], Gs[..., 1]).min(axis=1), 1.0)) + 1)
     orders = np.arange(-int(n.max()), int(n.max()) + 1)
@@ -605,11 +682,12 @@ def _weighed_points_many(origins, Gs, shape, radius_px: float, levels, levels_sh
     inside = (np.abs(hk).max(axis=1)[None] <= n[:, None]) & (p[..., 0] >= m) & (p[..., 0] < P - 1 - m) \
         & (p[..., 1] >= m) & (p[..., 1] < Q - 1 - m)
     s_of, h_of = np.nonzero(inside)
-    disk, ring = bilinear(levels, *(p[s_of, h_of] + np.asarray(levels_shift_px, float)).T).T
+    disk, ring = bilinear(levels, *(p[s_of, h_of] + np.asarray(levels_shifts_px, float)[s_of]).T).T
     excess = disk - ring
     area = np.pi * max(radius_px, 1.0) ** 2
+    electron = np.asarray(electrons, float)[s_of]
     lit = excess * area >= LIKELIHOOD_MIN_DISK_E * electron
-    weight = np.log1p(excess[lit] / np.maximum(ring[lit], 1e-3 * electron))
+    weight = np.log1p(excess[lit] / np.maximum(ring[lit], 1e-3 * electron[lit]))
     s_of, h_of = s_of[lit], h_of[lit]
     cut = np.searchsorted(s_of, np.arange(len(origins) + 1))
     return [(hk[h_of[a:b]], weight[a:b]) for a, b in zip(cut[:-1], cut[1:])]
@@ -626,11 +704,11 @@ def _starts(o: np.ndarray, G: np.ndarray, starts: int):
                G + rng.normal(0.0, LIKELIHOOD_START_SPREAD[0], (2, 2)) * np.abs(G).max())
 
 
-def _newton(fine: np.ndarray, up: int, Xs: list, ws: list, thetas: np.ndarray) -> np.ndarray:
+def _newton(fine: np.ndarray, of: np.ndarray, up: int, Xs: list, ws: list, thetas: np.ndarray) -> np.ndarray:
     """Damped Newton steps of each start's ``thetas[s]`` (rows origin, g1, g2) to the nearest maximum of
-    Σ ws[s] · fine(Xs[s] @ theta): (S, 3, 2). Every start at once, their points padded with rows X = 0, w = 0 (no
-    pull, no move); each stops on its own once it moves under ``LIKELIHOOD_TOL_PX`` (16 starts one by one had cost
-    `predict` 60 % of its time on a thin crystal's low-dose scan)."""
+    Σ ws[s] · fine[of[s]](Xs[s] @ theta): (S, 3, 2). Every start at once, their points padded with rows X = 0, w = 0
+    (no pull, no move); each stops on its own once it moves under ``LIKELIHOOD_TOL_PX`` (16 starts one by one had
+    cost `predict` 60 % of its time on a thin crystal's low-dose scan)."""
     S, N = len(Xs), max(len(X) for X in Xs)
     X, w = np.zeros((S, N, 3)), np.zeros((S, N))
     for s, (Xk, wk) in enumerate(zip(Xs, ws)):
@@ -640,7 +718,7 @@ def _newton(fine: np.ndarray, up: int, Xs: list, ws: list, thetas: np.ndarray) -
         a = np.flatnonzero(active)
         Xa, wa = X[a], w[a]
         at = (Xa @ theta[a]).reshape(-1, 2) * up
-        dx, dy, hxx, hxy, hyy = (d.reshape(len(a), N) for d in _derivatives(fine, at, up))
+        dx, dy, hxx, hxy, hyy = (d.reshape(len(a), N) for d in _derivatives(fine, np.repeat(of[a], N), at, up))
         grad = np.concatenate([np.matmul((wa * dx)[:, None], Xa), np.matmul((wa * dy)[:, None], Xa)], axis=2)[:, 0]
         curv = -_weighed_gram(Xa, wa, hxx, hxy, hyy)
         ev = np.linalg.eigvalsh(curv)
@@ -676,21 +754,35 @@ def lattice_evidence(image: np.ndarray, origin_px, basis_px, radius_px: float, l
     ~N(0, 1), raised by ~1 where the lattice was fitted to it (``lattice_likelihood``: bench_strain's 2 nm draws at
     1e3 e⁻ with their disks replaced by their rings, 96 patterns: at most 3.5; the patterns themselves 4.2–28,
     median 9.7)."""
-    o, G = np.asarray(origin_px, np.float64), np.asarray(basis_px, np.float64)
-    img = np.asarray(image, np.float64)
-    hk, w = weighed_lattice_points(o, G, img.shape, radius_px, levels, levels_shift_px, electron)
-    hk_beyond = np.abs(hk).sum(axis=1) > 0  # the direct beam is no evidence of a crystal
-    hk, w = hk[hk_beyond], w[hk_beyond]
-    if not len(hk):
-        return 0.0
-    disk, ring = bilinear(disk_and_ring_levels(img, radius_px), *(o + hk @ G).T).T
+    return float(lattice_evidences(np.asarray(image)[None], np.asarray(origin_px)[None], np.asarray(basis_px)[None],
+                                   radius_px, levels, np.asarray(levels_shift_px)[None], np.array([electron]))[0])
+
+
+def lattice_evidences(images: np.ndarray, origins_px, bases_px, radius_px: float, levels: np.ndarray,
+                      levels_shifts_px, electrons) -> np.ndarray:
+    """(K,) ``lattice_evidence`` of the patterns ``images`` (K, P, Q) on their lattices ``origins_px`` (K, 2),
+    ``bases_px`` (K, 2, 2), shifted onto ``levels`` by ``levels_shifts_px`` (K, 2), of one electron ``electrons``
+    (K,), at once."""
+    imgs = np.asarray(images, np.float64)
+    o, G = np.asarray(origins_px, np.float64), np.asarray(bases_px, np.float64)
+    e = np.asarray(electrons, np.float64)
+    points = _weighed_points_many(o, G, imgs.shape[1:], radius_px, levels, levels_shifts_px, e)
+    own_levels = disk_and_ring_levels(imgs, radius_px)
     r = max(radius_px, 1.0)
     area, ring_area = np.pi * r ** 2, np.pi * ((r + 3) ** 2 - (r + 1) ** 2)
-    excess = (w * (disk - ring)).sum() * area / electron
-    # each disk's count varies as if it expected at least EVIDENCE_MIN_E electrons: on an empty detector a stray
-    # electron in one disk would otherwise stand infinitely many deviations above a ring of none
-    chance = np.maximum(np.maximum(ring, 0.0) * area * (1 + area / ring_area) / electron, EVIDENCE_MIN_E)
-    return float(excess / math.sqrt((w ** 2 * chance).sum()))
+    z = np.zeros(len(imgs))
+    for k, (hk, w) in enumerate(points):
+        hk_beyond = np.abs(hk).sum(axis=1) > 0  # the direct beam is no evidence of a crystal
+        hk, w = hk[hk_beyond], w[hk_beyond]
+        if not len(hk):
+            continue
+        disk, ring = bilinear(own_levels[k], *(o[k] + hk @ G[k]).T).T
+        excess = (w * (disk - ring)).sum() * area / e[k]
+        # each disk's count varies as if it expected at least EVIDENCE_MIN_E electrons: on an empty detector a stray
+        # electron in one disk would otherwise stand infinitely many deviations above a ring of none
+        chance = np.maximum(np.maximum(ring, 0.0) * area * (1 + area / ring_area) / e[k], EVIDENCE_MIN_E)
+        z[k] = excess / math.sqrt((w ** 2 * chance).sum())
+    return z
 
 
 def without_diffuse_background(patterns: torch.Tensor, centres: torch.Tensor, b, q_px, radius_px: float, tol_px: float,
