@@ -1255,3 +1255,29 @@ def test_a_faint_small_disk_between_bright_neighbours_is_judged_without_them():
     got = mp(torch.from_numpy(pattern[None]), torch.tensor([[c, c]]), out)
     kept = {(round((x - c) / a), round((y - c) / b)) for x, y in zip(got["qx_px"], got["qy_px"])}
     assert set(faint) <= kept and set(bright) <= kept
+
+
+def test_neighbours_out_of_reach_of_a_circle_are_left_out_without_changing_what_is_clear():
+    """``evidence._clear`` first drops the neighbours that cannot reach any of a vector's points (``_within_reach``):
+    on circles about a beam through random disks, with missing neighbours (inf) and rings about a disk, what is clear
+    must be exactly what the full comparison gives, and the pruning must drop some neighbours (else it is untested)."""
+    from fourdcrystal.inference.evidence import _clear, _within_reach
+
+    def full(neighbours, pts, r, min_fraction):
+        d = (pts[:, :, None, :] - neighbours[:, None, :, :]).square().sum(dim=-1).amin(dim=2)
+        c = d > (r + 1.0) ** 2
+        return c | (c.sum(dim=1, keepdim=True) < min_fraction * pts.shape[1])
+
+    g = torch.Generator().manual_seed(0)
+    V, K, N = 400, 30, 64
+    rad = 5 + 50 * torch.rand(V, 1, generator=g)
+    phi = 6.28 * torch.rand(V, 1, generator=g) + torch.arange(N) * (2 * np.pi / N)
+    circles = torch.stack([64 + rad * torch.cos(phi), 64 + rad * torch.sin(phi)], -1).round()
+    ring_phi = torch.arange(N) * (2 * np.pi / N)
+    rings = torch.stack([40 + 6 * torch.cos(ring_phi), 70 + 6 * torch.sin(ring_phi)], -1).expand(V, N, 2)
+    neighbours = 64 + 60 * (torch.rand(V, K, 2, generator=g) - 0.5)
+    neighbours[torch.rand(V, K, generator=g) < 0.2] = torch.inf
+    for pts in (circles, rings):
+        for r in (2.0, 5.0):
+            assert torch.equal(_clear(neighbours, pts, r, 0.25), full(neighbours, pts, r, 0.25))
+            assert _within_reach(neighbours, pts, r + 1.0).shape[1] < K

@@ -751,12 +751,35 @@ def _clear(neighbours: torch.Tensor, pts: torch.Tensor, r: float, min_fraction: 
     and a pixel for a detector's blur); each vector keeps all its points where fewer than ``min_fraction`` of
     them are clear (its own disk's test then stays the unmasked one)."""
     clear = torch.ones(pts.shape[:2], dtype=torch.bool, device=pts.device)
+    neighbours = _within_reach(neighbours, pts, r + 1.0)
     rows = torch.nonzero(torch.isfinite(neighbours[..., 0]).any(dim=1)).flatten()  # the others are clear
     if len(rows):
         d = (pts[rows][:, :, None, :] - neighbours[rows][:, None, :, :]).square().sum(dim=-1).amin(dim=2)
         c = d > (r + 1.0) ** 2
         clear[rows] = c | (c.sum(dim=1, keepdim=True) < min_fraction * pts.shape[1])
     return clear
+
+
+def _within_reach(neighbours: torch.Tensor, pts: torch.Tensor, reach_px: float) -> torch.Tensor:
+    """``neighbours`` (V, K, 2) with those that cannot come within ``reach_px`` of any of the points ``pts`` (V, N, 2)
+    dropped (inf) and the rest moved first, K cut to the most any vector keeps: a neighbour whose distance from the
+    points' centroid lies beyond their own distances from it ± the reach is farther than the reach from each (the
+    triangle inequality; a pixel's margin for rounding). A circle about the beam meets the few disks at its own
+    radius, not the pattern's other ~30 (``_circle_background``: ``_clear`` had cost `predict` 11 % of its time
+    on a thick crystal's low-dose scan)."""
+    if neighbours.shape[1] == 0 or pts.shape[1] == 0:
+        return neighbours
+    centroid = pts.mean(dim=1, keepdim=True)
+    spread = (pts - centroid).square().sum(dim=-1).sqrt()  # (V, N)
+    d = (neighbours - centroid).square().sum(dim=-1).sqrt()  # (V, K); inf where there is none
+    margin = reach_px + 1.0
+    near = (d <= spread.amax(dim=1, keepdim=True) + margin) & (d >= spread.amin(dim=1, keepdim=True) - margin)
+    keep = int(near.sum(dim=1).max())
+    if keep == neighbours.shape[1]:
+        return neighbours
+    order = torch.argsort((~near).to(torch.int8), dim=1, stable=True)[:, :keep]
+    kept = torch.gather(neighbours, 1, order[..., None].expand(-1, -1, 2))
+    return torch.where(torch.gather(near, 1, order)[..., None], kept, torch.full_like(kept, torch.inf))
 
 
 def _sector_noise(ring: torch.Tensor, ring_off: torch.Tensor) -> torch.Tensor:
