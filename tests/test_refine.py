@@ -513,3 +513,18 @@ def test_a_batchs_likelihoods_at_once_are_each_patterns_alone():
         half = np.fft.rfft2(rng.random((2,) + shape))
         complex_way = _upsampled(np.fft.irfft2(half, s=shape), 2)
         assert np.abs(_upsampled_from_half(half, shape, 2) - complex_way).max() < 1e-12 * np.abs(complex_way).max()
+
+
+def test_the_newton_steps_nine_samples_are_nine_bilinear_reads():
+    """``refine._stencils`` reads each point's 3 × 3 samples one pixel apart on the 4 × 4 pixels about it; it must
+    give what nine ``_bilinear_of`` reads give, inside and at the maps' edges (clipped there; the Newton steps'
+    padding rows sit at px (0, 0))."""
+    from fourdcrystal.inference.refine import _bilinear_of, _stencils
+    rng = np.random.default_rng(1)
+    maps = rng.random((3, 50, 60))
+    at = np.concatenate([rng.uniform(-2, 62, (300, 2)), rng.uniform(1, 47, (300, 2)), np.zeros((3, 2))])
+    which = rng.integers(0, 3, len(at))
+    d = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)], float)
+    nine = _bilinear_of(maps, np.repeat(which, 9), (at[:, None, 0] + d[:, 0]).ravel(),
+                        (at[:, None, 1] + d[:, 1]).ravel()).reshape(len(at), 3, 3)
+    assert np.abs(_stencils(maps, which, at) - nine).max() < 1e-12
