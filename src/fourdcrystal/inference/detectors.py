@@ -44,12 +44,13 @@ DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 FRIEDEL_LIT_PAIRS = 2  # ±g pairs that show a crystal's pattern where its beam is nearly extinct (``_friedel_pairs``)
 # ``MeasuredPattern._batch_lattice``: the batch's low-dose patterns without a lattice of their own, or of so few
 # electrons that their own disks place it to a pixel or two (``_few_electrons``), are summed where they hold at least
-# LOW_DOSE_E[1] electrons together (a bright pattern, whose lattice the network finds), and each
+# BATCH_LATTICE_MIN_E electrons together (a bright pattern, whose lattice the network finds), and each
 # is fitted to that lattice from BATCH_LATTICE_STARTS starts; it shows it where its electrons stand
 # BATCH_LATTICE_MIN_Z standard deviations above their rings (``refine.lattice_evidence``: without disks at most 3.5
 # of 96 patterns, with a 2 nm crystal's at 1e3 e⁻ 4.2–28, median 9.7; benchmarks/RESULTS.md, "A thin crystal's
 # lattice from its batch")
 BATCH_LATTICE_STARTS, BATCH_LATTICE_MIN_Z = 16, 5.0
+BATCH_LATTICE_MIN_E = LOW_DOSE_E[1]
 # "Without a lattice of their own": fewer vectors beside the beam than show a lattice beyond chance in `strain`'s fit
 # (six; ``analysis.lattice.fewest_beyond_chance``): a pattern with four or five kept its own and no position was
 # fit (bench_strain's 2 nm SrTiO3 at 1e3 e⁻ on 256 px at 0.0107 Å⁻¹/px: 54 → 96 % of positions fitted;
@@ -543,7 +544,7 @@ class MeasuredPattern:
         idx = np.flatnonzero(low_dose & lit_beam & ~electron.noise_free.cpu().numpy() & (~own | fewest))
         c = centres.cpu().numpy().astype(np.float64)
         one_e = electron[0].cpu().numpy().astype(np.float64)
-        if len(idx) < 2 or counted[idx].sum() < LOW_DOSE_E[1]:
+        if len(idx) < 2 or counted[idx].sum() < BATCH_LATTICE_MIN_E:
             return out, none
         shift = _beams_to_middle(patterns, c)
         mean, G0 = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
@@ -591,7 +592,7 @@ class MeasuredPattern:
         first, second = _summed_on_beams(patterns, shift, idx[:half]), _summed_on_beams(patterns, shift, idx[half:])
         for tried in ([(idx, first + second)], [(idx[:half], first), (idx[half:], second)]):
             tried = [(members, total) for members, total in tried
-                     if len(members) >= 2 and counted[members].sum() >= LOW_DOSE_E[1]]
+                     if len(members) >= 2 and counted[members].sum() >= BATCH_LATTICE_MIN_E]
             if not tried:
                 continue
             sums = np.stack([total for _, total in tried])
