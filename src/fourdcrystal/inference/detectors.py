@@ -44,13 +44,16 @@ DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 FRIEDEL_LIT_PAIRS = 2  # ±g pairs that show a crystal's pattern where its beam is nearly extinct (``_friedel_pairs``)
 # ``MeasuredPattern._batch_lattice``: the batch's low-dose patterns without a lattice of their own, or of so few
 # electrons that their own disks place it to a pixel or two (``_few_electrons``), are summed where they hold at least
-# BATCH_LATTICE_MIN_E electrons together (a bright pattern, whose lattice the network finds), and each
-# is fitted to that lattice from BATCH_LATTICE_STARTS starts; it shows it where its electrons stand
-# BATCH_LATTICE_MIN_Z standard deviations above their rings (``refine.lattice_evidence``: without disks at most 3.5
-# of 96 patterns, with a 2 nm crystal's at 1e3 e⁻ 4.2–28, median 9.7; benchmarks/RESULTS.md, "A thin crystal's
-# lattice from its batch")
+# BATCH_LATTICE_MIN_E electrons together, and each is fitted to that lattice from BATCH_LATTICE_STARTS starts; it
+# shows it where its electrons stand BATCH_LATTICE_MIN_Z standard deviations above their rings
+# (``refine.lattice_evidence``: without disks at most 3.5 of 96 patterns, with a 2 nm crystal's at 1e3 e⁻ 4.2–28,
+# median 9.7; benchmarks/RESULTS.md, "A thin crystal's lattice from its batch"). The sum is one pattern of a few
+# thousand electrons, whose lattice the network finds as it does a 3e3 e⁻ pattern's (bench_accuracy's [001] set
+# there: precision 0.94); 2e4 (``LOW_DOSE_E[1]``) had left scans of a few positions at 1e3 e⁻ without it (2 × 2
+# scans, 200 kV / 2 mrad: other crystals' F1 0.47 → 0.66, Au [001] 0.14 → 0.56; benchmarks/RESULTS.md, "A small
+# scan's lattice from its few patterns")
 BATCH_LATTICE_STARTS, BATCH_LATTICE_MIN_Z = 16, 5.0
-BATCH_LATTICE_MIN_E = LOW_DOSE_E[1]
+BATCH_LATTICE_MIN_E = 3e3
 # "Without a lattice of their own": fewer vectors beside the beam than show a lattice beyond chance in `strain`'s fit
 # (six; ``analysis.lattice.fewest_beyond_chance``): a pattern with four or five kept its own and no position was
 # fit (bench_strain's 2 nm SrTiO3 at 1e3 e⁻ on 256 px at 0.0107 Å⁻¹/px: 54 → 96 % of positions fitted;
@@ -521,7 +524,7 @@ class MeasuredPattern:
         2 nm rows fitted no position). The batch's ``low_dose`` patterns (under ``LOW_DOSE_E[1]``) with a beam and
         either fewer than ``BATCH_LATTICE_OWN_VECTORS`` vectors beside it (too few to show a lattice by themselves) or
         ``fewest`` electrons (``_few_electrons``: too few for its disks to place its own) are summed on their beams;
-        where they hold ``LOW_DOSE_E[1]`` electrons together (``counted``, ``_counted``) its vectors
+        where they hold ``BATCH_LATTICE_MIN_E`` electrons together (``counted``, ``_counted``) its vectors
         (``vectors_of_sum``: the network's) fix a lattice (``_sum_lattice``), and each such pattern's own is the
         likeliest near it (``refine.lattice_likelihood`` from ``BATCH_LATTICE_STARTS`` starts), kept where its
         electrons show it (``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``) and its own vectors show no other
@@ -553,8 +556,9 @@ class MeasuredPattern:
         levels, r = disk_and_ring_levels(mean, self.disk_radius_px), self.disk_radius_px
         found, cb, cq = none.copy(), [], []
         images = np.stack([without_spikes(patterns[k].cpu().numpy(), one_e[k]) for k in idx])
-        origins, bases = lattice_likelihoods(images, self._probe_template_fft(), c[idx], np.repeat(G0[None], len(idx), 0),
-                                             r, levels, shift[idx], one_e[idx], starts=BATCH_LATTICE_STARTS)
+        origins, bases = lattice_likelihoods(images, self._probe_template_fft(), c[idx],
+                                             np.repeat(G0[None], len(idx), 0), r, levels, shift[idx], one_e[idx],
+                                             starts=BATCH_LATTICE_STARTS)
         shown = lattice_evidences(images, origins, bases, r, levels, shift[idx], one_e[idx]) >= BATCH_LATTICE_MIN_Z
         for k, o, Gk in zip(idx[shown], origins[shown], bases[shown]):
             mine = (b == k) & ~beam
@@ -583,9 +587,9 @@ class MeasuredPattern:
                      counted: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(the mean of the patterns ``idx`` moved by ``shift`` onto the detector's middle, the lattice basis (2, 2)
         px that the network's vectors on their sum fix, placed on its disks), or (None, None). Tried on all of them
-        and, where they show none, on each half in scan order that holds ``LOW_DOSE_E[1]`` electrons (the lattice of
-        more vectors kept): where a batch crosses a crystal's edge its vacuum dilutes the whole sum's disks under the
-        network's threshold, while the half on the crystal shows them. (A half's lattice where the whole shows one
+        and, where they show none, on each half in scan order that holds ``BATCH_LATTICE_MIN_E`` electrons (the
+        lattice of more vectors kept): where a batch crosses a crystal's edge its vacuum dilutes the whole sum's disks
+        under the network's threshold, while the half on the crystal shows them. (A half's lattice where the whole shows one
         too weighs its points by fewer patterns: bench_strain's SrTiO3 20 Å at 1e3 e⁻, e_xx 1.05 → 1.16 %.)"""
         centre = (c[idx] + shift[idx]).mean(axis=0)
         half = len(idx) // 2
