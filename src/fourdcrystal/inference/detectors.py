@@ -44,16 +44,15 @@ DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 FRIEDEL_LIT_PAIRS = 2  # ±g pairs that show a crystal's pattern where its beam is nearly extinct (``_friedel_pairs``)
 # ``MeasuredPattern._batch_lattice``: the batch's low-dose patterns without a lattice of their own, or of so few
 # electrons that their own disks place it to a pixel or two (``_few_electrons``), are summed where they hold at least
-# BATCH_LATTICE_MIN_E electrons together, and each is fitted to that lattice from BATCH_LATTICE_STARTS starts; it
-# shows it where its electrons stand BATCH_LATTICE_MIN_Z standard deviations above their rings
-# (``refine.lattice_evidence``: without disks at most 3.5 of 96 patterns, with a 2 nm crystal's at 1e3 e⁻ 4.2–28,
-# median 9.7; benchmarks/RESULTS.md, "A thin crystal's lattice from its batch"). The sum is one pattern of a few
-# thousand electrons, whose lattice the network finds as it does a 3e3 e⁻ pattern's (bench_accuracy's [001] set
-# there: precision 0.94); 2e4 (``LOW_DOSE_E[1]``) had left scans of a few positions at 1e3 e⁻ without it (2 × 2
-# scans, 200 kV / 2 mrad: other crystals' F1 0.47 → 0.66, Au [001] 0.14 → 0.56; benchmarks/RESULTS.md, "A small
-# scan's lattice from its few patterns")
+# BATCH_LATTICE_MIN_E electrons together (a bright pattern, whose lattice the network finds), and each
+# is fitted to that lattice from BATCH_LATTICE_STARTS starts; it shows it where its electrons stand
+# BATCH_LATTICE_MIN_Z standard deviations above their rings (``refine.lattice_evidence``: without disks at most 3.5
+# of 96 patterns, with a 2 nm crystal's at 1e3 e⁻ 4.2–28, median 9.7; benchmarks/RESULTS.md, "A thin crystal's
+# lattice from its batch")
 BATCH_LATTICE_STARTS, BATCH_LATTICE_MIN_Z = 16, 5.0
-BATCH_LATTICE_MIN_E = 3e3
+# (3e3, a 2 × 2 scan's four patterns at 1e3 e⁻, raised recall but not precision under the detector augmentation:
+# benchmarks/RESULTS.md, "A small scan's lattice from its few patterns: measured, not kept")
+BATCH_LATTICE_MIN_E = LOW_DOSE_E[1]
 # "Without a lattice of their own": fewer vectors beside the beam than show a lattice beyond chance in `strain`'s fit
 # (six; ``analysis.lattice.fewest_beyond_chance``): a pattern with four or five kept its own and no position was
 # fit (bench_strain's 2 nm SrTiO3 at 1e3 e⁻ on 256 px at 0.0107 Å⁻¹/px: 54 → 96 % of positions fitted;
