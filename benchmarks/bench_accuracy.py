@@ -504,6 +504,7 @@ def synthesized_radii(recs: list[dict]) -> str:
 
 
 def main() -> int:
+    global SCAN
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one test crystal, 300 kV, 10 nm (minutes)")
     ap.add_argument("--model", default=None, help="model file (default: the shipped pretrained model)")
@@ -544,11 +545,15 @@ def main() -> int:
     ap.add_argument("--doses", nargs="+", default=None, metavar="DOSE",
                     help="electrons per pattern, 'noiseless' for none (default: noiseless 1e5 1e3; users record "
                          "1e2–1e6)")
+    ap.add_argument("--scan", type=int, default=SCAN, metavar="N",
+                    help=f"each test pattern as an N × N scan, fresh noise per position (default {SCAN}; from 6, "
+                         "a low-dose scan's batches of 32 fit the batch's lattice: detectors._batch_lattice)")
     ap.add_argument("--oversample", type=int, default=1, metavar="N",
                     help="the multislice grid N × finer than the detector's field needs, same boxes and pixels "
                          "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
     global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E, SUBTRACT_BACKGROUND
+    SCAN = a.scan
     READ_NOISE_E, SUBTRACT_BACKGROUND = a.read_noise, a.subtract_background
     if a.doses:
         DOSES = tuple(None if d == "noiseless" else float(d) for d in a.doses)
