@@ -549,7 +549,7 @@ class MeasuredPattern:
         if len(idx) < 2 or counted[idx].sum() < BATCH_LATTICE_MIN_E:
             return out, none
         shift = _beams_to_middle(patterns, c)
-        mean, centre, G0, G_vectors = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
+        mean, G0 = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
         if G0 is None:
             return out, none
         levels, r = disk_and_ring_levels(mean, self.disk_radius_px), self.disk_radius_px
@@ -559,8 +559,6 @@ class MeasuredPattern:
                                              np.repeat(G0[None], len(idx), 0), r, levels, shift[idx], one_e[idx],
                                              starts=BATCH_LATTICE_STARTS)
         shown = lattice_evidences(images, origins, bases, r, levels, shift[idx], one_e[idx]) >= BATCH_LATTICE_MIN_Z
-        if self.edge_placed:  # each lattice's size and shape as the sum's vectors measure them, by the disks' edges
-            bases = bases @ self._edge_correction(mean, centre, G0, G_vectors, levels, float(np.median(one_e[idx])))
         for k, o, Gk in zip(idx[shown], origins[shown], bases[shown]):
             mine = (b == k) & ~beam
             if own[k] and _another_lattice(np.column_stack([out["qx_px"][mine], out["qy_px"][mine]]) - c[k],
@@ -584,26 +582,10 @@ class MeasuredPattern:
         order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
         return {k: v[order] for k, v in both.items()}, found
 
-    def _edge_correction(self, mean: np.ndarray, centre: np.ndarray, G0: np.ndarray, G_vectors: np.ndarray,
-                         levels: np.ndarray, electron: float) -> np.ndarray:
-        """(2, 2) M that takes a lattice the likelihood fits (``refine.lattice_likelihood``: the plain probe's
-        correlation, which peaks inward of a disk brighter on its inner side) to the one the disks' edges show:
-        ``G_vectors`` (the sub-pixel vectors' lattice on the batch's sum, ``_sum_lattice``) = M applied to the
-        likelihood's lattice of that same ``mean`` (the same points, weights and start ``G0`` as each pattern's). The
-        bias belongs to the disks' profile, which the batch's patterns share: without it their 8–9 px disks at
-        300 kV / 3.5 mrad, 10 nm, were placed 1–2 % small (bench_accuracy with 6 × 6 scans at 1e3 e⁻, MgO [001]:
-        −1.3 px at 40–60 px from the beam; benchmarks/RESULTS.md, "The batch's lattice by the disks' edges")."""
-        G_sum = lattice_likelihoods(mean[None], self._probe_template_fft(), centre[None], G0[None],
-                                    self.disk_radius_px, levels, np.zeros((1, 2)), np.array([electron]))[1][0]
-        if abs(np.linalg.det(G_sum)) < 1e-9:
-            return np.eye(2)
-        return np.linalg.solve(G_sum, G_vectors)
-
     def _sum_lattice(self, patterns: torch.Tensor, dtype, c: np.ndarray, shift: np.ndarray, idx: np.ndarray,
-                     counted: np.ndarray) -> tuple:
-        """(the mean of the patterns ``idx`` moved by ``shift`` onto the detector's middle, its beam's px, the lattice
-        basis (2, 2) px that the network's vectors on their sum fix placed on its disks, that basis as the vectors
-        fix it), or four None. Tried on all of them
+                     counted: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(the mean of the patterns ``idx`` moved by ``shift`` onto the detector's middle, the lattice basis (2, 2)
+        px that the network's vectors on their sum fix, placed on its disks), or (None, None). Tried on all of them
         and, where they show none, on each half in scan order that holds ``BATCH_LATTICE_MIN_E`` electrons (the
         lattice of more vectors kept): where a batch crosses a crystal's edge its vacuum dilutes the whole sum's disks
         under the network's threshold, while the half on the crystal shows them. (A half's lattice where the whole
@@ -633,9 +615,9 @@ class MeasuredPattern:
                 members, total, G = best
                 # placed on the sum's disks: a bright pattern (the network's positions were fitted within
                 # LATTICE_TOL_PX)
-                return (total / len(members), centre,
-                        lattice_on_pattern(total, self._probe_template_fft(), centre, G, self.disk_radius_px)[1], G)
-        return None, None, None, None
+                return total / len(members), lattice_on_pattern(total, self._probe_template_fft(), centre, G,
+                                                                self.disk_radius_px)[1]
+        return None, None
 
     def _new_vectors(self, c: np.ndarray, cb: np.ndarray, cq: np.ndarray, snr, level, maps) -> dict:
         """Vectors at ``cq`` (N, 2) px from the beams ``c`` of patterns ``cb``, their disks' ``snr`` and ``level``
