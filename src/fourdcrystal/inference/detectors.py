@@ -131,6 +131,7 @@ class MeasuredPattern:
         # the vectors of one pattern, (pattern (1, P, Q), centre (1, 2)) -> vectors, or None: set by
         # ``NetworkDetector`` for the sum of a batch's faint patterns (``_batch_lattice``)
         self.vectors_of_sum = None
+        self.edge_scale = None  # ``measure_edge_scale``: the scan's one size factor of its batches' lattices
         self._whole_pattern_template: np.ndarray | None = None  # ``_probe_template_fft``
         if self.corr_power is not None:
             def template(sigma):
@@ -549,7 +550,7 @@ class MeasuredPattern:
         if len(idx) < 2 or counted[idx].sum() < BATCH_LATTICE_MIN_E:
             return out, none
         shift = _beams_to_middle(patterns, c)
-        mean, G0 = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
+        mean, _, G0, _ = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
         if G0 is None:
             return out, none
         levels, r = disk_and_ring_levels(mean, self.disk_radius_px), self.disk_radius_px
@@ -559,6 +560,8 @@ class MeasuredPattern:
                                              np.repeat(G0[None], len(idx), 0), r, levels, shift[idx], one_e[idx],
                                              starts=BATCH_LATTICE_STARTS)
         shown = lattice_evidences(images, origins, bases, r, levels, shift[idx], one_e[idx]) >= BATCH_LATTICE_MIN_Z
+        if self.edge_scale is not None:  # large disks: the size their edges show (``measure_edge_scale``)
+            bases = bases * self.edge_scale
         for k, o, Gk in zip(idx[shown], origins[shown], bases[shown]):
             mine = (b == k) & ~beam
             if own[k] and _another_lattice(np.column_stack([out["qx_px"][mine], out["qy_px"][mine]]) - c[k],
@@ -582,10 +585,45 @@ class MeasuredPattern:
         order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
         return {k: v[order] for k, v in both.items()}, found
 
+    def measure_edge_scale(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> float | None:
+        """Sets and returns ``edge_scale``, the one factor by which every batch of the scan multiplies the lattices
+        its few-electron patterns take (``_batch_lattice``), from one batch of it (``patterns``, their beams
+        ``centres``; `predict` gives the scan's first, before its workers start): the size of the lattice that the
+        network's vectors on the sum of its low-dose patterns show (``_sum_lattice``; placed by the disks' edges)
+        over the size of the likelihood's lattice of that sum (``refine.lattice_likelihood``: the plain probe's
+        correlation, which peaks inward of a disk brighter on its inner side). Large disks only (``may_be_clear``);
+        None (no factor) where the batch holds no such sum or no lattice.
+        Why: each pattern's likelihood lattice carries that bias, 1–2 px on 8–9 px disks (bench_accuracy's 6 × 6
+        scans at 300 kV / 3.5 mrad, 10 nm, 1e3 e⁻: MgO [001] −2.5 % in scale, F1 0.31); one factor per scan, not one
+        per batch: a batch's sum of 32 patterns at 1e3 e⁻ fixes it to ±0.4 % only, a step between batches that
+        strain reads (bench_strain's GaN 100 Å on 12 px disks: e_xx 1.03 → 1.33 %; benchmarks/RESULTS.md, "The
+        batch's lattice by the disks' edges")."""
+        self.edge_scale = None
+        if not (self.may_be_clear and self.check_evidence and self.lattice_positions) or self.vectors_of_sum is None:
+            return None
+        electron = one_electron(patterns.float()) if electron is None else electron
+        counted = self._counted(patterns, electron)
+        idx = np.flatnonzero(self._low_dose(counted, len(patterns)) & ~electron.noise_free.cpu().numpy())
+        if len(idx) < 2 or counted[idx].sum() < BATCH_LATTICE_MIN_E:
+            return None
+        c = centres.cpu().numpy().astype(np.float64)
+        mean, centre, G0, G_vectors = self._sum_lattice(patterns, centres.dtype, c, _beams_to_middle(patterns, c), idx,
+                                                        counted)
+        if G0 is None:
+            return None
+        one_e = float(np.median(electron[0].cpu().numpy()[idx]))
+        G_sum = lattice_likelihoods(mean[None], self._probe_template_fft(), centre[None], G0[None],
+                                    self.disk_radius_px, disk_and_ring_levels(mean, self.disk_radius_px),
+                                    np.zeros((1, 2)), np.array([one_e]))[1][0]
+        if abs(np.linalg.det(G_sum)) > 1e-9:
+            self.edge_scale = math.sqrt(abs(np.linalg.det(G_vectors) / np.linalg.det(G_sum)))
+        return self.edge_scale
+
     def _sum_lattice(self, patterns: torch.Tensor, dtype, c: np.ndarray, shift: np.ndarray, idx: np.ndarray,
-                     counted: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(the mean of the patterns ``idx`` moved by ``shift`` onto the detector's middle, the lattice basis (2, 2)
-        px that the network's vectors on their sum fix, placed on its disks), or (None, None). Tried on all of them
+                     counted: np.ndarray) -> tuple:
+        """(the mean of the patterns ``idx`` moved by ``shift`` onto the detector's middle, its beam's px, the lattice
+        basis (2, 2) px that the network's vectors on their sum fix placed on its disks, that basis as the vectors
+        fix it), or four None. Tried on all of them
         and, where they show none, on each half in scan order that holds ``BATCH_LATTICE_MIN_E`` electrons (the
         lattice of more vectors kept): where a batch crosses a crystal's edge its vacuum dilutes the whole sum's disks
         under the network's threshold, while the half on the crystal shows them. (A half's lattice where the whole
@@ -615,9 +653,9 @@ class MeasuredPattern:
                 members, total, G = best
                 # placed on the sum's disks: a bright pattern (the network's positions were fitted within
                 # LATTICE_TOL_PX)
-                return total / len(members), lattice_on_pattern(total, self._probe_template_fft(), centre, G,
-                                                                self.disk_radius_px)[1]
-        return None, None
+                return (total / len(members), centre,
+                        lattice_on_pattern(total, self._probe_template_fft(), centre, G, self.disk_radius_px)[1], G)
+        return None, None, None, None
 
     def _new_vectors(self, c: np.ndarray, cb: np.ndarray, cq: np.ndarray, snr, level, maps) -> dict:
         """Vectors at ``cq`` (N, 2) px from the beams ``c`` of patterns ``cb``, their disks' ``snr`` and ``level``
@@ -896,6 +934,12 @@ class NetworkDetector:
                                         corr_power=corr_power, device=device, lattice_positions=lattice_positions,
                                         saturation=saturation)
         self.measured.vectors_of_sum = self  # the sum of a batch's faint patterns (``MeasuredPattern._batch_lattice``)
+
+    def measure_edge_scale(self, patterns: torch.Tensor, centres: torch.Tensor, beams: torch.Tensor) -> float | None:
+        """``MeasuredPattern.measure_edge_scale`` of one batch (the network's view centred on ``centres``, the
+        patterns measured from ``beams``, as ``__call__`` takes them)."""
+        electron = self.inputs.electron(patterns) if self.measured.check_evidence else None
+        return self.measured.measure_edge_scale(patterns, beams, electron)
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, beams: torch.Tensor | None = None
                  ) -> dict[str, np.ndarray]:

@@ -405,13 +405,19 @@ def _detect(x: np.ndarray) -> tuple[np.ndarray, dict]:
     zone axis the correlation's centre lies up to ~0.3 px toward the transmitted disk's bright side, and every
     vector's reference and the lattice placement's origin with it."""
     detector, inputs, guess, center, device = _JOB
-    x = with_floor_restored(torch.from_numpy(x).to(device))  # a background subtracted by hand, added back
+    x, cen, beam = _centred(x, inputs, guess, center, device)
+    return beam.cpu().numpy().astype(np.float64), detector(x, cen, beam)
+
+
+def _centred(x: np.ndarray, inputs: ModelInput, guess, center: str, device: str) -> tuple:
+    """(the batch ``x`` as a tensor, a background subtracted by hand added back; the network's centres; the beams
+    the vectors are measured from): ``_detect``'s view of a batch."""
+    x = with_floor_restored(torch.from_numpy(x).to(device))
     if center == "mean":
         cen = torch.tensor([guess] * len(x), device=device)
-        return cen.cpu().numpy().astype(np.float64), detector(x, cen)
+        return x, cen, cen
     cen = inputs.centres(x, guess)
-    beam = inputs.beam_centres(x, cen)
-    return beam.cpu().numpy().astype(np.float64), detector(x, cen, beam)
+    return x, cen, inputs.beam_centres(x, cen)
 
 
 _THREAD_LIMITS = None  # a worker's limits on the threads of its native libraries (kept for its lifetime)
@@ -490,6 +496,12 @@ def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: floa
     shown = set(np.unique(np.linspace(0, n - 1, min(n, N_EXAMPLES)).astype(int)).tolist())
     examples = []
     t0 = time.perf_counter()
+    size_factor = None  # one size factor for every batch's lattice, measured before the workers fork
+    if isinstance(detector, NetworkDetector):
+        counted_so_far = cube.nonfinite_px
+        first = cube.read(0, min(n, batch))
+        cube.nonfinite_px = counted_so_far  # its pixels are counted when the batch is detected
+        size_factor = detector.measure_edge_scale(*_centred(first, inputs, guess, center, device))
     try:
         with _worker_pool((detector, inputs, guess, center, device), n_workers, threads) as pool, \
                 tqdm(total=n_batches, disable=not progress, desc="predict", unit="batch") as bar:
@@ -508,7 +520,8 @@ def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: floa
     writer.finish(origin)
     return ({"n_patterns": n, "n_vectors": writer.n_vectors, "seconds": elapsed,
              "patterns_per_s": n / max(elapsed, 1e-9), "workers": n_workers,
-             "threads_per_worker": threads or torch.get_num_threads()}, examples, writer.map)
+             "threads_per_worker": threads or torch.get_num_threads(),
+             **({"batch_lattice_size_factor": size_factor} if size_factor is not None else {})}, examples, writer.map)
 
 
 # --- CLI -------------------------------------------------------------------------------------------
