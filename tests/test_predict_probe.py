@@ -447,6 +447,44 @@ def test_the_scans_beam_is_at_its_centre_of_symmetry_not_on_a_brighter_disk_or_a
         assert inputs.finder.climb and (np.hypot(each[:, 0] - c[0], each[:, 1] - c[1]) < 1.0).all(), each
 
 
+def test_a_nearly_extinct_beam_is_placed_from_its_brightest_disk_at_the_centre_of_symmetry():
+    # Si [110] at 80 kV / 3.5 mrad / 10 nm: the transmitted beam holds 0.4 % of the electrons, each {111} disk 15–17 %.
+    # The beam is the centre of inversion symmetry of the mean pattern; each pattern's beam, lost in its own noise, is
+    # placed from its brightest disk at the mean pattern's offset, which the descan moves alike. Taken from the
+    # brightest disk itself, every vector was off by that disk's g (41 px).
+    import torch
+    from fourdcrystal.inference.datacube_io import Cube
+    from fourdcrystal.inference.model_input import ModelInput
+    n, c, r = 128, (63.0, 65.0), 5.0
+    spots = [(c, 0.004)]
+    for (x, y), level in (((-12, 17), 0.171), ((12, -17), 0.149), ((-12, -17), 0.171), ((12, 17), 0.149),
+                          ((0, 34), 0.06), ((0, -34), 0.06), ((-24, 0), 0.01), ((24, 0), 0.007)):
+        spots.append(((c[0] + x, c[1] + y), level))
+    pattern = _disks((n, n), spots, r)
+    probe = _disks((n, n), [((64.0, 64.0), 1.0)], r)
+    rng = np.random.default_rng(3)
+    shifts = [(int(a), int(b)) for a, b in rng.integers(-2, 3, size=(9, 2))]  # each position's descan
+    clean = np.stack([np.roll(pattern, s, axis=(0, 1)) for s in shifts])
+    e_per_pattern = 1e3
+    counts = rng.poisson(clean / clean[0].sum() * e_per_pattern + 0.002).astype(np.float32)
+    cube = Cube(array=counts.reshape(3, 3, n, n), path="test")
+    inputs = ModelInput(probe, 1.0, 64, 32)
+    beam = predict.mean_beam(cube, inputs, "cpu")
+    assert np.hypot(beam[0] - c[0], beam[1] - c[1]) < 1.0, beam
+    assert inputs.finder.extinct_offset is not None and not inputs.finder.climb
+    each = inputs.centres(torch.from_numpy(counts), beam).numpy()
+    truth = np.array([[c[0] + a, c[1] + b] for a, b in shifts])
+    assert np.hypot(*(each - truth).T).max() < 1.0, (each, truth)
+    # a position of that scan without the crystal (vacuum: the probe at (64, 64) moved by (1, -2)) keeps its bright beam
+    vacuum = rng.poisson(np.roll(probe, (1, -2), axis=(0, 1)) * 5.0).astype(np.float32)
+    assert np.abs(inputs.centres(torch.from_numpy(vacuum[None]), beam).numpy() - [65.0, 62.0]).max() < 0.5
+    # vacuum and detector noise alone (no disk pair about a centre) keep the beam as the best match
+    for blank in (np.broadcast_to(probe * 5.0, (2, 2, n, n)), np.full((2, 2, n, n), 0.05)):
+        inputs = ModelInput(probe, 1.0, 64, 32)
+        predict.mean_beam(Cube(array=rng.poisson(blank).astype(np.float32), path="test"), inputs, "cpu")
+        assert inputs.finder.extinct_offset is None
+
+
 def test_a_beam_search_that_ends_on_its_rim_follows_the_beam_uphill_instead():
     # A dim 8 px beam where the mean pattern's beam was found, and beyond the search (twice the disk's radius) a disk
     # 8 × as bright (SrTiO3 [001] at 300 kV / 2.5 mrad / 30 nm on 256 px: a {110} disk's bright crescent beside a dim

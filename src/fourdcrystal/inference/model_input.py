@@ -73,6 +73,10 @@ class BeamFinder:
         # per pattern, the correlation's maximum reached uphill from the guess instead of the best one within the
         # search radius: for a beam dimmer than its neighbours (``predict.mean_beam``), whose disks would win there
         self.climb = False
+        # (dx, dy) px from a bright diffracted disk to a nearly extinct beam (``predict.mean_beam``): each pattern's
+        # beam is then that disk, found near the guess less this offset, plus the offset (the detector's descan moves
+        # both alike); None: the beam is found itself
+        self.extinct_offset: tuple[float, float] | None = None
 
     @staticmethod
     def _climb(xc: torch.Tensor, i0: int, j0: int, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +107,19 @@ class BeamFinder:
         return xc
 
     def find(self, cbed: torch.Tensor, guess: tuple[float, float] | None, radius: float) -> torch.Tensor:
+        beam, at_beam = self._find(cbed, guess, radius)
+        if self.extinct_offset is None or guess is None:
+            return beam
+        # a pattern whose beam outshines the disk its beam is placed from (a thin part of the crystal, vacuum) keeps
+        # its beam as found
+        dx, dy = self.extinct_offset
+        disk, at_disk = self._find(cbed, (guess[0] - dx, guess[1] - dy), radius)
+        from_disk = disk + torch.tensor([dx, dy], dtype=disk.dtype, device=disk.device)
+        return torch.where((at_disk > at_beam)[:, None], from_disk, beam)
+
+    def _find(self, cbed: torch.Tensor, guess: tuple[float, float] | None, radius: float
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(each pattern's best match within ``radius`` of ``guess``, (B, 2) px; the correlation there)."""
         B, Qx, Qy = cbed.shape
         xc = self.xcorr(cbed)
         # signed shifts of each correlation pixel
@@ -128,7 +145,7 @@ class BeamFinder:
         f0 = xc[b, i, j]
         di = _parabolic(xc[b, (i - 1) % Qx, j], f0, xc[b, (i + 1) % Qx, j])
         dj = _parabolic(xc[b, i, (j - 1) % Qy], f0, xc[b, i, (j + 1) % Qy])
-        return torch.stack([self.c[0] + sx[i] + di, self.c[1] + sy[j] + dj], dim=1)
+        return torch.stack([self.c[0] + sx[i] + di, self.c[1] + sy[j] + dj], dim=1), f0
 
 
 def resample(img: torch.Tensor, centers: torch.Tensor, scale: float, P: int, center_px: int) -> torch.Tensor:

@@ -189,7 +189,9 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "bad_pixels": (
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
            "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)},
-           "mean_beam_px": [guess[0], guess[1]], "device": device, "precision": "bf16" if use_bf16 else "fp32",
+           "mean_beam_px": [guess[0], guess[1]],
+           # a nearly extinct beam, each pattern's placed this far from its brightest disk (``mean_beam``)
+           "beam_from_brightest_disk_px": inputs.finder.extinct_offset, "device": device, "precision": "bf16" if use_bf16 else "fp32",
            "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network",
            "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice",
            "network_view": "as calibrated" if dq_view == dq else {
@@ -327,6 +329,11 @@ def _check_size(cube: Cube, q_pixel_size_invA: float, geometry) -> None:
 # the best match's: the transmitted beam of MgO [001] at 200 kV / 2 mrad / 10 nm holds a fifth of each {200}
 # disk's electrons (benchmarks/RESULTS.md, "The direct beam where a diffracted disk outshines it")
 SYMMETRIC_BEAM_MIN_MATCH = 0.1
+# A dimmer disk there is a nearly extinct beam (Si [110] at 80 kV / 10 nm: 0.4 % of the pattern, each {111} disk 15–17 %)
+# where the brightest disk's Friedel partner about it holds at least this share of the brightest disk's electrons:
+# measured from the brightest disk instead, every vector was off by that disk's g (benchmarks/RESULTS.md, "A nearly
+# extinct beam placed from its brightest disk")
+EXTINCT_BEAM_MIN_PARTNER = 0.3
 BEAM_EXCESS_MIN_RADIUS_PX = 2.5  # a disk's electrons summed at least this far out: a detector's blur spreads them
 BEAM_CLIP_PERCENTILE = 99.9  # of a 256² pattern, its 66th brightest pixel: inside its brightest disks
 
@@ -337,7 +344,8 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
     anywhere on the detector, which in a thick crystal may be a diffracted disk brighter than the beam. A strided
     sample of at most 256 patterns keeps this O(batch) in memory and time. The guess for every pattern's beam;
     where it is not the best match, ``inputs``' beam finder is set to follow each pattern's beam from it
-    (``BeamFinder.climb``)."""
+    (``BeamFinder.climb``), or, where it is nearly extinct, to place it from the brightest disk
+    (``BeamFinder.extinct_offset``)."""
     Rx, Ry, Qx, Qy = cube.shape
     n = Rx * Ry
     sample_idx = np.unique(np.linspace(0, n - 1, min(n, 256)).astype(int))
@@ -351,12 +359,24 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
     at = inputs.centres(mean_t, centre, reach)[0].cpu().numpy()
     inside = np.hypot(at[0] - centre[0], at[1] - centre[1]) <= reach - 1.0
     r = inputs.probe_radius_px
-    if inside and _excess(clipped, at, r) >= SYMMETRIC_BEAM_MIN_MATCH * _excess(clipped, best, r):
+    brightest = _excess(clipped, best, r)
+    if inside and _excess(clipped, at, r) >= SYMMETRIC_BEAM_MIN_MATCH * brightest:
         # a beam dimmer than a disk elsewhere: each pattern's beam is then followed uphill from this one, not
         # taken as the best match within the search, where a brighter neighbour's disk may reach
         # (MgO [001], 300 kV / 3.5 mrad / 60 nm on 128 px at 0.02 Å⁻¹/px: 9 px off toward a {200} disk)
         inputs.finder.climb = bool(np.hypot(best[0] - at[0], best[1] - at[1]) > 1.0)
-        best = at
+        return float(at[0]), float(at[1])
+    # a nearly extinct beam: midway between the brightest disk and its Friedel partner about the centre (both placed
+    # by the probe's match, to a fraction of a pixel; the centre itself is known to half a pixel and the dim beam's
+    # own match wanders in its halo). Each pattern's beam is then placed from its brightest disk, which its noise
+    # does not hide, at the mean pattern's offset.
+    mirror = 2.0 * np.asarray(centre) - best
+    partner = inputs.centres(mean_t, (float(mirror[0]), float(mirror[1])), reach)[0].cpu().numpy()
+    if np.hypot(*(best - np.asarray(centre))) > reach and np.hypot(*(partner - mirror)) <= reach - 1.0 \
+            and _excess(clipped, partner, r) >= EXTINCT_BEAM_MIN_PARTNER * brightest:
+        beam = 0.5 * (best + partner)
+        inputs.finder.extinct_offset = (float(beam[0] - best[0]), float(beam[1] - best[1]))
+        return float(beam[0]), float(beam[1])
     return float(best[0]), float(best[1])
 
 
