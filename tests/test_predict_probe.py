@@ -485,6 +485,25 @@ def test_a_nearly_extinct_beam_is_placed_from_its_brightest_disk_at_the_centre_o
         assert inputs.finder.extinct_offset is None
 
 
+def test_a_bright_beam_whose_pattern_is_symmetric_about_a_point_beside_it_stays_the_beam():
+    # Off the zone axis the bright disks lie on the Laue circle through the beam: here the beam and a disk 0.9 × as
+    # bright, a faint one beyond, nearly nothing opposite. The pattern's centre of symmetry is halfway to the disk and
+    # the disk is the beam's "Friedel partner" about it, but the midpoint is no beam: the vacuum probe lands on the beam.
+    from fourdcrystal.inference.datacube_io import Cube
+    from fourdcrystal.inference.model_input import ModelInput
+    n, r = 128, 4.0
+    c, g = np.array([64.0, 64.0]), np.array([20.0, 6.0])
+    pattern = _disks((n, n), [(tuple(c), 1.0), (tuple(c + g), 0.9), (tuple(c + 2 * g), 0.25), (tuple(c - g), 0.05)],
+                     r) + 1e-3
+    assert np.abs(np.asarray(predict.symmetry_centre(pattern)) - (c + g / 2)).max() <= 0.5
+    probe = _disks((n, n), [(tuple(c), 1.0)], r)
+    cube = Cube(array=np.random.default_rng(4).poisson(np.broadcast_to(pattern * 50.0, (2, 2, n, n))).astype(np.float32),
+                path="test")
+    inputs = ModelInput(probe, 1.0, 64, 32)
+    beam = predict.mean_beam(cube, inputs, "cpu")
+    assert np.hypot(*(np.asarray(beam) - c)) < 0.5 and inputs.finder.extinct_offset is None, beam
+
+
 def test_a_beam_search_that_ends_on_its_rim_follows_the_beam_uphill_instead():
     # A dim 8 px beam where the mean pattern's beam was found, and beyond the search (twice the disk's radius) a disk
     # 8 × as bright (SrTiO3 [001] at 300 kV / 2.5 mrad / 30 nm on 256 px: a {110} disk's bright crescent beside a dim

@@ -370,11 +370,16 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
     # by the probe's match, to a fraction of a pixel; the centre itself is known to half a pixel and the dim beam's
     # own match wanders in its halo). Each pattern's beam is then placed from its brightest disk, which its noise
     # does not hide, at the mean pattern's offset.
+    # Off the zone axis the brightest disks lie on the Laue circle through the beam, whose intensities may be
+    # symmetric about a point halfway to a disk: there the midpoint is no beam, and the vacuum probe's position (where
+    # the beam lands without a specimen, give or take the descan) is nearer the brightest disk, the beam itself.
     mirror = 2.0 * np.asarray(centre) - best
     partner = inputs.centres(mean_t, (float(mirror[0]), float(mirror[1])), reach)[0].cpu().numpy()
+    beam = 0.5 * (best + partner)
+    vacuum = np.asarray(inputs.finder.c)
     if np.hypot(*(best - np.asarray(centre))) > reach and np.hypot(*(partner - mirror)) <= reach - 1.0 \
-            and _excess(clipped, partner, r) >= EXTINCT_BEAM_MIN_PARTNER * brightest:
-        beam = 0.5 * (best + partner)
+            and _excess(clipped, partner, r) >= EXTINCT_BEAM_MIN_PARTNER * brightest \
+            and np.hypot(*(beam - vacuum)) < np.hypot(*(best - vacuum)):
         inputs.finder.extinct_offset = (float(beam[0] - best[0]), float(beam[1] - best[1]))
         return float(beam[0]), float(beam[1])
     return float(best[0]), float(best[1])
