@@ -371,15 +371,17 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
     # own match wanders in its halo). Each pattern's beam is then placed from its brightest disk, which its noise
     # does not hide, at the mean pattern's offset.
     # Off the zone axis the brightest disks lie on the Laue circle through the beam, whose intensities may be
-    # symmetric about a point halfway to a disk: there the midpoint is no beam, and the vacuum probe's position (where
-    # the beam lands without a specimen, give or take the descan) is nearer the brightest disk, the beam itself.
+    # symmetric about a point between the disks (Si [001] 2° off the axis at 80 kV / 60 nm: the middle of a cell of
+    # four bright disks, the beam one of them): there the midpoint is no beam. The beam lands where the vacuum probe
+    # does, give or take the descan, so the midpoint must lie nearer the vacuum probe's position than half its
+    # distance to the brightest disk.
     mirror = 2.0 * np.asarray(centre) - best
     partner = inputs.centres(mean_t, (float(mirror[0]), float(mirror[1])), reach)[0].cpu().numpy()
     beam = 0.5 * (best + partner)
     vacuum = np.asarray(inputs.finder.c)
     if np.hypot(*(best - np.asarray(centre))) > reach and np.hypot(*(partner - mirror)) <= reach - 1.0 \
             and _excess(clipped, partner, r) >= EXTINCT_BEAM_MIN_PARTNER * brightest \
-            and np.hypot(*(beam - vacuum)) < np.hypot(*(best - vacuum)):
+            and np.hypot(*(beam - vacuum)) < 0.5 * np.hypot(*(best - beam)):
         inputs.finder.extinct_offset = (float(beam[0] - best[0]), float(beam[1] - best[1]))
         return float(beam[0]), float(beam[1])
     return float(best[0]), float(best[1])
