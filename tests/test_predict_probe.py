@@ -488,7 +488,8 @@ def test_a_nearly_extinct_beam_is_placed_from_its_brightest_disk_at_the_centre_o
 def test_a_beam_whose_pattern_is_symmetric_about_a_point_beside_it_is_not_moved_there():
     # Off the zone axis the bright disks lie on the Laue circle through the beam: here the beam and a disk 0.9 × as
     # bright, a faint one beyond, nearly nothing opposite. The pattern's centre of symmetry is halfway to the disk and
-    # the disk is the beam's "Friedel partner" about it, but the midpoint is no beam: the vacuum probe lands on the beam.
+    # the disk is the beam's "Friedel partner" about it, but the midpoint is no beam: the vacuum probe lands on
+    # the beam.
     from fourdcrystal.inference.datacube_io import Cube
     from fourdcrystal.inference.model_input import ModelInput
     n, r = 128, 4.0
@@ -497,19 +498,20 @@ def test_a_beam_whose_pattern_is_symmetric_about_a_point_beside_it_is_not_moved_
                      r) + 1e-3
     assert np.abs(np.asarray(predict.symmetry_centre(pattern)) - (c + g / 2)).max() <= 0.5
     probe = _disks((n, n), [(tuple(c), 1.0)], r)
-    cube = Cube(array=np.random.default_rng(4).poisson(np.broadcast_to(pattern * 50.0, (2, 2, n, n))).astype(np.float32),
-                path="test")
+    counts = np.random.default_rng(4).poisson(np.broadcast_to(pattern * 50.0, (2, 2, n, n))).astype(np.float32)
+    cube = Cube(array=counts, path="test")
     inputs = ModelInput(probe, 1.0, 64, 32)
     beam = predict.mean_beam(cube, inputs, "cpu")
     assert np.hypot(*(np.asarray(beam) - c)) < 0.5 and inputs.finder.extinct_offset is None, beam
-    # Si [001] 2° off the axis at 80 kV / 60 nm: the beam one of a cell of four bright disks on the Laue circle, not the
-    # brightest; the pattern is symmetric about the cell's middle, where the brightest disk's partner is the beam's
+    # Si [001] 2° off the axis at 80 kV / 60 nm: the beam one of a cell of four bright disks on the Laue circle, not
+    # the brightest; the pattern is symmetric about the cell's middle, where the brightest disk's partner is the beam's
     # neighbour, and the midpoint lies nearer the vacuum probe than the brightest disk does
-    cell = [(tuple(c), 0.5), (tuple(c + [32.0, 0.0]), 1.0), (tuple(c + [32.0, 16.0]), 0.68), (tuple(c + [0.0, 16.0]), 0.54)]
+    cell = [(tuple(c), 0.5), (tuple(c + [32.0, 0.0]), 1.0), (tuple(c + [32.0, 16.0]), 0.68),
+            (tuple(c + [0.0, 16.0]), 0.54)]
     pattern = _disks((n, n), cell, r) + 1e-3
     assert np.abs(np.asarray(predict.symmetry_centre(pattern)) - (c + [16.0, 8.0])).max() <= 0.5
-    cube = Cube(array=np.random.default_rng(5).poisson(np.broadcast_to(pattern * 50.0, (2, 2, n, n))).astype(np.float32),
-                path="test")
+    counts = np.random.default_rng(5).poisson(np.broadcast_to(pattern * 50.0, (2, 2, n, n))).astype(np.float32)
+    cube = Cube(array=counts, path="test")
     inputs = ModelInput(probe, 1.0, 64, 32)
     predict.mean_beam(cube, inputs, "cpu")
     assert inputs.finder.extinct_offset is None

@@ -191,7 +191,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)},
            "mean_beam_px": [guess[0], guess[1]],
            # a nearly extinct beam, each pattern's placed this far from its brightest disk (``mean_beam``)
-           "beam_from_brightest_disk_px": inputs.finder.extinct_offset, "device": device, "precision": "bf16" if use_bf16 else "fp32",
+           "beam_from_brightest_disk_px": inputs.finder.extinct_offset,
+           "device": device, "precision": "bf16" if use_bf16 else "fp32",
            "threshold": threshold, "min_spacing_px": min_spacing_px, "detector": baseline or "network",
            "positions": "measured" if baseline or not lattice_positions else "placed on each pattern's lattice",
            "network_view": "as calibrated" if dq_view == dq else {
@@ -329,10 +330,10 @@ def _check_size(cube: Cube, q_pixel_size_invA: float, geometry) -> None:
 # the best match's: the transmitted beam of MgO [001] at 200 kV / 2 mrad / 10 nm holds a fifth of each {200}
 # disk's electrons (benchmarks/RESULTS.md, "The direct beam where a diffracted disk outshines it")
 SYMMETRIC_BEAM_MIN_MATCH = 0.1
-# A dimmer disk there is a nearly extinct beam (Si [110] at 80 kV / 10 nm: 0.4 % of the pattern, each {111} disk 15–17 %)
-# where the brightest disk's Friedel partner about it holds at least this share of the brightest disk's electrons:
-# measured from the brightest disk instead, every vector was off by that disk's g (benchmarks/RESULTS.md, "A nearly
-# extinct beam placed from its brightest disk")
+# A dimmer disk there is a nearly extinct beam (Si [110] at 80 kV / 10 nm: 0.4 % of the pattern, each {111} disk
+# 15–17 %) where the brightest disk's Friedel partner about it holds at least this share of the brightest disk's
+# electrons: measured from the brightest disk instead, every vector was off by that disk's g (benchmarks/RESULTS.md,
+# "A nearly extinct beam placed from its brightest disk")
 EXTINCT_BEAM_MIN_PARTNER = 0.3
 BEAM_EXCESS_MIN_RADIUS_PX = 2.5  # a disk's electrons summed at least this far out: a detector's blur spreads them
 BEAM_CLIP_PERCENTILE = 99.9  # of a 256² pattern, its 66th brightest pixel: inside its brightest disks
