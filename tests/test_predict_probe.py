@@ -505,16 +505,31 @@ def test_a_beam_whose_pattern_is_symmetric_about_a_point_beside_it_is_not_moved_
     assert np.hypot(*(np.asarray(beam) - c)) < 0.5 and inputs.finder.extinct_offset is None, beam
     # Si [001] 2° off the axis at 80 kV / 60 nm: the beam one of a cell of four bright disks on the Laue circle, not
     # the brightest; the pattern is symmetric about the cell's middle, where the brightest disk's partner is the beam's
-    # neighbour, and the midpoint lies nearer the vacuum probe than the brightest disk does
+    # neighbour, and the midpoint lies nearer the vacuum probe than the brightest disk does. The beam is the disk where
+    # the vacuum probe lands, and each position's (descan ±2 px) is followed from it, not from the brightest disk.
+    import torch
     cell = [(tuple(c), 0.5), (tuple(c + [32.0, 0.0]), 1.0), (tuple(c + [32.0, 16.0]), 0.68),
             (tuple(c + [0.0, 16.0]), 0.54)]
     pattern = _disks((n, n), cell, r) + 1e-3
     assert np.abs(np.asarray(predict.symmetry_centre(pattern)) - (c + [16.0, 8.0])).max() <= 0.5
-    counts = np.random.default_rng(5).poisson(np.broadcast_to(pattern * 50.0, (2, 2, n, n))).astype(np.float32)
-    cube = Cube(array=counts, path="test")
+    rng = np.random.default_rng(5)
+    shifts = [(int(a), int(b)) for a, b in rng.integers(-2, 3, size=(4, 2))]
+    counts = rng.poisson(np.stack([np.roll(pattern, s, axis=(0, 1)) for s in shifts]) * 50.0).astype(np.float32)
     inputs = ModelInput(probe, 1.0, 64, 32)
-    predict.mean_beam(cube, inputs, "cpu")
-    assert inputs.finder.extinct_offset is None
+    beam = predict.mean_beam(Cube(array=counts.reshape(2, 2, n, n), path="test"), inputs, "cpu")
+    # (followed uphill, as a beam dimmer than its neighbours is: `BeamFinder.climb`)
+    assert np.hypot(*(np.asarray(beam) - c)) < 1.0, beam
+    assert inputs.finder.climb and inputs.finder.extinct_offset is None
+    each = inputs.centres(torch.from_numpy(counts), beam).numpy()
+    assert np.abs(each - (c + np.array(shifts))).max() < 0.5, each
+    # a vacuum probe recorded elsewhere (no disk where it lands), or where only a disk dimmer than a beam can be
+    # (a twentieth of the brightest), leaves the brightest disk as the beam
+    for far, level in (((100.0, 30.0), 0.0), ((64.0, 100.0), 0.05)):
+        spots = cell[1:] + [(far, level)] if level else cell[1:]
+        blank = np.broadcast_to((_disks((n, n), spots, r) + 1e-3) * 50.0, (2, 2, n, n))
+        inputs = ModelInput(_disks((n, n), [(far, 1.0)], r), 1.0, 64, 32)
+        beam = predict.mean_beam(Cube(array=rng.poisson(blank).astype(np.float32), path="test"), inputs, "cpu")
+        assert np.hypot(*(np.asarray(beam) - (c + [32.0, 0.0]))) < 1.0, (far, beam)
 
 
 def test_a_beam_search_that_ends_on_its_rim_follows_the_beam_uphill_instead():

@@ -335,14 +335,19 @@ SYMMETRIC_BEAM_MIN_MATCH = 0.1
 # electrons: measured from the brightest disk instead, every vector was off by that disk's g (benchmarks/RESULTS.md,
 # "A nearly extinct beam placed from its brightest disk")
 EXTINCT_BEAM_MIN_PARTNER = 0.3
+# Where neither holds (off the zone axis a pattern has no centre of symmetry on a disk), a disk where the vacuum probe
+# lands that holds SYMMETRIC_BEAM_MIN_MATCH of the best match's electrons is the beam (the same least beam): Si [001]
+# 2° off the axis at 80 kV / 1 mrad / 60 nm, the beam one of a cell of four bright disks on the Laue circle and the
+# best match another, 64 px away (benchmarks/RESULTS.md, "A beam off the zone axis where the vacuum probe lands")
 BEAM_EXCESS_MIN_RADIUS_PX = 2.5  # a disk's electrons summed at least this far out: a detector's blur spreads them
 BEAM_CLIP_PERCENTILE = 99.9  # of a 256² pattern, its 66th brightest pixel: inside its brightest disks
 
 
 def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float]:
     """The mean pattern's direct beam (input px): the disk at its centre of inversion symmetry
-    (``probe_synth.symmetry_centre``: disks come in pairs ±g about the beam), else the best match with the probe
-    anywhere on the detector, which in a thick crystal may be a diffracted disk brighter than the beam. A strided
+    (``probe_synth.symmetry_centre``: disks come in pairs ±g about the beam), else a disk where the vacuum probe lands,
+    else the best match with the probe anywhere on the detector, which in a thick crystal may be a diffracted disk
+    brighter than the beam. A strided
     sample of at most 256 patterns keeps this O(batch) in memory and time. The guess for every pattern's beam;
     where it is not the best match, ``inputs``' beam finder is set to follow each pattern's beam from it
     (``BeamFinder.climb``), or, where it is nearly extinct, to place it from the brightest disk
@@ -385,6 +390,14 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
             and np.hypot(*(beam - vacuum)) < 0.5 * np.hypot(*(best - beam)):
         inputs.finder.extinct_offset = (float(beam[0] - best[0]), float(beam[1] - best[1]))
         return float(beam[0]), float(beam[1])
+    # neither: the beam lands where the vacuum probe does, give or take the descan; a disk there is the beam though
+    # another outshines it, and each pattern's beam is followed uphill from it. Without a vacuum probe, the probe
+    # made from the scan sits on the disk it was cut from, so this changes nothing there.
+    at_vacuum = inputs.centres(mean_t, (float(vacuum[0]), float(vacuum[1])), reach)[0].cpu().numpy()
+    if np.hypot(*(best - vacuum)) > reach and np.hypot(*(at_vacuum - vacuum)) <= reach - 1.0 \
+            and _excess(clipped, at_vacuum, r) >= SYMMETRIC_BEAM_MIN_MATCH * brightest:
+        inputs.finder.climb = True
+        return float(at_vacuum[0]), float(at_vacuum[1])
     return float(best[0]), float(best[1])
 
 
