@@ -77,6 +77,7 @@ class BeamFinder:
         # beam is then that disk, found near the guess less this offset, plus the offset (the detector's descan moves
         # both alike); None: the beam is found itself
         self.extinct_offset: tuple[float, float] | None = None
+        self.guessed_by: str | None = None  # which rule of ``predict.mean_beam`` placed the scan's mean beam
 
     @staticmethod
     def _climb(xc: torch.Tensor, i0: int, j0: int, radius: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -189,7 +189,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "bad_pixels": (
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
            "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)},
-           "mean_beam_px": [guess[0], guess[1]],
+           "mean_beam_px": [guess[0], guess[1]], "mean_beam_found_by": inputs.finder.guessed_by,
            # a nearly extinct beam, each pattern's placed this far from its brightest disk (``mean_beam``)
            "beam_from_brightest_disk_px": inputs.finder.extinct_offset,
            "device": device, "precision": "bf16" if use_bf16 else "fp32",
@@ -371,6 +371,7 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
         # taken as the best match within the search, where a brighter neighbour's disk may reach
         # (MgO [001], 300 kV / 3.5 mrad / 60 nm on 128 px at 0.02 Å⁻¹/px: 9 px off toward a {200} disk)
         inputs.finder.climb = bool(np.hypot(best[0] - at[0], best[1] - at[1]) > 1.0)
+        inputs.finder.guessed_by = "the disk at the mean pattern's centre of symmetry"
         return float(at[0]), float(at[1])
     # a nearly extinct beam: midway between the brightest disk and its Friedel partner about the centre (both placed
     # by the probe's match, to a fraction of a pixel; the centre itself is known to half a pixel and the dim beam's
@@ -389,6 +390,7 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
             and _excess(clipped, partner, r) >= EXTINCT_BEAM_MIN_PARTNER * brightest \
             and np.hypot(*(beam - vacuum)) < 0.5 * np.hypot(*(best - beam)):
         inputs.finder.extinct_offset = (float(beam[0] - best[0]), float(beam[1] - best[1]))
+        inputs.finder.guessed_by = "midway between the brightest disk and its Friedel partner: a nearly extinct beam"
         return float(beam[0]), float(beam[1])
     # neither: the beam lands where the vacuum probe does, give or take the descan; a disk there is the beam though
     # another outshines it, and each pattern's beam is followed uphill from it. Without a vacuum probe, the probe
@@ -397,7 +399,9 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
     if np.hypot(*(best - vacuum)) > reach and np.hypot(*(at_vacuum - vacuum)) <= reach - 1.0 \
             and _excess(clipped, at_vacuum, r) >= SYMMETRIC_BEAM_MIN_MATCH * brightest:
         inputs.finder.climb = True
+        inputs.finder.guessed_by = "the disk where the vacuum probe lands, though another outshines it"
         return float(at_vacuum[0]), float(at_vacuum[1])
+    inputs.finder.guessed_by = "the best match with the probe"
     return float(best[0]), float(best[1])
 
 
