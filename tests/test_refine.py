@@ -528,3 +528,22 @@ def test_the_newton_steps_nine_samples_are_nine_bilinear_reads():
     nine = _bilinear_of(maps, np.repeat(which, 9), (at[:, None, 0] + d[:, 0]).ravel(),
                         (at[:, None, 1] + d[:, 1]).ravel()).reshape(len(at), 3, 3)
     assert np.abs(_stencils(maps, which, at) - nine).max() < 1e-12
+
+
+def test_a_summed_disk_stands_out_by_its_electrons_over_their_root_and_a_dark_one_by_its_noise():
+    # The mean of n counted patterns (one electron = 0.5 in the patterns' units) on a flat background of 0.2 electron
+    # per pixel: a disk of 3 electrons per pattern at one point, none at another. Summed over n patterns the disk holds
+    # 3 n electrons over its ring's, against the root of all its electrons; the dark point's z is its noise (|z| < 3).
+    from fourdcrystal.inference.refine import disk_and_ring_levels, summed_disk_z
+    rng = np.random.default_rng(0)
+    n, r, electron, shape = 16, 2.0, 0.5, (64, 64)
+    i, j = np.indices(shape)
+    disk = np.hypot(i - 20, j - 30) <= r
+    rate = 0.2 + 3.0 * disk / disk.sum()  # electrons per pixel per pattern
+    mean = rng.poisson(np.broadcast_to(rate, (n,) + shape)).mean(axis=0) * electron
+    z = summed_disk_z(np.array([[20.0, 30.0], [44.0, 30.0]]), disk_and_ring_levels(mean, r), r, electron, n)
+    area = np.pi * r ** 2
+    expected = 3.0 * n / np.sqrt((3.0 + 0.2 * area) * n)
+    assert abs(z[0] - expected) < 0.35 * expected and abs(z[1]) < 3.0, (z, expected)
+    # a disk that holds nothing (an empty detector) is no disk
+    assert summed_disk_z(np.array([[20.0, 30.0]]), disk_and_ring_levels(np.zeros(shape), r), r, electron, n)[0] == 0

@@ -34,9 +34,9 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
                                            SubpixelTemplate, disk_and_ring_levels, fitted_lattices, hybrid_xcorr,
                                            lattice_evidences, lattice_likelihood, lattice_likelihoods,
-                                           lattice_on_pattern, lattice_placed, on_lattice_of, weighed_lattice_points,
-                                           probe_template_fft, refine_positions, without_diffuse_background,
-                                           without_spikes)
+                                           lattice_on_pattern, lattice_placed, on_lattice_of, probe_template_fft,
+                                           refine_positions, summed_disk_z, weighed_lattice_points,
+                                           without_diffuse_background, without_spikes)
 
 # Patterns per network call. On CPU small batches keep the activations in cache: 16-32 patterns of
 # 128² ran ~1.3x faster than 64-256 (2 cores, benchmarks/RESULTS.md); a GPU wants large batches.
@@ -550,7 +550,7 @@ class MeasuredPattern:
         if len(idx) < 2 or counted[idx].sum() < BATCH_LATTICE_MIN_E:
             return out, none
         shift = _beams_to_middle(patterns, c)
-        mean, _, G0, _ = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
+        mean, _, G0, _, n_summed = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
         if G0 is None:
             return out, none
         levels, r = disk_and_ring_levels(mean, self.disk_radius_px), self.disk_radius_px
@@ -569,6 +569,12 @@ class MeasuredPattern:
                 continue  # its own vectors show another grain's lattice: kept
             hk = weighed_lattice_points(o, Gk, images.shape[1:], r, levels, shift[k], one_e[k])[0]
             hk = hk[np.abs(hk).sum(axis=1) > 0]  # the beam is a vector already
+            # a vector only where the summed patterns show a disk at LATTICE_MIN_SNR, as a proposal on its pattern's
+            # lattice needs: a point's electron above its ring lets it weigh in the likelihood, but off the zone axis
+            # most points are dark, and a mean of a few patterns lifts a third of them over one electron by its noise
+            # (Si [110] 2° off at 300 kV / 1 mrad / 60 nm, a 2 × 2 scan at 1e3 e⁻: 32 and 38 points, 9 and 8 of them
+            # reflections; benchmarks/RESULTS.md, "A beam off the zone axis where the vacuum probe lands")
+            hk = hk[summed_disk_z(o + hk @ Gk + shift[k], levels, r, one_e[k], n_summed) >= LATTICE_MIN_SNR]
             found[k] = True
             cb.append(np.full(len(hk), k))
             cq.append(hk @ Gk)  # through the beam: its reference, placed by its edge (``ModelInput.beam_centres``)
@@ -607,7 +613,7 @@ class MeasuredPattern:
         if len(idx) < 2 or counted[idx].sum() < BATCH_LATTICE_MIN_E:
             return None
         c = centres.cpu().numpy().astype(np.float64)
-        mean, centre, G0, G_vectors = self._sum_lattice(patterns, centres.dtype, c, _beams_to_middle(patterns, c), idx,
+        mean, centre, G0, G_vectors, _ = self._sum_lattice(patterns, centres.dtype, c, _beams_to_middle(patterns, c), idx,
                                                         counted)
         if G0 is None:
             return None
@@ -623,7 +629,7 @@ class MeasuredPattern:
                      counted: np.ndarray) -> tuple:
         """(the mean of the patterns ``idx`` moved by ``shift`` onto the detector's middle, its beam's px, the lattice
         basis (2, 2) px that the network's vectors on their sum fix placed on its disks, that basis as the vectors
-        fix it), or four None. Tried on all of them and, where they show none, on each half in scan order that holds
+        fix it, how many patterns the mean holds), or five None. Tried on all of them and, where they show none, on each half in scan order that holds
         ``BATCH_LATTICE_MIN_E`` electrons (the lattice of more vectors kept): where a batch crosses a crystal's edge
         its vacuum dilutes the whole sum's disks under the network's threshold, while the half on the crystal shows
         them. (A half's lattice where the whole shows one too weighs its points by fewer patterns: bench_strain's
@@ -653,8 +659,9 @@ class MeasuredPattern:
                 # placed on the sum's disks: a bright pattern (the network's positions were fitted within
                 # LATTICE_TOL_PX)
                 return (total / len(members), centre,
-                        lattice_on_pattern(total, self._probe_template_fft(), centre, G, self.disk_radius_px)[1], G)
-        return None, None, None, None
+                        lattice_on_pattern(total, self._probe_template_fft(), centre, G, self.disk_radius_px)[1], G,
+                        len(members))
+        return None, None, None, None, None
 
     def _new_vectors(self, c: np.ndarray, cb: np.ndarray, cq: np.ndarray, snr, level, maps) -> dict:
         """Vectors at ``cq`` (N, 2) px from the beams ``c`` of patterns ``cb``, their disks' ``snr`` and ``level``

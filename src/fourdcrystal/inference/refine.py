@@ -691,6 +691,17 @@ def weighed_lattice_points(o, G, shape, radius_px: float, levels, levels_shift_p
                                 np.asarray(levels_shift_px, float)[None], np.array([electron], float))[0]
 
 
+def summed_disk_z(points_px: np.ndarray, levels: np.ndarray, radius_px: float, electron: float,
+                  n_summed: int) -> np.ndarray:
+    """(N,) how many Poisson σ the disk at each of ``points_px`` (N, 2) stands above its ring in the sum of the
+    ``n_summed`` patterns whose mean ``levels`` (``disk_and_ring_levels``) holds, one electron ``electron``: the
+    disk's excess electrons over the root of its electrons (the ring's own noise, over three times the disk's
+    pixels, left out). 0 where the disk holds none."""
+    disk, ring = bilinear(levels, *np.asarray(points_px, float).reshape(-1, 2).T).T
+    area_e = np.pi * max(radius_px, 1.0) ** 2 * n_summed / electron  # a level (per pixel, mean) -> electrons summed
+    return np.where(disk > 0, (disk - ring) * area_e / np.sqrt(np.maximum(disk * area_e, 1e-12)), 0.0)
+
+
 def _weighed_points_many(origins, Gs, shape, radius_px: float, levels, levels_shifts_px, electrons) -> list:
     """``weighed_lattice_points`` of lattices ``origins`` (S, 2), ``Gs`` (S, 2, 2) at once, each shifted onto
     ``levels`` by its ``levels_shifts_px`` (S, 2), of one electron ``electrons`` (S,): [(hk, weights)] per lattice."""
