@@ -168,7 +168,8 @@ def test_lattice_placement_moves_vectors_and_says_so(tmp_path):
         runs[lp] = (s, pd.read_parquet(tmp_path / str(lp) / "bragg_vectors.parquet"))
     (s_on, on), (s_off, off) = runs[True], runs[False]
     assert s_on["positions"] != s_off["positions"] == "measured"
-    assert s_on["mean_beam_found_by"] == "the disk at the mean pattern's centre of symmetry"  # and which rule found the beam
+    # and which rule of `predict.mean_beam` placed the scan's beam
+    assert s_on["mean_beam_found_by"] == "the disk at the mean pattern's centre of symmetry"
     assert on.groupby(["rx", "ry"]).size().equals(off.groupby(["rx", "ry"]).size())
     moved = [np.hypot(a.qx_px.to_numpy()[:, None] - b.qx_px.to_numpy()[None],
                       a.qy_px.to_numpy()[:, None] - b.qy_px.to_numpy()[None]).min(axis=1)

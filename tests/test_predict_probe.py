@@ -471,7 +471,8 @@ def test_a_nearly_extinct_beam_is_placed_from_its_brightest_disk_at_the_centre_o
     inputs = ModelInput(probe, 1.0, 64, 32)
     beam = predict.mean_beam(cube, inputs, "cpu")
     assert np.hypot(beam[0] - c[0], beam[1] - c[1]) < 1.0, beam
-    assert inputs.finder.extinct_offset is not None and not inputs.finder.climb and "Friedel" in inputs.finder.guessed_by
+    assert inputs.finder.extinct_offset is not None and not inputs.finder.climb
+    assert "Friedel" in inputs.finder.guessed_by
     each = inputs.centres(torch.from_numpy(counts), beam).numpy()
     truth = np.array([[c[0] + a, c[1] + b] for a, b in shifts])
     assert np.hypot(*(each - truth).T).max() < 1.0, (each, truth)
@@ -517,8 +518,8 @@ def test_a_beam_whose_pattern_is_symmetric_about_a_point_beside_it_is_not_moved_
     counts = rng.poisson(np.stack([np.roll(pattern, s, axis=(0, 1)) for s in shifts]) * 50.0).astype(np.float32)
     inputs = ModelInput(probe, 1.0, 64, 32)
     beam = predict.mean_beam(Cube(array=counts.reshape(2, 2, n, n), path="test"), inputs, "cpu")
-    # (followed uphill, as a beam dimmer than its neighbours is: `BeamFinder.climb`)
     assert np.hypot(*(np.asarray(beam) - c)) < 1.0, beam
+    # followed uphill, as a beam dimmer than its neighbours is (`BeamFinder.climb`)
     assert inputs.finder.climb and inputs.finder.extinct_offset is None and "vacuum probe" in inputs.finder.guessed_by
     each = inputs.centres(torch.from_numpy(counts), beam).numpy()
     assert np.abs(each - (c + np.array(shifts))).max() < 0.5, each

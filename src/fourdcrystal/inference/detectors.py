@@ -613,8 +613,8 @@ class MeasuredPattern:
         if len(idx) < 2 or counted[idx].sum() < BATCH_LATTICE_MIN_E:
             return None
         c = centres.cpu().numpy().astype(np.float64)
-        mean, centre, G0, G_vectors, _ = self._sum_lattice(patterns, centres.dtype, c, _beams_to_middle(patterns, c), idx,
-                                                        counted)
+        mean, centre, G0, G_vectors, _ = self._sum_lattice(patterns, centres.dtype, c, _beams_to_middle(patterns, c),
+                                                           idx, counted)
         if G0 is None:
             return None
         one_e = float(np.median(electron[0].cpu().numpy()[idx]))
@@ -629,10 +629,10 @@ class MeasuredPattern:
                      counted: np.ndarray) -> tuple:
         """(the mean of the patterns ``idx`` moved by ``shift`` onto the detector's middle, its beam's px, the lattice
         basis (2, 2) px that the network's vectors on their sum fix placed on its disks, that basis as the vectors
-        fix it, how many patterns the mean holds), or five None. Tried on all of them and, where they show none, on each half in scan order that holds
-        ``BATCH_LATTICE_MIN_E`` electrons (the lattice of more vectors kept): where a batch crosses a crystal's edge
-        its vacuum dilutes the whole sum's disks under the network's threshold, while the half on the crystal shows
-        them. (A half's lattice where the whole shows one too weighs its points by fewer patterns: bench_strain's
+        fix it, how many patterns the mean holds), or five None. Tried on all of them and, where they show none, on
+        each half in scan order that holds ``BATCH_LATTICE_MIN_E`` electrons (the lattice of more vectors kept): where
+        a batch crosses a crystal's edge its vacuum dilutes the whole sum's disks under the network's threshold, while
+        the half on the crystal shows them. (A half's lattice where the whole shows one too weighs its points by fewer patterns: bench_strain's
         SrTiO3 20 Å at 1e3 e⁻, e_xx 1.05 → 1.16 %.)"""
         centre = (c[idx] + shift[idx]).mean(axis=0)
         half = len(idx) // 2

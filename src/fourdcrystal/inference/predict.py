@@ -347,11 +347,10 @@ def mean_beam(cube: Cube, inputs: ModelInput, device: str) -> tuple[float, float
     """The mean pattern's direct beam (input px): the disk at its centre of inversion symmetry
     (``probe_synth.symmetry_centre``: disks come in pairs ±g about the beam), else a disk where the vacuum probe lands,
     else the best match with the probe anywhere on the detector, which in a thick crystal may be a diffracted disk
-    brighter than the beam. A strided
-    sample of at most 256 patterns keeps this O(batch) in memory and time. The guess for every pattern's beam;
-    where it is not the best match, ``inputs``' beam finder is set to follow each pattern's beam from it
-    (``BeamFinder.climb``), or, where it is nearly extinct, to place it from the brightest disk
-    (``BeamFinder.extinct_offset``)."""
+    brighter than the beam. A strided sample of at most 256 patterns keeps this O(batch) in memory and time. The
+    guess for every pattern's beam; where it is not the best match, ``inputs``' beam finder is set to follow each
+    pattern's beam from it (``BeamFinder.climb``), or, where it is nearly extinct, to place it from the brightest disk
+    (``BeamFinder.extinct_offset``); ``BeamFinder.guessed_by`` names the rule taken."""
     Rx, Ry, Qx, Qy = cube.shape
     n = Rx * Ry
     sample_idx = np.unique(np.linspace(0, n - 1, min(n, 256)).astype(int))
