@@ -632,8 +632,8 @@ class MeasuredPattern:
         fix it, how many patterns the mean holds), or five None. Tried on all of them and, where they show none, on
         each half in scan order that holds ``BATCH_LATTICE_MIN_E`` electrons (the lattice of more vectors kept): where
         a batch crosses a crystal's edge its vacuum dilutes the whole sum's disks under the network's threshold, while
-        the half on the crystal shows them. (A half's lattice where the whole shows one too weighs its points by fewer patterns: bench_strain's
-        SrTiO3 20 Å at 1e3 e⁻, e_xx 1.05 → 1.16 %.)"""
+        the half on the crystal shows them. (A half's lattice where the whole shows one too weighs its points by
+        fewer patterns: bench_strain's SrTiO3 20 Å at 1e3 e⁻, e_xx 1.05 → 1.16 %.)"""
         centre = (c[idx] + shift[idx]).mean(axis=0)
         half = len(idx) // 2
         first, second = _summed_on_beams(patterns, shift, idx[:half]), _summed_on_beams(patterns, shift, idx[half:])
