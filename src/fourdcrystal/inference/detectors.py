@@ -59,6 +59,13 @@ BATCH_LATTICE_MIN_E = LOW_DOSE_E[1]
 # benchmarks/RESULTS.md, "Faint patterns of four or five vectors on their batch's lattice"; with the patterns of few
 # electrons that have a lattice of their own, 100 %: "A few-electron pattern's own lattice replaced by its batch's")
 BATCH_LATTICE_OWN_VECTORS = fewest_beyond_chance()
+# A pattern's vectors on its batch's lattice: points where the summed patterns show a disk at ``LATTICE_MIN_SNR``,
+# out to this many times the farthest of the vectors on the sum that fixed the lattice, as far as a few bright disks'
+# lattice is completed (``evidence.SEED_COMPLETION_REACH``: the {400} and {440} of the {220} that the network finds
+# on the sum; ``_batch_lattice``). 1.25 and 1.5 (``evidence.COMPLETION_REACH``'s, and between) dropped true {420} and
+# {440} of Si [001] at 300 kV / 3.5 mrad in bench_accuracy's 6 × 6 scans (benchmarks/RESULTS.md, "The batch's
+# lattice within reach")
+BATCH_LATTICE_REACH = SEED_COMPLETION_REACH
 
 
 def auto_bf16(device_type: str) -> bool:
@@ -132,6 +139,7 @@ class MeasuredPattern:
         # ``NetworkDetector`` for the sum of a batch's faint patterns (``_batch_lattice``)
         self.vectors_of_sum = None
         self.edge_scale = None  # ``measure_edge_scale``: the scan's one size factor of its batches' lattices
+        self.edge_scale_unsettled = False  # ``measure_edge_scale``: a later batch may show the factor
         self._whole_pattern_template: np.ndarray | None = None  # ``_probe_template_fft``
         if self.corr_power is not None:
             def template(sigma):
@@ -520,22 +528,23 @@ class MeasuredPattern:
     def _batch_lattice(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, low_dose: np.ndarray,
                        counted: np.ndarray, electron, maps, fewest: np.ndarray) -> tuple[dict, np.ndarray]:
         """(``out``, (B,) bool: the patterns now on the batch's lattice). A thin crystal at ~1e3 e⁻ sends ~100
-        electrons beyond the beam: the network proposes one or two disks per pattern, no lattice (bench_strain's
-        2 nm rows fitted no position). The batch's ``low_dose`` patterns (under ``LOW_DOSE_E[1]``) with a beam and
-        either fewer than ``BATCH_LATTICE_OWN_VECTORS`` vectors beside it (too few to show a lattice by themselves) or
+        electrons beyond the beam: the network proposes one or two disks per pattern, no lattice (bench_strain's 2 nm
+        rows fitted no position). The batch's ``low_dose`` patterns (under ``LOW_DOSE_E[1]``) with a beam and either
+        fewer than ``BATCH_LATTICE_OWN_VECTORS`` vectors beside it (too few to show a lattice by themselves) or
         ``fewest`` electrons (``_few_electrons``: too few for its disks to place its own) are summed on their beams;
         where they hold ``BATCH_LATTICE_MIN_E`` electrons together (``counted``, ``_counted``) its vectors
         (``vectors_of_sum``: the network's) fix a lattice (``_sum_lattice``), and each such pattern's own is the
         likeliest near it (``refine.lattice_likelihood`` from ``BATCH_LATTICE_STARTS`` starts), kept where its
         electrons show it (``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``) and its own vectors show no other
         lattice (``_another_lattice``): its vectors are then the points where the batch shows a disk
-        (``refine.weighed_lattice_points``), the beam kept, the ones it had before dropped. Small disks too, though
-        the likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat, and its patterns had
-        no lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 100 % of SrTiO3's
-        positions fitted, 28 → 99 % of GaN's). A thick crystal's few-electron patterns, which have a lattice of their
-        own, too (SrTiO3 100 Å at 300 kV / 2.5 mrad on 256 px at 0.0107 Å⁻¹/px, 1e3 e⁻: 41 → 100 % of positions
-        fitted, mean |error| e_xx / e_yy 1.35 / 1.39 → 0.80 / 0.57 %; benchmarks/RESULTS.md). A pattern of another
-        grain, of film or of vacuum in the same batch shows no such lattice and keeps what it had."""
+        (``refine.weighed_lattice_points``, ``refine.summed_disk_z`` ≥ ``LATTICE_MIN_SNR``) out to
+        ``BATCH_LATTICE_REACH`` × the farthest vector on the sum, the beam kept, the ones it had before dropped. Small
+        disks too, though the likelihood's flat disk is the plain probe's: a 2 nm crystal's small disks are flat, and
+        its patterns had no lattice at all (bench_strain's 20 Å at 200 kV / 2 mrad on 256 px at 1e3 e⁻: 22 → 100 % of
+        SrTiO3's positions fitted, 28 → 99 % of GaN's). A thick crystal's few-electron patterns, which have a lattice
+        of their own, too (SrTiO3 100 Å at 300 kV / 2.5 mrad on 256 px at 0.0107 Å⁻¹/px, 1e3 e⁻: 41 → 100 % of
+        positions fitted, mean |error| e_xx / e_yy 1.35 / 1.39 → 0.80 / 0.57 %; benchmarks/RESULTS.md). A pattern of
+        another grain, of film or of vacuum in the same batch shows no such lattice and keeps what it had."""
         B = len(patterns)
         none = np.zeros(B, bool)
         if self.vectors_of_sum is None:
@@ -550,7 +559,7 @@ class MeasuredPattern:
         if len(idx) < 2 or counted[idx].sum() < BATCH_LATTICE_MIN_E:
             return out, none
         shift = _beams_to_middle(patterns, c)
-        mean, _, G0, _, n_summed = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
+        mean, _, G0, _, n_summed, farthest = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted)
         if G0 is None:
             return out, none
         levels, r = disk_and_ring_levels(mean, self.disk_radius_px), self.disk_radius_px
@@ -575,6 +584,11 @@ class MeasuredPattern:
             # (Si [110] 2° off at 300 kV / 1 mrad / 60 nm, a 2 × 2 scan at 1e3 e⁻: 32 and 38 points, 9 and 8 of them
             # reflections; benchmarks/RESULTS.md, "A beam off the zone axis where the vacuum probe lands")
             hk = hk[summed_disk_z(o + hk @ Gk + shift[k], levels, r, one_e[k], n_summed) >= LATTICE_MIN_SNR]
+            # and out to BATCH_LATTICE_REACH × the farthest of the vectors that fixed the lattice: a basis fitted on
+            # near disks drifts off the far ones (Si [110] as above, a draw of the detector augmentation: the sum's
+            # lattice 4 % small, its far points 2–4 px off at 110 px; 53 vectors on four patterns, 26 of them
+            # reflections, 40 and 26 within reach; benchmarks/RESULTS.md, "The batch's lattice within reach")
+            hk = hk[np.hypot(*(hk @ Gk).T) <= BATCH_LATTICE_REACH * farthest]
             found[k] = True
             cb.append(np.full(len(hk), k))
             cq.append(hk @ Gk)  # through the beam: its reference, placed by its edge (``ModelInput.beam_centres``)
@@ -594,7 +608,9 @@ class MeasuredPattern:
     def measure_edge_scale(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> float | None:
         """Sets and returns ``edge_scale``, the one factor by which every batch of the scan multiplies the lattices
         its few-electron patterns take (``_batch_lattice``), from one batch of it (``patterns``, their beams
-        ``centres``; `predict` gives the scan's first, before its workers start): the size of the lattice that the
+        ``centres``; `predict` gives the scan's first, before its workers start, and the next while
+        ``edge_scale_unsettled``: the batch held low-dose patterns whose sum showed no lattice, vacuum or film where
+        a scan begins off the crystal, so a later batch may show it): the size of the lattice that the
         network's vectors on the sum of its low-dose patterns show (``_sum_lattice``; placed by the disks' edges)
         over the size of the likelihood's lattice of that sum (``refine.lattice_likelihood``: the plain probe's
         correlation, which peaks inward of a disk brighter on its inner side). Large disks only (``may_be_clear``);
@@ -604,17 +620,18 @@ class MeasuredPattern:
         per batch: a batch's sum of 32 patterns at 1e3 e⁻ fixes it to ±0.4 % only, a step between batches that
         strain reads (bench_strain's GaN 100 Å on 12 px disks: e_xx 1.03 → 1.33 %; benchmarks/RESULTS.md, "The
         batch's lattice by the disks' edges")."""
-        self.edge_scale = None
+        self.edge_scale, self.edge_scale_unsettled = None, False
         if not (self.may_be_clear and self.check_evidence and self.lattice_positions) or self.vectors_of_sum is None:
             return None
         electron = one_electron(patterns.float()) if electron is None else electron
         counted = self._counted(patterns, electron)
         idx = np.flatnonzero(self._low_dose(counted, len(patterns)) & ~electron.noise_free.cpu().numpy())
+        self.edge_scale_unsettled = len(idx) > 0  # until a factor is measured below
         if len(idx) < 2 or counted[idx].sum() < BATCH_LATTICE_MIN_E:
             return None
         c = centres.cpu().numpy().astype(np.float64)
-        mean, centre, G0, G_vectors, _ = self._sum_lattice(patterns, centres.dtype, c, _beams_to_middle(patterns, c),
-                                                           idx, counted)
+        mean, centre, G0, G_vectors, _, _ = self._sum_lattice(patterns, centres.dtype, c,
+                                                              _beams_to_middle(patterns, c), idx, counted)
         if G0 is None:
             return None
         one_e = float(np.median(electron[0].cpu().numpy()[idx]))
@@ -623,17 +640,19 @@ class MeasuredPattern:
                                     np.zeros((1, 2)), np.array([one_e]))[1][0]
         if abs(np.linalg.det(G_sum)) > 1e-9:
             self.edge_scale = math.sqrt(abs(np.linalg.det(G_vectors) / np.linalg.det(G_sum)))
+            self.edge_scale_unsettled = False
         return self.edge_scale
 
     def _sum_lattice(self, patterns: torch.Tensor, dtype, c: np.ndarray, shift: np.ndarray, idx: np.ndarray,
                      counted: np.ndarray) -> tuple:
         """(the mean of the patterns ``idx`` moved by ``shift`` onto the detector's middle, its beam's px, the lattice
-        basis (2, 2) px that the network's vectors on their sum fix placed on its disks, that basis as the vectors
-        fix it, how many patterns the mean holds), or five None. Tried on all of them and, where they show none, on
-        each half in scan order that holds ``BATCH_LATTICE_MIN_E`` electrons (the lattice of more vectors kept): where
-        a batch crosses a crystal's edge its vacuum dilutes the whole sum's disks under the network's threshold, while
-        the half on the crystal shows them. (A half's lattice where the whole shows one too weighs its points by
-        fewer patterns: bench_strain's SrTiO3 20 Å at 1e3 e⁻, e_xx 1.05 → 1.16 %.)"""
+        basis (2, 2) px that the network's vectors on their sum fix placed on its disks, that basis as the vectors fix
+        it, how many patterns the mean holds, the farthest of those vectors from the beam, px), or six None. Tried on
+        all of them and, where they show none, on each half in scan order that holds ``BATCH_LATTICE_MIN_E`` electrons
+        (the lattice of more vectors kept): where a batch crosses a crystal's edge its vacuum dilutes the whole sum's
+        disks under the network's threshold, while the half on the crystal shows them. (A half's lattice where the
+        whole shows one too weighs its points by fewer patterns: bench_strain's SrTiO3 20 Å at 1e3 e⁻, e_xx 1.05 →
+        1.16 %.)"""
         centre = (c[idx] + shift[idx]).mean(axis=0)
         half = len(idx) // 2
         first, second = _summed_on_beams(patterns, shift, idx[:half]), _summed_on_beams(patterns, shift, idx[half:])
@@ -653,15 +672,15 @@ class MeasuredPattern:
                     continue
                 _, G, good = fitted_lattices(np.zeros(len(q), int), q, LATTICE_TOL_PX, MIN_LATTICE_VECTORS)
                 if len(G) and good[0]:
-                    best, most = (members, total, G[0]), len(q)
+                    best, most = (members, total, G[0], float(np.hypot(q[:, 0], q[:, 1]).max())), len(q)
             if best is not None:
-                members, total, G = best
+                members, total, G, farthest = best
                 # placed on the sum's disks: a bright pattern (the network's positions were fitted within
                 # LATTICE_TOL_PX)
                 return (total / len(members), centre,
                         lattice_on_pattern(total, self._probe_template_fft(), centre, G, self.disk_radius_px)[1], G,
-                        len(members))
-        return None, None, None, None, None
+                        len(members), farthest)
+        return None, None, None, None, None, None
 
     def _new_vectors(self, c: np.ndarray, cb: np.ndarray, cq: np.ndarray, snr, level, maps) -> dict:
         """Vectors at ``cq`` (N, 2) px from the beams ``c`` of patterns ``cb``, their disks' ``snr`` and ``level``
@@ -946,6 +965,11 @@ class NetworkDetector:
         patterns measured from ``beams``, as ``__call__`` takes them)."""
         electron = self.inputs.electron(patterns) if self.measured.check_evidence else None
         return self.measured.measure_edge_scale(patterns, beams, electron)
+
+    @property
+    def edge_scale_unsettled(self) -> bool:
+        """``MeasuredPattern.edge_scale_unsettled``: the last batch measured held low-dose patterns but no factor."""
+        return self.measured.edge_scale_unsettled
 
     def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, beams: torch.Tensor | None = None
                  ) -> dict[str, np.ndarray]:

@@ -420,6 +420,10 @@ N_EXAMPLES = 4  # patterns shown in index.html, evenly spread over the scan
 # without --workers: one process per torch thread up to this many (each holds a batch's activations)
 MAX_AUTO_WORKERS = 16
 IN_FLIGHT_PER_WORKER = 2  # batches read ahead per worker: enough to keep each busy, few enough to keep memory flat
+# The scan's one size factor of its batches' lattices (``MeasuredPattern.measure_edge_scale``) from its first batch, or
+# from the next where that one's low-dose patterns showed no lattice (a scan that begins on vacuum or film), up to this
+# many batches: a bright scan's first batch settles it at once, and a scan with no crystal this early costs only these
+SIZE_FACTOR_BATCHES = 8
 
 # what each worker process runs on: set just before the pool forks, so every worker inherits it (model included,
 # its weights shared copy-on-write) instead of pickling it
@@ -541,11 +545,14 @@ def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: floa
     examples = []
     t0 = time.perf_counter()
     size_factor = None  # one size factor for every batch's lattice, measured before the workers fork
-    if isinstance(detector, NetworkDetector):
-        counted_so_far = cube.nonfinite_px
-        first = cube.read(0, min(n, batch))
-        cube.nonfinite_px = counted_so_far  # its pixels are counted when the batch is detected
-        size_factor = detector.measure_edge_scale(*_centred(first, inputs, guess, center, device))
+    if isinstance(detector, NetworkDetector):  # from the first batch, or the next while it shows no lattice
+        for start in range(0, min(n, SIZE_FACTOR_BATCHES * batch), batch):
+            counted_so_far = cube.nonfinite_px
+            patterns = cube.read(start, min(n, start + batch))
+            cube.nonfinite_px = counted_so_far  # its pixels are counted when the batch is detected
+            size_factor = detector.measure_edge_scale(*_centred(patterns, inputs, guess, center, device))
+            if not detector.edge_scale_unsettled:
+                break
     try:
         with _worker_pool((detector, inputs, guess, center, device), n_workers, threads) as pool, \
                 tqdm(total=n_batches, disable=not progress, desc="predict", unit="batch") as bar:
