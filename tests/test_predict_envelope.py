@@ -411,11 +411,11 @@ def test_a_batch_half_of_vacuum_takes_the_lattice_of_its_crystals_half(tmp_path,
     assert fitted >= 12 and in_vacuum == 0, (fitted, spread, in_vacuum)
 
 
-def _tilted_silicon_at_1e3(tmp_path, shipped, seed: int, name: str) -> tuple[int, int]:
+@pytest.fixture(scope="module")
+def tilted_silicon():
     """Si [110] 35 mrad (2°) off its zone axis toward 30° at 300 kV / 1 mrad / 60 nm on 256 px at 0.02 Å⁻¹/px
-    (bench_accuracy's tilted rectangular set, its cell re-cut and stretched ≤ 1.2 % to fill the box), a 2 × 2 scan
-    at 1e3 e⁻ with the detector augmentation (drawn with ``seed``): (vectors beside the beam, those within 1.5 px of
-    a reflection the noise-free pattern shows)."""
+    (bench_accuracy's tilted rectangular set, its cell re-cut and stretched ≤ 1.2 % to fill the box): (the noise-free
+    pattern's dict, its geometry, the reflections it shows, px from the beam)."""
     from pymatgen.core import Lattice, Structure
 
     from fourdcrystal.simulation.examples import RECTANGULAR_CELL_ROWS, rectangular_cell, rectangular_geometry
@@ -423,19 +423,21 @@ def _tilted_silicon_at_1e3(tmp_path, shipped, seed: int, name: str) -> tuple[int
     from fourdcrystal.simulation.labels import folz_radius_invA, shown_reflections
     from fourdcrystal.simulation.supercells import align_zone_to_z, tilt_rotation
 
-    if not hasattr(_tilted_silicon_at_1e3, "pattern"):  # one simulation for every call
-        si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
-        cut, cells = rectangular_cell(si, RECTANGULAR_CELL_ROWS["cubic [110]"], 50.0)
-        geo = rectangular_geometry(cut, cells, 384, 256, (600.0,))
-        ex = zone_axis_cbed(cut, (0, 0, 1), geo, thickness_A=600.0, energy_eV=300e3, semiangle_mrad=1.0,
-                            tilt=(35.0, 30.0))
-        R = tilt_rotation(35.0, 30.0) @ align_zone_to_z(cut.lattice.matrix, (0, 0, 1))
-        refl = kinematic_reflections(cut, R, geo, 300e3, geo.k_max_corner_invA, zone_uvw=(0, 0, 1))
-        shown = shown_reflections(refl, geo, 300e3, 1.0, ex["cbed"], ex["probe"], 1e-3,
-                                  folz_radius_invA(cut, (0, 0, 1), 300e3))
-        t_px = refl[shown][["qx_px", "qy_px"]].to_numpy() - geo.center_px
-        _tilted_silicon_at_1e3.pattern = ex, geo, t_px
-    ex, geo, t_px = _tilted_silicon_at_1e3.pattern
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    cut, cells = rectangular_cell(si, RECTANGULAR_CELL_ROWS["cubic [110]"], 50.0)
+    geo = rectangular_geometry(cut, cells, 384, 256, (600.0,))
+    ex = zone_axis_cbed(cut, (0, 0, 1), geo, thickness_A=600.0, energy_eV=300e3, semiangle_mrad=1.0, tilt=(35.0, 30.0))
+    R = tilt_rotation(35.0, 30.0) @ align_zone_to_z(cut.lattice.matrix, (0, 0, 1))
+    refl = kinematic_reflections(cut, R, geo, 300e3, geo.k_max_corner_invA, zone_uvw=(0, 0, 1))
+    shown = shown_reflections(refl, geo, 300e3, 1.0, ex["cbed"], ex["probe"], 1e-3,
+                              folz_radius_invA(cut, (0, 0, 1), 300e3))
+    return ex, geo, refl[shown][["qx_px", "qy_px"]].to_numpy() - geo.center_px
+
+
+def _tilted_silicon_at_1e3(tmp_path, shipped, tilted_silicon, seed: int, name: str) -> tuple[int, int]:
+    """``tilted_silicon`` as a 2 × 2 scan at 1e3 e⁻ with the detector augmentation, no ellipticity (drawn with
+    ``seed``): (vectors beside the beam, those within 1.5 px of a reflection the noise-free pattern shows)."""
+    ex, geo, t_px = tilted_silicon
     aug, rng = Augmenter({**DEFAULTS, "ellipticity": 0.0}), np.random.default_rng(seed)
     cube = np.stack([aug.apply(ex["cbed"], ex["probe"], rng, dose=1e3) for _ in range(4)]).reshape(2, 2, 256, 256)
     df = _vectors(cube, ex["probe"], shipped, geo.dk_invA, tmp_path / name)
@@ -444,7 +446,8 @@ def _tilted_silicon_at_1e3(tmp_path, shipped, seed: int, name: str) -> tuple[int
     return len(df), on
 
 
-def test_a_tilted_crystals_dark_lattice_points_give_no_vectors_on_its_batchs_lattice(tmp_path, shipped, monkeypatch):
+def test_a_tilted_crystals_dark_lattice_points_give_no_vectors_on_its_batchs_lattice(tmp_path, shipped, monkeypatch,
+                                                                                     tilted_silicon):
     """Off the zone axis most points of a crystal's lattice are dark. A 2 × 2 scan of tilted Si at 1e3 e⁻
     (``_tilted_silicon_at_1e3``, a draw whose patterns take their batch's lattice, ``MeasuredPattern._batch_lattice``):
     a vector only where the summed patterns show a disk (``evidence.LATTICE_MIN_SNR``) and within
@@ -452,13 +455,13 @@ def test_a_tilted_crystals_dark_lattice_points_give_no_vectors_on_its_batchs_lat
     the beams are reflections the noise-free pattern shows (measured 2026-12-07: 26 of 40). Without the reach 26 of 53
     were (the lattice, fixed on the sum's near disks, 1–4 % small: 2–4 px off at 110 px), with every lattice point
     whose disk holds an electron over its ring (the rule before both) 42 of 132."""
-    n, on = _tilted_silicon_at_1e3(tmp_path, shipped, 1, "within_reach")
+    n, on = _tilted_silicon_at_1e3(tmp_path, shipped, tilted_silicon, 1, "within_reach")
     assert n >= 8 and on >= 0.6 * n, (n, on)
     monkeypatch.setattr(detectors, "BATCH_LATTICE_REACH", np.inf)
-    n_far, on_far = _tilted_silicon_at_1e3(tmp_path, shipped, 1, "whole_detector")
+    n_far, on_far = _tilted_silicon_at_1e3(tmp_path, shipped, tilted_silicon, 1, "whole_detector")
     assert on_far < 0.6 * n_far, (n_far, on_far)
     monkeypatch.setattr(detectors, "summed_disk_z", lambda points, *a: np.full(len(points), np.inf))
-    n_every, on_every = _tilted_silicon_at_1e3(tmp_path, shipped, 1, "every_point")
+    n_every, on_every = _tilted_silicon_at_1e3(tmp_path, shipped, tilted_silicon, 1, "every_point")
     assert on_every < 0.6 * n_every, (n_every, on_every)
 
 
