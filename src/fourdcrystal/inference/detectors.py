@@ -583,15 +583,16 @@ class MeasuredPattern:
             # most points are dark, and a mean of a few patterns lifts a third of them over one electron by its noise
             # (Si [110] 2° off at 300 kV / 1 mrad / 60 nm, a 2 × 2 scan at 1e3 e⁻: 32 and 38 points, 9 and 8 of them
             # reflections; benchmarks/RESULTS.md, "A beam off the zone axis where the vacuum probe lands")
-            hk = hk[summed_disk_z(o + hk @ Gk + shift[k], levels, r, one_e[k], n_summed) >= LATTICE_MIN_SNR]
             # and out to BATCH_LATTICE_REACH × the farthest of the vectors that fixed the lattice: a basis fitted on
             # near disks drifts off the far ones (Si [110] as above, a draw of the detector augmentation: the sum's
             # lattice 4 % small, its far points 2–4 px off at 110 px; 53 vectors on four patterns, 26 of them
             # reflections, 40 and 26 within reach; benchmarks/RESULTS.md, "The batch's lattice within reach")
-            hk = hk[np.hypot(*(hk @ Gk).T) <= BATCH_LATTICE_REACH * farthest]
+            q = hk @ Gk  # through the beam: its reference, placed by its edge (``ModelInput.beam_centres``)
+            q = q[np.hypot(q[:, 0], q[:, 1]) <= BATCH_LATTICE_REACH * farthest]
+            q = q[summed_disk_z(o + q + shift[k], levels, r, one_e[k], n_summed) >= LATTICE_MIN_SNR]
             found[k] = True
-            cb.append(np.full(len(hk), k))
-            cq.append(hk @ Gk)  # through the beam: its reference, placed by its edge (``ModelInput.beam_centres``)
+            cb.append(np.full(len(q), k))
+            cq.append(q)
         if not found.any():
             return out, none
         cb, cq = np.concatenate(cb), np.concatenate(cq)
