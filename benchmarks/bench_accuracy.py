@@ -259,7 +259,7 @@ def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -
     draws = [(pattern, np.eye(2)) if dose is None else recorded_pattern(aug, pattern, probe, rng, dose)
              for _ in range(SCAN * SCAN)]
     cube = np.stack([d[0] for d in draws]).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32)
-    return with_read_noise(cube, probe, dose), [d[1] for d in draws]
+    return with_pedestal(with_read_noise(cube, probe, dose), probe, dose), [d[1] for d in draws]
 
 
 def recorded_pattern(aug: Augmenter, pattern: np.ndarray, probe: np.ndarray, rng, dose) -> tuple[np.ndarray, np.ndarray]:
@@ -281,6 +281,14 @@ def with_read_noise(cube: np.ndarray, probe: np.ndarray, dose) -> np.ndarray:
     return (cube + READ_NOISE_RNG.normal(0.0, sigma, cube.shape)).astype(np.float32)
 
 
+def with_pedestal(cube: np.ndarray, probe: np.ndarray, dose) -> np.ndarray:
+    """``cube`` with ``PEDESTAL_E`` electrons per pixel added (a dark level left in; ``LAST_PEDESTAL`` holds it in the
+    patterns' units); as it is without a pedestal or dose."""
+    LAST_PEDESTAL[0] = 0.0 if not PEDESTAL_E or dose is None else \
+        PEDESTAL_E * float(np.sum(probe, dtype=np.float64)) / float(dose)
+    return (cube + np.float32(LAST_PEDESTAL[0])).astype(np.float32) if LAST_PEDESTAL[0] else cube
+
+
 def recorded(frame: pd.DataFrame, distortions: list) -> list:
     """One pattern's truth (or faint reflections) per scan position, where that position's detector put it."""
     return [as_recorded(frame, a, DETECTOR.center_px) for a in distortions]
@@ -300,6 +308,10 @@ TILT = None
 READ_NOISE_E, READ_NOISE_RNG = 0.0, np.random.default_rng(20261206)
 # --subtract-background: each noisy pattern with its drawn smooth background subtracted after recording
 SUBTRACT_BACKGROUND = False
+# --pedestal: a dark level the detector left in (electrons per pixel, in the patterns' units added to every noisy
+# pattern after its read noise); --dark-level: what `predict` is told of it ("auto": nothing, it looks; "given": the
+# level, as a user with a dark frame passes it; "none": 0, nothing subtracted); the last scan's level (units)
+PEDESTAL_E, DARK_LEVEL, LAST_PEDESTAL = 0.0, "auto", [0.0]
 
 
 def quad_cross(a: np.ndarray) -> np.ndarray:
@@ -325,7 +337,8 @@ def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classica
             Cube(array=quad_cross(cube), path="bench"), quad_cross(probe) if PROBE == "vacuum" else None, model,
             mgeo, dq, out, progress=False, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
             baseline="classical" if classical is not None else None, classical_settings=classical,
-            precision=PRECISION, bad_pixels=BAD_PIXELS)
+            precision=PRECISION, bad_pixels=BAD_PIXELS,
+            dark_level={"auto": "auto", "given": LAST_PEDESTAL[0], "none": 0.0}[DARK_LEVEL])
     except UserError:  # only without a vacuum probe: no bright-field disk to make one from (no vectors)
         if PROBE == "vacuum":
             raise
@@ -542,6 +555,12 @@ def main() -> int:
     ap.add_argument("--subtract-background", action="store_true",
                     help="subtract from every noisy pattern the smooth background the augmentation drew, after the "
                          "detector recorded it (a user's preprocessing; `predict` adds it back: evidence.with_floor_restored)")
+    ap.add_argument("--pedestal", type=float, default=0.0, metavar="E",
+                    help="a dark level of E electrons per pixel left in every noisy pattern (a camera's pedestal; "
+                         "default 0)")
+    ap.add_argument("--dark-level", choices=("auto", "given", "none"), default="auto",
+                    help="what `predict` is told of the pedestal: auto = nothing (it finds a counting detector's), "
+                         "given = its level (predict --dark-level), none = 0 (nothing subtracted)")
     ap.add_argument("--doses", nargs="+", default=None, metavar="DOSE",
                     help="electrons per pattern, 'noiseless' for none (default: noiseless 1e5 1e3; users record "
                          "1e2–1e6)")
@@ -552,7 +571,9 @@ def main() -> int:
                     help="the multislice grid N × finer than the detector's field needs, same boxes and pixels "
                          "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
-    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E, SUBTRACT_BACKGROUND
+    global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E, SUBTRACT_BACKGROUND, PEDESTAL_E
+    global DARK_LEVEL
+    PEDESTAL_E, DARK_LEVEL = a.pedestal, a.dark_level
     SCAN = a.scan
     READ_NOISE_E, SUBTRACT_BACKGROUND = a.read_noise, a.subtract_background
     if a.doses:
@@ -599,7 +620,8 @@ def main() -> int:
         worst="max", mean="mean")
     print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}"
           f"{f' + read noise {a.read_noise:g} e⁻' if a.read_noise else ''}"
-          f"{', background subtracted' if a.subtract_background else ''}, crystals: {', '.join(names[1:])}"
+          f"{', background subtracted' if a.subtract_background else ''}"
+          f"{f', pedestal {a.pedestal:g} e⁻ (dark level {a.dark_level})' if a.pedestal else ''}, crystals: {', '.join(names[1:])}"
           f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}, "
           f"probe: {a.probe}{'' if a.tilt is None else f', tilt {a.tilt[0]:g} mrad toward {a.tilt[1]:g}°'}"
           f"{f', {a.frozen_phonons} frozen phonons' if a.frozen_phonons else ''}): "

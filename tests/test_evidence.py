@@ -263,6 +263,27 @@ def test_a_dark_subtracted_detectors_read_noise_is_no_electron():
     assert float(read_noise(torch.from_numpy(img.astype(np.float32))[None])[0]) == 0.0  # counts: no read noise
 
 
+def test_an_integrating_detectors_frame_stored_as_whole_counts_is_no_counting_detectors():
+    """The frame above as an integrating camera stores it, rounded to whole counts (int16): every value is a whole
+    multiple of the smallest positive one, 1, as counts are — but no count reads below zero, and read noise about a
+    subtracted dark level does on a third of the pixels (evidence.is_counts). Taken for counts, one electron was one
+    count, 1/37 of its size (a 1e3 e⁻ scan so stored gave its beam alone: benchmarks/RESULTS.md, "A detector's dark
+    level"); its electron is found as in the frame's float values."""
+    from scipy import ndimage
+
+    from fourdcrystal.inference.evidence import is_counts, one_electron
+    rng = np.random.default_rng(5)
+    e = 37.0  # counts per electron
+    img, _ = _few_electrons(rng, e)
+    frame = np.rint(ndimage.gaussian_filter(img, 0.4) + rng.normal(0.0, 0.15 * e, img.shape)).astype(np.int16)
+    t = torch.from_numpy(frame.astype(np.float32))[None]
+    assert not bool(is_counts(t, torch.ones(1))[0])
+    one_e, _ = one_electron(t)
+    assert 0.7 * e < float(one_e[0]) < 1.3 * e
+    counts = torch.from_numpy(img.astype(np.float32))[None]
+    assert bool(is_counts(counts, torch.full((1,), e))[0])  # counts are
+
+
 def test_a_background_subtracted_by_hand_is_told_from_read_noise():
     """evidence.subtracted_floor: a low-dose frame whose diffuse background (a halo about the beam, its electrons
     counted) was subtracted by hand reads the same −b(x) on neighbouring empty pixels, and on most of them; a dark-

@@ -830,3 +830,86 @@ def test_a_scan_with_its_background_subtracted_is_told_so(tmp_path, scan, model_
         q = mine[["qx", "qy"]].to_numpy()
         assert len(q) == len(theirs) and np.hypot(*(q[:, None] - theirs[None]).T).min(axis=0).max() < 0.1 * DQ
 
+
+
+def _counted(cube, electrons, seed):
+    """The scan as a counting detector records it at ``electrons`` per pattern: whole counts, most pixels zero."""
+    rng = np.random.default_rng(seed)
+    return rng.poisson(cube * electrons / cube.sum(axis=(2, 3), keepdims=True)).astype(np.float32)
+
+
+def test_a_counting_detectors_dark_level_is_found_and_subtracted(tmp_path, scan, model_file, capsys):
+    """A counting detector that left its offset in (7 counts on every pixel, uint16), at 2e3 e⁻ per pattern: `predict`
+    finds it (most pixels read it exactly and none lower: dark_level.exact_dark_level), says so and gives the vectors
+    of the scan without it. Told there is none (--dark-level 0) it keeps the beam and little else, and its note names
+    the floor no pixel reads below."""
+    cube, probe = scan
+    counts = _counted(cube, 2e3, 5)
+    np.save(tmp_path / "probe.npy", probe)
+    args = ("--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ)
+    ref, _ = _vectors(tmp_path, "ref", _npy(tmp_path / "ref.npy", counts), model_file, *args)
+    assert len(ref) > 6 * 6
+    raw = _npy(tmp_path / "raw.npy", (counts + 7).astype(np.uint16))
+    capsys.readouterr()
+    df, out = _vectors(tmp_path, "found", raw, model_file, *args)
+    _same(df, ref)
+    said = capsys.readouterr().out
+    assert "a dark level of 7 per pixel was subtracted" in said and "a dark level of 7" in (out / "index.html").read_text()
+    assert json.loads((out / "summary.json").read_text())["dark_level"]["level"] == 7.0
+    kept, out = _vectors(tmp_path, "kept", raw, model_file, *args, "--dark-level", "0")
+    assert len(kept) < 2 * 6
+    note = json.loads((out / "summary.json").read_text())["dark_level"]["note"]
+    assert "no pixel of the sampled patterns reads below 7" in note and note in capsys.readouterr().out
+
+
+def test_a_dark_level_given_is_subtracted_from_the_scan_and_from_a_probe_recorded_with_it(tmp_path, scan, model_file,
+                                                                                          capsys):
+    """An integrating camera's patterns as read out (20 counts per electron, 3 counts of read noise, a pedestal of 100,
+    uint16) and its vacuum probe recorded with the same pedestal: with --dark-level 100 the vectors of the same
+    patterns dark-subtracted (int16, the read noise below zero) beside the probe without it. Without, a note names the
+    flat floor no pixel reads below (the pedestal is not found: under read noise it is not told from a dense
+    background; dark_level.py)."""
+    cube, probe = scan
+    rng = np.random.default_rng(6)
+    recorded = np.rint(_counted(cube, 2e3, 5) * 20 + rng.normal(0.0, 3.0, cube.shape))
+    np.save(tmp_path / "probe.npy", np.rint(probe))  # the camera's whole counts
+    np.save(tmp_path / "probe_raw.npy", np.rint(probe) + 100)
+    ref, _ = _vectors(tmp_path, "ref", _npy(tmp_path / "ref.npy", recorded.astype(np.int16)), model_file,
+                      "--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ)
+    assert len(ref) > 6 * 6
+    raw = _npy(tmp_path / "raw.npy", (recorded + 100).astype(np.uint16))
+    args = ("--probe", tmp_path / "probe_raw.npy", "--q-pixel-size", DQ)
+    df, out = _vectors(tmp_path, "given", raw, model_file, *args, "--dark-level", "100")
+    _same(df, ref)
+    assert json.loads((out / "summary.json").read_text())["dark_level"] == {"level": 100.0, "by": "given (--dark-level)"}
+    capsys.readouterr()
+    left, out = _vectors(tmp_path, "left", raw, model_file, *args)
+    dark = json.loads((out / "summary.json").read_text())["dark_level"]
+    assert dark["level"] == 0.0 and 85 < dark["floor"]["floor"] < 100 and "--dark-level" in dark["note"]
+    assert dark["note"] in capsys.readouterr().out and len(left) < len(ref)
+
+
+@pytest.mark.parametrize("value, needle", [("-1", "neither auto nor a non-negative number"),
+                                           ("nan", "neither auto nor a non-negative number"),
+                                           ("1e6", "above what the patterns' pixels read")])
+def test_bad_dark_level(tmp_path, scan, capsys, value, needle):
+    cube, _ = scan
+    np.save(tmp_path / "scan.npy", cube)
+    _bad(tmp_path, ["predict", tmp_path / "scan.npy", "--q-pixel-size", DQ, "--dark-level", value], capsys, needle)
+
+
+def test_a_vacuum_probe_recorded_with_its_dark_level_gives_it_up(tmp_path, scan, model_file, capsys):
+    """A vacuum probe as the camera read it out (a pedestal of 100 counts, twice its disk's) beside a scan without one:
+    its median pixel, off the disk, is subtracted (dark_level.probe_floor), the output says so, and the vectors are
+    those with the clean probe. Left in, the whole detector read as the disk (its radius is taken at half the
+    maximum) and the scan gave 10 vectors where it gives 126."""
+    cube, probe = scan
+    counts = _npy(tmp_path / "scan.npy", _counted(cube, 2e3, 5))
+    np.save(tmp_path / "clean.npy", np.rint(probe))
+    np.save(tmp_path / "raw.npy", np.rint(probe) + 100)
+    ref, _ = _vectors(tmp_path, "clean", counts, model_file, "--probe", tmp_path / "clean.npy", "--q-pixel-size", DQ)
+    capsys.readouterr()
+    df, out = _vectors(tmp_path, "raw", counts, model_file, "--probe", tmp_path / "raw.npy", "--q-pixel-size", DQ)
+    _same(df, ref)
+    assert json.loads((out / "summary.json").read_text())["probe"]["dark_level_subtracted"] == 100.0
+    assert "its dark level, 100 per pixel" in capsys.readouterr().out

@@ -68,6 +68,7 @@ class Cube:
     scan_bin: int = 1  # each pattern read sums scan_bin × scan_bin recorded scan positions (bin_scan)
     nonfinite_px: int = 0  # NaN / ±Inf pixels read so far, each read as 0
     bad_pixels: object = None  # a bad_pixels.BadPixels: its pixels are read as their neighbours' mean
+    dark_level: float = 0.0  # a detector's dark level left in the file, subtracted from every pixel (dark_level.py)
 
     def __post_init__(self):
         raw = tuple(int(s) for s in self.array.shape)
@@ -133,10 +134,12 @@ class Cube:
         """Recorded patterns with flattened scan index in [start, stop), native float32 (n, Qx, Qy). A pixel
         the file holds as NaN or ±Inf (a masked detector gap, a division by a dead flat-field pixel) is read
         as 0, as a dead pixel reads, and counted (``nonfinite_px``): one such pixel made every vector of
-        its pattern vanish, the beam's too. Then the detector's bad pixels (``bad_pixels``) are filled in."""
+        its pattern vanish, the beam's too. Then the detector's bad pixels (``bad_pixels``) are filled in and
+        its dark level (``dark_level``) is subtracted."""
         x, n_bad = finite_pixels(self._read_stored(start, stop))
         self.nonfinite_px += n_bad
-        return x if self.bad_pixels is None else self.bad_pixels.repair(x)
+        x = x if self.bad_pixels is None else self.bad_pixels.repair(x)
+        return x - np.float32(self.dark_level) if self.dark_level else x
 
     def _read_stored(self, start: int, stop: int) -> np.ndarray:
         """``_read_recorded`` as the file holds them."""

@@ -826,8 +826,12 @@ def _row_nanmedian(t: torch.Tensor) -> torch.Tensor:
 
 def is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Tensor:
     """(B,) whether each pattern holds counts: 99 % of its nonzero pixels (of up to ``n`` sampled) whole
-    multiples of the smallest one, within 1 % (a hot pixel may be anything). Blurred, background-subtracted
-    or noise-free patterns are not."""
+    multiples of the smallest one, within 1 % (a hot pixel may be anything), and no more than
+    ``READ_NOISE_MIN_NEGATIVE`` of them below zero (no count is: an integrating detector's read noise about its
+    subtracted dark level is, and stored as integers it is whole multiples of its smallest step — measured: 20
+    counts per electron with 3 counts of read noise as int16, one such "electron" per count, left the beam alone at
+    1e3 e⁻ where the same values as float32 gave 8 vectors per pattern; benchmarks/RESULTS.md, "A detector's dark
+    level"). Blurred, background-subtracted or noise-free patterns are not."""
     flat = img.flatten(1)
     idx = torch.linspace(0, flat.shape[1] - 1, min(n, flat.shape[1]), device=img.device).long()
     v = flat[:, idx].double() / one_e[:, None].double()
@@ -835,7 +839,8 @@ def is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Te
     # a multiple beyond MAX_COUNT_PER_PX is no count: a blur tail of 1e-20 as "one electron" makes every
     # float32 value look whole (measured: a blurred 1e3 e⁻ pattern taken as counts, every speck a disk)
     whole = ((v - v.round()).abs() <= 0.01) & nonzero & (v <= MAX_COUNT_PER_PX)
-    return whole.sum(dim=1) >= 0.99 * nonzero.sum(dim=1).clamp_min(1)
+    negative = (v < 0).double().mean(dim=1) >= READ_NOISE_MIN_NEGATIVE
+    return (whole.sum(dim=1) >= 0.99 * nonzero.sum(dim=1).clamp_min(1)) & ~negative
 
 
 def one_electron(img: torch.Tensor) -> "Electron":

@@ -47,6 +47,7 @@ from fourdcrystal.atomic import atomic_path, check_output_folder
 from fourdcrystal.cli import number
 from fourdcrystal.scan_region import check_region, parse_region
 from fourdcrystal.inference.bad_pixels import find_bad_pixels, read_mask
+from fourdcrystal.inference.dark_level import check_given, exact_dark_level, floor_note, probe_floor
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
@@ -111,7 +112,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                  classical_settings: dict | None = None, precision: str = "auto",
                  meta: dict | None = None, probe_info: dict | None = None, progress: bool = True,
                  lattice_positions: bool = True, bad_pixels: str | np.ndarray = "auto",
-                 workers: int | None = None) -> dict:
+                 workers: int | None = None, dark_level: str | float = "auto") -> dict:
     """Run ``model`` over every pattern of ``cube``; publish the outputs in ``out_dir`` atomically.
 
     ``probe``: the vacuum probe image on the input detector, or None to synthesize one from the scan's
@@ -134,6 +135,9 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     ``bad_pixels``: "auto" (dead lines and lines of another gain found in the scan, ``bad_pixels.find_bad_pixels``),
     a user's mask (True = bad; the lines found are added) or "none"; bad pixels of the patterns and of ``probe``
     are read as their neighbours' mean.
+    ``dark_level``: a detector's dark level left in the patterns, subtracted from every pixel (and from a probe
+    recorded with it): "auto" (a counting detector's, where it is unambiguous: ``dark_level.exact_dark_level``)
+    or the level in the file's units (0: none).
     ``workers``: processes that detect the batches (``detection_workers``; None: one per thread torch may use, up to
     ``MAX_AUTO_WORKERS``). Runs with as many are identical; the network's sums, split over fewer threads per
     process, round otherwise (fp32: ≤ 1e-5 px; bf16 may move a marginal vector across the threshold), as on a
@@ -142,7 +146,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry, semiangle_mrad, energy_eV)
     threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
     min_spacing_px = peaks.DEFAULT_MIN_SPACING_PX if min_spacing_px is None else min_spacing_px
-    cube.bad_pixels, samples = None, None
+    cube.bad_pixels, cube.dark_level, samples = None, 0.0, None
     if not (isinstance(bad_pixels, str) and bad_pixels == "none"):
         samples = sample_patterns(cube)  # read once: the search, then the probe's synthesis
         cube.bad_pixels = find_bad_pixels(samples, None if isinstance(bad_pixels, str) else bad_pixels)
@@ -151,6 +155,11 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
             probe = cube.bad_pixels.repair(np.array(probe, dtype=np.float32))
     if samples is None:
         samples = sample_patterns(cube)
+    samples, dark = _dark_level(cube, samples, dark_level)
+    floor = 0.0 if probe is None else probe_floor(probe)
+    if floor:  # a vacuum probe recorded with its dark level gives it up
+        probe = (np.asarray(probe, dtype=np.float32) - np.float32(floor)).astype(np.float32)
+        probe_info = {**(probe_info or {"path": "given by the caller"}), "dark_level_subtracted": floor}
     sampled = torch.from_numpy(np.asarray(samples, dtype=np.float32))
     floors = int(subtracted_floor(sampled).sum())
     samples = with_floor_restored(sampled).numpy()  # the probe's synthesis sees the patterns as ``_detect`` does
@@ -188,7 +197,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "calibration_from_disk": from_disk,
            "bad_pixels": (
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
-           "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)},
+           "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)}, "dark_level": dark,
            "mean_beam_px": [guess[0], guess[1]], "mean_beam_found_by": inputs.finder.guessed_by,
            # a nearly extinct beam, each pattern's placed this far from its brightest disk (``mean_beam``)
            "beam_from_brightest_disk_px": inputs.finder.extinct_offset,
@@ -203,6 +212,10 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
         tmp.mkdir(parents=True)
         summary, examples, bvm = _stream(cube, detector, inputs, guess, tmp, dq, int(batch or DEFAULT_BATCH[dev_type]),
                                          device, center, progress, workers)
+        floor = dark.get("floor")
+        if floor and (summary["n_vectors"] < FLOOR_NOTE_VECTORS * summary["n_patterns"]
+                      or floor["floor"] >= FLOOR_NOTE_FLAT * floor["median"]):
+            dark["note"] = _floor_note_text(dark["floor"], summary["n_vectors"] / max(1, summary["n_patterns"]))
         summary.update(q_pixel_size_invA=dq, model_dk_invA=geometry.dk_invA, model_detector_px=geometry.detector_px,
                        **run, input=cube.path, source=cube.source, scan_shape=list(cube.shape[:2]),
                        pattern_shape=list(cube.shape[2:]), scan_bin=cube.scan_bin,
@@ -210,6 +223,50 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         write_index(tmp, examples, bvm, dq, page_settings(summary))
     return summary
+
+
+def _dark_level(cube: Cube, samples: np.ndarray, dark_level: str | float) -> tuple:
+    """(samples, summary entry) with the detector's dark level subtracted, which ``cube`` subtracts from every pattern
+    it reads from now on (``dark_level.exact_dark_level``; a level given is checked, ``check_given``). The entry: the
+    level and who set it, or, where none was subtracted, the level no sampled pixel reads below when it is positive
+    (``floor_note``: for the note where the patterns show little, or that floor is flat)."""
+    if isinstance(dark_level, str):
+        if dark_level != "auto":
+            raise UserError(f"--dark-level {dark_level} is neither auto nor a number", "pass auto, 0 or the counts "
+                                                                                       "an unexposed pixel reads")
+        level, by = exact_dark_level(samples), "found in the scan: most pixels of its patterns read it exactly"
+    else:
+        level, by = float(dark_level), "given (--dark-level)"
+        check_given(level, samples)
+    if not level:
+        return samples, {"level": 0.0, "floor": floor_note(samples)}
+    cube.dark_level = level
+    return (samples - np.float32(level)).astype(np.float32), {"level": level, "by": by}
+
+
+def _probe_floor_text(floor: float) -> str:
+    return f"its dark level, {floor:.6g} per pixel (its median pixel, off the disk), was subtracted"
+
+
+def _dark_level_text(d: dict) -> str:
+    return f"a dark level of {d['level']:.6g} per pixel was subtracted from every pattern ({d['by']})"
+
+
+# the note on a floor no pixel reads below, where the scan gave fewer vectors per pattern than this (the beam and
+# less than one more), or where that floor is at least this share of the median pixel: flat as a pedestal under its
+# read noise is (a floor of electrons spreads by their shot noise: its 0.1 % quantile reaches half its median only
+# above ~38 electrons per pixel everywhere, 2.5e6 e⁻ per pattern on 256² pixels; a noise-free pattern's smooth
+# background falls by orders of magnitude)
+FLOOR_NOTE_VECTORS = 2.0
+FLOOR_NOTE_FLAT = 0.5
+
+
+def _floor_note_text(floor: dict, per_pattern: float) -> str:
+    return (f"the patterns gave {per_pattern:.2g} vectors each, and no pixel of the sampled patterns reads below "
+            f"{floor['floor']:.6g} (half of them {floor['median']:.6g} or less): if the detector left its dark level "
+            f"in (a camera's pedestal), pass it as --dark-level (a dark frame's mean; where most pixels saw no "
+            f"electron, about {floor['median']:.6g}); else the scan shows little but its "
+            f"beam (vacuum, a film, or too few electrons per pattern) or a background that dense")
 
 
 def _floor_text(floor: dict) -> str:
@@ -228,7 +285,8 @@ def page_settings(s: dict) -> dict:
            "scan × pattern shape": f"{s['scan_shape']} × {s['pattern_shape']}" + (
                f" (each pattern the sum of {s['scan_bin']}×{s['scan_bin']} scan positions, --bin-scan)"
                if s.get("scan_bin", 1) > 1 else ""),
-           "probe": p["path"] + disk + (f" — {p['size_note']}" if p.get("size_note") else ""),
+           "probe": p["path"] + disk + (f" — {p['size_note']}" if p.get("size_note") else "") + (
+               f" — {_probe_floor_text(p['dark_level_subtracted'])}" if p.get("dark_level_subtracted") else ""),
            "calibration": f"{s['q_pixel_size_invA']:.6g} 1/Å per px ({s.get('calibration', 'given by the caller')})",
            "beam energy (eV)": s.get("energy_eV") or "not given", "detector": s["detector"],
            "bad detector pixels (read as their neighbours' mean)": _bad_pixel_text(s.get("bad_pixels")),
@@ -236,6 +294,8 @@ def page_settings(s: dict) -> dict:
               if s.get("nonfinite_pixels_read_as_0") else {}),
            **({"below zero": _floor_text(s["subtracted_floor"])}
               if (s.get("subtracted_floor") or {}).get("patterns") else {}),
+           **({"dark level": _dark_level_text(s["dark_level"])} if (s.get("dark_level") or {}).get("level") else {}),
+           **({"dark level?": s["dark_level"]["note"]} if (s.get("dark_level") or {}).get("note") else {}),
            **({"network": "not run (--baseline classical: py4DSTEM's find_Bragg_disks, with the settings tuned "
                           "on validation data that the model file carries, else the config's)"}
               if s["detector"] == "classical" else {
@@ -601,6 +661,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="detector pixels read as their neighbours' mean: auto = dead rows or columns and rows or "
                         "columns of another gain (a quad detector's cross) found in the scan; MASK = a 2-D file of "
                         "the detector's shape, nonzero where bad, plus what auto finds; none = read every pixel as is")
+    p.add_argument("--dark-level", type=dark_level_arg, default="auto", metavar="auto|COUNTS",
+                   help="a detector's dark level left in the patterns (the value an unexposed pixel reads, e.g. a dark "
+                        "frame's mean), subtracted from every pixel and from a probe recorded with it: auto = a "
+                        "counting detector's offset where most pixels read it exactly; 0 = none")
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--model", default=None, help=f"model checkpoint (default: {DEFAULT_MODEL})")
     p.add_argument("--q-pixel-size", type=number(0.0, MAX_Q_PIXEL_INVA, unit=" (1/Å per pixel)"), default=None,
@@ -637,6 +701,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "errors, and vectors off it stay as measured")
     p.add_argument("--baseline", choices=["classical"], default=None, help="run py4DSTEM disk detection (vacuum-probe kernel, multicorr) instead of the network; same outputs, qz empty")
     p.add_argument("--quiet", action="store_true")
+
+
+def dark_level_arg(text: str) -> str | float:
+    """``--dark-level``: auto, or a non-negative number of counts."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a non-negative number of counts")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -708,7 +785,7 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
                            meta={"model": str(resolve_model(args.model)), "energy_eV": energy,
                                  "calibration": calibration},
                            progress=not args.quiet, lattice_positions=not args.measured_positions, bad_pixels=bad,
-                           workers=args.workers)
+                           workers=args.workers, dark_level=args.dark_level)
     print(f"input: {cube.source or cube.path}; probe: {summary['probe']['path']}; calibration: "
           f"{summary['q_pixel_size_invA']:.6g} 1/Å per px ({calibration})")
     if summary["nonfinite_pixels_read_as_0"]:
@@ -725,8 +802,14 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
         print(f"note: the calibration was not checked: {from_disk['unchecked']}")
     if summary["probe"].get("size_note"):
         print(f"note: {summary['probe']['size_note']}")
+    if summary["probe"].get("dark_level_subtracted"):
+        print(f"note: the vacuum probe: {_probe_floor_text(summary['probe']['dark_level_subtracted'])}")
     if summary["subtracted_floor"]["patterns"]:
         print(f"note: {_floor_text(summary['subtracted_floor'])}")
+    if summary["dark_level"]["level"]:
+        print(f"note: {_dark_level_text(summary['dark_level'])}")
+    if summary["dark_level"].get("note"):
+        print(f"note: {summary['dark_level']['note']}")
     if isinstance(summary["network_view"], dict):
         print(f"note: {_view_text(summary['network_view'])}")
     if isinstance(summary["bad_pixels"], dict) and summary["bad_pixels"]["n"]:
