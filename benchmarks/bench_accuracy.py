@@ -69,6 +69,7 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -94,7 +95,7 @@ from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference import peaks, predict  # noqa: E402
 from fourdcrystal.inference.datacube_io import Cube  # noqa: E402
 from fourdcrystal.learning.augment import (Augmenter, background_image, distortion_matrix,  # noqa: E402
-                                           electrons_per_unit)
+                                           electrons_per_unit, transform)
 from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_film_cbed, gan,  # noqa: E402
                                               rectangular_cell, rectangular_geometry, square_geometry)
 from fourdcrystal.simulation.kinematic import mean_inner_potential_V  # noqa: E402
@@ -256,16 +257,28 @@ def simulate(structure, zone, period_A, energy_eV, thicknesses=DETECTOR.thicknes
 def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -> tuple[np.ndarray, list]:
     """A SCAN × SCAN scan of one noise-free pattern (noiseless: the pattern itself at every position), and
     each position's detector distortion (``recorded_pattern``; the truth follows it: ``recorded``)."""
-    draws = [(pattern, np.eye(2)) if dose is None else recorded_pattern(aug, pattern, probe, rng, dose)
-             for _ in range(SCAN * SCAN)]
+    draws = [(pattern, np.eye(2)) if dose is None else recorded_pattern(aug, pattern, probe, rng, dose, descan_px(k))
+             for k in range(SCAN * SCAN)]
     cube = np.stack([d[0] for d in draws]).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32)
     return with_pedestal(with_read_noise(cube, probe, dose), probe, dose), [d[1] for d in draws]
 
 
-def recorded_pattern(aug: Augmenter, pattern: np.ndarray, probe: np.ndarray, rng, dose) -> tuple[np.ndarray, np.ndarray]:
-    """One position as the detector records it (``Augmenter.apply_recorded``'s draws) and its distortion; with
-    SUBTRACT_BACKGROUND the background the augmentation drew subtracted afterwards, as a user's preprocessing might."""
-    img, drawn = aug.apply_drawn(pattern, probe, rng, dose)
+def descan_px(k: int) -> tuple[float, float]:
+    """The beam's move at scan position ``k`` (``--descan``): DESCAN_PX per scan row along the detector's first axis
+    and per column along its second, zero at the scan's middle."""
+    rx, ry = divmod(k, SCAN)
+    return DESCAN_PX * (rx - (SCAN - 1) / 2), DESCAN_PX * (ry - (SCAN - 1) / 2)
+
+
+def recorded_pattern(aug: Augmenter, pattern: np.ndarray, probe: np.ndarray, rng, dose,
+                     descan: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """One position as the detector records it (``Augmenter.apply_recorded``'s draws, its descan moved by ``descan``
+    px) and its distortion; with SUBTRACT_BACKGROUND the background the augmentation drew subtracted afterwards, as a
+    user's preprocessing might."""
+    drawn = aug.draw(rng, pattern.shape, dose)  # the draws of ``apply_drawn``
+    if descan != (0.0, 0.0):
+        drawn = dataclasses.replace(drawn, shift_px=(drawn.shift_px[0] + descan[0], drawn.shift_px[1] + descan[1]))
+    img = transform(pattern, probe, drawn, rng)
     if SUBTRACT_BACKGROUND:
         img = (img - background_image(img.shape, drawn)).astype(np.float32)
     return img, distortion_matrix(drawn.ellipticity, drawn.ellipse_angle_rad)
@@ -308,6 +321,8 @@ TILT = None
 READ_NOISE_E, READ_NOISE_RNG = 0.0, np.random.default_rng(20261206)
 # --subtract-background: each noisy pattern with its drawn smooth background subtracted after recording
 SUBTRACT_BACKGROUND = False
+# --descan: the beam's move per scan row and column (px) on every noisy scan (0: the augmentation's jitter alone)
+DESCAN_PX = 0.0
 # --pedestal: a dark level the detector left in (electrons per pixel, in the patterns' units added to every noisy
 # pattern after its read noise); --dark-level: what `predict` is told of it ("auto": nothing, it looks; "given": the
 # level, as a user with a dark frame passes it; "none": 0, nothing subtracted); the last scan's level (units)
@@ -555,6 +570,9 @@ def main() -> int:
     ap.add_argument("--subtract-background", action="store_true",
                     help="subtract from every noisy pattern the smooth background the augmentation drew, after the "
                          "detector recorded it (a user's preprocessing; `predict` adds it back: evidence.with_floor_restored)")
+    ap.add_argument("--descan", type=float, default=0.0, metavar="PX",
+                    help="the beam moves PX per scan row and per column on every noisy scan (an uncorrected descan; "
+                         "default 0); with --scan N of 6 or more `predict` fits it")
     ap.add_argument("--pedestal", type=float, default=0.0, metavar="E",
                     help="a dark level of E electrons per pixel left in every noisy pattern (a camera's pedestal; "
                          "default 0)")
@@ -572,8 +590,8 @@ def main() -> int:
                          "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
     global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E, SUBTRACT_BACKGROUND, PEDESTAL_E
-    global DARK_LEVEL
-    PEDESTAL_E, DARK_LEVEL = a.pedestal, a.dark_level
+    global DARK_LEVEL, DESCAN_PX
+    PEDESTAL_E, DARK_LEVEL, DESCAN_PX = a.pedestal, a.dark_level, a.descan
     SCAN = a.scan
     READ_NOISE_E, SUBTRACT_BACKGROUND = a.read_noise, a.subtract_background
     if a.doses:
@@ -621,7 +639,8 @@ def main() -> int:
     print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}"
           f"{f' + read noise {a.read_noise:g} e⁻' if a.read_noise else ''}"
           f"{', background subtracted' if a.subtract_background else ''}"
-          f"{f', pedestal {a.pedestal:g} e⁻ (dark level {a.dark_level})' if a.pedestal else ''}, crystals: {', '.join(names[1:])}"
+          f"{f', pedestal {a.pedestal:g} e⁻ (dark level {a.dark_level})' if a.pedestal else ''}"
+          f"{f', descan {a.descan:g} px per scan step' if a.descan else ''}, crystals: {', '.join(names[1:])}"
           f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}, "
           f"probe: {a.probe}{'' if a.tilt is None else f', tilt {a.tilt[0]:g} mrad toward {a.tilt[1]:g}°'}"
           f"{f', {a.frozen_phonons} frozen phonons' if a.frozen_phonons else ''}): "

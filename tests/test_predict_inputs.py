@@ -913,3 +913,81 @@ def test_a_vacuum_probe_recorded_with_its_dark_level_gives_it_up(tmp_path, scan,
     _same(df, ref)
     assert json.loads((out / "summary.json").read_text())["probe"]["dark_level_subtracted"] == 100.0
     assert "its dark level, 100 per pixel" in capsys.readouterr().out
+
+
+def _scan_with_descan(Rx, Ry, per_rx, per_ry, seed=0, vacuum_rows=0):
+    """``make_scan``'s two grains on a beam that moves by ``per_rx`` / ``per_ry`` px per scan row / column (zero at
+    the scan's middle), besides their ±1.5 px of jitter; the first ``vacuum_rows`` rows vacuum (the beam alone)."""
+    from test_predict import _disk, _lattice, Q
+    rng = np.random.default_rng(seed)
+    cube = np.zeros((Rx, Ry, Q, Q), np.float32)
+    c0 = np.array([Q / 2 - 0.6, Q / 2 + 0.9])
+    for rx in range(Rx):
+        for ry in range(Ry):
+            drift = np.array(per_rx) * (rx - (Rx - 1) / 2) + np.array(per_ry) * (ry - (Ry - 1) / 2)
+            c = c0 + rng.uniform(-1.5, 1.5, 2) + drift
+            dp = _disk((Q, Q), c)
+            for q in _lattice(0.2 if ry < Ry // 2 else 0.9) if rx >= vacuum_rows else ():
+                dp = dp + 0.3 * np.exp(-np.hypot(*q)) * _disk((Q, Q), c + q / DQ)
+            cube[rx, ry] = dp * 1000.0
+    return cube
+
+
+@pytest.mark.parametrize("probe_given", [True, False])
+def test_a_beam_that_wanders_across_the_detector_is_followed(tmp_path, scan, model_file, capsys, probe_given):
+    """A scan whose beam moves 4 px per row and 3 px per column (up to 9.6 px from the middle, beyond the beam search's
+    6 px): the descan plane is found from the sampled patterns (descan.fit_descan), said, and taken out, and each
+    position's vectors are those of the same scan with a still beam (within 0.05 px), their detector pixels as
+    recorded (the beam's move added back). Without it the far corners' beams were not found; without a vacuum probe
+    the smeared median made the synthesized disk."""
+    _, probe = scan
+    np.save(tmp_path / "probe.npy", probe)
+    extra = ("--probe", tmp_path / "probe.npy") if probe_given else ()
+    still = _npy(tmp_path / "still.npy", _scan_with_descan(4, 6, (0, 0), (0, 0)))
+    moving = _npy(tmp_path / "moving.npy", _scan_with_descan(4, 6, (4, 0), (0, 3)))
+    ref, out = _vectors(tmp_path, "still", still, model_file, *extra, "--q-pixel-size", DQ)
+    assert json.loads((out / "summary.json").read_text())["descan"] is None
+    capsys.readouterr()
+    df, out = _vectors(tmp_path, "moving", moving, model_file, *extra, "--q-pixel-size", DQ)
+    descan = json.loads((out / "summary.json").read_text())["descan"]
+    assert 9 < descan["largest_px"] < 10.5 and "moves across the detector" in capsys.readouterr().out
+    for (rx, ry), mine in ref.groupby(["rx", "ry"]):
+        theirs = df[(df["rx"] == rx) & (df["ry"] == ry)]
+        drift = np.array([4 * (rx - 1.5), 3 * (ry - 2.5)])
+        # the still scan's vectors whose disks lie on the moving scan's detector too
+        x, y = mine["qx_px"] + drift[0], mine["qy_px"] + drift[1]
+        inside = (x > R_DISK_MARGIN) & (x < 71 - R_DISK_MARGIN) & (y > R_DISK_MARGIN) & (y < 71 - R_DISK_MARGIN)
+        a, b = mine[inside][["qx", "qy"]].to_numpy(), theirs[["qx", "qy"]].to_numpy()
+        d = np.hypot(*(a[:, None] - b[None]).T).min(axis=0)
+        assert len(a) >= 6 and (d < 0.05 * DQ).all(), (rx, ry, np.round(d / DQ, 3))
+        # reported where the detector recorded them: the beam's pixel moved with the scan (a synthesized probe's
+        # template, made from other patterns, places it within 0.1 px)
+        beam_still = mine[np.hypot(mine["qx"], mine["qy"]) < 1e-9][["qx_px", "qy_px"]].to_numpy()
+        beam_moving = theirs[np.hypot(theirs["qx"], theirs["qy"]) < 1e-9][["qx_px", "qy_px"]].to_numpy()
+        assert np.abs(beam_moving - beam_still - drift).max() < 0.1
+
+
+R_DISK_MARGIN = 5.0  # px from the detector's edge: a disk of 3 px and its edge whole on it
+
+
+def test_a_vacuum_region_whose_beam_wanders_is_aligned_before_it_is_the_probe(tmp_path, model_file, capsys):
+    """--probe-from-region over a vacuum row of the moving scan (the beam 3 px further per column, 15 px along it): its
+    patterns are moved onto the middle one's beam before their mean is taken (descan.relative_shifts), so the probe is
+    one disk, and the vectors of the crystal rows are those found with a still vacuum probe; the mean of the
+    unaligned row was a smeared streak."""
+    cube = _scan_with_descan(5, 6, (4, 0), (0, 3), vacuum_rows=1)
+    scan = _npy(tmp_path / "scan.npy", cube)
+    np.save(tmp_path / "probe.npy", cube[0, 2])  # one of the row's own vacuum patterns
+    ref, _ = _vectors(tmp_path, "given", scan, model_file, "--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ)
+    capsys.readouterr()
+    df, out = _vectors(tmp_path, "region", scan, model_file, "--probe-from-region", "0:1,0:6", "--q-pixel-size", DQ)
+    assert "each moved onto the middle one's beam" in json.loads((out / "summary.json").read_text())["probe"]["path"]
+    crystal = ref[ref["rx"] >= 1]
+    assert len(crystal) > 4 * 6 * 6
+    mine = df[df["rx"] >= 1]
+    assert abs(len(mine) - len(crystal)) <= 0.02 * len(crystal)
+    for (rx, ry), theirs in crystal.groupby(["rx", "ry"]):
+        a = theirs[["qx", "qy"]].to_numpy()
+        b = mine[(mine["rx"] == rx) & (mine["ry"] == ry)][["qx", "qy"]].to_numpy()
+        d = np.hypot(*(a[:, None] - b[None]).T).min(axis=1)
+        assert np.median(d) < 0.05 * DQ, (rx, ry, np.round(d / DQ, 3))

@@ -69,6 +69,7 @@ class Cube:
     nonfinite_px: int = 0  # NaN / ±Inf pixels read so far, each read as 0
     bad_pixels: object = None  # a bad_pixels.BadPixels: its pixels are read as their neighbours' mean
     dark_level: float = 0.0  # a detector's dark level left in the file, subtracted from every pixel (dark_level.py)
+    descan: object = None  # a descan.Descan: every recorded pattern moved back by its whole pixels (descan.py)
 
     def __post_init__(self):
         raw = tuple(int(s) for s in self.array.shape)
@@ -134,12 +135,18 @@ class Cube:
         """Recorded patterns with flattened scan index in [start, stop), native float32 (n, Qx, Qy). A pixel
         the file holds as NaN or ±Inf (a masked detector gap, a division by a dead flat-field pixel) is read
         as 0, as a dead pixel reads, and counted (``nonfinite_px``): one such pixel made every vector of
-        its pattern vanish, the beam's too. Then the detector's bad pixels (``bad_pixels``) are filled in and
-        its dark level (``dark_level``) is subtracted."""
+        its pattern vanish, the beam's too. Then the detector's bad pixels (``bad_pixels``) are filled in, its
+        dark level (``dark_level``) is subtracted, and the descan (``descan``) taken out."""
         x, n_bad = finite_pixels(self._read_stored(start, stop))
         self.nonfinite_px += n_bad
         x = x if self.bad_pixels is None else self.bad_pixels.repair(x)
-        return x - np.float32(self.dark_level) if self.dark_level else x
+        x = x - np.float32(self.dark_level) if self.dark_level else x
+        if self.descan is None or stop <= start:
+            return x
+        from fourdcrystal.inference.descan import moved_back
+
+        rx, ry = np.divmod(np.arange(start, stop), self.recorded_shape[1])
+        return moved_back(x, self.descan.recorded_px(rx, ry))
 
     def _read_stored(self, start: int, stop: int) -> np.ndarray:
         """``_read_recorded`` as the file holds them."""

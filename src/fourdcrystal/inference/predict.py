@@ -47,6 +47,7 @@ from fourdcrystal.atomic import atomic_path, check_output_folder
 from fourdcrystal.cli import number
 from fourdcrystal.scan_region import check_region, parse_region
 from fourdcrystal.inference.bad_pixels import find_bad_pixels, read_mask
+from fourdcrystal.inference.descan import fit_descan, moved_back, relative_shifts
 from fourdcrystal.inference.dark_level import check_given, exact_dark_level, floor_note, probe_floor
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
@@ -55,7 +56,7 @@ from fourdcrystal.inference.evidence import subtracted_floor, with_floor_restore
 from fourdcrystal.inference.model_input import ModelInput, largest_shown_disk_px, probe_radius_px, view_pixel_invA
 from fourdcrystal.inference.calibration import DISK_CALIBRATION_TOLERANCE, invA_per_px_from_disk
 from fourdcrystal.inference.probe_synth import (check_given_probe, given_probe_size_note, measure_disk, probe_from_scan,
-                                                 sample_patterns, saturation_level, symmetry_centre)
+                                                 sample_indices, sample_patterns, saturation_level, symmetry_centre)
 from fourdcrystal.inference.writers import VectorWriter, write_index
 
 log = logging.getLogger("fourdcrystal.inference.predict")
@@ -146,7 +147,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     _check_inputs(cube, probe, q_pixel_size_invA, precision, geometry, semiangle_mrad, energy_eV)
     threshold = peaks.DEFAULT_THRESHOLD if threshold is None else threshold
     min_spacing_px = peaks.DEFAULT_MIN_SPACING_PX if min_spacing_px is None else min_spacing_px
-    cube.bad_pixels, cube.dark_level, samples = None, 0.0, None
+    cube.bad_pixels, cube.dark_level, cube.descan, samples = None, 0.0, None, None
     if not (isinstance(bad_pixels, str) and bad_pixels == "none"):
         samples = sample_patterns(cube)  # read once: the search, then the probe's synthesis
         cube.bad_pixels = find_bad_pixels(samples, None if isinstance(bad_pixels, str) else bad_pixels)
@@ -156,6 +157,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     if samples is None:
         samples = sample_patterns(cube)
     samples, dark = _dark_level(cube, samples, dark_level)
+    samples, descan = _descan(cube, samples)
     floor = 0.0 if probe is None else probe_floor(probe)
     if floor:  # a vacuum probe recorded with its dark level gives it up
         probe = (np.asarray(probe, dtype=np.float32) - np.float32(floor)).astype(np.float32)
@@ -197,7 +199,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "calibration_from_disk": from_disk,
            "bad_pixels": (
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
-           "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)}, "dark_level": dark,
+           "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)}, "dark_level": dark, "descan": descan,
            "mean_beam_px": [guess[0], guess[1]], "mean_beam_found_by": inputs.finder.guessed_by,
            # a nearly extinct beam, each pattern's placed this far from its brightest disk (``mean_beam``)
            "beam_from_brightest_disk_px": inputs.finder.extinct_offset,
@@ -248,6 +250,29 @@ def _probe_floor_text(floor: float) -> str:
     return f"its dark level, {floor:.6g} per pixel (its median pixel, off the disk), was subtracted"
 
 
+def _descan(cube: Cube, samples: np.ndarray) -> tuple:
+    """(samples, summary entry): where the sampled patterns' beam moves across the scan (``descan.fit_descan``),
+    ``cube`` moves every pattern back from now on and the samples are read again so; the entry gives the plane's
+    largest move (px) and its coefficients, or None."""
+    Rx, Ry = cube.shape[:2]
+    idx = sample_indices(Rx * Ry)
+    d = fit_descan(samples, np.column_stack(np.divmod(idx, Ry)), (Rx, Ry), cube.scan_bin)
+    if d is None:
+        return samples, None
+    cube.descan = d
+    corners = d.shift_px(np.array([0, 0, Rx - 1, Rx - 1]), np.array([0, Ry - 1, 0, Ry - 1]))
+    return sample_patterns(cube), {"largest_px": float(np.hypot(*corners.T).max()),
+                                   "plane_px": {"per_rx": d.coef[1].tolist(), "per_ry": d.coef[2].tolist()}}
+
+
+def _descan_text(d: dict) -> str:
+    return (f"the direct beam moves across the detector by up to {d['largest_px']:.0f} px over the scan (the descan: "
+            f"{d['plane_px']['per_rx'][0]:+.2f}, {d['plane_px']['per_rx'][1]:+.2f} px per scan row, "
+            f"{d['plane_px']['per_ry'][0]:+.2f}, {d['plane_px']['per_ry'][1]:+.2f} px per scan column); each pattern "
+            "was moved back by the fitted plane's whole pixels before detection, its vectors' pixels reported as "
+            "recorded")
+
+
 def _dark_level_text(d: dict) -> str:
     return f"a dark level of {d['level']:.6g} per pixel was subtracted from every pattern ({d['by']})"
 
@@ -295,6 +320,7 @@ def page_settings(s: dict) -> dict:
            **({"below zero": _floor_text(s["subtracted_floor"])}
               if (s.get("subtracted_floor") or {}).get("patterns") else {}),
            **({"dark level": _dark_level_text(s["dark_level"])} if (s.get("dark_level") or {}).get("level") else {}),
+           **({"descan": _descan_text(s["descan"])} if s.get("descan") else {}),
            **({"dark level?": s["dark_level"]["note"]} if (s.get("dark_level") or {}).get("note") else {}),
            **({"network": "not run (--baseline classical: py4DSTEM's find_Bragg_disks, with the settings tuned "
                           "on validation data that the model file carries, else the config's)"}
@@ -618,12 +644,17 @@ def _stream(cube: Cube, detector, inputs: ModelInput, guess, out: Path, dq: floa
                 tqdm(total=n_batches, disable=not progress, desc="predict", unit="batch") as bar:
             for s, x, cen, vec in _detected(cube, n, batch, pool, IN_FLIGHT_PER_WORKER * n_workers):
                 rx, ry = np.divmod(np.arange(s, s + len(x)), Ry)
-                origin[:, rx, ry] = cen.T
-                writer.write(rx, ry, vec)
-                for k in sorted(shown.intersection(range(s, s + len(x)))):
+                for k in sorted(shown.intersection(range(s, s + len(x)))):  # the patterns as detected
                     m = (vec["pattern"] == k - s) & writer.on_detector(vec)
                     examples.append((int(rx[k - s]), int(ry[k - s]), np.asarray(x[k - s]),
                                      np.stack([vec["qx_px"][m], vec["qy_px"][m]], axis=1)))
+                if cube.descan is not None:  # the detector's pixels as recorded, before the descan was taken out
+                    d = cube.descan.logical_px(rx, ry)
+                    cen = cen + d
+                    vec = {**vec, "qx_px": vec["qx_px"] + d[vec["pattern"], 0],
+                           "qy_px": vec["qy_px"] + d[vec["pattern"], 1]}
+                origin[:, rx, ry] = cen.T
+                writer.write(rx, ry, vec)
                 bar.update()
     finally:
         writer.close()
@@ -744,8 +775,19 @@ def _probe(args: argparse.Namespace, cube: Cube) -> tuple[np.ndarray | None, dic
     region = parse_region(args.probe_from_region, "--probe-from-region", "of vacuum positions, e.g. 0:4,0:8")
     check_region(region, cube.recorded_shape[:2], "--probe-from-region")  # recorded positions, before --bin-scan
     block = cube.region(*region)
+    # each on the middle one's beam first: over a wide region the descan moves the beam (descan.py), and a mean of
+    # moving beams is a smeared disk
+    shifts = relative_shifts(block) if len(block) > 1 else np.zeros((len(block), 2))
+    moved = np.abs(shifts).max() >= REGION_ALIGN_MIN_PX
+    if moved:
+        block = moved_back(block, shifts)
     return block.mean(axis=0, dtype=np.float64).astype(np.float32), {
-        "path": f"mean of the {len(block)} patterns of scan region {args.probe_from_region} (--probe-from-region)"}
+        "path": f"mean of the {len(block)} patterns of scan region {args.probe_from_region} (--probe-from-region"
+                + (", each moved onto the middle one's beam" if moved else "") + ")"}
+
+
+# a vacuum region's patterns whose beams lie this far apart (px) are aligned before their mean is the probe
+REGION_ALIGN_MIN_PX = 2.0
 
 
 def _run(args: argparse.Namespace, cube: Cube) -> int:
@@ -808,6 +850,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
         print(f"note: {_floor_text(summary['subtracted_floor'])}")
     if summary["dark_level"]["level"]:
         print(f"note: {_dark_level_text(summary['dark_level'])}")
+    if summary["descan"]:
+        print(f"note: {_descan_text(summary['descan'])}")
     if summary["dark_level"].get("note"):
         print(f"note: {summary['dark_level']['note']}")
     if isinstance(summary["network_view"], dict):

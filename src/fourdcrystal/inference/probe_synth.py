@@ -27,11 +27,14 @@ MAX_SAMPLE = 64  # patterns in the median (evenly spread over the scan): enough 
 TEMPLATE_EDGE_PX = 0.1
 
 
+def sample_indices(n: int) -> np.ndarray:
+    """The flat scan indices of ``sample_patterns``: up to MAX_SAMPLE of ``n``, spread evenly."""
+    return np.unique(np.linspace(0, n - 1, min(n, MAX_SAMPLE)).astype(int))
+
+
 def sample_patterns(cube) -> np.ndarray:
-    """Up to MAX_SAMPLE patterns spread evenly across the scan, (n, Qx, Qy) float32."""
-    n = int(np.prod(cube.shape[:2]))
-    idx = np.unique(np.linspace(0, n - 1, min(n, MAX_SAMPLE)).astype(int))
-    return np.stack([cube.read(int(k), int(k) + 1)[0] for k in idx])
+    """Up to MAX_SAMPLE patterns spread evenly across the scan (``sample_indices``), (n, Qx, Qy) float32."""
+    return np.stack([cube.read(int(k), int(k) + 1)[0] for k in sample_indices(int(np.prod(cube.shape[:2])))])
 
 
 def aligned(patterns: np.ndarray, centres: np.ndarray, to: tuple[float, float]) -> np.ndarray:
