@@ -69,7 +69,6 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -95,7 +94,8 @@ from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference import peaks, predict  # noqa: E402
 from fourdcrystal.inference.datacube_io import Cube  # noqa: E402
 from fourdcrystal.learning.augment import (Augmenter, background_image, distortion_matrix,  # noqa: E402
-                                           electrons_per_unit, transform)
+                                           electrons_per_unit)
+from fourdcrystal.inference.descan import moved_back  # noqa: E402
 from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_film_cbed, gan,  # noqa: E402
                                               rectangular_cell, rectangular_geometry, square_geometry)
 from fourdcrystal.simulation.kinematic import mean_inner_potential_V  # noqa: E402
@@ -264,23 +264,22 @@ def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -
 
 
 def descan_px(k: int) -> tuple[float, float]:
-    """The beam's move at scan position ``k`` (``--descan``): DESCAN_PX per scan row along the detector's first axis
-    and per column along its second, zero at the scan's middle."""
+    """The pattern's move at scan position ``k`` (``--descan``): DESCAN_PX per scan row along the detector's first axis
+    and per column along its second, zero at the scan's middle (whole px where DESCAN_PX × (SCAN − 1) / 2 is)."""
     rx, ry = divmod(k, SCAN)
     return DESCAN_PX * (rx - (SCAN - 1) / 2), DESCAN_PX * (ry - (SCAN - 1) / 2)
 
 
 def recorded_pattern(aug: Augmenter, pattern: np.ndarray, probe: np.ndarray, rng, dose,
                      descan: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """One position as the detector records it (``Augmenter.apply_recorded``'s draws, its descan moved by ``descan``
-    px) and its distortion; with SUBTRACT_BACKGROUND the background the augmentation drew subtracted afterwards, as a
-    user's preprocessing might."""
-    drawn = aug.draw(rng, pattern.shape, dose)  # the draws of ``apply_drawn``
-    if descan != (0.0, 0.0):
-        drawn = dataclasses.replace(drawn, shift_px=(drawn.shift_px[0] + descan[0], drawn.shift_px[1] + descan[1]))
-    img = transform(pattern, probe, drawn, rng)
+    """One position as the detector records it (``Augmenter.apply_recorded``'s draws) and its distortion, moved across
+    the detector by ``descan`` whole px, its background with it (the pixels moved in read zero); with
+    SUBTRACT_BACKGROUND the background the augmentation drew subtracted afterwards, as a user's preprocessing might."""
+    img, drawn = aug.apply_drawn(pattern, probe, rng, dose)
     if SUBTRACT_BACKGROUND:
         img = (img - background_image(img.shape, drawn)).astype(np.float32)
+    if descan != (0.0, 0.0):  # the specimen's diffuse halo moves with its beam; a detector's own pixels would not
+        img = moved_back(img[None], -np.round(np.asarray(descan))[None])[0]
     return img, distortion_matrix(drawn.ellipticity, drawn.ellipse_angle_rad)
 
 

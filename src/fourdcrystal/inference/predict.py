@@ -138,7 +138,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     are read as their neighbours' mean.
     ``dark_level``: a detector's dark level left in the patterns, subtracted from every pixel (and from a probe
     recorded with it): "auto" (a counting detector's, where it is unambiguous: ``dark_level.exact_dark_level``)
-    or the level in the file's units (0: none).
+    or the level in the file's units (0: none). A beam that wanders across the detector over the scan (an uncorrected
+    descan, ``descan.fit_descan`` on the sampled patterns) is taken out of every pattern as it is read.
     ``workers``: processes that detect the batches (``detection_workers``; None: one per thread torch may use, up to
     ``MAX_AUTO_WORKERS``). Runs with as many are identical; the network's sums, split over fewer threads per
     process, round otherwise (fp32: ≤ 1e-5 px; bf16 may move a marginal vector across the threshold), as on a
