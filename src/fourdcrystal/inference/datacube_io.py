@@ -29,6 +29,7 @@ import numpy as np
 
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.calibration import invA_per_px
+from fourdcrystal.inference.descan import moved_back
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".emd", ".py4dstem"}
 MIN_PATTERN_PX = 16  # fewer detector pixels per axis is no diffraction pattern (and too small for the model)
@@ -143,8 +144,6 @@ class Cube:
         x = x - np.float32(self.dark_level) if self.dark_level else x
         if self.descan is None or stop <= start:
             return x
-        from fourdcrystal.inference.descan import moved_back
-
         rx, ry = np.divmod(np.arange(start, stop), self.recorded_shape[1])
         return moved_back(x, self.descan.recorded_px(rx, ry))
 
