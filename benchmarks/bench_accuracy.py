@@ -260,7 +260,7 @@ def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -
     draws = [(pattern, np.eye(2)) if dose is None else recorded_pattern(aug, pattern, probe, rng, dose, descan_px(k))
              for k in range(SCAN * SCAN)]
     cube = np.stack([d[0] for d in draws]).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32)
-    return with_pedestal(with_read_noise(cube, probe, dose), probe, dose), [d[1] for d in draws]
+    return stored(with_pedestal(with_read_noise(cube, probe, dose), probe, dose), probe, dose), [d[1] for d in draws]
 
 
 def descan_px(k: int) -> tuple[float, float]:
@@ -301,6 +301,16 @@ def with_pedestal(cube: np.ndarray, probe: np.ndarray, dose) -> np.ndarray:
     return (cube + np.float32(LAST_PEDESTAL[0])).astype(np.float32) if LAST_PEDESTAL[0] else cube
 
 
+def stored(cube: np.ndarray, probe: np.ndarray, dose) -> np.ndarray:
+    """``cube`` as a detector's software stores it in unsigned integers (``--stored-gain``): STORED_GAIN counts per
+    electron, rounded to whole counts, below zero clipped to 0 (read noise about a subtracted dark level reads 0 on its
+    lower half); as it is without a gain or dose. In counts: the file's units, which `predict` is not told."""
+    if not STORED_GAIN or dose is None:
+        return cube
+    counts = np.rint(cube * (STORED_GAIN * float(dose) / float(np.sum(probe, dtype=np.float64))))
+    return np.clip(counts, 0, np.iinfo(np.uint16).max).astype(np.float32)
+
+
 def recorded(frame: pd.DataFrame, distortions: list) -> list:
     """One pattern's truth (or faint reflections) per scan position, where that position's detector put it."""
     return [as_recorded(frame, a, DETECTOR.center_px) for a in distortions]
@@ -326,6 +336,8 @@ DESCAN_PX = 0.0
 # pattern after its read noise); --dark-level: what `predict` is told of it ("auto": nothing, it looks; "given": the
 # level, as a user with a dark frame passes it; "none": 0, nothing subtracted); the last scan's level (units)
 PEDESTAL_E, DARK_LEVEL, LAST_PEDESTAL = 0.0, "auto", [0.0]
+# --stored-gain: counts per electron of every noisy pattern stored as unsigned integers (0: stored as recorded)
+STORED_GAIN = 0.0
 
 
 def quad_cross(a: np.ndarray) -> np.ndarray:
@@ -578,6 +590,10 @@ def main() -> int:
     ap.add_argument("--dark-level", choices=("auto", "given", "none"), default="auto",
                     help="what `predict` is told of the pedestal: auto = nothing (it finds a counting detector's), "
                          "given = its level (predict --dark-level), none = 0 (nothing subtracted)")
+    ap.add_argument("--stored-gain", type=float, default=0.0, metavar="G",
+                    help="every noisy pattern stored as unsigned integers: G counts per electron, rounded, below zero "
+                         "clipped to 0 (with --read-noise: an integrating camera's dark-subtracted frames as its "
+                         "software writes them; default 0: as recorded)")
     ap.add_argument("--doses", nargs="+", default=None, metavar="DOSE",
                     help="electrons per pattern, 'noiseless' for none (default: noiseless 1e5 1e3; users record "
                          "1e2–1e6)")
@@ -589,8 +605,8 @@ def main() -> int:
                          "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
     global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E, SUBTRACT_BACKGROUND, PEDESTAL_E
-    global DARK_LEVEL, DESCAN_PX
-    PEDESTAL_E, DARK_LEVEL, DESCAN_PX = a.pedestal, a.dark_level, a.descan
+    global DARK_LEVEL, DESCAN_PX, STORED_GAIN
+    PEDESTAL_E, DARK_LEVEL, DESCAN_PX, STORED_GAIN = a.pedestal, a.dark_level, a.descan, a.stored_gain
     SCAN = a.scan
     READ_NOISE_E, SUBTRACT_BACKGROUND = a.read_noise, a.subtract_background
     if a.doses:
@@ -639,7 +655,9 @@ def main() -> int:
           f"{f' + read noise {a.read_noise:g} e⁻' if a.read_noise else ''}"
           f"{', background subtracted' if a.subtract_background else ''}"
           f"{f', pedestal {a.pedestal:g} e⁻ (dark level {a.dark_level})' if a.pedestal else ''}"
-          f"{f', descan {a.descan:g} px per scan step' if a.descan else ''}, crystals: {', '.join(names[1:])}"
+          f"{f', descan {a.descan:g} px per scan step' if a.descan else ''}"
+          f"{f', stored as whole counts of {a.stored_gain:g} per e⁻, clipped at 0' if a.stored_gain else ''}"
+          f", crystals: {', '.join(names[1:])}"
           f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}, "
           f"probe: {a.probe}{'' if a.tilt is None else f', tilt {a.tilt[0]:g} mrad toward {a.tilt[1]:g}°'}"
           f"{f', {a.frozen_phonons} frozen phonons' if a.frozen_phonons else ''}): "

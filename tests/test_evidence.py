@@ -284,6 +284,42 @@ def test_an_integrating_detectors_frame_stored_as_whole_counts_is_no_counting_de
     assert bool(is_counts(counts, torch.full((1,), e))[0])  # counts are
 
 
+def test_read_noise_clipped_at_zero_is_measured_and_no_counts():
+    """The frame above as a camera's software stores it in unsigned integers: whole counts, the read noise's lower
+    half clipped to 0. No pixel reads below zero and every value is a whole count, as in counts — but a count cannot
+    make two as common as that noise does (evidence.clipped_read_noise). Taken for counts, one electron was one count
+    and a 1e3 e⁻ scan kept 1.8 of 7.8 reflections per pattern (benchmarks/RESULTS.md, "Read noise clipped at
+    zero"); its σ is measured within 10 %, and its electron found. Counts at any rate, shared between neighbouring
+    pixels or not, and the same electrons without noise have none."""
+    from scipy import ndimage
+
+    from fourdcrystal.inference.evidence import clipped_read_noise, is_counts, one_electron, read_noise
+    rng = np.random.default_rng(5)
+    e = 37.0  # counts per electron
+    img, _ = _few_electrons(rng, e)
+    blurred = ndimage.gaussian_filter(img, 0.4)
+    for sigma in (0.08 * e, 0.15 * e, 0.3 * e):
+        recorded = np.rint(blurred + rng.normal(0.0, sigma, img.shape))
+        t = torch.from_numpy(np.clip(recorded, 0, None).astype(np.uint16).astype(np.float32))[None]
+        assert abs(float(clipped_read_noise(t)[0]) / sigma - 1.0) < 0.1
+        assert float(read_noise(t)[0]) == float(clipped_read_noise(t)[0])
+        assert not bool(is_counts(t, torch.ones(1))[0])
+        one_e, counting = one_electron(t)
+        # where one electron stands out of the noise, its size (the clipped floor's upper half taken out of the 3 × 3
+        # sums about it: left in, 1.2–1.4 e here); where it does not, only maxima that noise lifts stand 3.5 σ out
+        # (the frame unclipped: 1.6 e)
+        assert bool(counting[0]) and 0.8 * e < float(one_e[0]) < (1.2 if sigma < 0.2 * e else 1.7) * e
+    ii, jj = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    halo = np.exp(-np.hypot(ii - 64, jj - 64) / 30.0)
+    for rate in (0.01, 0.1, 0.5, 1.0, 3.0, 20.0):
+        n = rng.poisson(rate * halo)
+        shared = n + sum(np.roll(rng.binomial(n, 0.15), s, axis=a) for a in (0, 1) for s in (1, -1))
+        t = torch.from_numpy(np.stack([n, shared]).astype(np.float32))
+        assert clipped_read_noise(t).tolist() == [0.0, 0.0]
+        assert is_counts(t, torch.ones(2)).tolist() == [True, True]
+    assert float(clipped_read_noise(torch.from_numpy(np.rint(blurred).astype(np.float32))[None])[0]) == 0.0
+
+
 def test_a_background_subtracted_by_hand_is_told_from_read_noise():
     """evidence.subtracted_floor: a low-dose frame whose diffuse background (a halo about the beam, its electrons
     counted) was subtracted by hand reads the same −b(x) on neighbouring empty pixels, and on most of them; a dark-

@@ -104,6 +104,21 @@ MIN_MAXIMA_FRACTION = 0.01  # ... and local maxima on at least this share of its
 # dark-subtracted integrating detector every pixel's noise has maxima, which are no electrons
 READ_NOISE_PEAK_SIGMA = 3.5
 READ_NOISE_MIN_NEGATIVE = 0.01  # ... measured where at least this share of a pattern's pixels read below zero
+# ... or, where none does, from a floor that reads whole steps clipped at zero (``clipped_read_noise``: an integrating
+# detector's dark-subtracted frames stored as unsigned integers): on the darkest quarter of a pattern's
+# CLIPPED_BLOCK_PX² blocks (at most CLIPPED_MAX_BLOCKS of them), at least CLIPPED_MIN_NONZERO of the pixels above
+# zero and CLIPPED_MIN_ZERO at zero, two steps as common as noise makes them and electrons cannot — 2 P(0) P(2) / P(1)²
+# (CLIPPED_MIN_DISPERSION) is 1 for counts at any one rate (measured 0.9–1.1 on the darker blocks of counted patterns
+# at 1e3–1e5 e⁻, with and without charge sharing) and 3.1 / 7.8 for Gaussian noise of 1.5 / 3 steps clipped —, white
+# (neighbours above zero together no more often than CLIPPED_MAX_NEIGHBOURS × chance: an electron's blur spreads it
+# over neighbours) and Gaussian (its share at zero within CLIPPED_ZERO_TOLERANCE of Φ(½ / σ), σ as measured: a bright
+# pattern's electrons in the dark blocks leave fewer); benchmarks/RESULTS.md, "Read noise clipped at zero"
+CLIPPED_BLOCK_PX = 8
+CLIPPED_MAX_BLOCKS = 64  # at most 4,096 pixels: a 128 px detector's quarter, a 256 px one's sixteenth
+CLIPPED_MIN_NONZERO, CLIPPED_MIN_ZERO = 0.2, 0.45
+CLIPPED_MIN_DISPERSION = 3.0
+CLIPPED_MAX_NEIGHBOURS = 1.5
+CLIPPED_ZERO_TOLERANCE = 0.05
 # Negative pixels that are no read noise: a smooth background subtracted by hand (``subtracted_floor``). Read noise is
 # white: two neighbouring negative pixels differ by E(a - b)² = 2 (1 - 2/π) σ², 0.36 of 2 E x² (measured 0.36–0.42
 # with 0.1–0.3 e⁻ at 1e3–1e5 e⁻), and it reads below zero on at most the half of the pixels where no electron
@@ -831,7 +846,8 @@ def is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Te
     subtracted dark level is, and stored as integers it is whole multiples of its smallest step — measured: 20
     counts per electron with 3 counts of read noise as int16, one such "electron" per count, left the beam alone at
     1e3 e⁻ where the same values as float32 gave 8 vectors per pattern; benchmarks/RESULTS.md, "A detector's dark
-    level"). Blurred, background-subtracted or noise-free patterns are not."""
+    level"), nor where its floor is such noise clipped at zero (``clipped_read_noise``). Blurred,
+    background-subtracted or noise-free patterns are not."""
     flat = img.flatten(1)
     idx = torch.linspace(0, flat.shape[1] - 1, min(n, flat.shape[1]), device=img.device).long()
     v = flat[:, idx].double() / one_e[:, None].double()
@@ -840,7 +856,7 @@ def is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Te
     # float32 value look whole (measured: a blurred 1e3 e⁻ pattern taken as counts, every speck a disk)
     whole = ((v - v.round()).abs() <= 0.01) & nonzero & (v <= MAX_COUNT_PER_PX)
     negative = (v < 0).double().mean(dim=1) >= READ_NOISE_MIN_NEGATIVE
-    return (whole.sum(dim=1) >= 0.99 * nonzero.sum(dim=1).clamp_min(1)) & ~negative
+    return (whole.sum(dim=1) >= 0.99 * nonzero.sum(dim=1).clamp_min(1)) & ~negative & ~(clipped_read_noise(img) > 0)
 
 
 def one_electron(img: torch.Tensor) -> "Electron":
@@ -946,7 +962,12 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     level = _row_median(s.flatten(1))[:, None, None]
     noise = read_noise(s)
     peak = (s > level + READ_NOISE_PEAK_SIGMA * noise[:, None, None]) & (s >= window3(s, torch.maximum))
-    excess = torch.where(peak, window3(s, torch.add) - 9.0 * level, torch.full_like(s, float("nan"))).flatten(1)
+    # under a floor of read noise clipped at zero (``clipped_read_noise``) a maximum's 8 neighbours, mostly floor,
+    # each add that noise's upper half, σ / √(2π) on average, not the median pixel (0): left in, one electron came out
+    # 1.2–1.4 × its size under 0.08–0.15 electron of noise (tested)
+    clipped = ((noise > 0) & ~(s.flatten(1).amin(dim=1) < 0))[:, None, None]
+    floor = torch.where(clipped, 8.0 * noise[:, None, None] / math.sqrt(2.0 * math.pi), 9.0 * level)
+    excess = torch.where(peak, window3(s, torch.add) - floor, torch.full_like(s, float("nan"))).flatten(1)
     blob = _row_nanmedian(excess)
     many = peak.flatten(1).float().mean(dim=1) >= MIN_MAXIMA_FRACTION
     isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | (level[:, 0, 0] <= noise))
@@ -962,14 +983,87 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 def read_noise(s: torch.Tensor) -> torch.Tensor:
     """(B,) each pattern's Gaussian read noise, from its negative pixels: an integrating detector's dark-subtracted
     frame reads N(0, σ²) where no electron arrived, and no electron reads below zero, so the pixels under zero are
-    that noise's lower half (E[x² | x < 0] = σ²). 0 for a pattern with fewer than ``READ_NOISE_MIN_NEGATIVE`` of its
-    pixels negative (counts and simulations have none; a few are a defect, not a noise floor)."""
+    that noise's lower half (E[x² | x < 0] = σ²). For a pattern with fewer than ``READ_NOISE_MIN_NEGATIVE`` of its
+    pixels negative (counts and simulations have none; a few are a defect, not a noise floor), the noise that a floor
+    clipped at zero shows (``clipped_read_noise``), else 0."""
     if not bool(s.amin() < 0):  # counts and simulations: one pass (0.1 ms for 32 patterns at 128², the sums 3.3)
-        return torch.zeros(len(s), dtype=s.dtype, device=s.device)
+        return clipped_read_noise(s)
     neg = s.flatten(1).clamp_max(0.0).double()
     n = (neg < 0).sum(dim=1)
     sigma = (neg.square().sum(dim=1) / n.clamp_min(1)).sqrt()
-    return torch.where(n >= READ_NOISE_MIN_NEGATIVE * neg.shape[1], sigma, torch.zeros_like(sigma)).to(s.dtype)
+    some = n >= READ_NOISE_MIN_NEGATIVE * neg.shape[1]
+    if not bool(some.all()):
+        sigma = torch.where(some, sigma, clipped_read_noise(s).double())
+    return sigma.to(s.dtype)
+
+
+# the last batch judged (held, so that no other tensor takes its place), its version (None for an inference-mode
+# tensor, which keeps none: as ``model_input.ModelInput.electron``, a batch is not changed between its checks), σ
+_CLIPPED_LAST: list = [None, None, None]
+
+
+def clipped_read_noise(s: torch.Tensor) -> torch.Tensor:
+    """``_clipped_read_noise(s)``, once per batch: ``is_counts`` and ``read_noise`` both ask it of each batch."""
+    version = None if s.is_inference() else s._version
+    if _CLIPPED_LAST[0] is not s or _CLIPPED_LAST[1] != version:
+        _CLIPPED_LAST[:] = [s, version, _clipped_read_noise(s)]
+    return _CLIPPED_LAST[2].clone()
+
+
+def _clipped_read_noise(s: torch.Tensor) -> torch.Tensor:
+    """(B,) the Gaussian read noise of each pattern whose floor reads it clipped at zero in whole steps (an integrating
+    detector's dark-subtracted frames stored as unsigned integers: the noise's lower half reads 0, its upper half 1, 2,
+    3 … steps), 0 for any other (the tests and constants: ``CLIPPED_*`` above). Judged on the darkest quarter of the
+    pattern's blocks (at most ``CLIPPED_MAX_BLOCKS``), where no disk is; σ from the share of those pixels at m steps or
+    fewer, P(x < m + ½) = Φ((m + ½) / σ), which the few electrons there barely change (their mean square would: 16
+    steps where the noise was 3 at 1e5 e⁻)."""
+    B, P, Q = s.shape
+    out = torch.zeros(B, dtype=s.dtype, device=s.device)
+    k = CLIPPED_BLOCK_PX
+    if P < 2 * k or Q < 2 * k:
+        return out
+    flat = s.flatten(1)  # a floor of zeros on a sample of the pixels first (is_counts' sample): none, no test
+    sample = flat[:, torch.linspace(0, flat.shape[1] - 1, min(4096, flat.shape[1]), device=s.device).long()]
+    maybe = (sample == 0).float().mean(dim=1) >= CLIPPED_MIN_ZERO / 2
+    if not bool(maybe.any()):
+        return out
+    x = s[maybe]
+    b, nr, nc = len(x), P // k, Q // k
+    # rows then columns (one summed axis at a time: 8 × faster than both at once in float64, 2 × than in float32)
+    means = x[:, :nr * k, :nc * k].reshape(b, nr, k, nc * k).sum(dim=2).reshape(b, nr, nc, k).sum(dim=3).double() / k**2
+    # the darkest by their neighbours' mean, not their own: picked by its own pixels, a block of noise alone is one
+    # with fewer pixels above zero, and σ came out 0.5–0.7 × the true
+    around = (window3(means, torch.add) - means) / (window3(torch.ones_like(means), torch.add) - 1)
+    darkest = around.flatten(1).argsort(dim=1)[:, :max(1, min(nr * nc // 4, CLIPPED_MAX_BLOCKS))]  # (b, n)
+    ar = torch.arange(k, device=s.device)
+    rows = ((darkest // nc) * k)[:, :, None, None] + ar[:, None]
+    cols = ((darkest % nc) * k)[:, :, None, None] + ar
+    v = x[torch.arange(b, device=s.device)[:, None, None, None], rows, cols].double()  # (b, n, k, k): those pixels
+    step = torch.where(v > 0, v, torch.full_like(v, math.inf)).flatten(1).amin(dim=1)
+    v = v / step[:, None, None, None]
+    nz, r = v > 0, v.round()
+    whole = (((v - r).abs() <= 0.01) | ~nz).flatten(1).double().mean(dim=1) >= 0.99
+    share = [(r == j).flatten(1).double().mean(dim=1) for j in (0, 1, 2)]
+    above = 1.0 - share[0]
+    dispersion = 2 * share[0] * share[2] / share[1].square().clamp_min(1e-12)
+    together = (nz[..., :-1] & nz[..., 1:]).flatten(1).double().mean(dim=1) / above.square().clamp_min(1e-12)
+    ok = whole & (above >= CLIPPED_MIN_NONZERO) & (share[0] >= CLIPPED_MIN_ZERO) & \
+        (dispersion >= CLIPPED_MIN_DISPERSION) & (together <= CLIPPED_MAX_NEIGHBOURS) & torch.isfinite(step)
+    if not bool(ok.any()):  # counts: no median to take
+        return out
+    # σ from the share under m + ½ steps, m the median of the values above zero (about 0.67 σ): most precise there,
+    # and the few electrons of the dark blocks, above it, barely move it
+    r, nz = r[ok], nz[ok]
+    m = _row_nanmedian(torch.where(nz, r, torch.full_like(r, math.nan)).flatten(1)).clamp_min(1.0)
+    under = (r <= m[:, None, None, None]).flatten(1).double().mean(dim=1).clamp(0.5 + 1e-6, 1 - 1e-6)
+    sigma = (m + 0.5) / torch.special.ndtri(under)
+    # and the zeros that noise of that σ leaves, Φ(0.5 / σ): electrons in the dark blocks (a bright pattern's diffuse
+    # background) leave fewer, and their blur makes two steps common too
+    gaussian = (share[0][ok] - torch.special.ndtr(0.5 / sigma)).abs() <= CLIPPED_ZERO_TOLERANCE
+    found = torch.zeros_like(step)
+    found[ok] = torch.where(gaussian, sigma * step[ok], torch.zeros_like(sigma))
+    out[maybe] = found.to(s.dtype)
+    return out
 
 
 def subtracted_floor(s: torch.Tensor) -> torch.Tensor:
