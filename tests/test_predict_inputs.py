@@ -889,22 +889,30 @@ def test_a_dark_level_given_is_subtracted_from_the_scan_and_from_a_probe_recorde
     assert dark["note"] in capsys.readouterr().out and len(left) < len(ref)
 
 
-def test_read_noise_stored_clipped_at_zero_is_judged_as_read_noise(tmp_path, scan, model_file):
+def test_read_noise_stored_clipped_at_zero_is_judged_as_read_noise(tmp_path, scan, model_file, capsys):
     """The integrating camera's dark-subtracted patterns above as its software may store them, unsigned: the read
     noise's lower half clipped to 0. Every value is then a whole count and none negative, as in counts, but the floor
     is read noise (evidence.clipped_read_noise): the vectors are those of the same patterns stored as int16 (a few
-    faint ones may differ: the clipped floor's negative half is lost). Taken for counts, one electron was one count."""
+    faint ones may differ: the clipped floor's negative half is lost), and the output says how it read them (the
+    summary's ``electrons``, a note, the page). Taken for counts, one electron was one count."""
     cube, probe = scan
     rng = np.random.default_rng(6)
     recorded = np.rint(_counted(cube, 2e3, 5) * 20 + rng.normal(0.0, 3.0, cube.shape))
     np.save(tmp_path / "probe.npy", np.rint(probe))
     args = ("--probe", tmp_path / "probe.npy", "--q-pixel-size", DQ)
-    ref, _ = _vectors(tmp_path, "ref", _npy(tmp_path / "ref.npy", recorded.astype(np.int16)), model_file, *args)
-    df, _ = _vectors(tmp_path, "clip", _npy(tmp_path / "clip.npy", np.clip(recorded, 0, None).astype(np.uint16)),
-                     model_file, *args)
+    ref, out = _vectors(tmp_path, "ref", _npy(tmp_path / "ref.npy", recorded.astype(np.int16)), model_file, *args)
+    electrons = json.loads((out / "summary.json").read_text())["electrons"]
+    assert electrons["read_noise_from"] == "the pixels below zero" and 2.7 < electrons["read_noise"] < 3.3
+    capsys.readouterr()
+    df, out = _vectors(tmp_path, "clip", _npy(tmp_path / "clip.npy", np.clip(recorded, 0, None).astype(np.uint16)),
+                       model_file, *args)
     key = ["rx", "ry", "qx_px", "qy_px"]
     both = ref[key].round(0).merge(df[key].round(0), how="inner")
     assert len(both) >= 0.9 * max(len(ref), len(df))
+    electrons = json.loads((out / "summary.json").read_text())["electrons"]
+    assert electrons["read_noise_from"] == "a floor clipped at zero" and 2.7 < electrons["read_noise"] < 3.3
+    assert "read noise clipped at zero" in capsys.readouterr().out
+    assert "read noise clipped at zero" in (out / "index.html").read_text()
 
 
 @pytest.mark.parametrize("value, needle", [("-1", "neither auto nor a non-negative number"),

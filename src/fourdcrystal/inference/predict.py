@@ -52,7 +52,8 @@ from fourdcrystal.inference.dark_level import check_given, exact_dark_level, flo
 from fourdcrystal.inference.datacube_io import MIN_PATTERN_PX, Cube, open_datacube, open_probe
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.detectors import DEFAULT_BATCH, ClassicalDetector, NetworkDetector, auto_bf16
-from fourdcrystal.inference.evidence import subtracted_floor, with_floor_restored
+from fourdcrystal.inference.evidence import (clipped_read_noise, one_electron, read_noise, subtracted_floor,
+                                             with_floor_restored)
 from fourdcrystal.inference.model_input import ModelInput, largest_shown_disk_px, probe_radius_px, view_pixel_invA
 from fourdcrystal.inference.calibration import DISK_CALIBRATION_TOLERANCE, invA_per_px_from_disk
 from fourdcrystal.inference.probe_synth import (check_given_probe, given_probe_size_note, measure_disk, probe_from_scan,
@@ -166,6 +167,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     sampled = torch.from_numpy(np.asarray(samples, dtype=np.float32))
     floors = int(subtracted_floor(sampled).sum())
     samples = with_floor_restored(sampled).numpy()  # the probe's synthesis sees the patterns as ``_detect`` does
+    electrons = _electrons_read(samples)
     saturation = saturation_level(samples)  # a beam at the detector's ceiling (evidence: it is there)
     if probe is None:
         probe, probe_info = probe_from_scan(cube, samples, saturated=saturation is not None)
@@ -201,6 +203,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
            "bad_pixels": (
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
            "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)}, "dark_level": dark, "descan": descan,
+           "electrons": electrons,
            "mean_beam_px": [guess[0], guess[1]], "mean_beam_found_by": inputs.finder.guessed_by,
            # a nearly extinct beam, each pattern's placed this far from its brightest disk (``mean_beam``)
            "beam_from_brightest_disk_px": inputs.finder.extinct_offset,
@@ -245,6 +248,30 @@ def _dark_level(cube: Cube, samples: np.ndarray, dark_level: str | float) -> tup
         return samples, {"level": 0.0, "floor": floor_note(samples)}
     cube.dark_level = level
     return (samples - np.float32(level)).astype(np.float32), {"level": level, "by": by}
+
+
+def _electrons_read(samples: np.ndarray) -> dict:
+    """How the checks read the sampled patterns' pixels (summary ``electrons``): how many were judged counted
+    (counts, or isolated electrons: Poisson's exact test applies), the median value of one electron, and any Gaussian
+    read noise (``evidence.read_noise``; per pixel, the median over the patterns that show it) with where it was
+    measured: the pixels below zero, or a floor clipped at zero (``evidence.clipped_read_noise``: whole counts stored
+    unsigned, which without it were taken for counts of one count per electron)."""
+    t = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    one_e, counted = one_electron(t)
+    sigma, clipped = read_noise(t).numpy(), clipped_read_noise(t).numpy() > 0
+    noisy = sigma > 0
+    return {"counted_patterns": int(counted.sum()), "of_sampled": len(samples),
+            "electron_median": float(np.median(one_e.numpy())),
+            "read_noise": float(np.median(sigma[noisy])) if noisy.any() else 0.0,
+            "read_noise_from": None if not noisy.any() else (
+                "a floor clipped at zero" if clipped[noisy].mean() >= 0.5 else "the pixels below zero"),
+            "patterns_with_read_noise": int(noisy.sum())}
+
+
+def _clipped_text(e: dict) -> str:
+    return (f"the patterns' floor is Gaussian read noise clipped at zero (σ ≈ {e['read_noise']:.3g} per pixel on "
+            f"{e['patterns_with_read_noise']} of {e['of_sampled']} sampled patterns; whole counts, none below zero: a "
+            "dark-subtracted integrating camera's frames stored unsigned): read as read noise, not as counts")
 
 
 def _probe_floor_text(floor: float) -> str:
@@ -322,6 +349,9 @@ def page_settings(s: dict) -> dict:
               if (s.get("subtracted_floor") or {}).get("patterns") else {}),
            **({"dark level": _dark_level_text(s["dark_level"])} if (s.get("dark_level") or {}).get("level") else {}),
            **({"descan": _descan_text(s["descan"])} if s.get("descan") else {}),
+           **({"read noise": _clipped_text(s["electrons"]) if s["electrons"]["read_noise_from"] == "a floor clipped "
+               "at zero" else f"{s['electrons']['read_noise']:.3g} per pixel (from {s['electrons']['read_noise_from']})"}
+              if (s.get("electrons") or {}).get("read_noise") else {}),
            **({"dark level?": s["dark_level"]["note"]} if (s.get("dark_level") or {}).get("note") else {}),
            **({"network": "not run (--baseline classical: py4DSTEM's find_Bragg_disks, with the settings tuned "
                           "on validation data that the model file carries, else the config's)"}
@@ -853,6 +883,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
         print(f"note: {_dark_level_text(summary['dark_level'])}")
     if summary["descan"]:
         print(f"note: {_descan_text(summary['descan'])}")
+    if summary["electrons"]["read_noise_from"] == "a floor clipped at zero":
+        print(f"note: {_clipped_text(summary['electrons'])}")
     if summary["dark_level"].get("note"):
         print(f"note: {summary['dark_level']['note']}")
     if isinstance(summary["network_view"], dict):
