@@ -264,11 +264,16 @@ def _electrons_read(samples: np.ndarray) -> dict:
             "electron_median": float(np.median(one_e.numpy())),
             "read_noise": float(np.median(sigma[noisy])) if noisy.any() else 0.0,
             "read_noise_from": None if not noisy.any() else (
-                "a floor clipped at zero" if clipped[noisy].mean() >= 0.5 else "the pixels below zero"),
+                CLIPPED_FLOOR if clipped[noisy].mean() >= 0.5 else "the pixels below zero"),
             "patterns_with_read_noise": int(noisy.sum())}
 
 
-def _clipped_text(e: dict) -> str:
+CLIPPED_FLOOR = "a floor clipped at zero"  # ``electrons.read_noise_from`` where ``evidence.clipped_read_noise`` found it
+
+
+def _read_noise_text(e: dict) -> str:
+    if e["read_noise_from"] != CLIPPED_FLOOR:
+        return f"{e['read_noise']:.3g} per pixel (from {e['read_noise_from']})"
     return (f"the patterns' floor is Gaussian read noise clipped at zero (σ ≈ {e['read_noise']:.3g} per pixel on "
             f"{e['patterns_with_read_noise']} of {e['of_sampled']} sampled patterns; whole counts, none below zero: a "
             "dark-subtracted integrating camera's frames stored unsigned): read as read noise, not as counts")
@@ -349,9 +354,7 @@ def page_settings(s: dict) -> dict:
               if (s.get("subtracted_floor") or {}).get("patterns") else {}),
            **({"dark level": _dark_level_text(s["dark_level"])} if (s.get("dark_level") or {}).get("level") else {}),
            **({"descan": _descan_text(s["descan"])} if s.get("descan") else {}),
-           **({"read noise": _clipped_text(s["electrons"]) if s["electrons"]["read_noise_from"] == "a floor clipped "
-               "at zero" else f"{s['electrons']['read_noise']:.3g} per pixel (from {s['electrons']['read_noise_from']})"}
-              if (s.get("electrons") or {}).get("read_noise") else {}),
+           **({"read noise": _read_noise_text(s["electrons"])} if (s.get("electrons") or {}).get("read_noise") else {}),
            **({"dark level?": s["dark_level"]["note"]} if (s.get("dark_level") or {}).get("note") else {}),
            **({"network": "not run (--baseline classical: py4DSTEM's find_Bragg_disks, with the settings tuned "
                           "on validation data that the model file carries, else the config's)"}
@@ -883,8 +886,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
         print(f"note: {_dark_level_text(summary['dark_level'])}")
     if summary["descan"]:
         print(f"note: {_descan_text(summary['descan'])}")
-    if summary["electrons"]["read_noise_from"] == "a floor clipped at zero":
-        print(f"note: {_clipped_text(summary['electrons'])}")
+    if summary["electrons"]["read_noise_from"] == CLIPPED_FLOOR:
+        print(f"note: {_read_noise_text(summary['electrons'])}")
     if summary["dark_level"].get("note"):
         print(f"note: {summary['dark_level']['note']}")
     if isinstance(summary["network_view"], dict):
