@@ -154,6 +154,33 @@ def test_grains_each_get_their_own_median_reference():
     assert lengths == [0.256, 0.3]
 
 
+def test_a_lattice_won_at_scattered_positions_is_no_grain_and_a_small_region_is():
+    """Grains are regions: on a 12 × 12 scan of two crystals, a third lattice won at four positions none beside another,
+    each amid the first crystal's (as another basis of a crystal whose disks overlap is, where a pattern shows a subset
+    of its reflections), is no grain and leaves them unfit; the same lattice on a 2 × 2 block of positions is one, and
+    so is the second crystal where it is fit at four scattered positions amid unfit ones (a low-dose scan)."""
+    left, right, third = rotated(SQUARE, 12.0), rotated(HEX, 31.0), rotated(SQUARE, 40.0)
+    scattered = [(1, 1), (4, 3), (8, 1), (10, 4)]
+    Gs = {(i, j): left if j < 6 else right for i in range(12) for j in range(12)}
+    res = measure(scan({**Gs, **{ij: third for ij in scattered}}))
+    t = res.table.set_index(["rx", "ry"])
+    assert len(res.grains) == 2
+    assert (t.loc[scattered, "grain"] == -1).all() and t.loc[scattered, "exx_pct"].isna().all()
+    assert (t.drop(scattered)["grain"] >= 0).all()
+    block = [(5, 1), (5, 2), (6, 1), (6, 2)]
+    res = measure(scan({**Gs, **{ij: third for ij in block}}))
+    t = res.table.set_index(["rx", "ry"])
+    assert len(res.grains) == 3 and t.loc[block, "grain"].nunique() == 1 and (t.loc[block, "grain"] >= 0).all()
+    rng = np.random.default_rng(5)
+    faint = [(1, 7), (4, 10), (8, 8), (10, 11)]
+    noise = pd.concat([pd.DataFrame({"rx": i, "ry": j, "qx": np.r_[0.0, rng.uniform(-1.9, 1.9, 4)],
+                                     "qy": np.r_[0.0, rng.uniform(-1.9, 1.9, 4)], "intensity": 1.0})
+                       for i in range(12) for j in range(6, 12) if (i, j) not in faint])
+    res = measure(pd.concat([scan({ij: G for ij, G in Gs.items() if ij[1] < 6 or ij in faint}), noise], ignore_index=True))
+    t = res.table.set_index(["rx", "ry"])
+    assert len(res.grains) == 2 and t.loc[faint, "grain"].nunique() == 1 and (t.loc[faint, "grain"] >= 0).all()
+
+
 @pytest.mark.parametrize("x_axis_deg, flip_y", [(30.0, False), (-115.0, False), (0.0, True), (62.0, True)])
 def test_strain_rotation_and_tilt_in_the_axes_asked_for(x_axis_deg, flip_y):
     """`--x-axis-deg` / `--flip-y`: each position's strain is the detector frame's tensor in the turned (mirrored)

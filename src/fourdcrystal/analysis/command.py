@@ -72,7 +72,8 @@ def run_strain(vectors_path, out_dir, settings, meta: dict | None = None) -> dic
     notes = [f"{n_pos - n_fit} positions could not be indexed to any lattice better than chance (NaN, grey)"
              if n_fit < n_pos else "every position was indexed",
              *advice,
-             f"grains: lattices that explain at least {100 * settings.min_grain_fraction:g} % of the positions"
+             f"grains: lattices that explain at least {100 * settings.min_grain_fraction:g} % of the positions, as many "
+             "of them in their own region (a grain is a region)"
              + ("" if result.grains else " — none found: these vectors show no lattice"),
              f"axes: {settings.axes_text()}",
              "e_xy is the tensor shear (engineering shear = 2 e_xy); rotation is positive from +x toward +y",
