@@ -44,15 +44,18 @@ DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 FRIEDEL_LIT_PAIRS = 2  # ±g pairs that show a crystal's pattern where its beam is nearly extinct (``_friedel_pairs``)
 # ``MeasuredPattern._batch_lattice``: the batch's low-dose patterns without a lattice of their own, or of so few
 # electrons that their own disks place it to a pixel or two (``_few_electrons``), are summed where they hold at least
-# BATCH_LATTICE_MIN_E electrons together (a bright pattern, whose lattice the network finds), and each
+# BATCH_LATTICE_MIN_E electrons together (a pattern whose lattice the network finds), and each
 # is fitted to that lattice from BATCH_LATTICE_STARTS starts; it shows it where its electrons stand
 # BATCH_LATTICE_MIN_Z standard deviations above their rings (``refine.lattice_evidence``: without disks at most 3.5
 # of 96 patterns, with a 2 nm crystal's at 1e3 e⁻ 4.2–28, median 9.7; benchmarks/RESULTS.md, "A thin crystal's
 # lattice from its batch")
 BATCH_LATTICE_STARTS, BATCH_LATTICE_MIN_Z = 16, 5.0
-# (3e3, a 2 × 2 scan's four patterns at 1e3 e⁻, raised recall but not precision under the detector augmentation:
-# benchmarks/RESULTS.md, "A small scan's lattice from its few patterns: measured, not kept")
-BATCH_LATTICE_MIN_E = LOW_DOSE_E[1]
+# 3e3: a 2 × 2 scan's four patterns at 1e3 e⁻ (the network reads a 3e3 e⁻ pattern's lattice: F1 0.53 on the [001]
+# envelope). Tried first with the likelihood's own size, its vectors sat 1–2 px off and precision fell 0.87 → 0.52;
+# with the scan's one size factor (``measure_edge_scale``) it holds: 2 × 2 scans at 1e3 e⁻, the [001] envelope F1 0.42
+# → 0.50, 200 kV / 2 mrad under shot noise 0.59 → 0.82 at precision 0.99, Au [001] 0.12 → 0.62; no negative moved
+# (benchmarks/RESULTS.md, "A small scan's lattice from its few patterns, sized"). 2e4 before.
+BATCH_LATTICE_MIN_E = 3e3
 # "Without a lattice of their own": fewer vectors beside the beam than show a lattice beyond chance in `strain`'s fit
 # (six; ``analysis.lattice.fewest_beyond_chance``): a pattern with four or five kept its own and no position was
 # fit (bench_strain's 2 nm SrTiO3 at 1e3 e⁻ on 256 px at 0.0107 Å⁻¹/px: 54 → 96 % of positions fitted;
