@@ -222,7 +222,7 @@ def _grains_only(positions, refs, fits, scan_shape, settings: Settings) -> tuple
             won[p[0], p[1]] = g
         n = np.bincount(won[won >= 0], minlength=len(refs))
         # where one position is grain enough (scans under 1 / min_grain_fraction positions) none needs a neighbour
-        keep = (n >= min_members) & ((_beside_their_own(won, len(refs)) >= min_members) | (min_members == 1))
+        keep = (n >= min_members) & ((_in_their_own_region(won, len(refs)) >= min_members) | (min_members == 1))
         keep[np.argmax(n)] |= n.max(initial=0) >= min_members
         if keep.all():
             break
@@ -231,7 +231,7 @@ def _grains_only(positions, refs, fits, scan_shape, settings: Settings) -> tuple
     return refs, fits
 
 
-def _beside_their_own(won: np.ndarray, n_refs: int) -> np.ndarray:
+def _in_their_own_region(won: np.ndarray, n_refs: int) -> np.ndarray:
     """Per lattice, how many of the positions it won (``won``: the scan's lattice index per position, -1 none) have
     one of their 8 scan neighbours won by it too, or none won by another lattice."""
     padded_won = np.pad(won, 1, constant_values=-1)
