@@ -61,6 +61,9 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
         [--frozen-phonons N]   (thermal diffuse scattering: each pattern the mean of N frozen-phonon
             configurations, as real crystals scatter; the training data has none. The truth's brightness
             rule then counts the diffuse background under a disk too)
+        [--psf-px SIGMA]   (a camera's point spread: every pattern, noiseless too, and the vacuum probe blurred by a
+            Gaussian of SIGMA px after counting, as a scintillator or a hybrid-pixel sensor at high kV spreads each
+            electron; the augmentation's own blur, 0–0.7 px, reaches the patterns only)
         [--read-noise E]   (an integrating detector: Gaussian read noise of E electrons per pixel on every noisy
             pattern and negative, its dark level subtracted, so that empty pixels read below zero)
         [--subtract-background]   (every noisy pattern and negative with the smooth background the augmentation drew
@@ -82,6 +85,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -259,7 +263,7 @@ def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -
     each position's detector distortion (``recorded_pattern``; the truth follows it: ``recorded``)."""
     draws = [(pattern, np.eye(2)) if dose is None else recorded_pattern(aug, pattern, probe, rng, dose, descan_px(k))
              for k in range(SCAN * SCAN)]
-    cube = np.stack([d[0] for d in draws]).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32)
+    cube = with_psf(np.stack([d[0] for d in draws]).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32))
     return stored(with_pedestal(with_read_noise(cube, probe, dose), probe, dose), probe, dose), [d[1] for d in draws]
 
 
@@ -281,6 +285,16 @@ def recorded_pattern(aug: Augmenter, pattern: np.ndarray, probe: np.ndarray, rng
     if descan != (0.0, 0.0):  # the specimen's diffuse halo moves with its beam; a detector's own pixels would not
         img = moved_back(img[None], -np.round(np.asarray(descan))[None])[0]
     return img, distortion_matrix(drawn.ellipticity, drawn.ellipse_angle_rad)
+
+
+def with_psf(a: np.ndarray) -> np.ndarray:
+    """``a`` (…, Qx, Qy) as a camera of point spread PSF_PX (Gaussian σ, px) records it (``--psf-px``): each counted
+    electron spread over its neighbours (a scintillator, or a hybrid-pixel sensor's charge sharing at 300 kV), hence
+    after the shot noise and before the read noise; the vacuum probe recorded on the same camera too (``vectors``)."""
+    if not PSF_PX:
+        return a
+    return ndimage.gaussian_filter(np.asarray(a, dtype=np.float32), [0] * (a.ndim - 2) + [PSF_PX] * 2,
+                                   mode="constant").astype(np.float32)
 
 
 def with_read_noise(cube: np.ndarray, probe: np.ndarray, dose) -> np.ndarray:
@@ -326,6 +340,8 @@ QUAD_GAIN, BAD_PIXELS = None, "auto"
 PROBE, SYNTH_RADIUS = "vacuum", []
 # --tilt: (tilt_mrad, azimuth_deg) of every crystal off its zone axis (None: on the zone axis)
 TILT = None
+# --psf-px: the camera's point spread, Gaussian σ in px (0: the augmentation's own blur only)
+PSF_PX = 0.0
 # --read-noise: Gaussian read noise (electrons per pixel) of a dark-subtracted integrating detector (0: none)
 READ_NOISE_E, READ_NOISE_RNG = 0.0, np.random.default_rng(20261206)
 # --subtract-background: each noisy pattern with its drawn smooth background subtracted after recording
@@ -360,7 +376,7 @@ def vectors(cube: np.ndarray, probe: np.ndarray, model, mgeo, ps: dict, classica
     n = cube.shape[0] * cube.shape[1]
     try:
         summary = predict.predict_cube(
-            Cube(array=quad_cross(cube), path="bench"), quad_cross(probe) if PROBE == "vacuum" else None, model,
+            Cube(array=quad_cross(cube), path="bench"), quad_cross(with_psf(probe)) if PROBE == "vacuum" else None, model,
             mgeo, dq, out, progress=False, threshold=ps["peak_threshold"], min_spacing_px=ps["min_spacing_px"],
             baseline="classical" if classical is not None else None, classical_settings=classical,
             precision=PRECISION, bad_pixels=BAD_PIXELS,
@@ -575,6 +591,9 @@ def main() -> int:
                     help="each pattern the mean of N frozen-phonon configurations (default 0: a static lattice)")
     ap.add_argument("--tilt", nargs=2, type=float, metavar=("MRAD", "AZIMUTH_DEG"), default=None,
                     help="every crystal tilted off its zone axis by MRAD toward AZIMUTH_DEG (default: on the zone axis)")
+    ap.add_argument("--psf-px", type=float, default=0.0, metavar="SIGMA",
+                    help="every pattern (noiseless too) and the vacuum probe as a camera of Gaussian point spread "
+                         "SIGMA px records them, after counting (a scintillator; default 0: the augmentation's blur)")
     ap.add_argument("--read-noise", type=float, default=0.0, metavar="E",
                     help="Gaussian read noise of E electrons per pixel on every noisy pattern, dark-subtracted (an "
                          "integrating detector such as an EMPAD or a CMOS camera; default 0: counts)")
@@ -605,7 +624,8 @@ def main() -> int:
                          "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
     global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E, SUBTRACT_BACKGROUND, PEDESTAL_E
-    global DARK_LEVEL, DESCAN_PX, STORED_GAIN
+    global DARK_LEVEL, DESCAN_PX, STORED_GAIN, PSF_PX
+    PSF_PX = a.psf_px
     PEDESTAL_E, DARK_LEVEL, DESCAN_PX, STORED_GAIN = a.pedestal, a.dark_level, a.descan, a.stored_gain
     SCAN = a.scan
     READ_NOISE_E, SUBTRACT_BACKGROUND = a.read_noise, a.subtract_background
@@ -652,6 +672,7 @@ def main() -> int:
     neg = pd.DataFrame(negs).groupby(["kind", "dose", "detector"], sort=False)["false_vectors_per_pattern"].agg(
         worst="max", mean="mean")
     print(f"## bench_accuracy ({'quick' if a.quick else 'full'}, noise: {a.noise}"
+          f"{f', point spread σ {a.psf_px:g} px' if a.psf_px else ''}"
           f"{f' + read noise {a.read_noise:g} e⁻' if a.read_noise else ''}"
           f"{', background subtracted' if a.subtract_background else ''}"
           f"{f', pedestal {a.pedestal:g} e⁻ (dark level {a.dark_level})' if a.pedestal else ''}"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import ndimage
 
+from fourdcrystal.inference.probe_synth import point_spread_px
 from fourdcrystal.inference.refine import SubpixelTemplate
 
 N, RADIUS_PX = 64, 4.0
@@ -72,6 +74,28 @@ def test_a_beam_brighter_on_one_side_is_centred_by_its_edge():
         else:
             assert per_unit * uneven.sum(axis=(1, 2)).max() < BEAM_EDGE_MIN_ELECTRONS
             np.testing.assert_array_equal(found, plain)
+
+
+def test_a_cameras_point_spread_is_read_off_the_probe_and_undone_by_the_edge_template():
+    """A camera that spreads each electron over its neighbours (a scintillator, a hybrid-pixel sensor at 300 kV)
+    blurs the disks and the vacuum probe recorded on it alike: their edges go soft, and the edge-weighted template
+    weighs the uneven interior again. Read off the probe's edge (``point_spread_px``), the spread is undone in the
+    template (``blur_px``), and the disk is placed by its edge as without the blur; a sharp probe shows none."""
+    sigma = 1.2
+    probe = _disk(32.0, 32.0)
+    assert point_spread_px(probe) == 0.0  # an aperture's edge on pixels: nothing to undo
+    blurred_probe = ndimage.gaussian_filter(probe, sigma)
+    assert abs(point_spread_px(blurred_probe) - sigma) <= 0.2
+    edge = SubpixelTemplate(blurred_probe, (32.0, 32.0), RADIUS_PX)
+    deblurred = SubpixelTemplate(blurred_probe, (32.0, 32.0), RADIUS_PX, blur_px=point_spread_px(blurred_probe))
+    errors = {"edge": [], "deblurred": []}
+    for cx, cy in ((20.3, 40.1), (30.0, 30.75), (41.2, 22.4), (26.1, 35.6)):
+        pattern = ndimage.gaussian_filter(0.3 * _disk(cx, cy, slope_per_px=0.1), sigma)
+        start = (round(cx), round(cy))
+        for name, t in (("edge", edge), ("deblurred", deblurred)):
+            errors[name].append(np.hypot(*(_placed(t, pattern, start) - (cx, cy))))
+    assert max(errors["deblurred"]) <= 0.1, errors
+    assert min(errors["edge"]) >= 0.15, errors  # the case is a real one: the blurred edges fail the plain edge template
 
 
 def test_an_even_disk_is_placed_either_way():

@@ -147,7 +147,8 @@ class MeasuredPattern:
         if self.corr_power is not None:
             def template(sigma):
                 return SubpixelTemplate(inputs.detector_probe, inputs.finder.c, self.disk_radius_px, device,
-                                        edge_sigma_radii=sigma)
+                                        edge_sigma_radii=sigma, blur_px=inputs.blur_px if sigma else 0.0,
+                                        probe_blurred=inputs.probe_blurred)
             if self.small_disks or self.may_be_clear:
                 self.edge_template = template(EDGE_SIGMA_RADII)
             self.plain_template = template(None)

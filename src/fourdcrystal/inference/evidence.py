@@ -100,6 +100,12 @@ BRIGHTNESS_TOLERANCE = 3.0
 # a pattern of isolated electrons (``_isolated_electrons``): fewer than this many per background pixel, ...
 LOW_COUNT_E_PER_PX = 1 / 9  # under one background electron per 3×3 window: blobs are isolated
 MIN_MAXIMA_FRACTION = 0.01  # ... and local maxima on at least this share of its pixels
+# ... or its median pixel is empty: zero, within the read noise, or under this fraction of one electron's blob. A
+# camera's point spread (σ ≥ 1 px) leaves every pixel a tail of its neighbours' electrons (1e-15–2e-3 of an electron
+# on bench_accuracy's noise-only negatives at 1e3 e⁻) and merges blobs, so that fewer than 1 % of the pixels are maxima:
+# judged dense, such a pattern's electron was its photon transfer's, 0.03–0.08 of the real one, and every speck a disk
+# (3–6 false vectors per pattern; benchmarks/RESULTS.md, "A camera's point spread")
+BLUR_TAIL_OF_ELECTRON = 0.01
 # An electron's blob is a local maximum standing this many read-noise σ above the median pixel (``read_noise``): on a
 # dark-subtracted integrating detector every pixel's noise has maxima, which are no electrons
 READ_NOISE_PEAK_SIGMA = 3.5
@@ -970,7 +976,9 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     excess = torch.where(peak, window3(s, torch.add) - floor, torch.full_like(s, float("nan"))).flatten(1)
     blob = _row_nanmedian(excess)
     many = peak.flatten(1).float().mean(dim=1) >= MIN_MAXIMA_FRACTION
-    isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | (level[:, 0, 0] <= noise))
+    # a median pixel that is a blur's tail (a camera's point spread reaches every pixel) is a zero one
+    empty = level[:, 0, 0] <= torch.maximum(noise, BLUR_TAIL_OF_ELECTRON * blob)
+    isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | empty)
     # the spread only where it can matter (an isolated pattern whose background holds maxima): a bright pattern's
     # batch skips the quantile (4 ms of 32 patterns at 128 px)
     noise_free = isolated & (level[:, 0, 0] > noise)

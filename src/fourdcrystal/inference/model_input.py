@@ -15,6 +15,7 @@ import torch
 
 from fourdcrystal.errors import UserError
 from fourdcrystal.inference.evidence import disk_intensity, one_electron, read_noise
+from fourdcrystal.inference.probe_synth import point_spread_px
 from fourdcrystal.inference.refine import EDGE_SIGMA_RADII, SubpixelTemplate, hybrid_xcorr
 
 # The direct beam's disk placed by its edge (``refine.SubpixelTemplate``, edge-weighted as the diffracted disks
@@ -210,6 +211,13 @@ def view_pixel_invA(disk_radius_px: float, q_pixel_size_invA: float, geometry) -
     return q_pixel_size_invA * largest_shown_disk_px(geometry) / r_model
 
 
+# A synthesized probe's spread is read off the scan's own bright-field disk, whose edge also holds the training's
+# blur (0–0.7 px, drawn per pattern) and each pattern's sub-pixel misalignment in the median: through the detector
+# augmentation without a camera spread it reads σ 0.7 px at 1e3 e⁻ (0 at 1e5), with a 1 px spread 0.86–1.14, with 1.5 px
+# 1.42–1.49 (benchmarks/RESULTS.md, "A camera's point spread"). Undone only from this σ.
+SYNTH_POINT_SPREAD_MIN_PX = 0.9
+
+
 class ModelInput:
     """What the network sees, from a user's patterns and vacuum probe (one owner for predict and evaluate).
 
@@ -227,6 +235,8 @@ class ModelInput:
         self.radius_px = max(3.0, 2.0 * self.probe_radius_px)  # beam search radius around a guess
         self.beam_by_edge = beam_by_edge and self.probe_radius_px >= BEAM_EDGE_MIN_RADIUS_PX
         self._beam_edge: SubpixelTemplate | None = None  # made at the first ``beam_centres`` (training never asks)
+        self._blur_px: float | None = None  # ``blur_px``, read off the probe at its first use (training never asks)
+        self.probe_blurred = True  # the probe shows the camera's spread (a recording), not drawn sharp (``synthesized``)
         self.device = device
         self._electron: tuple[torch.Tensor, tuple] | None = None  # (batch, its ``one_electron``)
         self.scale, self.P, self.cp = float(scale), int(P), int(center_px)
@@ -234,6 +244,20 @@ class ModelInput:
         pr = resample(pt, torch.tensor([self.finder.c], device=device), self.scale, self.P, self.cp)
         self.probe_max, self.probe_sum = pr.max(), pr.sum()
         self.probe = pr / self.probe_max  # (1, P, P)
+
+    @property
+    def blur_px(self) -> float:
+        """The detector's point spread (Gaussian σ, px) that the vacuum probe's edge shows, 0 where none worth undoing
+        (``probe_synth.point_spread_px``): the edge-weighted sub-pixel templates undo it (``refine.SubpixelTemplate``)."""
+        if self._blur_px is None:
+            self._blur_px = point_spread_px(self.detector_probe)
+        return self._blur_px
+
+    def synthesized(self, edge_px: float) -> None:
+        """The probe is drawn sharp from the scan's bright-field disk, whose edge (logistic width ``edge_px``) shows the
+        camera's spread: undone from ``SYNTH_POINT_SPREAD_MIN_PX`` (a spread the drawn probe does not share)."""
+        sigma = point_spread_px(self.detector_probe, edge_px)
+        self._blur_px, self.probe_blurred = (sigma if sigma >= SYNTH_POINT_SPREAD_MIN_PX else 0.0), False
 
     def centres(self, patterns: torch.Tensor, guess: tuple[float, float] | None = None,
                 radius_px: float | None = None) -> torch.Tensor:
@@ -250,7 +274,8 @@ class ModelInput:
             return centres
         if self._beam_edge is None:
             self._beam_edge = SubpixelTemplate(self.detector_probe, self.finder.c, self.probe_radius_px, self.device,
-                                               EDGE_SIGMA_RADII)
+                                               EDGE_SIGMA_RADII, blur_px=self.blur_px,
+                                               probe_blurred=self.probe_blurred)
         b = torch.arange(len(centres), device=centres.device)
         edge = torch.stack(self._beam_edge.refine(patterns, b, centres[:, 0], centres[:, 1]), dim=1).to(centres.dtype)
         one_e, _ = self.electron(patterns)

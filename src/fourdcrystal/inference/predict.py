@@ -191,6 +191,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
     _check_size(cube, dq_view, geometry)
     inputs = ModelInput(probe, geometry.dk_invA / dq_view, geometry.detector_px, geometry.center_px, device,
                         beam_by_edge=saturation is None)
+    if probe_info is not None and "measured_edge_px" in probe_info:  # drawn sharp from the scan's disk
+        inputs.synthesized(probe_info["measured_edge_px"])
     guess = mean_beam(cube, inputs, device)
     if baseline == "classical":
         detector = ClassicalDetector(probe, classical_settings, dq)
@@ -204,6 +206,8 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
            "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)}, "dark_level": dark, "descan": descan,
            "electrons": electrons,
+           # the camera's point spread the vacuum probe's edge shows, undone by the edge-weighted sub-pixel fit
+           "camera_point_spread_px": None if baseline else inputs.blur_px,
            "mean_beam_px": [guess[0], guess[1]], "mean_beam_found_by": inputs.finder.guessed_by,
            # a nearly extinct beam, each pattern's placed this far from its brightest disk (``mean_beam``)
            "beam_from_brightest_disk_px": inputs.finder.extinct_offset,
@@ -335,6 +339,12 @@ def _floor_text(floor: dict) -> str:
             "recorded (only the detector's dark level subtracted)")
 
 
+def _point_spread_text(sigma_px: float) -> str:
+    """What a run's ``camera_point_spread_px`` (``ModelInput.blur_px``) tells the user."""
+    return (f"the vacuum probe's edge is blurred as by a camera's point spread of σ ≈ {sigma_px:.2f} px (a "
+            "scintillator, or a hybrid-pixel sensor at high kV); the sub-pixel fit undoes it, as the disks share it")
+
+
 def page_settings(s: dict) -> dict:
     """What index.html lists about a run (from its summary)."""
     p = s["probe"]
@@ -355,6 +365,8 @@ def page_settings(s: dict) -> dict:
            **({"dark level": _dark_level_text(s["dark_level"])} if (s.get("dark_level") or {}).get("level") else {}),
            **({"descan": _descan_text(s["descan"])} if s.get("descan") else {}),
            **({"read noise": _read_noise_text(s["electrons"])} if (s.get("electrons") or {}).get("read_noise") else {}),
+           **({"camera point spread": _point_spread_text(s["camera_point_spread_px"])}
+              if s.get("camera_point_spread_px") else {}),
            **({"dark level?": s["dark_level"]["note"]} if (s.get("dark_level") or {}).get("note") else {}),
            **({"network": "not run (--baseline classical: py4DSTEM's find_Bragg_disks, with the settings tuned "
                           "on validation data that the model file carries, else the config's)"}
@@ -890,6 +902,8 @@ def _run(args: argparse.Namespace, cube: Cube) -> int:
         print(f"note: {_read_noise_text(summary['electrons'])}")
     if summary["dark_level"].get("note"):
         print(f"note: {summary['dark_level']['note']}")
+    if summary.get("camera_point_spread_px"):
+        print(f"note: {_point_spread_text(summary['camera_point_spread_px'])}")
     if isinstance(summary["network_view"], dict):
         print(f"note: {_view_text(summary['network_view'])}")
     if isinstance(summary["bad_pixels"], dict) and summary["bad_pixels"]["n"]:

@@ -325,6 +325,34 @@ def synthetic_probe(shape: tuple[int, int], center_px, radius_px: float, edge_px
     return (1.0 / (1.0 + np.exp(np.clip((r - radius_px) / edge_px, -50, 50)))).astype(np.float32)
 
 
+# The detector's point spread read off a probe's edge (``point_spread_px``): an aperture's edge recorded without blur
+# measures a logistic width of 0.17–0.27 px on pixels (bench_accuracy's probes, 60–300 kV, 0.5–4 mrad, 0.01–0.04
+# Å⁻¹/px), taken as SHARP_EDGE_PX; a Gaussian blur of σ widens the edge's 10–90 % rise to 2.563 σ, the logistic's
+# is 2 ln 9 w (hence the factor). Spreads under POINT_SPREAD_MIN_PX are left alone (the simulations' sharp
+# probes and the training's blur up to 0.7 px land below it), as are disks under EDGE_MIN_RADIUS_PX, whose edge
+# is a pixel or two wide whatever the camera.
+SHARP_EDGE_PX = 0.2
+LOGISTIC_TO_GAUSSIAN = 2 * np.log(9) / 2.5631
+POINT_SPREAD_MIN_PX = 0.5
+
+
+def point_spread_px(probe: np.ndarray, edge_px: float | None = None) -> float:
+    """The detector's point spread (Gaussian σ, px) that a vacuum ``probe``'s edge shows (or an edge of logistic
+    width ``edge_px`` measured on the scan's bright-field disk), 0 where it shows none worth undoing
+    (``POINT_SPREAD_MIN_PX``): an aperture's image is sharp, so what widens its edge is the camera's spread of
+    each electron (a scintillator, a hybrid-pixel sensor at 300 kV), which the sub-pixel fit undoes
+    (``refine.SubpixelTemplate``'s ``blur_px``)."""
+    try:
+        disk = measure_disk(np.asarray(probe, dtype=np.float64))
+    except UserError:
+        return 0.0
+    if disk["radius_px"] < EDGE_MIN_RADIUS_PX:
+        return 0.0
+    w = disk["edge_px"] if edge_px is None else float(edge_px)
+    sigma = LOGISTIC_TO_GAUSSIAN * float(np.sqrt(max(w ** 2 - SHARP_EDGE_PX ** 2, 0.0)))
+    return sigma if sigma >= POINT_SPREAD_MIN_PX else 0.0
+
+
 def check_given_probe(probe: np.ndarray) -> None:
     """A one-line error if the given vacuum ``probe`` is flat or empty: a gain reference passed as the probe
     gave 85 vectors per pattern on a GaN scan, 83 of them on no reflection (benchmarks/RESULTS.md, "A vacuum

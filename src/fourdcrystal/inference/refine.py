@@ -137,6 +137,9 @@ LATTICE_CHANCE_P = 1e-5
 # BACKGROUND_RING_PX about the beam, of the pixels BACKGROUND_CLEAR_RADII disk radii or more from every point of
 # that lattice (benchmarks/RESULTS.md, "The diffuse background left out of the sub-pixel fit").
 BACKGROUND_CLEAR_RADII, BACKGROUND_RING_PX = 1.3, 3.0
+# The edge-weighted template undoes the detector's point spread (``SubpixelTemplate``, ``blur_px``): H / (H² +
+# DEBLUR_EPS) in place of 1 / H, so that it stops growing where H falls below ~DEBLUR_EPS^½.
+DEBLUR_EPS = 1e-3
 
 
 def hybrid_xcorr(patterns: torch.Tensor, template_fft_conj: torch.Tensor, corr_power: float) -> torch.Tensor:
@@ -201,17 +204,27 @@ class SubpixelTemplate:
     pattern — places the disks by their edges: with σ = 0.2 disk radii, median 0.02 px off (0.06 px
     at 1e5 e⁻, 0.21 vs 0.36 px at 1e4); σ = 0.15–0.35 radii measured alike under noise, larger σ
     leaves more of the bias (benchmarks/RESULTS.md, "Edge-weighted sub-pixel template").
+
+    Why ``blur_px`` (the detector's point spread, Gaussian σ, ``probe_synth.point_spread_px``): a camera that
+    spreads each electron over its neighbours (a scintillator; a hybrid-pixel sensor at 300 kV) blurs the
+    edges away, and the high-passed correlation then weighs the disk's interior again (σ = 1.5 px on SrTiO3
+    [001], 200 kV, 2 mrad, 10 nm: vectors 0.5 px off). With H the blur's transfer function the template is
+    divided by H once for the pattern's blur and once more where the probe was recorded through the same
+    camera (``probe_blurred``): pattern × template then equals the unblurred pattern × the unblurred
+    template, shot noise included (counted before the blur, it is white again), regularised by
+    ``DEBLUR_EPS`` where H vanishes (benchmarks/RESULTS.md, "A camera's point spread").
     """
 
     def __init__(self, probe, centre: tuple[float, float], radius_px: float, device="cpu",
-                 edge_sigma_radii: float | None = EDGE_SIGMA_RADII):
-        self.h = int(math.ceil(max(radius_px, 1.0))) + 2  # window half-width: the disk and its edge
+                 edge_sigma_radii: float | None = EDGE_SIGMA_RADII, blur_px: float = 0.0, probe_blurred: bool = True):
+        # window half-width: the disk and its edge (a deblurred template's ringing reaches a few σ further)
+        self.h = int(math.ceil(max(radius_px, 1.0) + 2 * blur_px)) + 2
         self.radius_px = float(radius_px)
         self.centre = (float(centre[0]), float(centre[1]))
         self.ci, self.cj = int(round(centre[0])), int(round(centre[1]))
         sigma_px = 0.0 if edge_sigma_radii is None else edge_sigma_radii * max(radius_px, 1.0)
         # margin so that the Fourier shift's and the high-pass's wrap-around stay outside the window
-        pad = self.h + 4 + int(math.ceil(3 * sigma_px))
+        pad = self.h + 4 + int(math.ceil(3 * sigma_px + 4 * blur_px))
         crop = _crop(torch.as_tensor(probe, dtype=torch.float64), self.ci, self.cj, pad)
         n = crop.shape[0]
         d = torch.linspace(-0.5, 0.5, SUBPIXEL_STEPS, dtype=torch.float64)
@@ -222,6 +235,9 @@ class SubpixelTemplate:
         if sigma_px > 0:  # (1 - G_σ)² in Fourier space: G's transfer function is exp(-2π²σ²|k|²)
             k2 = k[:, None] ** 2 + k[None, :] ** 2
             f = f * (1.0 - torch.exp(-2.0 * math.pi ** 2 * sigma_px ** 2 * k2)) ** 2
+            if blur_px > 0:  # the detector's point spread undone (class docstring): once per blurred image
+                H = torch.exp(-2.0 * math.pi ** 2 * blur_px ** 2 * k2)
+                f = f * (H / (H ** 2 + DEBLUR_EPS)) ** (2 if probe_blurred else 1)
         shifted = torch.fft.ifft2(f[None, None] * phase_x[:, None, :, None] * phase_x[None, :, None, :]).real
         inner = slice(pad - self.h, pad + self.h + 1)
         w = shifted[:, :, inner, inner]  # (S, S, W, W): template moved by (d_i, d_j), around its centre
