@@ -106,6 +106,9 @@ MIN_MAXIMA_FRACTION = 0.01  # ... and local maxima on at least this share of its
 # judged dense, such a pattern's electron was its photon transfer's, 0.03–0.08 of the real one, and every speck a disk
 # (3–6 false vectors per pattern; benchmarks/RESULTS.md, "A camera's point spread")
 BLUR_TAIL_OF_ELECTRON = 0.01
+# ... where its maxima are single electrons: at most this many blobs' worth of it per maximum (a blurred speckle of
+# electrons 1.4–2.6, the tests' noise-free synthetic disks 5.2, a noise-free simulated pattern thousands)
+BLUR_TAIL_MAX_ELECTRONS_PER_MAXIMUM = 3.0
 # An electron's blob is a local maximum standing this many read-noise σ above the median pixel (``read_noise``): on a
 # dark-subtracted integrating detector every pixel's noise has maxima, which are no electrons
 READ_NOISE_PEAK_SIGMA = 3.5
@@ -976,9 +979,12 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     excess = torch.where(peak, window3(s, torch.add) - floor, torch.full_like(s, float("nan"))).flatten(1)
     blob = _row_nanmedian(excess)
     many = peak.flatten(1).float().mean(dim=1) >= MIN_MAXIMA_FRACTION
-    # a median pixel that is a blur's tail (a camera's point spread reaches every pixel) is a zero one
-    empty = level[:, 0, 0] <= torch.maximum(noise, BLUR_TAIL_OF_ELECTRON * blob)
-    isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | empty)
+    # a median pixel that is a blur's tail (a camera's point spread reaches every pixel) is a zero one where the
+    # maxima are a speckle of single electrons, not a noise-free pattern's few bright disks
+    electrons = (s - level).clamp_min(0).flatten(1).sum(dim=1) / blob
+    speckle = electrons <= BLUR_TAIL_MAX_ELECTRONS_PER_MAXIMUM * peak.flatten(1).sum(dim=1)
+    tail = (level[:, 0, 0] <= BLUR_TAIL_OF_ELECTRON * blob) & speckle
+    isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (many | (level[:, 0, 0] <= noise) | tail)
     # the spread only where it can matter (an isolated pattern whose background holds maxima): a bright pattern's
     # batch skips the quantile (4 ms of 32 patterns at 128 px)
     noise_free = isolated & (level[:, 0, 0] > noise)
