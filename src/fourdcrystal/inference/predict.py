@@ -206,7 +206,7 @@ def predict_cube(cube: Cube, probe: np.ndarray | None, model, geometry, q_pixel_
                {"n": cube.bad_pixels.n, **cube.bad_pixels.found} if cube.bad_pixels is not None else "not searched"),
            "subtracted_floor": {"patterns": floors, "of_sampled": len(samples)}, "dark_level": dark, "descan": descan,
            "electrons": electrons,
-           # the camera's point spread the vacuum probe's edge shows, undone by the edge-weighted sub-pixel fit
+           # the camera's point spread the probe's edge (or the scan's disk's) shows, undone by the sub-pixel fit
            "camera_point_spread_px": None if baseline else inputs.blur_px,
            "mean_beam_px": [guess[0], guess[1]], "mean_beam_found_by": inputs.finder.guessed_by,
            # a nearly extinct beam, each pattern's placed this far from its brightest disk (``mean_beam``)
@@ -341,7 +341,7 @@ def _floor_text(floor: dict) -> str:
 
 def _point_spread_text(sigma_px: float) -> str:
     """What a run's ``camera_point_spread_px`` (``ModelInput.blur_px``) tells the user."""
-    return (f"the vacuum probe's edge is blurred as by a camera's point spread of σ ≈ {sigma_px:.2f} px (a "
+    return (f"the bright-field disk's edge is blurred as by a camera's point spread of σ ≈ {sigma_px:.2f} px (a "
             "scintillator, or a hybrid-pixel sensor at high kV); the sub-pixel fit undoes it, as the disks share it")
 
 
