@@ -262,6 +262,57 @@ def test_sparse_electrons_through_a_cameras_point_spread_are_judged_as_electrons
         assert bool(counting[0]) and 0.4 * e < float(one_e[0]) < 0.7 * e, (seed, float(one_e[0]) / e)
 
 
+def _vacuum_through_a_spread(seed: int, halo_e_per_px: float, sigma_px: float = 1.2, e: float = 0.01, r: float = 9.0):
+    """A 256² vacuum frame at 1e3 e⁻ through a camera's point spread: the beam's disk of 1,000 electrons (radius ``r``)
+    on a flat halo of ``halo_e_per_px``, each electron of value ``e`` spread by ``sigma_px``."""
+    from scipy import ndimage
+    ii, jj = np.indices((256, 256))
+    inside = np.hypot(ii - 128, jj - 128) <= r
+    lam = np.where(inside, 1000 / inside.sum(), halo_e_per_px)
+    img = ndimage.gaussian_filter(np.random.default_rng(seed).poisson(lam) * e, sigma_px)
+    return torch.from_numpy(img.astype(np.float32))[None]
+
+
+def test_a_low_dose_beams_disk_beside_a_blurred_speckle_leaves_it_judged_as_electrons():
+    """Through a 1.2 px spread a vacuum frame's median pixel is a blur tail, and its halo a speckle of single electrons;
+    its beam's dense disk holds most of its electrons in few maxima. Counted over every pixel (5–7 blobs per maximum,
+    evidence.BLUR_TAIL_MAX_ELECTRONS_PER_MAXIMUM) it was judged dense and its electron was its photon transfer's, 0.03–0.04
+    of the real one; counted where the speckle is sparse (evidence.BLUR_TAIL_SPARSE_WINDOW), it is electrons again."""
+    from fourdcrystal.inference.evidence import one_electron
+    for seed in range(4):
+        t = _vacuum_through_a_spread(seed, 0.008)
+        assert float(t[0].median()) > 0  # a blur tail everywhere
+        one_e, counting = one_electron(t)
+        # measured: 0.64–0.65 of the electron (its 3×3 share), before 0.03–0.04
+        assert bool(counting[0]) and 0.5 * 0.01 < float(one_e[0]) < 0.8 * 0.01, (seed, float(one_e[0]))
+
+
+def test_a_beams_blurred_edge_is_no_disk_beside_it():
+    """A disk beside the beam counts only its own pixels, those beyond the beam's radius; through a camera's spread the
+    beam's disk reaches a few σ further, and at 1e3 e⁻ its few electrons there made a vacuum's halo beside it a disk at
+    4–5σ (10–22 of 24 places about a 9 px beam, 1.8 radii out). Given the spread (evidence.BEAM_TAIL_SIGMAS) none is,
+    and a faint disk of 40 electrons there still is."""
+    from fourdcrystal.inference.evidence import MIN_SNR, disk_contrast, one_electron
+    r, sigma = 9.0, 1.2
+    angles = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
+    x, y = 128 + 1.8 * r * np.cos(angles), 128 + 1.8 * r * np.sin(angles)
+    beam = torch.tensor([[128.0, 128.0]])
+    for seed in range(4):
+        t = _vacuum_through_a_spread(seed, 0.004, sigma)
+        kw = dict(overlapping=True, electron=one_electron(t))
+        snr = disk_contrast(t, beam, np.zeros(24, int), x, y, r, blur_px=sigma, **kw).snr.numpy()
+        assert (snr < MIN_SNR).all(), (seed, snr.max())
+        unaware = disk_contrast(t, beam, np.zeros(24, int), x, y, r, **kw).snr.numpy()
+        assert (unaware >= MIN_SNR).sum() >= 6, seed  # the test sees the tail: 10–22 of 24 pass without the spread
+    from scipy import ndimage
+    ii, jj = np.indices((256, 256))
+    disk = np.random.default_rng(9).poisson(np.where(np.hypot(ii - x[0], jj - y[0]) <= r, 40 / (np.pi * r * r), 0.0))
+    t = _vacuum_through_a_spread(0, 0.004, sigma) + torch.from_numpy(ndimage.gaussian_filter(disk * 0.01, sigma)
+                                                                      .astype(np.float32))[None]
+    snr = disk_contrast(t, beam, np.zeros(1, int), x[:1], y[:1], r, blur_px=sigma, overlapping=True).snr
+    assert float(snr[0]) >= MIN_SNR
+
+
 def test_a_dark_subtracted_detectors_read_noise_is_no_electron():
     """An integrating detector's low-dose frame, its dark level subtracted: Gaussian read noise of 0.15 electron on
     every pixel (negative where no electron arrived). Its noise has local maxima everywhere; taken for electrons
@@ -876,7 +927,7 @@ def test_a_proposal_between_2_and_3_sigma_stands_only_on_its_patterns_lattice(mo
     between = 0.5 * (LATTICE_MIN_SNR + MIN_SNR)
     trial = {(100.0, 64.0): between, (81.0, 69.0): between, (64.0, 100.0): 0.9 * LATTICE_MIN_SNR}
 
-    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None, crowded=False):
+    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None, crowded=False, blur_px=0.0):
         snr = [trial.get((float(i), float(j)), 10.0) for i, j in zip(x, y)]
         n = len(snr)
         return DiskContrast(torch.tensor(snr), torch.ones(n), torch.zeros(n, dtype=torch.bool), torch.zeros(n))
@@ -966,7 +1017,7 @@ def test_a_low_dose_lattice_point_is_completed_from_completion_min_snr(monkeypat
     n, r, dq, a = 128, 3.0, 0.02, 14.0
     trial = {(1, -1): 0.5 * (COMPLETION_MIN_SNR + LATTICE_MIN_SNR), (-1, 1): 0.9 * COMPLETION_MIN_SNR}
 
-    def contrast(patterns, centres, b, x, y, radius, overlapping=False, electron=None, crowded=False):
+    def contrast(patterns, centres, b, x, y, radius, overlapping=False, electron=None, crowded=False, blur_px=0.0):
         hk = [(int(round((i - 64) / a)), int(round((j - 64) / a))) for i, j in zip(np.asarray(x), np.asarray(y))]
         snr = torch.tensor([trial.get(k, 10.0) for k in hk], dtype=torch.float64)
         m = len(snr)
@@ -1047,7 +1098,7 @@ def test_on_a_dense_background_a_lattice_counts_as_proposed_or_as_measured(monke
     lattice = 64 + 12.0 * hk  # a pattern's first ring, as few as the demo's touching disks give
     rng = np.random.default_rng(5)
 
-    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None, crowded=False):
+    def contrast(patterns, centres, b, x, y, r, overlapping=False, electron=None, crowded=False, blur_px=0.0):
         n = len(b)  # every disk stands out, on a dense background
         return DiskContrast(torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool), torch.zeros(n))
 

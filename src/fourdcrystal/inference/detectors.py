@@ -190,7 +190,8 @@ class MeasuredPattern:
         if self.check_evidence and len(out["pattern"]):
             contrast = disk_contrast(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
                                      overlapping=spacing < RING_CLEAR_RADII * r, electron=electron,
-                                     crowded=self.small_disks & (near < RING_CLEAR_RADII * r))
+                                     crowded=self.small_disks & (near < RING_CLEAR_RADII * r),
+                                     blur_px=self.inputs.blur_px)
             snr, brightness, dense = (t.cpu().numpy() for t in contrast[:3])
             out["snr"] = snr.astype(np.float64)
             out["level"] = contrast.level.cpu().numpy().astype(np.float64)  # for the intensity, measured last
@@ -315,7 +316,7 @@ class MeasuredPattern:
             # evidence check found about it: ranked against the crystal's |F| it beat the network's V_g at every
             # dose (benchmarks/RESULTS.md, "Intensities measured on the disks")
             out["intensity"] = disk_intensity(patterns, centres, out["pattern"], out["qx_px"], out["qy_px"], r,
-                                              out.pop("level")).cpu().numpy().astype(np.float64)
+                                              out.pop("level"), self.inputs.blur_px).cpu().numpy().astype(np.float64)
         return out
 
     def _lone_and_faint(self, out: dict, low: np.ndarray) -> np.ndarray:
@@ -418,7 +419,7 @@ class MeasuredPattern:
         x, y = c[cb, 0] + cq[:, 0], c[cb, 1] + cq[:, 1]
         r = self.disk_radius_px
         contrast = disk_contrast(patterns, centres, cb, x, y, r, overlapping=spacing < RING_CLEAR_RADII * r,
-                                 electron=electron)
+                                 electron=electron, blur_px=self.inputs.blur_px)
         snr, level = contrast.snr.cpu().numpy(), contrast.level.cpu().numpy()
         brightness = _disk_brightness(contrast)
         keep = (snr >= np.where(low[cb], COMPLETION_MIN_SNR, BRIGHT_COMPLETION_MIN_SNR)) & \
@@ -602,7 +603,8 @@ class MeasuredPattern:
         cb, cq = np.concatenate(cb), np.concatenate(cq)
         spacing = min(np.hypot(*v) for v in (G0[0], G0[1], G0[0] + G0[1], G0[0] - G0[1]))
         contrast = disk_contrast(patterns, centres, cb, c[cb, 0] + cq[:, 0], c[cb, 1] + cq[:, 1], r,
-                                 overlapping=np.full(len(cb), spacing < RING_CLEAR_RADII * r), electron=electron)
+                                 overlapping=np.full(len(cb), spacing < RING_CLEAR_RADII * r), electron=electron,
+                                 blur_px=self.inputs.blur_px)
         new = self._new_vectors(c, cb, cq, contrast.snr.cpu().numpy(), contrast.level.cpu().numpy(), maps)
         kept = ~(found[b] & ~beam)
         both = {k: np.concatenate([v[kept], new[k].astype(v.dtype) if k in new else np.zeros(len(cb), v.dtype)])

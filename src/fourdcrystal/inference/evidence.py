@@ -109,6 +109,11 @@ BLUR_TAIL_OF_ELECTRON = 0.01
 # ... where its maxima are single electrons: at most this many blobs' worth of it per maximum (a blurred speckle of
 # electrons 1.4–2.6, the tests' noise-free synthetic disks 5.2, a noise-free simulated pattern thousands)
 BLUR_TAIL_MAX_ELECTRONS_PER_MAXIMUM = 3.0
+# ... counted on the pixels whose 3×3 window holds at most this many blobs: a low-dose beam's disk (300 kV, 3.5 mrad at
+# 1e3 e⁻: ~1.4 electrons per pixel) is dense, and counted in it 3.6–6.4 blobs per maximum (σ = 1 px) made half of
+# bench_accuracy's vacuum patterns dense, their electron the photon transfer's 0.003–0.07 of the real one
+# (benchmarks/RESULTS.md, "A low-dose beam's disk beside a blurred speckle")
+BLUR_TAIL_SPARSE_WINDOW = 3.0
 # An electron's blob is a local maximum standing this many read-noise σ above the median pixel (``read_noise``): on a
 # dark-subtracted integrating detector every pixel's noise has maxima, which are no electrons
 READ_NOISE_PEAK_SIGMA = 3.5
@@ -255,6 +260,10 @@ CIRCLE_POINTS = 64  # samples of the circle about the beam through an overlappin
 # than a pixel"); so each such vector must lie on its pattern's lattice (detectors.MeasuredPattern), which
 # hot pixels do not
 HOT_PIXEL_MIN_RADIUS_PX = 1.0
+# Through a camera's point spread σ the beam's disk reaches this many σ beyond its edge (``_own_disk``): at 1e3 e⁻ its
+# tail there (a few of its electrons) made a vacuum's halo beside it a disk at 4–8σ (300 kV / 3.5 mrad, σ = 1 px: 0.84
+# false vectors per pattern over 32; benchmarks/RESULTS.md, "A low-dose beam's disk beside a blurred speckle")
+BEAM_TAIL_SIGMAS = 2.0
 SECTORS = 8  # the ring's sectors, each about a disk's area: the scale of a film's speckle
 NEIGHBOURS = 8  # a disk's nearest neighbours whose disks are left out of its background
 # Large disks that nearly touch (GaN and MoS2 [0001] at 300 kV / 3.5 mrad: 10.8 px disks 2.04 radii apart) leave
@@ -976,16 +985,20 @@ def _isolated_electrons(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     # 1.2–1.4 × its size under 0.08–0.15 electron of noise (tested)
     clipped = ((noise > 0) & ~(s.flatten(1).amin(dim=1) < 0))[:, None, None]
     floor = torch.where(clipped, 8.0 * noise[:, None, None] / math.sqrt(2.0 * math.pi), 9.0 * level)
-    excess = torch.where(peak, window3(s, torch.add) - floor, torch.full_like(s, float("nan"))).flatten(1)
+    summed = window3(s, torch.add) - floor
+    excess = torch.where(peak, summed, torch.full_like(s, float("nan"))).flatten(1)
     blob = _row_nanmedian(excess)
     many = peak.flatten(1).float().mean(dim=1) >= MIN_MAXIMA_FRACTION
     empty = many | (level[:, 0, 0] <= noise)
     # a median pixel that is a blur's tail (a camera's point spread reaches every pixel) is a zero one where the
-    # maxima are a speckle of single electrons, not a noise-free pattern's few bright disks (summed only where asked)
+    # maxima are a speckle of single electrons, not a noise-free pattern's few bright disks (summed only where asked),
+    # counted where the speckle is sparse (``BLUR_TAIL_SPARSE_WINDOW``): a low-dose beam's dense disk is no speckle
     tail = ~empty & (level[:, 0, 0] <= BLUR_TAIL_OF_ELECTRON * blob)
     if bool(tail.any()):
-        electrons = (s[tail] - level[tail]).clamp_min(0).flatten(1).sum(dim=1) / blob[tail]
-        tail[tail.clone()] = electrons <= BLUR_TAIL_MAX_ELECTRONS_PER_MAXIMUM * peak[tail].flatten(1).sum(dim=1)
+        sparse = summed[tail] <= BLUR_TAIL_SPARSE_WINDOW * blob[tail][:, None, None]
+        electrons = ((s[tail] - level[tail]).clamp_min(0) * sparse).flatten(1).sum(dim=1) / blob[tail]
+        maxima = (peak[tail] & sparse).flatten(1).sum(dim=1)
+        tail[tail.clone()] = electrons <= BLUR_TAIL_MAX_ELECTRONS_PER_MAXIMUM * maxima
     isolated = (level[:, 0, 0] < LOW_COUNT_E_PER_PX * blob) & (empty | tail)
     # the spread only where it can matter (an isolated pattern whose background holds maxima): a bright pattern's
     # batch skips the quantile (4 ms of 32 patterns at 128 px)
@@ -1328,7 +1341,7 @@ class DiskContrast(NamedTuple):
 
 
 def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
-                  overlapping=False, electron=None, crowded=False) -> DiskContrast:
+                  overlapping=False, electron=None, crowded=False, blur_px: float = 0.0) -> DiskContrast:
     """Per vector: the disk's contrast in standard errors of its core mean (``snr``), its excess over
     the local level as a fraction of the direct beam's core mean (``brightness``; ``disk_brightness``: on a
     low-dose counted pattern the larger of its core's and its whole disk's mean, as its counting test sees the
@@ -1343,7 +1356,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     of it), and the noise its pixels' spread (50th minus 20th percentile, 0.84 σ of Gaussian noise) or
     Poisson's. ``crowded``: (V,) booleans or one for all: small disks whose neighbours reach into their ring,
     judged on it without the neighbours' disks on a bright pattern (module docstring). ``electron``:
-    ``one_electron(patterns)`` when already known."""
+    ``one_electron(patterns)`` when already known. ``blur_px``: the camera's point spread σ (``_own_disk``)."""
     dev = patterns.device
     img = patterns.float()
     b = torch.as_tensor(b, device=dev).long()
@@ -1359,7 +1372,7 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     core_px = _gather(img, b, x, y, core_off)
     n_core = len(core_off) - int(hot)
     core = (core_px.sum(dim=1) - hot * core_px.amax(dim=1)) / n_core
-    disk_px, own_px, outside = _own_disk(img, centres, b, x, y, r)
+    disk_px, own_px, outside = _own_disk(img, centres, b, x, y, r, blur_px)
     disk_sum = disk_px.sum(dim=1) - hot * disk_px.amax(dim=1)
     n_disk = (own_px.sum(dim=1) - int(hot)).clamp_min(1).float()
     electron = one_electron(img) if electron is None else electron
@@ -1415,24 +1428,25 @@ def disk_contrast(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, 
     return DiskContrast(snr, (core - bg["level"]) / beam, dense, bg["level"], whole / beam)
 
 
-def _own_disk(img: torch.Tensor, centres: torch.Tensor, b, x, y, r: float):
+def _own_disk(img: torch.Tensor, centres: torch.Tensor, b, x, y, r: float, blur_px: float = 0.0):
     """(V, n) the pixels of each vector's disk (radius ``r`` about its nearest pixel), zero where they are not its
     own; (V, n) which are; (V,) whether the vector lies outside the beam's disk (else it is the beam). A disk beside
     the beam's counts only its own pixels: the beam's disk holds most of a pattern's electrons, and its part in a
     neighbour's disk made a film's halo beside it a disk at 20σ (300 kV / 3.5 mrad at 1e3 e⁻; benchmarks/RESULTS.md,
-    "The counting test beside the beam")."""
+    "The counting test beside the beam"). Through a camera's point spread (``blur_px``, σ) the beam's disk reaches
+    ``BEAM_TAIL_SIGMAS`` σ further."""
     disk_off = _offsets(-1.0, r, img.device)
     disk_px = _gather(img, b, x, y, disk_off)
     c = centres.float()[b]
     outside = torch.hypot(x - c[:, 0], y - c[:, 1]) > r
     in_beam = torch.hypot((x.round() - c[:, 0])[:, None] + disk_off[None, :, 0],
-                          (y.round() - c[:, 1])[:, None] + disk_off[None, :, 1]) <= r + 0.5
+                          (y.round() - c[:, 1])[:, None] + disk_off[None, :, 1]) <= r + 0.5 + BEAM_TAIL_SIGMAS * blur_px
     own_px = ~(in_beam & outside[:, None])
     return torch.where(own_px, disk_px, torch.zeros_like(disk_px)), own_px, outside
 
 
 def disk_intensity(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px, radius_px: float,
-                   level) -> torch.Tensor:
+                   level, blur_px: float = 0.0) -> torch.Tensor:
     """(V,) each disk's integrated intensity: its own pixels (``_own_disk``) summed, each less ``level`` (V,), the
     local level ``disk_contrast`` found; electrons for a counting detector. Its brightest pixel counts too, though
     the contrast test leaves it out: left out of the sum it took 1/n of every disk of n pixels, and ranked the
@@ -1442,7 +1456,7 @@ def disk_intensity(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px,
     x, y = (torch.as_tensor(v, device=dev, dtype=torch.float32) for v in (x_px, y_px))
     if len(b) == 0:
         return torch.zeros(0, device=dev)
-    disk_px, own_px, _ = _own_disk(patterns.float(), centres, b, x, y, max(float(radius_px), 1.0))
+    disk_px, own_px, _ = _own_disk(patterns.float(), centres, b, x, y, max(float(radius_px), 1.0), blur_px)
     return disk_px.sum(dim=1) - own_px.sum(dim=1) * torch.as_tensor(level, device=dev, dtype=torch.float32)
 
 
