@@ -925,8 +925,10 @@ class MeasuredPattern:
                 snr = out["snr"][which][rest.cpu().numpy()]
                 faint = torch.as_tensor(snr < PLAIN_BELOW_SNR, device=dev)
                 # the bright ones first up to their edge's nearest maximum (refine.EDGE_CLIMB_PX); NaN: unchecked
-                climb_snr = np.where(low_dose[out["pattern"][which][rest.cpu().numpy()]], LOW_DOSE_EDGE_CLIMB_MIN_SNR,
-                                     EDGE_CLIMB_MIN_SNR)
+                # (through a camera's spread at any dose from EDGE_CLIMB_MIN_SNR: the plain correlation's maximum, which
+                # follows a disk's brighter inner side, then lies beyond the fit's reach; refine.EDGE_CLIMB_PX)
+                low_climb = EDGE_CLIMB_MIN_SNR if self.inputs.blur_px else LOW_DOSE_EDGE_CLIMB_MIN_SNR
+                climb_snr = np.where(low_dose[out["pattern"][which][rest.cpu().numpy()]], low_climb, EDGE_CLIMB_MIN_SNR)
                 climb = moved & torch.as_tensor(~(snr < climb_snr), device=dev)
                 if bool(climb.any()):
                     xp[climb], yp[climb], _ = self.edge_template.climb(patterns, b[rest][climb], xp[climb], yp[climb],
