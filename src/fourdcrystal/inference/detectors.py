@@ -32,7 +32,9 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
                                            DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
                                            LOW_DOSE_EDGE_CLIMB_MIN_SNR, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
-                                           SubpixelTemplate, disk_and_ring_levels, fitted_lattices, hybrid_xcorr,
+                                           SPREAD_EDGE_CLIMB_MIN_SNR, SPREAD_EDGE_CLIMB_PX, SubpixelTemplate,
+                                           disk_and_ring_levels,
+                                           fitted_lattices, hybrid_xcorr,
                                            lattice_evidences, lattice_likelihood, lattice_likelihoods,
                                            lattice_on_pattern, lattice_placed, on_lattice_of, probe_template_fft,
                                            refine_positions, summed_disk_z, weighed_lattice_points,
@@ -923,16 +925,21 @@ class MeasuredPattern:
             xp, yp, moved = refine_positions(xc, finder.c, b[rest], x[rest], y[rest], search)
             if self.small_disks:  # by their edges, the faint ones by the whole disk (refine.PLAIN_BELOW_SNR)
                 snr = out["snr"][which][rest.cpu().numpy()]
-                faint = torch.as_tensor(snr < PLAIN_BELOW_SNR, device=dev)
+                # through a camera's spread a low-dose pattern's disks, the faint ones too, by their (deblurred) edges,
+                # climbing from SPREAD_EDGE_CLIMB_MIN_SNR up to SPREAD_EDGE_CLIMB_PX: the plain correlation's maximum,
+                # which follows a disk's brighter inner side, then lies beyond the sub-pixel fit's reach
+                spread = self.inputs.blur_px > 0
+                low = low_dose[out["pattern"][which][rest.cpu().numpy()]]
+                faint = torch.as_tensor(snr < np.where(low & spread, 0.0, PLAIN_BELOW_SNR), device=dev)
                 # the bright ones first up to their edge's nearest maximum (refine.EDGE_CLIMB_PX); NaN: unchecked
-                # (through a camera's spread at any dose from EDGE_CLIMB_MIN_SNR: the plain correlation's maximum, which
-                # follows a disk's brighter inner side, then lies beyond the fit's reach; refine.EDGE_CLIMB_PX)
-                low_climb = EDGE_CLIMB_MIN_SNR if self.inputs.blur_px else LOW_DOSE_EDGE_CLIMB_MIN_SNR
-                climb_snr = np.where(low_dose[out["pattern"][which][rest.cpu().numpy()]], low_climb, EDGE_CLIMB_MIN_SNR)
+                climb_snr = np.where(low, SPREAD_EDGE_CLIMB_MIN_SNR if spread else LOW_DOSE_EDGE_CLIMB_MIN_SNR,
+                                     EDGE_CLIMB_MIN_SNR)
                 climb = moved & torch.as_tensor(~(snr < climb_snr), device=dev)
-                if bool(climb.any()):
-                    xp[climb], yp[climb], _ = self.edge_template.climb(patterns, b[rest][climb], xp[climb], yp[climb],
-                                                                        EDGE_CLIMB_PX)
+                near = torch.as_tensor(low & spread, device=dev)
+                for part, steps in ((climb & near, SPREAD_EDGE_CLIMB_PX), (climb & ~near, EDGE_CLIMB_PX)):
+                    if bool(part.any()):
+                        xp[part], yp[part], _ = self.edge_template.climb(patterns, b[rest][part], xp[part], yp[part],
+                                                                          steps)
                 xp, yp = self._placed(self.edge_template, patterns, b[rest], xp, yp, moved & ~faint)
                 x[rest], y[rest] = self._placed(self.plain_template, patterns, b[rest], xp, yp, moved & faint)
             else:

@@ -104,6 +104,12 @@ EDGE_SIGMA_RADII = 0.2
 # pixels are noisy (300 kV, 1 mrad, 60 nm at 1e3 e⁻: F1 0.35 → 0.33 from 10σ; flat 3 px disks at ~2,500 e⁻
 # left their lattice; benchmarks/RESULTS.md, "The edge's nearest maximum" and "The edge climb by dose").
 EDGE_CLIMB_PX, EDGE_CLIMB_MIN_SNR, LOW_DOSE_EDGE_CLIMB_MIN_SNR = 2, 10.0, 30.0
+# Through a camera's point spread (``blur_px`` read off the probe) a low-dose pattern's small disks, the faint ones too,
+# are placed by their deblurred edges and climb from SPREAD_EDGE_CLIMB_MIN_SNR up to SPREAD_EDGE_CLIMB_PX: the plain correlation then follows a disk's brighter inner side further than the sub-pixel fit
+# reaches (200 kV / 2 mrad, 1e3 e⁻, σ = 1 px: vectors 0.3–0.5 px inward), while a 2 px climb took 2.5 px disks on the
+# model's grid to other maxima at 1e4 e⁻ (F1 0.90 → 0.88; benchmarks/RESULTS.md, "A low-dose beam's disk beside a
+# blurred speckle")
+SPREAD_EDGE_CLIMB_MIN_SNR, SPREAD_EDGE_CLIMB_PX = 5.0, 1
 # ... for disks that stand out clearly. A faint disk is placed by the plain probe (the matched filter:
 # all its pixels, not only its few edge pixels, average the noise): small disks at 80 kV, 3.5 mrad, 1e5 e⁻
 # within 1 px of the truth, SNR < 5: 81 → 85 %, 5–10: 85 → 90 %, while above SNR 20 the plain probe's
