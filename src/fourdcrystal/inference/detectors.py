@@ -33,8 +33,7 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
                                            LOW_DOSE_EDGE_CLIMB_MIN_SNR, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
                                            SPREAD_EDGE_CLIMB_MIN_SNR, SPREAD_EDGE_CLIMB_PX, SubpixelTemplate,
-                                           disk_and_ring_levels,
-                                           fitted_lattices, hybrid_xcorr,
+                                           disk_and_ring_levels, fitted_lattices, hybrid_xcorr,
                                            lattice_evidences, lattice_likelihood, lattice_likelihoods,
                                            lattice_on_pattern, lattice_placed, on_lattice_of, probe_template_fft,
                                            refine_positions, summed_disk_z, weighed_lattice_points,
@@ -906,7 +905,8 @@ class MeasuredPattern:
         """Move the vectors ``which`` onto their disks' correlation maxima in the measured pattern (in place);
         ``clear`` (one per vector of ``which``): large disks clear of their neighbours, searched for and
         placed on the edge-weighted correlation (``refine``); ``low_dose`` (one per pattern): where a small disk
-        climbs to its edge only from ``refine.LOW_DOSE_EDGE_CLIMB_MIN_SNR``."""
+        climbs to its edge only from ``refine.LOW_DOSE_EDGE_CLIMB_MIN_SNR`` (through a camera's spread from
+        ``refine.SPREAD_EDGE_CLIMB_MIN_SNR``, a faint one too)."""
         dev = patterns.device
         b = torch.as_tensor(out["pattern"][which], device=dev)
         x = torch.as_tensor(out["qx_px"][which], device=dev, dtype=torch.float32)

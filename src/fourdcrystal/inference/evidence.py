@@ -1450,7 +1450,8 @@ def disk_intensity(patterns: torch.Tensor, centres: torch.Tensor, b, x_px, y_px,
     """(V,) each disk's integrated intensity: its own pixels (``_own_disk``) summed, each less ``level`` (V,), the
     local level ``disk_contrast`` found; electrons for a counting detector. Its brightest pixel counts too, though
     the contrast test leaves it out: left out of the sum it took 1/n of every disk of n pixels, and ranked the
-    disks against |F| no better on bench_accuracy (benchmarks/RESULTS.md, "Intensities measured on the disks")."""
+    disks against |F| no better on bench_accuracy (benchmarks/RESULTS.md, "Intensities measured on the disks").
+    ``blur_px``: the camera's point spread σ (``_own_disk``)."""
     dev = patterns.device
     b = torch.as_tensor(b, device=dev).long()
     x, y = (torch.as_tensor(v, device=dev, dtype=torch.float32) for v in (x_px, y_px))
