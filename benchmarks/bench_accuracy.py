@@ -63,7 +63,8 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
             rule then counts the diffuse background under a disk too)
         [--psf-px SIGMA]   (a camera's point spread: every pattern, noiseless too, and the vacuum probe blurred by a
             Gaussian of SIGMA px after counting, as a scintillator or a hybrid-pixel sensor at high kV spreads each
-            electron; the augmentation's own blur, 0–0.7 px, reaches the patterns only)
+            electron, before the sensor's own hot and dead pixels; the augmentation's own blur, 0–0.7 px, reaches the
+            patterns only)
         [--read-noise E]   (an integrating detector: Gaussian read noise of E electrons per pixel on every noisy
             pattern and negative, its dark level subtracted, so that empty pixels read below zero)
         [--subtract-background]   (every noisy pattern and negative with the smooth background the augmentation drew
@@ -72,6 +73,7 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -98,7 +100,7 @@ from fourdcrystal.geometry import Geometry  # noqa: E402
 from fourdcrystal.inference import peaks, predict  # noqa: E402
 from fourdcrystal.inference.datacube_io import Cube  # noqa: E402
 from fourdcrystal.learning.augment import (Augmenter, background_image, distortion_matrix,  # noqa: E402
-                                           electrons_per_unit)
+                                           electrons_per_unit, transform)
 from fourdcrystal.inference.descan import moved_back  # noqa: E402
 from fourdcrystal.simulation.examples import (RECTANGULAR_CELL_ROWS, amorphous_film_cbed, gan,  # noqa: E402
                                               rectangular_cell, rectangular_geometry, square_geometry)
@@ -263,7 +265,9 @@ def scan_of(pattern: np.ndarray, probe: np.ndarray, dose, aug: Augmenter, rng) -
     each position's detector distortion (``recorded_pattern``; the truth follows it: ``recorded``)."""
     draws = [(pattern, np.eye(2)) if dose is None else recorded_pattern(aug, pattern, probe, rng, dose, descan_px(k))
              for k in range(SCAN * SCAN)]
-    cube = with_psf(np.stack([d[0] for d in draws]).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32))
+    cube = np.stack([d[0] for d in draws]).reshape(SCAN, SCAN, *pattern.shape).astype(np.float32)
+    if dose is None:  # a noisy pattern has its spread from ``recorded_pattern``
+        cube = with_psf(cube)
     return stored(with_pedestal(with_read_noise(cube, probe, dose), probe, dose), probe, dose), [d[1] for d in draws]
 
 
@@ -279,7 +283,10 @@ def recorded_pattern(aug: Augmenter, pattern: np.ndarray, probe: np.ndarray, rng
     """One position as the detector records it (``Augmenter.apply_recorded``'s draws) and its distortion, moved across
     the detector by ``descan`` whole px, its background with it (the pixels moved in read zero); with
     SUBTRACT_BACKGROUND the background the augmentation drew subtracted afterwards, as a user's preprocessing might."""
-    img, drawn = aug.apply_drawn(pattern, probe, rng, dose)
+    drawn = aug.draw(rng, pattern.shape, dose)  # ``Augmenter.apply_drawn``'s draws, in its order
+    if PSF_PX:  # the camera's spread on the counted electrons, before the sensor's own hot and dead pixels (``with_psf``)
+        drawn = dataclasses.replace(drawn, blur_px=float(np.hypot(drawn.blur_px, PSF_PX)))
+    img = transform(pattern, probe, drawn, rng)
     if SUBTRACT_BACKGROUND:
         img = (img - background_image(img.shape, drawn)).astype(np.float32)
     if descan != (0.0, 0.0):  # the specimen's diffuse halo moves with its beam; a detector's own pixels would not
@@ -290,7 +297,11 @@ def recorded_pattern(aug: Augmenter, pattern: np.ndarray, probe: np.ndarray, rng
 def with_psf(a: np.ndarray) -> np.ndarray:
     """``a`` (…, Qx, Qy) as a camera of point spread PSF_PX (Gaussian σ, px) records it (``--psf-px``): each counted
     electron spread over its neighbours (a scintillator, or a hybrid-pixel sensor's charge sharing at 300 kV), hence
-    after the shot noise and before the read noise; the vacuum probe recorded on the same camera too (``vectors``)."""
+    after the shot noise and before the read noise; the vacuum probe recorded on the same camera too (``vectors``).
+    A noisy pattern is spread in ``recorded_pattern``, with the augmentation's own blur (two Gaussians in a row are
+    one of σ = √(σ₁² + σ₂²)), before its hot and dead pixels: those are the sensor's, after the spread (spread with
+    the electrons, a hot pixel of 0.5–2 × the pattern's maximum was a bright small disk at 20–70σ: 0.25–1.0 false
+    vector per film pattern at 1e3 e⁻ with σ = 1 px; benchmarks/RESULTS.md, "Hot pixels spread by the camera")."""
     if not PSF_PX:
         return a
     return ndimage.gaussian_filter(np.asarray(a, dtype=np.float32), [0] * (a.ndim - 2) + [PSF_PX] * 2,
