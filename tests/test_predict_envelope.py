@@ -673,6 +673,32 @@ def test_a_thick_crystals_small_disks_take_the_size_their_edges_show(tmp_path, s
     assert unsized < -2.0, (unsized, n)
 
 
+def test_a_small_scans_sum_climbs_to_its_disks_edges(tmp_path, shipped, monkeypatch):
+    """MgO [001] 300 Å at 200 kV / 2 mrad on 256 px (the issue's acquisition: 4 px disks, 2 × 2 scans) at 1e3 e⁻ under
+    shot noise: a small scan's faint patterns take the lattice of their sum, whose size the sum's vectors set
+    (``MeasuredPattern.measure_edge_scale``). The sum of four patterns holds ~4e3 electrons, a low-dose pattern, whose
+    disks climbed to their edges only from 30σ (``refine.LOW_DOSE_EDGE_CLIMB_MIN_SNR``): the rest stayed at the plain
+    maximum, inward on a thick crystal's disks, and every pattern took the sum's lattice small. A sum climbs from
+    ``refine.SUM_EDGE_CLIMB_MIN_SNR``: over six scans the vectors' median scale error −0.21 % against −0.41 % (measured
+    2026-12-08; seeds 1–3 / 4–6 / 7–9: −0.39 / −0.03 / −0.33 against −0.55 / −0.27 / −0.63 %; benchmarks/RESULTS.md,
+    "The summed patterns' disks climb to their edges")."""
+    from pymatgen.core import Lattice, Structure
+
+    mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.212), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    geo = Geometry(box_A=12 * 4.212, gpts=384, detector_px=256, thicknesses_A=(300.0,), slice_thickness_A=2.0)
+    ex = zone_axis_cbed(mgo, (0, 0, 1), geo, thickness_A=300.0, energy_eV=200e3, semiangle_mrad=2.0)
+    truth = ex["truth"].rename(columns={"qx_invA": "qx", "qy_invA": "qy"})
+    scans = [_shot_noise_scan(ex["cbed"], ex["probe"], (2, 2), seed, dose=1e3) for seed in range(1, 7)]
+
+    def scale_error(name):
+        return _scale_error_pct(pd.concat([_vectors(cube, ex["probe"], shipped, geo.dk_invA, tmp_path / f"{name}{k}")
+                                           for k, cube in enumerate(scans)]), truth, geo.dk_invA)
+
+    climbed, n = scale_error("climbed")
+    monkeypatch.setattr(detectors, "SUM_EDGE_CLIMB_MIN_SNR", detectors.LOW_DOSE_EDGE_CLIMB_MIN_SNR)
+    plain, n_plain = scale_error("plain")
+    assert climbed > -0.3 and climbed - plain > 0.12 and n >= 0.95 * n_plain, (climbed, plain, n, n_plain)
+
 def test_a_pattern_of_another_lattice_is_told_from_noisy_vectors_of_the_batchs():
     """``detectors._another_lattice``: a pattern whose vectors show a lattice of their own that the batch's does not
     index (the same crystal turned 30°) is another grain's; the batch's own lattice with a pixel of noise on every

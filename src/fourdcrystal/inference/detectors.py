@@ -32,7 +32,8 @@ from fourdcrystal.inference.refine import (CLEAR_MIN_RADIUS_PX, CLEAR_SPACING_RA
                                            DEFAULT_SEARCH_PX, EDGE_CLIMB_MIN_SNR, EDGE_CLIMB_PX, EDGE_SIGMA_RADII,
                                            LOW_DOSE_EDGE_CLIMB_MIN_SNR, MIN_SPACING_RADII, PLAIN_BELOW_SNR,
                                            LATTICE_TOL_SEARCHES, SEARCH_RADII, SMALL_SEARCH_RADII,
-                                           SPREAD_EDGE_CLIMB_MIN_SNR, SPREAD_EDGE_CLIMB_PX, SubpixelTemplate,
+                                           SPREAD_EDGE_CLIMB_MIN_SNR, SPREAD_EDGE_CLIMB_PX, SUM_EDGE_CLIMB_MIN_SNR,
+                                           SubpixelTemplate,
                                            disk_and_ring_levels, fitted_lattices, hybrid_xcorr,
                                            lattice_evidences, lattice_likelihood, lattice_likelihoods,
                                            lattice_on_pattern, lattice_placed, on_lattice_of, probe_template_fft,
@@ -154,7 +155,8 @@ class MeasuredPattern:
                 self.edge_template = template(EDGE_SIGMA_RADII)
             self.plain_template = template(None)
 
-    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, electron=None, maps=None) -> dict:
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, out: dict, electron=None, maps=None,
+                 summed: bool = False) -> dict:
         """``out``: vectors (``pattern``, ``qx``, ``qy`` Å⁻¹ from the beam, ``qx_px``, ``qy_px`` detector px,
         any other columns); returns those kept, positions refined. A flat pattern (e.g. a detector read
         without beam) shows nothing: none of its vectors is kept. ``out["weak"]`` (optional): vectors the
@@ -163,7 +165,8 @@ class MeasuredPattern:
         lie on the lattice of their pattern's other vectors (``evidence.lattice_members``).
         ``electron``: ``evidence.one_electron`` of ``patterns``, when already known. ``maps``: the network's
         (V_g, q_z, model centre px, model Å⁻¹/px) for the vectors added on a low-dose pattern's lattice
-        (``_lattice_completed``; None: none added)."""
+        (``_lattice_completed``; None: none added). ``summed``: the patterns are sums of a batch's faint patterns
+        (``_sum_lattice``), whose low-dose disks climb from ``refine.SUM_EDGE_CLIMB_MIN_SNR`` (``_refine``)."""
         out = dict(out)
         out["crowded"] = np.zeros(len(out["pattern"]), bool)  # ``_crowded``: kept only on a lattice as measured
         for flag in ("weak", "unsure"):
@@ -235,7 +238,7 @@ class MeasuredPattern:
             q_px = np.column_stack([out["qx_px"] - cc[out["pattern"], 0], out["qy_px"] - cc[out["pattern"], 1]])
             measured = without_diffuse_background(patterns, centres, out["pattern"][~beam], q_px[~beam], r,
                                                   self.search_px, MIN_LATTICE_VECTORS)
-            self._refine(measured, cc, out, fitted, clear=clear[fitted], low_dose=low_dose)
+            self._refine(measured, cc, out, fitted, clear=clear[fitted], low_dose=low_dose, summed=summed)
         if out["unsure"].any():
             # first the unsure proposals off the lattice of their pattern's other vectors: the speckle rule below
             # judges what is reported, and a film's faint speckles could lend its bright ones a chance lattice
@@ -674,7 +677,8 @@ class MeasuredPattern:
                 continue
             sums = np.stack([total for _, total in tried])
             got = self.vectors_of_sum(torch.from_numpy(sums).to(patterns.dtype),
-                                      torch.from_numpy(np.repeat(centre[None], len(tried), axis=0)).to(dtype))
+                                      torch.from_numpy(np.repeat(centre[None], len(tried), axis=0)).to(dtype),
+                                      summed=True)
             beside = ~self._beam(got)
             best, most = None, MIN_LATTICE_VECTORS - 1
             for n, (members, total) in enumerate(tried):
@@ -901,12 +905,13 @@ class MeasuredPattern:
         return np.zeros(n, bool) if counted is None else counted < LOW_DOSE_E[1]
 
     def _refine(self, patterns: torch.Tensor, c: np.ndarray, out: dict, which: np.ndarray, clear: np.ndarray,
-                low_dose: np.ndarray) -> None:
+                low_dose: np.ndarray, summed: bool = False) -> None:
         """Move the vectors ``which`` onto their disks' correlation maxima in the measured pattern (in place);
         ``clear`` (one per vector of ``which``): large disks clear of their neighbours, searched for and
         placed on the edge-weighted correlation (``refine``); ``low_dose`` (one per pattern): where a small disk
         climbs to its edge only from ``refine.LOW_DOSE_EDGE_CLIMB_MIN_SNR`` (through a camera's spread from
-        ``refine.SPREAD_EDGE_CLIMB_MIN_SNR``, a faint one too)."""
+        ``refine.SPREAD_EDGE_CLIMB_MIN_SNR``, a faint one too; ``summed``, a sum of faint patterns, from
+        ``refine.SUM_EDGE_CLIMB_MIN_SNR``)."""
         dev = patterns.device
         b = torch.as_tensor(out["pattern"][which], device=dev)
         x = torch.as_tensor(out["qx_px"][which], device=dev, dtype=torch.float32)
@@ -932,8 +937,9 @@ class MeasuredPattern:
                 low = low_dose[out["pattern"][which][rest.cpu().numpy()]]
                 faint = torch.as_tensor(snr < np.where(low & spread, 0.0, PLAIN_BELOW_SNR), device=dev)
                 # the bright ones first up to their edge's nearest maximum (refine.EDGE_CLIMB_PX); NaN: unchecked
-                climb_snr = np.where(low, SPREAD_EDGE_CLIMB_MIN_SNR if spread else LOW_DOSE_EDGE_CLIMB_MIN_SNR,
-                                     EDGE_CLIMB_MIN_SNR)
+                low_dose_climb = SPREAD_EDGE_CLIMB_MIN_SNR if spread else \
+                    SUM_EDGE_CLIMB_MIN_SNR if summed else LOW_DOSE_EDGE_CLIMB_MIN_SNR
+                climb_snr = np.where(low, low_dose_climb, EDGE_CLIMB_MIN_SNR)
                 climb = moved & torch.as_tensor(~(snr < climb_snr), device=dev)
                 near = torch.as_tensor(low & spread, device=dev)
                 for part, steps in ((climb & near, SPREAD_EDGE_CLIMB_PX), (climb & ~near, EDGE_CLIMB_PX)):
@@ -990,11 +996,12 @@ class NetworkDetector:
         """``MeasuredPattern.edge_scale_unsettled``: the last batch measured held low-dose patterns but no factor."""
         return self.measured.edge_scale_unsettled
 
-    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, beams: torch.Tensor | None = None
-                 ) -> dict[str, np.ndarray]:
+    def __call__(self, patterns: torch.Tensor, centres: torch.Tensor, beams: torch.Tensor | None = None,
+                 summed: bool = False) -> dict[str, np.ndarray]:
         """Vectors of a batch: the network sees each pattern centred on ``centres`` (its view, as in training);
         the proposals are checked, measured and referenced on the pattern from ``beams`` (default ``centres``:
-        where the direct beam is, ``ModelInput.beam_centres``)."""
+        where the direct beam is, ``ModelInput.beam_centres``). ``summed``: sums of a batch's faint patterns
+        (``MeasuredPattern.__call__``)."""
         cp, dk = self.center_px, self.dk_invA
         pr, cb = self.inputs(patterns, centres)
         electron = self.inputs.electron(patterns) if self.measured.check_evidence else None
@@ -1015,7 +1022,7 @@ class NetworkDetector:
                             **self.measured.flags(pk, vg, cp, self.threshold, ramp)}, patterns.shape[-2:])
         out = _one_per_disk(out, self.measured.disk_radius_px, self.measured._beam(out))
         out = self.measured.with_missed_beams(patterns, beams, out, electron, vg.float(), qz.float(), cp)
-        kept = self.measured(patterns, beams, out, electron, maps=(vg.float(), qz.float(), cp, dk))
+        kept = self.measured(patterns, beams, out, electron, maps=(vg.float(), qz.float(), cp, dk), summed=summed)
         if self.dq_invA != self.true_dq_invA:
             f = self.true_dq_invA / self.dq_invA
             kept["qx"], kept["qy"] = kept["qx"] * f, kept["qy"] * f
