@@ -304,10 +304,13 @@ def _kikuchi_bands(geo, t_px: np.ndarray, strength: float) -> np.ndarray:
 def test_kikuchi_bands_paint_no_vectors(tmp_path, shipped, gan_200kv, dose):
     """GaN [0001] at 200 kV / 2 mrad / 30 nm (a 2×2 scan, shot noise) on a diffuse halo whose Kikuchi bands are as
     bright as the halo itself: every vector `predict` reports lies within 1 px of a kinematic reflection, and the
-    bands cost at most a sixth of the vectors found on the halo alone. Measured 2026-12-06: 25.5 → 24.75 vectors per
+    bands cost at most a quarter of the vectors found on the halo alone. Measured 2026-12-06: 25.5 → 24.75 vectors per
     pattern at 1e5 e⁻ and 14.5 → 13.25 at 1e3, none off (0.25 per pattern off on the halo alone at 1e3); bands at 3 ×
     the halo pulled a few {11-20} disks ~1 px inward at 1e3 (benchmarks/RESULTS.md, "Strain at 1e3 e⁻ against the
-    precision its patterns allow")."""
+    precision its patterns allow"). Since 2026-12-08, when every low-dose pattern of small disks takes its batch's
+    lattice, 20.75 → 16.75 at 1e3 (more under the bands than the 13.25 before, but the halo alone gains more: its
+    sum's far disks stand further above its background; benchmarks/RESULTS.md, "A low-dose pattern's small disks on
+    their batch's lattice")."""
     geo, ex = gan_200kv
     t_px = np.column_stack([ex["truth"]["qx_px"], ex["truth"]["qy_px"]]) - geo.center_px
     found = {}
@@ -319,7 +322,7 @@ def test_kikuchi_bands_paint_no_vectors(tmp_path, shipped, gan_200kv, dose):
     off = sum(len(v) - len(match(v[["qx", "qy"]].to_numpy() / geo.dk_invA, t_px, 1.0)[0])
               for _, v in found[1.0].groupby(["rx", "ry"]))
     assert off == 0, f"{off} of {len(found[1.0])} vectors on no kinematic reflection under the bands"
-    assert len(found[1.0]) >= 5 / 6 * len(found[0.0]), f"{len(found[1.0])} vectors under the bands, {len(found[0.0])} without"
+    assert len(found[1.0]) >= 3 / 4 * len(found[0.0]), f"{len(found[1.0])} vectors under the bands, {len(found[0.0])} without"
 
 
 def test_a_low_dose_lattice_is_placed_on_its_whole_pattern(tmp_path, shipped, gan_200kv, monkeypatch):
@@ -698,6 +701,39 @@ def test_a_small_scans_sum_climbs_to_its_disks_edges(tmp_path, shipped, monkeypa
     monkeypatch.setattr(detectors, "SUM_EDGE_CLIMB_MIN_SNR", detectors.LOW_DOSE_EDGE_CLIMB_MIN_SNR)
     plain, n_plain = scale_error("plain")
     assert climbed > -0.3 and climbed - plain > 0.12 and n >= 0.95 * n_plain, (climbed, plain, n, n_plain)
+
+def test_a_thick_crystals_faint_small_disks_take_their_batchs_lattice(tmp_path, shipped, monkeypatch):
+    """SrTiO3 [001] 600 Å at 300 kV / 1 mrad on 256 px (bench_accuracy's [001] corner: 2.5 px disks), four 2 × 2 scans
+    at 1e3 e⁻ through the detector augmentation (its background: 2e3–2e4 electrons counted per pattern): each pattern
+    shows 7–12 faint disks, which the network proposes ~0.5 px inward and the sub-pixel fit moves only part of the
+    way. Below ``evidence.LOW_DOSE_E[1]`` small disks now take their batch's lattice too (``_few_electrons``), sized
+    by the sum's edges: 287 vectors within 1 px of a reflection against 162 when only patterns under
+    ``LOW_DOSE_E[0]`` took it (measured 2026-12-08; benchmarks/RESULTS.md, "A low-dose pattern's small disks on their
+    batch's lattice")."""
+    from fourdcrystal.geometry import Geometry
+
+    geo = Geometry(box_A=13 * 3.905, gpts=384, detector_px=256, thicknesses_A=(600.0,), slice_thickness_A=2.0)
+    ex = zone_axis_cbed(srtio3(), (0, 0, 1), geo, thickness_A=600.0, energy_eV=300e3, semiangle_mrad=1.0)
+    truth = ex["truth"][["qx_invA", "qy_invA"]].to_numpy() / geo.dk_invA
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
+    scans = []
+    for seed in range(1, 5):
+        aug, rng = Augmenter({**cfg, "ellipticity": 0.0}), np.random.default_rng(seed)
+        scans.append(np.stack([aug.apply(ex["cbed"], ex["probe"], rng, dose=1e3) for _ in range(4)]).reshape(2, 2, 256, 256))
+
+    def within_1px(name):
+        n = 0
+        for k, cube in enumerate(scans):
+            for _, v in _vectors(cube, ex["probe"], shipped, geo.dk_invA, tmp_path / f"{name}{k}").groupby(["rx", "ry"]):
+                found = v[["qx", "qy"]].to_numpy() / geo.dk_invA
+                n += len(match(found[np.hypot(*found.T) > 2.0], truth, 1.0)[0])
+        return n
+
+    batch = within_1px("batch")
+    monkeypatch.setattr(detectors.MeasuredPattern, "_few_electrons",
+                        lambda self, counted, n: counted < detectors.LOW_DOSE_E[0])
+    own = within_1px("own")
+    assert batch >= 1.4 * own, (batch, own)
 
 def test_a_pattern_of_another_lattice_is_told_from_noisy_vectors_of_the_batchs():
     """``detectors._another_lattice``: a pattern whose vectors show a lattice of their own that the batch's does not

@@ -571,3 +571,16 @@ def test_a_summed_disk_stands_out_by_its_electrons_over_their_root_and_a_dark_on
     assert abs(z[0] - expected) < 0.35 * expected and abs(z[1]) < 3.0, (z, expected)
     # a disk that holds nothing (an empty detector) is no disk
     assert summed_disk_z(np.array([[20.0, 30.0]]), disk_and_ring_levels(np.zeros(shape), r), r, electron, n)[0] == 0
+
+
+def test_a_summed_disks_brightness_is_its_excess_over_the_beams():
+    """``refine.summed_disk_brightness``: on a batch's mean pattern a disk's excess over its ring, as a fraction of the
+    beam's (the brightness floor's measure, ``evidence.bright_enough``), whatever flat background both stand on."""
+    from fourdcrystal.inference.refine import disk_and_ring_levels, summed_disk_brightness
+
+    yy, xx = np.mgrid[:64, :64]
+    mean = np.full((64, 64), 2.0)  # a flat background under all
+    mean[np.hypot(yy - 32, xx - 32) <= 3] += 10.0  # the beam
+    mean[np.hypot(yy - 32, xx - 46) <= 3] += 0.5  # a disk at 1/20 of it
+    bright = summed_disk_brightness(np.array([[32.0, 46.0], [32.0, 18.0]]), (32.0, 32.0), disk_and_ring_levels(mean, 3.0))
+    assert np.allclose(bright, [0.05, 0.0], atol=1e-9)

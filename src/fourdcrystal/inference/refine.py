@@ -731,6 +731,15 @@ def summed_disk_z(points_px: np.ndarray, levels: np.ndarray, radius_px: float, e
     return np.where(disk > 0, (disk - ring) * area_e / np.sqrt(np.maximum(disk * area_e, 1e-12)), 0.0)
 
 
+
+def summed_disk_brightness(points_px: np.ndarray, beam_px, levels: np.ndarray) -> np.ndarray:
+    """(N,) the disk at each of ``points_px`` (N, 2) in the mean ``levels`` (``disk_and_ring_levels``) of a batch's
+    patterns: its excess over its ring as a fraction of the beam's at ``beam_px`` (``evidence.bright_enough``'s
+    brightness, on the patterns' mean)."""
+    disk, ring = bilinear(levels, *np.asarray(points_px, float).reshape(-1, 2).T).T
+    beam_disk, beam_ring = bilinear(levels, *np.asarray(beam_px, float).reshape(1, 2).T)[0]
+    return (disk - ring) / max(float(beam_disk - beam_ring), 1e-30)
+
 def _weighed_points_many(origins, Gs, shape, radius_px: float, levels, levels_shifts_px, electrons) -> list:
     """``weighed_lattice_points`` of lattices ``origins`` (S, 2), ``Gs`` (S, 2, 2) at once, each shifted onto
     ``levels`` by its ``levels_shifts_px`` (S, 2), of one electron ``electrons`` (S,): [(hk, weights)] per lattice."""
