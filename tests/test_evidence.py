@@ -1102,7 +1102,7 @@ def test_on_a_dense_background_a_lattice_counts_as_proposed_or_as_measured(monke
         n = len(b)  # every disk stands out, on a dense background
         return DiskContrast(torch.full((n,), 10.0), torch.ones(n), torch.ones(n, dtype=torch.bool), torch.zeros(n))
 
-    def refine(self, patterns, c, out, which, clear, low_dose):  # the fit's pull, 1.5 px; the beam stays
+    def refine(self, patterns, c, out, which, clear, low_dose, summed=False):  # the fit's pull, 1.5 px; the beam stays
         angle = np.random.default_rng(7).uniform(0, 2 * np.pi, len(out["qx"]))
         pull = 1.5 / 32 * (np.hypot(out["qx"], out["qy"]) > 0)
         out["qx"], out["qy"] = out["qx"] + pull * np.cos(angle), out["qy"] + pull * np.sin(angle)
