@@ -152,6 +152,7 @@ FLOOR_MIN_PIXELS = 3
 # but is dense for the lattice rule, as a noise-free pattern is: a film's far grain on its faint ring stood alone
 NOISE_FREE_MIN_SPREAD = 6.0
 MAX_COUNT_PER_PX = 2**20  # more electrons in one pixel of one pattern than any detector records
+COUNTS_MIN_SAMPLED = 32  # a pattern's counts judged on all its pixels where its sample holds fewer lit ones
 PTC_BLOCK_PX = 4  # photon transfer (``photon_transfer``) on block sums larger than a detector's blur
 # the ring (radii r + 1 … 2r + 1) is free of a neighbour's disk when the neighbour is ≥ 3 r away; a median
 # survives a neighbour's edge reaching into it
@@ -867,14 +868,39 @@ def is_counts(img: torch.Tensor, one_e: torch.Tensor, n: int = 4096) -> torch.Te
     level"), nor where its floor is such noise clipped at zero (``clipped_read_noise``). Blurred,
     background-subtracted or noise-free patterns are not."""
     flat = img.flatten(1)
-    idx = torch.linspace(0, flat.shape[1] - 1, min(n, flat.shape[1]), device=img.device).long()
-    v = flat[:, idx].double() / one_e[:, None].double()
+    whole, nonzero, negative = _whole_counts(flat[:, pixel_sample(flat.shape[1], n, img.device)], one_e)
+    # a sparse pattern (a low-dose one's few hundred electrons, most in its beam) may leave a sample without a lit
+    # pixel, which judged nothing: judged on all its pixels (its one electron stays its smallest value)
+    few = nonzero < COUNTS_MIN_SAMPLED
+    if bool(few.any()):
+        whole[few], nonzero[few], negative[few] = _whole_counts(flat[few], one_e[few])
+    return (whole >= 0.99 * nonzero.clamp_min(1)) & ~negative & ~(clipped_read_noise(img) > 0)
+
+
+def _whole_counts(v: torch.Tensor, one_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B,) of each row of pixels ``v``: how many are whole multiples of ``one_e`` (within 1 %), how many are above
+    zero, and whether at least ``READ_NOISE_MIN_NEGATIVE`` of them are below zero (``is_counts``)."""
+    v = v.double() / one_e[:, None].double()
     nonzero = v > 0
     # a multiple beyond MAX_COUNT_PER_PX is no count: a blur tail of 1e-20 as "one electron" makes every
     # float32 value look whole (measured: a blurred 1e3 e⁻ pattern taken as counts, every speck a disk)
     whole = ((v - v.round()).abs() <= 0.01) & nonzero & (v <= MAX_COUNT_PER_PX)
     negative = (v < 0).double().mean(dim=1) >= READ_NOISE_MIN_NEGATIVE
-    return (whole.sum(dim=1) >= 0.99 * nonzero.sum(dim=1).clamp_min(1)) & ~negative & ~(clipped_read_noise(img) > 0)
+    return whole.sum(dim=1), nonzero.sum(dim=1), negative
+
+
+def pixel_sample(n_pixels: int, n: int, device=None) -> torch.Tensor:
+    """Indices of up to ``n`` of a flattened pattern's ``n_pixels`` pixels spread over the whole detector: steps of
+    the golden ratio's share of the pattern (a Fibonacci lattice), an odd step, coprime with any power-of-two size,
+    so no two samples coincide. Evenly spaced indices alias on the rows: on a 256 px detector every 16th pixel is
+    nearly the same 16 columns of every row, which missed a small beam and with it every electron of a sparse
+    low-dose pattern (benchmarks/RESULTS.md, "A pixel sample that missed the beam")."""
+    if n_pixels <= n:
+        return torch.arange(n_pixels, device=device)
+    step = int(round(n_pixels * (math.sqrt(5.0) - 1.0) / 2.0)) | 1
+    while math.gcd(step, n_pixels) != 1:
+        step += 2
+    return (torch.arange(n, device=device, dtype=torch.int64) * step) % n_pixels
 
 
 def one_electron(img: torch.Tensor) -> "Electron":
@@ -1052,7 +1078,7 @@ def _clipped_read_noise(s: torch.Tensor) -> torch.Tensor:
     if P < 2 * k or Q < 2 * k:
         return out
     flat = s.flatten(1)  # a floor of zeros on a sample of the pixels first (is_counts' sample): none, no test
-    sample = flat[:, torch.linspace(0, flat.shape[1] - 1, min(4096, flat.shape[1]), device=s.device).long()]
+    sample = flat[:, pixel_sample(flat.shape[1], 4096, s.device)]
     maybe = (sample == 0).float().mean(dim=1) >= CLIPPED_MIN_ZERO / 2
     if not bool(maybe.any()):
         return out
