@@ -69,6 +69,9 @@ removing it is a calibration after detection (``evaluation.truth.as_recorded``).
             pattern and negative, its dark level subtracted, so that empty pixels read below zero)
         [--subtract-background]   (every noisy pattern and negative with the smooth background the augmentation drew
             subtracted after recording, as a user's preprocessing might: its empty pixels read below zero)
+        [--edge vacuum|amorphous_film]   (a scan across a crystal's edge: every crystal's scan twice as wide, its
+            second half vacuum or film at the same dose, so that one batch holds both; the crystal's half scored, the
+            other's vectors false, in the negatives as edge_vacuum or edge_amorphous_film)
 """
 from __future__ import annotations
 
@@ -365,6 +368,10 @@ DESCAN_PX = 0.0
 PEDESTAL_E, DARK_LEVEL, LAST_PEDESTAL = 0.0, "auto", [0.0]
 # --stored-gain: counts per electron of every noisy pattern stored as unsigned integers (0: stored as recorded)
 STORED_GAIN = 0.0
+# --edge: every crystal's scan SCAN × 2·SCAN, its second half this negative kind ("vacuum" or "amorphous_film") under
+# the same probe and dose, as a scan across a crystal's edge or a hole records it (None: the crystal alone); the
+# second half's vectors, all false, per pattern (rows of the negatives, kind "edge_" + EDGE); its films per probe
+EDGE, EDGE_ROWS, EDGE_FILMS = None, [], {}
 
 
 def quad_cross(a: np.ndarray) -> np.ndarray:
@@ -455,21 +462,51 @@ def run_test(sims: dict, cfg: dict, model, mgeo, ps: dict, settings: dict, tmp: 
             cube, dist = scan_of(p["cbed"], p["probe"], dose, aug, rng)
             corner = {"crystal": name, "energy_kV": p["energy_eV"] / 1e3, "semiangle_mrad": p["semiangle_mrad"],
                       "thickness_nm": p["thickness_A"] / 10, "dose": "noiseless" if dose is None else f"{dose:.0e}"}
+            if EDGE:  # (drawn after the crystal's positions: theirs are the draws of a run without --edge)
+                cube = np.concatenate([cube, edge_half(p, dose, aug, rng)], axis=1)
             # the detectors read the recorded patterns; the oracle reads the label, on the calibrated grid
             seen = (recorded(p["truth"], dist), recorded(p["faint"], dist))
             label = ([p["truth"]] * SCAN * SCAN, [p["faint"]] * SCAN * SCAN)
-            net = vectors(cube, p["probe"], model, mgeo, ps, None, tmp, p["dq"])
+            net = on_crystal(vectors(cube, p["probe"], model, mgeo, ps, None, tmp, p["dq"]), corner, "network")
             radius = {"probe_radius_px": SYNTH_RADIUS[0], "true_radius_px": p["radius_px"]} if PROBE != "vacuum" \
                 else {}
+            classical = on_crystal(vectors(cube, p["probe"], model, mgeo, ps, settings, tmp, p["dq"]), corner, "py4DSTEM")
             for det, found, (truths, faints) in (
                     ("network", net, seen),
-                    ("py4DSTEM", vectors(cube, p["probe"], model, mgeo, ps, settings, tmp, p["dq"]), seen),
+                    ("py4DSTEM", classical, seen),
                     ("oracle", [oracle_vectors(p["label"])] * SCAN * SCAN, label)):
                 recs.append({**corner, "detector": det, "found": found, "truths": truths, "faints": faints, **radius})
             # (kept apart: the noise draws above are seeded by len(recs))
             ceiling.append({**corner, "detector": "countable", "found": [countable_vectors(p, dose)] * SCAN * SCAN,
                             "truths": label[0], "faints": label[1]})
     return recs + ceiling
+
+
+def edge_half(p: dict, dose, aug: Augmenter, rng) -> np.ndarray:
+    """The other half of a scan across the edge of pattern ``p``'s crystal (``--edge``): SCAN × SCAN positions of vacuum
+    (its probe) or of 20 nm of amorphous carbon on its detector, at its dose."""
+    film = None
+    if EDGE == "amorphous_film":
+        key = (p["energy_eV"], p["semiangle_mrad"], p["dq"])
+        if key not in EDGE_FILMS:
+            geo = Geometry(box_A=1.0 / p["dq"], gpts=DETECTOR.gpts, detector_px=DETECTOR.detector_px,
+                           thicknesses_A=DETECTOR.thicknesses_A, slice_thickness_A=DETECTOR.slice_thickness_A)
+            EDGE_FILMS[key] = amorphous_film_cbed(geo, p["energy_eV"], p["semiangle_mrad"], thickness_A=200.0)["cbed"]
+        film = EDGE_FILMS[key]
+    return scan_of(negative_cbed(EDGE, p["probe"], film), p["probe"], dose, aug, rng)[0]
+
+
+def on_crystal(found: list, corner: dict, detector: str) -> list:
+    """``found`` (one frame per position of a SCAN × SCAN scan, or of SCAN × 2·SCAN with ``--edge``): the crystal's
+    positions; the other half's vectors counted as false (``EDGE_ROWS``)."""
+    if not EDGE:
+        return found
+    width = 2 * SCAN
+    EDGE_ROWS.append({"kind": "edge_" + EDGE, "energy_kV": corner["energy_kV"], "semiangle_mrad": corner["semiangle_mrad"],
+                      "dose": corner["dose"], "detector": detector, "film": 0 if EDGE == "amorphous_film" else None,
+                      "false_vectors_per_pattern": float(np.mean([len(f) for k, f in enumerate(found)
+                                                                  if k % width >= SCAN]))})
+    return [f for k, f in enumerate(found) if k % width < SCAN]
 
 
 def chance_records(recs: list[dict]) -> list[dict]:
@@ -630,13 +667,17 @@ def main() -> int:
     ap.add_argument("--scan", type=int, default=SCAN, metavar="N",
                     help=f"each test pattern as an N × N scan, fresh noise per position (default {SCAN}; from 6, "
                          "a low-dose scan's batches of 32 fit the batch's lattice: detectors._batch_lattice)")
+    ap.add_argument("--edge", choices=("vacuum", "amorphous_film"), default=None,
+                    help="every crystal's scan N × 2N, its second half vacuum or amorphous film under the same probe "
+                         "and dose (a scan across a crystal's edge: one batch holds both); the crystal's half is "
+                         "scored, the other's vectors count as false (negatives' kind edge_KIND)")
     ap.add_argument("--oversample", type=int, default=1, metavar="N",
                     help="the multislice grid N × finer than the detector's field needs, same boxes and pixels "
                          "(default 1: 0.13 Å on the default detector; 2 gives 0.065 Å, near converged intensities)")
     a = ap.parse_args()
     global PRECISION, QUAD_GAIN, BAD_PIXELS, PROBE, TILT, SIM, DOSES, READ_NOISE_E, SUBTRACT_BACKGROUND, PEDESTAL_E
-    global DARK_LEVEL, DESCAN_PX, STORED_GAIN, PSF_PX
-    PSF_PX = a.psf_px
+    global DARK_LEVEL, DESCAN_PX, STORED_GAIN, PSF_PX, EDGE
+    PSF_PX, EDGE = a.psf_px, a.edge
     PEDESTAL_E, DARK_LEVEL, DESCAN_PX, STORED_GAIN = a.pedestal, a.dark_level, a.descan, a.stored_gain
     SCAN = a.scan
     READ_NOISE_E, SUBTRACT_BACKGROUND = a.read_noise, a.subtract_background
@@ -676,7 +717,7 @@ def main() -> int:
         test = {k: v for k, v in sims.items() if k[0] != names[0]}
         recs = run_test(test, cfg, model, mgeo, ps, settings, tmp)
         recs += chance_records(recs)
-        negs = negatives(test, cfg, model, mgeo, ps, settings, tmp)
+        negs = negatives(test, cfg, model, mgeo, ps, settings, tmp) + EDGE_ROWS
     by_dose = pooled(recs, ["dose", "detector"])
     corners = pooled(recs, ["energy_kV", "semiangle_mrad", "thickness_nm", "dose", "detector"])
     by_crystal = pooled([r for r in recs if r["detector"] in ("network", "py4DSTEM")], ["crystal", "dose", "detector"])
@@ -692,7 +733,8 @@ def main() -> int:
           f", crystals: {', '.join(names[1:])}"
           f"{'' if a.quad_cross is None else f', quad cross × {a.quad_cross:g}'}, bad pixels: {a.bad_pixels}, "
           f"probe: {a.probe}{'' if a.tilt is None else f', tilt {a.tilt[0]:g} mrad toward {a.tilt[1]:g}°'}"
-          f"{f', {a.frozen_phonons} frozen phonons' if a.frozen_phonons else ''}): "
+          f"{f', {a.frozen_phonons} frozen phonons' if a.frozen_phonons else ''}"
+          f"{f', scans across an edge to {a.edge}' if a.edge else ''}): "
           f"{len(test)} crystal × energy sets, "
           f"{len(recs) // 5} pattern sets × {SCAN * SCAN} positions; simulation {t_sim:.0f} s, "
           f"model {a.model or 'shipped'} (peak settings {ps}, {a.precision}); py4DSTEM "
