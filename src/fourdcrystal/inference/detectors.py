@@ -574,15 +574,12 @@ class MeasuredPattern:
             return out, none
         levels, r = disk_and_ring_levels(mean, self.disk_radius_px), self.disk_radius_px
         found, cb, cq = none.copy(), [], []
-        images = np.stack([without_spikes(patterns[k].cpu().numpy(), one_e[k]) for k in idx])
-        origins, bases = lattice_likelihoods(images, self._probe_template_fft(), c[idx],
-                                             np.repeat(G0[None], len(idx), 0), r, levels, shift[idx], one_e[idx],
-                                             starts=BATCH_LATTICE_STARTS)
-        shown = lattice_evidences(images, origins, bases, r, levels, shift[idx], one_e[idx]) >= BATCH_LATTICE_MIN_Z
+        images, origins, bases, shown = self._showing_lattice(patterns, c, idx, G0, levels, shift, one_e)
         # a point's disk is judged (significance, brightness floor) on the mean of the patterns that show the lattice:
         # where a batch crosses a crystal's edge, its vacuum or film patterns in the mean halved the crystal's disks
         # against a vacuum beam brighter than its own (Si [001] 10 nm at 1e4 e⁻ beside as many vacuum positions: 12 of
-        # its 20 reflections, 20 alone; benchmarks/RESULTS.md, "A batch across a crystal's edge")
+        # its 20 reflections, 20 alone; benchmarks/RESULTS.md, "A pixel sample that missed the beam; a batch across a
+        # crystal's edge")
         if 0 < shown.sum() < len(idx):
             n_summed = int(shown.sum())
             levels = disk_and_ring_levels(_summed_on_beams(patterns, shift, idx[shown]) / n_summed, r)
@@ -630,6 +627,21 @@ class MeasuredPattern:
                 for k, v in out.items()}
         order = np.argsort(both["pattern"], kind="stable")  # the batch's vectors stay grouped by pattern
         return {k: v[order] for k, v in both.items()}, found
+
+    def _showing_lattice(self, patterns: torch.Tensor, c: np.ndarray, idx: np.ndarray, G0: np.ndarray,
+                         levels: np.ndarray, shift: np.ndarray, one_e: np.ndarray) -> tuple:
+        """(the patterns ``idx`` without spikes, each one's likeliest lattice near ``G0`` — origins (K, 2), bases (K, 2, 2)
+        px, ``refine.lattice_likelihood`` from ``BATCH_LATTICE_STARTS`` starts —, (K,) whether its electrons show it:
+        ``refine.lattice_evidence`` ≥ ``BATCH_LATTICE_MIN_Z``), weighed by the batch's mean ``levels``
+        (``refine.disk_and_ring_levels``) onto which ``shift`` (B, 2) moves each pattern; beams ``c``, electrons
+        ``one_e`` (B,)."""
+        r = self.disk_radius_px
+        images = np.stack([without_spikes(patterns[k].cpu().numpy(), one_e[k]) for k in idx])
+        origins, bases = lattice_likelihoods(images, self._probe_template_fft(), c[idx],
+                                             np.repeat(G0[None], len(idx), 0), r, levels, shift[idx], one_e[idx],
+                                             starts=BATCH_LATTICE_STARTS)
+        shown = lattice_evidences(images, origins, bases, r, levels, shift[idx], one_e[idx]) >= BATCH_LATTICE_MIN_Z
+        return images, origins, bases, shown
 
     def measure_edge_scale(self, patterns: torch.Tensor, centres: torch.Tensor, electron) -> float | None:
         """Sets and returns ``edge_scale``, the one factor by which every batch of the scan multiplies the lattices
