@@ -1035,3 +1035,25 @@ def test_a_batch_whose_every_scan_row_crosses_the_edge_takes_the_lattice_of_its_
                         lambda self, *a, proposing=None, **k: whole_or_halves(self, *a, **k))
     without, _ = on_truth("without")
     assert proposing >= 1.5 * without and on_vacuum == 0, (proposing, without, on_vacuum)
+
+
+def test_bench_accuracy_edge_scores_the_crystals_half_and_counts_the_others_vectors_as_false():
+    """bench_accuracy ``--edge vacuum``: a scan SCAN × 2·SCAN whose second half is the vacuum probe at the same dose; the
+    vectors of the crystal's half (scan order kept) are scored, the other half's counted as false per pattern."""
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "bench_accuracy.py"
+    spec = importlib.util.spec_from_file_location("bench_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.EDGE, bench.SCAN = "vacuum", 2
+    ii, jj = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    probe = (np.hypot(ii - 32, jj - 32) <= 4).astype(np.float64)
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["augment"]
+    half = bench.edge_half({"probe": probe, "energy_eV": 200e3, "semiangle_mrad": 2.0, "dq": 0.02}, 1e3,
+                           Augmenter({**cfg, **bench.POISSON_ONLY}), np.random.default_rng(0))
+    assert half.shape == (2, 2, 64, 64) and np.allclose(half.sum(axis=(-2, -1)), probe.sum(), rtol=0.15)  # its scale
+    found = [pd.DataFrame({"qx_px": np.zeros(k)}) for k in range(8)]  # position k of a 2 × 4 scan holds k vectors
+    kept = bench.on_crystal(found, {"energy_kV": 200.0, "semiangle_mrad": 2.0, "dose": "1e+03"}, "network")
+    assert [len(f) for f in kept] == [0, 1, 4, 5]
+    assert bench.EDGE_ROWS[-1]["kind"] == "edge_vacuum" and bench.EDGE_ROWS[-1]["false_vectors_per_pattern"] == 4.5
