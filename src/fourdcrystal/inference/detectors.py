@@ -562,7 +562,8 @@ class MeasuredPattern:
         electron = one_electron(patterns.float()) if electron is None else electron
         b, beam = out["pattern"], self._beam(out)
         lit_beam = np.bincount(b[beam], minlength=B) > 0
-        own = np.bincount(b[~beam], minlength=B) >= BATCH_LATTICE_OWN_VECTORS
+        beside = np.bincount(b[~beam], minlength=B)  # each pattern's vectors beside its beam
+        own = beside >= BATCH_LATTICE_OWN_VECTORS
         idx = np.flatnonzero(low_dose & lit_beam & ~electron.noise_free.cpu().numpy() & (~own | fewest))
         c = centres.cpu().numpy().astype(np.float64)
         one_e = electron[0].cpu().numpy().astype(np.float64)
@@ -570,7 +571,7 @@ class MeasuredPattern:
             return out, none
         shift = _beams_to_middle(patterns, c)
         mean, _, G0, _, n_summed, farthest = self._sum_lattice(patterns, centres.dtype, c, shift, idx, counted,
-                                                               proposing=np.bincount(b[~beam], minlength=B) > 0)
+                                                               proposing=beside > 0)
         if G0 is None:
             return out, none
         levels, r = disk_and_ring_levels(mean, self.disk_radius_px), self.disk_radius_px

@@ -891,8 +891,8 @@ def _whole_counts(v: torch.Tensor, one_e: torch.Tensor) -> tuple[torch.Tensor, t
 
 def pixel_sample(n_pixels: int, n: int, device=None) -> torch.Tensor:
     """Indices of up to ``n`` of a flattened pattern's ``n_pixels`` pixels spread over the whole detector: steps of
-    the golden ratio's share of the pattern (a Fibonacci lattice), an odd step, coprime with any power-of-two size,
-    so no two samples coincide. Evenly spaced indices alias on the rows: on a 256 px detector every 16th pixel is
+    the golden ratio's share of the pattern (a Fibonacci lattice), a step coprime with the pattern's size, so that no
+    two samples coincide. Evenly spaced indices alias on the rows: on a 256 px detector every 16th pixel is
     nearly the same 16 columns of every row, which missed a small beam and with it every electron of a sparse
     low-dose pattern (benchmarks/RESULTS.md, "A pixel sample that missed the beam")."""
     if n_pixels <= n:
